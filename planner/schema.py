@@ -1,0 +1,123 @@
+"""The tables that connect the stages, with validation on write and on read.
+
+A malformed or partial file fails with :class:`SchemaError` naming the file and the problem,
+instead of propagating NaNs into the planner.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+# column -> kind: "str", "int", "float", "bool"; a trailing "?" marks nullable
+PROFILE_COLUMNS: dict[str, str] = {
+    "config_id": "str", "task": "str", "model": "str", "runtime": "str", "precision": "str",
+    "batch_size": "int", "device": "str", "cascade_small": "str?", "cascade_large": "str?",
+    "threshold": "float?", "lat_p50_ms": "float", "lat_p95_ms": "float", "lat_p99_ms": "float",
+    "lat_mean_ms": "float", "lat_p95_ci_low_ms": "float", "lat_p95_ci_high_ms": "float",
+    "n_samples": "int", "throughput_items_s": "float", "accuracy": "float?",
+    "accuracy_source": "str", "coverage": "float?", "flops_per_item": "float?",
+    "pct_roofline": "float?", "machine_tag": "str", "cpu_model": "str", "n_threads": "int",
+    "torch_version": "str", "profiled_at": "str",
+}
+LATENCY_SAMPLE_COLUMNS = {"config_id": "str", "call_index": "int", "latency_ms": "float"}
+PREDICTION_COLUMNS = {
+    "config_id": "str", "example_id": "int", "label": "int", "prediction": "int",
+    "confidence": "float", "correct": "bool", "stage": "int",
+}
+TRACE_COLUMNS = {"request_id": "int", "arrival_s": "float", "deadline_ms": "float", "example_id": "int"}
+REQUEST_RESULT_COLUMNS = {
+    "request_id": "int", "method": "str", "config_id": "str?", "start_s": "float?", "finish_s": "float?",
+    "latency_ms": "float?", "status": "str", "hit": "bool", "correct": "bool",
+}
+ACCURACY_SOURCES = ("measured", "unavailable")
+REQUEST_STATUSES = ("served", "late", "dropped")
+
+
+class SchemaError(ValueError):
+    """A table does not have the columns or values its stage promises."""
+
+
+def config_id(task: str, model: str, runtime: str, precision: str, batch_size: int, device: str,
+              cascade: tuple[str, str, float] | None = None) -> str:
+    """Stable, readable id, e.g. ``sst2/minilm-l6/onnxruntime/int8/b4/cpu``.
+
+    A cascade's model part is ``cascade:small>large@tau``.
+    """
+    if cascade is not None:
+        small, large, tau = cascade
+        model = f"cascade:{small}>{large}@{tau:g}"
+    return f"{task}/{model}/{runtime}/{precision}/b{int(batch_size)}/{device}"
+
+
+def validate(frame: pd.DataFrame, columns: dict[str, str], name: str = "table") -> pd.DataFrame:
+    """Check columns, kinds and nulls; return the frame with canonical dtypes and column order."""
+    if not isinstance(frame, pd.DataFrame):
+        raise SchemaError(f"{name}: expected a DataFrame, got {type(frame).__name__}")
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise SchemaError(f"{name}: missing column(s) {missing}")
+    out = frame.copy()
+    for column, kind in columns.items():
+        nullable = kind.endswith("?")
+        kind = kind.rstrip("?")
+        values = out[column]
+        if not nullable and values.isna().any():
+            rows = list(np.flatnonzero(values.isna().to_numpy())[:5])
+            raise SchemaError(f"{name}: column {column!r} has missing values (rows {rows})")
+        try:
+            if kind == "float":
+                out[column] = pd.to_numeric(values, errors="raise").astype("float64")
+            elif kind == "int":
+                out[column] = pd.to_numeric(values, errors="raise").astype("int64")
+            elif kind == "bool":
+                out[column] = values.astype(bool)
+            else:
+                out[column] = values.astype("object").where(values.notna(), None)
+        except (ValueError, TypeError) as exc:
+            raise SchemaError(f"{name}: column {column!r} is not {kind}: {exc}") from None
+    return out[list(columns) + [c for c in out.columns if c not in columns]]
+
+
+def validate_profiles(frame: pd.DataFrame, name: str = "profiles") -> pd.DataFrame:
+    """Profiles table rules on top of column kinds: unique ids, sane latencies and accuracies."""
+    out = validate(frame, PROFILE_COLUMNS, name)
+    if out.empty:
+        raise SchemaError(f"{name}: no rows")
+    duplicated = out["config_id"][out["config_id"].duplicated()].tolist()
+    if duplicated:
+        raise SchemaError(f"{name}: duplicated config_id(s) {duplicated[:5]}")
+    for column in ("lat_p50_ms", "lat_p95_ms", "lat_p99_ms", "lat_mean_ms"):
+        bad = out.loc[~(out[column] > 0) | ~np.isfinite(out[column]), "config_id"].tolist()
+        if bad:
+            raise SchemaError(f"{name}: {column} must be positive and finite, bad for {bad[:5]}")
+    bad_source = set(out["accuracy_source"]) - set(ACCURACY_SOURCES)
+    if bad_source:
+        raise SchemaError(f"{name}: accuracy_source must be one of {ACCURACY_SOURCES}, got {bad_source}")
+    measured = out["accuracy_source"] == "measured"
+    acc = out.loc[measured, "accuracy"]
+    if acc.isna().any() or ((acc < 0) | (acc > 1)).any():
+        raise SchemaError(f"{name}: measured accuracy must lie in [0, 1]")
+    if out.loc[~measured, "accuracy"].notna().any():
+        raise SchemaError(f"{name}: rows with accuracy_source='unavailable' must have no accuracy")
+    return out
+
+
+def read_table(path: Path, columns: dict[str, str]) -> pd.DataFrame:
+    """Read a CSV or Parquet file and validate it, naming the file in any error."""
+    path = Path(path)
+    if not path.exists():
+        raise SchemaError(f"missing file {path}")
+    try:
+        frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    except Exception as exc:  # truncated parquet, broken CSV quoting, ...
+        raise SchemaError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None
+    if columns is PROFILE_COLUMNS:
+        return validate_profiles(frame, str(path))
+    return validate(frame, columns, str(path))
+
+
+def read_profiles(path: Path) -> pd.DataFrame:
+    return read_table(path, PROFILE_COLUMNS)

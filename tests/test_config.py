@@ -1,0 +1,69 @@
+import shutil
+from pathlib import Path
+
+import pytest
+
+from planner import config
+from planner.paths import CONFIG_DIR
+
+
+@pytest.fixture
+def config_copy(tmp_path) -> Path:
+    target = tmp_path / "configs"
+    shutil.copytree(CONFIG_DIR, target)
+    return target
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new, 1))
+
+
+def test_shipped_configs_are_valid():
+    assert config.protocol().seeds == [42, 43, 44, 45, 46]
+    assert {"minilm-l6", "minilm-l3", "distilbert", "mobilenet_v2", "resnet18"} <= set(config.models().models)
+    assert config.preset("quick").profile.min_passes >= 100
+    assert all(d > 0 for d in config.deadlines().deadlines["sst2"])
+
+
+def test_unknown_model_is_named(config_copy):
+    _edit(config_copy / "models.yaml", "sst2: [[minilm-l3, minilm-l6]]", "sst2: [[minilm-l3, bert-huge]]")
+    with pytest.raises(config.ConfigError, match=r"models\.yaml.*unknown model 'bert-huge'"):
+        config.models(config_copy)
+    with pytest.raises(config.ConfigError, match="unknown model 'bert-huge'; known models"):
+        config.model_spec("bert-huge")
+
+
+def test_negative_deadline_names_file_field_and_value(config_copy):
+    _edit(config_copy / "deadlines.yaml", "sst2: [2,", "sst2: [-5,")
+    with pytest.raises(config.ConfigError, match=r"deadlines\.yaml: field 'deadlines'.*-5"):
+        config.deadlines(config_copy)
+    with pytest.raises(config.ConfigError, match="positive"):
+        config.validate_deadline(-1)
+
+
+def test_empty_seed_list_is_rejected(config_copy):
+    _edit(config_copy / "experimental_protocol.yaml", "seeds: [42, 43, 44, 45, 46]", "seeds: []")
+    with pytest.raises(config.ConfigError, match=r"experimental_protocol\.yaml: field 'seeds' = \[\]"):
+        config.protocol(config_copy)
+
+
+@pytest.mark.parametrize("alpha", ["0", "1.5", "-0.1"])
+def test_alpha_outside_unit_interval_is_rejected(config_copy, alpha):
+    _edit(config_copy / "experimental_protocol.yaml", "alpha: 0.05", f"alpha: {alpha}")
+    with pytest.raises(config.ConfigError, match=rf"field 'alpha' = {alpha}"):
+        config.protocol(config_copy)
+
+
+def test_unknown_preset_and_task_are_clear_errors():
+    with pytest.raises(config.ConfigError, match="unknown preset 'huge'"):
+        config.preset("huge")
+    with pytest.raises(config.ConfigError, match="unknown task 'mnist'"):
+        config.validate_task("mnist")
+
+
+def test_not_yaml_mapping_is_rejected(config_copy):
+    (config_copy / "deadlines.yaml").write_text("- just a list\n")
+    with pytest.raises(config.ConfigError, match="expected a mapping"):
+        config.deadlines(config_copy)
