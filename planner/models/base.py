@@ -1,0 +1,50 @@
+"""The single interface every model variant serves: ``predict(inputs, batch_size) -> probabilities``.
+
+Profilers, the cascade and live replay treat text and vision alike through it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+RUNTIMES = ("torch", "onnxruntime")
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+DEVICES = ("cpu", "cuda")
+
+
+class UnsupportedVariantError(ValueError):
+    """A (model, runtime, precision, device) combination that cannot be built; the message names it."""
+
+
+class ModelUnavailableError(RuntimeError):
+    """Weights for a model are not present (e.g. no fine-tuned DistilBERT checkpoint offline)."""
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    task: str
+    model: str
+    runtime: str = "torch"
+    precision: str = "fp32"
+    device: str = "cpu"
+
+    def describe(self) -> str:
+        return f"{self.task}/{self.model}/{self.runtime}/{self.precision}/{self.device}"
+
+
+@runtime_checkable
+class Predictor(Protocol):
+    """Anything that maps a batch of raw inputs to class probabilities.
+
+    ``inputs`` is a list of sentences (text) or a uint8 array N×32×32×3 (vision); preprocessing
+    (tokenisation, normalisation) happens inside, because a served request pays for it too.
+    Returns float32 probabilities of shape (N, n_classes); ``batch_size`` splits N into calls.
+    """
+
+    spec: VariantSpec
+    accuracy_available: bool
+
+    def predict(self, inputs: Sequence[Any] | np.ndarray, batch_size: int) -> np.ndarray: ...
