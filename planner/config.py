@@ -98,10 +98,26 @@ class DeadlinesConfig(_Strict):
 
 
 class TrainPreset(_Strict):
+    """How long and on how much data ``planner train`` runs; per-model budgets override the default."""
+
     time_budget_s: float = Field(gt=0)
     max_epochs: int = Field(ge=1)
     train_subset: int | None = Field(default=None, ge=1)
     eval_subset: int | None = Field(default=None, ge=1)
+    model_time_budget_s: dict[str, float] = Field(default_factory=dict)
+    checkpoint_every_s: float = Field(default=120.0, gt=0)
+
+    @field_validator("model_time_budget_s")
+    @classmethod
+    def _positive_budgets(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = {k: v for k, v in value.items() if not (v > 0 and math.isfinite(v))}
+        if bad:
+            raise ValueError(f"per-model time budgets must be positive seconds, got {bad}")
+        return value
+
+    def budget_for(self, model: str) -> float:
+        """Training time budget (s) for ``model``: its own entry, else the preset default."""
+        return float(self.model_time_budget_s.get(model, self.time_budget_s))
 
 
 class ProfilePreset(_Strict):
