@@ -1,0 +1,172 @@
+"""Baselines: each rule against a brute-force reference, reasons, oracle scoring, fallback."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from planner.plan import (
+    DeadlinePlanner,
+    INFaaSStyle,
+    Oracle,
+    PlannerError,
+    ReasonCode,
+    StaticLarge,
+    StaticSmall,
+    ThroughputAutotuner,
+)
+from planner.schema import config_id, validate_profiles
+from planner.synthetic import synthetic_profiles
+
+TEMPLATE = synthetic_profiles(1, seed=0)[0].iloc[0].to_dict()
+
+
+def make_profiles(rows: list[dict]) -> pd.DataFrame:
+    out = []
+    for i, r in enumerate(rows):
+        lat, acc, batch = float(r["lat"]), r.get("acc"), int(r.get("batch", 1))
+        row = dict(TEMPLATE)
+        row.update(
+            config_id=config_id("sst2", f"m{i}", "torch", "fp32", batch, "cpu"), model=f"m{i}", batch_size=batch,
+            lat_p50_ms=lat * 0.8, lat_p95_ms=lat, lat_p99_ms=lat * 1.2, lat_mean_ms=lat * 0.85,
+            throughput_items_s=float(r.get("thr", 1000.0 * batch / (lat * 0.85))),
+            accuracy=np.nan if acc is None else float(acc),
+            accuracy_source="unavailable" if acc is None else "measured",
+        )
+        out.append(row)
+    return validate_profiles(pd.DataFrame(out))
+
+
+def records(frame: pd.DataFrame) -> list[dict]:
+    return [r for r in frame.to_dict("records") if r["accuracy_source"] == "measured"]
+
+
+def fastest(rows: list[dict]) -> dict:
+    return min(rows, key=lambda r: (r["lat_p95_ms"], -r["accuracy"], r["config_id"]))
+
+
+row_strategy = st.fixed_dictionaries({
+    "lat": st.one_of(st.sampled_from([0.5, 1.0, 2.0, 3.0, 5.0]), st.floats(0.1, 10.0)),
+    "acc": st.one_of(st.sampled_from([None, 0.6, 0.7, 0.7 + 1e-9, 0.705, 0.8, 0.9]), st.floats(0.0, 1.0)),
+    "batch": st.sampled_from([1, 4, 8]),
+    "thr": st.one_of(st.sampled_from([100.0, 500.0, 1000.0]), st.floats(10.0, 5000.0)),
+})
+profiles_strategy = st.lists(row_strategy, min_size=1, max_size=15).filter(
+    lambda rows: any(r["acc"] is not None for r in rows))
+deadline_strategy = st.one_of(st.sampled_from([0.5, 1.0, 2.0, 3.0, 5.0]), st.floats(0.05, 12.0))
+FAST = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@FAST
+@given(rows=profiles_strategy, deadline=deadline_strategy)
+def test_static_baselines_ignore_the_deadline(rows, deadline):
+    frame = make_profiles(rows)
+    measured = records(frame)
+    small = StaticSmall().fit(frame).select("sst2", deadline)
+    large = StaticLarge().fit(frame).select("sst2", deadline)
+    assert small.config_id == fastest(measured)["config_id"]
+    assert large.config_id == min(measured, key=lambda r: (-r["accuracy"], r["lat_p95_ms"], r["config_id"]))["config_id"]
+    for d in (small, large):
+        late = d.expected_latency_ms > deadline
+        assert d.reason is (ReasonCode.DEADLINE_IGNORED if late else ReasonCode.OK)
+        assert d.expected_miss_ms == pytest.approx(max(0.0, d.expected_latency_ms - deadline))
+
+
+@FAST
+@given(rows=profiles_strategy, deadline=deadline_strategy)
+def test_throughput_autotuner_matches_brute_force(rows, deadline):
+    frame = make_profiles(rows)
+    measured = records(frame)
+    feasible = [r for r in measured if r["lat_p95_ms"] <= deadline]
+    d = ThroughputAutotuner().fit(frame).select("sst2", deadline, "steady")
+    if feasible:
+        best = min(feasible, key=lambda r: (-r["throughput_items_s"], -r["batch_size"], r["lat_p95_ms"], r["config_id"]))
+        assert (d.config_id, d.reason) == (best["config_id"], ReasonCode.OK)
+    else:
+        assert (d.config_id, d.reason) == (fastest(measured)["config_id"], ReasonCode.NO_FEASIBLE)
+
+
+@FAST
+@given(rows=profiles_strategy, deadline=deadline_strategy, floor=st.sampled_from([0.0, 0.65, 0.75, 0.95]),
+       cost=st.sampled_from(["cpu_time", "latency"]))
+def test_infaas_matches_brute_force(rows, deadline, floor, cost):
+    frame = make_profiles(rows)
+    measured = records(frame)
+    feasible = [r for r in measured if r["lat_p95_ms"] <= deadline]
+    good = [r for r in feasible if r["accuracy"] >= floor]
+    d = INFaaSStyle(floor, cost=cost).fit(frame).select("sst2", deadline)
+    if good:
+        key = (lambda r: (-r["throughput_items_s"], -r["batch_size"], r["lat_p95_ms"], r["config_id"])) \
+            if cost == "cpu_time" else (lambda r: (r["lat_p95_ms"], -r["accuracy"], r["config_id"]))
+        assert (d.config_id, d.reason) == (min(good, key=key)["config_id"], ReasonCode.OK)
+    elif feasible:
+        best = min(feasible, key=lambda r: (-r["accuracy"], r["lat_p95_ms"], r["config_id"]))
+        assert (d.config_id, d.reason) == (best["config_id"], ReasonCode.ACCURACY_FLOOR_UNMET)
+    else:
+        assert (d.config_id, d.reason) == (fastest(measured)["config_id"], ReasonCode.NO_FEASIBLE)
+
+
+def test_infaas_with_zero_floor_is_the_throughput_autotuner():
+    profiles, _ = synthetic_profiles(60, seed=5)
+    infaas, tuner = INFaaSStyle(0.0).fit(profiles), ThroughputAutotuner().fit(profiles)
+    for deadline in np.linspace(0.1, 12, 40):
+        assert infaas.select("sst2", deadline) == tuner.select("sst2", deadline)
+
+
+def test_oracle_scores_every_measured_config_once_and_picks_the_best():
+    frame = make_profiles([{"lat": 1.0, "acc": 0.6}, {"lat": 2.0, "acc": 0.7}, {"lat": 4.0, "acc": 0.9},
+                           {"lat": 0.5, "acc": None}])
+    calls: list[str] = []
+    scores = dict(zip(frame["config_id"], [0.5, 0.8, 0.8, 1.0]))
+
+    def score(cid: str) -> float:
+        calls.append(cid)
+        return scores[cid]
+
+    oracle = Oracle(score).fit(frame)
+    assert calls == []  # scoring waits for the first request
+    d = oracle.select("sst2", 3.0)
+    assert sorted(calls) == sorted(frame["config_id"][frame["accuracy_source"] == "measured"])
+    assert d.expected_latency_ms == 2.0 and d.reason is ReasonCode.OK  # tie on score -> lower latency
+    assert oracle.select("sst2", 1.0).reason is ReasonCode.DEADLINE_IGNORED
+    assert oracle.select_for_trace("sst2").config_id == d.config_id
+    assert len(calls) == 3  # scores are cached per task
+    assert oracle.scores_["sst2"][d.config_id] == 0.8
+    after = oracle.fallback("sst2", 3.0, {d.config_id})
+    assert after.expected_latency_ms == 4.0 and after.reason is ReasonCode.FALLBACK_NO_FEASIBLE
+    scores[d.config_id] = 0.0  # a refit forgets the old scores
+    assert oracle.fit(frame).select("sst2", 3.0).expected_latency_ms == 4.0
+
+
+def test_oracle_rejects_bad_scores_and_arguments():
+    frame = make_profiles([{"lat": 1.0, "acc": 0.6}])
+    with pytest.raises(PlannerError, match="finite"):
+        Oracle(lambda cid: float("nan")).fit(frame).select("sst2", 2.0)
+    with pytest.raises(PlannerError, match="callable"):
+        Oracle(0.5)  # type: ignore[arg-type]
+    with pytest.raises(PlannerError, match="workload"):
+        Oracle(lambda cid: 1.0).fit(frame).select("sst2", 2.0, "sometimes")
+
+
+@pytest.mark.parametrize("cls", [StaticSmall, StaticLarge, ThroughputAutotuner, DeadlinePlanner,
+                                 lambda: INFaaSStyle(0.7), lambda: Oracle(lambda cid: 1.0)])
+def test_every_method_shares_the_interface_and_skips_unavailable(cls):
+    frame = make_profiles([{"lat": 0.2, "acc": None}, {"lat": 1.0, "acc": 0.6}, {"lat": 3.0, "acc": 0.8}])
+    method = cls().fit(frame)
+    for workload in (None, "steady", "bursty"):
+        for deadline in (0.1, 0.5, 2.0, 10.0):
+            assert method.select("sst2", deadline, workload).config_id != frame["config_id"][0]
+    first = method.select("sst2", 10.0)
+    assert method.fallback("sst2", 10.0, {first.config_id}).config_id not in {first.config_id, frame["config_id"][0]}
+
+
+def test_bad_parameters_raise():
+    with pytest.raises(PlannerError, match="accuracy_floor"):
+        INFaaSStyle(1.5)
+    with pytest.raises(PlannerError, match="cost"):
+        INFaaSStyle(0.5, cost="dollars")  # type: ignore[arg-type]
+    with pytest.raises(PlannerError, match="percentile"):
+        StaticSmall(percentile=42)
