@@ -36,7 +36,7 @@ def synthetic_profiles(n_configs: int = 40, task: str = "sst2", seed: int = 0,
             lat_p95_ci_low_ms=p95 * 0.97, lat_p95_ci_high_ms=p95 * 1.03, n_samples=n_samples,
             throughput_items_s=1000.0 * batch / float(draws.mean()), accuracy=acc,
             accuracy_source="measured", coverage=np.nan, flops_per_item=np.nan, pct_roofline=np.nan,
-            machine_tag="synthetic", cpu_model="synthetic", n_threads=2, torch_version="n/a",
+            machine_tag="synthetic", cpu_model="synthetic", n_threads=2, torch_version="synthetic",
             profiled_at="1970-01-01T00:00:00",
         ))
         samples.append(pd.DataFrame({"config_id": cid, "call_index": np.arange(n_samples), "latency_ms": draws}))

@@ -1,0 +1,75 @@
+"""``planner evaluate``: trace-driven evaluation of every method on a preset's measured profiles.
+
+Writes under ``results/<preset>/eval/``: ``runs_<task>.csv`` (one row per method x workload x load
+x deadline x seed; appended as runs finish, so a rerun resumes), ``summary_<task>.csv`` (mean and
+t-based CI over seeds) and ``traces_<task>.csv`` (rate, CV and burstiness of each generated trace).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+
+from planner import config
+from planner.config import TASKS
+from planner.paths import results_dir
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("evaluate", help="simulate every method on request traces (results/<preset>/eval/)")
+    parser.add_argument("--task", required=True, choices=[*TASKS, "all"])
+    parser.add_argument("--preset", default="quick", help="preset in configs/presets.yaml (quick|full)")
+    parser.add_argument("--machine-tag", default=None, help="which machine's profiles (default: this one)")
+    parser.add_argument("--methods", nargs="+", default=None, help="subset of the preset's methods")
+    parser.add_argument("--fresh", action="store_true", help="discard earlier runs instead of resuming")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+
+
+def _load_bundle(preset: str, machine_tag: str | None):
+    from planner.profile.store import load_bundle
+
+    return load_bundle(preset, machine_tag)
+
+
+def run(args: argparse.Namespace) -> int:
+    from planner.evaluate import evaluate, summarize
+
+    settings = config.preset(args.preset).evaluate
+    if args.methods:
+        settings = settings.model_validate({**settings.model_dump(), "methods": args.methods})
+    bundle = _load_bundle(args.preset, args.machine_tag)
+    profiled = sorted(set(bundle.profiles["task"]))
+    tasks = profiled if args.task == "all" else [args.task]
+    out_dir = results_dir(args.preset) / "eval"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for task in tasks:
+        if task not in profiled:
+            raise ValueError(f"no {task} profiles in the {args.preset} bundle (profiled tasks: {profiled})")
+        deadlines = (settings.deadlines or config.deadlines().deadlines).get(task)
+        if not deadlines:
+            raise ValueError(f"no deadlines configured for {task}")
+        runs_csv = out_dir / f"runs_{task}.csv"
+        traces_csv = out_dir / f"traces_{task}.csv"
+        if args.fresh:
+            runs_csv.unlink(missing_ok=True)
+            traces_csv.unlink(missing_ok=True)
+        result = evaluate(bundle, task, settings, list(deadlines), out_csv=runs_csv, progress=not args.no_progress)
+        _append_traces(result.traces, traces_csv)
+        if result.runs["seed"].nunique() >= 2:  # every method in the runs file, earlier ones included
+            summarize(result.runs, confidence=config.protocol().confidence).to_csv(out_dir / f"summary_{task}.csv",
+                                                                                  index=False)
+        print(f"{task}: {len(result.runs)} runs in {runs_csv}")
+    return 0
+
+
+def _append_traces(traces: pd.DataFrame, path: Path) -> None:
+    """Keep one row per generated trace across resumed runs."""
+    if traces.empty:
+        return
+    if path.exists() and path.stat().st_size > 0:
+        traces = pd.concat([pd.read_csv(path), traces], ignore_index=True)
+    keys = ["task", "workload", "load", "deadline_ms", "seed", "n_requests", "servers", "queue", "drop_expired"]
+    traces.drop_duplicates(keys, keep="last").to_csv(path, index=False)

@@ -1,0 +1,553 @@
+"""Discrete-event serving simulator: a trace through k servers, a FIFO or EDF queue and batching.
+
+Model (the same one a live replayer measures, so both produce the same per-request table):
+
+- ``servers`` identical servers share one queue. The queue is work-conserving: whenever a server
+  is free and requests wait, it starts a batch at once with up to ``b`` waiting requests, where
+  ``b`` is the batch size of the configuration the policy picks for that batch (no waiting to
+  fill a batch). FIFO serves in arrival order; EDF by absolute deadline (ties by arrival order).
+- A batch's service time is a seeded draw from the configuration's measured latency samples.
+  Samples are full-batch call times, so a partial batch is charged a full batch (conservative).
+- A cascade configuration routes with its members (see the cascade convention): each request
+  escalates when the small member's recorded confidence for its example is below tau; the batch
+  takes a draw from the small member's samples plus, if any request in it escalates, a draw from
+  the large member's; a request is correct as the member that answered it.
+  ``cascade_mode="measured"`` instead treats a cascade like any other configuration, with its own
+  measured samples and predictions; ``"auto"`` (default) routes by members when their samples and
+  predictions are in the bundle.
+- With ``drop_expired=True`` a request whose deadline has passed when it would start service is
+  dropped; otherwise it is served late.
+
+Each configuration has its own seeded stream of draws, keyed by ``(seed, config_id)``, so the
+result does not depend on which engine ran it: a static policy under FIFO takes a tight loop over
+batches (``engine="fast"``), every other policy the general event loop (``engine="event"``), and
+both give identical tables.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import zlib
+from bisect import bisect_left, bisect_right
+from collections import deque
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from planner.metrics import METRICS
+from planner.policies import Policy, PolicyContext
+from planner.schema import (REQUEST_RESULT_COLUMNS, REQUEST_STATUSES, TRACE_COLUMNS, config_id as make_config_id,
+                            validate)
+
+QUEUES = ("fifo", "edf")
+CASCADE_MODES = ("auto", "members", "measured")
+RESULT_EXTRA_COLUMNS = ("arrival_s", "deadline_ms", "example_id", "batch_id", "server", "escalated")
+_BLOCK = 4096
+
+
+class SimulationError(ValueError):
+    """The trace, the bundle or a policy's choice cannot be simulated (the message says why)."""
+
+
+# ---------------------------------------------------------------- the bundle, indexed once
+
+@dataclass
+class ServedConfig:
+    """Everything the simulator needs to serve one configuration."""
+
+    config_id: str
+    batch_size: int
+    samples_s: np.ndarray                  # own samples, or the small member's for a routed cascade
+    correct: np.ndarray                    # by example id (small member's for a routed cascade)
+    known: np.ndarray                      # which example ids have a prediction
+    large_samples_s: np.ndarray | None = None
+    large_correct: np.ndarray | None = None
+    large_known: np.ndarray | None = None
+    small_confidence: np.ndarray | None = None
+    threshold: float | None = None
+
+    @property
+    def routed(self) -> bool:
+        return self.large_samples_s is not None
+
+    def outcome(self, example_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(correct, escalated) per example id: the answering member's correctness for a routed cascade."""
+        if not self.routed:
+            return self.correct[example_ids], np.zeros(len(example_ids), dtype=bool)
+        escalated = self.small_confidence[example_ids] < self.threshold
+        return np.where(escalated, self.large_correct[example_ids], self.correct[example_ids]), escalated
+
+
+@dataclass
+class Catalog:
+    """A profile bundle indexed for simulation: build once, simulate many traces against it."""
+
+    profiles: pd.DataFrame
+    samples_ms: dict[str, np.ndarray]
+    predictions: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]  # correct, known, confidence
+    cascade_mode: str = "auto"
+    _served: dict[str, ServedConfig] = field(default_factory=dict)
+
+    def resolve(self, config_id: str) -> ServedConfig:
+        served = self._served.get(config_id)
+        if served is None:
+            served = self._served[config_id] = self._build(config_id)
+        return served
+
+    def _samples(self, cid: str, why: str) -> np.ndarray:
+        values = self.samples_ms.get(cid)
+        if values is None or len(values) == 0:
+            raise SimulationError(f"config {cid!r} has no latency samples ({why})")
+        return values / 1000.0
+
+    def _predictions(self, cid: str, why: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if cid not in self.predictions:
+            raise SimulationError(f"config {cid!r} has no per-example predictions ({why}); "
+                                  "a configuration whose accuracy is unavailable cannot be simulated for correctness")
+        return self.predictions[cid]
+
+    def _build(self, cid: str) -> ServedConfig:
+        if cid not in self.profiles.index:
+            raise SimulationError(f"policy chose config {cid!r}, which is not in the profiles")
+        row = self.profiles.loc[cid]
+        batch = int(row["batch_size"])
+        small, large = row.get("cascade_small"), row.get("cascade_large")
+        is_cascade = isinstance(small, str) and isinstance(large, str) and small and large
+        if is_cascade and self.cascade_mode != "measured":
+            members = [make_config_id(row["task"], m, row["runtime"], row["precision"], batch, row["device"])
+                       for m in (small, large)]
+            present = all(m in self.samples_ms and m in self.predictions for m in members)
+            if present or self.cascade_mode == "members":
+                why = f"member of cascade {cid!r}"
+                tau = float(row["threshold"])
+                if not 0 < tau < 1:
+                    raise SimulationError(f"cascade {cid!r} has threshold {tau!r}, not in (0, 1)")
+                s_correct, s_known, s_conf = self._predictions(members[0], why)
+                l_correct, l_known, _ = self._predictions(members[1], why)
+                return ServedConfig(cid, batch, self._samples(members[0], why), s_correct, s_known,
+                                    self._samples(members[1], why), l_correct, l_known, s_conf, tau)
+        correct, known, _ = self._predictions(cid, "chosen by the policy")
+        return ServedConfig(cid, batch, self._samples(cid, "chosen by the policy"), correct, known)
+
+
+def prepare(bundle: Any, cascade_mode: str = "auto") -> Catalog:
+    """Index a ProfileBundle-like object (``.profiles``, ``.samples``, ``.predictions``) for simulation."""
+    if isinstance(bundle, Catalog):
+        return bundle
+    if cascade_mode not in CASCADE_MODES:
+        raise SimulationError(f"cascade_mode must be one of {CASCADE_MODES}, got {cascade_mode!r}")
+    for name in ("profiles", "samples", "predictions"):
+        if not isinstance(getattr(bundle, name, None), pd.DataFrame):
+            raise SimulationError(f"bundle has no DataFrame attribute {name!r}")
+    profiles = bundle.profiles.set_index("config_id", drop=False)
+    samples = bundle.samples
+    bad = samples.loc[~(samples["latency_ms"] > 0) | ~np.isfinite(samples["latency_ms"]), "config_id"].unique()
+    if len(bad):
+        raise SimulationError(f"latency samples must be positive and finite; bad for {list(bad[:5])}")
+    samples_ms = {cid: group.to_numpy(dtype=float)
+                  for cid, group in samples.sort_values(["config_id", "call_index"]).groupby("config_id", sort=False)["latency_ms"]}
+    predictions = {}
+    preds = bundle.predictions
+    if len(preds):
+        size = int(preds["example_id"].max()) + 1
+        for cid, group in preds.groupby("config_id", sort=False):
+            ids = group["example_id"].to_numpy(dtype=np.int64)
+            if ids.min() < 0:
+                raise SimulationError(f"predictions of {cid!r} have negative example ids")
+            correct = np.zeros(size, dtype=bool)
+            known = np.zeros(size, dtype=bool)
+            confidence = np.full(size, np.nan)
+            correct[ids] = group["correct"].to_numpy(dtype=bool)
+            known[ids] = True
+            confidence[ids] = group["confidence"].to_numpy(dtype=float)
+            predictions[cid] = (correct, known, confidence)
+    return Catalog(profiles, samples_ms, predictions, cascade_mode)
+
+
+# ---------------------------------------------------------------- seeded draws
+
+class _Draws:
+    """A configuration's own stream of service-time draws (seconds), read in order."""
+
+    def __init__(self, seed: int, key: str, values_s: np.ndarray):
+        self._rng = np.random.default_rng(np.random.SeedSequence([int(seed), zlib.crc32(key.encode())]))
+        self._values, self._buffer, self._pos = values_s, [], 0
+
+    def block(self, n: int) -> np.ndarray:
+        index = (self._rng.random(n) * len(self._values)).astype(np.int64)
+        return self._values[index]
+
+    def next(self) -> float:
+        if self._pos >= len(self._buffer):
+            self._buffer, self._pos = self.block(_BLOCK).tolist(), 0
+        value = self._buffer[self._pos]
+        self._pos += 1
+        return value
+
+
+class _Run:
+    """Per-simulation state of each configuration used: draw streams and escalation flags."""
+
+    def __init__(self, catalog: Catalog, seed: int, example_ids: np.ndarray):
+        self.catalog, self.seed, self.example_ids = catalog, seed, example_ids
+        self.configs: list[ServedConfig] = []
+        self.index: dict[str, int] = {}
+        self.small: list[_Draws] = []
+        self.large: list[_Draws | None] = []
+        self.escalate: list[np.ndarray | None] = []
+
+    def use(self, cid: str) -> int:
+        idx = self.index.get(cid)
+        if idx is not None:
+            return idx
+        served = self.catalog.resolve(cid)
+        ids = self.example_ids
+        for known, who in ((served.known, cid), (served.large_known, f"large member of {cid}")):
+            if known is not None:
+                missing = ids[(ids >= len(known)) | ~known[np.minimum(ids, len(known) - 1)]]
+                if len(missing):
+                    raise SimulationError(f"{who} has no prediction for example id(s) {sorted(set(missing.tolist()))[:5]}")
+        idx = self.index[cid] = len(self.configs)
+        self.configs.append(served)
+        self.small.append(_Draws(self.seed, cid + "#service", served.samples_s))
+        if served.routed:
+            self.large.append(_Draws(self.seed, cid + "#escalation", served.large_samples_s))
+            self.escalate.append(served.small_confidence[ids] < served.threshold)
+        else:
+            self.large.append(None)
+            self.escalate.append(None)
+        return idx
+
+
+# ---------------------------------------------------------------- engines
+
+@dataclass
+class _Batches:
+    start: list = field(default_factory=list)
+    finish: list = field(default_factory=list)
+    config: list = field(default_factory=list)
+    server: list = field(default_factory=list)
+
+
+def _fast_fifo(arr: list, abs_deadline: list, run: _Run, cfg: int, servers: int, drop: bool,
+               n: int) -> tuple[_Batches, np.ndarray]:
+    """Static policy under FIFO: batches are consecutive runs of the arrival order.
+
+    A tight loop over batches with Python floats; ``bisect`` finds how many requests have arrived
+    by a batch's start. Same rules and draw order as :func:`_event_loop`.
+    """
+    served = run.configs[cfg]
+    b = served.batch_size
+    small = run.small[cfg].block(n).tolist()        # at most n batches, one draw each
+    large = run.large[cfg].block(n).tolist() if served.routed else None
+    escalate = run.escalate[cfg]
+    free = [(-math.inf, s) for s in range(servers)]
+    out = _Batches()
+    starts, finishes, server_of = out.start, out.finish, out.server
+    batch_of = np.full(n, -1, dtype=np.int64)
+    i, m, e, t_last = 0, 0, 0, -math.inf
+    if not drop:
+        esc_cum = np.concatenate([[0], np.cumsum(escalate)]).tolist() if escalate is not None else None
+        sizes = []
+        while i < n:
+            f, sid = free[0]
+            a = arr[i]
+            t = f if f > a else a
+            if t < t_last:
+                t = t_last
+            hi = i + b if i + b < n else n
+            j = bisect_right(arr, t, i + 1, hi) if b > 1 else i + 1
+            svc = small[m]
+            if esc_cum is not None and esc_cum[j] != esc_cum[i]:
+                svc += large[e]
+                e += 1
+            fin = t + svc
+            heapq.heapreplace(free, (fin, sid))
+            starts.append(t)
+            finishes.append(fin)
+            server_of.append(sid)
+            sizes.append(j - i)
+            i, m, t_last = j, m + 1, t
+        batch_of[:] = np.repeat(np.arange(m), sizes)
+    else:
+        esc = escalate.tolist() if escalate is not None else None
+        while i < n:
+            f, sid = free[0]
+            a = arr[i]
+            t = f if f > a else a
+            if t < t_last:
+                t = t_last
+            t_last = t
+            members = []
+            while i < n and arr[i] <= t and len(members) < b:
+                if abs_deadline[i] > t:
+                    members.append(i)
+                i += 1
+            if not members:
+                continue
+            svc = small[m]
+            if esc is not None and any(esc[r] for r in members):
+                svc += large[e]
+                e += 1
+            fin = t + svc
+            heapq.heapreplace(free, (fin, sid))
+            batch_of[members] = m
+            starts.append(t)
+            finishes.append(fin)
+            server_of.append(sid)
+            m += 1
+    out.config = [cfg] * m
+    return out, batch_of
+
+
+def _event_loop(arr: list, abs_deadline: list, rel_deadline: list, request_ids: list, run: _Run,
+                policy: Policy, task: str, servers: int, queue: str, drop: bool, rate_window_s: float,
+                n: int) -> tuple[_Batches, np.ndarray]:
+    """General discrete-event loop: any policy, FIFO or EDF, called once per batch.
+
+    Time advances to the next moment a server is free and a request waits. At that moment all
+    arrivals up to now join the queue, expired heads are dropped (if enabled), the policy picks a
+    configuration from a :class:`PolicyContext`, and the server takes up to ``b`` requests.
+    A policy with a ``lookahead`` attribute also gets the slacks of that many queued requests, in
+    service order (O(lookahead) per batch; other policies pay nothing for it).
+    """
+    edf = queue == "edf"
+    lookahead = int(getattr(policy, "lookahead", 0) or 0)
+    waiting: deque[int] | list = [] if edf else deque()
+    free = [(-math.inf, s) for s in range(servers)]
+    out = _Batches()
+    batch_of = np.full(n, -1, dtype=np.int64)
+    i, t_last = 0, -math.inf
+    while True:
+        if not waiting and i >= n:
+            break
+        f, sid = free[0]
+        t = f if f > t_last else t_last
+        if not waiting and arr[i] > t:
+            t = arr[i]
+        t_last = t
+        while i < n and arr[i] <= t:
+            if edf:
+                heapq.heappush(waiting, (abs_deadline[i], i))
+            else:
+                waiting.append(i)
+            i += 1
+        if drop:
+            while waiting:
+                head = waiting[0][1] if edf else waiting[0]
+                if abs_deadline[head] > t:
+                    break
+                heapq.heappop(waiting) if edf else waiting.popleft()
+        if not waiting:
+            continue
+        head = waiting[0][1] if edf else waiting[0]
+        idle = 1 + sum(1 for g, _ in free[1:] if g <= t) if servers > 1 else 1
+        recent = (i - bisect_left(arr, t - rate_window_s, 0, i)) / rate_window_s
+        if lookahead:
+            window = [r for _, r in heapq.nsmallest(lookahead, waiting)] if edf else islice(waiting, lookahead)
+            slacks = tuple((abs_deadline[r] - t) * 1000.0 for r in window)
+        else:
+            slacks = ()
+        ctx = PolicyContext(t, task, len(waiting), (abs_deadline[head] - t) * 1000.0, rel_deadline[head],
+                            request_ids[head], idle, servers, recent, slacks)
+        cfg = run.use(policy(ctx))
+        b = run.configs[cfg].batch_size
+        members = []
+        while waiting and len(members) < b:
+            r = heapq.heappop(waiting)[1] if edf else waiting.popleft()
+            if drop and abs_deadline[r] <= t:
+                continue
+            members.append(r)
+        svc = run.small[cfg].next()
+        escalate = run.escalate[cfg]
+        if escalate is not None and escalate[members].any():
+            svc += run.large[cfg].next()
+        fin = t + svc
+        heapq.heapreplace(free, (fin, sid))
+        batch_of[members] = len(out.start)
+        out.start.append(t)
+        out.finish.append(fin)
+        out.config.append(cfg)
+        out.server.append(sid)
+    return out, batch_of
+
+
+# ---------------------------------------------------------------- public API
+
+def _check_trace(trace: pd.DataFrame) -> pd.DataFrame:
+    trace = validate(trace, TRACE_COLUMNS, "trace")
+    if trace.empty:
+        raise SimulationError("trace has no requests")
+    if trace["request_id"].duplicated().any():
+        raise SimulationError("trace has duplicated request_id values")
+    if not np.isfinite(trace["arrival_s"]).all():
+        raise SimulationError("trace has non-finite arrival times")
+    if not ((trace["deadline_ms"] > 0) & np.isfinite(trace["deadline_ms"])).all():
+        raise SimulationError("trace deadlines must be positive and finite")
+    if (trace["example_id"] < 0).any():
+        raise SimulationError("trace has negative example ids")
+    return trace.sort_values(["arrival_s", "request_id"], kind="stable").reset_index(drop=True)
+
+
+def _infer_task(policy: Any, trace: pd.DataFrame, catalog: Catalog) -> str:
+    task = getattr(policy, "task", None)
+    if task:
+        return str(task)
+    if "task" in trace.columns and trace["task"].nunique() == 1:
+        return str(trace["task"].iloc[0])
+    tasks = catalog.profiles["task"].unique()
+    if len(tasks) == 1:
+        return str(tasks[0])
+    raise SimulationError(f"cannot tell the task: pass task= (profiles hold {sorted(tasks)})")
+
+
+def simulate(trace: pd.DataFrame, policy: Policy, bundle: Any, servers: int = 1,
+             queue: Literal["fifo", "edf"] = "fifo", seed: int = 0, *, drop_expired: bool = False,
+             method: str | None = None, task: str | None = None,
+             engine: Literal["auto", "fast", "event"] = "auto", cascade_mode: str = "auto",
+             rate_window_s: float = 1.0) -> pd.DataFrame:
+    """Run ``trace`` through the serving model; one row per request, in ``request_id`` order.
+
+    Columns: :data:`planner.schema.REQUEST_RESULT_COLUMNS` plus ``arrival_s, deadline_ms,
+    example_id, batch_id, server, escalated``. ``latency_ms`` = finish - arrival (queueing +
+    service); status is ``served`` (on time), ``late`` or ``dropped`` (never started; no
+    config, times or latency). ``bundle`` may be a ProfileBundle-like object or a :class:`Catalog`.
+    """
+    if queue not in QUEUES:
+        raise SimulationError(f"queue must be one of {QUEUES}, got {queue!r}")
+    if isinstance(servers, bool) or not isinstance(servers, (int, np.integer)) or servers < 1:
+        raise SimulationError(f"servers must be an integer >= 1, got {servers!r}")
+    if engine not in ("auto", "fast", "event"):
+        raise SimulationError(f"engine must be 'auto', 'fast' or 'event', got {engine!r}")
+    if not (isinstance(seed, (int, np.integer)) and seed >= 0):
+        raise SimulationError(f"seed must be a non-negative integer, got {seed!r}")
+    if not rate_window_s > 0:
+        raise SimulationError(f"rate_window_s must be positive, got {rate_window_s!r}")
+    if not callable(policy):
+        raise SimulationError(f"policy must be callable as policy(ctx) -> config_id, got {type(policy).__name__}")
+    catalog = prepare(bundle, cascade_mode)
+    ordered = _check_trace(trace)
+    task = task or _infer_task(policy, ordered, catalog)
+    n = len(ordered)
+    arrival = ordered["arrival_s"].to_numpy()
+    rel_deadline = ordered["deadline_ms"].to_numpy()
+    abs_deadline = arrival + rel_deadline / 1000.0
+    example_ids = ordered["example_id"].to_numpy()
+    run = _Run(catalog, int(seed), example_ids)
+
+    static_cfg = None
+    if hasattr(policy, "config_for") and queue == "fifo" and engine != "event":
+        choices = {policy.config_for(d) for d in np.unique(rel_deadline)}
+        if len(choices) == 1:
+            static_cfg = run.use(choices.pop())
+    if engine == "fast" and static_cfg is None:
+        raise SimulationError("engine='fast' needs a static policy (config_for) that picks one config, under FIFO")
+    arr = arrival.tolist()
+    if static_cfg is not None:
+        batches, batch_of = _fast_fifo(arr, abs_deadline.tolist(), run, static_cfg, int(servers), drop_expired, n)
+    else:
+        batches, batch_of = _event_loop(arr, abs_deadline.tolist(), rel_deadline.tolist(),
+                                        ordered["request_id"].tolist(), run, policy, task, int(servers),
+                                        queue, drop_expired, float(rate_window_s), n)
+    return _assemble(ordered, run, batches, batch_of, method or getattr(policy, "name", "policy"))
+
+
+def _strings(values: list[str | None], codes: np.ndarray) -> pd.Series:
+    """A pandas ``str`` column ``values[codes]``, built by Arrow ``take`` (no per-row Python strings)."""
+    return pd.Series(pa.array(values, type=pa.large_string()).take(pa.array(codes)),
+                     dtype=pd.StringDtype("pyarrow", na_value=np.nan))
+
+
+def _assemble(ordered: pd.DataFrame, run: _Run, batches: _Batches, batch_of: np.ndarray,
+              method: str) -> pd.DataFrame:
+    """Vectorised per-request table from per-batch records."""
+    n = len(ordered)
+    served = batch_of >= 0
+    b_start, b_finish = np.asarray(batches.start, dtype=float), np.asarray(batches.finish, dtype=float)
+    b_config, b_server = np.asarray(batches.config, dtype=np.int64), np.asarray(batches.server, dtype=np.int64)
+    safe = np.where(served, batch_of, 0)
+    start = np.where(served, b_start[safe] if len(b_start) else np.nan, np.nan)
+    finish = np.where(served, b_finish[safe] if len(b_finish) else np.nan, np.nan)
+    cfg = np.where(served, b_config[safe] if len(b_config) else -1, -1)
+    arrival = ordered["arrival_s"].to_numpy()
+    deadline = ordered["deadline_ms"].to_numpy()
+    eids = ordered["example_id"].to_numpy()
+    latency = (finish - arrival) * 1000.0
+    on_time = served & (latency <= deadline)
+    correct = np.zeros(n, dtype=bool)
+    escalated = np.zeros(n, dtype=bool)
+    for idx, conf in enumerate(run.configs):
+        rows = np.flatnonzero(cfg == idx)
+        if not len(rows):
+            continue
+        correct[rows], escalated[rows] = conf.outcome(eids[rows])
+    names = [c.config_id for c in run.configs]
+    status = np.where(~served, 2, np.where(on_time, 0, 1))
+    frame = pd.DataFrame({
+        "request_id": ordered["request_id"].to_numpy(),
+        "method": _strings([method], np.zeros(n, dtype=np.int64)),
+        "config_id": _strings(names + [None], np.where(cfg >= 0, cfg, len(names))),
+        "start_s": start, "finish_s": finish, "latency_ms": latency,
+        "status": _strings(list(REQUEST_STATUSES), status), "hit": on_time, "correct": correct,
+        "arrival_s": arrival, "deadline_ms": deadline, "example_id": eids,
+        "batch_id": batch_of, "server": np.where(served, b_server[safe] if len(b_server) else -1, -1),
+        "escalated": escalated,
+    })
+    return frame.sort_values("request_id", kind="stable").reset_index(drop=True)
+
+
+# ---------------------------------------------------------------- metrics
+
+def run_metrics(results: pd.DataFrame) -> dict[str, float]:
+    """Per-run metrics keyed by :data:`planner.metrics.METRICS` names.
+
+    - ``hit_rate``: on-time requests / all requests; ``effective_accuracy``: correct and on time / all;
+    - ``accuracy``: correct / requests that got an answer (served or late);
+    - latency percentiles over answered requests (dropped ones have no latency; see ``n_dropped``);
+    - ``throughput_rps``: answered requests / (last finish - first arrival among them);
+    - ``cpu_s_per_request``: busy server-seconds (sum of batch service times) / all requests.
+    Works on any table with the per-request columns; ``batch_id`` (when present) identifies batches,
+    otherwise a batch is a distinct ``(config_id, start_s, finish_s)``.
+    """
+    missing = [c for c in REQUEST_RESULT_COLUMNS if c not in results.columns]
+    if missing:
+        raise SimulationError(f"per-request results miss column(s) {missing}")
+    n = len(results)
+    if n == 0:
+        raise SimulationError("per-request results are empty")
+    bad = set(results["status"].unique()) - {"served", "late", "dropped"}
+    if bad:
+        raise SimulationError(f"unknown status value(s) {sorted(bad)}")
+    answered = (results["status"] != "dropped").to_numpy()
+    hit = results["hit"].to_numpy(dtype=bool)
+    correct = results["correct"].to_numpy(dtype=bool)
+    latency = results["latency_ms"].to_numpy(dtype=float)[answered]
+    finish = results["finish_s"].to_numpy(dtype=float)[answered]
+    if answered.any():
+        p50, p95, p99 = np.percentile(latency, [50, 95, 99])
+        span = finish.max() - (finish - latency / 1000.0).min()
+        throughput = answered.sum() / span if span > 0 else math.nan
+        done = results.loc[answered]
+        keys = ["batch_id"] if "batch_id" in done.columns else ["config_id", "start_s", "finish_s"]
+        batches = done.drop_duplicates(keys)
+        busy = float((batches["finish_s"] - batches["start_s"]).sum())
+    else:
+        p50 = p95 = p99 = throughput = math.nan
+        busy = 0.0
+    out = {
+        "hit_rate": float(hit.mean()),
+        "accuracy": float(correct[answered].mean()) if answered.any() else math.nan,
+        "effective_accuracy": float((hit & correct).mean()),
+        "lat_p50_ms": float(p50), "lat_p95_ms": float(p95), "lat_p99_ms": float(p99),
+        "throughput_rps": float(throughput),
+        "n_late": int((results["status"] == "late").sum()),
+        "n_dropped": int((~answered).sum()),
+        "cpu_s_per_request": busy / n,
+    }
+    assert set(out) <= set(METRICS), set(out) - set(METRICS)
+    return out

@@ -1,0 +1,294 @@
+"""Seeded request-trace generators: steady, bursty, modulated, spiky and replayed arrivals.
+
+A trace is a DataFrame ``[request_id, arrival_s, deadline_ms, example_id, workload, seed]`` sorted by
+arrival. Every generator takes a mean rate, a request count, a deadline, the number of dataset
+examples to draw ids from and a seed, and returns the same trace for the same arguments: arrival
+times and example ids come from two independent child streams of ``np.random.SeedSequence(seed)``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from planner.schema import TRACE_COLUMNS, validate
+
+TRACE_KINDS = ("poisson", "gamma", "mmpp", "spike", "azure")
+AZURE_ID_COLUMNS = ("HashOwner", "HashApp", "HashFunction", "Trigger")
+MINUTES_PER_DAY = 1440
+
+
+class WorkloadError(ValueError):
+    """A generator got an argument that cannot describe a trace (the message names it)."""
+
+
+# ---------------------------------------------------------------- helpers
+
+def _positive(name: str, value: float) -> float:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise WorkloadError(f"{name} must be a number, got {value!r}") from None
+    if not (math.isfinite(out) and out > 0):
+        raise WorkloadError(f"{name} must be positive and finite, got {value!r}")
+    return out
+
+
+def _count(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise WorkloadError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def _streams(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
+    """Independent arrival and example-id streams, so changing one never shifts the other."""
+    arrivals, examples = np.random.SeedSequence(int(seed)).spawn(2)
+    return np.random.default_rng(arrivals), np.random.default_rng(examples)
+
+
+def _deadlines(deadline_ms: float | Sequence[float], n: int) -> np.ndarray:
+    values = np.broadcast_to(np.asarray(deadline_ms, dtype=float), (n,)) if np.ndim(deadline_ms) == 0 \
+        else np.asarray(deadline_ms, dtype=float)
+    if values.shape != (n,):
+        raise WorkloadError(f"deadline_ms must be a scalar or have one value per request ({n}), got shape {values.shape}")
+    if not (np.isfinite(values).all() and (values > 0).all()):
+        raise WorkloadError("deadline_ms must be positive and finite for every request")
+    return values.copy()
+
+
+def make_frame(arrival_s: np.ndarray, deadline_ms: float | Sequence[float], n_examples: int, seed: int,
+               workload: str, example_rng: np.random.Generator | None = None) -> pd.DataFrame:
+    """Wrap sorted arrival times into a validated trace, drawing example ids uniformly."""
+    arrival_s = np.asarray(arrival_s, dtype=float)
+    n = len(arrival_s)
+    if n == 0:
+        raise WorkloadError("a trace needs at least one request")
+    if np.any(np.diff(arrival_s) < 0) or not np.isfinite(arrival_s).all():
+        raise WorkloadError("arrival times must be finite and non-decreasing")
+    n_examples = _count("n_examples", n_examples)
+    rng = example_rng if example_rng is not None else _streams(seed)[1]
+    frame = pd.DataFrame({
+        "request_id": np.arange(n, dtype=np.int64),
+        "arrival_s": arrival_s,
+        "deadline_ms": _deadlines(deadline_ms, n),
+        "example_id": rng.integers(0, n_examples, n, dtype=np.int64),
+        "workload": workload,
+        "seed": int(seed),
+    })
+    return validate(frame, TRACE_COLUMNS, f"{workload} trace")
+
+
+def _piecewise_poisson(rng: np.random.Generator, edges_s: np.ndarray, rates: np.ndarray, n: int) -> np.ndarray:
+    """First ``n`` arrivals of a Poisson process whose rate is ``rates[i]`` on ``[edges[i], edges[i+1])``.
+
+    Exact, by time change: unit-rate Poisson points are mapped through the inverse of the cumulative
+    intensity, which is piecewise linear. The last rate continues past the last edge.
+    """
+    cum = np.concatenate([[0.0], np.cumsum(rates * np.diff(edges_s))])
+    unit = np.cumsum(rng.exponential(1.0, n))
+    inside = unit <= cum[-1]
+    if rates[-1] <= 0 and not inside.all():
+        raise WorkloadError("the rate profile ends at zero before n arrivals were produced")
+    out = np.empty(n)
+    out[inside] = np.interp(unit[inside], cum, edges_s)
+    out[~inside] = edges_s[-1] + (unit[~inside] - cum[-1]) / max(rates[-1], 1e-300)
+    return out
+
+
+# ---------------------------------------------------------------- generators
+
+def poisson(rate_rps: float, n: int, deadline_ms: float | Sequence[float], n_examples: int,
+            seed: int) -> pd.DataFrame:
+    """Steady load: exponential inter-arrival times with mean ``1/rate`` (CV = 1)."""
+    rate, n = _positive("rate_rps", rate_rps), _count("n", n)
+    arrivals, examples = _streams(seed)
+    return make_frame(np.cumsum(arrivals.exponential(1.0 / rate, n)), deadline_ms, n_examples, seed,
+                      "steady", examples)
+
+
+def gamma(rate_rps: float, n: int, deadline_ms: float | Sequence[float], n_examples: int, seed: int,
+          cv: float = 4.0) -> pd.DataFrame:
+    """Bursty load: Gamma inter-arrivals with shape ``1/CV^2`` and scale ``CV^2/rate`` (mean ``1/rate``)."""
+    rate, n, cv = _positive("rate_rps", rate_rps), _count("n", n), _positive("cv", cv)
+    arrivals, examples = _streams(seed)
+    gaps = arrivals.gamma(1.0 / cv**2, cv**2 / rate, n)
+    return make_frame(np.cumsum(gaps), deadline_ms, n_examples, seed, f"bursty-cv{cv:g}", examples)
+
+
+def mmpp(rate_rps: float, n: int, deadline_ms: float | Sequence[float], n_examples: int, seed: int,
+         peak_ratio: float = 4.0, high_share: float = 0.2, mean_high_s: float = 1.0) -> pd.DataFrame:
+    """Two-state Markov-modulated Poisson process with long-run mean rate ``rate_rps``.
+
+    The high state's rate is ``peak_ratio`` times the low state's; the process spends a fraction
+    ``high_share`` of time in the high state, with exponential dwell times of mean ``mean_high_s``
+    there (and ``mean_high_s * (1 - high_share) / high_share`` in the low state).
+    """
+    rate, n = _positive("rate_rps", rate_rps), _count("n", n)
+    peak_ratio, mean_high_s = _positive("peak_ratio", peak_ratio), _positive("mean_high_s", mean_high_s)
+    if not 0 < high_share < 1:
+        raise WorkloadError(f"high_share must lie in (0, 1), got {high_share!r}")
+    low = rate / (1 - high_share + peak_ratio * high_share)
+    state_rates = np.array([low, low * peak_ratio])
+    dwell_means = np.array([mean_high_s * (1 - high_share) / high_share, mean_high_s])
+    arrivals, examples = _streams(seed)
+    state = int(arrivals.random() < high_share)  # start in the stationary distribution
+    # Alternating dwell periods (in vectorised blocks) until they cover, with a wide margin, the
+    # time n arrivals need; past the last period the last rate simply continues.
+    need = 3.0 * n / rate + 10.0 * dwell_means.sum()
+    blocks, covered = [], 0.0
+    while covered < need:
+        pairs = max(8, int(need / dwell_means.sum()) + 1)
+        order = np.tile([state, 1 - state], pairs)
+        block = arrivals.exponential(1.0, 2 * pairs) * dwell_means[order]
+        blocks.append((block, order))
+        covered += block.sum()
+    durations = np.concatenate([b for b, _ in blocks])
+    edges = np.concatenate([[0.0], np.cumsum(durations)])
+    rates = state_rates[np.concatenate([o for _, o in blocks])]
+    times = _piecewise_poisson(arrivals, edges, rates, n)
+    return make_frame(times, deadline_ms, n_examples, seed, "mmpp", examples)
+
+
+def spike(rate_rps: float, n: int, deadline_ms: float | Sequence[float], n_examples: int, seed: int,
+          factor: float = 4.0, start_frac: float = 0.4, duration_frac: float = 0.1,
+          start_s: float | None = None, duration_s: float | None = None) -> pd.DataFrame:
+    """Poisson load at ``rate_rps`` with one window at ``factor`` times the rate.
+
+    The window is given either in seconds (``start_s``, ``duration_s``) or, by default, as fractions
+    of the nominal trace length ``n / rate_rps`` so one spec works at any rate.
+    """
+    rate, n, factor = _positive("rate_rps", rate_rps), _count("n", n), _positive("factor", factor)
+    nominal = n / rate
+    start = start_frac * nominal if start_s is None else float(start_s)
+    length = duration_frac * nominal if duration_s is None else float(duration_s)
+    if not (math.isfinite(start) and start >= 0):
+        raise WorkloadError(f"spike start must be >= 0 s, got {start!r}")
+    length = _positive("spike duration", length)
+    edges = np.array([0.0, start, start + length, start + length + 1.0])
+    rates = np.array([rate, rate * factor, rate])
+    if start == 0:  # no leading base-rate piece
+        edges, rates = edges[1:], rates[1:]
+    arrivals, examples = _streams(seed)
+    times = _piecewise_poisson(arrivals, edges, rates, n)
+    return make_frame(times, deadline_ms, n_examples, seed, f"spike-x{factor:g}", examples)
+
+
+# ---------------------------------------------------------------- Azure Functions replay
+
+def read_azure_counts(path: str | Path, function: str | int | None = None) -> np.ndarray:
+    """Per-minute invocation counts from an Azure Functions 2019 ``invocations_per_function`` CSV.
+
+    Columns: ``HashOwner, HashApp, HashFunction, Trigger, 1 .. 1440``. ``function`` selects one row by
+    ``HashFunction`` (str) or position (int); ``None`` sums all rows (the whole app population).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise WorkloadError(f"missing Azure invocation CSV {path}")
+    frame = pd.read_csv(path)
+    missing = [c for c in AZURE_ID_COLUMNS if c not in frame.columns]
+    minute_cols = [c for c in frame.columns if c not in AZURE_ID_COLUMNS]
+    if missing:
+        raise WorkloadError(f"{path}: missing column(s) {missing} of the Azure Functions 2019 format")
+    expected = [str(i) for i in range(1, len(minute_cols) + 1)]
+    if not minute_cols or [str(c) for c in minute_cols] != expected or len(minute_cols) > MINUTES_PER_DAY:
+        raise WorkloadError(f"{path}: minute columns must be 1..N (N <= {MINUTES_PER_DAY}) in order, "
+                            f"got {minute_cols[:3]}...{minute_cols[-2:]}")
+    try:
+        counts = frame[minute_cols].to_numpy(dtype=float)
+    except (TypeError, ValueError):
+        raise WorkloadError(f"{path}: minute counts must be numbers") from None
+    if np.isnan(counts).any() or (counts < 0).any() or (counts != np.round(counts)).any():
+        raise WorkloadError(f"{path}: minute counts must be non-negative integers")
+    counts = counts.astype(np.int64)
+    if function is None:
+        return counts.sum(axis=0)
+    if isinstance(function, (int, np.integer)):
+        if not 0 <= function < len(frame):
+            raise WorkloadError(f"{path}: function index {function} out of range 0..{len(frame) - 1}")
+        return counts[int(function)]
+    hits = np.flatnonzero(frame["HashFunction"].astype(str).to_numpy() == str(function))
+    if len(hits) == 0:
+        raise WorkloadError(f"{path}: no row with HashFunction {function!r}")
+    return counts[int(hits[0])]
+
+
+def azure(rate_rps: float | None, n: int | None, deadline_ms: float | Sequence[float], n_examples: int,
+          seed: int, path: str | Path = "", function: str | int | None = None,
+          minute_s: float = 60.0) -> pd.DataFrame:
+    """Replay per-minute invocation counts: each minute's count is spread uniformly within it.
+
+    The day's shape is kept; time is rescaled so that the mean rate equals ``rate_rps`` (when given),
+    otherwise a minute lasts ``minute_s`` seconds. ``n`` keeps the first n requests (None: all).
+    """
+    counts = read_azure_counts(path, function)
+    total = int(counts.sum())
+    if total == 0:
+        raise WorkloadError(f"{path}: the selected invocation counts are all zero")
+    if n is not None and _count("n", n) > total:
+        raise WorkloadError(f"{path}: the replayed profile has {total} invocations, fewer than n={n}")
+    arrivals, examples = _streams(seed)
+    minute_s = _positive("minute_s", minute_s)
+    if rate_rps is not None:
+        minute_s = total / (_positive("rate_rps", rate_rps) * len(counts))
+    minute_of = np.repeat(np.arange(len(counts)), counts)
+    times = np.sort((minute_of + arrivals.random(total)) * minute_s)
+    if n is not None:
+        times = times[:n]
+    return make_frame(times, deadline_ms, n_examples, seed, "azure", examples)
+
+
+# ---------------------------------------------------------------- registry and rate sweeps
+
+GENERATORS: dict[str, Callable[..., pd.DataFrame]] = {
+    "poisson": poisson, "gamma": gamma, "mmpp": mmpp, "spike": spike, "azure": azure,
+}
+
+
+def make_trace(kind: str, rate_rps: float, n: int, deadline_ms: float | Sequence[float], n_examples: int,
+               seed: int, name: str | None = None, **params) -> pd.DataFrame:
+    """Dispatch to a generator by name; ``name`` overrides the trace's ``workload`` label."""
+    if kind not in GENERATORS:
+        raise WorkloadError(f"unknown workload kind {kind!r}; known: {list(GENERATORS)}")
+    try:
+        trace = GENERATORS[kind](rate_rps, n, deadline_ms, n_examples, seed, **params)
+    except TypeError as exc:
+        raise WorkloadError(f"bad parameters for workload kind {kind!r}: {exc}") from None
+    if name is not None:
+        trace["workload"] = name
+    return trace
+
+
+def workload_class(kind: str) -> str:
+    """The planner's coarse workload hint: Poisson is ``steady``, everything else ``bursty``."""
+    if kind not in GENERATORS:
+        raise WorkloadError(f"unknown workload kind {kind!r}; known: {list(GENERATORS)}")
+    return "steady" if kind == "poisson" else "bursty"
+
+
+def capacity_rps(profiles: pd.DataFrame, config_id: str, servers: int = 1) -> float:
+    """Requests/s a configuration sustains with full batches: ``throughput_items_s`` x servers."""
+    rows = profiles.loc[profiles["config_id"] == config_id, "throughput_items_s"]
+    if rows.empty:
+        raise WorkloadError(f"config {config_id!r} is not in the profiles")
+    value = float(rows.iloc[0])
+    if not (math.isfinite(value) and value > 0):
+        raise WorkloadError(f"config {config_id!r} has no positive throughput_items_s ({value})")
+    return value * _count("servers", servers)
+
+
+def rate_sweep(kind: str, fractions: Sequence[float], profiles: pd.DataFrame, config_id: str, n: int,
+               deadline_ms: float | Sequence[float], n_examples: int, seed: int, servers: int = 1,
+               **params) -> dict[float, pd.DataFrame]:
+    """One trace per load fraction, with mean rate ``fraction * capacity(config_id)``."""
+    capacity = capacity_rps(profiles, config_id, servers)
+    out = {}
+    for fraction in fractions:
+        fraction = _positive("load fraction", fraction)
+        trace = make_trace(kind, fraction * capacity, n, deadline_ms, n_examples, seed, **params)
+        trace["load"] = fraction
+        out[fraction] = trace
+    return out

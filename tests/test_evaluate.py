@@ -1,0 +1,161 @@
+"""The evaluation runner: tidy runs, the hindsight oracle, resuming, summaries and the CLI."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+
+from planner import config, evaluate as ev
+from planner.bundle import synthetic_bundle
+from planner.cli import main
+from planner.config import EvaluatePreset
+from planner.metrics import METRICS
+
+STATIC = ["planner", "static_small", "static_large", "throughput_autotuner", "infaas"]
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    return synthetic_bundle(n_configs=10, n_examples=300)
+
+
+def settings(**overrides) -> EvaluatePreset:
+    base = dict(n_requests=400, seeds=[42, 43], loads=[0.8],
+                workloads={"steady": {"kind": "poisson"}, "bursty": {"kind": "gamma", "params": {"cv": 4}}},
+                deadlines={"sst2": [2.0, 5.0]})
+    return EvaluatePreset.model_validate({**base, **overrides})
+
+
+@pytest.fixture(scope="module")
+def result(bundle):
+    return ev.evaluate(bundle, "sst2", settings(), [2.0, 5.0], progress=False)
+
+
+def test_runs_are_tidy_and_complete(result):
+    runs = result.runs
+    s = settings()
+    assert len(runs) == len(s.methods) * 2 * 2 * 2  # methods x workloads x deadlines x seeds
+    assert not runs.duplicated(["method", "workload", "deadline_ms", "seed"]).any()
+    assert set(runs["method"]) == set(s.methods)
+    assert {m for m in METRICS if m != "hypervolume"} <= set(runs.columns)
+    assert runs["hit_rate"].between(0, 1).all() and (runs["effective_accuracy"] <= runs["hit_rate"]).all()
+    assert len(result.traces) == 2 * 2 * 2 and {"cv", "burstiness", "rate_rps"} <= set(result.traces.columns)
+    bursty = result.traces[result.traces["workload"] == "bursty"]["cv"]
+    steady = result.traces[result.traces["workload"] == "steady"]["cv"]
+    assert bursty.min() > steady.max()
+
+
+def test_oracle_is_the_best_fixed_configuration(result):
+    """Static methods run one configuration per trace; on the same trace and seed none beats the oracle."""
+    wide = result.runs.pivot_table(index=["workload", "deadline_ms", "seed"], columns="method",
+                                   values="effective_accuracy")
+    for method in STATIC:
+        assert (wide["oracle"] >= wide[method] - 1e-12).all(), method
+    assert (result.runs.loc[result.runs["method"].isin(STATIC + ["oracle"]), "n_configs_used"] == 1).all()
+
+
+def test_pruned_oracle_equals_brute_force(bundle):
+    """The oracle's bound-based pruning is exact: same score as simulating every configuration."""
+    from planner import policies
+    from planner.simulate import run_metrics, simulate
+
+    small = settings(methods=["oracle"], seeds=[7], workloads={"bursty": {"kind": "gamma", "params": {"cv": 4}}})
+    for deadline in (2.0, 5.0):
+        out = ev.evaluate(bundle, "sst2", small, [deadline], keep_requests=True, progress=False)
+        trace = out.requests[["request_id", "arrival_s", "deadline_ms", "example_id"]]
+        brute = max(run_metrics(simulate(trace, policies.fixed(c), bundle, seed=7))["effective_accuracy"]
+                    for c in bundle.profiles["config_id"])
+        assert out.runs["effective_accuracy"].iloc[0] == pytest.approx(brute, abs=1e-12)
+
+
+def test_load_is_relative_to_the_planners_choice(bundle, result):
+    from planner.plan import DeadlinePlanner
+
+    planner = DeadlinePlanner(95).fit(bundle.profiles)
+    for row in result.traces.itertuples():
+        cid = planner.select("sst2", row.deadline_ms).config_id
+        capacity = float(bundle.profiles.set_index("config_id").loc[cid, "throughput_items_s"])
+        assert row.target_rate_rps == pytest.approx(0.8 * capacity)
+        assert row.reference_config == cid
+
+
+def test_resume_skips_finished_runs_and_recomputes_missing_ones(bundle, tmp_path, monkeypatch):
+    out = tmp_path / "runs.csv"
+    small = settings(methods=["planner", "slack_aware"], workloads={"steady": {"kind": "poisson"}})
+    first = ev.evaluate(bundle, "sst2", small, [2.0, 5.0], out_csv=out, progress=False)
+    on_disk = pd.read_csv(out)
+    assert len(on_disk) == len(first.runs) == 2 * 2 * 2
+    # nothing left to do: simulate must not be called again
+    monkeypatch.setattr(ev, "simulate", lambda *a, **k: pytest.fail("re-simulated a finished run"))
+    again = ev.evaluate(bundle, "sst2", small, [2.0, 5.0], out_csv=out, progress=False)
+    assert len(again.runs) == len(on_disk) and again.traces.empty
+    monkeypatch.undo()
+    # lose two rows (an interrupted run): only those are recomputed, with identical values
+    on_disk.drop(index=[1, 5]).to_csv(out, index=False)
+    resumed = ev.evaluate(bundle, "sst2", small, [2.0, 5.0], out_csv=out, progress=False)
+    keys = ["method", "workload", "deadline_ms", "seed"]
+    final = pd.read_csv(out).sort_values(keys).reset_index(drop=True)
+    assert len(final) == len(on_disk) and len(resumed.traces) == 2
+    pd.testing.assert_frame_equal(final, on_disk.sort_values(keys).reset_index(drop=True))
+
+
+def test_summary_over_seeds(result):
+    summary = ev.summarize(result.runs, ["effective_accuracy", "hit_rate"])
+    assert list(summary.columns) == ["task", "workload", "load", "deadline_ms", "method", "metric", "mean", "sd", "n",
+                                     "ci_low", "ci_high"]
+    assert (summary["n"] == 2).all() and (summary["ci_low"] <= summary["mean"]).all()
+    one = result.runs[(result.runs["method"] == "planner") & (result.runs["workload"] == "steady")
+                      & (result.runs["deadline_ms"] == 2.0)]
+    row = summary[(summary["method"] == "planner") & (summary["workload"] == "steady")
+                  & (summary["deadline_ms"] == 2.0) & (summary["metric"] == "hit_rate")].iloc[0]
+    assert row["mean"] == pytest.approx(one["hit_rate"].mean())
+
+
+def test_keep_requests_returns_per_request_tables(bundle):
+    small = settings(methods=["slack_aware"], seeds=[1], workloads={"steady": {"kind": "poisson"}})
+    out = ev.evaluate(bundle, "sst2", small, [5.0], keep_requests=True, progress=False)
+    assert len(out.requests) == 400 and set(out.requests["method"]) == {"slack_aware"}
+
+
+def test_preset_validation_names_the_problem():
+    with pytest.raises(ValueError, match="methods must be distinct names"):
+        settings(methods=["planner", "magic"])
+    with pytest.raises(ValueError, match="unknown parameter.*'shape'.*gamma"):
+        settings(workloads={"x": {"kind": "gamma", "params": {"shape": 2}}})
+    with pytest.raises(ValueError, match="oracle_metric"):
+        settings(oracle_metric="lat_p95_ms")
+    with pytest.raises(ValueError, match="loads"):
+        settings(loads=[0.0])
+    assert config.preset("quick").evaluate.methods == EvaluatePreset.model_fields["methods"].default
+
+
+def test_cli_writes_eval_csvs(bundle, tmp_path, monkeypatch):
+    """``planner evaluate`` reads a profile bundle from results/<preset>/profiles/<tag>/ and writes eval/."""
+    monkeypatch.setenv("PLANNER_RESULTS_DIR", str(tmp_path))
+    root = tmp_path / "quick" / "profiles" / "synthetic"
+    root.mkdir(parents=True)
+    # planner.synthetic writes torch_version "n/a", which read_csv would parse as missing
+    bundle.profiles.assign(torch_version="synthetic").to_csv(root / "profiles.csv", index=False)
+    bundle.samples.to_parquet(root / "latency_samples.parquet", index=False)
+    bundle.predictions.to_parquet(root / "predictions.parquet", index=False)
+    (root / "environment.json").write_text(json.dumps({"machine_tag": "synthetic"}))
+    small = settings(methods=["planner", "slack_aware", "oracle"], workloads={"steady": {"kind": "poisson"}})
+    monkeypatch.setattr(config, "preset", lambda name: SimpleNamespace(evaluate=small))
+    args = ["evaluate", "--task", "sst2", "--preset", "quick", "--machine-tag", "synthetic", "--no-progress"]
+    assert main(args) == 0
+    eval_dir = tmp_path / "quick" / "eval"
+    runs = pd.read_csv(eval_dir / "runs_sst2.csv")
+    assert len(runs) == 3 * 2 * 2
+    assert len(pd.read_csv(eval_dir / "traces_sst2.csv")) == 2 * 2
+    assert set(pd.read_csv(eval_dir / "summary_sst2.csv")["method"]) == {"planner", "slack_aware", "oracle"}
+    assert main(args) == 0  # resumes: nothing new, same files
+    assert len(pd.read_csv(eval_dir / "runs_sst2.csv")) == len(runs)
+    assert main(args + ["--methods", "slack_aware_drain"]) == 0  # an extra method joins the same files
+    assert len(pd.read_csv(eval_dir / "runs_sst2.csv")) == len(runs) + 2 * 2
+    assert "slack_aware_drain" in set(pd.read_csv(eval_dir / "summary_sst2.csv")["method"])
+    assert main(args + ["--methods", "nonsense"]) == 2
+    assert main(["evaluate", "--task", "cifar10", "--preset", "quick", "--machine-tag", "synthetic",
+                 "--no-progress"]) == 2  # no cifar10 profiles: a clear one-line error

@@ -1,0 +1,150 @@
+"""Trace generators: schema, seeding, the statistics each one promises, and the analyzer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from planner import workloads
+from planner.bundle import synthetic_bundle
+from planner.workloads import WorkloadError, analyze
+
+# A synthetic file in the Azure Functions 2019 invocations_per_function format (HashOwner, HashApp,
+# HashFunction, Trigger, 1..1440), made for these tests: an http function with a diurnal Poisson
+# profile and a +120/min burst in minutes 601-610, a queue function, and a timer firing every 5 min.
+AZURE = Path(__file__).parent / "fixtures" / "azure_functions_2019_tiny.csv"
+
+KINDS = {"poisson": {}, "gamma": {"cv": 4}, "mmpp": {}, "spike": {}}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_schema_seeding_and_mean_rate(kind):
+    trace = workloads.make_trace(kind, 200.0, 20_000, 5.0, 300, seed=42, **KINDS[kind])
+    assert list(trace.columns) == ["request_id", "arrival_s", "deadline_ms", "example_id", "workload", "seed"]
+    assert trace["request_id"].tolist() == list(range(20_000))
+    assert trace["arrival_s"].is_monotonic_increasing and (trace["arrival_s"] > 0).all()
+    assert trace["example_id"].between(0, 299).all() and trace["example_id"].nunique() == 300
+    assert (trace["deadline_ms"] == 5.0).all() and (trace["seed"] == 42).all()
+    again = workloads.make_trace(kind, 200.0, 20_000, 5.0, 300, seed=42, **KINDS[kind])
+    other = workloads.make_trace(kind, 200.0, 20_000, 5.0, 300, seed=43, **KINDS[kind])
+    pd.testing.assert_frame_equal(trace, again)
+    assert not np.allclose(trace["arrival_s"], other["arrival_s"])
+    if kind != "spike":  # the spike adds load on top of the base rate
+        assert analyze(trace)["rate_rps"] == pytest.approx(200.0, rel=0.1)
+
+
+def test_example_ids_do_not_depend_on_arrivals():
+    """Arrivals and example ids use independent streams: same ids whatever the arrival process."""
+    a = workloads.poisson(100.0, 500, 5.0, 50, seed=1)
+    b = workloads.gamma(900.0, 500, 5.0, 50, seed=1, cv=8)
+    assert a["example_id"].tolist() == b["example_id"].tolist()
+
+
+@pytest.mark.parametrize("cv", [2, 4, 8])
+def test_gamma_cv_and_burstiness(cv):
+    stats = analyze(workloads.gamma(50.0, 200_000, 5.0, 10, seed=3, cv=cv))
+    assert stats["cv"] == pytest.approx(cv, rel=0.12)
+    assert stats["burstiness"] == pytest.approx((cv - 1) / (cv + 1), abs=0.05)
+    assert stats["idc"] > 2
+
+
+def test_poisson_statistics():
+    stats = analyze(workloads.poisson(50.0, 200_000, 5.0, 10, seed=3))
+    assert stats["cv"] == pytest.approx(1.0, abs=0.02)
+    assert abs(stats["burstiness"]) < 0.02
+    assert stats["idc"] == pytest.approx(1.0, abs=0.1)
+
+
+def test_mmpp_rate_split_and_clustering():
+    trace = workloads.mmpp(100.0, 200_000, 5.0, 10, seed=5, peak_ratio=6.0, high_share=0.25, mean_high_s=2.0)
+    stats = analyze(trace)
+    assert stats["rate_rps"] == pytest.approx(100.0, rel=0.08)
+    assert stats["idc"] > 5  # modulation clusters arrivals far beyond Poisson
+    # per-second counts are bimodal: low state 100/(0.75+1.5)=44.4/s, high 266.7/s
+    counts = np.bincount(trace["arrival_s"].astype(int))
+    assert np.percentile(counts, 25) < 70 and np.percentile(counts, 95) > 200
+
+
+def test_spike_window_rate():
+    trace = workloads.spike(100.0, 50_000, 5.0, 10, seed=2, factor=5.0, start_s=100.0, duration_s=50.0)
+    t = trace["arrival_s"]
+    inside = ((t >= 100) & (t < 150)).sum() / 50.0
+    before = (t < 100).sum() / 100.0
+    assert before == pytest.approx(100.0, rel=0.1)
+    assert inside == pytest.approx(500.0, rel=0.1)
+    starts_at_zero = workloads.spike(100.0, 5_000, 5.0, 10, seed=2, factor=5.0, start_s=0.0, duration_s=5.0)
+    assert ((starts_at_zero["arrival_s"] < 5).sum() / 5.0) == pytest.approx(500.0, rel=0.15)
+
+
+def test_rate_sweep_is_a_fraction_of_capacity():
+    bundle = synthetic_bundle(n_configs=6)
+    cid = bundle.profiles["config_id"].iloc[2]
+    capacity = float(bundle.profiles["throughput_items_s"].iloc[2])
+    assert workloads.capacity_rps(bundle.profiles, cid, servers=2) == pytest.approx(2 * capacity)
+    sweep = workloads.rate_sweep("poisson", [0.25, 0.5, 0.9], bundle.profiles, cid, 20_000, 5.0, 100, seed=1)
+    for fraction, trace in sweep.items():
+        assert analyze(trace)["rate_rps"] == pytest.approx(fraction * capacity, rel=0.05)
+        assert (trace["load"] == fraction).all()
+    with pytest.raises(WorkloadError, match="not in the profiles"):
+        workloads.capacity_rps(bundle.profiles, "nope")
+
+
+def test_azure_replay_keeps_the_per_minute_profile():
+    counts = workloads.read_azure_counts(AZURE, "fn-http")
+    assert len(counts) == 1440 and counts[600:610].min() >= 120
+    trace = workloads.azure(None, None, 50.0, 100, seed=0, path=AZURE, function="fn-http")
+    assert len(trace) == counts.sum()
+    per_minute = np.bincount((trace["arrival_s"] // 60).astype(int), minlength=1440)
+    assert per_minute.tolist() == counts.tolist()
+    # rescaled to a mean rate: same shape, compressed time
+    fast = workloads.azure(500.0, None, 50.0, 100, seed=0, path=AZURE, function=0)
+    assert analyze(fast)["rate_rps"] == pytest.approx(500.0, rel=0.05)
+    assert analyze(fast)["idc"] > 3  # the burst and the diurnal swing survive the rescaling
+    everything = workloads.read_azure_counts(AZURE)
+    assert everything.sum() == sum(workloads.read_azure_counts(AZURE, i).sum() for i in range(3))
+    assert len(workloads.azure(None, 100, 50.0, 100, seed=0, path=AZURE, function="fn-timer")) == 100
+
+
+def test_azure_bad_files_are_named(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("HashOwner,HashApp,Trigger,1,2\na,b,http,1,2\n")
+    with pytest.raises(WorkloadError, match="missing column.*HashFunction"):
+        workloads.read_azure_counts(bad)
+    bad.write_text("HashOwner,HashApp,HashFunction,Trigger,1,3\na,b,f,http,1,2\n")
+    with pytest.raises(WorkloadError, match="minute columns must be 1..N"):
+        workloads.read_azure_counts(bad)
+    with pytest.raises(WorkloadError, match="no row with HashFunction 'zzz'"):
+        workloads.read_azure_counts(AZURE, "zzz")
+    with pytest.raises(WorkloadError, match="fewer than n"):
+        workloads.azure(None, 10**6, 50.0, 10, seed=0, path=AZURE, function="fn-timer")
+    with pytest.raises(WorkloadError, match="missing Azure"):
+        workloads.read_azure_counts(tmp_path / "nope.csv")
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(WorkloadError, match="rate_rps must be positive"):
+        workloads.poisson(0.0, 10, 5.0, 10, seed=0)
+    with pytest.raises(WorkloadError, match="n must be an integer"):
+        workloads.poisson(1.0, 0, 5.0, 10, seed=0)
+    with pytest.raises(WorkloadError, match="deadline_ms must be positive"):
+        workloads.poisson(1.0, 10, -1.0, 10, seed=0)
+    with pytest.raises(WorkloadError, match="one value per request"):
+        workloads.poisson(1.0, 10, [5.0, 6.0], 10, seed=0)
+    with pytest.raises(WorkloadError, match="high_share"):
+        workloads.mmpp(1.0, 10, 5.0, 10, seed=0, high_share=1.0)
+    with pytest.raises(WorkloadError, match="unknown workload kind 'weibull'"):
+        workloads.make_trace("weibull", 1.0, 10, 5.0, 10, seed=0)
+    with pytest.raises(WorkloadError, match="bad parameters for workload kind 'gamma'"):
+        workloads.make_trace("gamma", 1.0, 10, 5.0, 10, seed=0, shape=3)
+
+
+def test_analyze_many_and_mixed_deadlines():
+    trace = workloads.poisson(10.0, 100, [5.0, 50.0] * 50, 10, seed=0)
+    assert sorted(trace["deadline_ms"].unique()) == [5.0, 50.0]
+    table = workloads.analyze_traces({"a": trace, "b": workloads.gamma(10.0, 100, 5.0, 10, seed=0, cv=2)})
+    assert table["trace"].tolist() == ["a", "b"] and {"rate_rps", "cv", "burstiness", "idc"} <= set(table.columns)
+    with pytest.raises(WorkloadError, match="at least 3 arrivals"):
+        analyze(trace.head(2))
