@@ -121,12 +121,26 @@ class TrainPreset(_Strict):
 
 
 class ProfilePreset(_Strict):
+    """How hard the profiler measures; see planner/profile/latency.py for the stopping rule."""
+
     warmup: int = Field(ge=10)
     min_passes: int = Field(ge=100)
     max_passes: int = Field(ge=100)
     ci_rel_halfwidth: float = Field(gt=0, lt=1)
     batch_sizes: list[int] = Field(min_length=1)
     eval_subset: int | None = Field(default=None, ge=1)
+    # the p95 CI is re-estimated every `check_every` passes, with `n_bootstrap` resamples
+    check_every: int = Field(default=50, ge=1)
+    n_bootstrap: int = Field(default=1000, ge=100)
+    ci_confidence: float = Field(default=0.95, gt=0, lt=1)
+    # safety cap on one configuration's timed passes (recorded as stop_reason="time_cap")
+    max_seconds_per_config: float = Field(default=60.0, gt=0)
+    # intra-op threads for torch and ONNX Runtime; null = os.cpu_count()
+    threads: int | None = Field(default=None, ge=1)
+    # examples on which batch-1 and batch-max predictions are compared (predictions are shared across batches)
+    agreement_sample: int = Field(default=256, ge=1)
+    # seconds of timed matmuls per precision for the roofline peaks
+    roofline_seconds: float = Field(default=3.0, gt=0)
 
     @model_validator(mode="after")
     def _ordered(self) -> "ProfilePreset":
@@ -137,15 +151,147 @@ class ProfilePreset(_Strict):
         return self
 
 
+class WorkloadSpec(_Strict):
+    """One named workload: a generator of planner.workloads (``kind``) and its keyword parameters."""
+
+    kind: Literal["poisson", "gamma", "mmpp", "spike", "azure"]
+    params: dict[str, float | int | str | None] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _params_known(self) -> "WorkloadSpec":
+        import inspect
+
+        from planner.workloads.generators import GENERATORS
+
+        accepted = list(inspect.signature(GENERATORS[self.kind]).parameters)[5:]
+        unknown = sorted(set(self.params) - set(accepted))
+        if unknown:
+            raise ValueError(f"unknown parameter(s) {unknown} for workload kind {self.kind!r}; accepted: {accepted}")
+        return self
+
+
 class EvaluatePreset(_Strict):
+    """Trace-driven evaluation (planner/evaluate.py): which traces, methods and serving setup.
+
+    Each (workload, load, deadline, seed) cell gets one trace whose mean rate is ``load`` times the
+    capacity (``throughput_items_s`` x servers) of the deadline planner's choice at that deadline.
+    """
+
     n_requests: int = Field(ge=10)
     seeds: list[int] = Field(min_length=1)
+    workloads: dict[str, WorkloadSpec] = Field(default_factory=lambda: {"steady": WorkloadSpec(kind="poisson")},
+                                               min_length=1)
+    loads: list[float] = Field(default=[0.8], min_length=1)
+    methods: list[str] = Field(default=["planner", "static_small", "static_large", "throughput_autotuner",
+                                        "infaas", "slack_aware", "oracle"], min_length=1)
+    servers: int = Field(default=1, ge=1)
+    queue: Literal["fifo", "edf"] = "fifo"
+    drop_expired: bool = False
+    # latency percentile every deadline-based method budgets with (a profile column: 50, 95 or 99)
+    percentile: Literal[50, 95, 99] = 95
+    # INFaaS-style baseline: cheapest configuration meeting the deadline and an accuracy floor of
+    # (best measured accuracy of the task - this margin), so one setting fits every preset
+    infaas_accuracy_margin: float = Field(default=0.02, ge=0, le=1)
+    # slack-aware planner (planner/policies.py): queued requests its "value" rule looks at per batch.
+    # (Method "slack_aware_drain", the simpler drain rule, is an optional ablation: --methods.)
+    slack_lookahead: int = Field(default=64, ge=1)
+    # the hindsight oracle's objective (a planner.metrics name; higher is better)
+    oracle_metric: str = "effective_accuracy"
+    # deadlines (ms) per task; null = configs/deadlines.yaml
+    deadlines: dict[Task, list[float]] | None = None
+
+    @field_validator("loads")
+    @classmethod
+    def _positive_loads(cls, value: list[float]) -> list[float]:
+        bad = [x for x in value if not (x > 0 and math.isfinite(x))]
+        if bad:
+            raise ValueError(f"loads are positive fractions of capacity, got {bad}")
+        return value
+
+    @field_validator("methods")
+    @classmethod
+    def _known_methods(cls, value: list[str]) -> list[str]:
+        from planner.evaluate import METHODS
+
+        unknown = [m for m in value if m not in METHODS]
+        if unknown or len(set(value)) != len(value):
+            raise ValueError(f"methods must be distinct names from {sorted(METHODS)}; got {value}")
+        return value
+
+    @field_validator("oracle_metric")
+    @classmethod
+    def _oracle_metric(cls, value: str) -> str:
+        from planner.metrics import METRICS
+
+        if value not in METRICS or not METRICS[value].higher_is_better:
+            raise ValueError(f"oracle_metric must be a higher-is-better metric, one of "
+                             f"{sorted(m for m, v in METRICS.items() if v.higher_is_better)}; got {value!r}")
+        return value
+
+    @field_validator("deadlines")
+    @classmethod
+    def _positive_deadlines(cls, value: dict[str, list[float]] | None) -> dict[str, list[float]] | None:
+        for task, values in (value or {}).items():
+            bad = [d for d in values if not (d > 0 and math.isfinite(d))]
+            if bad or not values:
+                raise ValueError(f"deadlines for {task} must be a non-empty list of positive ms, got {values}")
+        return value
+
+
+class ValidationPoint(_Strict):
+    """One live-vs-simulated comparison: a configuration at a load under a named workload."""
+
+    name: str = Field(min_length=1)
+    config: str = Field(min_length=1)      # a config_id of the preset's profiles
+    load: float = Field(gt=0, lt=1)        # mean arrival rate / the configuration's capacity
+    workload: str = Field(min_length=1)    # a key of ValidationPreset.workloads
+    # the requests' deadline = this x the configuration's profiled p95 of one batch call
+    deadline_x_p95: float = Field(gt=0)
+
+
+class ValidationPreset(_Strict):
+    """Simulator validation (planner/validation.py): live replay vs simulation at a few points.
+
+    Each point's trace lasts about ``duration_s`` (``rate x duration_s`` requests, at most
+    ``max_requests``); its live replay stops by itself after ``max_wall_s``. The simulated side is
+    the mean over ``sim_seeds`` seeds of service draws on the very same trace.
+    """
+
+    duration_s: float = Field(gt=0)
+    max_requests: int = Field(ge=10)
+    max_wall_s: float = Field(gt=0)
+    sim_seeds: int = Field(default=10, ge=1)
+    warmup_calls: int = Field(default=10, ge=1)
+    trace_seed: int = Field(default=0, ge=0)
+    servers: int = Field(default=1, ge=1)
+    queue: Literal["fifo", "edf"] = "fifo"
+    drop_expired: bool = False
+    # run a partial batch padded to the full batch size (what the simulator charges) instead of as is
+    pad_partial: bool = False
+    # the goal the issue sets: |hit-rate difference| in percentage points and |relative p95 difference|
+    goal_hit_rate_pp: float = Field(default=2.0, gt=0)
+    goal_p95_rel: float = Field(default=0.10, gt=0)
+    workloads: dict[str, WorkloadSpec] = Field(min_length=1)
+    points: list[ValidationPoint] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ValidationPreset":
+        names = [p.name for p in self.points]
+        if len(set(names)) != len(names):
+            raise ValueError(f"validation point names must be distinct, got {names}")
+        unknown = sorted({p.workload for p in self.points} - set(self.workloads))
+        if unknown:
+            raise ValueError(f"validation points name unknown workload(s) {unknown}; known: {sorted(self.workloads)}")
+        if self.max_wall_s < self.duration_s:
+            raise ValueError(f"max_wall_s {self.max_wall_s} is shorter than duration_s {self.duration_s}")
+        return self
 
 
 class Preset(_Strict):
     train: TrainPreset
     profile: ProfilePreset
     evaluate: EvaluatePreset
+    validation: ValidationPreset | None = None
 
 
 class PresetsConfig(_Strict):

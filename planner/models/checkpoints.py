@@ -81,3 +81,10 @@ def weights_path(preset: str, model: str) -> Path | None:
     """Finished weights of a model for a preset, or None when it has not been trained."""
     path = cache_dir() / "checkpoints" / preset / model / WEIGHTS_FILE
     return path if path.exists() else None
+
+
+def source_key_of(weights: Path) -> str:
+    """sha256 of a weights file: the identity exports and quantized models are cached under."""
+    from planner.data import sha256_file
+
+    return sha256_file(weights)

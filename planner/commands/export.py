@@ -1,0 +1,75 @@
+"""``planner export``: build and cache every ONNX export / quantized variant and measure variant accuracy.
+
+Writes ``results/<preset>/models/variant_accuracy.csv`` (accuracy of each runtime x precision and its
+delta vs torch fp32 on the evaluation set), ``int8_remedies.csv`` (attempts for lossy CNN int8) and
+``checkpoints.csv`` (training time and accuracy of each checkpoint, from the sidecars).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from planner.config import TASKS
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("export", help="cache ONNX/int8 variants and measure their accuracy vs fp32")
+    parser.add_argument("--preset", default="quick")
+    parser.add_argument("--task", choices=TASKS, help="only this task (default: both)")
+    parser.add_argument("--models", nargs="+", help="only these models")
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16", "int8"],
+                        help="precisions to evaluate (fp16 runs but is slow on CPU)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--no-remedies", action="store_true", help="skip the int8 remedy attempts")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import pandas as pd
+    import torch
+
+    from planner import config
+    from planner.models import checkpoints as ckpt
+    from planner.models import zoo
+    from planner.models.variant_accuracy import zoo_accuracy
+    from planner.paths import results_dir
+
+    torch.set_num_threads(max(1, args.threads))
+    tasks = [args.task] if args.task else list(TASKS)
+    models = [(t, m) for t in tasks for m in zoo.task_models(t) if not args.models or m in args.models]
+    n_eval = config.preset(args.preset).profile.eval_subset
+    table, remedies = zoo_accuracy(args.preset, models, n_eval, tuple(args.precisions), args.threads,
+                                   remedies=not args.no_remedies)
+    out = results_dir(args.preset) / "models"
+    out.mkdir(parents=True, exist_ok=True)
+    table = _merge(out / "variant_accuracy.csv", table, models)
+    table.to_csv(out / "variant_accuracy.csv", index=False)
+    print(table.drop(columns=[c for c in ("reason",) if c in table]).to_string(index=False))
+    if not remedies.empty:
+        remedies = _merge(out / "int8_remedies.csv", remedies, models)
+        remedies.to_csv(out / "int8_remedies.csv", index=False)
+        print(remedies.to_string(index=False))
+    sidecars = []
+    for task, model in [(t, m) for t in TASKS for m in zoo.task_models(t)]:  # every trained model, always
+        side = ckpt.read_sidecar(args.preset, model)
+        if side:
+            sidecars.append({k: side.get(k) for k in ("task", "model", "preset", "train_seconds", "steps", "epochs",
+                                                      "eval_split", "eval_n", "eval_accuracy", "seed",
+                                                      "torch_threads", "autocast_bf16", "finished_at")})
+    if sidecars:
+        pd.DataFrame(sidecars).to_csv(out / "checkpoints.csv", index=False)
+    print(f"wrote {out}")
+    return 0
+
+
+def _merge(path, fresh, models):
+    """Replace the rows of the (task, model) pairs just measured; keep other models' earlier rows."""
+    import pandas as pd
+
+    if not path.exists():
+        return fresh
+    old = pd.read_csv(path)
+    measured = {f"{t}/{m}" for t, m in models}
+    keep = old[~(old["task"].astype(str) + "/" + old["model"].astype(str)).isin(measured)]
+    return pd.concat([keep, fresh], ignore_index=True)

@@ -1,0 +1,34 @@
+"""``planner train``: train/fine-tune a zoo model on its task for a preset (resumable, cached)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from planner.config import TASKS
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("train", help="train or fine-tune a model on its task (cached checkpoints)")
+    parser.add_argument("--task", required=True, choices=TASKS)
+    parser.add_argument("--model", required=True, help="model name from configs/models.yaml")
+    parser.add_argument("--preset", default="quick", help="preset in configs/presets.yaml (quick|full)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch intra-op threads")
+    parser.add_argument("--force", action="store_true", help="retrain even if a matching checkpoint exists")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from planner.models.train import train
+
+    torch.set_num_threads(max(1, args.threads))
+    result = train(args.task, args.model, args.preset, force=args.force)
+    side = result.sidecar
+    status = "reused" if result.reused else "trained"
+    print(json.dumps({"status": status, "weights": str(result.weights), "train_seconds": side["train_seconds"],
+                      "epochs": round(side["epochs"], 3), "eval_split": side["eval_split"],
+                      "eval_n": side["eval_n"], "eval_accuracy": side["eval_accuracy"]}))
+    return 0

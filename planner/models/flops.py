@@ -1,0 +1,64 @@
+"""FLOPs per example, counted by ``torch.utils.flop_counter`` on the fp32 module (for the roofline).
+
+Text models are counted at the mean token length of the SST-2 dev set under the model's tokenizer
+(dynamic padding makes per-batch cost vary; the mean is what a served request costs on average).
+FLOPs do not depend on weights, so the architecture is built without loading any checkpoint.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from planner import config
+
+COUNT_BATCH = 8
+
+
+def _module(model: str) -> tuple[torch.nn.Module, str]:
+    spec = config.model_spec(model)
+    params = spec.params
+    if spec.kind == "torchvision_scratch":
+        from planner.models.vision import build_cnn
+
+        return build_cnn(params["arch"]).eval(), "vision"
+    if spec.kind == "hf_encoder_finetune":
+        from planner.models.text import build_minilm
+
+        return build_minilm(int(params["num_layers"]), pretrained=False).eval(), "text"
+    from planner.models.text import load_distilbert
+
+    module, _, _ = load_distilbert(spec.source)
+    return module, "text"
+
+
+@lru_cache(maxsize=None)
+def mean_sequence_length(task: str = "sst2", max_length: int = 64) -> int:
+    """Mean tokenised length (with special tokens, truncated at ``max_length``) of the eval sentences."""
+    from planner.models.datasets import eval_inputs
+    from planner.models.text import load_tokenizer
+
+    sentences, _ = eval_inputs(task)
+    lengths = [len(ids) for ids in load_tokenizer()(sentences, truncation=True, max_length=max_length)["input_ids"]]
+    return int(round(sum(lengths) / len(lengths)))
+
+
+@lru_cache(maxsize=None)
+def flops_per_item(task: str, model: str) -> float:
+    """Forward-pass FLOPs of one example (multiply-add = 2 FLOPs), counted on a batch and divided."""
+    spec = config.model_spec(model)
+    config.validate_task(task)
+    if spec.task != task:
+        raise config.ConfigError(f"model {model!r} is a {spec.task} model, not a {task} model")
+    module, kind = _module(model)
+    if kind == "vision":
+        args = (torch.zeros(COUNT_BATCH, 3, 32, 32),)
+    else:
+        length = mean_sequence_length(task, int(spec.params.get("max_length", 64)))
+        args = (torch.ones(COUNT_BATCH, length, dtype=torch.long), torch.ones(COUNT_BATCH, length, dtype=torch.long))
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        module(*args)
+    return counter.get_total_flops() / COUNT_BATCH

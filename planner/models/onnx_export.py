@@ -1,0 +1,211 @@
+"""ONNX export (verified against torch fp32) and ONNX Runtime int8 quantization, cached per checkpoint.
+
+* Export: ``torch.onnx.export`` (TorchScript exporter, opset 17) with a dynamic batch axis (and a
+  dynamic sequence axis for text). Every export is checked against the torch fp32 module on real
+  evaluation inputs at several batch sizes: relative L2 of the logits must be <= ``MAX_REL_L2``.
+* CNN int8: static QDQ quantization (``quantize_static``): per-channel int8 weights, uint8
+  activations, calibrated on a seeded random sample of real *training-split* images. The graph then
+  holds ``DequantizeLinear -> Conv`` pairs with int8 weight initializers, which ORT fuses into
+  int8 convolution kernels.
+* Transformer int8: ``quantize_dynamic`` (int8 weights for MatMul/Gemm, activations quantized at run
+  time).
+Files live in ``<checkpoint dir>/onnx/`` with a JSON note of the source weights' sha256, so a retrained
+checkpoint gets a fresh export.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from planner.data import sha256_file
+
+MAX_REL_L2 = 1e-4
+OPSET = 17
+VERIFY_BATCHES = (1, 7, 16)
+
+
+def rel_l2(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(a.astype(np.float64) - b.astype(np.float64)) / max(np.linalg.norm(b), 1e-12))
+
+
+def source_key(weights: Path | None, fallback: str) -> str:
+    """Identity of the weights an export was made from (sha256 of the checkpoint file)."""
+    return sha256_file(weights) if weights is not None else fallback
+
+
+def _note_path(path: Path) -> Path:
+    return path.with_suffix(".json")
+
+
+def _cached(path: Path, key: str) -> dict | None:
+    note = _note_path(path)
+    if path.exists() and note.exists():
+        meta = json.loads(note.read_text())
+        if meta.get("source_key") == key:
+            return meta
+    return None
+
+
+def _write_note(path: Path, meta: dict) -> None:
+    _note_path(path).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+
+def input_names(feeds: dict[str, np.ndarray]) -> list[str]:
+    return list(feeds)
+
+
+def export_fp32(module: nn.Module, path: Path, feeds: dict[str, np.ndarray]) -> None:
+    """Export ``module`` (fp32, eval) with dynamic batch (and sequence) axes to ``path``."""
+    names = input_names(feeds)
+    dynamic = {name: ({0: "batch", 1: "sequence"} if feeds[name].ndim == 2 else {0: "batch"}) for name in names}
+    dynamic["logits"] = {0: "batch"}
+    args = tuple(torch.from_numpy(feeds[n]) for n in names)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module.eval().float(), args, str(tmp), dynamo=False, input_names=names,
+                          output_names=["logits"], dynamic_axes=dynamic, opset_version=OPSET)
+    tmp.replace(path)
+
+
+def session(path: Path, device: str = "cpu", n_threads: int = 2):
+    """An ORT session with ``n_threads`` intra-op threads (CUDA provider first when device='cuda')."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = n_threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
+    return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+
+
+def verify(path: Path, module: nn.Module, preprocess: Callable[[Any], dict[str, np.ndarray]],
+           inputs: Any, n_threads: int = 2) -> float:
+    """Largest relative L2 between ORT and torch fp32 logits over real inputs at several batch sizes."""
+    sess = session(path, n_threads=n_threads)
+    worst = 0.0
+    start = 0
+    for b in VERIFY_BATCHES:
+        chunk = inputs[start : start + b]
+        start += b
+        feeds = preprocess(chunk)
+        with torch.inference_mode():
+            ref = module(*(torch.from_numpy(v) for v in feeds.values())).float().numpy()
+        got = sess.run(None, feeds)[0]
+        worst = max(worst, rel_l2(got, ref))
+    return worst
+
+
+def ensure_fp32(folder: Path, key: str, module: nn.Module, preprocess: Callable[[Any], dict[str, np.ndarray]],
+                inputs: Any, n_threads: int = 2) -> Path:
+    """Cached, verified fp32 ONNX export; raises if the export disagrees with torch beyond MAX_REL_L2."""
+    path = folder / "onnx" / "model.fp32.onnx"
+    if _cached(path, key):
+        return path
+    module = module.eval().float()
+    export_fp32(module, path, preprocess(inputs[:2]))
+    err = verify(path, module, preprocess, inputs, n_threads)
+    if err > MAX_REL_L2:
+        path.unlink(missing_ok=True)
+        raise RuntimeError(f"ONNX export of {folder.name} disagrees with torch fp32: rel L2 {err:.2e} > {MAX_REL_L2}")
+    _write_note(path, {"source_key": key, "opset": OPSET, "verify_rel_l2": err, "verify_batches": list(VERIFY_BATCHES),
+                       "torch_version": torch.__version__})
+    return path
+
+
+class _Calibration:
+    """ORT CalibrationDataReader over real training-split images, fed in batches."""
+
+    def __init__(self, feeds: list[dict[str, np.ndarray]]):
+        self._iter = iter(feeds)
+
+    def get_next(self):
+        return next(self._iter, None)
+
+    def rewind(self):  # pragma: no cover - API completeness
+        pass
+
+
+def ensure_int8_static(fp32_path: Path, key: str, preprocess: Callable[[Any], dict[str, np.ndarray]],
+                       calibration_inputs: Any, method: str = "MinMax", per_channel: bool = True,
+                       exclude_nodes: list[str] | None = None, n_calibration: int | None = None) -> Path:
+    """Static QDQ int8 (per-channel s8 weights, u8 activations) calibrated on ``calibration_inputs``
+    (an array, or a zero-argument callable returning one, so a cached model never loads the data).
+    ``n_calibration`` (the requested sample size) keys the cache; it defaults to ``len(calibration_inputs)``."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    tag = f"int8.static.{method.lower()}{'' if per_channel else '.pertensor'}"
+    if exclude_nodes:
+        tag += ".excl" + str(len(exclude_nodes))
+    path = fp32_path.with_name(f"model.{tag}.onnx")
+    if n_calibration is None:
+        calibration_inputs = calibration_inputs() if callable(calibration_inputs) else calibration_inputs
+        n_calibration = len(calibration_inputs)
+    full_key = f"{key}:{n_calibration}:{sorted(exclude_nodes or [])}"
+    if _cached(path, full_key):
+        return path
+    calibration_inputs = calibration_inputs() if callable(calibration_inputs) else calibration_inputs
+    prepped = fp32_path.with_name("model.fp32.prep.onnx")
+    quant_pre_process(str(fp32_path), str(prepped), skip_symbolic_shape=True)
+    batches = [preprocess(calibration_inputs[s : s + 64]) for s in range(0, len(calibration_inputs), 64)]
+    quantize_static(str(prepped), str(path), _Calibration(batches), quant_format=QuantFormat.QDQ,
+                    per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=getattr(CalibrationMethod, method),
+                    nodes_to_exclude=list(exclude_nodes or []))
+    _write_note(path, {"source_key": full_key, "format": "QDQ", "per_channel": per_channel,
+                       "activations": "uint8", "weights": "int8", "calibration_method": method,
+                       "calibration_examples": len(calibration_inputs), "calibration_split": "train",
+                       "nodes_excluded": list(exclude_nodes or [])})
+    return path
+
+
+def ensure_int8_dynamic(fp32_path: Path, key: str, per_channel: bool = False,
+                        exclude_nodes: list[str] | None = None) -> Path:
+    """Dynamic int8 (int8 weights; activations quantized at run time) for transformers."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    tag = "int8.dynamic" + (".perchannel" if per_channel else "") + (f".excl{len(exclude_nodes)}" if exclude_nodes else "")
+    path = fp32_path.with_name(f"model.{tag}.onnx")
+    full_key = f"{key}:{sorted(exclude_nodes or [])}"
+    if _cached(path, full_key):
+        return path
+    prepped = fp32_path.with_name("model.fp32.prep.onnx")
+    quant_pre_process(str(fp32_path), str(prepped), skip_symbolic_shape=True)  # symbolic inference fails on HF masks
+    quantize_dynamic(str(prepped), str(path), weight_type=QuantType.QInt8, per_channel=per_channel,
+                     nodes_to_exclude=list(exclude_nodes or []))
+    _write_note(path, {"source_key": full_key, "format": "dynamic", "weights": "int8", "per_channel": per_channel,
+                       "nodes_excluded": list(exclude_nodes or [])})
+    return path
+
+
+def quantized_conv_report(path: Path) -> dict[str, int]:
+    """Count Conv nodes and how many take an int8 weight through DequantizeLinear (or are QLinearConv)."""
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    inits = {i.name: i for i in graph.initializer}
+    producers = {out: node for node in graph.node for out in node.output}
+    convs = [n for n in graph.node if n.op_type in ("Conv", "QLinearConv")]
+    quantized = 0
+    for node in convs:
+        if node.op_type == "QLinearConv":
+            quantized += 1
+            continue
+        weight_src = producers.get(node.input[1])
+        if weight_src is not None and weight_src.op_type == "DequantizeLinear":
+            init = inits.get(weight_src.input[0])
+            if init is not None and init.data_type == onnx.TensorProto.INT8:
+                quantized += 1
+    return {"conv_nodes": len(convs), "int8_weight_convs": quantized}

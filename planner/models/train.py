@@ -1,0 +1,295 @@
+"""Train or fine-tune one zoo model on its task within a time budget, resumably.
+
+Why a budget and not a fixed epoch count: the study runs on a shared 2-core CPU, so the preset fixes
+wall-clock seconds per model (``train.model_time_budget_s``). The learning-rate schedule is driven by
+``progress = max(train_seconds / budget, step / max_steps)`` (``max_steps`` = ``max_epochs`` epochs), so
+it anneals to its end exactly when the budget or the epoch cap is reached, even when the shared machine
+speeds up or slows down mid-run (a step count calibrated from the first steps under-used the budget when
+a competing process finished). ``planned_steps`` (the step count the first steps' speed predicts) is
+recorded for reference. Training stops when progress reaches 1. A resumable ``state.pt`` is written every ``checkpoint_every_s`` seconds and at the end
+of every epoch; data order, augmentation and dropout are seeded per epoch/step so a resumed run
+continues the same sequence.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from planner import config
+from planner.models import checkpoints as ckpt
+from planner.models.datasets import EVAL_SPLIT, eval_inputs, train_inputs
+
+RECIPE_VERSION = 2  # 2: seeded random eval subsets (the CIFAR files are class-sorted)
+CALIBRATION_STEPS = 10  # steps timed (after 2 warm-up steps) to plan the step count
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    weights: Path
+    sidecar: dict[str, Any]
+    reused: bool
+
+
+def recipe(model: str, preset: str) -> dict[str, Any]:
+    """Everything that determines the trained weights; a checkpoint is reused only if this matches."""
+    spec = config.model_spec(model)
+    train_cfg = config.preset(preset).train
+    if spec.kind not in ("hf_encoder_finetune", "torchvision_scratch"):
+        raise ValueError(
+            f"model {model!r} ({spec.kind}) is not trained here: it loads a fine-tuned checkpoint from {spec.source!r}"
+        )
+    return {
+        "version": RECIPE_VERSION, "task": spec.task, "model": model, "kind": spec.kind, "source": spec.source,
+        "params": dict(spec.params), "time_budget_s": train_cfg.budget_for(model),
+        "max_epochs": train_cfg.max_epochs, "train_subset": train_cfg.train_subset,
+        "eval_subset": train_cfg.eval_subset,
+    }
+
+
+# ----------------------------------------------------------------------------- task adapters
+
+
+class _Adapter:
+    """Task-specific pieces of the loop: batches, forward pass, evaluation."""
+
+    n_train: int
+    batch_size: int
+
+    def batch(self, indices: np.ndarray, generator: torch.Generator) -> tuple[Any, torch.Tensor]: ...
+    def logits(self, model: nn.Module, inputs: Any) -> torch.Tensor: ...
+    def evaluate(self, model: nn.Module, n: int | None) -> tuple[float, int]: ...
+
+
+class _TextAdapter(_Adapter):
+    def __init__(self, params: dict, subset: int | None):
+        from planner.models.text import load_tokenizer
+
+        self.max_length = int(params["max_length"])
+        self.batch_size = int(params["batch_size"])
+        self.tokenizer = load_tokenizer()
+        sentences, labels = train_inputs("sst2", subset)
+        encoded = self.tokenizer(sentences, truncation=True, max_length=self.max_length)["input_ids"]
+        self.ids = [np.asarray(row, dtype=np.int64) for row in encoded]
+        self.labels = torch.from_numpy(np.array(labels, dtype=np.int64))
+        self.n_train = len(self.ids)
+        self.pad_id = int(self.tokenizer.pad_token_id)
+
+    def batch(self, indices, generator):
+        rows = [self.ids[i] for i in indices]
+        width = max(len(r) for r in rows)
+        ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(rows), width), dtype=np.int64)
+        for k, row in enumerate(rows):
+            ids[k, : len(row)] = row
+            mask[k, : len(row)] = 1
+        return (torch.from_numpy(ids), torch.from_numpy(mask)), self.labels[indices]
+
+    def logits(self, model, inputs):
+        return model(*inputs)
+
+    @torch.inference_mode()
+    def evaluate(self, model, n):
+        from planner.models.text import encode
+
+        sentences, labels = eval_inputs("sst2", n)
+        model.eval()
+        preds = []
+        for start in range(0, len(sentences), 64):
+            batch = encode(self.tokenizer, sentences[start : start + 64], self.max_length)
+            out = model(torch.from_numpy(batch["input_ids"]), torch.from_numpy(batch["attention_mask"]))
+            preds.append(out.float().argmax(1).numpy())
+        return float((np.concatenate(preds) == labels).mean()), len(labels)
+
+
+class _VisionAdapter(_Adapter):
+    def __init__(self, params: dict, subset: int | None):
+        images, labels = train_inputs("cifar10", subset)
+        self.images = torch.from_numpy(np.ascontiguousarray(images))
+        self.labels = torch.from_numpy(np.array(labels, dtype=np.int64))
+        self.n_train = len(self.labels)
+        self.batch_size = int(params["batch_size"])
+
+    def batch(self, indices, generator):
+        from planner.models.vision import augment, normalize
+
+        idx = torch.as_tensor(indices)
+        return normalize(augment(self.images[idx], generator)), self.labels[idx]
+
+    def logits(self, model, inputs):
+        return model(inputs)
+
+    @torch.inference_mode()
+    def evaluate(self, model, n):
+        from planner.models.vision import normalize
+
+        images, labels = eval_inputs("cifar10", n)
+        model.eval()
+        preds = [model(normalize(images[s : s + 256])).argmax(1).numpy() for s in range(0, len(labels), 256)]
+        return float((np.concatenate(preds) == labels).mean()), len(labels)
+
+
+def _build(rec: dict) -> tuple[nn.Module, _Adapter, torch.optim.Optimizer, Callable[[float], float]]:
+    params = rec["params"]
+    if rec["kind"] == "hf_encoder_finetune":
+        from planner.models.text import build_minilm
+
+        model = build_minilm(int(params["num_layers"]), pretrained=True)
+        adapter: _Adapter = _TextAdapter(params, rec["train_subset"])
+        decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+        no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": float(params["weight_decay"])}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=float(params["lr"]),
+        )
+        warm = float(params["warmup_frac"])
+
+        def factor(p: float) -> float:  # linear warm-up then linear decay to 0
+            return p / warm if p < warm else max(0.0, (1.0 - p) / (1.0 - warm))
+    else:
+        from planner.models.vision import build_cnn
+
+        model = build_cnn(params["arch"]).to(memory_format=torch.channels_last)
+        adapter = _VisionAdapter(params, rec["train_subset"])
+        optimizer = torch.optim.SGD(model.parameters(), lr=float(params["lr"]), momentum=float(params["momentum"]),
+                                    nesterov=True, weight_decay=float(params["weight_decay"]))
+        pct = float(params["pct_start"])
+
+        def factor(p: float) -> float:  # one-cycle: cosine up from lr/25, cosine down to lr/1e4
+            if p < pct:
+                return 1 / 25 + (1 - 1 / 25) * (1 - math.cos(math.pi * p / pct)) / 2
+            q = min(1.0, (p - pct) / (1 - pct))
+            return 1e-4 + (1 - 1e-4) * (1 + math.cos(math.pi * q)) / 2
+    return model, adapter, optimizer, factor
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def train(task: str, model_name: str, preset: str, force: bool = False, progress: bool = True) -> TrainResult:
+    """Train ``model_name`` for ``preset`` (reusing a matching finished checkpoint unless ``force``)."""
+    config.validate_task(task)
+    spec = config.model_spec(model_name)
+    if spec.task != task:
+        raise ValueError(f"model {model_name!r} is a {spec.task} model, not a {task} model")
+    rec = recipe(model_name, preset)
+    checksum = ckpt.data_checksum(task)
+    folder = ckpt.checkpoint_dir(preset, model_name)
+    existing = ckpt.matching_checkpoint(preset, model_name, rec, checksum)
+    if existing is not None and not force:
+        return TrainResult(existing, ckpt.read_sidecar(preset, model_name), reused=True)
+
+    params = rec["params"]
+    seed = int(params.get("seed", 0))
+    torch.manual_seed(seed)
+    model, adapter, optimizer, factor = _build(rec)
+    base_lrs = [g["lr"] for g in optimizer.param_groups]
+    budget = float(rec["time_budget_s"])
+    steps_per_epoch = adapter.n_train // adapter.batch_size
+    max_steps = steps_per_epoch * int(rec["max_epochs"])
+    if steps_per_epoch < 1:
+        raise ValueError(f"{adapter.n_train} training examples < batch size {adapter.batch_size}")
+    autocast = bool(params.get("autocast_bf16", False))
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=float(params.get("label_smoothing", 0.0)))
+
+    state = {"step": 0, "train_seconds": 0.0, "planned_steps": max_steps, "calibrated": False, "epoch_losses": []}
+    state_path = folder / ckpt.STATE_FILE
+    if state_path.exists() and not force:
+        saved = torch.load(state_path, map_location="cpu", weights_only=False)
+        if saved.get("recipe") == rec and saved.get("data_checksum") == checksum:
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            state = saved["loop"]
+            print(f"resuming {model_name} ({preset}) at step {state['step']} after {state['train_seconds']:.0f}s",
+                  file=sys.stderr)
+
+    def save_state() -> None:
+        tmp = state_path.with_suffix(".tmp")
+        torch.save({"recipe": rec, "data_checksum": checksum, "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(), "loop": state}, tmp)
+        tmp.replace(state_path)
+
+    bar = tqdm(total=state["planned_steps"], initial=state["step"], desc=f"train {model_name} [{preset}]",
+               disable=not progress, mininterval=0.5 if sys.stderr.isatty() else 15, file=sys.stderr)
+    last_save = time.perf_counter()
+    calib_times: list[float] = []
+    running = float("nan")
+    model.train()
+    stop = False
+    while not stop:
+        epoch, offset = divmod(state["step"], steps_per_epoch)
+        if epoch >= int(rec["max_epochs"]):
+            break
+        order = np.random.default_rng(seed * 1000 + epoch).permutation(adapter.n_train)
+        epoch_loss, epoch_n = 0.0, 0
+        for b in range(offset, steps_per_epoch):
+            progress_frac = max(state["step"] / max_steps, state["train_seconds"] / budget)
+            if progress_frac >= 1.0:
+                stop = True
+                break
+            t0 = time.perf_counter()
+            for group, base in zip(optimizer.param_groups, base_lrs):
+                group["lr"] = base * factor(progress_frac)
+            torch.manual_seed(seed * 1_000_003 + state["step"])  # dropout: same on resume
+            generator = torch.Generator().manual_seed(seed * 7_919 + state["step"])
+            inputs, labels = adapter.batch(order[b * adapter.batch_size : (b + 1) * adapter.batch_size], generator)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                logits = adapter.logits(model, inputs)
+            loss = loss_fn(logits.float(), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            dt = time.perf_counter() - t0
+            state["step"] += 1
+            state["train_seconds"] += dt
+            value = float(loss.detach())
+            running = value if math.isnan(running) else 0.95 * running + 0.05 * value
+            epoch_loss += value
+            epoch_n += 1
+            if not state["calibrated"]:
+                calib_times.append(dt)
+                if len(calib_times) >= CALIBRATION_STEPS + 2:
+                    per_step = float(np.median(calib_times[2:]))
+                    state["planned_steps"] = int(min(max_steps, max(state["step"] + 1, budget / per_step)))
+                    state["calibrated"] = True
+                    bar.total = state["planned_steps"]
+                    bar.refresh()
+            bar.update(1)
+            bar.set_postfix(loss=f"{running:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}", epoch=epoch,
+                            refresh=False)
+            if time.perf_counter() - last_save > config.preset(preset).train.checkpoint_every_s:
+                save_state()
+                last_save = time.perf_counter()
+        if epoch_n:
+            state["epoch_losses"].append({"epoch": epoch, "mean_loss": epoch_loss / epoch_n, "steps": epoch_n})
+        save_state()
+        last_save = time.perf_counter()
+    bar.close()
+
+    eval_acc, eval_n = adapter.evaluate(model, rec["eval_subset"])
+    weights = folder / ckpt.WEIGHTS_FILE
+    model.eval()
+    torch.save(model.state_dict(), weights)
+    sidecar = {
+        "task": task, "model": model_name, "preset": preset, "recipe": rec, "seed": seed,
+        "data_checksum": checksum, "train_seconds": round(state["train_seconds"], 2),
+        "steps": state["step"], "planned_steps": state["planned_steps"],
+        "epochs": state["step"] / steps_per_epoch, "n_train": adapter.n_train,
+        "final_running_loss": running, "epoch_losses": state["epoch_losses"],
+        "eval_split": EVAL_SPLIT[task], "eval_n": eval_n, "eval_accuracy": eval_acc,
+        "torch_threads": torch.get_num_threads(), "autocast_bf16": autocast,
+        "library_versions": ckpt.library_versions(),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    ckpt.write_sidecar(preset, model_name, sidecar)
+    state_path.unlink(missing_ok=True)
+    return TrainResult(weights, sidecar, reused=False)

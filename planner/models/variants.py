@@ -1,0 +1,80 @@
+"""torch-eager precision variants: what each precision means and why some combinations are infeasible.
+
+* ``fp32``: eval-mode module; CNNs run channels_last (the oneDNN path; see docs in zoo.py).
+* ``bf16``: weights and activations cast with ``module.to(torch.bfloat16)`` (AVX512-bf16 kernels).
+  Measured with 2 threads on full checkpoints (16:15, shared machine, median ms per call, b=1 / b=8):
+  MiniLM-L6 fp32 16.0 / 105.2, autocast 12.1 / 56.9, ``.to(bf16)`` 9.7 / 52.8; MiniLM-L3 8.9 / 50.3,
+  6.4 / 28.9, 5.3 / 27.6. ``.to(bf16)`` is the faster of the two bf16 paths, so it is the variant.
+* ``fp16``: ``module.to(torch.float16)``; runs on CPU but slowly (no native fp16 compute on this CPU);
+  kept and profiled so the cost is visible rather than hidden.
+* ``int8`` (transformers): ``torch.ao.quantization.quantize_dynamic`` on every ``nn.Linear`` - real
+  int8 GEMM kernels (fbgemm/oneDNN), weights int8 per output channel, activations quantized per batch.
+  Per-channel, because per-tensor weights lost 1.3-1.4 points on the quick MiniLM checkpoints
+  (dev 80.85 -> 79.59 for L6) while per-channel kept them (81.08) at the same speed.
+  The API is deprecated in favour of torchao but still ships working kernels in this torch.
+* ``int8`` (CNNs): torch eager has no dynamic int8 path for ``Conv2d`` (dynamic quantization leaves
+  convolutions fp32), so it is reported infeasible; the CNN int8 variant is the ONNX Runtime static
+  QDQ model (planner.models.onnx_export).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+TEXT_KINDS = ("hf_encoder_finetune", "hf_pretrained_classifier")
+VISION_KINDS = ("torchvision_scratch",)
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def torch_support(kind: str, precision: str, device: str) -> str | None:
+    """None when torch eager can build (kind, precision, device), else the reason it cannot."""
+    if precision == "int8":
+        if kind in VISION_KINDS:
+            return ("torch eager int8 is infeasible for CNNs: dynamic quantization leaves Conv2d in fp32 and "
+                    "eager static quantization needs a model rewrite; use runtime onnxruntime (static QDQ int8)")
+        if device == "cuda":
+            return "torch dynamic int8 (quantize_dynamic) has CPU kernels only; no CUDA int8 path here"
+    if precision == "fp16" and device == "cpu":
+        return None  # runs (slowly); recorded, not hidden
+    return None
+
+
+@dataclass(frozen=True)
+class TorchVariant:
+    module: nn.Module
+    input_dtype: torch.dtype | None  # cast floating inputs to this
+    autocast_dtype: torch.dtype | None  # run the forward under torch.autocast with this dtype
+    channels_last: bool
+
+
+def build_torch_variant(module: nn.Module, kind: str, precision: str, device: str) -> TorchVariant:
+    """The eval-mode module and how to feed it, for one precision on one device."""
+    reason = torch_support(kind, precision, device)
+    if reason:
+        raise ValueError(reason)
+    module = module.eval()
+    channels_last = kind in VISION_KINDS
+    if precision == "int8":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
+            quantized = torch.ao.quantization.quantize_dynamic(module, {nn.Linear: qconfig}, dtype=torch.qint8)
+        return TorchVariant(quantized, None, None, False)
+    dtype = DTYPES[precision]
+    module = module.to(device=device, dtype=dtype)
+    if channels_last:
+        module = module.to(memory_format=torch.channels_last)
+    return TorchVariant(module, dtype, None, channels_last)
+
+
+def quantized_linear_count(module: nn.Module) -> tuple[int, int]:
+    """(# dynamic-quantized Linear modules, # float nn.Linear modules left) - used by tests and reports."""
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantLinear
+
+    quantized = sum(isinstance(m, DynamicQuantLinear) for m in module.modules())
+    floating = sum(type(m) is nn.Linear for m in module.modules())
+    return quantized, floating

@@ -1,0 +1,180 @@
+"""The model zoo: every (task, model, runtime, precision, device) variant behind one ``predict``.
+
+Public API (fixed by the team contract): :func:`load_predictor`, :func:`variant_support`,
+:func:`eval_inputs`, :func:`task_models`. Weights come from ``planner train`` checkpoints of a preset
+(``cache_dir()/checkpoints/<preset>/<model>/model.pt``); DistilBERT comes from a fine-tuned checkpoint
+named in configs/models.yaml, or - when absent - random weights with ``accuracy_available=False``.
+
+Torch eager fast path (issue 8, item 6): CNNs run channels_last. Measured (15:55, 2 threads, shared
+machine, median of 40): resnet18 b=1 8.3 -> 5.7 ms, b=8 15.2 -> 18.5 ms; mobilenet_v2 b=1 4.6 -> 3.9 ms,
+b=8 11.0 -> 6.9 ms (contiguous -> channels_last). At 32x32 torch's heuristic still sends small-input
+3x3 convolutions to ``aten::_slow_conv2d_forward`` at batch 1 in either layout; forcing oneDNN via
+``torch.utils.mkldnn.to_mkldnn`` was slower (12.1 ms resnet18 b=1) and fails on mobilenet_v2 (no
+hardtanh on MKLDNN tensors). The fast CNN paths on this CPU are ONNX Runtime and torch bf16.
+Reproduce: ``benchmarks/bench_runtimes.py --eager-variants``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from planner import config
+from planner.models import checkpoints as ckpt
+from planner.models.base import (
+    DEVICES, PRECISIONS, RUNTIMES, ModelUnavailableError, Predictor, UnsupportedVariantError, VariantSpec,
+)
+from planner.models.datasets import eval_inputs, train_inputs  # noqa: F401  (eval_inputs is public API)
+
+VERIFY_EXAMPLES = 24
+DEFAULT_CALIBRATION = 512
+
+
+def task_models(task: str) -> list[str]:
+    """Models of a task, in configs/models.yaml order."""
+    config.validate_task(task)
+    return [name for name, spec in config.models().models.items() if spec.task == task]
+
+
+def _cuda_reason(runtime: str) -> str | None:
+    import torch
+
+    if not torch.cuda.is_available():
+        return "CUDA is not available on this machine (torch.cuda.is_available() is False)"
+    if runtime == "onnxruntime":
+        import onnxruntime as ort
+
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            return "onnxruntime here has no CUDAExecutionProvider (install onnxruntime-gpu)"
+    return None
+
+
+def variant_support(spec: VariantSpec) -> str | None:
+    """None when the variant can be built here, else why it is infeasible (unknown model -> ConfigError)."""
+    model = config.model_spec(spec.model)
+    if model.task != spec.task:
+        raise config.ConfigError(f"model {spec.model!r} is a {model.task} model, not a {spec.task} model")
+    if spec.runtime not in RUNTIMES:
+        return f"unknown runtime {spec.runtime!r}; known: {list(RUNTIMES)}"
+    if spec.precision not in PRECISIONS:
+        return f"unknown precision {spec.precision!r}; known: {list(PRECISIONS)}"
+    if spec.device not in DEVICES:
+        return f"unknown device {spec.device!r}; known: {list(DEVICES)}"
+    if spec.device == "cuda":
+        reason = _cuda_reason(spec.runtime)
+        if reason:
+            return reason
+    if spec.runtime == "torch":
+        from planner.models.variants import torch_support
+
+        return torch_support(model.kind, spec.precision, spec.device)
+    if spec.precision in ("bf16", "fp16"):
+        if spec.device == "cpu":
+            return (f"ONNX Runtime's CPU execution provider has no {spec.precision} kernels for these graphs "
+                    f"(a converted model falls back to casts around fp32 ops), so {spec.precision} is not offered on CPU")
+        return f"ONNX Runtime {spec.precision} on CUDA is not implemented in this zoo"
+    return None
+
+
+@dataclass
+class BaseModel:
+    """An fp32 module with its preprocessing and provenance."""
+
+    module: Any
+    preprocess: Callable[[Any], dict[str, np.ndarray]]
+    accuracy_available: bool
+    folder: Path
+    source_key: str
+    kind: str
+    params: dict
+
+
+def base_model(task: str, model: str, preset: str = "full") -> BaseModel:
+    """The fp32 module of ``model`` with trained weights of ``preset`` (ModelUnavailableError if untrained)."""
+    import torch
+
+    spec = config.model_spec(model)
+    config.validate_task(task)
+    params = dict(spec.params)
+    folder = ckpt.checkpoint_dir(preset, model)
+    if spec.kind == "hf_pretrained_classifier":
+        from planner.models.text import encode, load_distilbert
+
+        module, tokenizer, available = load_distilbert(spec.source)
+        max_length = int(params["max_length"])
+        key = f"pretrained:{spec.source}" if available else "random-init:distilbert-base:seed0"
+        return BaseModel(module, lambda xs: encode(tokenizer, xs, max_length), available, folder, key,
+                         spec.kind, params)
+    weights = ckpt.weights_path(preset, model)
+    if weights is None:
+        raise ModelUnavailableError(
+            f"no trained {preset!r} checkpoint for {model!r} in {folder}; run "
+            f"`python -m planner train --task {spec.task} --model {model} --preset {preset}`")
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    if spec.kind == "hf_encoder_finetune":
+        from planner.models.text import build_minilm, encode, load_tokenizer
+
+        module = build_minilm(int(params["num_layers"]), pretrained=False)
+        tokenizer = load_tokenizer()
+        max_length = int(params["max_length"])
+        preprocess = lambda xs: encode(tokenizer, xs, max_length)  # noqa: E731
+    else:
+        from planner.models.vision import build_cnn, normalize
+
+        module = build_cnn(params["arch"])
+        preprocess = lambda xs: {"pixels": normalize(xs, channels_last=False).numpy()}  # noqa: E731
+    module.load_state_dict(state)
+    return BaseModel(module.eval(), preprocess, True, folder, ckpt.source_key_of(weights), spec.kind, params)
+
+
+def onnx_path(spec: VariantSpec, preset: str = "full", n_threads: int = 2, base: BaseModel | None = None) -> Path:
+    """Cached, verified ONNX file of a variant (fp32 export, or its int8 quantization)."""
+    from planner.models import onnx_export as ox
+
+    base = base or base_model(spec.task, spec.model, preset)
+    verify_inputs, _ = eval_inputs(spec.task, VERIFY_EXAMPLES)
+    fp32 = ox.ensure_fp32(base.folder, base.source_key, base.module, base.preprocess, verify_inputs, n_threads)
+    if spec.precision == "fp32":
+        return fp32
+    if base.kind == "torchvision_scratch":
+        n_calib = int(base.params.get("calibration_examples", DEFAULT_CALIBRATION))
+        return ox.ensure_int8_static(fp32, base.source_key, base.preprocess,
+                                     lambda: train_inputs(spec.task, n_calib)[0],
+                                     method=str(base.params.get("calibration_method", "MinMax")),
+                                     per_channel=bool(base.params.get("per_channel", True)),
+                                     exclude_nodes=list(base.params.get("quant_exclude_nodes", [])),
+                                     n_calibration=n_calib)
+    return ox.ensure_int8_dynamic(fp32, base.source_key, per_channel=bool(base.params.get("per_channel", False)),
+                                  exclude_nodes=list(base.params.get("quant_exclude_nodes", [])))
+
+
+def load_predictor(spec: VariantSpec, preset: str = "full", n_threads: int | None = None) -> Predictor:
+    """Build the predictor of ``spec`` from ``preset``'s checkpoint.
+
+    Raises UnsupportedVariantError (naming the combination and the reason) for infeasible variants,
+    ModelUnavailableError when weights are missing, ConfigError for unknown models/tasks.
+    """
+    import torch
+
+    reason = variant_support(spec)
+    if reason:
+        raise UnsupportedVariantError(f"unsupported variant {spec.describe()}: {reason}")
+    threads = int(n_threads or torch.get_num_threads())
+    base = base_model(spec.task, spec.model, preset)
+    if spec.runtime == "torch":
+        from planner.models.predictors import TorchPredictor
+        from planner.models.variants import build_torch_variant
+
+        variant = build_torch_variant(base.module, base.kind, spec.precision, spec.device)
+        return TorchPredictor(spec, variant.module, base.preprocess, input_dtype=variant.input_dtype,
+                              autocast_dtype=variant.autocast_dtype, channels_last=variant.channels_last,
+                              accuracy_available=base.accuracy_available, n_threads=threads)
+    from planner.models import onnx_export as ox
+    from planner.models.predictors import OrtPredictor
+
+    path = onnx_path(spec, preset, threads, base)
+    return OrtPredictor(spec, ox.session(path, spec.device, threads), base.preprocess,
+                        accuracy_available=base.accuracy_available, n_threads=threads, model_path=str(path))

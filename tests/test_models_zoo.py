@@ -1,0 +1,184 @@
+"""Zoo: loading, variants (dtypes, quantized modules/graphs), ONNX export checks, errors, FLOPs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from planner import config
+from planner.models import checkpoints as ckpt
+from planner.models import onnx_export as ox
+from planner.models import zoo
+from planner.models.base import ModelUnavailableError, Predictor, UnsupportedVariantError, VariantSpec
+
+
+@pytest.fixture
+def cache(tiny_data_dir, tmp_path, monkeypatch):
+    """Tiny data + a private cache holding random-weight 'quick' checkpoints (no training needed)."""
+    monkeypatch.setenv("PLANNER_CACHE_DIR", str(tmp_path / "cache"))
+    torch.set_num_threads(1)
+    return tmp_path / "cache"
+
+
+def _fake_checkpoint(model: str) -> None:
+    from planner.models.text import build_minilm
+    from planner.models.vision import build_cnn
+
+    torch.manual_seed(0)
+    params = config.model_spec(model).params
+    module = build_cnn(params["arch"]) if "arch" in params else build_minilm(int(params["num_layers"]), pretrained=False)
+    torch.save(module.state_dict(), ckpt.checkpoint_dir("quick", model) / ckpt.WEIGHTS_FILE)
+
+
+def test_task_models_and_eval_inputs(tiny_data_dir):
+    assert zoo.task_models("sst2") == ["minilm-l6", "minilm-l3", "distilbert"]
+    assert zoo.task_models("cifar10") == ["mobilenet_v2", "resnet18"]
+    x, y = zoo.eval_inputs("cifar10", 50)
+    assert x.dtype == np.uint8 and x.shape == (50, 32, 32, 3) and len(np.unique(y)) > 1  # not one class
+    s, y2 = zoo.eval_inputs("sst2")
+    assert isinstance(s, list) and isinstance(s[0], str) and len(s) == len(y2)
+
+
+def test_unknown_model_and_missing_checkpoint_errors(cache):
+    with pytest.raises(config.ConfigError, match="unknown model 'gpt9'"):
+        zoo.load_predictor(VariantSpec("sst2", "gpt9"), preset="quick")
+    with pytest.raises(config.ConfigError, match="is a cifar10 model, not a sst2 model"):
+        zoo.variant_support(VariantSpec("sst2", "resnet18"))
+    with pytest.raises(ModelUnavailableError, match="planner train --task cifar10 --model resnet18 --preset quick"):
+        zoo.load_predictor(VariantSpec("cifar10", "resnet18"), preset="quick")
+
+
+@pytest.mark.parametrize("spec, needle", [
+    (VariantSpec("cifar10", "resnet18", "torch", "int8"), "Conv2d"),
+    (VariantSpec("cifar10", "resnet18", "onnxruntime", "bf16"), "no bf16 kernels"),
+    (VariantSpec("sst2", "minilm-l6", "onnxruntime", "fp16"), "no fp16 kernels"),
+    (VariantSpec("sst2", "minilm-l6", "tvm", "fp32"), "unknown runtime"),
+])
+def test_unsupported_variants_name_the_combination(cache, spec, needle):
+    assert needle in zoo.variant_support(spec)
+    with pytest.raises(UnsupportedVariantError) as err:
+        zoo.load_predictor(spec, preset="quick")
+    assert spec.describe() in str(err.value) and needle in str(err.value)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU reason")
+def test_cuda_variant_reports_missing_gpu(cache):
+    assert "CUDA is not available" in zoo.variant_support(VariantSpec("sst2", "minilm-l3", device="cuda"))
+
+
+def test_cnn_torch_variants_have_the_right_dtypes(cache):
+    _fake_checkpoint("mobilenet_v2")
+    x, _ = zoo.eval_inputs("cifar10", 6)
+    ref = None
+    for precision, dtype in [("fp32", torch.float32), ("bf16", torch.bfloat16), ("fp16", torch.float16)]:
+        predictor = zoo.load_predictor(VariantSpec("cifar10", "mobilenet_v2", "torch", precision), preset="quick")
+        assert isinstance(predictor, Predictor) and predictor.accuracy_available
+        assert {p.dtype for p in predictor.module.parameters()} == {dtype}
+        probs = predictor.predict(x, batch_size=4)
+        assert probs.dtype == np.float32 and probs.shape == (6, 10)
+        np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
+        ref = probs if ref is None else ref
+        assert np.abs(probs - ref).max() < 0.1  # low precision stays close to fp32
+
+
+def test_transformer_torch_int8_quantizes_every_linear(cache):
+    from torch.ao.nn.quantized.dynamic import Linear as QLinear
+
+    from planner.models.variants import quantized_linear_count
+
+    _fake_checkpoint("minilm-l3")
+    predictor = zoo.load_predictor(VariantSpec("sst2", "minilm-l3", "torch", "int8"), preset="quick")
+    n_quant, n_float = quantized_linear_count(predictor.module)
+    assert n_quant == 3 * 6 + 1 and n_float == 0  # 6 Linear per BERT layer + the head
+    assert isinstance(predictor.module.head, QLinear)
+    assert predictor.module.head.weight().dtype == torch.qint8
+    sentences, _ = zoo.eval_inputs("sst2", 5)
+    probs = predictor.predict(sentences, 2)
+    assert probs.shape == (5, 2)
+
+
+def test_transformer_bf16_runs_its_matmuls_in_bf16(cache):
+    _fake_checkpoint("minilm-l3")
+    predictor = zoo.load_predictor(VariantSpec("sst2", "minilm-l3", "torch", "bf16"), preset="quick")
+    assert {p.dtype for p in predictor.module.parameters()} == {torch.bfloat16}
+    seen = []
+    predictor.module.head.register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
+    sentences, _ = zoo.eval_inputs("sst2", 4)
+    probs = predictor.predict(sentences, 4)
+    assert seen == [torch.bfloat16] and probs.dtype == np.float32
+
+
+def test_cnn_onnx_export_is_verified_and_int8_convs_are_quantized(cache):
+    _fake_checkpoint("resnet18")
+    x, _ = zoo.eval_inputs("cifar10", 9)
+    fp32 = zoo.load_predictor(VariantSpec("cifar10", "resnet18", "onnxruntime", "fp32"), preset="quick", n_threads=1)
+    note = json.loads(ox.Path(fp32.model_path).with_suffix(".json").read_text())
+    assert note["verify_rel_l2"] <= ox.MAX_REL_L2
+    torch_probs = zoo.load_predictor(VariantSpec("cifar10", "resnet18"), preset="quick").predict(x, 4)
+    np.testing.assert_allclose(fp32.predict(x, 4), torch_probs, atol=1e-4)
+    assert fp32.session.get_session_options().intra_op_num_threads == 1
+
+    int8 = zoo.load_predictor(VariantSpec("cifar10", "resnet18", "onnxruntime", "int8"), preset="quick", n_threads=1)
+    report = ox.quantized_conv_report(ox.Path(int8.model_path))
+    assert report["conv_nodes"] == 20 and report["int8_weight_convs"] == report["conv_nodes"]
+    assert ox.quantized_conv_report(ox.Path(fp32.model_path))["int8_weight_convs"] == 0
+    int8_note = json.loads(ox.Path(int8.model_path).with_suffix(".json").read_text())
+    assert int8_note["calibration_split"] == "train" and int8_note["per_channel"] is True
+    assert int8.predict(x, 4).shape == (9, 10)
+
+
+def test_transformer_onnx_int8_is_dynamic_quantized(cache):
+    import onnx
+
+    _fake_checkpoint("minilm-l3")
+    predictor = zoo.load_predictor(VariantSpec("sst2", "minilm-l3", "onnxruntime", "int8"), preset="quick", n_threads=1)
+    ops = {n.op_type for n in onnx.load(predictor.model_path).graph.node}
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops
+    sentences, _ = zoo.eval_inputs("sst2", 4)
+    assert predictor.predict(sentences, 3).shape == (4, 2)
+
+
+def test_distilbert_loads_a_saved_finetuned_checkpoint(cache, tmp_path, monkeypatch):
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+    from planner.models.text import load_tokenizer
+
+    folder = tmp_path / "tiny-distilbert-sst2"
+    torch.manual_seed(0)
+    tiny = DistilBertForSequenceClassification(DistilBertConfig(dim=32, hidden_dim=64, n_layers=2, n_heads=2, num_labels=2))
+    tiny.save_pretrained(folder)
+    load_tokenizer().save_pretrained(folder)
+    real_spec = config.model_spec
+
+    def patched(name, *args, **kwargs):
+        spec = real_spec(name, *args, **kwargs)
+        return spec.model_copy(update={"source": str(folder)}) if name == "distilbert" else spec
+
+    monkeypatch.setattr(config, "model_spec", patched)
+    predictor = zoo.load_predictor(VariantSpec("sst2", "distilbert"), preset="quick")
+    assert predictor.accuracy_available
+    assert predictor.module.model.config.dim == 32
+    sentences, _ = zoo.eval_inputs("sst2", 3)
+    with torch.inference_mode():
+        batch = tiny.eval()(**{k: torch.from_numpy(v) for k, v in predictor.preprocess(sentences).items()})
+    np.testing.assert_allclose(predictor.predict(sentences, 3), torch.softmax(batch.logits, 1).numpy(), atol=1e-5)
+
+
+def test_distilbert_without_checkpoint_is_latency_only(cache):
+    predictor = zoo.load_predictor(VariantSpec("sst2", "distilbert"), preset="quick")
+    assert predictor.accuracy_available is False
+    assert predictor.module.model.config.dim == 768  # the distilbert-base architecture
+
+
+def test_flops_per_item(tiny_data_dir):
+    from planner.models.flops import flops_per_item
+
+    r18, mb2 = flops_per_item("cifar10", "resnet18"), flops_per_item("cifar10", "mobilenet_v2")
+    assert r18 > mb2 > 0
+    l6, l3 = flops_per_item("sst2", "minilm-l6"), flops_per_item("sst2", "minilm-l3")
+    assert l6 == pytest.approx(2 * l3, rel=0.05)
+    with pytest.raises(config.ConfigError, match="not a sst2 model"):
+        flops_per_item("sst2", "resnet18")
