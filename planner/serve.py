@@ -1,0 +1,471 @@
+"""Live replay: a request trace served in real time by real models, in-process.
+
+The serving model is the simulator's (:mod:`planner.simulate`), executed for real instead of drawn:
+
+- a producer (the calling thread) sleeps until each request's ``arrival_s`` on a monotonic clock
+  (``time.perf_counter``) and puts it in one shared queue;
+- ``servers`` worker threads share that queue. Whenever a worker is free and requests wait, it
+  starts a batch at once (work-conserving, no waiting to fill a batch): with ``drop_expired`` it
+  first drops expired requests at the head, asks the policy for a configuration with the same
+  :class:`planner.policies.PolicyContext` the simulator builds, and takes up to that
+  configuration's batch size of waiting requests (FIFO: arrival order; EDF: absolute deadline,
+  ties by arrival order), skipping expired ones when dropping;
+- the batch runs the configuration's real ``Predictor.predict`` (or the real cascade) on those
+  requests' evaluation inputs; start is the moment the worker took the batch, finish the moment
+  the call returned. Correctness is the real prediction against the label.
+
+The output is the simulator's per-request table (:data:`planner.schema.REQUEST_RESULT_COLUMNS` plus
+the simulator's extra columns), so :func:`planner.simulate.run_metrics` applies unchanged. Latency
+is measured from the request's scheduled arrival (what a client that sent it then would see);
+``sent_lag_ms`` records how late the producer actually enqueued it.
+
+Differences from the simulator that are real, not modelled: a partial batch runs on fewer inputs
+(the simulator charges it a full-batch sample) unless ``pad_partial=True``; workers pay thread
+wake-up and Python bookkeeping; the CPU is shared with whatever else runs.
+
+A replay is bounded: at most ``max_requests`` requests (the first by arrival) and ``max_wall_s``
+seconds from the clock's start. Requests that would arrive after the wall limit are never sent
+(they are not in the output); requests still waiting when it is reached are recorded as dropped
+with ``abandoned=True``. No network server is involved.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import heapq
+import math
+import sys
+import threading
+import time
+from bisect import bisect_left
+from collections import deque
+from itertools import islice
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from planner.policies import Policy, PolicyContext
+from planner.schema import REQUEST_RESULT_COLUMNS, TRACE_COLUMNS, validate
+from planner.simulate import QUEUES, RESULT_EXTRA_COLUMNS
+
+LIVE_EXTRA_COLUMNS = ("sent_lag_ms", "service_ms", "batch_n", "abandoned")
+# The producer must get the GIL promptly when an arrival is due even while a worker runs Python
+# code (tokenisation, bookkeeping); CPython's default switch interval is 5 ms.
+SWITCH_INTERVAL_S = 0.0005
+# Linux rounds a sleeping thread's wake-up up by its timer slack (50 us by default); the producer
+# asks for 1 ns so arrivals are enqueued closer to their time (median lag measured ~90 -> ~40 us).
+PRODUCER_TIMER_SLACK_NS = 1
+
+
+class ReplayError(RuntimeError):
+    """A live replay cannot run as asked (the message says why)."""
+
+
+# ---------------------------------------------------------------- what a worker can run
+
+@dataclass(frozen=True)
+class LiveConfig:
+    """One servable configuration: its batch size and a call answering a batch of raw inputs.
+
+    ``run(inputs) -> (probabilities (n, classes), stage or None)``; ``stage`` (1 or 2 per input)
+    comes from a cascade and marks escalated requests.
+    """
+
+    config_id: str
+    batch_size: int
+    run: Callable[[Any], tuple[np.ndarray, np.ndarray | None]]
+
+    def __post_init__(self) -> None:
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, (int, np.integer)) \
+                or self.batch_size < 1:
+            raise ReplayError(f"{self.config_id}: batch_size must be an integer >= 1, got {self.batch_size!r}")
+
+
+def from_predictor(config_id: str, predictor: Any, batch_size: int) -> LiveConfig:
+    """A plain configuration: ``predictor.predict(inputs, batch_size)``."""
+    b = int(batch_size)
+    return LiveConfig(config_id, b, lambda inputs: (predictor.predict(inputs, b), None))
+
+
+def from_cascade(config_id: str, cascade: Any, batch_size: int) -> LiveConfig:
+    """A cascade configuration: ``cascade.predict_with_stages(inputs, batch_size)`` (stage 2 = escalated)."""
+    b = int(batch_size)
+
+    def run(inputs: Any) -> tuple[np.ndarray, np.ndarray]:
+        probs, _confidence, stage = cascade.predict_with_stages(inputs, b)
+        return probs, np.asarray(stage)
+
+    return LiveConfig(config_id, b, run)
+
+
+def take(inputs: Sequence[Any] | np.ndarray, index: Sequence[int] | np.ndarray) -> Any:
+    """The raw inputs of some example ids (a list of sentences or an image array)."""
+    return inputs[np.asarray(index)] if isinstance(inputs, np.ndarray) else [inputs[i] for i in index]
+
+
+def warm_up(configs: Iterable[LiveConfig], inputs: Sequence[Any] | np.ndarray, calls: int, seed: int = 0) -> None:
+    """Run each configuration on ``calls`` full batches of real inputs, before any clock starts."""
+    rng = np.random.default_rng(seed)
+    n = len(inputs)
+    for cfg in configs:
+        for _ in range(int(calls)):
+            cfg.run(take(inputs, rng.integers(0, n, cfg.batch_size)))
+
+
+# ---------------------------------------------------------------- bounds
+
+@dataclass(frozen=True)
+class ReplayLimits:
+    """A replay stops by itself: at most ``max_requests`` requests and ``max_wall_s`` seconds."""
+
+    max_requests: int = 10_000
+    max_wall_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_requests, bool) or not isinstance(self.max_requests, (int, np.integer)) \
+                or self.max_requests < 1:
+            raise ReplayError(f"max_requests must be an integer >= 1, got {self.max_requests!r}")
+        if not (isinstance(self.max_wall_s, (int, float)) and math.isfinite(self.max_wall_s) and self.max_wall_s > 0):
+            raise ReplayError(f"max_wall_s must be a positive finite number of seconds, got {self.max_wall_s!r}")
+
+
+# ---------------------------------------------------------------- the replay
+
+class _State:
+    """Everything the producer and the workers share, guarded by one condition variable."""
+
+    def __init__(self, n: int, servers: int, edf: bool):
+        self.cond = threading.Condition()
+        self.edf = edf
+        self.waiting: deque[int] | list = [] if edf else deque()
+        self.arrived = 0                      # requests enqueued so far (in arrival order)
+        self.producer_done = False
+        self.stop = False
+        self.busy = 0
+        self.error: BaseException | None = None
+        self.sent = np.full(n, np.nan)
+        self.batch_of = np.full(n, -1, dtype=np.int64)
+        self.prediction = np.full(n, -1, dtype=np.int64)
+        self.escalated = np.zeros(n, dtype=bool)
+        self.expired = np.zeros(n, dtype=bool)  # dropped by the expiry rule (drop_expired)
+        self.batches: list[tuple[float, float, str, int, int]] = []  # start, finish, config, server, size
+        self.servers = servers
+
+
+def replay(trace: pd.DataFrame, policy: Policy, configs: Mapping[str, LiveConfig] | Sequence[LiveConfig],
+           inputs: Sequence[Any] | np.ndarray, labels: np.ndarray, servers: int = 1,
+           queue: Literal["fifo", "edf"] = "fifo", *, drop_expired: bool = False, method: str | None = None,
+           task: str | None = None, limits: ReplayLimits = ReplayLimits(), rate_window_s: float = 1.0,
+           pad_partial: bool = False, lead_s: float = 0.05, threads: int | None = None,
+           clock: Callable[[], float] = time.perf_counter) -> pd.DataFrame:
+    """Serve ``trace`` in real time with ``configs``; one row per sent request, in ``request_id`` order.
+
+    ``policy`` is any simulator policy (``policy(ctx) -> config_id``); it must only pick
+    configurations present in ``configs`` (loaded and warmed up by the caller). ``inputs`` and
+    ``labels`` are indexed by the trace's ``example_id``. ``lead_s`` is the gap between starting
+    the clock and time 0 of the trace. ``threads`` (if given) sets torch's intra-op threads in each
+    worker thread, as the profiler set them for its timed calls.
+    """
+    if queue not in QUEUES:
+        raise ReplayError(f"queue must be one of {QUEUES}, got {queue!r}")
+    if isinstance(servers, bool) or not isinstance(servers, (int, np.integer)) or servers < 1:
+        raise ReplayError(f"servers must be an integer >= 1, got {servers!r}")
+    if not callable(policy):
+        raise ReplayError(f"policy must be callable as policy(ctx) -> config_id, got {type(policy).__name__}")
+    if not rate_window_s > 0:
+        raise ReplayError(f"rate_window_s must be positive, got {rate_window_s!r}")
+    if not isinstance(limits, ReplayLimits):
+        raise ReplayError(f"limits must be a ReplayLimits, got {type(limits).__name__}")
+    table = dict(configs) if isinstance(configs, Mapping) else {c.config_id: c for c in configs}
+    if not table:
+        raise ReplayError("no configurations to serve")
+    labels = np.asarray(labels)
+    if len(labels) != len(inputs):
+        raise ReplayError(f"{len(inputs)} inputs but {len(labels)} labels")
+    checked = _check_trace(trace, len(labels))
+    capped = checked.iloc[: limits.max_requests]
+    ordered = capped[capped["arrival_s"] < limits.max_wall_s - lead_s].reset_index(drop=True)
+    if ordered.empty:
+        raise ReplayError(f"no request of the trace arrives within max_wall_s={limits.max_wall_s} s")
+    task = task or getattr(policy, "task", None) or (str(ordered["task"].iloc[0]) if "task" in ordered else "")
+    n = len(ordered)
+    arr = ordered["arrival_s"].tolist()
+    rel_deadline = ordered["deadline_ms"].tolist()
+    abs_deadline = (ordered["arrival_s"] + ordered["deadline_ms"] / 1000.0).tolist()
+    request_ids = ordered["request_id"].tolist()
+    example_ids = ordered["example_id"].to_numpy()
+    state = _State(n, int(servers), queue == "edf")
+    lookahead = int(getattr(policy, "lookahead", 0) or 0)
+
+    def pick(t: float) -> tuple[LiveConfig, list[int]] | None:
+        """Under the lock: drop expired heads, ask the policy, take the batch (the simulator's rules)."""
+        waiting, edf = state.waiting, state.edf
+        if drop_expired:
+            while waiting:
+                head = waiting[0][1] if edf else waiting[0]
+                if abs_deadline[head] > t:
+                    break
+                heapq.heappop(waiting) if edf else waiting.popleft()
+                state.expired[head] = True
+        if not waiting:
+            return None
+        head = waiting[0][1] if edf else waiting[0]
+        i = state.arrived
+        recent = (i - bisect_left(arr, t - rate_window_s, 0, i)) / rate_window_s
+        if lookahead:  # the slacks of the first queued requests in service order, as the simulator gives
+            window = [r for _, r in heapq.nsmallest(lookahead, waiting)] if edf else islice(waiting, lookahead)
+            slacks = tuple((abs_deadline[r] - t) * 1000.0 for r in window)
+        else:
+            slacks = ()
+        ctx = PolicyContext(t, task, len(waiting), (abs_deadline[head] - t) * 1000.0, rel_deadline[head],
+                            request_ids[head], state.servers - state.busy, state.servers, recent, slacks)
+        cid = policy(ctx)
+        cfg = table.get(cid)
+        if cfg is None:
+            raise ReplayError(f"policy chose config {cid!r}, which is not loaded for live replay "
+                              f"(loaded: {sorted(table)})")
+        members: list[int] = []
+        while waiting and len(members) < cfg.batch_size:
+            r = heapq.heappop(waiting)[1] if edf else waiting.popleft()
+            if drop_expired and abs_deadline[r] <= t:
+                state.expired[r] = True
+                continue
+            members.append(r)
+        return cfg, members
+
+    def worker(sid: int) -> None:
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(int(threads))
+        try:
+            while True:
+                with state.cond:
+                    while not state.waiting and not state.producer_done and not state.stop:
+                        state.cond.wait()
+                    if state.stop or (not state.waiting and state.producer_done):
+                        return
+                    t = clock() - origin
+                    chosen = pick(t)
+                    if chosen is None:
+                        continue
+                    cfg, members = chosen
+                    state.busy += 1
+                batch = take(inputs, example_ids[members])
+                if pad_partial and len(members) < cfg.batch_size:
+                    batch = _pad(batch, cfg.batch_size)
+                probs, stage = cfg.run(batch)
+                finish = clock() - origin
+                probs = np.asarray(probs)[: len(members)]
+                with state.cond:
+                    state.busy -= 1
+                    bid = len(state.batches)
+                    state.batches.append((t, finish, cfg.config_id, sid, len(members)))
+                    state.batch_of[members] = bid
+                    state.prediction[members] = probs.argmax(axis=1)
+                    if stage is not None:
+                        state.escalated[members] = np.asarray(stage)[: len(members)] == 2
+        except BaseException as exc:  # surfaced in the calling thread
+            with state.cond:
+                state.error = exc
+                state.stop = True
+                state.cond.notify_all()
+
+    old_switch = sys.getswitchinterval()
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    old_slack = _set_timer_slack(PRODUCER_TIMER_SLACK_NS)
+    workers = [threading.Thread(target=worker, args=(s,), name=f"replay-worker-{s}", daemon=True)
+               for s in range(int(servers))]
+    origin = clock() + lead_s
+    wall_end = origin - lead_s + limits.max_wall_s
+    stopped_by_wall = False
+    try:
+        for w in workers:
+            w.start()
+        i = 0
+        while i < n:
+            delay = arr[i] - (clock() - origin)
+            if delay > 0:
+                time.sleep(min(delay, 0.1))  # wake at least every 0.1 s to notice a worker's failure
+            with state.cond:
+                if state.stop:
+                    break
+                now = clock() - origin
+                while i < n and arr[i] <= now:  # every request already due joins at once
+                    state.sent[i] = now
+                    (heapq.heappush(state.waiting, (abs_deadline[i], i)) if state.edf
+                     else state.waiting.append(i))
+                    i += 1
+                state.arrived = i
+                state.cond.notify()
+        with state.cond:
+            state.producer_done = True
+            state.cond.notify_all()
+        for w in workers:
+            w.join(max(0.0, wall_end - clock()))
+        if any(w.is_alive() for w in workers):
+            stopped_by_wall = True
+            with state.cond:
+                state.stop = True
+                state.cond.notify_all()
+            for w in workers:
+                w.join()  # a batch in progress finishes; its length is bounded by one predict call
+    finally:
+        sys.setswitchinterval(old_switch)
+        if old_slack is not None:
+            _set_timer_slack(old_slack)
+        with state.cond:
+            state.stop = True
+            state.cond.notify_all()
+    if state.error is not None:
+        raise state.error
+    frame = _assemble(ordered, state, labels, method or getattr(policy, "name", "policy"))
+    frame.attrs.update({"n_over_max_requests": len(checked) - len(capped), "n_after_wall": len(capped) - n,
+                        "n_abandoned": int(frame["abandoned"].sum()),
+                        "stopped_by_wall": stopped_by_wall, "pad_partial": bool(pad_partial)})
+    return frame
+
+
+def _set_timer_slack(ns: int) -> int | None:
+    """Set this thread's timer slack (Linux ``prctl``); returns the old value, None where unsupported."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        old = libc.prctl(30, 0, 0, 0, 0)          # PR_GET_TIMERSLACK
+        if old < 0 or libc.prctl(29, ctypes.c_ulong(ns), 0, 0, 0) != 0:  # PR_SET_TIMERSLACK
+            return None
+        return int(old)
+    except (OSError, AttributeError):
+        return None
+
+
+def _pad(batch: Any, size: int) -> Any:
+    """Repeat the last input so a partial batch has the full batch's shape (outputs are cut back)."""
+    missing = size - len(batch)
+    if isinstance(batch, np.ndarray):
+        return np.concatenate([batch, np.repeat(batch[-1:], missing, axis=0)])
+    return list(batch) + [batch[-1]] * missing
+
+
+def _check_trace(trace: pd.DataFrame, n_examples: int) -> pd.DataFrame:
+    trace = validate(trace, TRACE_COLUMNS, "trace")
+    if trace.empty:
+        raise ReplayError("trace has no requests")
+    if trace["request_id"].duplicated().any():
+        raise ReplayError("trace has duplicated request_id values")
+    if not np.isfinite(trace["arrival_s"]).all() or (trace["arrival_s"] < 0).any():
+        raise ReplayError("trace arrival times must be finite and >= 0")
+    if not ((trace["deadline_ms"] > 0) & np.isfinite(trace["deadline_ms"])).all():
+        raise ReplayError("trace deadlines must be positive and finite")
+    bad = trace.loc[(trace["example_id"] < 0) | (trace["example_id"] >= n_examples), "example_id"]
+    if len(bad):
+        raise ReplayError(f"trace example ids {sorted(set(bad.tolist()))[:5]} are outside the {n_examples} "
+                          "evaluation inputs")
+    return trace.sort_values(["arrival_s", "request_id"], kind="stable").reset_index(drop=True)
+
+
+def _assemble(ordered: pd.DataFrame, state: _State, labels: np.ndarray, method: str) -> pd.DataFrame:
+    """The simulator's per-request table (same columns, same status/hit rules) plus live diagnostics."""
+    n = len(ordered)
+    batch_of = state.batch_of
+    served = batch_of >= 0
+    if state.batches:
+        b_start, b_finish, b_config, b_server, b_size = (np.asarray(v, dtype=object) for v in zip(*state.batches))
+        b_start, b_finish = b_start.astype(float), b_finish.astype(float)
+        b_server, b_size = b_server.astype(np.int64), b_size.astype(np.int64)
+    else:
+        b_start = b_finish = np.zeros(0)
+        b_config = np.zeros(0, dtype=object)
+        b_server = b_size = np.zeros(0, dtype=np.int64)
+    safe = np.where(served, batch_of, 0)
+
+    def per_request(values: np.ndarray, missing: Any) -> np.ndarray:
+        if not len(values):
+            return np.full(n, missing, dtype=object if missing is None else type(missing))
+        return np.where(served, values[safe], missing)
+
+    start, finish = per_request(b_start, np.nan), per_request(b_finish, np.nan)
+    arrival = ordered["arrival_s"].to_numpy()
+    deadline = ordered["deadline_ms"].to_numpy()
+    eids = ordered["example_id"].to_numpy()
+    latency = (finish - arrival) * 1000.0
+    on_time = served & (latency <= deadline)
+    correct = served & (state.prediction == labels[eids])
+    status = np.where(~served, "dropped", np.where(on_time, "served", "late")).astype(object)
+    frame = pd.DataFrame({
+        "request_id": ordered["request_id"].to_numpy(), "method": method,
+        "config_id": per_request(b_config, None), "start_s": start, "finish_s": finish, "latency_ms": latency,
+        "status": status, "hit": on_time, "correct": correct,
+        "arrival_s": arrival, "deadline_ms": deadline, "example_id": eids,
+        "batch_id": batch_of, "server": per_request(b_server, -1), "escalated": state.escalated & served,
+        "sent_lag_ms": (state.sent - arrival) * 1000.0, "service_ms": (finish - start) * 1000.0,
+        "batch_n": per_request(b_size, 0),
+        "abandoned": ~served & ~state.expired,
+    })
+    assert list(frame.columns[: len(REQUEST_RESULT_COLUMNS) + len(RESULT_EXTRA_COLUMNS)]) == \
+        [*REQUEST_RESULT_COLUMNS, *RESULT_EXTRA_COLUMNS]
+    frame = frame[~np.isnan(state.sent)]  # never sent (past the wall limit): not part of the replay
+    return frame.sort_values("request_id", kind="stable").reset_index(drop=True)
+
+
+# ---------------------------------------------------------------- real models
+
+def load_live_configs(profiles: pd.DataFrame, config_ids: Iterable[str], preset: str,
+                      n_threads: int | None = None) -> dict[str, LiveConfig]:
+    """Build the real predictors of some profiled configurations (a cascade from its two members).
+
+    Each variant (task, model, runtime, precision, device) is loaded once and shared by its batch
+    sizes. Loading happens here, before any replay clock starts; warm-up is :func:`warm_up`.
+    """
+    from planner.models import zoo
+    from planner.models.base import VariantSpec
+
+    table = profiles.set_index("config_id", drop=False)
+    predictors: dict[VariantSpec, Any] = {}
+
+    def predictor(spec: VariantSpec) -> Any:
+        if spec not in predictors:
+            predictors[spec] = zoo.load_predictor(spec, preset=preset, n_threads=n_threads)
+        return predictors[spec]
+
+    out: dict[str, LiveConfig] = {}
+    for cid in dict.fromkeys(config_ids):
+        if cid not in table.index:
+            raise ReplayError(f"config {cid!r} is not in the profiles; profiled configurations of its task: "
+                              f"{sorted(table.index[table['task'] == cid.split('/')[0]])[:20]}")
+        row = table.loc[cid]
+        b = int(row["batch_size"])
+        small, large = row["cascade_small"], row["cascade_large"]
+        if isinstance(small, str) and isinstance(large, str) and small and large:
+            try:
+                from planner.cascade import Cascade
+            except ImportError as exc:
+                raise ReplayError(f"cascade {cid!r} needs planner.cascade.Cascade, which cannot be imported: {exc}") from None
+            members = [predictor(VariantSpec(row["task"], m, row["runtime"], row["precision"], row["device"]))
+                       for m in (small, large)]
+            out[cid] = from_cascade(cid, Cascade(members[0], members[1], float(row["threshold"])), b)
+        else:
+            spec = VariantSpec(row["task"], row["model"], row["runtime"], row["precision"], row["device"])
+            out[cid] = from_predictor(cid, predictor(spec), b)
+    return out
+
+
+def harness_overhead(rate_rps: float = 200.0, n: int = 200, seed: int = 0) -> dict[str, float]:
+    """End-to-end latency of a no-op configuration: what the replay itself adds to every request.
+
+    A Poisson trace at ``rate_rps`` served by a predictor that returns at once; its latency is the
+    producer's enqueue lag, the worker's wake-up and the bookkeeping, which the simulator (service
+    draws only) does not model. Reported next to a validation so a gap can be attributed.
+    """
+    from planner.policies import fixed
+    from planner.workloads import poisson
+
+    inputs, labels = np.arange(16), np.zeros(16, dtype=np.int64)
+    noop = LiveConfig("noop", 1, lambda batch: (np.ones((len(batch), 2), dtype=np.float32), None))
+    live = replay(poisson(rate_rps, n, 1000.0, len(inputs), seed), fixed("noop"), [noop], inputs, labels,
+                  limits=ReplayLimits(n, n / rate_rps * 3 + 5.0))
+    p50, p95, p99 = np.percentile(live["latency_ms"].to_numpy(dtype=float), [50, 95, 99])
+    return {"harness_lat_p50_ms": float(p50), "harness_lat_p95_ms": float(p95), "harness_lat_p99_ms": float(p99)}
