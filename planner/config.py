@@ -141,6 +141,9 @@ class ProfilePreset(_Strict):
     agreement_sample: int = Field(default=256, ge=1)
     # seconds of timed matmuls per precision for the roofline peaks
     roofline_seconds: float = Field(default=3.0, gt=0)
+    # a slice of the space for small presets; null = every precision / every threshold in models.yaml
+    precisions: list[Literal["fp32", "bf16", "fp16", "int8"]] | None = Field(default=None, min_length=1)
+    thresholds: list[float] | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")
     def _ordered(self) -> "ProfilePreset":
@@ -148,6 +151,8 @@ class ProfilePreset(_Strict):
             raise ValueError(f"max_passes {self.max_passes} < min_passes {self.min_passes}")
         if any(b < 1 for b in self.batch_sizes):
             raise ValueError(f"batch sizes must be >= 1, got {self.batch_sizes}")
+        if self.thresholds and any(not 0 < t < 1 for t in self.thresholds):
+            raise ValueError(f"cascade thresholds must lie in (0, 1), got {self.thresholds}")
         return self
 
 
@@ -245,8 +250,17 @@ class ValidationPoint(_Strict):
     config: str = Field(min_length=1)      # a config_id of the preset's profiles
     load: float = Field(gt=0, lt=1)        # mean arrival rate / the configuration's capacity
     workload: str = Field(min_length=1)    # a key of ValidationPreset.workloads
-    # the requests' deadline = this x the configuration's profiled p95 of one batch call
-    deadline_x_p95: float = Field(gt=0)
+    # the requests' deadline, exactly one of: this x the configuration's profiled p95 of one batch
+    # call, or this quantile of the simulated end-to-end latency on the point's trace (so the
+    # simulated hit-rate is about this value wherever the profiles come from)
+    deadline_x_p95: float | None = Field(default=None, gt=0)
+    deadline_sim_quantile: float | None = Field(default=None, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _one_deadline_rule(self) -> "ValidationPoint":
+        if (self.deadline_x_p95 is None) == (self.deadline_sim_quantile is None):
+            raise ValueError(f"point {self.name!r}: give exactly one of deadline_x_p95 and deadline_sim_quantile")
+        return self
 
 
 class ValidationPreset(_Strict):

@@ -1,0 +1,39 @@
+"""``planner profile``: latency and accuracy of every configuration, resumable after an interruption."""
+
+from __future__ import annotations
+
+import argparse
+
+from planner import config
+from planner.profile.space import available_devices
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "profile", help="profile latency and accuracy of every configuration (resumes an interrupted sweep)")
+    parser.add_argument("--task", default="all", choices=[*config.TASKS, "all"])
+    parser.add_argument("--preset", default="quick", help="preset in configs/presets.yaml (quick | full)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default=None,
+                        help="profile one device (default: cpu, plus cuda when available)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the tqdm progress bar")
+    parser.add_argument("--remeasure-noisy", type=float, default=None, metavar="SHARE",
+                        help="re-time configurations measured while other processes used more than SHARE "
+                             "(0-1) of the CPU (column background_cpu_share)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from planner.profile.sweep import run_sweep
+
+    config.preset(args.preset)  # unknown preset -> clear error before any work
+    tasks = list(config.TASKS) if args.task == "all" else [args.task]
+    devices = [args.device] if args.device else available_devices()
+    if "cuda" in devices and "cuda" not in available_devices():
+        raise RuntimeError("--device cuda requested but torch.cuda.is_available() is False on this machine")
+    if args.remeasure_noisy is not None and not 0 <= args.remeasure_noisy < 1:
+        raise ValueError(f"--remeasure-noisy must be a CPU share in [0, 1), got {args.remeasure_noisy}")
+    results = run_sweep(tasks, args.preset, devices, progress=not args.no_progress,
+                        remeasure_noisy=args.remeasure_noisy)
+    for device, profiles in results.items():
+        print(f"{device}: {len(profiles)} configurations in profiles.csv")
+    return 0

@@ -1,0 +1,93 @@
+"""The environment a profile was measured in, so a number is never separated from its machine."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from planner.paths import cpu_model, machine_tag
+
+_FLAGS_OF_INTEREST = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile")
+# threading knobs that change latencies (e.g. OpenMP spin-waiting steals cores from ONNX Runtime)
+_THREAD_ENV = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME", "MKL_NUM_THREADS")
+
+
+def set_threads(n_threads: int | None) -> int:
+    """Fix torch's intra-op threads (None = all logical CPUs) and return the value in force.
+
+    ONNX Runtime sessions built by the zoo read the same number (``torch.get_num_threads()``).
+    """
+    import torch
+
+    n = int(n_threads or os.cpu_count() or 1)
+    torch.set_num_threads(n)
+    return torch.get_num_threads()
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _cpu_flags() -> list[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                present = set(line.split(":", 1)[1].split())
+                return [f for f in _FLAGS_OF_INTEREST if f in present]
+    except OSError:
+        pass
+    return []
+
+
+def _physical_cores() -> int | None:
+    """Distinct (physical id, core id) pairs in /proc/cpuinfo; None where unavailable."""
+    try:
+        cores, phys = set(), None
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("physical id"):
+                phys = line.split(":", 1)[1].strip()
+            elif line.startswith("core id"):
+                cores.add((phys, line.split(":", 1)[1].strip()))
+        return len(cores) or None
+    except OSError:
+        return None
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def fingerprint(device: str = "cpu") -> dict[str, Any]:
+    """CPU model, cores, threads, library versions, device and date."""
+    import torch
+
+    env: dict[str, Any] = {
+        "machine_tag": machine_tag(device),
+        "device": device,
+        "cpu_model": cpu_model(),
+        "cpu_flags": _cpu_flags(),
+        "logical_cpus": os.cpu_count(),
+        "physical_cores": _physical_cores(),
+        "affinity_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "torch_version": torch.__version__,
+        "onnxruntime_version": _version("onnxruntime"),
+        "transformers_version": _version("transformers"),
+        "numpy_version": _version("numpy"),
+        "thread_env": {k: os.environ.get(k) for k in _THREAD_ENV},
+        "python_version": platform.python_version(),
+        "platform": platform.platform(),
+        "date": now_iso(),
+    }
+    if device == "cuda" and torch.cuda.is_available():
+        env["gpu_name"] = torch.cuda.get_device_name(0)
+        env["cuda_version"] = torch.version.cuda
+    return env

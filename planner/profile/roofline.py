@@ -1,0 +1,121 @@
+"""This machine's measured matmul peaks and each configuration's share of them (% of roofline).
+
+Peaks are sustained rates of large matrix products, measured in the same sweep as the profiles:
+``torch.matmul`` for fp32, bf16 and fp16, and for int8 the better of ``torch._int_mm`` and an ONNX
+Runtime ``MatMulInteger`` session (the kernels the int8 variants actually use). The matrix size
+grows until one product takes a measurable time, then products are timed for ``seconds`` after a
+warm-up; short runs under-read the bf16 peak, so the preset keeps this several seconds long, and the
+sweep measures at its start and its end and keeps the best reading.
+``pct_roofline = flops_per_item x throughput / peak(precision) x 100``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+PEAK_COLUMNS = {"device": "str", "precision": "str", "kernel": "str", "n": "int", "reps": "int",
+                "seconds": "float", "flops_per_s": "float", "phase": "str"}
+
+
+def _rate(fn: Callable[[], object], flops: float, seconds: float, sync: Callable[[], None]) -> tuple[int, float, float]:
+    """(reps, elapsed, FLOP/s) of ``fn`` run back to back for at least ``seconds`` (min 3 reps)."""
+    fn(); fn(); sync()  # warm-up: kernel selection, JIT, caches
+    reps, start = 0, time.perf_counter()
+    while reps < 3 or time.perf_counter() - start < seconds:
+        fn()
+        reps += 1
+        if reps % 4 == 0:
+            sync()
+    sync()
+    elapsed = time.perf_counter() - start
+    return reps, elapsed, flops * reps / elapsed
+
+
+def _size_for(make: Callable[[int], Callable[[], object]], seconds: float, sync: Callable[[], None],
+              sizes: tuple[int, ...]) -> int:
+    """Largest size whose single product takes at most seconds/10 (slow dtypes stay small)."""
+    chosen = sizes[0]
+    for n in sizes:
+        fn = make(n)
+        fn(); sync()
+        t0 = time.perf_counter()
+        fn(); sync()
+        if time.perf_counter() - t0 > seconds / 10:
+            break
+        chosen = n
+    return chosen
+
+
+def _ort_int8(n: int, threads: int) -> Callable[[], object]:
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["A", "B"], ["Y"])], "int8_peak",
+        [helper.make_tensor_value_info("A", TensorProto.UINT8, [n, n]),
+         helper.make_tensor_value_info("B", TensorProto.INT8, [n, n])],
+        [helper.make_tensor_value_info("Y", TensorProto.INT32, [n, n])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 255, (n, n), dtype=np.uint8)
+    b = rng.integers(-128, 127, (n, n), dtype=np.int8)
+    return lambda: session.run(None, {"A": a, "B": b})
+
+
+def measure_peaks(device: str = "cpu", seconds: float = 3.0,
+                  sizes: tuple[int, ...] = (256, 512, 1024, 2048, 4096)) -> pd.DataFrame:
+    """One row per (precision, kernel) with the sustained FLOP/s (int8: OP/s) on ``device``."""
+    import torch
+
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    gen = torch.Generator().manual_seed(0)
+    rows = []
+
+    def matmul(dtype: torch.dtype) -> Callable[[int], Callable[[], object]]:
+        def make(n: int) -> Callable[[], object]:
+            a = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)
+            b = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)
+            return lambda: torch.matmul(a, b)
+        return make
+
+    def int_mm(n: int) -> Callable[[], object]:
+        a = torch.randint(-128, 127, (n, n), generator=gen, dtype=torch.int8).to(device)
+        b = torch.randint(-128, 127, (n, n), generator=gen, dtype=torch.int8).to(device)
+        return lambda: torch._int_mm(a, b)
+
+    kernels: list[tuple[str, str, Callable[[int], Callable[[], object]]]] = [
+        ("fp32", "torch.matmul", matmul(torch.float32)), ("bf16", "torch.matmul", matmul(torch.bfloat16)),
+        ("fp16", "torch.matmul", matmul(torch.float16)), ("int8", "torch._int_mm", int_mm)]
+    if device == "cpu":
+        threads = torch.get_num_threads()
+        kernels.append(("int8", "onnxruntime.MatMulInteger", lambda n: _ort_int8(n, threads)))
+    with torch.inference_mode():
+        for precision, kernel, make in kernels:
+            try:
+                n = _size_for(make, seconds, sync, sizes)
+                reps, elapsed, rate = _rate(make(n), 2.0 * n ** 3, seconds, sync)
+            except (RuntimeError, NotImplementedError) as exc:  # kernel absent on this build/device
+                print(f"roofline: {precision} via {kernel} unavailable on {device}: {exc}")
+                continue
+            rows.append({"device": device, "precision": precision, "kernel": kernel, "n": n, "reps": reps,
+                         "seconds": elapsed, "flops_per_s": rate, "phase": "measured"})
+    return pd.DataFrame(rows, columns=list(PEAK_COLUMNS))
+
+
+def peak_by_precision(peaks: pd.DataFrame) -> dict[str, float]:
+    """The best kernel's rate per precision."""
+    return {str(k): float(v) for k, v in peaks.groupby("precision")["flops_per_s"].max().items()}
+
+
+def pct_roofline(flops_per_item: float | np.ndarray, throughput_items_s: float | np.ndarray,
+                 peak_flops_per_s: float | np.ndarray) -> float | np.ndarray:
+    """Achieved FLOP/s as a percentage of the peak (NaN when FLOPs or the peak are unknown)."""
+    return np.asarray(flops_per_item, dtype=float) * np.asarray(throughput_items_s, dtype=float) \
+        / np.asarray(peak_flops_per_s, dtype=float) * 100.0

@@ -1,0 +1,360 @@
+"""Resumable, validated storage of one machine's profiles under ``results/<preset>/profiles/<tag>/``.
+
+Crash safety: every file is replaced atomically (write a temporary file in the same folder, fsync,
+``os.replace``). A configuration's bulky data (latency samples, per-variant predictions) goes to a
+part file under ``parts/`` first; its row in ``latency_profiles.csv`` / ``accuracy_profiles.csv``
+is written after, and that row is the done-marker. A ``kill -9`` at any point therefore leaves
+either the old or the new version of each file: a rerun skips exactly the configurations whose row
+exists and redoes the rest, so no row is lost or duplicated. :meth:`ProfileStore.finalize` builds
+the merged ``profiles.csv``, ``latency_samples.parquet`` and ``predictions.parquet`` and then drops
+the parts (consolidated files are read back if a later run adds configurations).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import pandas as pd
+
+from planner.paths import machine_tag as this_machine_tag
+from planner.paths import results_dir
+from planner.profile.accuracy import PART_COLUMNS, precision_deltas
+from planner.profile.roofline import PEAK_COLUMNS, pct_roofline, peak_by_precision
+from planner.profile.space import IDENTITY_COLUMNS, INFEASIBLE_COLUMNS
+from planner.schema import (LATENCY_SAMPLE_COLUMNS, PREDICTION_COLUMNS, PROFILE_COLUMNS, SchemaError,
+                            read_table, validate, validate_profiles)
+
+_IDENTITY = {**{c: "str" for c in IDENTITY_COLUMNS}, "batch_size": "int", "cascade_small": "str?",
+             "cascade_large": "str?", "threshold": "float?"}
+LATENCY_PROFILE_COLUMNS: dict[str, str] = {
+    **_IDENTITY, "lat_p50_ms": "float", "lat_p95_ms": "float", "lat_p99_ms": "float", "lat_mean_ms": "float",
+    "lat_p95_ci_low_ms": "float", "lat_p95_ci_high_ms": "float", "ci_rel_halfwidth": "float",
+    "n_samples": "int", "throughput_items_s": "float", "stop_reason": "str", "n_warmup": "int",
+    "n_threads": "int", "ort_intra_op_threads": "float?", "wall_s": "float", "background_cpu_share": "float?",
+    "machine_tag": "str",
+    "cpu_model": "str", "torch_version": "str", "profiled_at": "str",
+}
+ACCURACY_PROFILE_COLUMNS: dict[str, str] = {
+    **_IDENTITY, "accuracy": "float?", "accuracy_source": "str", "coverage": "float?", "n_eval": "int",
+    "prediction_key": "str?", "prediction_batch_size": "int", "batch_agreement": "float?",
+    "batch_max_abs_diff": "float?", "agreement_n": "float?", "cascade_check_agreement": "float?",
+    "accuracy_delta_vs_fp32": "float?",
+}
+FLOPS_COLUMNS = {"task": "str", "model": "str", "flops_per_item": "float?"}
+# extra columns carried into profiles.csv after the contract's PROFILE_COLUMNS
+MERGED_EXTRAS = ["ci_rel_halfwidth", "stop_reason", "background_cpu_share", "n_eval", "accuracy_delta_vs_fp32",
+                 "batch_agreement", "cascade_check_agreement"]
+
+FILES = {
+    "latency": "latency_profiles.csv", "accuracy": "accuracy_profiles.csv", "profiles": "profiles.csv",
+    "samples": "latency_samples.parquet", "predictions": "predictions.parquet", "infeasible": "infeasible.csv",
+    "environment": "environment.json", "peaks": "roofline_peaks.csv", "flops": "model_flops.csv",
+}
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Write via ``write(tmp)`` then fsync and ``os.replace``: readers see old or new, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are shared and committed
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def write_csv(frame: pd.DataFrame, path: Path) -> None:
+    atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
+
+
+def write_parquet(frame: pd.DataFrame, path: Path) -> None:
+    atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
+
+
+def _key(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()[:20]
+
+
+def _empty(columns: Mapping[str, str]) -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype="float64" if k.rstrip("?") == "float" else
+                                      "int64" if k.rstrip("?") == "int" else "object")
+                         for c, k in columns.items()})
+
+
+class ProfileStore:
+    """The files of one (preset, machine tag); safe to reopen after a crash."""
+
+    def __init__(self, root: Path, create: bool = True):
+        self.root = Path(root)
+        if create:
+            self.root.mkdir(parents=True, exist_ok=True)
+        self.parts = self.root / "parts"
+
+    def path(self, name: str) -> Path:
+        return self.root / FILES[name]
+
+    # ---- tables with done-markers -------------------------------------------------------------
+    def _read(self, name: str, columns: Mapping[str, str]) -> pd.DataFrame:
+        path = self.path(name)
+        if not path.exists():
+            return _empty(columns)
+        try:
+            frame = pd.read_csv(path)
+        except pd.errors.EmptyDataError:
+            raise SchemaError(f"{path}: empty or truncated file") from None
+        except Exception as exc:
+            raise SchemaError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None
+        for column, kind in columns.items():  # optional columns added after a file was written
+            if kind.endswith("?") and column not in frame.columns:
+                frame[column] = np.nan
+        frame = validate(frame, dict(columns), str(path))
+        dup = frame["config_id"][frame["config_id"].duplicated()].tolist()
+        if dup:
+            raise SchemaError(f"{path}: duplicated config_id(s) {dup[:5]}")
+        return frame
+
+    def latency_rows(self) -> pd.DataFrame:
+        return self._read("latency", LATENCY_PROFILE_COLUMNS)
+
+    def accuracy_rows(self) -> pd.DataFrame:
+        return self._read("accuracy", ACCURACY_PROFILE_COLUMNS)
+
+    def infeasible_rows(self) -> pd.DataFrame:
+        return self._read("infeasible", INFEASIBLE_COLUMNS)
+
+    def latency_done(self) -> set[str]:
+        return set(self.latency_rows()["config_id"])
+
+    def accuracy_done(self) -> set[str]:
+        return set(self.accuracy_rows()["config_id"])
+
+    def _upsert(self, name: str, columns: Mapping[str, str], rows: list[dict[str, Any]]) -> None:
+        new = validate(pd.DataFrame(rows), dict(columns), f"new rows of {self.path(name)}")
+        old = self._read(name, columns)
+        old = old[~old["config_id"].isin(new["config_id"])]
+        frame = new if old.empty else pd.concat([old, new], ignore_index=True)
+        write_csv(frame[list(columns)], self.path(name))
+
+    def add_latency(self, row: dict[str, Any], samples_ms: np.ndarray) -> None:
+        """Store one configuration's samples, then its row (the done-marker)."""
+        cid = row["config_id"]
+        samples = validate(pd.DataFrame({"config_id": cid, "call_index": np.arange(len(samples_ms)),
+                                         "latency_ms": np.asarray(samples_ms, dtype=float)}),
+                           LATENCY_SAMPLE_COLUMNS, f"samples of {cid}")
+        if len(samples) != row["n_samples"]:
+            raise SchemaError(f"{cid}: {len(samples)} samples but n_samples={row['n_samples']}")
+        write_parquet(samples, self.parts / "latency" / f"{_key(cid)}.parquet")
+        self._upsert("latency", LATENCY_PROFILE_COLUMNS, [row])
+
+    def add_accuracy(self, rows: list[dict[str, Any]], parts: Mapping[str, pd.DataFrame]) -> None:
+        """Store a variant's (or cascade's) per-example predictions by key, then its rows (the done-marker)."""
+        for key, predictions in parts.items():
+            part = validate(predictions, PART_COLUMNS, f"predictions of {key}")
+            write_parquet(part.assign(prediction_key=key), self.parts / "predictions" / f"{_key(key)}.parquet")
+        self._upsert("accuracy", ACCURACY_PROFILE_COLUMNS, rows)
+
+    def forget_latency(self, config_ids: set[str]) -> None:
+        """Drop latency done-markers so those configurations are measured again (e.g. disturbed ones)."""
+        rows = self.latency_rows()
+        write_csv(rows[~rows["config_id"].isin(config_ids)][list(LATENCY_PROFILE_COLUMNS)], self.path("latency"))
+
+    def add_infeasible(self, frame: pd.DataFrame) -> None:
+        if len(frame):
+            self._upsert("infeasible", INFEASIBLE_COLUMNS, frame.to_dict("records"))
+
+    def write_infeasible(self, frame: pd.DataFrame) -> None:
+        """Replace the list (the space is re-enumerated on every run)."""
+        write_csv(validate(frame, INFEASIBLE_COLUMNS, str(self.path("infeasible")))[list(INFEASIBLE_COLUMNS)],
+                  self.path("infeasible"))
+
+    # ---- small side files ---------------------------------------------------------------------
+    def write_environment(self, env: dict[str, Any]) -> None:
+        atomic_write(self.path("environment"), lambda tmp: tmp.write_text(json.dumps(env, indent=2, default=str)))
+
+    def environment(self) -> dict[str, Any]:
+        return _read_json(self.path("environment"))
+
+    def write_peaks(self, peaks: pd.DataFrame) -> None:
+        write_csv(validate(peaks, PEAK_COLUMNS, str(self.path("peaks"))), self.path("peaks"))
+
+    def peaks(self) -> pd.DataFrame | None:
+        return read_table(self.path("peaks"), PEAK_COLUMNS) if self.path("peaks").exists() else None
+
+    def write_flops(self, frame: pd.DataFrame) -> None:
+        write_csv(validate(frame, FLOPS_COLUMNS, str(self.path("flops"))), self.path("flops"))
+
+    def flops(self) -> pd.DataFrame:
+        return read_table(self.path("flops"), FLOPS_COLUMNS) if self.path("flops").exists() else _empty(FLOPS_COLUMNS)
+
+    # ---- reading parts back -------------------------------------------------------------------
+    def prediction_part(self, key: str) -> pd.DataFrame:
+        """A variant's per-example predictions (from its part, or the consolidated file after finalize)."""
+        path = self.parts / "predictions" / f"{_key(key)}.parquet"
+        if path.exists():
+            return read_table(path, PART_COLUMNS).drop(columns="prediction_key")
+        consolidated = self.path("predictions")
+        acc = self.accuracy_rows()
+        ids = acc.loc[acc["prediction_key"] == key, "config_id"]
+        if consolidated.exists() and len(ids):
+            frame = pd.read_parquet(consolidated, filters=[("config_id", "==", ids.iloc[0])])
+            if len(frame):
+                return validate(frame, PREDICTION_COLUMNS, str(consolidated))[list(PART_COLUMNS)].reset_index(drop=True)
+        raise SchemaError(f"no stored predictions for {key} (looked for {path} and in {consolidated})")
+
+    def _samples(self, ids: list[str]) -> pd.DataFrame:
+        frames, missing = [], []
+        consolidated = None
+        for cid in ids:
+            path = self.parts / "latency" / f"{_key(cid)}.parquet"
+            if path.exists():
+                frames.append(read_table(path, LATENCY_SAMPLE_COLUMNS))
+                continue
+            if consolidated is None:
+                p = self.path("samples")
+                consolidated = read_table(p, LATENCY_SAMPLE_COLUMNS) if p.exists() else _empty(LATENCY_SAMPLE_COLUMNS)
+            part = consolidated[consolidated["config_id"] == cid]
+            (frames.append(part) if len(part) else missing.append(cid))
+        if missing:
+            raise SchemaError(f"{self.root}: latency samples missing for {missing[:5]}")
+        return pd.concat(frames, ignore_index=True) if frames else _empty(LATENCY_SAMPLE_COLUMNS)
+
+    # ---- consolidation ------------------------------------------------------------------------
+    def finalize(self) -> pd.DataFrame:
+        """Write merged ``profiles.csv`` plus the Parquet files, validated; returns the profiles."""
+        lat, acc = self.latency_rows(), self.accuracy_rows()
+        if lat.empty:
+            raise SchemaError(f"{self.path('latency')}: no measured configurations to finalize")
+        only_lat = sorted(set(lat["config_id"]) - set(acc["config_id"]))
+        only_acc = sorted(set(acc["config_id"]) - set(lat["config_id"]))
+        if only_lat or only_acc:
+            raise SchemaError(f"{self.root}: latency and accuracy rows disagree; latency only {only_lat[:3]}, "
+                              f"accuracy only {only_acc[:3]} (rerun the sweep to complete them)")
+        acc = acc.assign(accuracy_delta_vs_fp32=precision_deltas(acc))
+        samples = self._samples(lat["config_id"].tolist())
+        counts = samples.groupby("config_id").size()
+        bad = [c for c, n in zip(lat["config_id"], lat["n_samples"]) if counts.get(c, 0) != n]
+        if bad:
+            raise SchemaError(f"{self.root}: sample counts differ from n_samples for {bad[:5]}")
+        predictions = []
+        cache: dict[str, pd.DataFrame] = {}
+        for row in acc.itertuples(index=False):
+            if row.accuracy_source != "measured":
+                continue
+            if row.prediction_key not in cache:
+                cache[row.prediction_key] = self.prediction_part(row.prediction_key)
+            predictions.append(cache[row.prediction_key].assign(config_id=row.config_id))
+        predictions = (validate(pd.concat(predictions, ignore_index=True), PREDICTION_COLUMNS, "predictions")
+                       [list(PREDICTION_COLUMNS)] if predictions else _empty(PREDICTION_COLUMNS))
+        merged = self._merge(lat, acc)
+        write_parquet(samples[list(LATENCY_SAMPLE_COLUMNS)], self.path("samples"))
+        write_parquet(predictions, self.path("predictions"))
+        write_csv(acc[list(ACCURACY_PROFILE_COLUMNS)], self.path("accuracy"))
+        write_csv(merged, self.path("profiles"))
+        shutil.rmtree(self.parts, ignore_errors=True)
+        return merged
+
+    def _merge(self, lat: pd.DataFrame, acc: pd.DataFrame) -> pd.DataFrame:
+        acc_cols = ["config_id", "accuracy", "accuracy_source", "coverage", "n_eval", "accuracy_delta_vs_fp32",
+                    "batch_agreement", "cascade_check_agreement"]
+        merged = lat.merge(acc[acc_cols], on="config_id", how="left", validate="one_to_one")
+        flops = self.flops()
+        per_model = {(t, m): f for t, m, f in flops[["task", "model", "flops_per_item"]].itertuples(index=False)}
+        nan = float("nan")
+
+        def item_flops(row: Any) -> float:
+            if row.cascade_small is None:
+                return per_model.get((row.task, row.model), nan)
+            small = per_model.get((row.task, row.cascade_small), nan)
+            large = per_model.get((row.task, row.cascade_large), nan)
+            return small + (1.0 - row.coverage) * large  # large runs only on escalated items
+
+        merged["flops_per_item"] = [item_flops(r) for r in merged.itertuples(index=False)]
+        peaks = self.peaks()
+        peak = peak_by_precision(peaks) if peaks is not None else {}
+        merged["pct_roofline"] = pct_roofline(merged["flops_per_item"], merged["throughput_items_s"],
+                                              merged["precision"].map(lambda p: peak.get(p, nan)))
+        columns = list(PROFILE_COLUMNS) + MERGED_EXTRAS
+        return validate_profiles(merged[columns], str(self.path("profiles")))
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise SchemaError(f"missing file {path}")
+    try:
+        value = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise SchemaError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise SchemaError(f"{path}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+@dataclass
+class ProfileBundle:
+    """Everything the planner and simulator read about one machine's profiles (validated)."""
+
+    profiles: pd.DataFrame
+    samples: pd.DataFrame
+    predictions: pd.DataFrame
+    environment: dict = field(default_factory=dict)
+    infeasible: pd.DataFrame | None = None
+    peaks: pd.DataFrame | None = None
+
+
+def profile_root(preset: str, machine_tag: str | None = None) -> Path:
+    """``results/<preset>/profiles/<tag>``; without a tag: this machine's CPU tag, else the first one."""
+    base = results_dir(preset) / "profiles"
+    if machine_tag is not None:
+        return base / machine_tag
+    tags = sorted(p.parent.name for p in base.glob("*/profiles.csv"))
+    if not tags:
+        raise SchemaError(f"no profiles under {base}; run `python -m planner profile --task all --preset {preset}`")
+    mine = this_machine_tag("cpu")
+    return base / (mine if mine in tags else tags[0])
+
+
+def load_bundle(preset: str, machine_tag: str | None = None) -> ProfileBundle:
+    """Read and cross-validate one machine's profiles, samples, predictions and environment."""
+    root = profile_root(preset, machine_tag)
+    store = ProfileStore(root, create=False)
+    profiles = read_table(store.path("profiles"), PROFILE_COLUMNS)
+    samples = read_table(store.path("samples"), LATENCY_SAMPLE_COLUMNS)
+    predictions = read_table(store.path("predictions"), PREDICTION_COLUMNS)
+    environment = _read_json(store.path("environment"))
+    counts = samples.groupby("config_id").size()
+    wrong = [c for c, n in zip(profiles["config_id"], profiles["n_samples"]) if counts.get(c, 0) != n]
+    if wrong:
+        raise SchemaError(f"{store.path('samples')}: sample counts disagree with {store.path('profiles')} "
+                          f"for {wrong[:5]} (partial file?)")
+    stray = sorted(set(samples["config_id"]) - set(profiles["config_id"]))
+    if stray:
+        raise SchemaError(f"{store.path('samples')}: samples for unknown config_id(s) {stray[:5]}")
+    measured = set(profiles.loc[profiles["accuracy_source"] == "measured", "config_id"])
+    have = set(predictions["config_id"])
+    if measured - have or have - measured:
+        raise SchemaError(f"{store.path('predictions')}: predictions do not match measured configurations "
+                          f"(missing {sorted(measured - have)[:3]}, unexpected {sorted(have - measured)[:3]})")
+    infeasible = (read_table(store.path("infeasible"), INFEASIBLE_COLUMNS)
+                  if store.path("infeasible").exists() else None)
+    peaks = read_table(store.path("peaks"), PEAK_COLUMNS) if store.path("peaks").exists() else None
+    return ProfileBundle(profiles, samples, predictions, environment, infeasible, peaks)

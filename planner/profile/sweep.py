@@ -1,0 +1,343 @@
+"""The profiling sweep: every feasible configuration's latency and accuracy, resumable.
+
+Order of work per (task, runtime, precision, device) group: load each model's predictor once; for
+each model compute its per-example predictions once (largest batch size, shared across its batch
+sizes; batch-1 vs batch-max agreement is measured on a sample), then time every batch size; then
+each cascade of the group: its per-example outcome is composed from the members' predictions
+(checked against the real :class:`planner.cascade.Cascade` on a sample) and its latency is timed by
+running the real cascade on real batches. Finished work is stored at once (see
+:mod:`planner.profile.store`), so an interrupted sweep resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from planner import config
+from planner.models.base import ModelUnavailableError, UnsupportedVariantError, VariantSpec
+from planner.paths import cpu_model, machine_tag, results_dir
+from planner.profile import accuracy as acc
+from planner.profile.fingerprint import fingerprint, now_iso, set_threads
+from planner.profile.latency import StoppingRule, make_batches, summarize, time_predict
+from planner.profile.roofline import measure_peaks, peak_by_precision
+from planner.models.base import PRECISIONS
+from planner.profile.space import Configuration, Zoo, available_devices, enumerate_space, infeasible_frame, load_zoo
+from planner.profile.store import ProfileStore
+
+LOAD_ERRORS = (UnsupportedVariantError, ModelUnavailableError)
+# above this share of CPU time used by other processes a configuration's timing is flagged as disturbed
+NOISY_SHARE = 0.05
+
+
+def load_profile_preset(preset: str) -> config.ProfilePreset:
+    return config.preset(preset).profile
+
+
+def profile_dir(preset: str, device: str) -> Path:
+    return results_dir(preset) / "profiles" / machine_tag(device)
+
+
+def _ort_threads(predictor: Any) -> float:
+    """intra_op_num_threads of an ONNX Runtime predictor's session (NaN when not ORT or unknown)."""
+    for name in ("session", "_session", "sess"):
+        session = getattr(predictor, name, None)
+        if session is not None and hasattr(session, "get_session_options"):
+            return float(session.get_session_options().intra_op_num_threads)
+    return float("nan")
+
+
+class _Sweep:
+    def __init__(self, tasks: list[str], preset: str, device: str, zoo: Zoo, profile: config.ProfilePreset,
+                 progress: bool, remeasure_noisy: float | None = None):
+        self.tasks, self.preset, self.device, self.zoo, self.profile = tasks, preset, device, zoo, profile
+        self.progress = progress
+        self.remeasure_noisy = remeasure_noisy
+        self.rule = StoppingRule.from_preset(profile)
+        self.store = ProfileStore(profile_dir(preset, device))
+        self.sync: Callable[[], None] | None = None
+        if device == "cuda":
+            import torch
+
+            self.sync = torch.cuda.synchronize
+        self.batch_sizes = sorted(int(b) for b in profile.batch_sizes)
+        self.prediction_batch = self.batch_sizes[-1]
+
+    # ---- setup --------------------------------------------------------------------------------
+    def _environment(self, n_threads: int) -> None:
+        env = fingerprint(self.device)
+        previous = self.store.environment() if self.store.path("environment").exists() else {}
+        env.update({
+            "preset": self.preset, "n_threads": n_threads, "profile_settings": self.profile.model_dump(),
+            "stopping_rule": "bootstrap percentile CI of p95 (scipy.stats.bootstrap); stop when half-width "
+                             "<= ci_rel_halfwidth x p95, checked every check_every passes from min_passes; "
+                             "else max_passes or max_seconds_per_config",
+            "prediction_sharing": f"per-example predictions computed once per variant at batch "
+                                  f"{self.prediction_batch} and shared across its batch sizes when batch "
+                                  f"{self.batch_sizes[0]} agrees on a sample of {self.profile.agreement_sample} "
+                                  f"(batch_agreement = 1); otherwise computed at every batch size",
+            "runs": [*previous.get("runs", []), now_iso()],
+        })
+        if "date" in previous:
+            env["first_date"] = previous.get("first_date", previous["date"])
+        self.env = env
+        self.store.write_environment(env)
+
+    def _peaks(self, phase: str) -> None:
+        """Matmul peaks at the start of the sweep and again at its end; the best reading per precision
+        is the peak (a transient load during one reading cannot lower it)."""
+        peaks = self.store.peaks()
+        if peaks is not None and not (peaks["device"] == self.device).all():
+            raise ValueError(f"{self.store.path('peaks')} holds peaks of another device")
+        if peaks is None or phase not in set(peaks["phase"]):
+            print(f"measuring {self.device} matmul peaks ({self.profile.roofline_seconds:g} s per kernel, {phase})...")
+            new = measure_peaks(self.device, self.profile.roofline_seconds).assign(phase=phase)
+            peaks = new if peaks is None else pd.concat([peaks, new], ignore_index=True)
+            self.store.write_peaks(peaks)
+        self.env["peaks_flops_per_s"] = peak_by_precision(peaks)
+        self.store.write_environment(self.env)
+
+    def _flops(self) -> None:
+        have = self.store.flops()
+        known = set(zip(have["task"], have["model"]))
+        rows = have.to_dict("records")
+        for task in self.tasks:
+            for model in self.zoo.task_models(task):
+                if (task, model) in known:
+                    continue
+                try:
+                    value = float(self.zoo.flops_per_item(task, model))
+                except LOAD_ERRORS as exc:
+                    print(f"flops of {task}/{model} unavailable: {exc}")
+                    value = float("nan")
+                rows.append({"task": task, "model": model, "flops_per_item": value})
+        self.store.write_flops(pd.DataFrame(rows, columns=["task", "model", "flops_per_item"]))
+
+    # ---- main loop ----------------------------------------------------------------------------
+    def run(self) -> pd.DataFrame:
+        start = time.monotonic()
+        n_threads = set_threads(self.profile.threads)
+        self.n_threads = n_threads
+        self._environment(n_threads)
+        self._peaks("start")
+        self._flops()
+        space = enumerate_space(self.tasks, self.batch_sizes, [self.device], self.zoo,
+                                precisions=self.profile.precisions or PRECISIONS,
+                                thresholds=self.profile.thresholds)
+        self.store.write_infeasible(space.infeasible)
+        self.by_variant: dict[str, list[Configuration]] = defaultdict(list)
+        for c in space.feasible:
+            self.by_variant[c.variant_key].append(c)
+        if self.remeasure_noisy is not None:
+            rows = self.store.latency_rows()
+            noisy = set(rows.loc[rows["background_cpu_share"].isna() |
+                                 (rows["background_cpu_share"] > self.remeasure_noisy), "config_id"])
+            print(f"re-measuring {len(noisy)} configuration(s) timed under other load (> {self.remeasure_noisy:g})")
+            self.store.forget_latency(noisy)
+        self.lat_done, self.acc_done = self.store.latency_done(), self.store.accuracy_done()
+        done = sum(c.config_id in self.lat_done and c.config_id in self.acc_done for c in space.feasible)
+        print(f"{self.store.root}: {len(space.feasible)} configurations ({done} already done), "
+              f"{len(space.infeasible)} infeasible recorded")
+        self.bar = tqdm(total=len(space.feasible), initial=done, unit="config", disable=not self.progress,
+                        desc=f"profile {self.device}", dynamic_ncols=True)
+        try:
+            groups: dict[tuple, list[Configuration]] = defaultdict(list)
+            for c in space.feasible:
+                groups[c.group].append(c)
+            for task in self.tasks:
+                todo = {k: v for k, v in groups.items() if k[0] == task and not self._all_done(v)}
+                if not todo:
+                    continue
+                self.inputs, self.labels = self.zoo.eval_inputs(task, n=self.profile.eval_subset)
+                self.sample = acc.sample_index(len(self.labels), self.profile.agreement_sample)
+                self.batches = {b: make_batches(self.inputs, b) for b in self.batch_sizes}
+                for key, configs in todo.items():
+                    self._group(configs)
+        finally:
+            self.bar.close()
+        self._peaks("end")
+        merged = self.store.finalize()
+        report(merged, time.monotonic() - start)
+        return merged
+
+    def _all_done(self, configs: list[Configuration]) -> bool:
+        return all(c.config_id in self.lat_done and c.config_id in self.acc_done for c in configs)
+
+    def _group(self, configs: list[Configuration]) -> None:
+        self.predictors: dict[str, Any] = {}
+        self.failures: dict[str, str] = {}
+        singles: dict[str, list[Configuration]] = defaultdict(list)
+        cascades: dict[tuple, list[Configuration]] = defaultdict(list)
+        for c in configs:
+            (cascades[c.cascade] if c.is_cascade else singles[c.model]).append(c)
+        for model, cs in singles.items():
+            if self._all_done(cs):
+                continue
+            predictor = self._predictor(cs[0].variant())
+            if predictor is None:
+                self._infeasible(cs, self.failures[model])
+                continue
+            self._accuracy_single(cs[0], predictor)
+            for c in cs:
+                self._latency(c, predictor.predict, _ort_threads(predictor))
+        for cascade, cs in cascades.items():
+            if self._all_done(cs):
+                continue
+            small, large = (self._predictor(v) for v in cs[0].members)
+            if small is None or large is None:
+                why = "; ".join(f"cascade member {m}: {self.failures[m]}" for m in cascade[:2] if m in self.failures)
+                self._infeasible(cs, why)
+                continue
+            from planner.cascade import Cascade
+
+            model = Cascade(small, large, cascade[2])
+            self._accuracy_cascade(cs[0], small, large, model)
+            for c in cs:
+                self._latency(c, model.predict, _ort_threads(small))
+        self.predictors.clear()
+        gc.collect()
+
+    def _predictor(self, spec: VariantSpec) -> Any | None:
+        if spec.model in self.failures:
+            return None
+        if spec.model not in self.predictors:
+            try:
+                self.predictors[spec.model] = self.zoo.load_predictor(spec, preset=self.preset)
+            except LOAD_ERRORS as exc:
+                self.failures[spec.model] = f"{type(exc).__name__}: {exc}"
+                print(f"cannot build {spec.describe()}: {exc}")
+                return None
+        return self.predictors[spec.model]
+
+    def _infeasible(self, configs: list[Configuration], reason: str) -> None:
+        self.store.add_infeasible(infeasible_frame([(c, reason) for c in configs]))
+        self.bar.total -= len(configs)
+        self.bar.refresh()
+
+    # ---- accuracy -----------------------------------------------------------------------------
+    def _row(self, c: Configuration, *values: dict[str, Any]) -> dict[str, Any]:
+        """An accuracy_profiles row: identity, defaults for the optional columns, then ``values``."""
+        row = {**c.identity(), "prediction_batch_size": self.prediction_batch, "accuracy_delta_vs_fp32": np.nan,
+               "batch_agreement": np.nan, "batch_max_abs_diff": np.nan, "agreement_n": np.nan,
+               "cascade_check_agreement": np.nan, "coverage": np.nan}
+        for v in values:
+            row.update(v)
+        return row
+
+    def _variant_rows(self, c: Configuration, values: dict[str, Any]) -> list[dict[str, Any]]:
+        return [self._row(member, values) for member in self.by_variant[c.variant_key]]
+
+    def _unavailable(self, c: Configuration) -> None:
+        self.store.add_accuracy(self._variant_rows(c, {"accuracy": np.nan, "accuracy_source": "unavailable",
+                                                       "n_eval": 0, "prediction_key": None}), {})
+
+    def _measured(self, frame: pd.DataFrame, key: str, batch: int) -> dict[str, Any]:
+        s = acc.summary(frame)
+        return {"accuracy": s["accuracy"], "accuracy_source": "measured", "n_eval": s["n_eval"],
+                "prediction_key": key, "prediction_batch_size": batch}
+
+    def _accuracy_single(self, c: Configuration, predictor: Any) -> None:
+        """Predictions once per variant; per batch size only where batch-1 and batch-max disagree."""
+        configs = self.by_variant[c.variant_key]
+        if all(m.config_id in self.acc_done for m in configs):
+            return
+        if not predictor.accuracy_available:
+            return self._unavailable(c)
+        self.bar.set_postfix_str(f"accuracy {c.variant_key}", refresh=False)
+        frame = acc.prediction_frame(predictor.predict(self.inputs, self.prediction_batch), self.labels)
+        agreement = (acc.batch_agreement(predictor, self.inputs, self.sample,
+                                         (self.batch_sizes[0], self.prediction_batch))
+                     if len(self.batch_sizes) > 1 else {})
+        shared = agreement.get("batch_agreement", 1.0) == 1.0
+        rows, parts = [], {}
+        for m in configs:
+            if shared or m.batch_size == self.prediction_batch:
+                key, batch = c.variant_key, self.prediction_batch
+                parts[key] = frame
+            else:  # batch-dependent numerics (e.g. dynamic int8 activation scales): evaluate at this batch
+                key, batch = f"{c.variant_key}@b{m.batch_size}", m.batch_size
+                parts[key] = acc.prediction_frame(predictor.predict(self.inputs, batch), self.labels)
+            rows.append(self._row(m, agreement, self._measured(parts[key], key, batch)))
+        self.store.add_accuracy(rows, parts)
+
+    def _accuracy_cascade(self, c: Configuration, small: Any, large: Any, model: Any) -> None:
+        """Compose from the members' stored predictions; check against the real cascade on a sample."""
+        configs = self.by_variant[c.variant_key]
+        if all(m.config_id in self.acc_done for m in configs):
+            return
+        if not (small.accuracy_available and large.accuracy_available):
+            return self._unavailable(c)
+        self.bar.set_postfix_str(f"accuracy {c.variant_key}", refresh=False)
+        keys = dict(zip(*self.store.accuracy_rows()[["config_id", "prediction_key"]].to_numpy().T))
+        groups: dict[tuple[str, str], list[Configuration]] = defaultdict(list)
+        for m in configs:
+            groups[tuple(keys[self._member(m, name).config_id] for name in c.cascade[:2])].append(m)
+        rows, parts = [], {}
+        for (small_key, large_key), members in groups.items():
+            shared = "@b" not in small_key and "@b" not in large_key
+            key = c.variant_key if shared else f"{c.variant_key}@b{members[0].batch_size}"
+            batch = self.prediction_batch if shared else members[0].batch_size
+            frame = acc.compose_cascade(self.store.prediction_part(small_key), self.store.prediction_part(large_key),
+                                        c.cascade[2])
+            parts[key] = frame
+            check = acc.cascade_check(model, self.inputs, self.sample, batch, frame)
+            values = {**self._measured(frame, key, batch), "coverage": acc.summary(frame)["coverage"],
+                      "cascade_check_agreement": check}
+            rows += [self._row(m, values) for m in members]
+        self.store.add_accuracy(rows, parts)
+
+    @staticmethod
+    def _member(c: Configuration, model: str) -> Configuration:
+        return Configuration(c.task, model, c.runtime, c.precision, c.batch_size, c.device)
+
+    # ---- latency ------------------------------------------------------------------------------
+    def _latency(self, c: Configuration, predict: Callable[[Any, int], Any], ort_threads: float) -> None:
+        if c.config_id not in self.lat_done:
+            self.bar.set_postfix_str(c.config_id, refresh=False)
+            m = time_predict(predict, self.batches[c.batch_size], c.batch_size, self.profile.warmup, self.rule,
+                             self.sync)
+            import torch
+
+            row = {**c.identity(), **summarize(m.samples_ms, c.batch_size, (m.ci_low, m.ci_high)),
+                   "stop_reason": m.stop_reason, "n_warmup": self.profile.warmup, "n_threads": self.n_threads,
+                   "ort_intra_op_threads": ort_threads, "wall_s": m.wall_s,
+                   "background_cpu_share": m.background_cpu_share, "machine_tag": self.store.root.name,
+                   "cpu_model": cpu_model(), "torch_version": torch.__version__, "profiled_at": now_iso()}
+            self.store.add_latency(row, m.samples_ms)
+        self.bar.update(1)
+
+
+def report(profiles: pd.DataFrame, wall_s: float, noisy_share: float = NOISY_SHARE) -> None:
+    """Print the numbers the issue asks for: configurations, wall time, p95 CI half-widths."""
+    hw = profiles["ci_rel_halfwidth"]
+    q = hw.quantile([0.0, 0.5, 0.9, 1.0])
+    print(f"{len(profiles)} configurations profiled; this run took {wall_s:.0f} s")
+    print("p95 CI relative half-width: min {:.2%}, median {:.2%}, p90 {:.2%}, max {:.2%}".format(*q))
+    print("stop reasons:", profiles["stop_reason"].value_counts().to_dict())
+    noisy = profiles["background_cpu_share"] > noisy_share
+    if noisy.any():
+        print(f"warning: {int(noisy.sum())} configuration(s) were timed while other processes used more than "
+              f"{noisy_share:.0%} of the CPU (column background_cpu_share); rerun with --remeasure-noisy "
+              f"{noisy_share:g} on a quiet machine")
+
+
+def run_sweep(tasks: list[str], preset: str, devices: list[str] | None = None, zoo: Zoo | None = None,
+              profile: config.ProfilePreset | None = None, progress: bool = True,
+              remeasure_noisy: float | None = None) -> dict[str, pd.DataFrame]:
+    """Profile ``tasks`` on each device (default: cpu, plus cuda when available); returns profiles per device.
+
+    ``remeasure_noisy``: re-time configurations whose background_cpu_share exceeded it (or is unknown).
+    """
+    profile = profile or load_profile_preset(preset)
+    zoo = zoo or load_zoo()
+    out = {}
+    for device in devices or available_devices():
+        out[device] = _Sweep(list(tasks), preset, device, zoo, profile, progress, remeasure_noisy).run()
+    return out

@@ -1,0 +1,85 @@
+"""Per-example accuracy: prediction frames, cascade composition (checked against the real Cascade)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from planner.models.base import VariantSpec
+from planner.profile import accuracy as acc
+from planner.profile import toy
+
+
+def test_prediction_frame_takes_argmax_and_max_softmax():
+    probs = np.array([[0.1, 0.9], [0.7, 0.3], [0.5, 0.5]])
+    frame = acc.prediction_frame(probs, np.array([1, 1, 0]))
+    assert frame["prediction"].tolist() == [1, 0, 0]
+    assert frame["confidence"].tolist() == [0.9, 0.7, 0.5]
+    assert frame["correct"].tolist() == [True, False, True]
+    assert (frame["stage"] == 1).all() and frame["example_id"].tolist() == [0, 1, 2]
+    with pytest.raises(ValueError, match="NaN"):
+        acc.prediction_frame(np.array([[np.nan, 1.0]]), np.array([0]))
+    with pytest.raises(ValueError, match="shape"):
+        acc.prediction_frame(np.ones((2, 2)), np.array([0, 1, 1]))
+
+
+def test_compose_cascade_escalates_below_tau_only():
+    small = acc.prediction_frame(np.array([[0.95, 0.05], [0.6, 0.4], [0.2, 0.8]]), np.array([0, 1, 1]))
+    large = acc.prediction_frame(np.array([[0.3, 0.7], [0.1, 0.9], [0.99, 0.01]]), np.array([0, 1, 1]))
+    out = acc.compose_cascade(small, large, 0.8)
+    assert out["stage"].tolist() == [1, 2, 1]
+    assert out["prediction"].tolist() == [0, 1, 1]
+    assert out["confidence"].tolist() == pytest.approx([0.95, 0.9, 0.8])
+    s = acc.summary(out)
+    assert s["accuracy"] == 1.0 and s["coverage"] == pytest.approx(2 / 3)
+
+
+def _toy_pair(task):
+    small, large = {"sst2": ("minilm-l3", "minilm-l6"), "cifar10": ("mobilenet_v2", "resnet18")}[task]
+    return (toy.load_predictor(VariantSpec(task, small)), toy.load_predictor(VariantSpec(task, large)))
+
+
+@pytest.mark.parametrize("task", ["sst2", "cifar10"])
+@pytest.mark.parametrize("tau", [0.7, 0.9, 0.95])
+def test_composition_equals_the_real_cascade(task, tau):
+    from planner.cascade import Cascade
+
+    inputs, labels = toy.eval_inputs(task)
+    small, large = _toy_pair(task)
+    composed = acc.compose_cascade(acc.prediction_frame(small.predict(inputs, 8), labels),
+                                   acc.prediction_frame(large.predict(inputs, 8), labels), tau)
+    assert 0 < (composed["stage"] == 2).sum() < len(labels)  # both stages exercised
+    probs, confidence, stage = Cascade(small, large, tau).predict_with_stages(inputs, 8)
+    np.testing.assert_array_equal(np.asarray(stage), composed["stage"].to_numpy())
+    np.testing.assert_array_equal(np.asarray(probs).argmax(1), composed["prediction"].to_numpy())
+    np.testing.assert_allclose(np.asarray(confidence), composed["confidence"].to_numpy(), rtol=1e-6)
+    index = acc.sample_index(len(labels), 40)
+    assert acc.cascade_check(Cascade(small, large, tau), inputs, index, 4, composed) == 1.0
+
+
+def test_batch_agreement_reports_prediction_agreement_and_max_gap():
+    inputs, _ = toy.eval_inputs("sst2")
+    predictor = toy.load_predictor(VariantSpec("sst2", "minilm-l6"))
+    out = acc.batch_agreement(predictor, inputs, acc.sample_index(len(inputs), 30), (1, 8))
+    assert out == {"batch_agreement": 1.0, "batch_max_abs_diff": 0.0, "agreement_n": 30}
+
+    class Drifting:
+        calls = 0
+
+        def predict(self, xs, batch_size):
+            p = np.tile([0.51, 0.49], (len(xs), 1)) if batch_size == 1 else np.tile([0.49, 0.51], (len(xs), 1))
+            return p
+
+    out = acc.batch_agreement(Drifting(), inputs, np.arange(10), (1, 8))
+    assert out["batch_agreement"] == 0.0 and out["batch_max_abs_diff"] == pytest.approx(0.02)
+
+
+def test_precision_deltas_compare_with_the_same_model_runtime_and_batch():
+    rows = pd.DataFrame({
+        "task": "sst2", "model": ["m", "m", "m", "m", "n"], "runtime": ["torch", "torch", "onnxruntime", "onnxruntime", "torch"],
+        "device": "cpu", "batch_size": 1, "precision": ["fp32", "int8", "fp32", "int8", "bf16"],
+        "accuracy": [0.90, 0.88, 0.91, 0.905, 0.7]})
+    delta = acc.precision_deltas(rows)
+    assert delta.iloc[:4].tolist() == pytest.approx([0.0, -0.02, 0.0, -0.005])
+    assert np.isnan(delta.iloc[4])  # no fp32 reference for model n

@@ -1,0 +1,58 @@
+"""Enumeration of the configuration space: complete, stable ids, infeasible rows kept with reasons."""
+
+from __future__ import annotations
+
+
+import pytest
+
+from planner import config
+from planner.models.base import PRECISIONS, RUNTIMES
+from planner.profile import toy
+from planner.profile.space import Configuration, enumerate_space, load_zoo
+
+
+def test_every_combination_is_either_feasible_or_recorded_with_a_reason():
+    space = enumerate_space(["sst2", "cifar10"], [1, 8], ["cpu", "cuda"], toy)
+    cfg = config.models()
+    expected = 0
+    for task in ("sst2", "cifar10"):
+        n_models = len(toy.task_models(task)) + len(cfg.cascades[task]) * len(cfg.thresholds)
+        expected += n_models * len(RUNTIMES) * len(PRECISIONS) * 2 * 2
+    ids = [c.config_id for c in space.feasible] + space.infeasible["config_id"].tolist()
+    assert len(ids) == expected == len(set(ids))
+    assert space.infeasible["reason"].str.len().gt(0).all()
+    assert space.infeasible.loc[space.infeasible["device"] == "cuda", "reason"].str.contains("cuda").all()
+    # a cascade is infeasible exactly when one of its members is, and says which
+    fp16 = space.infeasible[space.infeasible["model"].str.startswith("cascade:") & (space.infeasible["precision"] == "fp16")]
+    assert len(fp16) and fp16["reason"].str.contains("cascade member").all()
+    assert not any(c.precision == "fp16" for c in space.feasible)
+
+
+def test_config_ids_follow_the_contract_and_are_stable():
+    c = Configuration("cifar10", None, "torch", "fp32", 8, "cpu", ("mobilenet_v2", "resnet18", 0.9))
+    assert c.config_id == "cifar10/cascade:mobilenet_v2>resnet18@0.9/torch/fp32/b8/cpu"
+    assert c.model_name == "cascade:mobilenet_v2>resnet18@0.9"
+    assert [m.model for m in c.members] == ["mobilenet_v2", "resnet18"]
+    assert c.variant_key == "cifar10/cascade:mobilenet_v2>resnet18@0.9/torch/fp32/cpu"
+    single = Configuration("sst2", "minilm-l6", "onnxruntime", "int8", 4, "cpu")
+    assert single.config_id == "sst2/minilm-l6/onnxruntime/int8/b4/cpu"
+    assert single.identity()["cascade_small"] is None
+    first = [c.config_id for c in enumerate_space(["sst2"], [1, 4], ["cpu"], toy).feasible]
+    assert first == [c.config_id for c in enumerate_space(["sst2"], [1, 4], ["cpu"], toy).feasible]
+
+
+def test_cascades_use_the_configured_pairs_and_thresholds():
+    space = enumerate_space(["sst2"], [1], ["cpu"], toy, runtimes=["torch"], precisions=["fp32"])
+    taus = sorted(c.cascade[2] for c in space.feasible if c.is_cascade)
+    assert taus == sorted(config.models().thresholds)
+    assert {c.cascade[:2] for c in space.feasible if c.is_cascade} == {tuple(p) for p in config.models().cascades["sst2"]}
+
+
+def test_unknown_task_is_a_clear_error():
+    with pytest.raises(config.ConfigError, match="unknown task"):
+        enumerate_space(["imagenet"], [1], ["cpu"], toy)
+
+
+def test_the_hidden_hook_selects_a_zoo_module(monkeypatch):
+    monkeypatch.setenv("PLANNER_PROFILE_ZOO", "planner.profile.toy")
+    assert load_zoo() is toy

@@ -1,0 +1,217 @@
+"""Profile storage: a toy sweep end to end, validation on read naming the file, atomic writes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from planner.config import ProfilePreset
+from planner.profile.store import ProfileStore, atomic_write, load_bundle
+from planner.profile.sweep import run_sweep
+from planner.schema import SchemaError
+
+TINY = ProfilePreset(warmup=10, min_passes=100, max_passes=150, ci_rel_halfwidth=0.05, batch_sizes=[1, 4],
+                     check_every=50, n_bootstrap=200, max_seconds_per_config=5, agreement_sample=96,
+                     roofline_seconds=0.01)
+# torch/int8 in the toy zoo mimics dynamic quantization: its predictions depend on the batch
+VARIANTS = "torch/fp32,torch/int8,onnxruntime/int8"
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    """One toy sweep (sst2, two variants) in a private results dir, shared by the tests here."""
+    root = tmp_path_factory.mktemp("results")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PLANNER_RESULTS_DIR", str(root))
+        mp.setenv("PLANNER_PROFILE_ZOO", "planner.profile.toy")
+        mp.setenv("PLANNER_TOY_VARIANTS", VARIANTS)
+        from planner.profile import toy
+
+        profiles = run_sweep(["sst2"], "quick", ["cpu"], zoo=toy, profile=TINY, progress=False)["cpu"]
+        bundle = load_bundle("quick")
+    return root, profiles, bundle
+
+
+@pytest.fixture
+def copy(swept, tmp_path, monkeypatch):
+    """A private copy of the swept results that a test may corrupt."""
+    import shutil
+
+    root = tmp_path / "results"
+    shutil.copytree(swept[0], root)
+    monkeypatch.setenv("PLANNER_RESULTS_DIR", str(root))
+    return next((root / "quick" / "profiles").iterdir())
+
+
+def test_sweep_writes_every_table_with_the_contract_schema(swept):
+    _, profiles, bundle = swept
+    folder = bundle.profiles["machine_tag"].iloc[0]
+    assert len(bundle.profiles) == len(profiles) == 3 * 3 * 2 + 4 * 3 * 2  # 3 models, 4 cascades, 3 variants x 2 batches
+    assert set(bundle.profiles["runtime"]) == {"torch", "onnxruntime"}
+    counts = bundle.samples.groupby("config_id").size()
+    assert (counts.reindex(bundle.profiles["config_id"]).to_numpy() == bundle.profiles["n_samples"].to_numpy()).all()
+    assert bundle.profiles["n_samples"].between(100, 150).all()
+    # DistilBERT: latency profiled, accuracy unavailable and never invented
+    distil = bundle.profiles[bundle.profiles["model"] == "distilbert"]
+    assert len(distil) == 6 and (distil["accuracy_source"] == "unavailable").all() and distil["accuracy"].isna().all()
+    assert not bundle.predictions["config_id"].isin(distil["config_id"]).any()
+    measured = bundle.profiles[bundle.profiles["accuracy_source"] == "measured"]
+    n_eval = bundle.predictions.groupby("config_id").size()
+    assert (n_eval.reindex(measured["config_id"]) == 96).all()
+    cascades = measured[measured["cascade_small"].notna()]
+    assert cascades["coverage"].between(0, 1).all()
+    static = cascades["precision"] != "int8"
+    assert cascades.loc[static, "cascade_check_agreement"].eq(1.0).all()
+    assert cascades.loc[~static, "cascade_check_agreement"].between(0.5, 1.0).all()
+    # stage 2 rows exist only for cascades, and coverage equals the stage-1 share
+    stages = bundle.predictions.groupby("config_id")["stage"].apply(lambda s: (s == 1).mean())
+    np.testing.assert_allclose(stages.reindex(cascades["config_id"]).to_numpy(), cascades["coverage"].to_numpy())
+    # predictions are shared across batch sizes where batch-1 and batch-4 agree, else made per batch
+    single = measured[measured["cascade_small"].isna()]
+    dynamic = (single["runtime"] == "torch") & (single["precision"] == "int8")
+    assert single.loc[~dynamic, "batch_agreement"].eq(1.0).all()
+    assert single.loc[dynamic, "batch_agreement"].lt(1.0).all()
+    acc = pd.read_csv(swept[0] / "quick" / "profiles" / folder / "accuracy_profiles.csv").set_index("config_id")
+    keys = acc.loc[single["config_id"], "prediction_key"]
+    assert (keys.str.contains("@b").to_numpy() == (dynamic & (single["batch_size"] == 1)).to_numpy()).all()
+    from planner.models.base import VariantSpec
+    from planner.profile import toy
+
+    inputs, _ = toy.eval_inputs("sst2")
+    b1 = toy.load_predictor(VariantSpec("sst2", "minilm-l6", "torch", "int8")).predict(inputs, 1).argmax(1)
+    stored = bundle.predictions[bundle.predictions["config_id"] == "sst2/minilm-l6/torch/int8/b1/cpu"]
+    np.testing.assert_array_equal(stored.sort_values("example_id")["prediction"].to_numpy(), b1)
+    deltas = single.set_index(["runtime", "precision"])["accuracy_delta_vs_fp32"]
+    assert deltas.loc[("torch", "fp32")].eq(0).all() and deltas.loc[("torch", "int8")].notna().all()
+    assert deltas.loc[("onnxruntime", "int8")].isna().all()  # no onnxruntime fp32 reference in this sweep
+    # roofline: every row with FLOPs has a finite percentage of the measured peak
+    assert np.isfinite(bundle.profiles["pct_roofline"]).all() and (bundle.profiles["pct_roofline"] > 0).all()
+    assert set(bundle.peaks["precision"]) >= {"fp32", "int8"}
+    assert bundle.environment["machine_tag"] == folder and bundle.environment["n_threads"] >= 1
+    # infeasible combinations are listed with a reason
+    assert len(bundle.infeasible) and bundle.infeasible["reason"].str.contains("PLANNER_TOY_VARIANTS").any()
+
+
+def test_rerunning_a_finished_sweep_measures_nothing_new(swept, copy, monkeypatch):
+    monkeypatch.setenv("PLANNER_TOY_VARIANTS", VARIANTS)
+    from planner.profile import toy
+
+    before = pd.read_csv(copy / "profiles.csv")
+    after = run_sweep(["sst2"], "quick", ["cpu"], zoo=toy, profile=TINY, progress=False)["cpu"]
+    assert after["config_id"].tolist() == before["config_id"].tolist()
+    np.testing.assert_array_equal(after["lat_p95_ms"], before["lat_p95_ms"])  # read back, not re-measured
+
+
+def _corrupt_csv(path, fn):
+    frame = pd.read_csv(path)
+    fn(frame).to_csv(path, index=False)
+
+
+def test_missing_column_is_named_with_its_file(copy):
+    _corrupt_csv(copy / "profiles.csv", lambda f: f.drop(columns="lat_p95_ms"))
+    with pytest.raises(SchemaError, match=r"profiles\.csv.*missing column.*lat_p95_ms"):
+        load_bundle("quick")
+
+
+def test_nan_latency_is_rejected_with_its_file(copy):
+    def poke(f):
+        f.loc[3, "lat_p95_ms"] = np.nan
+        return f
+    _corrupt_csv(copy / "profiles.csv", poke)
+    with pytest.raises(SchemaError, match=r"profiles\.csv.*lat_p95_ms"):
+        load_bundle("quick")
+
+
+@pytest.mark.parametrize("name", ["latency_samples.parquet", "predictions.parquet", "profiles.csv"])
+def test_truncated_files_are_reported_by_name(copy, name):
+    path = copy / name
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(SchemaError, match=name.replace(".", r"\.")):
+        load_bundle("quick")
+
+
+def test_samples_missing_rows_are_a_partial_file(copy):
+    path = copy / "latency_samples.parquet"
+    frame = pd.read_parquet(path)
+    frame.iloc[: len(frame) - 7].to_parquet(path, index=False)
+    with pytest.raises(SchemaError, match=r"latency_samples\.parquet.*partial"):
+        load_bundle("quick")
+
+
+def test_bad_environment_json_is_named(copy):
+    (copy / "environment.json").write_text("{not json")
+    with pytest.raises(SchemaError, match=r"environment\.json"):
+        load_bundle("quick")
+
+
+def test_duplicated_rows_in_a_done_marker_file_are_rejected(copy):
+    _corrupt_csv(copy / "latency_profiles.csv", lambda f: pd.concat([f, f.iloc[:1]]))
+    with pytest.raises(SchemaError, match=r"latency_profiles\.csv.*duplicated"):
+        ProfileStore(copy).latency_done()
+
+
+def test_missing_bundle_says_how_to_make_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("PLANNER_RESULTS_DIR", str(tmp_path))
+    with pytest.raises(SchemaError, match="planner profile"):
+        load_bundle("quick")
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps({"v": 1}))
+
+    def broken(tmp):
+        tmp.write_text('{"v": 2')
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(path, broken)
+    assert json.loads(path.read_text()) == {"v": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["t.json"]  # no temporary left behind
+
+
+def test_a_model_that_fails_to_load_is_recorded_infeasible_with_its_cascades(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from planner.models.base import ModelUnavailableError
+    from planner.profile import toy
+
+    def load_predictor(spec, preset="full"):
+        if spec.model == "resnet18":
+            raise ModelUnavailableError("no trained 'quick' checkpoint for 'resnet18'")
+        return toy.load_predictor(spec, preset)
+
+    zoo = SimpleNamespace(task_models=toy.task_models, variant_support=toy.variant_support,
+                          eval_inputs=toy.eval_inputs, flops_per_item=toy.flops_per_item, load_predictor=load_predictor)
+    monkeypatch.setenv("PLANNER_RESULTS_DIR", str(tmp_path))
+    monkeypatch.setenv("PLANNER_TOY_VARIANTS", "torch/fp32")
+    profiles = run_sweep(["cifar10"], "quick", ["cpu"], zoo=zoo, profile=TINY.model_copy(update={"batch_sizes": [1]}),
+                         progress=False)["cpu"]
+    assert profiles["config_id"].tolist() == ["cifar10/mobilenet_v2/torch/fp32/b1/cpu"]
+    infeasible = load_bundle("quick").infeasible.set_index("config_id")["reason"]
+    assert "no trained 'quick' checkpoint" in infeasible["cifar10/resnet18/torch/fp32/b1/cpu"]
+    cascade = infeasible["cifar10/cascade:mobilenet_v2>resnet18@0.9/torch/fp32/b1/cpu"]
+    assert cascade.startswith("cascade member resnet18: ModelUnavailableError")
+
+
+def test_remeasure_noisy_retimes_only_disturbed_configurations(swept, copy, monkeypatch):
+    from planner.profile import toy
+
+    monkeypatch.setenv("PLANNER_TOY_VARIANTS", VARIANTS)
+    lat = pd.read_csv(copy / "latency_profiles.csv")
+    lat["background_cpu_share"] = 0.0
+    lat.loc[0, "background_cpu_share"] = 0.9
+    lat.to_csv(copy / "latency_profiles.csv", index=False)
+    noisy = lat.loc[0, "config_id"]
+    before = pd.read_parquet(copy / "latency_samples.parquet").set_index("config_id")
+    run_sweep(["sst2"], "quick", ["cpu"], zoo=toy, profile=TINY, progress=False, remeasure_noisy=0.5)
+    after = pd.read_parquet(copy / "latency_samples.parquet").set_index("config_id")
+    n_samples = pd.read_csv(copy / "profiles.csv").set_index("config_id")["n_samples"]
+    assert after.groupby(level=0).size().reindex(n_samples.index).eq(n_samples).all()  # no duplicated samples
+    others = [c for c in lat["config_id"] if c != noisy]
+    pd.testing.assert_frame_equal(after.loc[others], before.loc[others])
+    assert not np.array_equal(after.loc[[noisy], "latency_ms"].to_numpy()[:100], before.loc[[noisy], "latency_ms"].to_numpy()[:100])
