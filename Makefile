@@ -9,8 +9,10 @@ export PYTHONUNBUFFERED := 1
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
+# Without it, 2-thread torch spins in OpenMP barriers whenever another process shares a core (~9x slower).
+export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: venv data test unit report book clean-quick
+.PHONY: venv data test unit validate-sim report book clean-quick train profile evaluate notebooks notebooks-quick book-quick browser-deps browser-check readme
 
 venv: $(STAMP)
 
@@ -27,12 +29,55 @@ data: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest -q
 
-test: $(STAMP) data unit
+# CI: unit tests, then the whole quick pipeline with every notebook executed by papermill, the
+# quick book built with -W, and the browser check of the built book.
+test: $(STAMP) data unit notebooks-quick book-quick browser-check
 
+# ---- the report pipeline; each step skips work that is already done ----------------------------
+# Models with weights to train (a pretrained-classifier entry such as DistilBERT is only loaded).
+train: $(STAMP) data
+	$(PY) -c 'from planner import config; print("\n".join(f"{s.task} {n}" for n, s in config.models().models.items() if s.kind != "hf_pretrained_classifier"))' \
+	  | while read -r task model; do $(PY) -m planner train --task "$$task" --model "$$model" --preset $(PRESET); done
+
+profile: train
+	$(PY) -m planner profile --task all --preset $(PRESET)
+
+evaluate: profile
+	$(PY) -m planner evaluate --task all --preset $(PRESET)
+
+# papermill: notebooks/*.md -> results/$(PRESET)/notebooks/*.ipynb (up-to-date ones are skipped)
+# Live replay against the simulator on the same traces (results/$(PRESET)/eval/simulator_validation.csv).
+validate-sim: profile
+	$(PY) -m planner validate-sim --preset $(PRESET)
+
+notebooks: evaluate validate-sim
+	$(PY) -m planner report --preset $(PRESET) --notebooks-only
+
+notebooks-quick:
+	$(MAKE) notebooks PRESET=quick
+
+# The book of $(PRESET) from its executed notebooks, with -W, into _build/html.
 book: $(STAMP)
-	$(VENV)/bin/jupyter-book build . -W --keep-going
+	$(PY) -m planner report --preset $(PRESET) --book-only
 
-report: $(STAMP) data book
+book-quick:
+	$(MAKE) book PRESET=quick
+
+# The README's key-results table is generated from results/full/eval/ (never typed).
+readme: $(STAMP)
+	$(PY) -m planner readme --preset full
+
+report: $(STAMP) data notebooks
+	$(MAKE) book PRESET=$(PRESET)
+	if [ "$(PRESET)" = full ]; then $(MAKE) readme; fi
+
+# Debian's headless Chromium and its driver, for the browser check (installed only when missing).
+browser-deps:
+	if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver; fi
+
+browser-check: $(STAMP) browser-deps
+	$(PY) -m pytest -q tests/test_book_browser.py
 
 clean-quick:
 	rm -rf results/quick

@@ -1,0 +1,160 @@
+"""Small simulated experiments behind the failure and theory chapters, measured on a profile bundle.
+
+Each function builds seeded traces the way :mod:`planner.evaluate` does (mean rate = load x the
+capacity of the planner's choice), runs policies through :func:`planner.simulate.simulate` on the
+measured latency samples and per-example predictions, and returns a tidy frame. Notebooks call
+these and plot; nothing here is a constant or an assumed outcome.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from planner import policies
+from planner.config import EvaluatePreset
+from planner.evaluate import example_ids
+from planner.plan import DeadlinePlanner, Oracle
+from planner.simulate import prepare, run_metrics, simulate
+from planner.workloads import capacity_rps, make_trace
+
+
+def trace_for(bundle: Any, task: str, deadline_ms: float, rate_rps: float, n: int, seed: int,
+              kind: str = "poisson", **params) -> pd.DataFrame:
+    """A seeded trace whose example ids are ones every measured configuration has predictions for."""
+    ids = example_ids(bundle, task)
+    trace = make_trace(kind, rate_rps, n, float(deadline_ms), len(ids), int(seed), **params)
+    trace["example_id"] = ids[trace["example_id"].to_numpy()]
+    return trace
+
+
+def _run(trace, policy, catalog, settings: EvaluatePreset, seed: int, task: str) -> pd.DataFrame:
+    return simulate(trace, policy, catalog, servers=settings.servers, queue=settings.queue, seed=int(seed),
+                    drop_expired=settings.drop_expired, task=task)
+
+
+def infeasible_deadlines(bundle: Any, task: str, settings: EvaluatePreset, fractions: Iterable[float],
+                         load: float, seeds: Iterable[int]) -> pd.DataFrame:
+    """Deadlines at fractions of the fastest configuration's latency percentile: the planner's reason
+    code and expected miss, and the hit-rate and effective accuracy it measures in simulation."""
+    planner = DeadlinePlanner(settings.percentile).fit(bundle.profiles)
+    catalog = prepare(bundle)
+    column = f"lat_p{settings.percentile}_ms"
+    measured = bundle.profiles[(bundle.profiles["task"] == task) & (bundle.profiles["accuracy_source"] == "measured")]
+    fastest = float(measured[column].min())
+    rows = []
+    for fraction in fractions:
+        deadline = fraction * fastest
+        decision = planner.select(task, deadline)
+        rate = load * capacity_rps(bundle.profiles, decision.config_id, settings.servers)
+        for seed in seeds:
+            trace = trace_for(bundle, task, deadline, rate, settings.n_requests, seed)
+            metrics = run_metrics(_run(trace, policies.static(planner, task, None, name="planner"), catalog,
+                                       settings, seed, task))
+            rows.append({"task": task, "fraction_of_fastest": float(fraction), "deadline_ms": deadline,
+                         "seed": int(seed), "config_id": decision.config_id, "reason": str(decision.reason),
+                         "expected_miss_ms": decision.expected_miss_ms, "hit_rate": metrics["hit_rate"],
+                         "effective_accuracy": metrics["effective_accuracy"]})
+    return pd.DataFrame(rows)
+
+
+def crash_fallback(bundle: Any, task: str, settings: EvaluatePreset, deadlines: Iterable[float], load: float,
+                   seeds: Iterable[int]) -> pd.DataFrame:
+    """At each deadline, inject a crash of the planner's choice and serve the same trace with its
+    fallback: what the failure costs, measured against the configuration that crashed."""
+    planner = DeadlinePlanner(settings.percentile).fit(bundle.profiles)
+    catalog = prepare(bundle)
+    rows = []
+    for deadline in deadlines:
+        first = planner.select(task, float(deadline))
+        second = planner.fallback(task, float(deadline), {first.config_id})
+        rate = load * capacity_rps(bundle.profiles, first.config_id, settings.servers)
+        for seed in seeds:
+            trace = trace_for(bundle, task, deadline, rate, settings.n_requests, seed)
+            for role, decision in (("chosen", first), ("fallback", second)):
+                metrics = run_metrics(_run(trace, policies.fixed(decision.config_id, role), catalog, settings,
+                                           seed, task))
+                rows.append({"task": task, "deadline_ms": float(deadline), "seed": int(seed), "role": role,
+                             "config_id": decision.config_id, "reason": str(decision.reason),
+                             "hit_rate": metrics["hit_rate"], "effective_accuracy": metrics["effective_accuracy"]})
+    return pd.DataFrame(rows)
+
+
+def spike_timeline(bundle: Any, task: str, settings: EvaluatePreset, deadline_ms: float, load: float, seed: int,
+                   spike: dict, window: int) -> pd.DataFrame:
+    """Per-request outcomes of the static planner and the slack-aware policy on one load-spike trace,
+    with a rolling hit-rate over ``window`` requests."""
+    planner = DeadlinePlanner(settings.percentile).fit(bundle.profiles)
+    choice = planner.select(task, float(deadline_ms), "bursty").config_id
+    rate = load * capacity_rps(bundle.profiles, choice, settings.servers)
+    trace = trace_for(bundle, task, deadline_ms, rate, settings.n_requests, seed, kind="spike", **spike)
+    catalog = prepare(bundle)
+    frames = []
+    for name, policy in (("planner", policies.static(planner, task, "bursty", name="planner")),
+                         ("slack_aware", policies.slack_aware(bundle, task, settings.percentile))):
+        result = _run(trace, policy, catalog, settings, seed, task).assign(method=name)
+        result["rolling_hit_rate"] = result["hit"].astype(float).rolling(window, min_periods=1).mean()
+        frames.append(result)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _drifted(bundle: Any, factor: float) -> Any:
+    """The bundle with every latency sample (and latency column) multiplied by ``factor``."""
+    samples = bundle.samples.assign(latency_ms=bundle.samples["latency_ms"] * factor)
+    profiles = bundle.profiles.copy()
+    for column in [c for c in profiles.columns if c.startswith("lat_") and c.endswith("_ms")]:
+        profiles[column] = profiles[column] * factor
+    profiles["throughput_items_s"] = profiles["throughput_items_s"] / factor
+    return replace(bundle, samples=samples, profiles=profiles)
+
+
+def latency_drift(bundle: Any, task: str, settings: EvaluatePreset, deadlines: Iterable[float],
+                  factors: Iterable[float], load: float, seeds: Iterable[int]) -> pd.DataFrame:
+    """Serve with latencies slowed by each factor: a planner fitted on the stale profiles against one
+    re-fitted on re-measured (drifted) profiles, on the same traces (rate fixed before the drift)."""
+    stale = DeadlinePlanner(settings.percentile).fit(bundle.profiles)
+    rows = []
+    for factor in factors:
+        drifted = _drifted(bundle, float(factor))
+        fresh = DeadlinePlanner(settings.percentile).fit(drifted.profiles)
+        catalog = prepare(drifted)
+        for deadline in deadlines:
+            rate = load * capacity_rps(bundle.profiles, stale.select(task, float(deadline)).config_id, settings.servers)
+            for seed in seeds:
+                trace = trace_for(bundle, task, deadline, rate, settings.n_requests, seed)
+                for name, planner in (("stale profiles", stale), ("re-profiled", fresh)):
+                    metrics = run_metrics(_run(trace, policies.static(planner, task, None, name=name), catalog,
+                                               settings, seed, task))
+                    rows.append({"task": task, "drift": float(factor), "deadline_ms": float(deadline),
+                                 "seed": int(seed), "planner": name, "hit_rate": metrics["hit_rate"],
+                                 "effective_accuracy": metrics["effective_accuracy"]})
+    return pd.DataFrame(rows)
+
+
+def oracle_runs(bundle: Any, task: str, settings: EvaluatePreset, deadline_ms: float, load: float, seed: int,
+                kind: str = "poisson", **params) -> dict[str, pd.DataFrame]:
+    """Per-request results of the planner, the slack-aware policy and the hindsight oracle (best fixed
+    configuration for this trace by effective accuracy) on one trace, for the competitive ratio."""
+    planner = DeadlinePlanner(settings.percentile).fit(bundle.profiles)
+    rate = load * capacity_rps(bundle.profiles, planner.select(task, float(deadline_ms)).config_id, settings.servers)
+    trace = trace_for(bundle, task, deadline_ms, rate, settings.n_requests, seed, kind=kind, **params)
+    catalog = prepare(bundle)
+    scored: dict[str, pd.DataFrame] = {}
+
+    def score(config_id: str) -> float:
+        scored[config_id] = _run(trace, policies.fixed(config_id, "oracle"), catalog, settings, seed, task)
+        value = run_metrics(scored[config_id])["effective_accuracy"]
+        return float(value) if np.isfinite(value) else -1.0
+
+    oracle = Oracle(score, settings.percentile).fit(bundle.profiles)
+    best = oracle.select_for_trace(task).config_id
+    workload = "steady" if kind == "poisson" else "bursty"
+    return {
+        "planner": _run(trace, policies.static(planner, task, workload, name="planner"), catalog, settings, seed, task),
+        "slack_aware": _run(trace, policies.slack_aware(bundle, task, settings.percentile), catalog, settings, seed, task),
+        "oracle": scored[best],
+    }

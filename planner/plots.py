@@ -1,0 +1,280 @@
+"""Figures for the notebooks and the book: one style, one palette, one place figures are saved.
+
+Notebooks stay thin by calling these helpers; every helper takes tidy frames (the results CSVs or
+``planner.stats.describe`` output) and returns the matplotlib ``Figure`` so a notebook both shows it
+and saves it under ``results/<preset>/figures/``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+from planner.metrics import metric as _metric
+from planner.paths import results_dir
+
+# Methods are drawn in this order and colour wherever they appear; unknown names follow, sorted.
+METHOD_ORDER = ("planner", "slack_aware", "infaas", "throughput_autotuner", "static_small", "static_large",
+                "oracle")
+_PALETTE = plt.get_cmap("tab10").colors
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+
+
+def apply_style() -> None:
+    """Paper-like defaults: small serif-free fonts, light grid, tight layout, readable at column width."""
+    plt.rcParams.update({
+        "figure.dpi": 110, "savefig.dpi": 150, "savefig.bbox": "tight", "figure.figsize": (6.4, 3.6),
+        "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False,
+        "font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
+        "legend.frameon": False, "figure.constrained_layout.use": True,
+    })
+
+
+def figures_dir(preset: str) -> Path:
+    """``results/<preset>/figures/``, created on demand."""
+    path = results_dir(preset) / "figures"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def figure_path(name: str, preset: str) -> Path:
+    """``results/<preset>/figures/<name>.png``; ``name`` must be a bare file stem."""
+    if not name or "/" in name or name.endswith(".png"):
+        raise ValueError(f"figure name must be a bare file stem, got {name!r}")
+    return figures_dir(preset) / f"{name}.png"
+
+
+def save(fig: Figure, name: str, preset: str) -> None:
+    """Save ``fig`` as :func:`figure_path`; returns None so a notebook cell ending in it shows only the figure."""
+    fig.savefig(figure_path(name, preset))
+
+
+def method_order(methods: Iterable[str]) -> list[str]:
+    """Known methods in :data:`METHOD_ORDER`, then any others sorted, so legends are stable."""
+    present = list(dict.fromkeys(str(m) for m in methods))
+    known = [m for m in METHOD_ORDER if m in present]
+    return known + sorted(m for m in present if m not in METHOD_ORDER)
+
+
+def method_style(method: str, methods: Sequence[str]) -> dict:
+    """Colour and marker of ``method`` within the ordered list ``methods``."""
+    order = method_order(methods)
+    i = order.index(method) if method in order else len(order)
+    return {"color": _PALETTE[i % len(_PALETTE)], "marker": _MARKERS[i % len(_MARKERS)]}
+
+
+def metric_label(name: str) -> str:
+    """Axis label from the metric registry, with its unit."""
+    try:
+        m = _metric(name)
+    except KeyError:
+        return name.replace("_", " ")
+    return f"{m.label} ({m.unit})" if m.unit else m.label
+
+
+def _require(frame: pd.DataFrame, columns: Iterable[str], what: str) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{what}: missing column(s) {missing}; have {list(frame.columns)}")
+
+
+def metric_vs_x(summary: pd.DataFrame, metric: str, x: str = "deadline_ms", ax=None, logx: bool = True,
+                hue: str = "method", title: str | None = None):
+    """Mean and CI band of ``metric`` against ``x`` per ``hue`` (tidy ``stats.describe`` output)."""
+    _require(summary, [x, hue, "metric", "mean", "ci_low", "ci_high"], "metric_vs_x")
+    data = summary[summary["metric"] == metric]
+    if data.empty:
+        raise ValueError(f"metric_vs_x: no rows for metric {metric!r}")
+    if ax is None:
+        _, ax = plt.subplots()
+    methods = data[hue].unique()
+    for method in method_order(methods):
+        part = data[data[hue] == method].sort_values(x)
+        style = method_style(method, methods)
+        ax.plot(part[x], part["mean"], label=method, color=style["color"], marker=style["marker"], ms=3.5, lw=1.2)
+        ax.fill_between(part[x], part["ci_low"], part["ci_high"], color=style["color"], alpha=0.15, lw=0)
+    if logx:
+        ax.set_xscale("log")
+        ticks = np.sort(data[x].unique())
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks], minor=False)
+        ax.set_xticks([], minor=True)
+    ax.set_xlabel(metric_label(x) if x != "deadline_ms" else "Deadline (ms)")
+    ax.set_ylabel(metric_label(metric))
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def metric_grid(summary: pd.DataFrame, metrics: Sequence[str], facet: str, x: str = "deadline_ms",
+                logx: bool = True, hue: str = "method") -> Figure:
+    """One column per facet value (e.g. task), one row per metric, shared legend below."""
+    _require(summary, [facet], "metric_grid")
+    facets = list(dict.fromkeys(summary[facet]))
+    fig, axes = plt.subplots(len(metrics), len(facets), figsize=(4.6 * len(facets), 3.0 * len(metrics) + 0.5),
+                             squeeze=False)
+    for c, value in enumerate(facets):
+        for r, name in enumerate(metrics):
+            metric_vs_x(summary[summary[facet] == value], name, x=x, ax=axes[r, c], logx=logx, hue=hue,
+                        title=f"{value}: {metric_label(name)}")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 7))
+    return fig
+
+
+def pareto_scatter(profiles: pd.DataFrame, front_ids: Iterable[str] = (), ax=None,
+                   latency: str = "lat_p95_ms", title: str | None = None):
+    """Every configuration in (latency, accuracy), coloured by runtime, shaped by precision; front as steps."""
+    _require(profiles, ["config_id", latency, "accuracy", "runtime", "precision"], "pareto_scatter")
+    data = profiles[profiles["accuracy"].notna()]
+    if ax is None:
+        _, ax = plt.subplots()
+    runtimes = sorted(data["runtime"].unique())
+    precisions = sorted(data["precision"].unique())
+    for i, runtime in enumerate(runtimes):
+        for j, precision in enumerate(precisions):
+            part = data[(data["runtime"] == runtime) & (data["precision"] == precision)]
+            if not part.empty:
+                ax.scatter(part[latency], part["accuracy"], s=14, color=_PALETTE[i % 10],
+                           marker=_MARKERS[j % len(_MARKERS)], alpha=0.75, label=f"{runtime}/{precision}")
+    front = data[data["config_id"].isin(set(front_ids))].sort_values(latency)
+    if not front.empty:
+        ax.step(front[latency], front["accuracy"], where="post", color="black", lw=1.0, label="Pareto front")
+    ax.set_xscale("log")
+    ax.set_xlabel(metric_label(latency))
+    ax.set_ylabel("Accuracy")
+    if title:
+        ax.set_title(title)
+    ax.legend(ncol=2)
+    return ax
+
+
+def latency_ecdf(samples: pd.DataFrame, config_ids: Sequence[str], ax=None, title: str | None = None):
+    """Empirical CDF of the per-call latency samples of a few configurations (shows tails and bimodality)."""
+    _require(samples, ["config_id", "latency_ms"], "latency_ecdf")
+    if ax is None:
+        _, ax = plt.subplots()
+    for i, cid in enumerate(config_ids):
+        values = np.sort(samples.loc[samples["config_id"] == cid, "latency_ms"].to_numpy())
+        if values.size == 0:
+            raise ValueError(f"latency_ecdf: no samples for {cid!r}")
+        ax.step(values, np.arange(1, values.size + 1) / values.size, where="post", color=_PALETTE[i % 10],
+                label=cid, lw=1.1)
+    ax.axhline(0.95, color="grey", lw=0.8, ls=":")
+    ax.set_xscale("log")
+    ax.set_xlabel("Latency per call (ms)")
+    ax.set_ylabel("Fraction of calls")
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize=7)
+    return ax
+
+
+def grouped_bars(frame: pd.DataFrame, x: str, y: str, hue: str, ax=None, err: tuple[str, str] | None = None,
+                 title: str | None = None, ylabel: str | None = None, log: bool = False, legend: bool = True,
+                 hue_order: Sequence[str] | None = None):
+    """Bars of ``y`` per ``x`` category, one bar per ``hue`` value; optional (low, high) error columns."""
+    _require(frame, [x, y, hue, *(err or ())], "grouped_bars")
+    if ax is None:
+        _, ax = plt.subplots()
+    xs = list(dict.fromkeys(frame[x]))
+    if hue_order is not None:
+        hues = list(hue_order)
+    else:
+        hues = method_order(frame[hue]) if hue == "method" else list(dict.fromkeys(frame[hue]))
+    width = 0.8 / max(len(hues), 1)
+    for k, value in enumerate(hues):
+        part = frame[frame[hue] == value].set_index(x).reindex(xs)
+        pos = np.arange(len(xs)) + (k - (len(hues) - 1) / 2) * width
+        yerr = None
+        if err is not None:
+            yerr = np.vstack([part[y] - part[err[0]], part[err[1]] - part[y]])
+        color = method_style(value, hues)["color"] if hue == "method" else _PALETTE[k % 10]
+        ax.bar(pos, part[y], width=width, label=str(value), color=color, yerr=yerr, capsize=2,
+               error_kw={"lw": 0.8})
+    ax.set_xticks(np.arange(len(xs)), [str(v) for v in xs], rotation=25 if len(xs) > 3 else 0,
+                  ha="right" if len(xs) > 3 else "center")
+    ax.set_ylabel(ylabel or metric_label(y))
+    if log:
+        ax.set_yscale("log")
+    if title:
+        ax.set_title(title)
+    if legend:
+        ax.legend(ncol=min(len(hues), 3), fontsize=7)
+    return ax
+
+
+def shared_legend(fig: Figure, ax, ncol: int = 4) -> None:
+    """One legend for a multi-panel figure, below the panels, from the handles of ``ax``."""
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(ncol, max(len(labels), 1)))
+
+
+def identity_scatter(frame: pd.DataFrame, x: str, y: str, ax=None, label: str | None = None,
+                     band: float | None = None, relative: bool = False, title: str | None = None):
+    """``y`` against ``x`` with the identity line and an optional tolerance band (absolute or relative)."""
+    _require(frame, [x, y], "identity_scatter")
+    if ax is None:
+        _, ax = plt.subplots()
+    ax.scatter(frame[x], frame[y], s=18, color=_PALETTE[0], label=label)
+    lo = float(np.nanmin(frame[[x, y]].to_numpy()))
+    hi = float(np.nanmax(frame[[x, y]].to_numpy()))
+    grid = np.linspace(lo, hi, 50)
+    ax.plot(grid, grid, color="black", lw=0.8, label="y = x")
+    if band is not None:
+        low, high = (grid * (1 - band), grid * (1 + band)) if relative else (grid - band, grid + band)
+        ax.fill_between(grid, low, high, color="grey", alpha=0.2, lw=0, label="tolerance")
+    ax.set_xlabel(x.replace("_", " "))
+    ax.set_ylabel(y.replace("_", " "))
+    if title:
+        ax.set_title(title)
+    ax.legend()
+    return ax
+
+
+# Stages of the pipeline and the artefacts that connect them, drawn by workflow_diagram.
+WORKFLOW_STAGES: tuple[tuple[str, str], ...] = (
+    ("data", "SST-2, CIFAR-10\nchecksummed"),
+    ("models", "train, ONNX export,\nprecision variants"),
+    ("profile", "latency samples,\nper-example accuracy"),
+    ("plan", "planner +\nbaselines"),
+    ("simulate", "traces, DES,\nlive replay"),
+    ("analyze", "Pareto, stats,\ntheory"),
+    ("notebooks", "papermill,\nfigures, tables"),
+    ("book", "Jupyter Book\n(this report)"),
+)
+WORKFLOW_ARTEFACTS: tuple[str, ...] = (
+    "data/*.npz, *.tsv", "checkpoints, .onnx", "profiles.csv,\n*.parquet", "Decision",
+    "eval/*.csv", "tidy tables", "*.ipynb, *.png",
+)
+
+
+def workflow_diagram() -> Figure:
+    """The one-way data flow of the project, drawn from :data:`WORKFLOW_STAGES` (no hand-drawn image)."""
+    n = len(WORKFLOW_STAGES)
+    fig, ax = plt.subplots(figsize=(10, 2.6))
+    ax.set_xlim(0, n)
+    ax.set_ylim(0, 1)
+    ax.axis("off")
+    width, height, y0 = 0.78, 0.46, 0.38
+    for i, (name, detail) in enumerate(WORKFLOW_STAGES):
+        x0 = i + (1 - width) / 2
+        ax.add_patch(FancyBboxPatch((x0, y0), width, height, boxstyle="round,pad=0.02,rounding_size=0.06",
+                                    facecolor=_PALETTE[i % 10], alpha=0.18, edgecolor=_PALETTE[i % 10], lw=1.2))
+        ax.text(i + 0.5, y0 + height * 0.72, name, ha="center", va="center", fontsize=9, fontweight="bold")
+        ax.text(i + 0.5, y0 + height * 0.32, detail, ha="center", va="center", fontsize=6.5)
+        if i < n - 1:
+            ax.add_patch(FancyArrowPatch((x0 + width + 0.01, y0 + height / 2),
+                                         (i + 1 + (1 - width) / 2 - 0.01, y0 + height / 2),
+                                         arrowstyle="-|>", mutation_scale=10, color="black", lw=0.9))
+            ax.text(i + 1, y0 - 0.14, WORKFLOW_ARTEFACTS[i], ha="center", va="top", fontsize=6, color="dimgray")
+    ax.set_title("Workflow: each stage reads only the artefacts of the stages before it", fontsize=9)
+    return fig
+
+
+apply_style()

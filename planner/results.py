@@ -1,0 +1,204 @@
+"""Read a preset's results for the notebooks, the book and the README.
+
+The notebooks, the README's key-results table and the tests read results only through here, so a
+change in how a stage writes its tables is absorbed in one module. Everything reads files under
+``planner.paths.results_dir(preset)``; nothing here computes a measurement.
+
+Evaluation runs (``results/<preset>/eval/*.csv`` written by :func:`planner.evaluate.evaluate`) are
+tidy: one row per run, identified by ``task, method, workload, load, deadline_ms, seed``, with one
+column per metric named as in :mod:`planner.metrics`. Every CSV there with those columns is a run
+table; other CSVs (trace summaries, validation) are read by name.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from planner import config
+from planner.metrics import METRICS
+from planner.paths import results_dir
+
+RUN_KEYS = ("task", "method", "workload", "load", "deadline_ms", "seed")
+PLANNER_METHOD = "planner"
+ORACLE_METHOD = "oracle"
+STEADY_KIND = "poisson"
+
+
+class ResultsMissingError(FileNotFoundError):
+    """A results file that a notebook or the README needs has not been produced yet."""
+
+
+def tasks(task: str | None) -> list[str]:
+    """``"all"``/None -> every configured task; otherwise the one validated task."""
+    if task in (None, "all"):
+        return list(config.TASKS)
+    return [config.validate_task(task)]
+
+
+def seeds(preset: str, override: list[int] | None = None) -> list[int]:
+    """The preset's evaluation seeds unless a notebook parameter overrides them."""
+    if override:
+        return [int(s) for s in override]
+    return list(config.preset(preset).evaluate.seeds)
+
+
+def deadlines(preset: str) -> dict[str, list[float]]:
+    """The deadline sweep per task: the preset's own override when it has one, else configs/deadlines.yaml."""
+    override = getattr(config.preset(preset).evaluate, "deadlines", None)
+    return dict(override or config.deadlines().deadlines)
+
+
+def profile_dirs(preset: str) -> list[Path]:
+    """``results/<preset>/profiles/<machine_tag>/`` folders that hold a ``profiles.csv``."""
+    root = results_dir(preset) / "profiles"
+    return sorted(p.parent for p in root.glob("*/profiles.csv"))
+
+
+def environments(preset: str) -> pd.DataFrame:
+    """One row per machine tag: the environment fingerprint recorded next to its profiles."""
+    rows = []
+    for d in profile_dirs(preset):
+        path = d / "environment.json"
+        if not path.exists():
+            raise ResultsMissingError(f"missing environment fingerprint {path}")
+        try:
+            env = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not valid JSON: {exc}") from None
+        if not isinstance(env, dict):
+            raise ValueError(f"{path}: expected a JSON object, got {type(env).__name__}")
+        rows.append({"machine_tag": d.name, **{k: _flat(v) for k, v in env.items()}})
+    if not rows:
+        raise ResultsMissingError(f"no profiles (and so no environment.json) under {results_dir(preset) / 'profiles'}")
+    return pd.DataFrame(rows)
+
+
+def _flat(value):
+    return json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else value
+
+
+def eval_path(preset: str, name: str) -> Path:
+    """``results/<preset>/eval/<name>.csv``."""
+    return results_dir(preset) / "eval" / f"{name}.csv"
+
+
+def eval_tables(preset: str) -> list[str]:
+    """Names of the evaluation tables a preset has produced."""
+    return sorted(p.stem for p in (results_dir(preset) / "eval").glob("*.csv"))
+
+
+def load_eval(preset: str, name: str, required: tuple[str, ...] = ()) -> pd.DataFrame:
+    """One evaluation table, checked for the columns the caller needs."""
+    path = eval_path(preset, name)
+    if not path.exists():
+        raise ResultsMissingError(f"missing {path}; run `python -m planner evaluate --task all --preset {preset}` "
+                                  f"(have: {eval_tables(preset)})")
+    frame = pd.read_csv(path)
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}; has {list(frame.columns)}")
+    return frame
+
+
+def load_runs(preset: str) -> pd.DataFrame:
+    """Every evaluation run of the preset: the eval CSVs that carry the run keys, concatenated."""
+    frames = []
+    for name in eval_tables(preset):
+        path = eval_path(preset, name)
+        header = pd.read_csv(path, nrows=0).columns
+        if all(k in header for k in RUN_KEYS):
+            frames.append(pd.read_csv(path))
+    if not frames:
+        raise ResultsMissingError(f"no evaluation runs under {results_dir(preset) / 'eval'} (have: "
+                                  f"{eval_tables(preset)}); run `python -m planner evaluate --task all --preset {preset}`")
+    runs = pd.concat(frames, ignore_index=True)
+    if not any(m in runs.columns for m in METRICS):
+        raise ValueError(f"evaluation runs of {preset!r} have no metric column; expected some of {sorted(METRICS)}")
+    return runs
+
+
+def steady(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs under steady (Poisson) load: trace kind ``poisson`` (or workload ``steady`` without a kind)."""
+    if "kind" in runs.columns:
+        return runs[runs["kind"] == STEADY_KIND]
+    return runs[runs["workload"] == "steady"]
+
+
+def metric_columns(frame: pd.DataFrame) -> list[str]:
+    """Registry metrics that the frame carries, in registry order."""
+    return [m for m in METRICS if m in frame.columns]
+
+
+def per_seed_means(runs: pd.DataFrame, metric: str, by: tuple[str, ...] = ("task", "method")) -> pd.DataFrame:
+    """Average ``metric`` over deadlines within each seed: one value per (by..., seed) for paired tests."""
+    if metric not in runs.columns:
+        raise ValueError(f"runs have no column {metric!r}")
+    return runs.groupby([*by, "seed"], as_index=False)[metric].mean()
+
+
+def key_results(preset: str, confidence: float | None = None) -> pd.DataFrame:
+    """Per task and load, steady traffic: the planner against the best non-oracle baseline and the oracle.
+
+    A method's score is its effective accuracy averaged over the deadline sweep within a seed, then
+    summarised over seeds as mean and t-based CI (``planner.stats.mean_ci``). The same frame feeds
+    the README table and the book's abstract, so the two cannot disagree.
+    """
+    from planner.stats import mean_ci
+
+    confidence = confidence or config.protocol().confidence
+    runs = steady(load_runs(preset))
+    if runs.empty:
+        raise ResultsMissingError(f"no steady-load ({STEADY_KIND}) runs in the {preset!r} evaluation")
+    for column in ("effective_accuracy", "hit_rate"):
+        if column not in runs.columns:
+            raise ValueError(f"evaluation runs of {preset!r} need a {column!r} column")
+    rows = []
+    for (task_name, load), part in runs.groupby(["task", "load"], sort=False):
+        per_seed = per_seed_means(part, "effective_accuracy", by=("method",))
+        hits = per_seed_means(part, "hit_rate", by=("method",))
+        summary = {m: mean_ci(g["effective_accuracy"].to_numpy(), confidence) for m, g in per_seed.groupby("method")}
+        if PLANNER_METHOD not in summary:
+            raise ValueError(f"evaluation runs of {preset!r}: no rows for method {PLANNER_METHOD!r} on {task_name}")
+        baselines = {m: v for m, v in summary.items() if m not in (PLANNER_METHOD, ORACLE_METHOD, "slack_aware")}
+        best = max(baselines, key=lambda m: baselines[m]["mean"]) if baselines else None
+        rows.append({
+            "task": task_name,
+            "load": float(load),
+            "n_deadlines": int(part["deadline_ms"].nunique()),
+            "n_seeds": int(part["seed"].nunique()),
+            "planner_eff_acc": float(summary[PLANNER_METHOD]["mean"]),
+            "planner_ci_low": float(summary[PLANNER_METHOD]["ci_low"]),
+            "planner_ci_high": float(summary[PLANNER_METHOD]["ci_high"]),
+            "planner_hit_rate": float(hits.loc[hits["method"] == PLANNER_METHOD, "hit_rate"].mean()),
+            "best_baseline": best,
+            "best_baseline_eff_acc": float(baselines[best]["mean"]) if best else np.nan,
+            "oracle_eff_acc": float(summary[ORACLE_METHOD]["mean"]) if ORACLE_METHOD in summary else np.nan,
+        })
+    return pd.DataFrame(rows).sort_values(["task", "load"], kind="stable").reset_index(drop=True)
+
+
+def key_results_markdown(table: pd.DataFrame, preset: str) -> str:
+    """The key-results table as Markdown (README and book), numbers formatted from the frame only."""
+    lines = [
+        "| task | load | deadlines × seeds | planner effective accuracy (95% CI) | planner hit-rate "
+        "| best baseline | its effective accuracy | oracle |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in table.itertuples(index=False):
+        oracle = "n/a" if np.isnan(r.oracle_eff_acc) else f"{r.oracle_eff_acc:.3f}"
+        best_value = "n/a" if np.isnan(r.best_baseline_eff_acc) else f"{r.best_baseline_eff_acc:.3f}"
+        lines.append(
+            f"| {r.task} | {r.load:g} | {r.n_deadlines} × {r.n_seeds} | {r.planner_eff_acc:.3f} "
+            f"[{r.planner_ci_low:.3f}, {r.planner_ci_high:.3f}] | {r.planner_hit_rate:.3f} "
+            f"| {r.best_baseline or 'n/a'} | {best_value} | {oracle} |"
+        )
+    lines.append("")
+    lines.append(f"Steady (Poisson) traffic; load = mean arrival rate / capacity of the planner's choice. "
+                 f"Effective accuracy = correct and on time, over all requests, averaged over the deadline sweep "
+                 f"within each seed; best baseline excludes the hindsight oracle and the slack-aware policy. "
+                 f"Preset `{preset}`, generated from `results/{preset}/eval/` by `python -m planner readme --preset {preset}`.")
+    return "\n".join(lines)

@@ -1,0 +1,207 @@
+"""The report machinery: notebooks, toc, staleness, key results, README table and figures (fast)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import jupytext
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from planner import ablation, plots, report, results
+from planner.commands import readme
+from planner.paths import REPO_ROOT, results_dir
+
+NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.md"))
+REQUIRED_NOTEBOOKS = ["01_profile_latency", "02_profile_accuracy", "03_evaluate", "04_ablations", "05_workloads",
+                      "06_failures", "07_statistics", "08_theory", "09_simulator_validation"]
+
+
+def test_every_required_notebook_exists():
+    assert [n for n in REQUIRED_NOTEBOOKS if not (REPO_ROOT / "notebooks" / f"{n}.md").exists()] == []
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_is_papermill_ready(path):
+    nb = jupytext.read(path)
+    assert nb.metadata["kernelspec"]["name"] == "python3", f"{path.name}: kernel must be python3"
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, f"{path.name}: needs exactly one cell tagged 'parameters'"
+    for name in ("preset", "task", "seeds"):
+        assert f"{name} =" in tagged[0].source, f"{path.name}: parameters cell lacks {name!r}"
+    assert 'preset = "quick"' in tagged[0].source, f"{path.name}: default preset must be quick"
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.lstrip().startswith("# "), \
+        f"{path.name}: must start with a level-1 title"
+
+
+def test_committed_toc_names_existing_sources_and_every_notebook():
+    toc = yaml.safe_load((REPO_ROOT / "_toc.yml").read_text())
+    entries = report.toc_entries(toc)
+    named = set()
+    for entry in entries:
+        if entry.startswith("results/full/notebooks/"):
+            stem = entry.rsplit("/", 1)[1]
+            assert (REPO_ROOT / "notebooks" / f"{stem}.md").exists(), f"toc entry {entry} has no notebooks/{stem}.md"
+            named.add(stem)
+        else:
+            assert (REPO_ROOT / f"{entry}.md").exists(), f"toc entry {entry} has no source"
+    assert named == {p.stem for p in NOTEBOOKS}, "every notebook must be a chapter, and only those"
+
+
+def test_config_renders_committed_notebooks_without_executing():
+    cfg = yaml.safe_load((REPO_ROOT / "_config.yml").read_text())
+    assert cfg["execute"]["execute_notebooks"] == "off"
+    assert cfg["only_build_toc_files"] is True
+    assert cfg["bibtex_bibfiles"] == ["references.bib"]
+    assert "results/quick/**" in cfg["exclude_patterns"]
+
+
+def test_retarget_moves_only_results_paths():
+    toc = {"root": "results/full/notebooks/abstract",
+           "parts": [{"chapters": [{"file": "book/related_work"},
+                                   {"file": "results/full/notebooks/03_evaluate", "sections": [
+                                       {"file": "results/full/notebooks/07_statistics"}]}]}]}
+    out = report._retarget(toc, "full", "quick")
+    assert report.toc_entries(out) == ["results/quick/notebooks/abstract", "book/related_work",
+                                       "results/quick/notebooks/03_evaluate", "results/quick/notebooks/07_statistics"]
+
+
+def test_citations_resolve_to_bib_entries():
+    bib = (REPO_ROOT / "references.bib").read_text()
+    keys = set()
+    for path in [*NOTEBOOKS, *(REPO_ROOT / "book").glob("*.md")]:
+        for chunk in path.read_text().split("{cite}`")[1:]:
+            keys.update(k.strip() for k in chunk.split("`", 1)[0].split(","))
+    missing = sorted(k for k in keys if f"{{{k}," not in bib)
+    assert keys and not missing, f"cited but not in references.bib: {missing}"
+
+
+def test_parameters_validate_preset_and_task():
+    assert report.parameters("quick") == {"preset": "quick", "task": "all", "seeds": None}
+    with pytest.raises(ValueError, match="unknown preset"):
+        report.parameters("nope")
+    with pytest.raises(ValueError, match="unknown task"):
+        report.parameters("quick", task="mnist")
+
+
+def test_unknown_notebook_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown notebook"):
+        report.notebook_sources(["99_nothing"])
+
+
+def test_staleness_follows_inputs_and_parameters(tmp_path, monkeypatch):
+    import nbformat
+
+    monkeypatch.setenv("PLANNER_RESULTS_DIR", str(tmp_path / "results"))
+    source = tmp_path / "nb.md"
+    source.write_text("# x\n")
+    output = tmp_path / "nb.ipynb"
+    params = report.parameters("quick")
+    monkeypatch.setattr(report, "SHARED_INPUTS", ())  # only the source and the preset's results count here
+    assert report.is_stale(source, output, "quick", params)  # no output yet
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["papermill"] = {"parameters": params}
+    nbformat.write(nb, output)
+    old = time.time() - 100
+    os.utime(source, (old, old))
+    assert not report.is_stale(source, output, "quick", params)
+    assert report.is_stale(source, output, "quick", {**params, "seeds": [1, 2]})  # other parameters
+    profiles = results_dir("quick") / "profiles" / "tag"
+    profiles.mkdir(parents=True)
+    (profiles / "profiles.csv").write_text("x\n")  # newer results than the output
+    assert report.is_stale(source, output, "quick", params)
+
+
+def test_figure_names_and_workflow_diagram(tmp_path, monkeypatch):
+    monkeypatch.setenv("PLANNER_RESULTS_DIR", str(tmp_path))
+    with pytest.raises(ValueError, match="bare file stem"):
+        plots.figure_path("a/b", "quick")
+    fig = plots.workflow_diagram()
+    plots.save(fig, "workflow", "quick")
+    path = plots.figure_path("workflow", "quick")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    texts = {t.get_text() for t in fig.axes[0].texts}
+    assert {name for name, _ in plots.WORKFLOW_STAGES} <= texts
+
+
+def test_method_order_is_stable():
+    assert plots.method_order(["oracle", "zeta", "planner", "alpha"]) == ["planner", "oracle", "alpha", "zeta"]
+
+
+def _runs() -> pd.DataFrame:
+    rows = []
+    for seed, noise in zip((42, 43, 44), (0.0, 0.01, -0.01)):
+        for deadline in (1.0, 5.0):
+            for method, eff in (("planner", 0.8), ("static_small", 0.7), ("oracle", 0.85), ("slack_aware", 0.9)):
+                rows.append({"task": "sst2", "method": method, "workload": "steady", "kind": "poisson", "load": 0.5,
+                             "deadline_ms": deadline, "seed": seed, "effective_accuracy": eff + noise + deadline / 100,
+                             "hit_rate": 0.9})
+    return pd.DataFrame(rows)
+
+
+def test_key_results_from_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("PLANNER_RESULTS_DIR", str(tmp_path))
+    (tmp_path / "quick" / "eval").mkdir(parents=True)
+    _runs().to_csv(tmp_path / "quick" / "eval" / "runs_sst2.csv", index=False)
+    pd.DataFrame({"task": ["sst2"], "metric": ["x"]}).to_csv(tmp_path / "quick" / "eval" / "summary_sst2.csv", index=False)
+    table = results.key_results("quick")
+    row = table.iloc[0]
+    assert row["planner_eff_acc"] == pytest.approx(0.83)  # mean of 0.81 and 0.85, the same in every seed on average
+    assert row["best_baseline"] == "static_small"  # slack_aware and the oracle are not baselines here
+    assert row["oracle_eff_acc"] == pytest.approx(0.88)
+    assert row["planner_ci_low"] < 0.83 < row["planner_ci_high"]
+    text = results.key_results_markdown(table, "quick")
+    assert "| sst2 | 0.5 | 2 × 3 | 0.830" in text
+
+
+def test_missing_runs_name_the_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("PLANNER_RESULTS_DIR", str(tmp_path))
+    with pytest.raises(results.ResultsMissingError, match="planner evaluate"):
+        results.load_runs("quick")
+
+
+def test_readme_block_replacement():
+    text = f"intro\n{readme.START}\nold\n{readme.END}\ntail\n"
+    out = readme.replace_block(text, "| new |")
+    assert readme.current_block(out) == "| new |" and out.startswith("intro") and out.endswith("tail\n")
+    with pytest.raises(ValueError, match="exactly one"):
+        readme.replace_block("no markers", "x")
+
+
+def test_readme_key_results_match_full_results():
+    """The committed README table is what `planner readme --preset full` computes from the committed CSVs."""
+    if not any((REPO_ROOT / "results" / "full" / "eval").glob("runs_*.csv")):
+        pytest.skip("no full-preset evaluation runs committed yet (results/full/eval/runs_*.csv)")
+    text = (REPO_ROOT / "README.md").read_text()
+    assert readme.current_block(text) == readme.render("full").strip(), \
+        "README key-results table is stale: run `python -m planner readme --preset full`"
+
+
+def test_ablation_restrictions_are_subsets():
+    from planner.bundle import synthetic_bundle
+
+    profiles = synthetic_bundle(n_configs=24).profiles
+    assert ablation.restrict(profiles, "full space").equals(profiles.reset_index(drop=True))
+    assert set(ablation.restrict(profiles, "batch 1 only")["batch_size"]) == {1}
+    assert set(ablation.restrict(profiles, "fp32 only")["precision"]) == {"fp32"}
+    assert set(ablation.restrict(profiles, "PyTorch only (no ONNX Runtime)")["runtime"]) == {"torch"}
+    assert ablation.restrict(profiles, "one model (fastest)")["model"].nunique() == 1
+    with pytest.raises(KeyError, match="unknown ablation"):
+        ablation.restrict(profiles, "no such thing")
+
+
+def test_ablation_rerun_scores_choices_on_measured_data():
+    from planner.bundle import synthetic_bundle
+
+    bundle = synthetic_bundle(n_configs=24)
+    table = ablation.rerun(bundle.profiles, bundle.samples, "sst2", [1.0, 5.0, 50.0], names=["full space", "fp32 only"])
+    assert len(table) == 6
+    ok = table.dropna(subset=["hit_fraction"])
+    assert ((ok["hit_fraction"] >= 0) & (ok["hit_fraction"] <= 1)).all()
+    assert np.allclose(ok["isolated_effective_accuracy"], ok["accuracy"] * ok["hit_fraction"])
+    generous = table[table["deadline_ms"] == 50.0]
+    full, fp32 = generous.set_index("ablation").loc[["full space", "fp32 only"], "accuracy"]
+    assert full >= fp32  # the full space contains the fp32-only space
