@@ -144,6 +144,8 @@ class ProfilePreset(_Strict):
     # a slice of the space for small presets; null = every precision / every threshold in models.yaml
     precisions: list[Literal["fp32", "bf16", "fp16", "int8"]] | None = Field(default=None, min_length=1)
     thresholds: list[float] | None = Field(default=None, min_length=1)
+    # cascades are profiled only at these precisions (null = all); pruned ones land in infeasible.csv
+    cascade_precisions: list[Literal["fp32", "bf16", "fp16", "int8"]] | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")
     def _ordered(self) -> "ProfilePreset":

@@ -131,11 +131,14 @@ def infeasible_frame(rows: Sequence[tuple[Configuration, str]]) -> pd.DataFrame:
 def enumerate_space(tasks: Sequence[str], batch_sizes: Sequence[int], devices: Sequence[str], zoo: Zoo,
                     runtimes: Sequence[str] = RUNTIMES, precisions: Sequence[str] = PRECISIONS,
                     models_config: config.ModelsConfig | None = None,
-                    thresholds: Sequence[float] | None = None) -> Space:
+                    thresholds: Sequence[float] | None = None,
+                    cascade_precisions: Sequence[str] | None = None) -> Space:
     """Every combination, split into feasible configurations and recorded infeasible ones.
 
     ``precisions`` and ``thresholds`` let a preset (quick) profile a slice of the space;
     ``thresholds=None`` means every cascade threshold in ``configs/models.yaml``.
+    ``cascade_precisions`` prunes cascades at other precisions; each pruned one is still recorded
+    in ``infeasible.csv`` with that reason (its members' single-model rows are profiled).
     """
     cfg = models_config or config.models()
     taus = list(thresholds) if thresholds is not None else list(cfg.thresholds)
@@ -156,6 +159,10 @@ def enumerate_space(tasks: Sequence[str], batch_sizes: Sequence[int], devices: S
                             (infeasible.append((c, reasons[m])) if reasons[m] else feasible.append(c))
                         for small, large in pairs:
                             why = "; ".join(f"cascade member {n}: {reasons[n]}" for n in (small, large) if reasons[n])
+                            if not why and cascade_precisions is not None and precision not in cascade_precisions:
+                                why = (f"cascade not profiled at {precision}: pruned by the preset "
+                                       f"(profile.cascade_precisions = {list(cascade_precisions)}); "
+                                       f"its members' single-model {precision} rows are profiled")
                             for tau in taus:
                                 c = Configuration(task, None, runtime, precision, int(b), device,
                                                   (small, large, float(tau)))

@@ -130,7 +130,8 @@ class _Sweep:
         self._flops()
         space = enumerate_space(self.tasks, self.batch_sizes, [self.device], self.zoo,
                                 precisions=self.profile.precisions or PRECISIONS,
-                                thresholds=self.profile.thresholds)
+                                thresholds=self.profile.thresholds,
+                                cascade_precisions=self.profile.cascade_precisions)
         self.store.write_infeasible(space.infeasible)
         self.by_variant: dict[str, list[Configuration]] = defaultdict(list)
         for c in space.feasible:
