@@ -44,11 +44,12 @@ def _rows(path: Path) -> int:
         return 0
 
 
-@pytest.mark.timeout(180)
+# generous limits: on a loaded 2-core machine starting torch in a subprocess alone can take a minute
+@pytest.mark.timeout(900)
 def test_kill_minus_nine_then_rerun_loses_and_duplicates_nothing(tmp_path, monkeypatch):
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     proc = _start(killed)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 400
     while time.monotonic() < deadline and proc.poll() is None:
         folders = list((killed / "quick" / "profiles").glob("*")) if (killed / "quick" / "profiles").exists() else []
         if folders and _rows(folders[0] / "latency_profiles.csv") >= 5:
@@ -63,7 +64,7 @@ def test_kill_minus_nine_then_rerun_loses_and_duplicates_nothing(tmp_path, monke
 
     # resume the killed sweep: it picks up where it stopped (a configuration whose row exists is not redone)
     out = subprocess.run([sys.executable, "-c", SWEEP], cwd=REPO_ROOT, env=_env(killed), capture_output=True,
-                         text=True, timeout=150)
+                         text=True, timeout=400)
     assert out.returncode == 0, out.stdout + out.stderr
     assert f"({done_before} already done)" in out.stdout
     # an uninterrupted run of the same sweep for reference (in this process: saves a torch start-up)
