@@ -239,9 +239,15 @@ class ProfileStore:
         return pd.concat(frames, ignore_index=True) if frames else _empty(LATENCY_SAMPLE_COLUMNS)
 
     # ---- consolidation ------------------------------------------------------------------------
-    def finalize(self) -> pd.DataFrame:
-        """Write merged ``profiles.csv`` plus the Parquet files, validated; returns the profiles."""
+    def finalize(self, keep: set[str] | None = None) -> pd.DataFrame:
+        """Write merged ``profiles.csv`` plus the Parquet files, validated; returns the profiles.
+
+        ``keep`` is the current space's config ids: rows measured under an earlier definition of the
+        space (e.g. a configuration a preset has since pruned) are left out of the merged files.
+        """
         lat, acc = self.latency_rows(), self.accuracy_rows()
+        if keep is not None:
+            lat, acc = lat[lat["config_id"].isin(keep)], acc[acc["config_id"].isin(keep)]
         if lat.empty:
             raise SchemaError(f"{self.path('latency')}: no measured configurations to finalize")
         only_lat = sorted(set(lat["config_id"]) - set(acc["config_id"]))

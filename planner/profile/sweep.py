@@ -164,7 +164,7 @@ class _Sweep:
         finally:
             self.bar.close()
         self._peaks("end")
-        merged = self.store.finalize()
+        merged = self.store.finalize(keep={c.config_id for cs in self.by_variant.values() for c in cs})
         report(merged, time.monotonic() - start)
         return merged
 
