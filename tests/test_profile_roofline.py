@@ -30,7 +30,8 @@ def test_measured_peaks_cover_each_precision_with_positive_rates():
     peaks = measure_peaks("cpu", seconds=0.02, sizes=(64, 128))
     assert {"fp32", "bf16", "int8"} <= set(peaks["precision"])
     assert (peaks["flops_per_s"] > 0).all() and (peaks["reps"] >= 3).all()
-    assert set(peaks["kernel"]) >= {"torch.matmul", "onnxruntime.MatMulInteger"}
+    assert set(peaks["kernel"]) >= {"torch.matmul", "onnxruntime.MatMulInteger", "torch.nn.functional.linear"}
+    assert set(peaks.loc[peaks["kernel"] == "torch.nn.functional.linear", "precision"]) == {"fp32", "bf16", "fp16"}
     best = peak_by_precision(peaks)
     assert best["int8"] == peaks.loc[peaks["precision"] == "int8", "flops_per_s"].max()
 

@@ -215,3 +215,21 @@ def test_remeasure_noisy_retimes_only_disturbed_configurations(swept, copy, monk
     others = [c for c in lat["config_id"] if c != noisy]
     pd.testing.assert_frame_equal(after.loc[others], before.loc[others])
     assert not np.array_equal(after.loc[[noisy], "latency_ms"].to_numpy()[:100], before.loc[[noisy], "latency_ms"].to_numpy()[:100])
+
+
+def test_a_space_that_shrinks_and_grows_again_stays_consistent(tmp_path, monkeypatch):
+    """Rows of configurations a preset has since pruned leave the merged files, and come back measured."""
+    from planner.profile import toy
+
+    monkeypatch.setenv("PLANNER_RESULTS_DIR", str(tmp_path))
+    monkeypatch.setenv("PLANNER_TOY_VARIANTS", "torch/fp32")
+    wide = TINY.model_copy(update={"batch_sizes": [1], "thresholds": [0.8, 0.9]})
+    narrow = wide.model_copy(update={"thresholds": [0.9]})
+    ids = {}
+    for name, preset in (("wide", wide), ("narrow", narrow), ("wide again", wide)):
+        profiles = run_sweep(["cifar10"], "quick", ["cpu"], zoo=toy, profile=preset, progress=False)["cpu"]
+        bundle = load_bundle("quick")  # validated: samples and predictions match the profiles
+        assert set(bundle.samples["config_id"]) == set(profiles["config_id"]), name
+        ids[name] = set(profiles["config_id"])
+    pruned = "cifar10/cascade:mobilenet_v2>resnet18@0.8/torch/fp32/b1/cpu"
+    assert pruned in ids["wide"] and pruned not in ids["narrow"] and ids["wide again"] == ids["wide"]

@@ -2,10 +2,12 @@
 
 Peaks are sustained rates of large matrix products, measured in the same sweep as the profiles:
 ``torch.matmul`` for fp32, bf16 and fp16, and for int8 the better of ``torch._int_mm`` and an ONNX
-Runtime ``MatMulInteger`` session (the kernels the int8 variants actually use). The matrix size
-grows until one product takes a measurable time, then products are timed for ``seconds`` after a
-warm-up; short runs under-read the bf16 peak, so the preset keeps this several seconds long, and the
-sweep measures at its start and its end and keeps the best reading.
+Runtime ``MatMulInteger`` session (the kernels the int8 variants actually use), plus
+``torch.nn.functional.linear`` per float precision (the path nn.Linear takes; on this CPU its fp16
+kernel is several times faster than ``torch.matmul``'s). Each precision's peak is its best kernel.
+The matrix size grows until one product takes a measurable time, then products are timed for
+``seconds`` after a warm-up; short runs under-read the bf16 peak, so the preset keeps this several
+seconds long, and the sweep measures at its start and its end and keeps the best reading.
 ``pct_roofline = flops_per_item x throughput / peak(precision) x 100``.
 """
 
@@ -85,6 +87,15 @@ def measure_peaks(device: str = "cpu", seconds: float = 3.0,
             return lambda: torch.matmul(a, b)
         return make
 
+    def linear(dtype: torch.dtype) -> Callable[[int], Callable[[], object]]:
+        # nn.Linear's path (addmm with bias): on CPU its fp16 kernel is far faster than torch.matmul's
+        def make(n: int) -> Callable[[], object]:
+            a = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)
+            w = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)
+            b = torch.randn(n, generator=gen).to(device=device, dtype=dtype)
+            return lambda: torch.nn.functional.linear(a, w, b)
+        return make
+
     def int_mm(n: int) -> Callable[[], object]:
         a = torch.randint(-128, 127, (n, n), generator=gen, dtype=torch.int8).to(device)
         b = torch.randint(-128, 127, (n, n), generator=gen, dtype=torch.int8).to(device)
@@ -92,7 +103,9 @@ def measure_peaks(device: str = "cpu", seconds: float = 3.0,
 
     kernels: list[tuple[str, str, Callable[[int], Callable[[], object]]]] = [
         ("fp32", "torch.matmul", matmul(torch.float32)), ("bf16", "torch.matmul", matmul(torch.bfloat16)),
-        ("fp16", "torch.matmul", matmul(torch.float16)), ("int8", "torch._int_mm", int_mm)]
+        ("fp16", "torch.matmul", matmul(torch.float16)), ("int8", "torch._int_mm", int_mm),
+        *((p, "torch.nn.functional.linear", linear(dt)) for p, dt in
+          (("fp32", torch.float32), ("bf16", torch.bfloat16), ("fp16", torch.float16)))]
     if device == "cpu":
         threads = torch.get_num_threads()
         kernels.append(("int8", "onnxruntime.MatMulInteger", lambda n: _ort_int8(n, threads)))

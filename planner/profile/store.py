@@ -275,6 +275,8 @@ class ProfileStore:
         write_parquet(samples[list(LATENCY_SAMPLE_COLUMNS)], self.path("samples"))
         write_parquet(predictions, self.path("predictions"))
         write_csv(acc[list(ACCURACY_PROFILE_COLUMNS)], self.path("accuracy"))
+        # stale done-markers go too: their parts are removed below, so a space that re-includes them re-measures
+        write_csv(lat[list(LATENCY_PROFILE_COLUMNS)], self.path("latency"))
         write_csv(merged, self.path("profiles"))
         shutil.rmtree(self.parts, ignore_errors=True)
         return merged
