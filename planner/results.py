@@ -21,6 +21,7 @@ import pandas as pd
 from planner import config
 from planner.metrics import METRICS
 from planner.paths import results_dir
+from planner.profile.store import read_json
 
 RUN_KEYS = ("task", "method", "workload", "load", "deadline_ms", "seed")
 PLANNER_METHOD = "planner"
@@ -65,12 +66,7 @@ def environments(preset: str) -> pd.DataFrame:
         path = d / "environment.json"
         if not path.exists():
             raise ResultsMissingError(f"missing environment fingerprint {path}")
-        try:
-            env = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not valid JSON: {exc}") from None
-        if not isinstance(env, dict):
-            raise ValueError(f"{path}: expected a JSON object, got {type(env).__name__}")
+        env = read_json(path)
         rows.append({"machine_tag": d.name, **{k: _flat(v) for k, v in env.items()}})
     if not rows:
         raise ResultsMissingError(f"no profiles (and so no environment.json) under {results_dir(preset) / 'profiles'}")

@@ -192,7 +192,7 @@ class ProfileStore:
         atomic_write(self.path("environment"), lambda tmp: tmp.write_text(json.dumps(env, indent=2, default=str)))
 
     def environment(self) -> dict[str, Any]:
-        return _read_json(self.path("environment"))
+        return read_json(self.path("environment"))
 
     def write_peaks(self, peaks: pd.DataFrame) -> None:
         write_csv(validate(peaks, PEAK_COLUMNS, str(self.path("peaks"))), self.path("peaks"))
@@ -305,7 +305,8 @@ class ProfileStore:
         return validate_profiles(merged[columns], str(self.path("profiles")))
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path``; a missing, invalid or non-object file is a SchemaError naming it."""
     if not path.exists():
         raise SchemaError(f"missing file {path}")
     try:
@@ -348,7 +349,7 @@ def load_bundle(preset: str, machine_tag: str | None = None) -> ProfileBundle:
     profiles = read_table(store.path("profiles"), PROFILE_COLUMNS)
     samples = read_table(store.path("samples"), LATENCY_SAMPLE_COLUMNS)
     predictions = read_table(store.path("predictions"), PREDICTION_COLUMNS)
-    environment = _read_json(store.path("environment"))
+    environment = read_json(store.path("environment"))
     counts = samples.groupby("config_id").size()
     wrong = [c for c, n in zip(profiles["config_id"], profiles["n_samples"]) if counts.get(c, 0) != n]
     if wrong:
