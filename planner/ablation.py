@@ -31,7 +31,7 @@ RESTRICTIONS: dict[str, Callable[[pd.DataFrame], pd.DataFrame]] = {
     "fp32 only": lambda p: p[p["precision"] == "fp32"],
     "CPU only": lambda p: p[p["device"] == "cpu"],
     "no cascades": lambda p: p[p["cascade_small"].isna()],
-    "PyTorch only (no ONNX Runtime)": lambda p: p[p["runtime"] == "torch"],
+    "PyTorch only (no ONNX Runtime)": lambda p: p[p["runtime"] != "onnxruntime"],
 }
 
 

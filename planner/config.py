@@ -146,6 +146,8 @@ class ProfilePreset(_Strict):
     thresholds: list[float] | None = Field(default=None, min_length=1)
     # cascades are profiled only at these precisions (null = all); pruned ones land in infeasible.csv
     cascade_precisions: list[Literal["fp32", "bf16", "fp16", "int8"]] | None = Field(default=None, min_length=1)
+    # ... and only on these runtimes (null = all)
+    cascade_runtimes: list[Literal["torch", "onnxruntime", "torch_compile"]] | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")
     def _ordered(self) -> "ProfilePreset":

@@ -182,3 +182,13 @@ def test_flops_per_item(tiny_data_dir):
     assert l6 == pytest.approx(2 * l3, rel=0.05)
     with pytest.raises(config.ConfigError, match="not a sst2 model"):
         flops_per_item("sst2", "resnet18")
+
+
+def test_torch_compile_predictor_matches_eager_across_batch_sizes(cache):
+    _fake_checkpoint("mobilenet_v2")
+    x, _ = zoo.eval_inputs("cifar10", 9)
+    eager = zoo.load_predictor(VariantSpec("cifar10", "mobilenet_v2", "torch", "fp32"), preset="quick")
+    compiled = zoo.load_predictor(VariantSpec("cifar10", "mobilenet_v2", "torch_compile", "fp32"), preset="quick")
+    assert compiled.module is not eager.module and hasattr(compiled.module, "_orig_mod")  # an OptimizedModule
+    for b in (1, 4):  # 9 items at batch 4 also feeds a partial batch of 1
+        np.testing.assert_allclose(compiled.predict(x, b), eager.predict(x, b), atol=1e-4)

@@ -19,6 +19,9 @@ def register(subparsers) -> None:
     parser.add_argument("--remeasure-noisy", type=float, default=None, metavar="SHARE",
                         help="re-time configurations measured while other processes used more than SHARE "
                              "(0-1) of the CPU (column background_cpu_share)")
+    parser.add_argument("--remeasure", default=None, metavar="GLOB",
+                        help="re-time configurations whose config_id matches GLOB, e.g. 'cifar10/*' "
+                             "(accuracy and predictions are kept)")
     parser.set_defaults(func=run)
 
 
@@ -33,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     if args.remeasure_noisy is not None and not 0 <= args.remeasure_noisy < 1:
         raise ValueError(f"--remeasure-noisy must be a CPU share in [0, 1), got {args.remeasure_noisy}")
     results = run_sweep(tasks, args.preset, devices, progress=not args.no_progress,
-                        remeasure_noisy=args.remeasure_noisy)
+                        remeasure_noisy=args.remeasure_noisy, remeasure=args.remeasure)
     for device, profiles in results.items():
         print(f"{device}: {len(profiles)} configurations in profiles.csv")
     return 0

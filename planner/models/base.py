@@ -10,7 +10,7 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-RUNTIMES = ("torch", "onnxruntime")
+RUNTIMES = ("torch", "onnxruntime", "torch_compile")
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 DEVICES = ("cpu", "cuda")
 

@@ -37,6 +37,22 @@ def normalize(images: np.ndarray | torch.Tensor, channels_last: bool = True) -> 
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
 
 
+_SCALE = (1.0 / (255.0 * np.asarray(CIFAR_STD, np.float32))).reshape(1, 3, 1, 1)
+_OFFSET = (-np.asarray(CIFAR_MEAN, np.float32) / np.asarray(CIFAR_STD, np.float32)).reshape(1, 3, 1, 1)
+
+
+def normalize_numpy(images: np.ndarray) -> np.ndarray:
+    """The serving path's :func:`normalize`: uint8 NHWC -> float32 NCHW as one fused numpy expression.
+
+    Why: at batch 1 the torch version costs ~0.09 ms against ~0.03 ms here (measured side by side,
+    2 threads), i.e. 15-20 % of a 0.4 ms ONNX Runtime int8 call. Same values up to float rounding.
+    """
+    x = np.asarray(images)
+    if x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] != 3:
+        raise ValueError(f"expected uint8 images of shape (N, 32, 32, 3), got {x.shape} {x.dtype}")
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2) * _SCALE + _OFFSET, dtype=np.float32)
+
+
 def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Random crop (pad 4, reflect) + horizontal flip on a uint8 NHWC batch, seeded."""
     n = images.shape[0]

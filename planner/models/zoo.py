@@ -71,6 +71,10 @@ def variant_support(spec: VariantSpec) -> str | None:
         from planner.models.variants import torch_support
 
         return torch_support(model.kind, spec.precision, spec.device)
+    if spec.runtime == "torch_compile":
+        from planner.models.variants import compile_support
+
+        return compile_support(model.kind, spec.precision, spec.device)
     if spec.precision in ("bf16", "fp16"):
         if spec.device == "cpu":
             return (f"ONNX Runtime's CPU execution provider has no {spec.precision} kernels for these graphs "
@@ -122,10 +126,10 @@ def base_model(task: str, model: str, preset: str = "full") -> BaseModel:
         max_length = int(params["max_length"])
         preprocess = lambda xs: encode(tokenizer, xs, max_length)  # noqa: E731
     else:
-        from planner.models.vision import build_cnn, normalize
+        from planner.models.vision import build_cnn, normalize_numpy
 
         module = build_cnn(params["arch"])
-        preprocess = lambda xs: {"pixels": normalize(xs, channels_last=False).numpy()}  # noqa: E731
+        preprocess = lambda xs: {"pixels": normalize_numpy(xs)}  # noqa: E731
     module.load_state_dict(state)
     return BaseModel(module.eval(), preprocess, True, folder, ckpt.source_key_of(weights), spec.kind, params)
 
@@ -164,12 +168,13 @@ def load_predictor(spec: VariantSpec, preset: str = "full", n_threads: int | Non
         raise UnsupportedVariantError(f"unsupported variant {spec.describe()}: {reason}")
     threads = int(n_threads or torch.get_num_threads())
     base = base_model(spec.task, spec.model, preset)
-    if spec.runtime == "torch":
+    if spec.runtime in ("torch", "torch_compile"):
         from planner.models.predictors import TorchPredictor
-        from planner.models.variants import build_torch_variant
+        from planner.models.variants import build_torch_variant, compile_module
 
         variant = build_torch_variant(base.module, base.kind, spec.precision, spec.device)
-        return TorchPredictor(spec, variant.module, base.preprocess, input_dtype=variant.input_dtype,
+        module = compile_module(variant.module) if spec.runtime == "torch_compile" else variant.module
+        return TorchPredictor(spec, module, base.preprocess, input_dtype=variant.input_dtype,
                               autocast_dtype=variant.autocast_dtype, channels_last=variant.channels_last,
                               accuracy_available=base.accuracy_available, n_threads=threads)
     from planner.models import onnx_export as ox

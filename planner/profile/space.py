@@ -132,13 +132,15 @@ def enumerate_space(tasks: Sequence[str], batch_sizes: Sequence[int], devices: S
                     runtimes: Sequence[str] = RUNTIMES, precisions: Sequence[str] = PRECISIONS,
                     models_config: config.ModelsConfig | None = None,
                     thresholds: Sequence[float] | None = None,
-                    cascade_precisions: Sequence[str] | None = None) -> Space:
+                    cascade_precisions: Sequence[str] | None = None,
+                    cascade_runtimes: Sequence[str] | None = None) -> Space:
     """Every combination, split into feasible configurations and recorded infeasible ones.
 
     ``precisions`` and ``thresholds`` let a preset (quick) profile a slice of the space;
     ``thresholds=None`` means every cascade threshold in ``configs/models.yaml``.
     ``cascade_precisions`` prunes cascades at other precisions; each pruned one is still recorded
-    in ``infeasible.csv`` with that reason (its members' single-model rows are profiled).
+    in ``infeasible.csv`` with that reason (its members' single-model rows are profiled);
+    ``cascade_runtimes`` does the same by runtime.
     """
     cfg = models_config or config.models()
     taus = list(thresholds) if thresholds is not None else list(cfg.thresholds)
@@ -163,6 +165,10 @@ def enumerate_space(tasks: Sequence[str], batch_sizes: Sequence[int], devices: S
                                 why = (f"cascade not profiled at {precision}: pruned by the preset "
                                        f"(profile.cascade_precisions = {list(cascade_precisions)}); "
                                        f"its members' single-model {precision} rows are profiled")
+                            if not why and cascade_runtimes is not None and runtime not in cascade_runtimes:
+                                why = (f"cascade not profiled on runtime {runtime}: pruned by the preset "
+                                       f"(profile.cascade_runtimes = {list(cascade_runtimes)}); "
+                                       f"its members' single-model {runtime} rows are profiled")
                             for tau in taus:
                                 c = Configuration(task, None, runtime, precision, int(b), device,
                                                   (small, large, float(tau)))

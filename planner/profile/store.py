@@ -27,6 +27,7 @@ import pandas as pd
 from planner.paths import machine_tag as this_machine_tag
 from planner.paths import results_dir
 from planner.profile.accuracy import PART_COLUMNS, precision_deltas
+from planner.profile.dominance import split_dominated
 from planner.profile.roofline import PEAK_COLUMNS, pct_roofline, peak_by_precision
 from planner.profile.space import IDENTITY_COLUMNS, INFEASIBLE_COLUMNS
 from planner.schema import (LATENCY_SAMPLE_COLUMNS, PREDICTION_COLUMNS, PROFILE_COLUMNS, SchemaError,
@@ -57,6 +58,7 @@ FILES = {
     "latency": "latency_profiles.csv", "accuracy": "accuracy_profiles.csv", "profiles": "profiles.csv",
     "samples": "latency_samples.parquet", "predictions": "predictions.parquet", "infeasible": "infeasible.csv",
     "environment": "environment.json", "peaks": "roofline_peaks.csv", "flops": "model_flops.csv",
+    "dominated": "dominated.csv",
 }
 
 
@@ -271,13 +273,15 @@ class ProfileStore:
             predictions.append(cache[row.prediction_key].assign(config_id=row.config_id))
         predictions = (validate(pd.concat(predictions, ignore_index=True), PREDICTION_COLUMNS, "predictions")
                        [list(PREDICTION_COLUMNS)] if predictions else _empty(PREDICTION_COLUMNS))
-        merged = self._merge(lat, acc)
+        merged, dominated = split_dominated(self._merge(lat, acc))
+        # samples and predictions of dominated rows stay in the Parquet files (load_bundle filters them)
         write_parquet(samples[list(LATENCY_SAMPLE_COLUMNS)], self.path("samples"))
         write_parquet(predictions, self.path("predictions"))
         write_csv(acc[list(ACCURACY_PROFILE_COLUMNS)], self.path("accuracy"))
         # stale done-markers go too: their parts are removed below, so a space that re-includes them re-measures
         write_csv(lat[list(LATENCY_PROFILE_COLUMNS)], self.path("latency"))
         write_csv(merged, self.path("profiles"))
+        write_csv(dominated, self.path("dominated"))
         shutil.rmtree(self.parts, ignore_errors=True)
         return merged
 
@@ -328,6 +332,7 @@ class ProfileBundle:
     environment: dict = field(default_factory=dict)
     infeasible: pd.DataFrame | None = None
     peaks: pd.DataFrame | None = None
+    dominated: pd.DataFrame | None = None  # measured, then pruned as dominated (planner.profile.dominance)
 
 
 def profile_root(preset: str, machine_tag: str | None = None) -> Path:
@@ -350,6 +355,11 @@ def load_bundle(preset: str, machine_tag: str | None = None) -> ProfileBundle:
     samples = read_table(store.path("samples"), LATENCY_SAMPLE_COLUMNS)
     predictions = read_table(store.path("predictions"), PREDICTION_COLUMNS)
     environment = read_json(store.path("environment"))
+    dominated = pd.read_csv(store.path("dominated")) if store.path("dominated").exists() else None
+    if dominated is not None and len(dominated):  # their samples/predictions stay on disk; the bundle omits them
+        pruned = set(dominated["config_id"])
+        samples = samples[~samples["config_id"].isin(pruned)].reset_index(drop=True)
+        predictions = predictions[~predictions["config_id"].isin(pruned)].reset_index(drop=True)
     counts = samples.groupby("config_id").size()
     wrong = [c for c, n in zip(profiles["config_id"], profiles["n_samples"]) if counts.get(c, 0) != n]
     if wrong:
@@ -366,4 +376,4 @@ def load_bundle(preset: str, machine_tag: str | None = None) -> ProfileBundle:
     infeasible = (read_table(store.path("infeasible"), INFEASIBLE_COLUMNS)
                   if store.path("infeasible").exists() else None)
     peaks = read_table(store.path("peaks"), PEAK_COLUMNS) if store.path("peaks").exists() else None
-    return ProfileBundle(profiles, samples, predictions, environment, infeasible, peaks)
+    return ProfileBundle(profiles, samples, predictions, environment, infeasible, peaks, dominated)

@@ -11,6 +11,7 @@ running the real cascade on real batches. Finished work is stored at once (see
 
 from __future__ import annotations
 
+import fnmatch
 import gc
 import time
 from collections import defaultdict
@@ -56,10 +57,11 @@ def _ort_threads(predictor: Any) -> float:
 
 class _Sweep:
     def __init__(self, tasks: list[str], preset: str, device: str, zoo: Zoo, profile: config.ProfilePreset,
-                 progress: bool, remeasure_noisy: float | None = None):
+                 progress: bool, remeasure_noisy: float | None = None, remeasure: str | None = None):
         self.tasks, self.preset, self.device, self.zoo, self.profile = tasks, preset, device, zoo, profile
         self.progress = progress
         self.remeasure_noisy = remeasure_noisy
+        self.remeasure = remeasure
         self.rule = StoppingRule.from_preset(profile)
         self.store = ProfileStore(profile_dir(preset, device))
         self.sync: Callable[[], None] | None = None
@@ -131,7 +133,8 @@ class _Sweep:
         space = enumerate_space(self.tasks, self.batch_sizes, [self.device], self.zoo,
                                 precisions=self.profile.precisions or PRECISIONS,
                                 thresholds=self.profile.thresholds,
-                                cascade_precisions=self.profile.cascade_precisions)
+                                cascade_precisions=self.profile.cascade_precisions,
+                                cascade_runtimes=self.profile.cascade_runtimes)
         self.store.write_infeasible(space.infeasible)
         self.by_variant: dict[str, list[Configuration]] = defaultdict(list)
         for c in space.feasible:
@@ -142,6 +145,11 @@ class _Sweep:
                                  (rows["background_cpu_share"] > self.remeasure_noisy), "config_id"])
             print(f"re-measuring {len(noisy)} configuration(s) timed under other load (> {self.remeasure_noisy:g})")
             self.store.forget_latency(noisy)
+        if self.remeasure is not None:
+            ids = self.store.latency_rows()["config_id"]
+            chosen = set(ids[[fnmatch.fnmatchcase(c, self.remeasure) for c in ids]])
+            print(f"re-measuring the latency of {len(chosen)} configuration(s) matching {self.remeasure!r}")
+            self.store.forget_latency(chosen)
         self.lat_done, self.acc_done = self.store.latency_done(), self.store.accuracy_done()
         done = sum(c.config_id in self.lat_done and c.config_id in self.acc_done for c in space.feasible)
         print(f"{self.store.root}: {len(space.feasible)} configurations ({done} already done), "
@@ -166,6 +174,10 @@ class _Sweep:
         self._peaks("end")
         merged = self.store.finalize(keep={c.config_id for cs in self.by_variant.values() for c in cs})
         report(merged, time.monotonic() - start)
+        dominated = pd.read_csv(self.store.path("dominated"))
+        if len(dominated):
+            print(f"{len(dominated)} measured configuration(s) dominated by another one (same task, batch, device) "
+                  f"moved to {self.store.path('dominated').name}: " + ", ".join(sorted(set(dominated["runtime"]))))
         return merged
 
     def _all_done(self, configs: list[Configuration]) -> bool:
@@ -331,14 +343,16 @@ def report(profiles: pd.DataFrame, wall_s: float, noisy_share: float = NOISY_SHA
 
 def run_sweep(tasks: list[str], preset: str, devices: list[str] | None = None, zoo: Zoo | None = None,
               profile: config.ProfilePreset | None = None, progress: bool = True,
-              remeasure_noisy: float | None = None) -> dict[str, pd.DataFrame]:
+              remeasure_noisy: float | None = None, remeasure: str | None = None) -> dict[str, pd.DataFrame]:
     """Profile ``tasks`` on each device (default: cpu, plus cuda when available); returns profiles per device.
 
     ``remeasure_noisy``: re-time configurations whose background_cpu_share exceeded it (or is unknown).
+    ``remeasure``: re-time configurations whose config_id matches this glob (e.g. after a change to the
+    serving path); their accuracy and predictions are kept.
     """
     profile = profile or load_profile_preset(preset)
     zoo = zoo or load_zoo()
     out = {}
     for device in devices or available_devices():
-        out[device] = _Sweep(list(tasks), preset, device, zoo, profile, progress, remeasure_noisy).run()
+        out[device] = _Sweep(list(tasks), preset, device, zoo, profile, progress, remeasure_noisy, remeasure).run()
     return out

@@ -28,6 +28,8 @@ _DIM = 8
 _NOISE = {"minilm-l6": 0.6, "minilm-l3": 1.2, "distilbert": 0.8, "mobilenet_v2": 1.2, "resnet18": 0.6}
 _SIZE = {"minilm-l6": 2.0, "minilm-l3": 1.0, "distilbert": 6.0, "mobilenet_v2": 1.0, "resnet18": 5.0}
 _SHARPNESS = {"sst2": 2.0, "cifar10": 8.0}
+# with PLANNER_TOY_DELAY_MS set, a call of this runtime sleeps this multiple of the delay (a slower runtime)
+_RUNTIME_COST = {"torch_compile": 3.0}
 
 
 def task_models(task: str) -> list[str]:
@@ -42,6 +44,8 @@ def variant_support(spec: VariantSpec) -> str | None:
         return f"toy zoo: {spec.describe()} needs {spec.device}, only cpu is simulated"
     if spec.precision == "fp16":
         return f"toy zoo: {spec.describe()} is unsupported (fp16 on cpu)"
+    if spec.runtime == "torch_compile" and spec.precision == "int8":
+        return f"toy zoo: {spec.describe()} is not offered (torch.compile at int8)"
     if spec.runtime == "onnxruntime" and spec.precision == "bf16":
         return f"toy zoo: {spec.describe()} is unsupported (no bf16 in onnxruntime)"
     return None
@@ -89,7 +93,7 @@ class ToyPredictor:
         self.accuracy_available = spec.model != "distilbert"
         weights = _weights(spec.model, spec.task, _NOISE.get(spec.model, 1.0))
         self.weights = np.round(weights * 4) / 4 if spec.precision == "int8" else weights
-        self.delay_s = float(os.environ.get(DELAY_ENV, "0")) / 1000.0
+        self.delay_s = float(os.environ.get(DELAY_ENV, "0")) / 1000.0 * _RUNTIME_COST.get(spec.runtime, 1.0)
         self.dynamic_int8 = spec.runtime == "torch" and spec.precision == "int8"
 
     def predict(self, inputs: Sequence[Any] | np.ndarray, batch_size: int) -> np.ndarray:
