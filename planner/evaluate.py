@@ -167,8 +167,12 @@ class EvaluationResult:
 
 
 def evaluate(bundle: Any, task: str, settings: EvaluatePreset, deadlines: list[float],
-             out_csv: Path | None = None, keep_requests: bool = False, progress: bool = True) -> EvaluationResult:
+             out_csv: Path | None = None, keep_requests: bool = False, progress: bool = True,
+             dispatch_overhead_ms: float = 0.0) -> EvaluationResult:
     """Run ``settings.methods`` over workloads x loads x deadlines x seeds; tidy per-run metrics.
+
+    ``dispatch_overhead_ms`` is the simulated server's per-batch cost (already resolved from
+    ``settings.dispatch_overhead``, see :func:`resolve_dispatch_overhead`); it is recorded per run.
 
     With ``out_csv``, finished runs are appended there and runs already in it are skipped (the
     returned ``runs`` then holds old and new rows). ``keep_requests`` also returns every
@@ -176,7 +180,7 @@ def evaluate(bundle: Any, task: str, settings: EvaluatePreset, deadlines: list[f
     """
     if not deadlines:
         raise ValueError("no deadlines to evaluate")
-    catalog = prepare(bundle)
+    catalog = prepare(bundle, dispatch_overhead_ms=float(dispatch_overhead_ms))
     fitted = _fit_methods(bundle, task, settings)
     ids = example_ids(bundle, task)
     done_keys: set[str] = set()
@@ -186,6 +190,11 @@ def evaluate(bundle: Any, task: str, settings: EvaluatePreset, deadlines: list[f
         missing = [c for c in KEY_COLUMNS if c not in previous.columns]
         if missing:
             raise ValueError(f"{out_csv}: not an evaluation runs file (missing {missing}); move it away or use a fresh path")
+        earlier = previous["dispatch_overhead_ms"] if "dispatch_overhead_ms" in previous else pd.Series(0.0, index=previous.index)
+        if len(previous) and not np.allclose(earlier.fillna(0.0), float(dispatch_overhead_ms)):
+            raise ValueError(f"{out_csv}: earlier runs simulated a dispatch overhead of "
+                             f"{sorted(set(earlier.fillna(0.0).round(4)))} ms, this run {dispatch_overhead_ms:.4f} ms; "
+                             "rerun with --fresh (or move the file) instead of mixing two servers")
         done_keys = set(_key(previous))
     cells = [(w, load, d, seed) for w in settings.workloads for load in settings.loads
              for d in deadlines for seed in settings.seeds]
@@ -221,6 +230,7 @@ def evaluate(bundle: Any, task: str, settings: EvaluatePreset, deadlines: list[f
             rows.append({**base, "method": method, "kind": spec.kind, "target_rate_rps": rate,
                          "main_config": used.index[0] if len(used) else None, "n_configs_used": len(used),
                          "mean_batch": float(results.groupby("batch_id").size().loc[lambda s: s.index >= 0].mean()),
+                         "dispatch_overhead_ms": float(dispatch_overhead_ms),
                          **run_metrics(results)})
             if keep_requests:
                 request_tables.append(results.assign(workload=wname, load=float(load), seed=int(seed)))
@@ -256,3 +266,32 @@ def summarize(runs: pd.DataFrame, metrics: list[str] | None = None, confidence: 
     if not parts:
         raise ValueError("nothing to summarise: every group has fewer than 2 seeds with finite metrics")
     return pd.concat(parts, ignore_index=True).sort_values(by + ["metric"], kind="stable").reset_index(drop=True)
+
+
+def resolve_dispatch_overhead(settings: EvaluatePreset, out_dir: Path, fresh: bool = False) -> float:
+    """The per-batch dispatch cost (ms) of ``settings.dispatch_overhead``.
+
+    ``"harness"`` measures the live replay's no-op median once (:func:`planner.serve.harness_overhead`,
+    about a second) and stores it in ``out_dir/dispatch_overhead.json``, so a resumed evaluation
+    simulates the same server; ``fresh`` measures again.
+    """
+    import json
+
+    value = settings.dispatch_overhead
+    if value == "none":
+        return 0.0
+    if value != "harness":
+        return float(value)
+    path = Path(out_dir) / "dispatch_overhead.json"
+    if path.exists() and not fresh:
+        try:
+            return float(json.loads(path.read_text())["dispatch_overhead_ms"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{path}: malformed ({exc}); delete it to measure again") from None
+    from planner.serve import harness_overhead
+
+    measured = harness_overhead()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"dispatch_overhead_ms": measured["harness_lat_p50_ms"], **measured,
+                                "source": "planner.serve.harness_overhead (median no-op request latency)"}, indent=2))
+    return float(measured["harness_lat_p50_ms"])

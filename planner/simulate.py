@@ -17,6 +17,11 @@ Model (the same one a live replayer measures, so both produce the same per-reque
   predictions are in the bundle.
 - With ``drop_expired=True`` a request whose deadline has passed when it would start service is
   dropped; otherwise it is served late.
+- ``dispatch_overhead_ms`` (default 0) is added to every batch's service time: what a real server
+  pays per batch outside the model call (waking the worker, building the batch, bookkeeping).
+  Live replay measures it with a no-op model (:func:`planner.serve.harness_overhead`); for
+  sub-millisecond configurations it is of the order of the call itself. A cascade pays it once per
+  batch (its second stage runs in the same dispatch).
 
 Each configuration has its own seeded stream of draws, keyed by ``(seed, config_id)``, so the
 result does not depend on which engine ran it: a static policy under FIFO takes a tight loop over
@@ -91,6 +96,7 @@ class Catalog:
     samples_ms: dict[str, np.ndarray]
     predictions: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]  # correct, known, confidence
     cascade_mode: str = "auto"
+    dispatch_overhead_ms: float = 0.0
     _served: dict[str, ServedConfig] = field(default_factory=dict)
 
     def resolve(self, config_id: str) -> ServedConfig:
@@ -99,11 +105,12 @@ class Catalog:
             served = self._served[config_id] = self._build(config_id)
         return served
 
-    def _samples(self, cid: str, why: str) -> np.ndarray:
+    def _samples(self, cid: str, why: str, dispatch: bool = True) -> np.ndarray:
+        """Service-time draws in seconds; ``dispatch`` adds the per-batch dispatch overhead."""
         values = self.samples_ms.get(cid)
         if values is None or len(values) == 0:
             raise SimulationError(f"config {cid!r} has no latency samples ({why})")
-        return values / 1000.0
+        return (values + (self.dispatch_overhead_ms if dispatch else 0.0)) / 1000.0
 
     def _predictions(self, cid: str, why: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if cid not in self.predictions:
@@ -130,14 +137,22 @@ class Catalog:
                 s_correct, s_known, s_conf = self._predictions(members[0], why)
                 l_correct, l_known, _ = self._predictions(members[1], why)
                 return ServedConfig(cid, batch, self._samples(members[0], why), s_correct, s_known,
-                                    self._samples(members[1], why), l_correct, l_known, s_conf, tau)
+                                    self._samples(members[1], why, dispatch=False), l_correct, l_known, s_conf, tau)
         correct, known, _ = self._predictions(cid, "chosen by the policy")
         return ServedConfig(cid, batch, self._samples(cid, "chosen by the policy"), correct, known)
 
 
-def prepare(bundle: Any, cascade_mode: str = "auto") -> Catalog:
-    """Index a ProfileBundle-like object (``.profiles``, ``.samples``, ``.predictions``) for simulation."""
+def prepare(bundle: Any, cascade_mode: str = "auto", dispatch_overhead_ms: float | None = None) -> Catalog:
+    """Index a ProfileBundle-like object (``.profiles``, ``.samples``, ``.predictions``) for simulation.
+
+    ``dispatch_overhead_ms``: per-batch cost added to every service draw (None: 0, or a Catalog's own).
+    """
+    if dispatch_overhead_ms is not None and not (math.isfinite(dispatch_overhead_ms) and dispatch_overhead_ms >= 0):
+        raise SimulationError(f"dispatch_overhead_ms must be a finite number >= 0, got {dispatch_overhead_ms!r}")
     if isinstance(bundle, Catalog):
+        if dispatch_overhead_ms is not None and dispatch_overhead_ms != bundle.dispatch_overhead_ms:
+            raise SimulationError(f"this Catalog was prepared with dispatch_overhead_ms={bundle.dispatch_overhead_ms}, "
+                                  f"not {dispatch_overhead_ms}; prepare a new one")
         return bundle
     if cascade_mode not in CASCADE_MODES:
         raise SimulationError(f"cascade_mode must be one of {CASCADE_MODES}, got {cascade_mode!r}")
@@ -166,7 +181,7 @@ def prepare(bundle: Any, cascade_mode: str = "auto") -> Catalog:
             known[ids] = True
             confidence[ids] = group["confidence"].to_numpy(dtype=float)
             predictions[cid] = (correct, known, confidence)
-    return Catalog(profiles, samples_ms, predictions, cascade_mode)
+    return Catalog(profiles, samples_ms, predictions, cascade_mode, float(dispatch_overhead_ms or 0.0))
 
 
 # ---------------------------------------------------------------- seeded draws
@@ -410,13 +425,14 @@ def simulate(trace: pd.DataFrame, policy: Policy, bundle: Any, servers: int = 1,
              queue: Literal["fifo", "edf"] = "fifo", seed: int = 0, *, drop_expired: bool = False,
              method: str | None = None, task: str | None = None,
              engine: Literal["auto", "fast", "event"] = "auto", cascade_mode: str = "auto",
-             rate_window_s: float = 1.0) -> pd.DataFrame:
+             rate_window_s: float = 1.0, dispatch_overhead_ms: float | None = None) -> pd.DataFrame:
     """Run ``trace`` through the serving model; one row per request, in ``request_id`` order.
 
     Columns: :data:`planner.schema.REQUEST_RESULT_COLUMNS` plus ``arrival_s, deadline_ms,
     example_id, batch_id, server, escalated``. ``latency_ms`` = finish - arrival (queueing +
     service); status is ``served`` (on time), ``late`` or ``dropped`` (never started; no
-    config, times or latency). ``bundle`` may be a ProfileBundle-like object or a :class:`Catalog`.
+    config, times or latency). ``bundle`` may be a ProfileBundle-like object or a :class:`Catalog`;
+    ``dispatch_overhead_ms`` is added to each batch's service time (see the module docstring).
     """
     if queue not in QUEUES:
         raise SimulationError(f"queue must be one of {QUEUES}, got {queue!r}")
@@ -430,7 +446,7 @@ def simulate(trace: pd.DataFrame, policy: Policy, bundle: Any, servers: int = 1,
         raise SimulationError(f"rate_window_s must be positive, got {rate_window_s!r}")
     if not callable(policy):
         raise SimulationError(f"policy must be callable as policy(ctx) -> config_id, got {type(policy).__name__}")
-    catalog = prepare(bundle, cascade_mode)
+    catalog = prepare(bundle, cascade_mode, dispatch_overhead_ms)
     ordered = _check_trace(trace)
     task = task or _infer_task(policy, ordered, catalog)
     n = len(ordered)

@@ -159,3 +159,32 @@ def test_cli_writes_eval_csvs(bundle, tmp_path, monkeypatch):
     assert main(args + ["--methods", "nonsense"]) == 2
     assert main(["evaluate", "--task", "cifar10", "--preset", "quick", "--machine-tag", "synthetic",
                  "--no-progress"]) == 2  # no cifar10 profiles: a clear one-line error
+
+
+def test_dispatch_overhead_slows_every_batch_is_recorded_and_is_not_mixed_on_resume(bundle, tmp_path):
+    small = settings(methods=["static_small"], workloads={"steady": {"kind": "poisson"}}, seeds=[42])
+    base = ev.evaluate(bundle, "sst2", small, [5.0], progress=False).runs.iloc[0]
+    out = tmp_path / "runs.csv"
+    slow = ev.evaluate(bundle, "sst2", small, [5.0], out_csv=out, progress=False, dispatch_overhead_ms=0.5).runs.iloc[0]
+    assert base["dispatch_overhead_ms"] == 0.0 and slow["dispatch_overhead_ms"] == 0.5
+    assert slow["lat_p50_ms"] > base["lat_p50_ms"] + 0.4 and slow["hit_rate"] <= base["hit_rate"]
+    with pytest.raises(ValueError, match="dispatch overhead of \\[0.5\\] ms, this run 0.0000 ms; rerun with --fresh"):
+        ev.evaluate(bundle, "sst2", small, [5.0], out_csv=out, progress=False)
+
+
+def test_resolve_dispatch_overhead_measures_once_and_reuses(tmp_path, monkeypatch):
+    import planner.serve as serve
+
+    calls = []
+    monkeypatch.setattr(serve, "harness_overhead", lambda: calls.append(1) or {"harness_lat_p50_ms": 0.21,
+                                                                              "harness_lat_p95_ms": 0.5})
+    harness = settings(dispatch_overhead="harness")
+    assert ev.resolve_dispatch_overhead(harness, tmp_path) == 0.21
+    assert ev.resolve_dispatch_overhead(harness, tmp_path) == 0.21 and len(calls) == 1  # reused from the JSON
+    assert json.loads((tmp_path / "dispatch_overhead.json").read_text())["harness_lat_p95_ms"] == 0.5
+    ev.resolve_dispatch_overhead(harness, tmp_path, fresh=True)
+    assert len(calls) == 2
+    assert ev.resolve_dispatch_overhead(settings(), tmp_path) == 0.0
+    assert ev.resolve_dispatch_overhead(settings(dispatch_overhead=0.3), tmp_path) == 0.3
+    with pytest.raises(ValueError, match="dispatch_overhead must be"):
+        settings(dispatch_overhead=-0.1)

@@ -53,3 +53,15 @@ def test_bad_benchmark_files_are_named(tmp_path):
     pd.DataFrame({"model": ["m"], "batch_size": [1], "p50_ms": [1.0]}).to_csv(bad, index=False)
     with pytest.raises(ValueError, match="bad.csv.*method"):
         compare_mod.read_bench(bad)
+
+
+def test_same_run_ratio_uses_the_planner_rows_and_never_counts_them_as_independent(tmp_path):
+    bench = tmp_path / "bench.csv"
+    pd.DataFrame({"model": ["resnet18", "resnet18", "resnet18"], "batch_size": [1, 1, 8],
+                  "runtime": ["onnxruntime", "planner", "onnxruntime"],
+                  "precision": ["int8", "x/resnet18/onnxruntime/int8/b1/cpu", "int8"],
+                  "lat_p50_ms": [0.70, 0.63, 1.81]}).to_csv(bench, index=False)
+    table = compare_mod.compare(_profiles(), compare_mod.read_bench(bench), target=1.2).set_index("batch_size")
+    assert table.loc[1, "best_independent_p50_ms"] == 0.70  # the planner row (0.63) is not an independent one
+    assert table.loc[1, "ratio_same_run"] == pytest.approx(0.63 / 0.70) and table.loc[1, "within_target_same_run"]
+    assert np.isnan(table.loc[8, "ratio_same_run"])  # not timed in the same run

@@ -271,6 +271,7 @@ def _validation_setup():
     preds["prediction"] = np.where(preds["correct"], preds["label"], 1 - preds["label"])
     settings = ValidationPreset.model_validate({
         "duration_s": 0.3, "max_requests": 200, "max_wall_s": 2.0, "sim_seeds": 3, "warmup_calls": 2,
+        "calibration_calls": 20,
         "workloads": {"steady": {"kind": "poisson"}, "bursty": {"kind": "gamma", "params": {"cv": 2}}},
         "points": [{"name": "b1-steady", "config": cid(b=1), "load": 0.4, "workload": "steady", "deadline_x_p95": 2.0},
                    {"name": "b4-bursty", "config": cid(b=4), "load": 0.4, "workload": "bursty",
@@ -290,6 +291,13 @@ def test_validation_table_on_toys():
     assert list(table.columns) == VALIDATION_COLUMNS and table["point"].tolist() == ["b1-steady", "b4-bursty"]
     assert (table["n_requests"] >= 10).all() and table["n_abandoned"].eq(0).all()
     assert (table["harness_lat_p50_ms"] > 0).all() and table["harness_lat_p50_ms"].nunique() == 1
+    # by default the simulated side charges the measured harness median once per batch
+    assert (table["sim_dispatch_overhead_ms"] == table["harness_lat_p50_ms"]).all()
+    # the fresh side: service times timed just before the replay (sleeping toys: 4 and 6 ms a call)
+    assert table["fresh_service_p50_ms"].iloc[0] == pytest.approx(4.0, abs=2.0)
+    assert table["fresh_service_p50_ms"].iloc[1] == pytest.approx(6.0, abs=2.0)
+    assert np.allclose(table["fresh_hit_rate_diff_pp"], (table["live_hit_rate"] - table["fresh_sim_hit_rate"]).abs() * 100)
+    assert table["fresh_meets_goal"].notna().all()
     assert np.allclose(table["hit_rate_diff_pp"], (table["live_hit_rate"] - table["sim_hit_rate"]).abs() * 100)
     assert np.allclose(table["p95_rel_diff"], table["live_lat_p95_ms"] / table["sim_lat_p95_ms"] - 1)
     assert (table["meets_goal"] == ((table["hit_rate_diff_pp"] <= 2.0) & (table["p95_rel_diff"].abs() <= 0.10))).all()
@@ -301,6 +309,20 @@ def test_validation_table_on_toys():
     assert set(result.live_requests["point"]) == {"b1-steady", "b4-bursty"}
     assert len(result.live_requests) == table["n_requests"].sum()
     assert "points within" in summary_lines(table, settings)[0]
+
+
+def test_validation_dispatch_overhead_setting():
+    from planner.config import ValidationPreset
+    from planner.validation import dispatch_overhead_ms
+
+    _, settings, _, _ = _validation_setup()
+    harness = {"harness_lat_p50_ms": 0.2}
+    assert dispatch_overhead_ms(settings, harness) == 0.2
+    assert dispatch_overhead_ms(settings.model_copy(update={"dispatch_overhead": "none"}), harness) == 0.0
+    assert dispatch_overhead_ms(settings.model_copy(update={"dispatch_overhead": 0.5}), harness) == 0.5
+    raw = settings.model_dump()
+    with pytest.raises(ValueError, match="dispatch_overhead must be"):
+        ValidationPreset.model_validate({**raw, "dispatch_overhead": -1.0})
 
 
 def test_validation_rejects_mismatched_inputs():

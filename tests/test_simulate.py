@@ -140,6 +140,24 @@ def test_cascade_routes_by_small_member_confidence():
     assert (measured["finish_s"] - measured["start_s"]).mul(1000).tolist()[0] == pytest.approx(100.0)
 
 
+def test_dispatch_overhead_is_charged_once_per_batch_and_queues_like_service():
+    """Service 1 s + dispatch 0.25 s: an isolated request takes 1.25 s; a cascade pays it once."""
+    bundle, cid = _single(np.full(10, 1000.0), batch=2)
+    r = simulate(_trace([0.0, 0.1, 0.2, 5.0]), policies.fixed(cid), bundle, dispatch_overhead_ms=250.0)
+    assert r["start_s"].tolist() == pytest.approx([0.0, 1.25, 1.25, 5.0])
+    assert r["latency_ms"].tolist() == pytest.approx([1250, 2400, 2300, 1250])
+    assert run_metrics(r)["cpu_s_per_request"] == pytest.approx(3 * 1.25 / 4)
+    cascade, ccid = _cascade_bundle()
+    trace = _trace([0.0, 1.0], deadlines=50.0, examples=[4, 7])
+    for engine in ("fast", "event"):
+        c = simulate(trace, policies.fixed(ccid), cascade, dispatch_overhead_ms=0.5, engine=engine)
+        assert (c["finish_s"] - c["start_s"]).mul(1000).tolist() == pytest.approx([1.5, 11.5])
+    with pytest.raises(SimulationError, match="dispatch_overhead_ms must be a finite number >= 0"):
+        simulate(trace, policies.fixed(ccid), cascade, dispatch_overhead_ms=-1.0)
+    with pytest.raises(SimulationError, match="prepared with dispatch_overhead_ms=0.0"):
+        simulate(trace, policies.fixed(ccid), prepare(cascade), dispatch_overhead_ms=0.5)
+
+
 def test_cascade_engines_agree_and_escalation_rate_matches():
     bundle, cid = _cascade_bundle()
     trace = workloads.poisson(300.0, 3000, 6.0, N_EX, seed=4)

@@ -35,7 +35,7 @@ def _load_bundle(preset: str, machine_tag: str | None):
 
 
 def run(args: argparse.Namespace) -> int:
-    from planner.evaluate import evaluate, summarize
+    from planner.evaluate import evaluate, resolve_dispatch_overhead, summarize
 
     settings = config.preset(args.preset).evaluate
     if args.methods:
@@ -45,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
     tasks = profiled if args.task == "all" else [args.task]
     out_dir = results_dir(args.preset) / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
+    overhead = resolve_dispatch_overhead(settings, out_dir, fresh=args.fresh)
+    print(f"simulated per-batch dispatch overhead: {overhead:.3f} ms ({settings.dispatch_overhead})")
     for task in tasks:
         if task not in profiled:
             raise ValueError(f"no {task} profiles in the {args.preset} bundle (profiled tasks: {profiled})")
@@ -56,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
         if args.fresh:
             runs_csv.unlink(missing_ok=True)
             traces_csv.unlink(missing_ok=True)
-        result = evaluate(bundle, task, settings, list(deadlines), out_csv=runs_csv, progress=not args.no_progress)
+        result = evaluate(bundle, task, settings, list(deadlines), out_csv=runs_csv, progress=not args.no_progress,
+                          dispatch_overhead_ms=overhead)
         _append_traces(result.traces, traces_csv)
         if result.runs["seed"].nunique() >= 2:  # every method in the runs file, earlier ones included
             summarize(result.runs, confidence=config.protocol().confidence).to_csv(out_dir / f"summary_{task}.csv",

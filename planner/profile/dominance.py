@@ -51,3 +51,24 @@ def split_dominated(profiles: pd.DataFrame, runtimes: Sequence[str] = PRUNED_RUN
     mask = by.notna().to_numpy()
     dominated = profiles[mask].assign(dominated_by=by[mask].astype(str))
     return profiles[~mask].reset_index(drop=True), dominated.reset_index(drop=True)
+
+
+def compile_comparison(profiles: pd.DataFrame, dominated: pd.DataFrame | None,
+                       runtime: str = "torch_compile", reference: str = "torch") -> pd.DataFrame:
+    """Every measured ``runtime`` configuration beside its ``reference`` twin (same model, precision,
+    batch, device): p95 of both, the speed-up (reference / runtime p95), the accuracy change, and
+    whether it was kept or which configuration dominated it. Single models only."""
+    frames = [profiles.assign(dominated_by=None)]
+    if dominated is not None and len(dominated):
+        frames.append(dominated)
+    allrows = pd.concat(frames, ignore_index=True)
+    single = allrows[allrows["cascade_small"].isna()] if "cascade_small" in allrows else allrows
+    key = ["task", "model", "precision", "batch_size", "device"]
+    tried = single[single["runtime"] == runtime]
+    twin = single[single["runtime"] == reference][key + ["lat_p95_ms", "accuracy"]]
+    out = tried[key + ["config_id", "lat_p95_ms", "accuracy", "dominated_by"]].merge(
+        twin, on=key, how="left", suffixes=("", "_" + reference))
+    out["speedup_vs_" + reference] = out["lat_p95_ms_" + reference] / out["lat_p95_ms"]
+    out["accuracy_change"] = out["accuracy"] - out["accuracy_" + reference]
+    out["kept"] = out["dominated_by"].isna()
+    return out.sort_values(key).reset_index(drop=True)
