@@ -97,6 +97,7 @@ class Catalog:
     predictions: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]  # correct, known, confidence
     cascade_mode: str = "auto"
     dispatch_overhead_ms: float = 0.0
+    ordered_samples: bool = False  # serve each config's samples in order instead of drawing them
     _served: dict[str, ServedConfig] = field(default_factory=dict)
 
     def resolve(self, config_id: str) -> ServedConfig:
@@ -187,13 +188,21 @@ def prepare(bundle: Any, cascade_mode: str = "auto", dispatch_overhead_ms: float
 # ---------------------------------------------------------------- seeded draws
 
 class _Draws:
-    """A configuration's own stream of service-time draws (seconds), read in order."""
+    """A configuration's own stream of service-time draws (seconds), read in order.
 
-    def __init__(self, seed: int, key: str, values_s: np.ndarray):
+    ``ordered``: no random draws; the values themselves, in order (cycled), e.g. the service times a
+    live replay measured batch by batch, so the simulator can be checked against it step by step."""
+
+    def __init__(self, seed: int, key: str, values_s: np.ndarray, ordered: bool = False):
         self._rng = np.random.default_rng(np.random.SeedSequence([int(seed), zlib.crc32(key.encode())]))
         self._values, self._buffer, self._pos = values_s, [], 0
+        self._ordered, self._next = ordered, 0
 
     def block(self, n: int) -> np.ndarray:
+        if self._ordered:
+            index = (self._next + np.arange(n)) % len(self._values)
+            self._next += n
+            return self._values[index]
         index = (self._rng.random(n) * len(self._values)).astype(np.int64)
         return self._values[index]
 
@@ -229,9 +238,10 @@ class _Run:
                     raise SimulationError(f"{who} has no prediction for example id(s) {sorted(set(missing.tolist()))[:5]}")
         idx = self.index[cid] = len(self.configs)
         self.configs.append(served)
-        self.small.append(_Draws(self.seed, cid + "#service", served.samples_s))
+        ordered = self.catalog.ordered_samples
+        self.small.append(_Draws(self.seed, cid + "#service", served.samples_s, ordered))
         if served.routed:
-            self.large.append(_Draws(self.seed, cid + "#escalation", served.large_samples_s))
+            self.large.append(_Draws(self.seed, cid + "#escalation", served.large_samples_s, ordered))
             self.escalate.append(served.small_confidence[ids] < served.threshold)
         else:
             self.large.append(None)

@@ -20,7 +20,10 @@ Second simulated side (``fresh_*`` columns, ``calibration_calls`` > 0): the poin
 timed again just before its replay (:func:`calibrate`) and the same requests are simulated on those
 service times. The profiled side answers "does the evaluation's simulator predict live serving?";
 the fresh side answers "is the simulator's queueing and batching model right, given today's
-service times?" -- on a machine whose speed drifts, the two differ.
+service times?" -- on a machine whose speed drifts, the two differ. Third side (``replayed_*``):
+the live batches' own service times fed to the simulator in order, plus the measured back-to-back
+gap between batches, with each request queued when the live producer enqueued it -- a check of the queueing and batching mechanics alone; ``live_service_drift``
+measures how far the server's speed moved during the replay.
 """
 
 from __future__ import annotations
@@ -50,6 +53,8 @@ VALIDATION_COLUMNS = [
     "meets_hit_goal", "meets_p95_goal", "meets_goal",
     "fresh_service_p50_ms", "fresh_sim_hit_rate", "fresh_hit_rate_diff_pp", "fresh_sim_lat_p95_ms",
     "fresh_p95_rel_diff", "fresh_meets_goal",
+    "live_service_drift", "live_b2b_gap_ms", "replayed_sim_hit_rate", "replayed_hit_rate_diff_pp",
+    "replayed_sim_lat_p95_ms", "replayed_p95_rel_diff", "replayed_meets_goal",
 ]
 
 
@@ -186,6 +191,26 @@ def with_samples(bundle: Any, config_id: str, samples_ms: np.ndarray) -> Any:
     return SimpleNamespace(profiles=bundle.profiles, samples=samples, predictions=bundle.predictions)
 
 
+def live_service(live: pd.DataFrame) -> tuple[np.ndarray, float, float]:
+    """From a replay: its batches' service times (ms) in start order, the median back-to-back gap
+    between a batch's finish and the next start when that batch's requests were already waiting
+    (the server's per-batch cost outside ``service_ms``), and the drift of the service time (90th
+    over 10th percentile of per-second medians of full batches; 1.0 for a stationary server)."""
+    batches = live[live["batch_id"] >= 0].groupby("batch_id").agg(
+        start=("start_s", "first"), finish=("finish_s", "first"), service=("service_ms", "first"),
+        n=("batch_n", "first"), first_arrival=("arrival_s", "min")).sort_values("start")
+    if batches.empty:
+        return np.zeros(0), math.nan, math.nan
+    nxt = batches.iloc[1:]
+    prev_finish = batches["finish"].to_numpy()[:-1]
+    busy = nxt["first_arrival"].to_numpy() <= prev_finish
+    gaps = (nxt["start"].to_numpy() - prev_finish)[busy] * 1000.0
+    full = batches[batches["n"] == batches["n"].max()]
+    per_second = full.groupby(np.floor(full["start"]))["service"].median()
+    drift = float(np.percentile(per_second, 90) / np.percentile(per_second, 10)) if len(per_second) >= 3 else math.nan
+    return batches["service"].to_numpy(dtype=float), float(np.median(gaps)) if len(gaps) else 0.0, drift
+
+
 def dispatch_overhead_ms(settings: ValidationPreset, harness: Mapping[str, float]) -> float:
     """The per-batch dispatch cost the simulated side charges (see ValidationPreset.dispatch_overhead)."""
     if settings.dispatch_overhead == "none":
@@ -255,6 +280,27 @@ def run_validation(bundle: Any, settings: ValidationPreset, configs: Mapping[str
                         "fresh_hit_rate_diff_pp": again["hit_rate_diff_pp"],
                         "fresh_sim_lat_p95_ms": again["sim_lat_p95_ms"], "fresh_p95_rel_diff": again["p95_rel_diff"],
                         "fresh_meets_goal": again["meets_goal"]})
+        # the mechanics check: the same requests simulated on the live batches' own service times, in order
+        sequence, gap, drift = live_service(live)
+        if len(sequence):
+            replayed_catalog = prepare(with_samples(bundle, point.config, sequence), cascade_mode="measured",
+                                       dispatch_overhead_ms=max(gap, 0.0))
+            replayed_catalog.ordered_samples = True
+            # requests join the simulated queue when the live producer actually enqueued them; the
+            # deadline and the latency still count from the scheduled arrival, as live
+            lag_ms = live.set_index("request_id")["sent_lag_ms"].reindex(sent["request_id"]).to_numpy(dtype=float)
+            as_sent = sent.assign(arrival_s=sent["arrival_s"] + lag_ms / 1000.0,
+                                  deadline_ms=np.maximum(sent["deadline_ms"] - lag_ms, 1e-6))
+            mech = simulate(as_sent, policy, replayed_catalog, settings.servers, settings.queue, seed=0,
+                            drop_expired=settings.drop_expired, task=task)
+            mech["latency_ms"] = mech["latency_ms"] + pd.Series(lag_ms, index=as_sent["request_id"].to_numpy()
+                                                                ).reindex(mech["request_id"]).to_numpy()
+            replayed = compare(info, live, [mech], settings)
+            row.update({"live_service_drift": drift, "live_b2b_gap_ms": gap,
+                        "replayed_sim_hit_rate": replayed["sim_hit_rate"],
+                        "replayed_hit_rate_diff_pp": replayed["hit_rate_diff_pp"],
+                        "replayed_sim_lat_p95_ms": replayed["sim_lat_p95_ms"],
+                        "replayed_p95_rel_diff": replayed["p95_rel_diff"], "replayed_meets_goal": replayed["meets_goal"]})
         row.update({k: harness.get(k, math.nan) for k in ("harness_lat_p50_ms", "harness_lat_p95_ms")})
         row["sim_dispatch_overhead_ms"] = overhead
         rows.append(row)
@@ -280,7 +326,12 @@ def summary_lines(table: pd.DataFrame, settings: ValidationPreset) -> list[str]:
     ] + ([f"on service times measured just before each replay: {int(table['fresh_meets_goal'].fillna(False).sum())}/"
           f"{int(table['fresh_meets_goal'].notna().sum())} points within the goal; hit-rate |diff| median "
           f"{table['fresh_hit_rate_diff_pp'].median():.2f} pp, p95 relative diff median {table['fresh_p95_rel_diff'].median():+.1%}"]
-         if "fresh_meets_goal" in table and table["fresh_meets_goal"].notna().any() else [])
+         if "fresh_meets_goal" in table and table["fresh_meets_goal"].notna().any() else []) \
+      + ([f"on the live batches' own service times in order (the queueing model alone): "
+          f"{int(table['replayed_meets_goal'].fillna(False).sum())}/{int(table['replayed_meets_goal'].notna().sum())} "
+          f"points within the goal; live service drift (p90/p10 of per-second medians) median "
+          f"{table['live_service_drift'].median():.2f}"]
+         if "replayed_meets_goal" in table and table["replayed_meets_goal"].notna().any() else [])
 
 
 def format_row(row: Mapping[str, Any]) -> str:

@@ -298,6 +298,10 @@ def test_validation_table_on_toys():
     assert table["fresh_service_p50_ms"].iloc[1] == pytest.approx(6.0, abs=2.0)
     assert np.allclose(table["fresh_hit_rate_diff_pp"], (table["live_hit_rate"] - table["fresh_sim_hit_rate"]).abs() * 100)
     assert table["fresh_meets_goal"].notna().all()
+    # the mechanics check: the live batches' own service times, in order
+    assert table[["replayed_sim_hit_rate", "replayed_sim_lat_p95_ms", "live_b2b_gap_ms"]].notna().all().all()
+    assert np.allclose(table["replayed_hit_rate_diff_pp"],
+                       (table["live_hit_rate"] - table["replayed_sim_hit_rate"]).abs() * 100)
     assert np.allclose(table["hit_rate_diff_pp"], (table["live_hit_rate"] - table["sim_hit_rate"]).abs() * 100)
     assert np.allclose(table["p95_rel_diff"], table["live_lat_p95_ms"] / table["sim_lat_p95_ms"] - 1)
     assert (table["meets_goal"] == ((table["hit_rate_diff_pp"] <= 2.0) & (table["p95_rel_diff"].abs() <= 0.10))).all()
@@ -363,3 +367,16 @@ def test_validation_point_needs_exactly_one_deadline_rule():
     with pytest.raises(PydanticError, match="exactly one of"):
         ValidationPoint.model_validate({**base, "deadline_x_p95": 2.0, "deadline_sim_quantile": 0.9})
     assert ValidationPoint.model_validate({**base, "deadline_sim_quantile": 0.9}).deadline_x_p95 is None
+
+
+def test_live_service_reads_the_sequence_the_back_to_back_gap_and_the_drift():
+    from planner.validation import live_service
+
+    # batch 0 [0, 1.0] s; batch 1 waited (arrived 0.5) and started 0.002 s after; batch 2 found the server idle
+    live = pd.DataFrame({"batch_id": [0, 1, 1, 2], "start_s": [0.0, 1.002, 1.002, 5.0],
+                         "finish_s": [1.0, 1.5, 1.5, 6.0], "service_ms": [1000.0, 498.0, 498.0, 1000.0],
+                         "batch_n": [1, 2, 2, 2], "arrival_s": [0.0, 0.5, 0.6, 5.0]})
+    sequence, gap, drift = live_service(live)
+    assert sequence.tolist() == [1000.0, 498.0, 1000.0]
+    assert gap == pytest.approx(2.0)          # only the back-to-back pair counts
+    assert np.isnan(drift)                    # fewer than 3 seconds of full batches
