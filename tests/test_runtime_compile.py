@@ -139,3 +139,44 @@ def test_remeasure_glob_retimes_only_matching_configurations(tmp_path, monkeypat
     changed = [c for c in before.index if before.loc[c, "profiled_at"] != after.loc[c, "profiled_at"]]
     assert changed == ["sst2/minilm-l6/onnxruntime/int8/b1/cpu"]
     pd.testing.assert_series_equal(after["accuracy"].reindex(before.index), before["accuracy"])
+
+
+def test_reprofile_glob_recomputes_latency_and_accuracy(tmp_path, monkeypatch, capsys):
+    from planner.profile import toy
+    from planner.profile.store import load_bundle
+    from planner.profile.sweep import run_sweep
+
+    monkeypatch.setenv("PLANNER_RESULTS_DIR", str(tmp_path))
+    monkeypatch.setenv("PLANNER_TOY_VARIANTS", "onnxruntime/int8")
+    preset = ProfilePreset(warmup=10, min_passes=100, max_passes=100, ci_rel_halfwidth=0.05, batch_sizes=[1],
+                           check_every=50, n_bootstrap=200, max_seconds_per_config=5, agreement_sample=16,
+                           roofline_seconds=0.01, thresholds=[0.9])
+    run_sweep(["sst2"], "quick", ["cpu"], zoo=toy, profile=preset, progress=False)
+    before = load_bundle("quick").profiles.set_index("config_id")
+    monkeypatch.setattr(toy, "_NOISE", {**toy._NOISE, "minilm-l6": 5.0})  # the model changed: worse weights
+    run_sweep(["sst2"], "quick", ["cpu"], zoo=toy, profile=preset, progress=False, reprofile="sst2/minilm-l6/*")
+    assert "profiling again (latency and accuracy) 1 configuration(s)" in capsys.readouterr().out
+    after = load_bundle("quick").profiles.set_index("config_id")
+    cid = "sst2/minilm-l6/onnxruntime/int8/b1/cpu"
+    assert after.loc[cid, "accuracy"] != before.loc[cid, "accuracy"]
+    others = [c for c in before.index if c != cid]
+    pd.testing.assert_series_equal(after.loc[others, "profiled_at"], before.loc[others, "profiled_at"])
+
+
+def test_a_sweep_of_one_task_leaves_the_other_tasks_profiles_alone(tmp_path, monkeypatch):
+    from planner.profile import toy
+    from planner.profile.store import load_bundle
+    from planner.profile.sweep import run_sweep
+
+    monkeypatch.setenv("PLANNER_RESULTS_DIR", str(tmp_path))
+    monkeypatch.setenv("PLANNER_TOY_VARIANTS", "onnxruntime/int8")
+    preset = ProfilePreset(warmup=10, min_passes=100, max_passes=100, ci_rel_halfwidth=0.05, batch_sizes=[1],
+                           check_every=50, n_bootstrap=200, max_seconds_per_config=5, agreement_sample=16,
+                           roofline_seconds=0.01, thresholds=[0.9])
+    run_sweep(["sst2", "cifar10"], "quick", ["cpu"], zoo=toy, profile=preset, progress=False)
+    both = load_bundle("quick")
+    run_sweep(["sst2"], "quick", ["cpu"], zoo=toy, profile=preset, progress=False, reprofile="sst2/minilm-l3/*")
+    after = load_bundle("quick")
+    assert sorted(after.profiles["config_id"]) == sorted(both.profiles["config_id"])
+    assert set(after.infeasible["task"]) == {"sst2", "cifar10"} and len(after.infeasible) == len(both.infeasible)
+    assert set(after.samples["config_id"]) == set(both.samples["config_id"])

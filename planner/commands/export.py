@@ -22,6 +22,9 @@ def register(subparsers) -> None:
                         help="precisions to evaluate (fp16 runs but is slow on CPU)")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--no-remedies", action="store_true", help="skip the int8 remedy attempts")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="batch size of the accuracy passes (default: the preset's smallest profiled batch; "
+                             "dynamic int8 scales depend on the batch, and profiles.csv holds every batch size)")
     parser.set_defaults(func=run)
 
 
@@ -39,8 +42,11 @@ def run(args: argparse.Namespace) -> int:
     tasks = [args.task] if args.task else list(TASKS)
     models = [(t, m) for t in tasks for m in zoo.task_models(t) if not args.models or m in args.models]
     n_eval = config.preset(args.preset).profile.eval_subset
+    batch_size = args.batch_size or min(config.preset(args.preset).profile.batch_sizes)
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
     table, remedies = zoo_accuracy(args.preset, models, n_eval, tuple(args.precisions), args.threads,
-                                   remedies=not args.no_remedies)
+                                   remedies=not args.no_remedies, batch_size=batch_size)
     out = results_dir(args.preset) / "models"
     out.mkdir(parents=True, exist_ok=True)
     table = _merge(out / "variant_accuracy.csv", table, models)

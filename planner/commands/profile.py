@@ -22,6 +22,9 @@ def register(subparsers) -> None:
     parser.add_argument("--remeasure", default=None, metavar="GLOB",
                         help="re-time configurations whose config_id matches GLOB, e.g. 'cifar10/*' "
                              "(accuracy and predictions are kept)")
+    parser.add_argument("--reprofile", default=None, metavar="GLOB",
+                        help="profile latency and accuracy again for configurations whose config_id matches GLOB "
+                             "(e.g. after a model's ONNX file changed)")
     parser.set_defaults(func=run)
 
 
@@ -36,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
     if args.remeasure_noisy is not None and not 0 <= args.remeasure_noisy < 1:
         raise ValueError(f"--remeasure-noisy must be a CPU share in [0, 1), got {args.remeasure_noisy}")
     results = run_sweep(tasks, args.preset, devices, progress=not args.no_progress,
-                        remeasure_noisy=args.remeasure_noisy, remeasure=args.remeasure)
+                        remeasure_noisy=args.remeasure_noisy, remeasure=args.remeasure,
+                        reprofile=args.reprofile)
     for device, profiles in results.items():
         print(f"{device}: {len(profiles)} configurations in profiles.csv")
     return 0

@@ -11,6 +11,9 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 import numpy as np
 
 RUNTIMES = ("torch", "onnxruntime", "torch_compile")
+# model params (configs/models.yaml) that shape only the ONNX export/quantization, never the trained
+# weights: changing them must not invalidate a training checkpoint (planner.models.train.recipe)
+EXPORT_PARAMS = ("per_channel", "quant_exclude_nodes", "calibration_method", "calibration_examples")
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 DEVICES = ("cpu", "cuda")
 

@@ -26,6 +26,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from planner import config
+from planner.models.base import EXPORT_PARAMS
 from planner.models import checkpoints as ckpt
 from planner.models.datasets import EVAL_SPLIT, eval_inputs, train_inputs
 
@@ -50,7 +51,8 @@ def recipe(model: str, preset: str) -> dict[str, Any]:
         )
     return {
         "version": RECIPE_VERSION, "task": spec.task, "model": model, "kind": spec.kind, "source": spec.source,
-        "params": dict(spec.params), "time_budget_s": train_cfg.budget_for(model),
+        "params": {k: v for k, v in spec.params.items() if k not in EXPORT_PARAMS},
+        "time_budget_s": train_cfg.budget_for(model),
         "max_epochs": train_cfg.max_epochs, "train_subset": train_cfg.train_subset,
         "eval_subset": train_cfg.eval_subset,
     }

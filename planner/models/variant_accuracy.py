@@ -42,7 +42,8 @@ def variant_accuracy(task: str, model: str, preset: str, n_eval: int | None = No
             continue
         spec = VariantSpec(task, model, runtime, precision, "cpu")
         reason = zoo.variant_support(spec)
-        row = {"task": task, "model": model, "runtime": runtime, "precision": precision, "n_eval": len(labels)}
+        row = {"task": task, "model": model, "runtime": runtime, "precision": precision, "n_eval": len(labels),
+               "batch_size": batch_size}
         if reason:
             rows.append({**row, "status": "infeasible", "reason": reason})
             continue
@@ -101,18 +102,20 @@ def int8_remedies(task: str, model: str, preset: str, n_eval: int | None = None,
         acc, _ = _accuracy(predictor, inputs, labels, batch_size)
         rows.append({"task": task, "model": model, "attempt": label, "onnx_file": path.name, "accuracy": acc,
                      "fp32_onnx_accuracy": fp32_acc, "delta_vs_fp32": acc - fp32_acc, "n_eval": len(labels),
+                     "batch_size": batch_size,
                      "calibration_examples": len(calib), "seconds": time.perf_counter() - start,
                      **ox.quantized_conv_report(path)})
     return pd.DataFrame(rows)
 
 
 def zoo_accuracy(preset: str, models: list[tuple[str, str]], n_eval: int | None, precisions: tuple[str, ...],
-                 n_threads: int = 2, remedies: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Variant accuracy table for ``models`` and, for lossy CNN int8, the remedy attempts."""
+                 n_threads: int = 2, remedies: bool = True, batch_size: int = 64) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Variant accuracy table for ``models`` (accuracy passes at ``batch_size``) and, for an ORT int8
+    variant losing more than MAX_INT8_DROP, the remedy attempts at the same batch size."""
     tables, remedy_tables = [], []
     for task, model in models:
         try:
-            table = variant_accuracy(task, model, preset, n_eval, precisions, n_threads=n_threads)
+            table = variant_accuracy(task, model, preset, n_eval, precisions, batch_size=batch_size, n_threads=n_threads)
         except ModelUnavailableError as exc:
             table = pd.DataFrame([{"task": task, "model": model, "status": "unavailable", "reason": str(exc)}])
         tables.append(table)
@@ -121,7 +124,7 @@ def zoo_accuracy(preset: str, models: list[tuple[str, str]], n_eval: int | None,
         lossy = (not ort_int8.empty and "delta_vs_torch_fp32" in ort_int8
                  and float(ort_int8["delta_vs_torch_fp32"].iloc[0]) < -MAX_INT8_DROP)
         if remedies and lossy:
-            remedy_tables.append(int8_remedies(task, model, preset, n_eval, n_threads=n_threads))
+            remedy_tables.append(int8_remedies(task, model, preset, n_eval, batch_size=batch_size, n_threads=n_threads))
     return pd.concat(tables, ignore_index=True), (pd.concat(remedy_tables, ignore_index=True)
                                                   if remedy_tables else pd.DataFrame())
 
@@ -148,5 +151,6 @@ def _dynamic_remedies(task, model, base, fp32_path, fp32_acc, inputs, labels, ba
         acc, _ = _accuracy(predictor, inputs, labels, batch_size)
         rows.append({"task": task, "model": model, "attempt": label, "onnx_file": path.name, "accuracy": acc,
                      "fp32_onnx_accuracy": fp32_acc, "delta_vs_fp32": acc - fp32_acc, "n_eval": len(labels),
+                     "batch_size": batch_size,
                      "seconds": time.perf_counter() - start})
     return pd.DataFrame(rows)

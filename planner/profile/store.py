@@ -180,6 +180,11 @@ class ProfileStore:
         rows = self.latency_rows()
         write_csv(rows[~rows["config_id"].isin(config_ids)][list(LATENCY_PROFILE_COLUMNS)], self.path("latency"))
 
+    def forget_accuracy(self, config_ids: set[str]) -> None:
+        """Drop accuracy done-markers so those configurations' predictions are computed again."""
+        rows = self.accuracy_rows()
+        write_csv(rows[~rows["config_id"].isin(config_ids)][list(ACCURACY_PROFILE_COLUMNS)], self.path("accuracy"))
+
     def add_infeasible(self, frame: pd.DataFrame) -> None:
         if len(frame):
             self._upsert("infeasible", INFEASIBLE_COLUMNS, frame.to_dict("records"))

@@ -57,11 +57,13 @@ def _ort_threads(predictor: Any) -> float:
 
 class _Sweep:
     def __init__(self, tasks: list[str], preset: str, device: str, zoo: Zoo, profile: config.ProfilePreset,
-                 progress: bool, remeasure_noisy: float | None = None, remeasure: str | None = None):
+                 progress: bool, remeasure_noisy: float | None = None, remeasure: str | None = None,
+                 reprofile: str | None = None):
         self.tasks, self.preset, self.device, self.zoo, self.profile = tasks, preset, device, zoo, profile
         self.progress = progress
         self.remeasure_noisy = remeasure_noisy
         self.remeasure = remeasure
+        self.reprofile = reprofile
         self.rule = StoppingRule.from_preset(profile)
         self.store = ProfileStore(profile_dir(preset, device))
         self.sync: Callable[[], None] | None = None
@@ -135,7 +137,11 @@ class _Sweep:
                                 thresholds=self.profile.thresholds,
                                 cascade_precisions=self.profile.cascade_precisions,
                                 cascade_runtimes=self.profile.cascade_runtimes)
-        self.store.write_infeasible(space.infeasible)
+        # a run over some tasks leaves the other tasks' rows alone (infeasible list and merged files)
+        others = self.store.infeasible_rows() if self.store.path("infeasible").exists() else space.infeasible.iloc[:0]
+        others = others[~others["task"].isin(self.tasks)]
+        self.store.write_infeasible(pd.concat([others, space.infeasible], ignore_index=True) if len(others)
+                                    else space.infeasible)
         self.by_variant: dict[str, list[Configuration]] = defaultdict(list)
         for c in space.feasible:
             self.by_variant[c.variant_key].append(c)
@@ -150,6 +156,12 @@ class _Sweep:
             chosen = set(ids[[fnmatch.fnmatchcase(c, self.remeasure) for c in ids]])
             print(f"re-measuring the latency of {len(chosen)} configuration(s) matching {self.remeasure!r}")
             self.store.forget_latency(chosen)
+        if self.reprofile is not None:
+            ids = pd.concat([self.store.latency_rows()["config_id"], self.store.accuracy_rows()["config_id"]]).unique()
+            chosen = {c for c in ids if fnmatch.fnmatchcase(c, self.reprofile)}
+            print(f"profiling again (latency and accuracy) {len(chosen)} configuration(s) matching {self.reprofile!r}")
+            self.store.forget_latency(chosen)
+            self.store.forget_accuracy(chosen)
         self.lat_done, self.acc_done = self.store.latency_done(), self.store.accuracy_done()
         done = sum(c.config_id in self.lat_done and c.config_id in self.acc_done for c in space.feasible)
         print(f"{self.store.root}: {len(space.feasible)} configurations ({done} already done), "
@@ -172,7 +184,10 @@ class _Sweep:
         finally:
             self.bar.close()
         self._peaks("end")
-        merged = self.store.finalize(keep={c.config_id for cs in self.by_variant.values() for c in cs})
+        keep = {c.config_id for cs in self.by_variant.values() for c in cs}
+        measured = pd.concat([self.store.latency_rows()["config_id"], self.store.accuracy_rows()["config_id"]])
+        keep |= {c for c in measured if c.split("/", 1)[0] not in self.tasks}  # other tasks: untouched
+        merged = self.store.finalize(keep=keep)
         report(merged, time.monotonic() - start)
         dominated = pd.read_csv(self.store.path("dominated"))
         if len(dominated):
@@ -343,16 +358,19 @@ def report(profiles: pd.DataFrame, wall_s: float, noisy_share: float = NOISY_SHA
 
 def run_sweep(tasks: list[str], preset: str, devices: list[str] | None = None, zoo: Zoo | None = None,
               profile: config.ProfilePreset | None = None, progress: bool = True,
-              remeasure_noisy: float | None = None, remeasure: str | None = None) -> dict[str, pd.DataFrame]:
+              remeasure_noisy: float | None = None, remeasure: str | None = None,
+              reprofile: str | None = None) -> dict[str, pd.DataFrame]:
     """Profile ``tasks`` on each device (default: cpu, plus cuda when available); returns profiles per device.
 
     ``remeasure_noisy``: re-time configurations whose background_cpu_share exceeded it (or is unknown).
     ``remeasure``: re-time configurations whose config_id matches this glob (e.g. after a change to the
-    serving path); their accuracy and predictions are kept.
+    serving path); their accuracy and predictions are kept. ``reprofile``: the same, but latency and
+    accuracy both (e.g. after a model file changed).
     """
     profile = profile or load_profile_preset(preset)
     zoo = zoo or load_zoo()
     out = {}
     for device in devices or available_devices():
-        out[device] = _Sweep(list(tasks), preset, device, zoo, profile, progress, remeasure_noisy, remeasure).run()
+        out[device] = _Sweep(list(tasks), preset, device, zoo, profile, progress, remeasure_noisy, remeasure,
+                             reprofile).run()
     return out
