@@ -192,3 +192,15 @@ def test_torch_compile_predictor_matches_eager_across_batch_sizes(cache):
     assert compiled.module is not eager.module and hasattr(compiled.module, "_orig_mod")  # an OptimizedModule
     for b in (1, 4):  # 9 items at batch 4 also feeds a partial batch of 1
         np.testing.assert_allclose(compiled.predict(x, b), eager.predict(x, b), atol=1e-4)
+
+
+def test_dynamic_int8_remedies_report_every_attempt_at_the_requested_batch(cache):
+    from planner.models.variant_accuracy import int8_remedies
+
+    _fake_checkpoint("minilm-l3")
+    table = int8_remedies("sst2", "minilm-l3", "quick", n_eval=12, batch_size=1, n_threads=1)
+    assert table["attempt"].tolist() == ["dynamic per-tensor (default)", "dynamic per-channel",
+                                         "dynamic per-channel, classifier kept fp32"]
+    assert (table["batch_size"] == 1).all() and (table["n_eval"] == 12).all()
+    assert np.allclose(table["delta_vs_fp32"], table["accuracy"] - table["fp32_onnx_accuracy"])
+    assert table["onnx_file"].nunique() == 3  # three distinct quantized files

@@ -97,14 +97,8 @@ def int8_remedies(task: str, model: str, preset: str, n_eval: int | None = None,
     for label, kwargs in attempts:
         start = time.perf_counter()
         path = ox.ensure_int8_static(fp32_path, base.source_key, base.preprocess, calib, n_calibration=n_calib, **kwargs)
-        predictor = OrtPredictor(VariantSpec(task, model, "onnxruntime", "int8"), ox.session(path, "cpu", n_threads),
-                                 base.preprocess, n_threads=n_threads, model_path=str(path))
-        acc, _ = _accuracy(predictor, inputs, labels, batch_size)
-        rows.append({"task": task, "model": model, "attempt": label, "onnx_file": path.name, "accuracy": acc,
-                     "fp32_onnx_accuracy": fp32_acc, "delta_vs_fp32": acc - fp32_acc, "n_eval": len(labels),
-                     "batch_size": batch_size,
-                     "calibration_examples": len(calib), "seconds": time.perf_counter() - start,
-                     **ox.quantized_conv_report(path)})
+        rows.append({**_attempt(task, model, label, path, base, fp32_acc, inputs, labels, batch_size, n_threads, start),
+                     "calibration_examples": len(calib), **ox.quantized_conv_report(path)})
     return pd.DataFrame(rows)
 
 
@@ -130,6 +124,16 @@ def zoo_accuracy(preset: str, models: list[tuple[str, str]], n_eval: int | None,
 
 
 
+def _attempt(task, model, label, path, base, fp32_acc, inputs, labels, batch_size, n_threads, start) -> dict:
+    """One remedy row: the quantized file's accuracy on the evaluation set against the fp32 export."""
+    predictor = OrtPredictor(VariantSpec(task, model, "onnxruntime", "int8"), ox.session(path, "cpu", n_threads),
+                             base.preprocess, n_threads=n_threads, model_path=str(path))
+    acc, _ = _accuracy(predictor, inputs, labels, batch_size)
+    return {"task": task, "model": model, "attempt": label, "onnx_file": path.name, "accuracy": acc,
+            "fp32_onnx_accuracy": fp32_acc, "delta_vs_fp32": acc - fp32_acc, "n_eval": len(labels),
+            "batch_size": batch_size, "seconds": time.perf_counter() - start}
+
+
 def _dynamic_remedies(task, model, base, fp32_path, fp32_acc, inputs, labels, batch_size, n_threads) -> pd.DataFrame:
     """Transformer dynamic int8: per-tensor (default), per-channel, and per-channel with the head kept fp32."""
     import onnx
@@ -146,11 +150,5 @@ def _dynamic_remedies(task, model, base, fp32_path, fp32_acc, inputs, labels, ba
     for label, kwargs in attempts:
         start = time.perf_counter()
         path = ox.ensure_int8_dynamic(fp32_path, base.source_key, **kwargs)
-        predictor = OrtPredictor(VariantSpec(task, model, "onnxruntime", "int8"), ox.session(path, "cpu", n_threads),
-                                 base.preprocess, n_threads=n_threads, model_path=str(path))
-        acc, _ = _accuracy(predictor, inputs, labels, batch_size)
-        rows.append({"task": task, "model": model, "attempt": label, "onnx_file": path.name, "accuracy": acc,
-                     "fp32_onnx_accuracy": fp32_acc, "delta_vs_fp32": acc - fp32_acc, "n_eval": len(labels),
-                     "batch_size": batch_size,
-                     "seconds": time.perf_counter() - start})
+        rows.append(_attempt(task, model, label, path, base, fp32_acc, inputs, labels, batch_size, n_threads, start))
     return pd.DataFrame(rows)
