@@ -152,13 +152,11 @@ class _Sweep:
             print(f"re-measuring {len(noisy)} configuration(s) timed under other load (> {self.remeasure_noisy:g})")
             self.store.forget_latency(noisy)
         if self.remeasure is not None:
-            ids = self.store.latency_rows()["config_id"]
-            chosen = set(ids[[fnmatch.fnmatchcase(c, self.remeasure) for c in ids]])
+            chosen = self._measured_matching(self.remeasure)
             print(f"re-measuring the latency of {len(chosen)} configuration(s) matching {self.remeasure!r}")
             self.store.forget_latency(chosen)
         if self.reprofile is not None:
-            ids = pd.concat([self.store.latency_rows()["config_id"], self.store.accuracy_rows()["config_id"]]).unique()
-            chosen = {c for c in ids if fnmatch.fnmatchcase(c, self.reprofile)}
+            chosen = self._measured_matching(self.reprofile)
             print(f"profiling again (latency and accuracy) {len(chosen)} configuration(s) matching {self.reprofile!r}")
             self.store.forget_latency(chosen)
             self.store.forget_accuracy(chosen)
@@ -194,6 +192,11 @@ class _Sweep:
             print(f"{len(dominated)} measured configuration(s) dominated by another one (same task, batch, device) "
                   f"moved to {self.store.path('dominated').name}: " + ", ".join(sorted(set(dominated["runtime"]))))
         return merged
+
+    def _measured_matching(self, pattern: str) -> set[str]:
+        """Config ids with a latency or accuracy row whose id matches the glob ``pattern``."""
+        ids = set(self.store.latency_rows()["config_id"]) | set(self.store.accuracy_rows()["config_id"])
+        return {c for c in ids if fnmatch.fnmatchcase(c, pattern)}
 
     def _all_done(self, configs: list[Configuration]) -> bool:
         return all(c.config_id in self.lat_done and c.config_id in self.acc_done for c in configs)
