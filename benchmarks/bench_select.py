@@ -24,7 +24,12 @@ import pandas as pd
 
 from planner.paths import cpu_model, results_dir
 from planner.plan import DeadlinePlanner
-from planner.synthetic import synthetic_profiles
+
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parents[1] / "tests"))  # test fixtures (synthetic profiles)
+from bundles import synthetic_profiles  # noqa: E402
 
 
 def naive_select(profiles: pd.DataFrame, task: str, deadline_ms: float) -> str:

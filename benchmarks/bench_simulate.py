@@ -10,9 +10,16 @@ from __future__ import annotations
 import argparse
 import time
 
-from planner import policies, workloads
-from planner.bundle import synthetic_bundle
-from planner.simulate import prepare, run_metrics, simulate
+from planner.plan import policies
+from planner import workloads
+from planner.serving.simulator import prepare, simulate
+from planner.serving.outcomes import run_metrics
+
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parents[1] / "tests"))  # test fixtures (synthetic profiles)
+from bundles import synthetic_bundle  # noqa: E402
 
 
 def _best(fn, repeat: int) -> float:

@@ -9,14 +9,27 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from planner.metrics import METRICS
 from planner.paths import CONFIG_DIR
+from planner.schema import check_deadline
 
 TASKS = ("sst2", "cifar10")
+# numpy's SeedSequence takes non-negative integers only
+Seed = Annotated[int, Field(ge=0, strict=True)]
+
+
+def _distinct(values: list) -> list:
+    if len(set(values)) != len(values):
+        raise ValueError(f"values must be distinct, got {values}")
+    return values
+
+
+Seeds = Annotated[list[Seed], AfterValidator(_distinct)]
 Task = Literal["sst2", "cifar10"]
 
 
@@ -31,7 +44,7 @@ class _Strict(BaseModel):
 class Protocol(_Strict):
     """Statistical protocol: seeds, metrics, significance level and tests."""
 
-    seeds: list[int] = Field(min_length=1)
+    seeds: Seeds = Field(min_length=1)
     primary_metrics: list[str] = Field(min_length=1)
     alpha: float = Field(gt=0, lt=1)
     confidence: float = Field(gt=0, lt=1)
@@ -41,8 +54,6 @@ class Protocol(_Strict):
     @field_validator("primary_metrics")
     @classmethod
     def _known_metrics(cls, value: list[str]) -> list[str]:
-        from planner.metrics import METRICS
-
         unknown = [m for m in value if m not in METRICS]
         if unknown:
             raise ValueError(f"unknown metric(s) {unknown}; known: {sorted(METRICS)}")
@@ -91,9 +102,8 @@ class DeadlinesConfig(_Strict):
         for task, values in value.items():
             if not values:
                 raise ValueError(f"deadline list for {task} is empty")
-            bad = [d for d in values if not (d > 0 and math.isfinite(d))]
-            if bad:
-                raise ValueError(f"deadlines must be positive finite ms, got {bad} for {task}")
+            for d in values:
+                check_deadline(d, f"deadlines.{task}")
         return value
 
 
@@ -160,22 +170,67 @@ class ProfilePreset(_Strict):
         return self
 
 
+PositiveMs = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Fraction = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class PoissonParams(_Params):
+    """Steady arrivals: no parameters beyond the rate."""
+
+
+class GammaParams(_Params):
+    cv: PositiveMs = 4.0
+
+
+class MMPPParams(_Params):
+    peak_ratio: PositiveMs = 4.0
+    high_share: Annotated[float, Field(gt=0, lt=1)] = 0.2
+    mean_high_s: PositiveMs = 1.0
+
+
+class SpikeParams(_Params):
+    factor: PositiveMs = 4.0
+    start_frac: Fraction = 0.4
+    duration_frac: Annotated[float, Field(gt=0, le=1)] = 0.1
+    start_s: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    duration_s: PositiveMs | None = None
+
+
+class AzureParams(_Params):
+    path: str = Field(min_length=1)
+    function: str | int | None = None
+    minute_s: PositiveMs = 60.0
+
+
+# kind -> the keyword parameters its generator in planner.workloads takes (a test keeps them in step)
+WORKLOAD_PARAMS: dict[str, type[_Params]] = {
+    "poisson": PoissonParams, "gamma": GammaParams, "mmpp": MMPPParams, "spike": SpikeParams, "azure": AzureParams,
+}
+
+
 class WorkloadSpec(_Strict):
-    """One named workload: a generator of planner.workloads (``kind``) and its keyword parameters."""
+    """One named workload: a generator of planner.workloads (``kind``) and its keyword parameters.
+
+    ``params`` is checked against the kind's typed parameters (:data:`WORKLOAD_PARAMS`), so a typo
+    or ``cv: four`` fails when the preset is read, not when a trace is generated.
+    """
 
     kind: Literal["poisson", "gamma", "mmpp", "spike", "azure"]
     params: dict[str, float | int | str | None] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _params_known(self) -> "WorkloadSpec":
-        import inspect
-
-        from planner.workloads.generators import GENERATORS
-
-        accepted = list(inspect.signature(GENERATORS[self.kind]).parameters)[5:]
-        unknown = sorted(set(self.params) - set(accepted))
-        if unknown:
-            raise ValueError(f"unknown parameter(s) {unknown} for workload kind {self.kind!r}; accepted: {accepted}")
+    def _params_typed(self) -> "WorkloadSpec":
+        model = WORKLOAD_PARAMS[self.kind]
+        try:
+            model.model_validate(self.params)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'params'} = {e.get('input')!r}: {e['msg']}"
+                                 for e in exc.errors())
+            raise ValueError(f"workload kind {self.kind!r}: {problems} (accepted: {sorted(model.model_fields)})") from None
         return self
 
 
@@ -187,7 +242,7 @@ class EvaluatePreset(_Strict):
     """
 
     n_requests: int = Field(ge=10)
-    seeds: list[int] = Field(min_length=1)
+    seeds: Seeds = Field(min_length=1)
     workloads: dict[str, WorkloadSpec] = Field(default_factory=lambda: {"steady": WorkloadSpec(kind="poisson")},
                                                min_length=1)
     loads: list[float] = Field(default=[0.8], min_length=1)
@@ -208,7 +263,7 @@ class EvaluatePreset(_Strict):
     oracle_metric: str = "effective_accuracy"
     # deadlines (ms) per task; null = configs/deadlines.yaml
     deadlines: dict[Task, list[float]] | None = None
-    # per-batch dispatch cost the simulated server pays (planner.simulate): "harness" = the live
+    # per-batch dispatch cost the simulated server pays (planner.serving.simulator): "harness" = the live
     # replay's measured no-op median, measured once per results folder (eval/dispatch_overhead.json)
     # and reused on resume; "none" = 0; or a number of milliseconds
     dispatch_overhead: Literal["harness", "none"] | float = "none"
@@ -230,19 +285,17 @@ class EvaluatePreset(_Strict):
 
     @field_validator("methods")
     @classmethod
-    def _known_methods(cls, value: list[str]) -> list[str]:
-        from planner.evaluate import METHODS
-
-        unknown = [m for m in value if m not in METHODS]
-        if unknown or len(set(value)) != len(value):
-            raise ValueError(f"methods must be distinct names from {sorted(METHODS)}; got {value}")
+    def _distinct_methods(cls, value: list[str]) -> list[str]:
+        # membership is checked against the method registry (planner.plan.registry.check_methods)
+        # where methods are built: the registry sits above this module
+        bad = [m for m in value if not (isinstance(m, str) and m.isidentifier())]
+        if bad or len(set(value)) != len(value):
+            raise ValueError(f"methods must be distinct method names (identifiers); got {value}")
         return value
 
     @field_validator("oracle_metric")
     @classmethod
     def _oracle_metric(cls, value: str) -> str:
-        from planner.metrics import METRICS
-
         if value not in METRICS or not METRICS[value].higher_is_better:
             raise ValueError(f"oracle_metric must be a higher-is-better metric, one of "
                              f"{sorted(m for m, v in METRICS.items() if v.higher_is_better)}; got {value!r}")
@@ -252,9 +305,10 @@ class EvaluatePreset(_Strict):
     @classmethod
     def _positive_deadlines(cls, value: dict[str, list[float]] | None) -> dict[str, list[float]] | None:
         for task, values in (value or {}).items():
-            bad = [d for d in values if not (d > 0 and math.isfinite(d))]
-            if bad or not values:
+            if not values:
                 raise ValueError(f"deadlines for {task} must be a non-empty list of positive ms, got {values}")
+            for d in values:
+                check_deadline(d, f"deadlines.{task}")
         return value
 
 
@@ -298,7 +352,7 @@ class ValidationPreset(_Strict):
     # run a partial batch padded to the full batch size (what the simulator charges) instead of as is
     pad_partial: bool = False
     # per-batch dispatch cost the simulated side charges: "harness" = the replay's measured no-op
-    # latency (median, planner.serve.harness_overhead), "none" = 0, or a number of milliseconds
+    # latency (median, planner.serving.replay.harness_overhead), "none" = 0, or a number of milliseconds
     dispatch_overhead: Literal["harness", "none"] | float = "harness"
     # calls timed just before each point's replay (0 = none): a second simulated side on fresh
     # service times, separating the simulator's queueing model from drift of the machine's speed
@@ -336,6 +390,21 @@ class PresetsConfig(_Strict):
     presets: dict[str, Preset]
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key repeated in one mapping is an error: plain YAML keeps the
+    last value silently, so an edited preset could run with a value nobody meant."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first at line {seen[key] + 1})", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
 def _format_error(path: Path, exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
@@ -351,7 +420,7 @@ def load_yaml_model(model: type[BaseModel], path: Path) -> BaseModel:
     if not path.exists():
         raise ConfigError(f"missing config file {path}")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
@@ -405,11 +474,5 @@ def validate_task(task: str) -> str:
 
 
 def validate_deadline(deadline_ms: float) -> float:
-    """A deadline must be a positive, finite number of milliseconds."""
-    try:
-        value = float(deadline_ms)
-    except (TypeError, ValueError):
-        raise ConfigError(f"deadline must be a number of ms, got {deadline_ms!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"deadline must be a positive finite number of ms, got {deadline_ms!r}")
-    return value
+    """A deadline given on the command line or in a config: :func:`planner.schema.check_deadline`."""
+    return check_deadline(deadline_ms, "deadline", ConfigError)

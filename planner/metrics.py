@@ -32,6 +32,10 @@ METRICS: dict[str, Metric] = {
 }
 
 
+# metrics each simulated or live run reports (hypervolume belongs to a set of runs, not to one)
+RUN_METRICS: list[str] = [m for m in METRICS if m != "hypervolume"]
+
+
 def metric(name: str) -> Metric:
     if name not in METRICS:
         raise KeyError(f"unknown metric {name!r}; known: {sorted(METRICS)}")

@@ -6,7 +6,12 @@ instead of propagating NaNs into the planner.
 
 from __future__ import annotations
 
+import json
+import math
+import numbers
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -38,6 +43,38 @@ REQUEST_STATUSES = ("served", "late", "dropped")
 
 class SchemaError(ValueError):
     """A table does not have the columns or values its stage promises."""
+
+
+class DeadlineError(ValueError):
+    """A deadline is not a positive, finite number of milliseconds."""
+
+
+def check_deadline(deadline_ms: object, what: str = "deadline_ms",
+                   error: type[ValueError] = DeadlineError) -> float:
+    """The one rule for a deadline, wherever it enters (config, trace, API, planner): a real number
+    of milliseconds, positive and finite. Booleans, arrays, strings and NaN are refused with
+    ``error`` naming ``what`` and the value."""
+    if isinstance(deadline_ms, (bool, np.bool_)) or not isinstance(deadline_ms, numbers.Real):
+        raise error(f"{what} must be a number of ms, got {deadline_ms!r}")
+    value = float(deadline_ms)
+    if not (0.0 < value < math.inf):
+        raise error(f"{what} must be a positive finite number of ms, got {deadline_ms!r}")
+    return value
+
+
+def check_deadlines(values: object, what: str = "deadline_ms", error: type[ValueError] = DeadlineError) -> np.ndarray:
+    """:func:`check_deadline` for a column of deadlines (a trace's): every value, vectorised."""
+    try:
+        arr = np.asarray(values, dtype=float)
+    except (TypeError, ValueError):
+        raise error(f"{what} must be numbers of ms") from None
+    if np.asarray(values).dtype == bool:
+        raise error(f"{what} must be numbers of ms, got booleans")
+    bad = ~(np.isfinite(arr) & (arr > 0))
+    if bad.any():
+        raise error(f"{what} must be positive finite numbers of ms; {int(bad.sum())} are not "
+                    f"(e.g. {arr[bad][:3].tolist()})")
+    return arr
 
 
 def config_id(task: str, model: str, runtime: str, precision: str, batch_size: int, device: str,
@@ -121,3 +158,29 @@ def read_table(path: Path, columns: dict[str, str]) -> pd.DataFrame:
 
 def read_profiles(path: Path) -> pd.DataFrame:
     return read_table(path, PROFILE_COLUMNS)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path``; a missing, invalid or non-object file is a SchemaError naming it."""
+    if not path.exists():
+        raise SchemaError(f"missing file {path}")
+    try:
+        value = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise SchemaError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise SchemaError(f"{path}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+@dataclass
+class ProfileBundle:
+    """Everything the planner and simulator read about one machine's profiles (validated)."""
+
+    profiles: pd.DataFrame
+    samples: pd.DataFrame
+    predictions: pd.DataFrame
+    environment: dict = field(default_factory=dict)
+    infeasible: pd.DataFrame | None = None
+    peaks: pd.DataFrame | None = None
+    dominated: pd.DataFrame | None = None  # measured, then pruned as dominated (planner.profile.dominance)

@@ -2,7 +2,7 @@
 
 Everything here is made up (random latencies and predictions) and is written only to a temporary
 ``PLANNER_RESULTS_DIR``; it is never a measurement and never goes under ``results/``.
-The evaluation tables come from the real :func:`planner.evaluate.evaluate` run on the fake bundle.
+The evaluation tables come from the real :func:`planner.evaluation.grid.evaluate` run on the fake bundle.
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ def write_fake_results(root: Path, preset: str = "quick", n_requests: int = 300,
                    "config_id": config_id("sst2", "small", "torch", "fp16", 1, "cpu"),
                    "reason": "fp16 is not run on CPU (synthetic example)"}]).to_csv(tag_dir / FILES["infeasible"], index=False)
 
-    from planner.evaluate import evaluate
+    from planner.evaluation.grid import evaluate
 
     settings = config.preset(preset).evaluate.model_copy(update={"n_requests": n_requests})
     deadlines = config.deadlines().deadlines

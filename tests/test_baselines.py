@@ -19,7 +19,7 @@ from planner.plan import (
     ThroughputAutotuner,
 )
 from planner.schema import config_id, validate_profiles
-from planner.synthetic import synthetic_profiles
+from bundles import synthetic_profiles
 
 TEMPLATE = synthetic_profiles(1, seed=0)[0].iloc[0].to_dict()
 

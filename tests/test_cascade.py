@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from planner.cascade import Cascade, coverage_of, escalate_mask, fit_per_class_thresholds
+from planner.models.cascade import Cascade, coverage_of, escalate_mask, fit_per_class_thresholds
 from planner.models.base import Predictor, VariantSpec
 
 

@@ -8,8 +8,10 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from planner import config, evaluate as ev
-from planner.bundle import synthetic_bundle
+from planner import config
+from planner.analysis.summary import summarize_runs
+from planner.evaluation import grid as ev
+from bundles import synthetic_bundle
 from planner.cli import main
 from planner.config import EvaluatePreset
 from planner.metrics import METRICS
@@ -59,8 +61,9 @@ def test_oracle_is_the_best_fixed_configuration(result):
 
 def test_pruned_oracle_equals_brute_force(bundle):
     """The oracle's bound-based pruning is exact: same score as simulating every configuration."""
-    from planner import policies
-    from planner.simulate import run_metrics, simulate
+    from planner.plan import policies
+    from planner.serving.simulator import simulate
+    from planner.serving.outcomes import run_metrics
 
     small = settings(methods=["oracle"], seeds=[7], workloads={"bursty": {"kind": "gamma", "params": {"cv": 4}}})
     for deadline in (2.0, 5.0):
@@ -103,7 +106,7 @@ def test_resume_skips_finished_runs_and_recomputes_missing_ones(bundle, tmp_path
 
 
 def test_summary_over_seeds(result):
-    summary = ev.summarize(result.runs, ["effective_accuracy", "hit_rate"])
+    summary = summarize_runs(result.runs, ["effective_accuracy", "hit_rate"])
     assert list(summary.columns) == ["task", "workload", "load", "deadline_ms", "method", "metric", "mean", "sd", "n",
                                      "ci_low", "ci_high"]
     assert (summary["n"] == 2).all() and (summary["ci_low"] <= summary["mean"]).all()
@@ -137,7 +140,7 @@ def test_cli_writes_eval_csvs(bundle, tmp_path, monkeypatch):
     monkeypatch.setenv("PLANNER_RESULTS_DIR", str(tmp_path))
     root = tmp_path / "quick" / "profiles" / "synthetic"
     root.mkdir(parents=True)
-    # planner.synthetic writes torch_version "n/a", which read_csv would parse as missing
+    # bundles writes torch_version "n/a", which read_csv would parse as missing
     bundle.profiles.assign(torch_version="synthetic").to_csv(root / "profiles.csv", index=False)
     bundle.samples.to_parquet(root / "latency_samples.parquet", index=False)
     bundle.predictions.to_parquet(root / "predictions.parquet", index=False)
@@ -173,7 +176,7 @@ def test_dispatch_overhead_slows_every_batch_is_recorded_and_is_not_mixed_on_res
 
 
 def test_resolve_dispatch_overhead_measures_once_and_reuses(tmp_path, monkeypatch):
-    import planner.serve as serve
+    import planner.serving.replay as serve
 
     calls = []
     monkeypatch.setattr(serve, "harness_overhead", lambda: calls.append(1) or {"harness_lat_p50_ms": 0.21,

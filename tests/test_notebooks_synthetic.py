@@ -13,7 +13,7 @@ import os
 import nbformat
 import pytest
 
-from planner import report
+from planner.report import book as report
 
 pytestmark = pytest.mark.skipif(os.environ.get("PLANNER_NOTEBOOK_TESTS") != "1",
                                 reason="opt-in (minutes): set PLANNER_NOTEBOOK_TESTS=1; "

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pymoo.indicators.hv import HV
 
-from planner.pareto import (
+from planner.analysis.pareto import (
     dominance_ratio,
     dominated_fraction,
     dominates,

@@ -8,11 +8,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from planner import policies, workloads
-from planner.bundle import synthetic_bundle, toy_bundle
+from planner.plan import policies
+from planner import workloads
+from bundles import synthetic_bundle, toy_bundle
 from planner.plan import DeadlinePlanner
-from planner.policies import PolicyContext
-from planner.simulate import run_metrics, simulate
+from planner.plan.policies import PolicyContext
+from planner.serving.simulator import simulate
+from planner.serving.outcomes import run_metrics
 
 
 def ctx(queue_len=1, slack=100.0, deadline=100.0, servers=1, now=0.0):

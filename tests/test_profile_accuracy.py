@@ -43,7 +43,7 @@ def _toy_pair(task):
 @pytest.mark.parametrize("task", ["sst2", "cifar10"])
 @pytest.mark.parametrize("tau", [0.7, 0.9, 0.95])
 def test_composition_equals_the_real_cascade(task, tau):
-    from planner.cascade import Cascade
+    from planner.models.cascade import Cascade
 
     inputs, labels = toy.eval_inputs(task)
     small, large = _toy_pair(task)

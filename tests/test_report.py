@@ -11,7 +11,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from planner import ablation, plots, report, results
+from planner.evaluation import ablation
+from planner.analysis import plots, results
+from planner.report import book as report
 from planner.commands import readme
 from planner.paths import REPO_ROOT, results_dir
 
@@ -181,7 +183,7 @@ def test_readme_key_results_match_full_results():
 
 
 def test_ablation_restrictions_are_subsets():
-    from planner.bundle import synthetic_bundle
+    from bundles import synthetic_bundle
 
     profiles = synthetic_bundle(n_configs=24).profiles
     assert ablation.restrict(profiles, "full space").equals(profiles.reset_index(drop=True))
@@ -194,7 +196,7 @@ def test_ablation_restrictions_are_subsets():
 
 
 def test_ablation_rerun_scores_choices_on_measured_data():
-    from planner.bundle import synthetic_bundle
+    from bundles import synthetic_bundle
 
     bundle = synthetic_bundle(n_configs=24)
     table = ablation.rerun(bundle.profiles, bundle.samples, "sst2", [1.0, 5.0, 50.0], names=["full space", "fp32 only"])

@@ -11,12 +11,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from planner import policies, workloads
-from planner.bundle import toy_bundle
-from planner.policies import PolicyContext
+from planner.plan import policies
+from planner import workloads
+from bundles import toy_bundle
+from planner.plan.policies import PolicyContext
 from planner.schema import REQUEST_RESULT_COLUMNS, config_id, validate
-from planner.serve import LiveConfig, ReplayError, ReplayLimits, from_cascade, from_predictor, replay
-from planner.simulate import RESULT_EXTRA_COLUMNS, run_metrics, simulate
+from planner.serving.replay import LiveConfig, ReplayError, ReplayLimits, from_cascade, from_predictor, replay
+from planner.serving.simulator import RESULT_EXTRA_COLUMNS, simulate
+from planner.serving.outcomes import run_metrics
 
 N_EX = 60
 INPUTS = np.arange(N_EX)                 # an "input" is its own example id
@@ -262,7 +264,7 @@ def test_live_agrees_with_simulation_on_a_toy():
 
 def _validation_setup():
     from planner.config import ValidationPreset
-    from planner.validation import TaskData
+    from planner.evaluation.validation import TaskData
 
     bundle = toy_bundle("sst2", [dict(model="m", batch_size=1, samples_ms=np.full(40, 4.0), correct=RIGHT),
                                  dict(model="m", batch_size=4, samples_ms=np.full(40, 6.0), correct=RIGHT)])
@@ -283,7 +285,7 @@ def _validation_setup():
 
 
 def test_validation_table_on_toys():
-    from planner.validation import VALIDATION_COLUMNS, run_validation, summary_lines
+    from planner.evaluation.validation import VALIDATION_COLUMNS, run_validation, summary_lines
 
     bundle, settings, configs, data = _validation_setup()
     result = run_validation(bundle, settings, configs, data)
@@ -317,7 +319,7 @@ def test_validation_table_on_toys():
 
 def test_validation_dispatch_overhead_setting():
     from planner.config import ValidationPreset
-    from planner.validation import dispatch_overhead_ms
+    from planner.evaluation.validation import dispatch_overhead_ms
 
     _, settings, _, _ = _validation_setup()
     harness = {"harness_lat_p50_ms": 0.2}
@@ -330,7 +332,7 @@ def test_validation_dispatch_overhead_setting():
 
 
 def test_validation_rejects_mismatched_inputs():
-    from planner.validation import TaskData, ValidationError, run_validation
+    from planner.evaluation.validation import TaskData, ValidationError, run_validation
 
     bundle, settings, configs, _ = _validation_setup()
     with pytest.raises(ValidationError, match="labels of example ids"):
@@ -370,7 +372,7 @@ def test_validation_point_needs_exactly_one_deadline_rule():
 
 
 def test_live_service_reads_the_sequence_the_back_to_back_gap_and_the_drift():
-    from planner.validation import live_service
+    from planner.evaluation.validation import live_service
 
     # batch 0 [0, 1.0] s; batch 1 waited (arrived 0.5) and started 0.002 s after; batch 2 found the server idle
     live = pd.DataFrame({"batch_id": [0, 1, 1, 2], "start_s": [0.0, 1.002, 1.002, 5.0],

@@ -8,10 +8,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from planner import policies, workloads
-from planner.bundle import synthetic_bundle, toy_bundle
+from planner.plan import policies
+from planner import workloads
+from bundles import synthetic_bundle, toy_bundle
 from planner.schema import REQUEST_RESULT_COLUMNS
-from planner.simulate import SimulationError, prepare, run_metrics, simulate
+from planner.serving.simulator import SimulationError, prepare, simulate
+from planner.serving.outcomes import run_metrics
 
 N_EX = 50
 

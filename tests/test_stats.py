@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats as sps
 
-from planner.stats import cohen_magnitude, describe, holm, mean_ci, paired_comparison
+from planner.analysis.stats import cohen_magnitude, describe, holm, mean_ci, paired_comparison
 
 
 def test_mean_ci_hand_computed():

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from planner.plan import DeadlinePlanner
-from planner.synthetic import synthetic_profiles
+from bundles import synthetic_profiles
 from planner.theory import (
     QueueMDP,
     competitive_ratio,

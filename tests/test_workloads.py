@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from planner import workloads
-from planner.bundle import synthetic_bundle
+from bundles import synthetic_bundle
 from planner.workloads import WorkloadError, analyze
 
 # A synthetic file in the Azure Functions 2019 invocations_per_function format (HashOwner, HashApp,

@@ -35,7 +35,8 @@ def _load_bundle(preset: str, machine_tag: str | None):
 
 
 def run(args: argparse.Namespace) -> int:
-    from planner.evaluate import evaluate, resolve_dispatch_overhead, summarize
+    from planner.analysis.summary import summarize_runs
+    from planner.evaluation.grid import evaluate, resolve_dispatch_overhead
 
     settings = config.preset(args.preset).evaluate
     if args.methods:
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
                           dispatch_overhead_ms=overhead)
         _append_traces(result.traces, traces_csv)
         if result.runs["seed"].nunique() >= 2:  # every method in the runs file, earlier ones included
-            summarize(result.runs, confidence=config.protocol().confidence).to_csv(out_dir / f"summary_{task}.csv",
+            summarize_runs(result.runs, confidence=config.protocol().confidence).to_csv(out_dir / f"summary_{task}.csv",
                                                                                   index=False)
         print(f"{task}: {len(result.runs)} runs in {runs_csv}")
     return 0

@@ -6,7 +6,7 @@ import argparse
 import re
 from pathlib import Path
 
-from planner import results
+from planner.analysis import results
 from planner.paths import REPO_ROOT
 
 START, END = "<!-- key-results:start -->", "<!-- key-results:end -->"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from planner import report
+from planner.report import book as report
 
 
 def register(subparsers) -> None:

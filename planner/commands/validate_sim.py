@@ -26,8 +26,8 @@ def run(args: argparse.Namespace) -> int:
     from planner.paths import results_dir
     from planner.profile.fingerprint import set_threads
     from planner.profile.store import load_bundle
-    from planner.serve import load_live_configs
-    from planner.validation import TaskData, format_row, run_validation, summary_lines
+    from planner.serving.replay import load_live_configs
+    from planner.evaluation.validation import TaskData, format_row, run_validation, summary_lines
 
     preset = config.preset(args.preset)
     settings = preset.validation

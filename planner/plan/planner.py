@@ -322,14 +322,6 @@ class DeadlinePlanner(_TablePlanner):
         rank = {None: cand.rank_fastest, "steady": cand.rank_throughput, "bursty": cand.rank_bursty}[workload]
         return first_by_rank(level, rank)
 
-    def frontier(self, task: str) -> pd.DataFrame:
-        """The task's latency/accuracy Pareto frontier, sorted by latency (accuracy increasing)."""
-        from planner.pareto import pareto_front
-
-        self._task_candidates(task)
-        frame = self.profiles_[(self.profiles_["task"] == task) & (self.profiles_["accuracy_source"] == "measured")]
-        return pareto_front(frame, latency=self.latency_column, accuracy="accuracy")
-
 
 def select_config(profiles: pd.DataFrame, task: str, deadline_ms: float, *, percentile: int = 95,
                   workload: Workload = None, accuracy_tolerance: float = 0.0) -> Decision:

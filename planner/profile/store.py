@@ -30,7 +30,8 @@ from planner.profile.accuracy import PART_COLUMNS, precision_deltas
 from planner.profile.dominance import split_dominated
 from planner.profile.roofline import PEAK_COLUMNS, pct_roofline, peak_by_precision
 from planner.profile.space import IDENTITY_COLUMNS, INFEASIBLE_COLUMNS
-from planner.schema import (LATENCY_SAMPLE_COLUMNS, PREDICTION_COLUMNS, PROFILE_COLUMNS, SchemaError,
+from planner.schema import (LATENCY_SAMPLE_COLUMNS, PREDICTION_COLUMNS, PROFILE_COLUMNS, ProfileBundle, SchemaError,
+                            read_json,
                             read_table, validate, validate_profiles)
 
 _IDENTITY = {**{c: "str" for c in IDENTITY_COLUMNS}, "batch_size": "int", "cascade_small": "str?",
@@ -312,32 +313,6 @@ class ProfileStore:
                                               merged["precision"].map(lambda p: peak.get(p, nan)))
         columns = list(PROFILE_COLUMNS) + MERGED_EXTRAS
         return validate_profiles(merged[columns], str(self.path("profiles")))
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    """A JSON object from ``path``; a missing, invalid or non-object file is a SchemaError naming it."""
-    if not path.exists():
-        raise SchemaError(f"missing file {path}")
-    try:
-        value = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise SchemaError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(value, dict):
-        raise SchemaError(f"{path}: expected a JSON object, got {type(value).__name__}")
-    return value
-
-
-@dataclass
-class ProfileBundle:
-    """Everything the planner and simulator read about one machine's profiles (validated)."""
-
-    profiles: pd.DataFrame
-    samples: pd.DataFrame
-    predictions: pd.DataFrame
-    environment: dict = field(default_factory=dict)
-    infeasible: pd.DataFrame | None = None
-    peaks: pd.DataFrame | None = None
-    dominated: pd.DataFrame | None = None  # measured, then pruned as dominated (planner.profile.dominance)
 
 
 def profile_root(preset: str, machine_tag: str | None = None) -> Path:

@@ -4,7 +4,7 @@ Order of work per (task, runtime, precision, device) group: load each model's pr
 each model compute its per-example predictions once (largest batch size, shared across its batch
 sizes; batch-1 vs batch-max agreement is measured on a sample), then time every batch size; then
 each cascade of the group: its per-example outcome is composed from the members' predictions
-(checked against the real :class:`planner.cascade.Cascade` on a sample) and its latency is timed by
+(checked against the real :class:`planner.models.cascade.Cascade` on a sample) and its latency is timed by
 running the real cascade on real batches. Finished work is stored at once (see
 :mod:`planner.profile.store`), so an interrupted sweep resumes where it stopped.
 """
@@ -226,7 +226,7 @@ class _Sweep:
                 why = "; ".join(f"cascade member {m}: {self.failures[m]}" for m in cascade[:2] if m in self.failures)
                 self._infeasible(cs, why)
                 continue
-            from planner.cascade import Cascade
+            from planner.models.cascade import Cascade
 
             model = Cascade(small, large, cascade[2])
             self._accuracy_cascade(cs[0], small, large, model)

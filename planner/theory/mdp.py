@@ -28,6 +28,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from planner.schema import validate_profiles
+
 __all__ = ["QueueMDP", "MDPSolution", "value_iteration", "policy_value", "greedy_policy"]
 
 
@@ -147,8 +149,6 @@ class QueueMDP:
                       **kwargs: object) -> "QueueMDP":
         """Actions = the task's batch-size-1 configurations with a measured accuracy, service time
         from ``latency_column`` (p95 by default, the quantity the deadline planner compares)."""
-        from planner.schema import validate_profiles
-
         frame = validate_profiles(profiles)
         rows = frame[(frame["task"] == task) & (frame["batch_size"] == 1) & (frame["accuracy_source"] == "measured")]
         if rows.empty:

@@ -13,6 +13,7 @@ interrupted evaluation resumes where it stopped.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,15 +23,16 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from planner import policies
+from planner.plan import policies
 from planner.config import EvaluatePreset
-from planner.metrics import METRICS
+from planner.metrics import RUN_METRICS
 from planner.plan import (DeadlinePlanner, INFaaSStyle, Oracle, StaticLarge, StaticSmall,
                           ThroughputAutotuner)
-from planner.simulate import Catalog, SimulationError, prepare, run_metrics, simulate
+from planner.serving.replay import harness_overhead
+from planner.serving.simulator import Catalog, SimulationError, prepare, simulate
+from planner.serving.outcomes import run_metrics
 from planner.workloads import analyze, capacity_rps, make_trace, workload_class
 
-RUN_METRICS = [m for m in METRICS if m != "hypervolume"]
 KEY_COLUMNS = ["task", "method", "workload", "load", "deadline_ms", "seed", "n_requests", "servers", "queue",
                "drop_expired"]
 
@@ -248,35 +250,13 @@ def evaluate(bundle: Any, task: str, settings: EvaluatePreset, deadlines: list[f
                             pd.concat(request_tables, ignore_index=True) if request_tables else None)
 
 
-def summarize(runs: pd.DataFrame, metrics: list[str] | None = None, confidence: float = 0.95) -> pd.DataFrame:
-    """Mean, SD and t-based CI over seeds per (task, workload, load, deadline, method) and metric.
-
-    Uses :func:`planner.stats.describe`. A metric with fewer than 2 finite values in a group (e.g.
-    latency when every request was dropped) is left out of that group's summary.
-    """
-    from planner.stats import describe
-
-    by = ["task", "workload", "load", "deadline_ms", "method"]
-    parts = []
-    for metric in metrics or RUN_METRICS:
-        finite = runs[np.isfinite(runs[metric].astype(float))]
-        enough = finite.groupby(by)[metric].transform("size") >= 2
-        if enough.any():
-            parts.append(describe(finite[enough], by, [metric], confidence))
-    if not parts:
-        raise ValueError("nothing to summarise: every group has fewer than 2 seeds with finite metrics")
-    return pd.concat(parts, ignore_index=True).sort_values(by + ["metric"], kind="stable").reset_index(drop=True)
-
-
 def resolve_dispatch_overhead(settings: EvaluatePreset, out_dir: Path, fresh: bool = False) -> float:
     """The per-batch dispatch cost (ms) of ``settings.dispatch_overhead``.
 
-    ``"harness"`` measures the live replay's no-op median once (:func:`planner.serve.harness_overhead`,
+    ``"harness"`` measures the live replay's no-op median once (:func:`planner.serving.replay.harness_overhead`,
     about a second) and stores it in ``out_dir/dispatch_overhead.json``, so a resumed evaluation
     simulates the same server; ``fresh`` measures again.
     """
-    import json
-
     value = settings.dispatch_overhead
     if value == "none":
         return 0.0
@@ -288,10 +268,8 @@ def resolve_dispatch_overhead(settings: EvaluatePreset, out_dir: Path, fresh: bo
             return float(json.loads(path.read_text())["dispatch_overhead_ms"])
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{path}: malformed ({exc}); delete it to measure again") from None
-    from planner.serve import harness_overhead
-
     measured = harness_overhead()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"dispatch_overhead_ms": measured["harness_lat_p50_ms"], **measured,
-                                "source": "planner.serve.harness_overhead (median no-op request latency)"}, indent=2))
+                                "source": "planner.serving.replay.harness_overhead (median no-op request latency)"}, indent=2))
     return float(measured["harness_lat_p50_ms"])

@@ -4,7 +4,7 @@ The notebooks, the README's key-results table and the tests read results only th
 change in how a stage writes its tables is absorbed in one module. Everything reads files under
 ``planner.paths.results_dir(preset)``; nothing here computes a measurement.
 
-Evaluation runs (``results/<preset>/eval/*.csv`` written by :func:`planner.evaluate.evaluate`) are
+Evaluation runs (``results/<preset>/eval/*.csv`` written by :func:`planner.evaluation.grid.evaluate`) are
 tidy: one row per run, identified by ``task, method, workload, load, deadline_ms, seed``, with one
 column per metric named as in :mod:`planner.metrics`. Every CSV there with those columns is a run
 table; other CSVs (trace summaries, validation) are read by name.
@@ -21,7 +21,9 @@ import pandas as pd
 from planner import config
 from planner.metrics import METRICS
 from planner.paths import results_dir
-from planner.profile.store import read_json
+from planner.analysis.stats import mean_ci
+from planner.analysis.summary import per_seed_means
+from planner.schema import read_json
 
 RUN_KEYS = ("task", "method", "workload", "load", "deadline_ms", "seed")
 PLANNER_METHOD = "planner"
@@ -129,22 +131,13 @@ def metric_columns(frame: pd.DataFrame) -> list[str]:
     return [m for m in METRICS if m in frame.columns]
 
 
-def per_seed_means(runs: pd.DataFrame, metric: str, by: tuple[str, ...] = ("task", "method")) -> pd.DataFrame:
-    """Average ``metric`` over deadlines within each seed: one value per (by..., seed) for paired tests."""
-    if metric not in runs.columns:
-        raise ValueError(f"runs have no column {metric!r}")
-    return runs.groupby([*by, "seed"], as_index=False)[metric].mean()
-
-
 def key_results(preset: str, confidence: float | None = None) -> pd.DataFrame:
     """Per task and load, steady traffic: the planner against the best non-oracle baseline and the oracle.
 
     A method's score is its effective accuracy averaged over the deadline sweep within a seed, then
-    summarised over seeds as mean and t-based CI (``planner.stats.mean_ci``). The same frame feeds
+    summarised over seeds as mean and t-based CI (``planner.analysis.stats.mean_ci``). The same frame feeds
     the README table and the book's abstract, so the two cannot disagree.
     """
-    from planner.stats import mean_ci
-
     confidence = confidence or config.protocol().confidence
     runs = steady(load_runs(preset))
     if runs.empty:

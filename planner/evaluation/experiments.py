@@ -1,7 +1,7 @@
 """Small simulated experiments behind the failure and theory chapters, measured on a profile bundle.
 
-Each function builds seeded traces the way :mod:`planner.evaluate` does (mean rate = load x the
-capacity of the planner's choice), runs policies through :func:`planner.simulate.simulate` on the
+Each function builds seeded traces the way :mod:`planner.evaluation.grid` does (mean rate = load x the
+capacity of the planner's choice), runs policies through :func:`planner.serving.simulator.simulate` on the
 measured latency samples and per-example predictions, and returns a tidy frame. Notebooks call
 these and plot; nothing here is a constant or an assumed outcome.
 """
@@ -15,11 +15,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from planner import policies
+from planner.plan import policies
 from planner.config import EvaluatePreset
-from planner.evaluate import example_ids
+from planner.evaluation.grid import example_ids
 from planner.plan import DeadlinePlanner, Oracle
-from planner.simulate import prepare, run_metrics, simulate
+from planner.serving.simulator import prepare, simulate
+from planner.serving.outcomes import run_metrics
 from planner.workloads import capacity_rps, make_trace
 
 

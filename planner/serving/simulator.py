@@ -19,7 +19,7 @@ Model (the same one a live replayer measures, so both produce the same per-reque
   dropped; otherwise it is served late.
 - ``dispatch_overhead_ms`` (default 0) is added to every batch's service time: what a real server
   pays per batch outside the model call (waking the worker, building the batch, bookkeeping).
-  Live replay measures it with a no-op model (:func:`planner.serve.harness_overhead`); for
+  Live replay measures it with a no-op model (:func:`planner.serving.replay.harness_overhead`); for
   sub-millisecond configurations it is of the order of the call itself. A cascade pays it once per
   batch (its second stage runs in the same dispatch).
 
@@ -44,8 +44,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from planner.metrics import METRICS
-from planner.policies import Policy, PolicyContext
+from planner.plan.policies import Policy, PolicyContext
 from planner.schema import (REQUEST_RESULT_COLUMNS, REQUEST_STATUSES, TRACE_COLUMNS, config_id as make_config_id,
                             validate)
 
@@ -525,55 +524,3 @@ def _assemble(ordered: pd.DataFrame, run: _Run, batches: _Batches, batch_of: np.
         "escalated": escalated,
     })
     return frame.sort_values("request_id", kind="stable").reset_index(drop=True)
-
-
-# ---------------------------------------------------------------- metrics
-
-def run_metrics(results: pd.DataFrame) -> dict[str, float]:
-    """Per-run metrics keyed by :data:`planner.metrics.METRICS` names.
-
-    - ``hit_rate``: on-time requests / all requests; ``effective_accuracy``: correct and on time / all;
-    - ``accuracy``: correct / requests that got an answer (served or late);
-    - latency percentiles over answered requests (dropped ones have no latency; see ``n_dropped``);
-    - ``throughput_rps``: answered requests / (last finish - first arrival among them);
-    - ``cpu_s_per_request``: busy server-seconds (sum of batch service times) / all requests.
-    Works on any table with the per-request columns; ``batch_id`` (when present) identifies batches,
-    otherwise a batch is a distinct ``(config_id, start_s, finish_s)``.
-    """
-    missing = [c for c in REQUEST_RESULT_COLUMNS if c not in results.columns]
-    if missing:
-        raise SimulationError(f"per-request results miss column(s) {missing}")
-    n = len(results)
-    if n == 0:
-        raise SimulationError("per-request results are empty")
-    bad = set(results["status"].unique()) - {"served", "late", "dropped"}
-    if bad:
-        raise SimulationError(f"unknown status value(s) {sorted(bad)}")
-    answered = (results["status"] != "dropped").to_numpy()
-    hit = results["hit"].to_numpy(dtype=bool)
-    correct = results["correct"].to_numpy(dtype=bool)
-    latency = results["latency_ms"].to_numpy(dtype=float)[answered]
-    finish = results["finish_s"].to_numpy(dtype=float)[answered]
-    if answered.any():
-        p50, p95, p99 = np.percentile(latency, [50, 95, 99])
-        span = finish.max() - (finish - latency / 1000.0).min()
-        throughput = answered.sum() / span if span > 0 else math.nan
-        done = results.loc[answered]
-        keys = ["batch_id"] if "batch_id" in done.columns else ["config_id", "start_s", "finish_s"]
-        batches = done.drop_duplicates(keys)
-        busy = float((batches["finish_s"] - batches["start_s"]).sum())
-    else:
-        p50 = p95 = p99 = throughput = math.nan
-        busy = 0.0
-    out = {
-        "hit_rate": float(hit.mean()),
-        "accuracy": float(correct[answered].mean()) if answered.any() else math.nan,
-        "effective_accuracy": float((hit & correct).mean()),
-        "lat_p50_ms": float(p50), "lat_p95_ms": float(p95), "lat_p99_ms": float(p99),
-        "throughput_rps": float(throughput),
-        "n_late": int((results["status"] == "late").sum()),
-        "n_dropped": int((~answered).sum()),
-        "cpu_s_per_request": busy / n,
-    }
-    assert set(out) <= set(METRICS), set(out) - set(METRICS)
-    return out

@@ -1,14 +1,14 @@
-"""Simulator validation: the same trace through :func:`planner.simulate.simulate` and through live replay.
+"""Simulator validation: the same trace through :func:`planner.serving.simulator.simulate` and through live replay.
 
 At each point (configuration x load x workload) one trace is generated with mean rate ``load x``
 the configuration's capacity and a deadline of ``deadline_x_p95 x`` its profiled p95, or the
 ``deadline_sim_quantile`` of its simulated latency (see :func:`point_trace`). The trace is
-replayed live on the real models (:func:`planner.serve.replay`), then simulated with the profiled
+replayed live on the real models (:func:`planner.serving.replay.replay`), then simulated with the profiled
 latency samples and per-example predictions of the same configuration, ``sim_seeds`` times (seeds
 0..sim_seeds-1 of the service draws) on exactly the requests the replay sent. The table compares
 hit-rate, p95 latency and accuracy; the simulated side is the mean over seeds, and its standard
 deviation over seeds is reported next to it as the simulator's own run-to-run spread. The
-replay's own per-request latency (:func:`planner.serve.harness_overhead`, a no-op model) is, by
+replay's own per-request latency (:func:`planner.serving.replay.harness_overhead`, a no-op model) is, by
 default, charged by the simulated side as a per-batch dispatch cost (``dispatch_overhead``); it and the
 live median of full-batch calls next to the profiled median help attribute a gap: harness, a CPU
 slower or busier than when profiled, or the simulator's model.
@@ -37,10 +37,11 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from planner import policies
+from planner.plan import policies
 from planner.config import ValidationPoint, ValidationPreset
-from planner.serve import LiveConfig, ReplayLimits, harness_overhead, replay, take, warm_up
-from planner.simulate import Catalog, prepare, run_metrics, simulate
+from planner.serving.replay import LiveConfig, ReplayLimits, harness_overhead, replay, take, warm_up
+from planner.serving.simulator import Catalog, prepare, simulate
+from planner.serving.outcomes import run_metrics
 from planner.workloads import capacity_rps, make_trace
 
 VALIDATION_COLUMNS = [
@@ -231,7 +232,7 @@ def run_validation(bundle: Any, settings: ValidationPreset, configs: Mapping[str
 
     ``data`` maps each task to its evaluation inputs (checked against the profiles' labels).
     ``report`` (if given) is called with each finished row, e.g. to print progress.
-    ``measure_harness`` first replays a no-op model (:func:`planner.serve.harness_overhead`, ~1 s).
+    ``measure_harness`` first replays a no-op model (:func:`planner.serving.replay.harness_overhead`, ~1 s).
     """
     chosen = [p for p in settings.points if points is None or p.name in points]
     if points is not None:

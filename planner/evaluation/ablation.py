@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable
 import numpy as np
 import pandas as pd
 
+from planner.plan import DeadlinePlanner
+
 
 def _smallest_model(profiles: pd.DataFrame) -> pd.DataFrame:
     """Keep, per task, only the plain model with the lowest median p95 (no cascades)."""
@@ -59,8 +61,6 @@ def rerun(profiles: pd.DataFrame, samples: pd.DataFrame, task: str, deadlines: I
     accuracy, its measured hit fraction, and ``isolated_effective_accuracy`` = accuracy × hit fraction
     (correctness and latency are independent for a fixed configuration on isolated requests).
     """
-    from planner.plan import DeadlinePlanner
-
     rows = []
     for name in names or RESTRICTIONS:
         space = restrict(profiles[profiles["task"] == task], name)

@@ -21,6 +21,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from planner.config import protocol
+
 __all__ = [
     "COHEN_BANDS", "mean_ci", "describe", "paired_comparison", "holm", "cohen_magnitude",
 ]
@@ -182,8 +184,6 @@ def paired_comparison(frame: pd.DataFrame, metric: str, baseline: str, method_co
     """
     confidence = _check_confidence(confidence)
     if alpha is None:
-        from planner.config import protocol
-
         alpha = protocol().alpha
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha must lie in (0, 1), got {alpha!r}")

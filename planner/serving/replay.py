@@ -1,13 +1,13 @@
 """Live replay: a request trace served in real time by real models, in-process.
 
-The serving model is the simulator's (:mod:`planner.simulate`), executed for real instead of drawn:
+The serving model is the simulator's (:mod:`planner.serving.simulator`), executed for real instead of drawn:
 
 - a producer (the calling thread) sleeps until each request's ``arrival_s`` on a monotonic clock
   (``time.perf_counter``) and puts it in one shared queue;
 - ``servers`` worker threads share that queue. Whenever a worker is free and requests wait, it
   starts a batch at once (work-conserving, no waiting to fill a batch): with ``drop_expired`` it
   first drops expired requests at the head, asks the policy for a configuration with the same
-  :class:`planner.policies.PolicyContext` the simulator builds, and takes up to that
+  :class:`planner.plan.policies.PolicyContext` the simulator builds, and takes up to that
   configuration's batch size of waiting requests (FIFO: arrival order; EDF: absolute deadline,
   ties by arrival order), skipping expired ones when dropping;
 - the batch runs the configuration's real ``Predictor.predict`` (or the real cascade) on those
@@ -15,7 +15,7 @@ The serving model is the simulator's (:mod:`planner.simulate`), executed for rea
   the call returned. Correctness is the real prediction against the label.
 
 The output is the simulator's per-request table (:data:`planner.schema.REQUEST_RESULT_COLUMNS` plus
-the simulator's extra columns), so :func:`planner.simulate.run_metrics` applies unchanged. Latency
+the simulator's extra columns), so :func:`planner.serving.simulator.run_metrics` applies unchanged. Latency
 is measured from the request's scheduled arrival (what a client that sent it then would see);
 ``sent_lag_ms`` records how late the producer actually enqueued it.
 
@@ -46,9 +46,13 @@ from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from planner.policies import Policy, PolicyContext
+from planner.models import zoo
+from planner.models.base import VariantSpec
+from planner.models.cascade import Cascade
+from planner.plan.policies import Policy, PolicyContext, fixed
 from planner.schema import REQUEST_RESULT_COLUMNS, TRACE_COLUMNS, validate
-from planner.simulate import QUEUES, RESULT_EXTRA_COLUMNS
+from planner.serving.simulator import QUEUES, RESULT_EXTRA_COLUMNS
+from planner.workloads import poisson
 
 LIVE_EXTRA_COLUMNS = ("sent_lag_ms", "service_ms", "batch_n", "abandoned")
 # The producer must get the GIL promptly when an arrival is due even while a worker runs Python
@@ -420,9 +424,6 @@ def load_live_configs(profiles: pd.DataFrame, config_ids: Iterable[str], preset:
     Each variant (task, model, runtime, precision, device) is loaded once and shared by its batch
     sizes. Loading happens here, before any replay clock starts; warm-up is :func:`warm_up`.
     """
-    from planner.models import zoo
-    from planner.models.base import VariantSpec
-
     table = profiles.set_index("config_id", drop=False)
     predictors: dict[VariantSpec, Any] = {}
 
@@ -440,10 +441,6 @@ def load_live_configs(profiles: pd.DataFrame, config_ids: Iterable[str], preset:
         b = int(row["batch_size"])
         small, large = row["cascade_small"], row["cascade_large"]
         if isinstance(small, str) and isinstance(large, str) and small and large:
-            try:
-                from planner.cascade import Cascade
-            except ImportError as exc:
-                raise ReplayError(f"cascade {cid!r} needs planner.cascade.Cascade, which cannot be imported: {exc}") from None
             members = [predictor(VariantSpec(row["task"], m, row["runtime"], row["precision"], row["device"]))
                        for m in (small, large)]
             out[cid] = from_cascade(cid, Cascade(members[0], members[1], float(row["threshold"])), b)
@@ -460,9 +457,6 @@ def harness_overhead(rate_rps: float = 200.0, n: int = 200, seed: int = 0) -> di
     producer's enqueue lag, the worker's wake-up and the bookkeeping, which the simulator (service
     draws only) does not model. Reported next to a validation so a gap can be attributed.
     """
-    from planner.policies import fixed
-    from planner.workloads import poisson
-
     inputs, labels = np.arange(16), np.zeros(16, dtype=np.int64)
     noop = LiveConfig("noop", 1, lambda batch: (np.ones((len(batch), 2), dtype=np.float32), None))
     live = replay(poisson(rate_rps, n, 1000.0, len(inputs), seed), fixed("noop"), [noop], inputs, labels,

@@ -1,7 +1,7 @@
 """Figures for the notebooks and the book: one style, one palette, one place figures are saved.
 
 Notebooks stay thin by calling these helpers; every helper takes tidy frames (the results CSVs or
-``planner.stats.describe`` output) and returns the matplotlib ``Figure`` so a notebook both shows it
+``planner.analysis.stats.describe`` output) and returns the matplotlib ``Figure`` so a notebook both shows it
 and saves it under ``results/<preset>/figures/``.
 """
 

@@ -1,0 +1,1 @@
+"""The report: execute the notebooks with papermill and build the Jupyter Book (``book``)."""

@@ -1,0 +1,71 @@
+"""Run metrics from a per-request table: the same numbers for the simulator, the replay and the server.
+
+Any table with :data:`planner.schema.REQUEST_RESULT_COLUMNS` gives the metrics named in
+:mod:`planner.metrics`, so a metric is computed in one place whichever server produced the rows.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from planner.metrics import METRICS
+from planner.schema import REQUEST_RESULT_COLUMNS, REQUEST_STATUSES, SchemaError
+
+
+class OutcomeError(SchemaError):
+    """A per-request table cannot be scored (missing columns, no rows, unknown status)."""
+
+
+def run_metrics(results: pd.DataFrame) -> dict[str, float]:
+    """Per-run metrics keyed by :data:`planner.metrics.METRICS` names.
+
+    - ``hit_rate``: on-time requests / all requests; ``effective_accuracy``: correct and on time / all;
+    - ``accuracy``: correct / requests that got an answer (served or late);
+    - latency percentiles over answered requests (dropped ones have no latency; see ``n_dropped``);
+    - ``throughput_rps``: answered requests / (last finish - first arrival among them);
+    - ``cpu_s_per_request``: busy server-seconds (sum of batch service times) / all requests.
+    Works on any table with the per-request columns; ``batch_id`` (when present) identifies batches,
+    otherwise a batch is a distinct ``(config_id, start_s, finish_s)``.
+    """
+    missing = [c for c in REQUEST_RESULT_COLUMNS if c not in results.columns]
+    if missing:
+        raise OutcomeError(f"per-request results miss column(s) {missing}")
+    n = len(results)
+    if n == 0:
+        raise OutcomeError("per-request results are empty")
+    bad = set(results["status"].unique()) - set(REQUEST_STATUSES)
+    if bad:
+        raise OutcomeError(f"unknown status value(s) {sorted(bad)}")
+    answered = (results["status"] != "dropped").to_numpy()
+    hit = results["hit"].to_numpy(dtype=bool)
+    correct = results["correct"].to_numpy(dtype=bool)
+    latency = results["latency_ms"].to_numpy(dtype=float)[answered]
+    finish = results["finish_s"].to_numpy(dtype=float)[answered]
+    if answered.any():
+        p50, p95, p99 = np.percentile(latency, [50, 95, 99])
+        span = finish.max() - (finish - latency / 1000.0).min()
+        throughput = answered.sum() / span if span > 0 else math.nan
+        done = results.loc[answered]
+        keys = ["batch_id"] if "batch_id" in done.columns else ["config_id", "start_s", "finish_s"]
+        batches = done.drop_duplicates(keys)
+        busy = float((batches["finish_s"] - batches["start_s"]).sum())
+    else:
+        p50 = p95 = p99 = throughput = math.nan
+        busy = 0.0
+    out = {
+        "hit_rate": float(hit.mean()),
+        "accuracy": float(correct[answered].mean()) if answered.any() else math.nan,
+        "effective_accuracy": float((hit & correct).mean()),
+        "lat_p50_ms": float(p50), "lat_p95_ms": float(p95), "lat_p99_ms": float(p99),
+        "throughput_rps": float(throughput),
+        "n_late": int((results["status"] == "late").sum()),
+        "n_dropped": int((~answered).sum()),
+        "cpu_s_per_request": busy / n,
+    }
+    unknown = set(out) - set(METRICS)
+    if unknown:  # a metric must be registered in planner.metrics before any server reports it
+        raise OutcomeError(f"unregistered metric(s) {sorted(unknown)}")
+    return out
