@@ -246,21 +246,15 @@ class EvaluatePreset(_Strict):
     workloads: dict[str, WorkloadSpec] = Field(default_factory=lambda: {"steady": WorkloadSpec(kind="poisson")},
                                                min_length=1)
     loads: list[float] = Field(default=[0.8], min_length=1)
-    methods: list[str] = Field(default=["planner", "static_small", "static_large", "throughput_autotuner",
-                                        "infaas", "slack_aware", "oracle"], min_length=1)
+    # registered method names (planner.plan.registry); null = the registry's default methods
+    methods: list[str] | None = Field(default=None, min_length=1)
+    # typed parameters per method, checked against the method's own pydantic model in the registry
+    method_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
     servers: int = Field(default=1, ge=1)
     queue: Literal["fifo", "edf"] = "fifo"
     drop_expired: bool = False
     # latency percentile every deadline-based method budgets with (a profile column: 50, 95 or 99)
     percentile: Literal[50, 95, 99] = 95
-    # INFaaS-style baseline: cheapest configuration meeting the deadline and an accuracy floor of
-    # (best measured accuracy of the task - this margin), so one setting fits every preset
-    infaas_accuracy_margin: float = Field(default=0.02, ge=0, le=1)
-    # slack-aware planner (planner/policies.py): queued requests its "value" rule looks at per batch.
-    # (Method "slack_aware_drain", the simpler drain rule, is an optional ablation: --methods.)
-    slack_lookahead: int = Field(default=64, ge=1)
-    # the hindsight oracle's objective (a planner.metrics name; higher is better)
-    oracle_metric: str = "effective_accuracy"
     # deadlines (ms) per task; null = configs/deadlines.yaml
     deadlines: dict[Task, list[float]] | None = None
     # per-batch dispatch cost the simulated server pays (planner.serving.simulator): "harness" = the live
@@ -285,20 +279,11 @@ class EvaluatePreset(_Strict):
 
     @field_validator("methods")
     @classmethod
-    def _distinct_methods(cls, value: list[str]) -> list[str]:
-        # membership is checked against the method registry (planner.plan.registry.check_methods)
-        # where methods are built: the registry sits above this module
-        bad = [m for m in value if not (isinstance(m, str) and m.isidentifier())]
-        if bad or len(set(value)) != len(value):
+    def _distinct_methods(cls, value: list[str] | None) -> list[str] | None:
+        # membership and parameters are checked against the method registry
+        # (planner.plan.registry.check_methods) where methods are built: the registry sits above this module
+        if value is not None and (len(set(value)) != len(value) or not all(m.isidentifier() for m in value)):
             raise ValueError(f"methods must be distinct method names (identifiers); got {value}")
-        return value
-
-    @field_validator("oracle_metric")
-    @classmethod
-    def _oracle_metric(cls, value: str) -> str:
-        if value not in METRICS or not METRICS[value].higher_is_better:
-            raise ValueError(f"oracle_metric must be a higher-is-better metric, one of "
-                             f"{sorted(m for m, v in METRICS.items() if v.higher_is_better)}; got {value!r}")
         return value
 
     @field_validator("deadlines")

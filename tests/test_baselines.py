@@ -90,14 +90,18 @@ def test_throughput_autotuner_matches_brute_force(rows, deadline):
 
 
 @FAST
-@given(rows=profiles_strategy, deadline=deadline_strategy, floor=st.sampled_from([0.0, 0.65, 0.75, 0.95]),
+@given(rows=profiles_strategy, deadline=deadline_strategy, margin=st.sampled_from([0.0, 0.05, 0.2, 1.0]),
        cost=st.sampled_from(["cpu_time", "latency"]))
-def test_infaas_matches_brute_force(rows, deadline, floor, cost):
+def test_infaas_matches_brute_force(rows, deadline, margin, cost):
     frame = make_profiles(rows)
     measured = records(frame)
+    floor = max(0.0, max(r["accuracy"] for r in measured) - margin) if measured else 0.0
     feasible = [r for r in measured if r["lat_p95_ms"] <= deadline]
     good = [r for r in feasible if r["accuracy"] >= floor]
-    d = INFaaSStyle(floor, cost=cost).fit(frame).select("sst2", deadline)
+    infaas = INFaaSStyle(margin, cost=cost).fit(frame)
+    if measured:
+        assert infaas.accuracy_floor_["sst2"] == pytest.approx(floor)  # learned by fit from the margin
+    d = infaas.select("sst2", deadline)
     if good:
         key = (lambda r: (-r["throughput_items_s"], -r["batch_size"], r["lat_p95_ms"], r["config_id"])) \
             if cost == "cpu_time" else (lambda r: (r["lat_p95_ms"], -r["accuracy"], r["config_id"]))
@@ -111,7 +115,7 @@ def test_infaas_matches_brute_force(rows, deadline, floor, cost):
 
 def test_infaas_with_zero_floor_is_the_throughput_autotuner():
     profiles, _ = synthetic_profiles(60, seed=5)
-    infaas, tuner = INFaaSStyle(0.0).fit(profiles), ThroughputAutotuner().fit(profiles)
+    infaas, tuner = INFaaSStyle(accuracy_margin=1.0).fit(profiles), ThroughputAutotuner().fit(profiles)
     for deadline in np.linspace(0.1, 12, 40):
         assert infaas.select("sst2", deadline) == tuner.select("sst2", deadline)
 
@@ -126,10 +130,9 @@ def test_oracle_scores_every_measured_config_once_and_picks_the_best():
         calls.append(cid)
         return scores[cid]
 
-    oracle = Oracle(score).fit(frame)
-    assert calls == []  # scoring waits for the first request
-    d = oracle.select("sst2", 3.0)
+    oracle = Oracle(score).fit(frame)  # fit scores; select only looks up
     assert sorted(calls) == sorted(frame["config_id"][frame["accuracy_source"] == "measured"])
+    d = oracle.select("sst2", 3.0)
     assert d.expected_latency_ms == 2.0 and d.reason is ReasonCode.OK  # tie on score -> lower latency
     assert oracle.select("sst2", 1.0).reason is ReasonCode.DEADLINE_IGNORED
     assert oracle.select_for_trace("sst2").config_id == d.config_id
@@ -139,6 +142,19 @@ def test_oracle_scores_every_measured_config_once_and_picks_the_best():
     assert after.expected_latency_ms == 4.0 and after.reason is ReasonCode.FALLBACK_NO_FEASIBLE
     scores[d.config_id] = 0.0  # a refit forgets the old scores
     assert oracle.fit(frame).select("sst2", 3.0).expected_latency_ms == 4.0
+
+
+def test_oracle_pruned_by_an_upper_bound_picks_the_same_configuration():
+    profiles, _ = synthetic_profiles(40, seed=11)
+    rng = np.random.default_rng(0)
+    scores = dict(zip(profiles["config_id"], rng.uniform(0.1, 0.9, len(profiles))))
+    bounds = {c: v + 0.05 for c, v in scores.items()}  # never below the score
+    full = Oracle(scores.__getitem__).fit(profiles, task="sst2")
+    pruned = Oracle(scores.__getitem__, upper_bound_fn=bounds.__getitem__).fit(profiles, task="sst2")
+    assert pruned.select_for_trace("sst2") == full.select_for_trace("sst2")
+    assert pruned.n_scored_["sst2"] < full.n_scored_["sst2"] == len(profiles)
+    with pytest.raises(PlannerError, match="not 'cifar10'|unknown task"):
+        pruned.select_for_trace("cifar10")
 
 
 def test_oracle_rejects_bad_scores_and_arguments():
@@ -152,7 +168,7 @@ def test_oracle_rejects_bad_scores_and_arguments():
 
 
 @pytest.mark.parametrize("cls", [StaticSmall, StaticLarge, ThroughputAutotuner, DeadlinePlanner,
-                                 lambda: INFaaSStyle(0.7), lambda: Oracle(lambda cid: 1.0)])
+                                 lambda: INFaaSStyle(0.1), lambda: Oracle(lambda cid: 1.0)])
 def test_every_method_shares_the_interface_and_skips_unavailable(cls):
     frame = make_profiles([{"lat": 0.2, "acc": None}, {"lat": 1.0, "acc": 0.6}, {"lat": 3.0, "acc": 0.8}])
     method = cls().fit(frame)
@@ -164,7 +180,7 @@ def test_every_method_shares_the_interface_and_skips_unavailable(cls):
 
 
 def test_bad_parameters_raise():
-    with pytest.raises(PlannerError, match="accuracy_floor"):
+    with pytest.raises(PlannerError, match="accuracy_margin"):
         INFaaSStyle(1.5)
     with pytest.raises(PlannerError, match="cost"):
         INFaaSStyle(0.5, cost="dollars")  # type: ignore[arg-type]

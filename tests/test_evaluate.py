@@ -15,6 +15,8 @@ from bundles import synthetic_bundle
 from planner.cli import main
 from planner.config import EvaluatePreset
 from planner.metrics import METRICS
+from planner.config import ConfigError
+from planner.plan.registry import check_method_params, check_methods, default_methods
 
 STATIC = ["planner", "static_small", "static_large", "throughput_autotuner", "infaas"]
 
@@ -39,9 +41,10 @@ def result(bundle):
 def test_runs_are_tidy_and_complete(result):
     runs = result.runs
     s = settings()
-    assert len(runs) == len(s.methods) * 2 * 2 * 2  # methods x workloads x deadlines x seeds
+    methods = check_methods(s.methods)  # none named: the registry's defaults
+    assert len(runs) == len(methods) * 2 * 2 * 2  # methods x workloads x deadlines x seeds
     assert not runs.duplicated(["method", "workload", "deadline_ms", "seed"]).any()
-    assert set(runs["method"]) == set(s.methods)
+    assert set(runs["method"]) == set(default_methods())
     assert {m for m in METRICS if m != "hypervolume"} <= set(runs.columns)
     assert runs["hit_rate"].between(0, 1).all() and (runs["effective_accuracy"] <= runs["hit_rate"]).all()
     assert len(result.traces) == 2 * 2 * 2 and {"cv", "burstiness", "rate_rps"} <= set(result.traces.columns)
@@ -123,16 +126,25 @@ def test_keep_requests_returns_per_request_tables(bundle):
     assert len(out.requests) == 400 and set(out.requests["method"]) == {"slack_aware"}
 
 
-def test_preset_validation_names_the_problem():
-    with pytest.raises(ValueError, match="methods must be distinct names"):
-        settings(methods=["planner", "magic"])
-    with pytest.raises(ValueError, match="unknown parameter.*'shape'.*gamma"):
+def test_preset_validation_names_the_problem(bundle):
+    with pytest.raises(ValueError, match="methods must be distinct"):
+        settings(methods=["planner", "planner"])
+    with pytest.raises(ConfigError, match="unknown \\['magic'\\].*registered"):
+        ev.evaluate(bundle, "sst2", settings(methods=["planner", "magic"]), [2.0], progress=False)
+    with pytest.raises(ValueError, match="'shape'.*Extra inputs.*gamma|gamma.*shape"):
         settings(workloads={"x": {"kind": "gamma", "params": {"shape": 2}}})
-    with pytest.raises(ValueError, match="oracle_metric"):
-        settings(oracle_metric="lat_p95_ms")
+    with pytest.raises(ConfigError, match="method_params.oracle: metric = 'lat_p95_ms'"):
+        ev.evaluate(bundle, "sst2", settings(method_params={"oracle": {"metric": "lat_p95_ms"}}), [2.0],
+                    progress=False)
+    with pytest.raises(ConfigError, match="method_params.infaas: accuracy_margni"):
+        check_method_params({"infaas": {"accuracy_margni": 0.1}})
     with pytest.raises(ValueError, match="loads"):
         settings(loads=[0.0])
-    assert config.preset("quick").evaluate.methods == EvaluatePreset.model_fields["methods"].default
+    # the shipped presets run the registry's defaults with valid typed parameters
+    for name in ("quick", "full"):
+        preset = config.preset(name).evaluate
+        assert check_methods(preset.methods) == default_methods()
+        check_method_params(preset.method_params)
 
 
 def test_cli_writes_eval_csvs(bundle, tmp_path, monkeypatch):
@@ -176,10 +188,8 @@ def test_dispatch_overhead_slows_every_batch_is_recorded_and_is_not_mixed_on_res
 
 
 def test_resolve_dispatch_overhead_measures_once_and_reuses(tmp_path, monkeypatch):
-    import planner.serving.replay as serve
-
     calls = []
-    monkeypatch.setattr(serve, "harness_overhead", lambda: calls.append(1) or {"harness_lat_p50_ms": 0.21,
+    monkeypatch.setattr(ev, "harness_overhead", lambda: calls.append(1) or {"harness_lat_p50_ms": 0.21,
                                                                               "harness_lat_p95_ms": 0.5})
     harness = settings(dispatch_overhead="harness")
     assert ev.resolve_dispatch_overhead(harness, tmp_path) == 0.21

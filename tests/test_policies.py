@@ -80,7 +80,7 @@ def abc():
 def test_slack_aware_drain_rule(abc):
     policy = policies.slack_aware(abc, "sst2", rule="drain")
     cid = {m: c for m, c in zip(abc.profiles["model"], abc.profiles["config_id"])}
-    assert policy.lookahead == 0                                  # needs no queue window
+    assert policy.needs.lookahead == 0                                  # needs no queue window
     assert policy(ctx(queue_len=1, slack=50)) == cid["a"]        # 1 x 10 ms fits
     assert policy(ctx(queue_len=3, slack=25)) == cid["b"]        # A: 3 x 10 > 25; B: 1 x 8 fits
     assert policy(ctx(queue_len=3, slack=25, servers=2)) == cid["a"]  # A: ceil(3/2) x 10 = 20 fits
@@ -98,7 +98,7 @@ def test_slack_aware_value_rule(abc):
     """Expected correct-and-on-time answers in the window: accuracy x #(predicted finish <= slack)."""
     policy = policies.slack_aware(abc, "sst2", lookahead=8)
     cid = {m: c for m, c in zip(abc.profiles["model"], abc.profiles["config_id"])}
-    assert policy.lookahead == 8
+    assert policy.needs.lookahead == 8
     assert policy(window(50)) == cid["a"]                        # A 0.9 x 1 beats B 0.8 x 1
     assert policy(window(25, 25, 25)) == cid["b"]                # A: 0.9 x 2 = 1.8 < B: 0.8 x 3 = 2.4
     assert policy(window(25, 25, 25, servers=2)) == cid["a"]     # A: 2 servers, 3 on time = 2.7

@@ -14,7 +14,7 @@ import pytest
 from planner.plan import policies
 from planner import workloads
 from bundles import toy_bundle
-from planner.plan.policies import PolicyContext
+from planner.plan.policies import OnlinePolicy, PolicyContext, PolicyNeeds
 from planner.schema import REQUEST_RESULT_COLUMNS, config_id, validate
 from planner.serving.replay import LiveConfig, ReplayError, ReplayLimits, from_cascade, from_predictor, replay
 from planner.serving.simulator import RESULT_EXTRA_COLUMNS, simulate
@@ -148,11 +148,14 @@ def test_policy_sees_the_simulators_context():
     """A queue-aware policy gets the queue length and head slack; it switches configuration on them."""
     seen: list[PolicyContext] = []
 
-    def policy(ctx: PolicyContext) -> str:
-        seen.append(ctx)
-        return cid("big", 4) if ctx.queue_len > 1 else cid("one", 1)
+    class Policy(OnlinePolicy):
+        needs = PolicyNeeds(lookahead=2)  # the slacks of the first two queued requests, as in the simulator
 
-    policy.lookahead = 2  # asks for the slacks of the first two queued requests, as in the simulator
+        def __call__(self, ctx: PolicyContext) -> str:
+            seen.append(ctx)
+            return cid("big", 4) if ctx.queue_len > 1 else cid("one", 1)
+
+    policy = Policy()
     trace = trace_at([0.0, 0.02, 0.022, 0.024], [1000.0, 1000.0, 500.0, 1000.0])
     configs = [from_predictor(cid("one", 1), SleepPredictor(60.0), 1), from_predictor(cid("big", 4), SleepPredictor(5.0), 4)]
     live = replay(trace, policy, configs, INPUTS, LABELS, task="sst2")

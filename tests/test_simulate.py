@@ -12,6 +12,7 @@ from planner.plan import policies
 from planner import workloads
 from bundles import synthetic_bundle, toy_bundle
 from planner.schema import REQUEST_RESULT_COLUMNS
+from planner.plan.policies import OnlinePolicy, PolicyNeeds
 from planner.serving.simulator import SimulationError, prepare, simulate
 from planner.serving.outcomes import run_metrics
 
@@ -298,10 +299,10 @@ def test_bad_inputs_are_named(synth):
         simulate(trace, policies.fixed(cid), synth, servers=0)
 
 
-class Recorder:
-    """A dynamic policy that records its contexts (and asks for a 3-request window)."""
+class Recorder(OnlinePolicy):
+    """A dynamic policy that records its contexts (and declares that it needs a 3-request window)."""
 
-    lookahead = 3
+    needs = PolicyNeeds(lookahead=3)
     task = "sst2"
 
     def __init__(self, cid):

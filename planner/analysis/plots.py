@@ -17,11 +17,12 @@ from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
 from planner.metrics import metric as _metric
+from planner.plan import registry
 from planner.paths import results_dir
 
-# Methods are drawn in this order and colour wherever they appear; unknown names follow, sorted.
-METHOD_ORDER = ("planner", "slack_aware", "infaas", "throughput_autotuner", "static_small", "static_large",
-                "oracle")
+# Methods are drawn in the registry's order, colour and marker wherever they appear (one place:
+# planner.plan.registry); names the registry does not know follow, sorted, in the generic palette.
+METHOD_ORDER = tuple(registry.METHODS)
 _PALETTE = plt.get_cmap("tab10").colors
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
 
@@ -56,17 +57,24 @@ def save(fig: Figure, name: str, preset: str) -> None:
 
 
 def method_order(methods: Iterable[str]) -> list[str]:
-    """Known methods in :data:`METHOD_ORDER`, then any others sorted, so legends are stable."""
-    present = list(dict.fromkeys(str(m) for m in methods))
-    known = [m for m in METHOD_ORDER if m in present]
-    return known + sorted(m for m in present if m not in METHOD_ORDER)
+    """Registered methods in registry order, then any others sorted, so legends are stable."""
+    return registry.order(methods)
 
 
-def method_style(method: str, methods: Sequence[str]) -> dict:
-    """Colour and marker of ``method`` within the ordered list ``methods``."""
-    order = method_order(methods)
-    i = order.index(method) if method in order else len(order)
-    return {"color": _PALETTE[i % len(_PALETTE)], "marker": _MARKERS[i % len(_MARKERS)]}
+def method_style(method: str, methods: Sequence[str] = ()) -> dict:
+    """Colour and marker of ``method``: the registry's own, the same in every figure; an unregistered
+    name gets a palette entry by its position among the unregistered ones in ``methods``."""
+    if method in registry.METHODS:
+        entry = registry.METHODS[method]
+        return {"color": entry.color, "marker": entry.marker}
+    others = [m for m in method_order(methods) if m not in registry.METHODS]
+    i = others.index(method) if method in others else len(others)
+    return {"color": _PALETTE[(i + 7) % len(_PALETTE)], "marker": _MARKERS[(i + 7) % len(_MARKERS)]}
+
+
+def method_label(method: str) -> str:
+    """The registry's display label of ``method`` (the name itself when unregistered)."""
+    return registry.METHODS[method].label if method in registry.METHODS else method
 
 
 def metric_label(name: str) -> str:

@@ -20,14 +20,16 @@ import pandas as pd
 
 from planner import config
 from planner.metrics import METRICS
+from planner.plan import registry
 from planner.paths import results_dir
 from planner.analysis.stats import mean_ci
 from planner.analysis.summary import per_seed_means
 from planner.schema import read_json
 
 RUN_KEYS = ("task", "method", "workload", "load", "deadline_ms", "seed")
-PLANNER_METHOD = "planner"
-ORACLE_METHOD = "oracle"
+# the headline method and the hindsight reference, by role in the method registry
+PLANNER_METHOD = registry.proposed()
+ORACLE_METHOD = registry.with_role("bound")[0]
 STEADY_KIND = "poisson"
 
 
@@ -152,7 +154,7 @@ def key_results(preset: str, confidence: float | None = None) -> pd.DataFrame:
         summary = {m: mean_ci(g["effective_accuracy"].to_numpy(), confidence) for m, g in per_seed.groupby("method")}
         if PLANNER_METHOD not in summary:
             raise ValueError(f"evaluation runs of {preset!r}: no rows for method {PLANNER_METHOD!r} on {task_name}")
-        baselines = {m: v for m, v in summary.items() if m not in (PLANNER_METHOD, ORACLE_METHOD, "slack_aware")}
+        baselines = {m: v for m, v in summary.items() if m in registry.with_role("baseline")}
         best = max(baselines, key=lambda m: baselines[m]["mean"]) if baselines else None
         rows.append({
             "task": task_name,

@@ -15,6 +15,7 @@ import pandas as pd
 from planner import config
 from planner.config import TASKS
 from planner.paths import results_dir
+from planner.plan.registry import check_method_params, check_methods
 
 
 def register(subparsers) -> None:
@@ -22,7 +23,8 @@ def register(subparsers) -> None:
     parser.add_argument("--task", required=True, choices=[*TASKS, "all"])
     parser.add_argument("--preset", default="quick", help="preset in configs/presets.yaml (quick|full)")
     parser.add_argument("--machine-tag", default=None, help="which machine's profiles (default: this one)")
-    parser.add_argument("--methods", nargs="+", default=None, help="subset of the preset's methods")
+    parser.add_argument("--methods", nargs="+", default=None,
+                        help="registered methods to run (default: the preset's, else the registry's defaults)")
     parser.add_argument("--fresh", action="store_true", help="discard earlier runs instead of resuming")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
@@ -41,6 +43,9 @@ def run(args: argparse.Namespace) -> int:
     settings = config.preset(args.preset).evaluate
     if args.methods:
         settings = settings.model_validate({**settings.model_dump(), "methods": args.methods})
+    where = f"configs/presets.yaml: presets.{args.preset}.evaluate"
+    check_methods(settings.methods, f"{where}.methods" if not args.methods else "--methods")
+    check_method_params(settings.method_params, f"{where}.method_params")
     bundle = _load_bundle(args.preset, args.machine_tag)
     profiled = sorted(set(bundle.profiles["task"]))
     tasks = profiled if args.task == "all" else [args.task]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import replace
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -19,12 +18,13 @@ from planner.plan import policies
 from planner.config import EvaluatePreset
 from planner.evaluation.grid import example_ids
 from planner.plan import DeadlinePlanner, Oracle
+from planner.schema import ProfileBundle
 from planner.serving.simulator import prepare, simulate
 from planner.serving.outcomes import run_metrics
-from planner.workloads import capacity_rps, make_trace
+from planner.workloads import make_trace, rate_for_load
 
 
-def trace_for(bundle: Any, task: str, deadline_ms: float, rate_rps: float, n: int, seed: int,
+def trace_for(bundle: ProfileBundle, task: str, deadline_ms: float, rate_rps: float, n: int, seed: int,
               kind: str = "poisson", **params) -> pd.DataFrame:
     """A seeded trace whose example ids are ones every measured configuration has predictions for."""
     ids = example_ids(bundle, task)
@@ -38,7 +38,7 @@ def _run(trace, policy, catalog, settings: EvaluatePreset, seed: int, task: str)
                     drop_expired=settings.drop_expired, task=task)
 
 
-def infeasible_deadlines(bundle: Any, task: str, settings: EvaluatePreset, fractions: Iterable[float],
+def infeasible_deadlines(bundle: ProfileBundle, task: str, settings: EvaluatePreset, fractions: Iterable[float],
                          load: float, seeds: Iterable[int]) -> pd.DataFrame:
     """Deadlines at fractions of the fastest configuration's latency percentile: the planner's reason
     code and expected miss, and the hit-rate and effective accuracy it measures in simulation."""
@@ -51,7 +51,7 @@ def infeasible_deadlines(bundle: Any, task: str, settings: EvaluatePreset, fract
     for fraction in fractions:
         deadline = fraction * fastest
         decision = planner.select(task, deadline)
-        rate = load * capacity_rps(bundle.profiles, decision.config_id, settings.servers)
+        rate = rate_for_load(bundle.profiles, decision.config_id, load, settings.servers)
         for seed in seeds:
             trace = trace_for(bundle, task, deadline, rate, settings.n_requests, seed)
             metrics = run_metrics(_run(trace, policies.static(planner, task, None, name="planner"), catalog,
@@ -63,7 +63,7 @@ def infeasible_deadlines(bundle: Any, task: str, settings: EvaluatePreset, fract
     return pd.DataFrame(rows)
 
 
-def crash_fallback(bundle: Any, task: str, settings: EvaluatePreset, deadlines: Iterable[float], load: float,
+def crash_fallback(bundle: ProfileBundle, task: str, settings: EvaluatePreset, deadlines: Iterable[float], load: float,
                    seeds: Iterable[int]) -> pd.DataFrame:
     """At each deadline, inject a crash of the planner's choice and serve the same trace with its
     fallback: what the failure costs, measured against the configuration that crashed."""
@@ -73,7 +73,7 @@ def crash_fallback(bundle: Any, task: str, settings: EvaluatePreset, deadlines: 
     for deadline in deadlines:
         first = planner.select(task, float(deadline))
         second = planner.fallback(task, float(deadline), {first.config_id})
-        rate = load * capacity_rps(bundle.profiles, first.config_id, settings.servers)
+        rate = rate_for_load(bundle.profiles, first.config_id, load, settings.servers)
         for seed in seeds:
             trace = trace_for(bundle, task, deadline, rate, settings.n_requests, seed)
             for role, decision in (("chosen", first), ("fallback", second)):
@@ -85,13 +85,13 @@ def crash_fallback(bundle: Any, task: str, settings: EvaluatePreset, deadlines: 
     return pd.DataFrame(rows)
 
 
-def spike_timeline(bundle: Any, task: str, settings: EvaluatePreset, deadline_ms: float, load: float, seed: int,
+def spike_timeline(bundle: ProfileBundle, task: str, settings: EvaluatePreset, deadline_ms: float, load: float, seed: int,
                    spike: dict, window: int) -> pd.DataFrame:
     """Per-request outcomes of the static planner and the slack-aware policy on one load-spike trace,
     with a rolling hit-rate over ``window`` requests."""
     planner = DeadlinePlanner(settings.percentile).fit(bundle.profiles)
     choice = planner.select(task, float(deadline_ms), "bursty").config_id
-    rate = load * capacity_rps(bundle.profiles, choice, settings.servers)
+    rate = rate_for_load(bundle.profiles, choice, load, settings.servers)
     trace = trace_for(bundle, task, deadline_ms, rate, settings.n_requests, seed, kind="spike", **spike)
     catalog = prepare(bundle)
     frames = []
@@ -103,7 +103,7 @@ def spike_timeline(bundle: Any, task: str, settings: EvaluatePreset, deadline_ms
     return pd.concat(frames, ignore_index=True)
 
 
-def _drifted(bundle: Any, factor: float) -> Any:
+def _drifted(bundle: ProfileBundle, factor: float) -> ProfileBundle:
     """The bundle with every latency sample (and latency column) multiplied by ``factor``."""
     samples = bundle.samples.assign(latency_ms=bundle.samples["latency_ms"] * factor)
     profiles = bundle.profiles.copy()
@@ -113,7 +113,7 @@ def _drifted(bundle: Any, factor: float) -> Any:
     return replace(bundle, samples=samples, profiles=profiles)
 
 
-def latency_drift(bundle: Any, task: str, settings: EvaluatePreset, deadlines: Iterable[float],
+def latency_drift(bundle: ProfileBundle, task: str, settings: EvaluatePreset, deadlines: Iterable[float],
                   factors: Iterable[float], load: float, seeds: Iterable[int]) -> pd.DataFrame:
     """Serve with latencies slowed by each factor: a planner fitted on the stale profiles against one
     re-fitted on re-measured (drifted) profiles, on the same traces (rate fixed before the drift)."""
@@ -124,7 +124,7 @@ def latency_drift(bundle: Any, task: str, settings: EvaluatePreset, deadlines: I
         fresh = DeadlinePlanner(settings.percentile).fit(drifted.profiles)
         catalog = prepare(drifted)
         for deadline in deadlines:
-            rate = load * capacity_rps(bundle.profiles, stale.select(task, float(deadline)).config_id, settings.servers)
+            rate = rate_for_load(bundle.profiles, stale.select(task, float(deadline)).config_id, load, settings.servers)
             for seed in seeds:
                 trace = trace_for(bundle, task, deadline, rate, settings.n_requests, seed)
                 for name, planner in (("stale profiles", stale), ("re-profiled", fresh)):
@@ -136,12 +136,12 @@ def latency_drift(bundle: Any, task: str, settings: EvaluatePreset, deadlines: I
     return pd.DataFrame(rows)
 
 
-def oracle_runs(bundle: Any, task: str, settings: EvaluatePreset, deadline_ms: float, load: float, seed: int,
+def oracle_runs(bundle: ProfileBundle, task: str, settings: EvaluatePreset, deadline_ms: float, load: float, seed: int,
                 kind: str = "poisson", **params) -> dict[str, pd.DataFrame]:
     """Per-request results of the planner, the slack-aware policy and the hindsight oracle (best fixed
     configuration for this trace by effective accuracy) on one trace, for the competitive ratio."""
     planner = DeadlinePlanner(settings.percentile).fit(bundle.profiles)
-    rate = load * capacity_rps(bundle.profiles, planner.select(task, float(deadline_ms)).config_id, settings.servers)
+    rate = rate_for_load(bundle.profiles, planner.select(task, float(deadline_ms)).config_id, load, settings.servers)
     trace = trace_for(bundle, task, deadline_ms, rate, settings.n_requests, seed, kind=kind, **params)
     catalog = prepare(bundle)
     scored: dict[str, pd.DataFrame] = {}
@@ -151,7 +151,7 @@ def oracle_runs(bundle: Any, task: str, settings: EvaluatePreset, deadline_ms: f
         value = run_metrics(scored[config_id])["effective_accuracy"]
         return float(value) if np.isfinite(value) else -1.0
 
-    oracle = Oracle(score, settings.percentile).fit(bundle.profiles)
+    oracle = Oracle(score, settings.percentile).fit(bundle.profiles, task=task)
     best = oracle.select_for_trace(task).config_id
     workload = "steady" if kind == "poisson" else "bursty"
     return {

@@ -5,7 +5,8 @@ times the capacity of the deadline planner's choice at that deadline, so "load 0
 planner's own configuration runs at 80 % utilisation on average. Every method then serves the
 same trace with the same seed: service draws are keyed by (seed, config), so two methods that run
 the same configuration see the same draws (common random numbers, which the paired statistics
-need). The oracle scores every measured configuration on the trace and keeps the best in hindsight.
+need). Methods come from the one registry (:mod:`planner.plan.registry`); a hindsight method may
+replay the trace with fixed configurations, which are simulated once per trace and shared.
 
 Runs are appended to a CSV as they finish and skipped when the file already has them, so an
 interrupted evaluation resumes where it stopped.
@@ -15,130 +16,60 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from planner.plan import policies
 from planner.config import EvaluatePreset
 from planner.metrics import RUN_METRICS
-from planner.plan import (DeadlinePlanner, INFaaSStyle, Oracle, StaticLarge, StaticSmall,
-                          ThroughputAutotuner)
+from planner.plan import policies
+from planner.plan.planner import DeadlinePlanner
+from planner.plan.registry import METHODS, TraceContext, check_method_params, check_methods, method_params
+from planner.schema import ProfileBundle
+from planner.serving.outcomes import run_metrics
 from planner.serving.replay import harness_overhead
 from planner.serving.simulator import Catalog, SimulationError, prepare, simulate
-from planner.serving.outcomes import run_metrics
-from planner.workloads import analyze, capacity_rps, make_trace, workload_class
+from planner.workloads import analyze, make_trace, rate_for_load, workload_class
 
 KEY_COLUMNS = ["task", "method", "workload", "load", "deadline_ms", "seed", "n_requests", "servers", "queue",
                "drop_expired"]
 
 
-@dataclass(frozen=True)
-class Cell:
-    """Everything a method may use to build its policy for one trace."""
+class _TraceScores:
+    """Fixed configurations simulated on one trace, kept so a method that runs one of them (the
+    hindsight choice, or a static method's single configuration) reuses the very same table."""
 
-    bundle: Any
-    catalog: Catalog
-    task: str
-    deadline_ms: float
-    workload_class: str
-    trace: pd.DataFrame
-    seed: int
-    settings: EvaluatePreset
-    fitted: dict[str, Any]
-    precomputed: dict[str, pd.DataFrame] = field(default_factory=dict)  # method -> results already simulated
+    def __init__(self, run: Callable[[policies.OnlinePolicy], pd.DataFrame], catalog: Catalog,
+                 example_ids: np.ndarray):
+        self._run, self._catalog, self._ids = run, catalog, example_ids
+        self.tables: dict[str, pd.DataFrame] = {}
 
+    def table(self, config_id: str) -> pd.DataFrame:
+        if config_id not in self.tables:
+            self.tables[config_id] = self._run(policies.fixed(config_id, "fixed"))
+        return self.tables[config_id]
 
-def _static(key: str) -> Callable[[Cell], policies.Policy]:
-    def build(cell: Cell) -> policies.Policy:
-        return policies.static(cell.fitted[key], cell.task, cell.workload_class, name=key)
-    return build
-
-
-def _fitted(key: str) -> Callable[[Cell], policies.Policy]:
-    return lambda cell: cell.fitted[key]
-
-
-def _oracle(cell: Cell) -> policies.Policy:
-    """Best fixed configuration for this very trace, by the preset's oracle metric.
-
-    Exact pruning for ``effective_accuracy``: a configuration's score cannot exceed the fraction of
-    the trace's requests it answers correctly, so configurations are simulated in decreasing order
-    of that bound and the rest are skipped once the bound falls below the best score found. A
-    skipped configuration is scored with its bound, which is below the best, so the oracle's
-    choice is the same as with every configuration simulated.
-    """
-    metric = cell.settings.oracle_metric
-    profiles = cell.bundle.profiles
-    measured = profiles.loc[(profiles["task"] == cell.task) & (profiles["accuracy_source"] == "measured"),
-                            "config_id"].tolist()
-    example_ids = cell.trace["example_id"].to_numpy()
-    scored: dict[str, pd.DataFrame] = {}
-    scores: dict[str, float] = {}
-
-    def simulate_score(config_id: str) -> float:
-        scored[config_id] = _simulate(cell, policies.fixed(config_id, "oracle"))
-        value = run_metrics(scored[config_id])[metric]
+    def score(self, config_id: str, metric: str) -> float:
+        value = run_metrics(self.table(config_id))[metric]
         return value if math.isfinite(value) else -1e300
 
-    if metric == "effective_accuracy":
-        bounds = {c: float(cell.catalog.resolve(c).outcome(example_ids)[0].mean()) for c in measured}
-        best = -math.inf
-        for c in sorted(measured, key=lambda c: -bounds[c]):
-            scores[c] = simulate_score(c) if bounds[c] >= best else bounds[c]
-            best = max(best, scores[c])
-    oracle = Oracle(lambda c: scores[c] if c in scores else simulate_score(c), cell.settings.percentile)
-    choice = oracle.fit(profiles).select_for_trace(cell.task).config_id
-    if choice in scored:  # the oracle already simulated its own choice
-        cell.precomputed["oracle"] = scored[choice]
-    return policies.fixed(choice, "oracle")
+    def correct_fraction(self, config_id: str) -> float:
+        return float(self._catalog.resolve(config_id).outcome(self._ids)[0].mean())
 
 
-METHODS: dict[str, Callable[[Cell], policies.Policy]] = {
-    "planner": _static("planner"),
-    "static_small": _static("static_small"),
-    "static_large": _static("static_large"),
-    "throughput_autotuner": _static("throughput_autotuner"),
-    "infaas": _static("infaas"),
-    "slack_aware": _fitted("slack_aware"),
-    "slack_aware_drain": _fitted("slack_aware_drain"),
-    "oracle": _oracle,
-}
+def _single_config(policy: policies.OnlinePolicy, deadlines: np.ndarray) -> str | None:
+    """The one configuration a static policy runs for every deadline of a trace, else None."""
+    if not policy.needs.static or policy.needs.observes:
+        return None
+    choices = {policy.config_for(float(d)) for d in deadlines}
+    return choices.pop() if len(choices) == 1 else None
 
 
-def _fit_methods(bundle: Any, task: str, settings: EvaluatePreset) -> dict[str, Any]:
-    """Fit each planner-like method once per evaluation (its select is then O(log n))."""
-    p, profiles = settings.percentile, bundle.profiles
-    return {
-        "planner": DeadlinePlanner(p).fit(profiles),
-        "static_small": StaticSmall(p).fit(profiles),
-        "static_large": StaticLarge(p).fit(profiles),
-        "throughput_autotuner": ThroughputAutotuner(p).fit(profiles),
-        "infaas": INFaaSStyle(infaas_floor(profiles, task, settings.infaas_accuracy_margin), p).fit(profiles),
-        "slack_aware": policies.slack_aware(bundle, task, p, "slack_aware", "value", settings.slack_lookahead),
-        "slack_aware_drain": policies.slack_aware(bundle, task, p, "slack_aware_drain", "drain"),
-    }
-
-
-def infaas_floor(profiles: pd.DataFrame, task: str, margin: float) -> float:
-    """The INFaaS baseline's accuracy target: the task's best measured accuracy minus ``margin``."""
-    measured = profiles.loc[(profiles["task"] == task) & (profiles["accuracy_source"] == "measured"), "accuracy"]
-    if measured.dropna().empty:
-        raise SimulationError(f"task {task!r} has no configuration with measured accuracy")
-    return float(max(0.0, measured.max() - margin))
-
-
-def _simulate(cell: Cell, policy: policies.Policy) -> pd.DataFrame:
-    s = cell.settings
-    return simulate(cell.trace, policy, cell.catalog, servers=s.servers, queue=s.queue, seed=cell.seed,
-                    drop_expired=s.drop_expired, task=cell.task)
-
-
-def example_ids(bundle: Any, task: str) -> np.ndarray:
+def example_ids(bundle: ProfileBundle, task: str) -> np.ndarray:
     """Example ids every measured configuration of ``task`` has a prediction for (traces draw from these)."""
     profiles = bundle.profiles
     measured = profiles.loc[(profiles["task"] == task) & (profiles["accuracy_source"] == "measured"), "config_id"]
@@ -168,10 +99,13 @@ class EvaluationResult:
     requests: pd.DataFrame | None = None  # per-request tables, when asked for
 
 
-def evaluate(bundle: Any, task: str, settings: EvaluatePreset, deadlines: list[float],
+def evaluate(bundle: ProfileBundle, task: str, settings: EvaluatePreset, deadlines: list[float],
              out_csv: Path | None = None, keep_requests: bool = False, progress: bool = True,
              dispatch_overhead_ms: float = 0.0) -> EvaluationResult:
-    """Run ``settings.methods`` over workloads x loads x deadlines x seeds; tidy per-run metrics.
+    """Run the preset's methods over workloads x loads x deadlines x seeds; tidy per-run metrics.
+
+    Methods come from the registry (:mod:`planner.plan.registry`): ``settings.methods`` names them
+    (None: the registry's defaults) and ``settings.method_params`` sets their typed parameters.
 
     ``dispatch_overhead_ms`` is the simulated server's per-batch cost (already resolved from
     ``settings.dispatch_overhead``, see :func:`resolve_dispatch_overhead`); it is recorded per run.
@@ -182,9 +116,15 @@ def evaluate(bundle: Any, task: str, settings: EvaluatePreset, deadlines: list[f
     """
     if not deadlines:
         raise ValueError("no deadlines to evaluate")
+    methods = check_methods(settings.methods)
+    params = {m: method_params(m, settings.method_params.get(m)) for m in methods}
+    check_method_params(settings.method_params)
     catalog = prepare(bundle, dispatch_overhead_ms=float(dispatch_overhead_ms))
-    fitted = _fit_methods(bundle, task, settings)
+    fitted = {m: METHODS[m].fit(bundle, task, settings.percentile, params[m]) for m in methods}
     ids = example_ids(bundle, task)
+    # the load reference: the static deadline planner's choice at each deadline (once per deadline)
+    reference_planner = DeadlinePlanner(settings.percentile).fit(bundle.profiles)
+    reference = {float(d): reference_planner.select(task, float(d)).config_id for d in deadlines}
     done_keys: set[str] = set()
     previous = None
     if out_csv is not None and Path(out_csv).exists() and Path(out_csv).stat().st_size > 0:
@@ -201,35 +141,40 @@ def evaluate(bundle: Any, task: str, settings: EvaluatePreset, deadlines: list[f
     cells = [(w, load, d, seed) for w in settings.workloads for load in settings.loads
              for d in deadlines for seed in settings.seeds]
     new_rows, trace_rows, request_tables = [], [], []
-    bar = tqdm(total=len(cells) * len(settings.methods), desc=f"evaluate {task}", disable=not progress,
-               unit="run")
+    bar = tqdm(total=len(cells) * len(methods), desc=f"evaluate {task}", disable=not progress, unit="run")
     for wname, load, deadline, seed in cells:
         spec = settings.workloads[wname]
         base = {"task": task, "workload": wname, "load": float(load), "deadline_ms": float(deadline),
                 "seed": int(seed), "n_requests": settings.n_requests, "servers": settings.servers,
                 "queue": settings.queue, "drop_expired": settings.drop_expired}
-        todo = [m for m in settings.methods
-                if _key(pd.DataFrame([{**base, "method": m}])).iloc[0] not in done_keys]
-        bar.update(len(settings.methods) - len(todo))
+        todo = [m for m in methods if _key(pd.DataFrame([{**base, "method": m}])).iloc[0] not in done_keys]
+        bar.update(len(methods) - len(todo))
         if not todo:
             continue
-        reference = fitted["planner"].select(task, float(deadline), None).config_id
-        rate = float(load) * capacity_rps(bundle.profiles, reference, settings.servers)
+        ref_config = reference[float(deadline)]
+        rate = rate_for_load(bundle.profiles, ref_config, float(load), settings.servers)
         trace = make_trace(spec.kind, rate, settings.n_requests, float(deadline), len(ids), int(seed),
                            name=wname, **spec.params)
         trace["example_id"] = ids[trace["example_id"].to_numpy()]
-        trace_rows.append({**base, "kind": spec.kind, "target_rate_rps": rate, "reference_config": reference,
+        trace_rows.append({**base, "kind": spec.kind, "target_rate_rps": rate, "reference_config": ref_config,
                            **analyze(trace).to_dict()})
-        cell = Cell(bundle, catalog, task, float(deadline), workload_class(spec.kind), trace, int(seed),
-                    settings, fitted)
+
+        def run(policy: policies.OnlinePolicy) -> pd.DataFrame:
+            return simulate(trace, policy, catalog, servers=settings.servers, queue=settings.queue, seed=int(seed),
+                            drop_expired=settings.drop_expired, task=task)
+
+        scores = _TraceScores(run, catalog, trace["example_id"].to_numpy())
+        context = TraceContext(task, float(deadline), workload_class(spec.kind), trace, scores.score,
+                               scores.correct_fraction)
+        deadlines_of_trace = np.unique(trace["deadline_ms"].to_numpy())
         rows = []
-        for method in todo:
-            policy = METHODS[method](cell)
-            results = cell.precomputed.pop(method, None)
-            results = _simulate(cell, policy) if results is None else results
-            results["method"] = method
+        for name in todo:
+            policy = METHODS[name].policy(fitted[name], context)
+            single = _single_config(policy, deadlines_of_trace) if settings.queue == "fifo" else None
+            results = scores.table(single).copy() if single is not None else run(policy)
+            results["method"] = name
             used = results["config_id"].value_counts()
-            rows.append({**base, "method": method, "kind": spec.kind, "target_rate_rps": rate,
+            rows.append({**base, "method": name, "kind": spec.kind, "target_rate_rps": rate,
                          "main_config": used.index[0] if len(used) else None, "n_configs_used": len(used),
                          "mean_batch": float(results.groupby("batch_id").size().loc[lambda s: s.index >= 0].mean()),
                          "dispatch_overhead_ms": float(dispatch_overhead_ms),

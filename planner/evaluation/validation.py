@@ -39,10 +39,11 @@ import pandas as pd
 
 from planner.plan import policies
 from planner.config import ValidationPoint, ValidationPreset
+from planner.schema import ProfileBundle
 from planner.serving.replay import LiveConfig, ReplayLimits, harness_overhead, replay, take, warm_up
 from planner.serving.simulator import Catalog, prepare, simulate
 from planner.serving.outcomes import run_metrics
-from planner.workloads import capacity_rps, make_trace
+from planner.workloads import make_trace, rate_for_load
 
 VALIDATION_COLUMNS = [
     "point", "task", "config_id", "workload", "load", "rate_rps", "deadline_ms", "n_requests",
@@ -71,7 +72,7 @@ class TaskData:
     labels: np.ndarray
 
 
-def check_labels(bundle: Any, config_id: str, data: TaskData) -> None:
+def check_labels(bundle: ProfileBundle, config_id: str, data: TaskData) -> None:
     """The live inputs must be the examples the profiler predicted: same count, same labels by id."""
     preds = bundle.predictions[bundle.predictions["config_id"] == config_id]
     if preds.empty:
@@ -86,7 +87,7 @@ def check_labels(bundle: Any, config_id: str, data: TaskData) -> None:
                               "profiles' predictions and the loaded evaluation inputs")
 
 
-def point_trace(point: ValidationPoint, settings: ValidationPreset, bundle: Any, n_examples: int, seed: int,
+def point_trace(point: ValidationPoint, settings: ValidationPreset, bundle: ProfileBundle, n_examples: int, seed: int,
                 catalog: Catalog | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The point's trace: rate = load x capacity; the deadline by the point's rule.
 
@@ -100,7 +101,7 @@ def point_trace(point: ValidationPoint, settings: ValidationPreset, bundle: Any,
         raise ValidationError(f"point {point.name!r}: config {point.config!r} is not in the profiles")
     row = rows.iloc[0]
     task = str(row["task"])
-    rate = point.load * capacity_rps(profiles, point.config, settings.servers)
+    rate = rate_for_load(profiles, point.config, point.load, settings.servers)
     n = int(min(settings.max_requests, max(10, math.ceil(rate * settings.duration_s))))
     spec = settings.workloads[point.workload]
     trace = make_trace(spec.kind, rate, n, 1.0, n_examples, seed, name=point.workload, **spec.params)
@@ -183,7 +184,7 @@ def calibrate(config: LiveConfig, inputs: Sequence[Any] | np.ndarray, calls: int
     return out
 
 
-def with_samples(bundle: Any, config_id: str, samples_ms: np.ndarray) -> Any:
+def with_samples(bundle: ProfileBundle, config_id: str, samples_ms: np.ndarray) -> ProfileBundle:
     """A bundle-like view whose only samples for ``config_id`` are ``samples_ms`` (served as measured)."""
     from types import SimpleNamespace
 
@@ -224,7 +225,7 @@ def dispatch_overhead_ms(settings: ValidationPreset, harness: Mapping[str, float
     return float(settings.dispatch_overhead)
 
 
-def run_validation(bundle: Any, settings: ValidationPreset, configs: Mapping[str, LiveConfig],
+def run_validation(bundle: ProfileBundle, settings: ValidationPreset, configs: Mapping[str, LiveConfig],
                    data: Mapping[str, TaskData], points: Sequence[str] | None = None, threads: int | None = None,
                    report: Callable[[dict[str, Any]], None] | None = None,
                    measure_harness: bool = True) -> ValidationResult:

@@ -1,19 +1,26 @@
-"""Online policies: pure functions ``policy(ctx) -> config_id``, called once per batch.
+"""Online policies: ``policy(ctx) -> config_id``, called once per batch by every server.
 
 Following Ray Serve's policy-as-function pattern, a policy sees a small frozen
 :class:`PolicyContext` (time, queue state, the request at the head of the queue) and returns the
-configuration the next batch runs with. A static planner is the special case that looks only at
-the request's deadline; :func:`slack_aware` also looks at the queue.
+configuration the next batch runs with. A policy *declares* what else it needs in
+:class:`PolicyNeeds` (the slacks of queued requests, a deadline-only static choice, the observed
+service times); the simulator, the replay and the server read ``policy.needs`` instead of probing
+attributes. A static planner is the special case that looks only at the request's deadline;
+:class:`SlackAwarePolicy` also looks at the queue.
 """
 
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 import numpy as np
 import pandas as pd
+
+from planner.plan.failure import NotFittedError, PlannerError
+from planner.schema import ProfileBundle
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,9 +29,9 @@ class PolicyContext:
 
     ``oldest_slack_ms`` is the remaining time to the deadline of the request at the head of the
     queue (the oldest under FIFO, the most urgent under EDF); negative once it is late.
-    ``recent_rate_rps`` is the arrival rate over the simulator's look-back window.
+    ``recent_rate_rps`` is the arrival rate over the server's look-back window.
     ``queue_slack_ms`` holds the slacks of the first queued requests in service order, filled only
-    for a policy that asks for them with a ``lookahead`` attribute (the number it wants).
+    for a policy whose :class:`PolicyNeeds` asks for them (``lookahead``: how many).
     """
 
     now_s: float
@@ -39,19 +46,77 @@ class PolicyContext:
     queue_slack_ms: tuple[float, ...] = ()
 
 
-Policy = Callable[[PolicyContext], str]
+@dataclass(frozen=True, slots=True)
+class PolicyNeeds:
+    """What a policy asks of the server that calls it, declared once in its type.
+
+    - ``lookahead``: the slacks of this many queued requests, in service order
+      (``PolicyContext.queue_slack_ms``); 0 = none (the server then pays nothing for them).
+    - ``static``: the choice depends only on the request's relative deadline, through
+      :meth:`OnlinePolicy.config_for`; the simulator may then take its fast path.
+    - ``observes``: the server reports every finished batch to :meth:`OnlinePolicy.observe`
+      (configuration, requests in it, measured or simulated service time), for online calibration.
+    """
+
+    lookahead: int = 0
+    static: bool = False
+    observes: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.lookahead, bool) or not isinstance(self.lookahead, (int, np.integer)) or self.lookahead < 0:
+            raise PlannerError(f"lookahead must be an integer >= 0, got {self.lookahead!r}")
+
+
+class OnlinePolicy(ABC):
+    """Base of every policy a server runs: a name, the task it serves and its declared needs."""
+
+    name: str = "policy"
+    task: str | None = None
+    needs: PolicyNeeds = PolicyNeeds()
+
+    @abstractmethod
+    def __call__(self, ctx: PolicyContext) -> str:
+        """The configuration of the next batch."""
+
+    def config_for(self, deadline_ms: float) -> str:
+        """The deadline-only choice of a static policy (``needs.static``)."""
+        raise PlannerError(f"{self!r} is not static: it has no deadline-only config_for")
+
+    def observe(self, config_id: str, batch_n: int, service_ms: float) -> None:
+        """A finished batch's service time (called only when ``needs.observes``)."""
+
+
+class FunctionPolicy(OnlinePolicy):
+    """A plain ``fn(ctx) -> config_id`` as a policy with no needs (what tests and examples pass)."""
+
+    def __init__(self, fn: Callable[[PolicyContext], str], name: str | None = None, task: str | None = None):
+        if not callable(fn):
+            raise PlannerError(f"policy must be callable as policy(ctx) -> config_id, got {type(fn).__name__}")
+        self._fn, self.name, self.task = fn, name or getattr(fn, "__name__", "policy"), task
+
+    def __call__(self, ctx: PolicyContext) -> str:
+        return self._fn(ctx)
+
+    def __repr__(self) -> str:
+        return f"FunctionPolicy({self.name})"
+
+
+Policy = OnlinePolicy | Callable[[PolicyContext], str]
+
+
+def as_policy(policy: Policy) -> OnlinePolicy:
+    """``policy`` itself when it is an :class:`OnlinePolicy`, else a bare callable wrapped as one."""
+    return policy if isinstance(policy, OnlinePolicy) else FunctionPolicy(policy)
 
 
 class _Selects(Protocol):
     def select(self, task: str, deadline_ms: float, workload: str | None = None) -> Any: ...
 
 
-class StaticPolicy:
-    """A policy that depends only on the request's deadline (the state-free special case).
+class StaticPolicy(OnlinePolicy):
+    """A policy that depends only on the request's deadline (the state-free special case)."""
 
-    The simulator uses :meth:`config_for` to take its fast path when every request of a trace maps
-    to the same configuration.
-    """
+    needs = PolicyNeeds(static=True)
 
     def __init__(self, choose: Callable[[float], str], task: str | None, name: str):
         self._choose, self._cache = choose, {}
@@ -88,7 +153,7 @@ def fixed(config_id: str, name: str | None = None) -> StaticPolicy:
 
 # ---------------------------------------------------------------- slack-aware
 
-class SlackAwarePolicy:
+class SlackAwarePolicy(OnlinePolicy):
     """Per-batch choice from the queue and the slack of the waiting requests (see :func:`slack_aware`).
 
     Candidates are sorted by accuracy (descending, ties by lower latency). With ``k`` servers,
@@ -105,23 +170,40 @@ class SlackAwarePolicy:
       among them, ``accuracy_c * #{p : r_c(p) * L_c <= s_p}`` (ties: the more accurate). Requests
       that are already doomed count for nothing, so they no longer force the fastest drain; if
       every one is doomed, clear the window as fast as possible (least ``r_c(m - 1) * L_c``).
+
+    Estimator API: parameters in ``__init__``, :meth:`fit` reads the candidates from a profile
+    bundle (``table_``), then the policy is called per batch.
     """
 
-    def __init__(self, table: pd.DataFrame, task: str, percentile: float, name: str, rule: str = "value",
-                 lookahead: int = 64):
+    def __init__(self, task: str, percentile: float = 95.0, rule: str = "value", lookahead: int = 64,
+                 name: str = "slack_aware"):
         if rule not in ("drain", "value"):
             raise ValueError(f"rule must be 'drain' or 'value', got {rule!r}")
-        if rule == "value" and not (isinstance(lookahead, (int, np.integer)) and lookahead >= 1):
+        if rule == "value" and not (isinstance(lookahead, (int, np.integer)) and not isinstance(lookahead, bool)
+                                    and lookahead >= 1):
             raise ValueError(f"lookahead must be an integer >= 1, got {lookahead!r}")
-        self.task, self.percentile, self.name, self.rule = task, percentile, name, rule
+        if not (isinstance(percentile, (int, float)) and math.isfinite(percentile)):
+            raise ValueError(f"percentile must be a number, got {percentile!r}")
+        self.task, self.percentile, self.name, self.rule = task, float(percentile), name, rule
         self.lookahead = int(lookahead) if rule == "value" else 0
-        self.table = table.reset_index(drop=True)
-        self._ids = self.table["config_id"].tolist()
-        self._lat = self.table["latency_ms"].to_numpy(dtype=float)
-        self._acc = self.table["accuracy"].to_numpy(dtype=float)
-        self._batch = self.table["batch_size"].to_numpy(dtype=np.int64)
+        self.needs = PolicyNeeds(lookahead=self.lookahead)
+
+    def fit(self, bundle: ProfileBundle) -> "SlackAwarePolicy":
+        """Read the task's candidates (:func:`candidate_table`) from ``bundle``. Returns ``self``."""
+        self.table_ = candidate_table(bundle, self.task, self.percentile)
+        self._ids = self.table_["config_id"].tolist()
+        self._lat = self.table_["latency_ms"].to_numpy(dtype=float)
+        self._acc = self.table_["accuracy"].to_numpy(dtype=float)
+        self._batch = self.table_["batch_size"].to_numpy(dtype=np.int64)
         self._drain = int(np.argmax(self._batch / self._lat))
         self._finish: dict[int, np.ndarray] = {}
+        return self
+
+    @property
+    def table(self) -> pd.DataFrame:
+        if not hasattr(self, "table_"):
+            raise NotFittedError(f"{self!r} is not fitted; call fit(bundle) first")
+        return self.table_
 
     def finish_ms(self, servers: int, positions: int) -> np.ndarray:
         """Predicted finish (ms from now) of queue positions ``0..positions-1`` per candidate."""
@@ -134,6 +216,8 @@ class SlackAwarePolicy:
         return table[:, :positions]
 
     def __call__(self, ctx: PolicyContext) -> str:
+        if not hasattr(self, "table_"):
+            raise NotFittedError(f"{self!r} is not fitted; call fit(bundle) first")
         k = max(ctx.servers, 1)
         if self.rule == "drain":
             q = max(ctx.queue_len, 1)
@@ -152,10 +236,11 @@ class SlackAwarePolicy:
         return self._ids[int(np.argmax(value))]  # first maximum = the most accurate among ties
 
     def __repr__(self) -> str:
-        return f"SlackAwarePolicy({self.task}, {self.rule}, p{self.percentile:g}, {len(self._ids)} configs)"
+        fitted = f", {len(self._ids)} configs" if hasattr(self, "table_") else ", not fitted"
+        return f"SlackAwarePolicy({self.task}, {self.rule}, p{self.percentile:g}{fitted})"
 
 
-def candidate_table(bundle: Any, task: str, percentile: float = 95.0) -> pd.DataFrame:
+def candidate_table(bundle: ProfileBundle, task: str, percentile: float = 95.0) -> pd.DataFrame:
     """Configurations of ``task`` a policy may pick: measured accuracy and latency samples present.
 
     ``latency_ms`` is the ``percentile`` of the configuration's per-call samples (the profile's own
@@ -183,15 +268,8 @@ def candidate_table(bundle: Any, task: str, percentile: float = 95.0) -> pd.Data
     return rows[["config_id", "batch_size", "accuracy", "latency_ms", "throughput_items_s"]].reset_index(drop=True)
 
 
-def slack_aware(bundle: Any, task: str, percentile: float = 95.0, name: str = "slack_aware",
+def slack_aware(bundle: ProfileBundle, task: str, percentile: float = 95.0, name: str = "slack_aware",
                 rule: str = "value", lookahead: int = 64) -> SlackAwarePolicy:
-    """The queue-aware planner: per batch, the configuration that serves the waiting requests best.
-
-    See :class:`SlackAwarePolicy` for both rules. ``percentile`` picks the per-batch latency the
-    rule budgets with (p95 by default, like the static planner); ``lookahead`` is how many queued
-    requests the ``value`` rule looks at.
-    """
-    if not (isinstance(percentile, (int, float)) and math.isfinite(percentile)):
-        raise ValueError(f"percentile must be a number, got {percentile!r}")
-    return SlackAwarePolicy(candidate_table(bundle, task, float(percentile)), task, float(percentile), name,
-                            rule, lookahead)
+    """``SlackAwarePolicy(task, percentile, rule, lookahead, name).fit(bundle)``: the queue-aware
+    planner, fitted (see :class:`SlackAwarePolicy` for both rules)."""
+    return SlackAwarePolicy(task, percentile, rule, lookahead, name).fit(bundle)

@@ -32,14 +32,10 @@ with ``abandoned=True``. No network server is involved.
 from __future__ import annotations
 
 import ctypes
-import heapq
 import math
 import sys
 import threading
 import time
-from bisect import bisect_left
-from collections import deque
-from itertools import islice
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
 
@@ -49,9 +45,10 @@ import pandas as pd
 from planner.models import zoo
 from planner.models.base import VariantSpec
 from planner.models.cascade import Cascade
-from planner.plan.policies import Policy, PolicyContext, fixed
-from planner.schema import REQUEST_RESULT_COLUMNS, TRACE_COLUMNS, validate
-from planner.serving.simulator import QUEUES, RESULT_EXTRA_COLUMNS
+from planner.plan.policies import Policy, as_policy, fixed
+from planner.schema import REQUEST_RESULT_COLUMNS
+from planner.serving.batching import QUEUES, RequestQueue, TraceArrays, check_trace, pick_batch
+from planner.serving.simulator import RESULT_EXTRA_COLUMNS
 from planner.workloads import poisson
 
 LIVE_EXTRA_COLUMNS = ("sent_lag_ms", "service_ms", "batch_n", "abandoned")
@@ -140,10 +137,9 @@ class ReplayLimits:
 class _State:
     """Everything the producer and the workers share, guarded by one condition variable."""
 
-    def __init__(self, n: int, servers: int, edf: bool):
+    def __init__(self, n: int, servers: int, waiting: RequestQueue):
         self.cond = threading.Condition()
-        self.edf = edf
-        self.waiting: deque[int] | list = [] if edf else deque()
+        self.waiting = waiting
         self.arrived = 0                      # requests enqueued so far (in arrival order)
         self.producer_done = False
         self.stop = False
@@ -178,6 +174,7 @@ def replay(trace: pd.DataFrame, policy: Policy, configs: Mapping[str, LiveConfig
         raise ReplayError(f"servers must be an integer >= 1, got {servers!r}")
     if not callable(policy):
         raise ReplayError(f"policy must be callable as policy(ctx) -> config_id, got {type(policy).__name__}")
+    policy = as_policy(policy)
     if not rate_window_s > 0:
         raise ReplayError(f"rate_window_s must be positive, got {rate_window_s!r}")
     if not isinstance(limits, ReplayLimits):
@@ -188,56 +185,34 @@ def replay(trace: pd.DataFrame, policy: Policy, configs: Mapping[str, LiveConfig
     labels = np.asarray(labels)
     if len(labels) != len(inputs):
         raise ReplayError(f"{len(inputs)} inputs but {len(labels)} labels")
-    checked = _check_trace(trace, len(labels))
+    checked = check_trace(trace, ReplayError, len(labels))
     capped = checked.iloc[: limits.max_requests]
     ordered = capped[capped["arrival_s"] < limits.max_wall_s - lead_s].reset_index(drop=True)
     if ordered.empty:
         raise ReplayError(f"no request of the trace arrives within max_wall_s={limits.max_wall_s} s")
-    task = task or getattr(policy, "task", None) or (str(ordered["task"].iloc[0]) if "task" in ordered else "")
+    task = task or policy.task or (str(ordered["task"].iloc[0]) if "task" in ordered else "")
     n = len(ordered)
-    arr = ordered["arrival_s"].tolist()
-    rel_deadline = ordered["deadline_ms"].tolist()
-    abs_deadline = (ordered["arrival_s"] + ordered["deadline_ms"] / 1000.0).tolist()
-    request_ids = ordered["request_id"].tolist()
+    arrays = TraceArrays.from_frame(ordered)
+    arr = arrays.arrival_s
     example_ids = ordered["example_id"].to_numpy()
-    state = _State(n, int(servers), queue == "edf")
-    lookahead = int(getattr(policy, "lookahead", 0) or 0)
+    state = _State(n, int(servers), RequestQueue(queue, arrays.abs_deadline_s))
+    observes = policy.needs.observes
+
+    def batch_size_of(config_id: str) -> int:
+        cfg = table.get(config_id)
+        if cfg is None:
+            raise ReplayError(f"policy chose config {config_id!r}, which is not loaded for live replay "
+                              f"(loaded: {sorted(table)})")
+        return cfg.batch_size
 
     def pick(t: float) -> tuple[LiveConfig, list[int]] | None:
-        """Under the lock: drop expired heads, ask the policy, take the batch (the simulator's rules)."""
-        waiting, edf = state.waiting, state.edf
-        if drop_expired:
-            while waiting:
-                head = waiting[0][1] if edf else waiting[0]
-                if abs_deadline[head] > t:
-                    break
-                heapq.heappop(waiting) if edf else waiting.popleft()
-                state.expired[head] = True
-        if not waiting:
+        """Under the lock: the shared batch-pick rule (planner.serving.batching.pick_batch)."""
+        chosen = pick_batch(state.waiting, t, state.arrived, arrays, policy, task, state.servers - state.busy,
+                            state.servers, rate_window_s, drop_expired, batch_size_of)
+        state.expired[chosen.expired] = True
+        if chosen.config_id is None:
             return None
-        head = waiting[0][1] if edf else waiting[0]
-        i = state.arrived
-        recent = (i - bisect_left(arr, t - rate_window_s, 0, i)) / rate_window_s
-        if lookahead:  # the slacks of the first queued requests in service order, as the simulator gives
-            window = [r for _, r in heapq.nsmallest(lookahead, waiting)] if edf else islice(waiting, lookahead)
-            slacks = tuple((abs_deadline[r] - t) * 1000.0 for r in window)
-        else:
-            slacks = ()
-        ctx = PolicyContext(t, task, len(waiting), (abs_deadline[head] - t) * 1000.0, rel_deadline[head],
-                            request_ids[head], state.servers - state.busy, state.servers, recent, slacks)
-        cid = policy(ctx)
-        cfg = table.get(cid)
-        if cfg is None:
-            raise ReplayError(f"policy chose config {cid!r}, which is not loaded for live replay "
-                              f"(loaded: {sorted(table)})")
-        members: list[int] = []
-        while waiting and len(members) < cfg.batch_size:
-            r = heapq.heappop(waiting)[1] if edf else waiting.popleft()
-            if drop_expired and abs_deadline[r] <= t:
-                state.expired[r] = True
-                continue
-            members.append(r)
-        return cfg, members
+        return table[chosen.config_id], chosen.members
 
     def worker(sid: int) -> None:
         if threads is not None:
@@ -265,6 +240,8 @@ def replay(trace: pd.DataFrame, policy: Policy, configs: Mapping[str, LiveConfig
                 probs = np.asarray(probs)[: len(members)]
                 with state.cond:
                     state.busy -= 1
+                    if observes:
+                        policy.observe(cfg.config_id, len(members), (finish - t) * 1000.0)
                     bid = len(state.batches)
                     state.batches.append((t, finish, cfg.config_id, sid, len(members)))
                     state.batch_of[members] = bid
@@ -299,8 +276,7 @@ def replay(trace: pd.DataFrame, policy: Policy, configs: Mapping[str, LiveConfig
                 now = clock() - origin
                 while i < n and arr[i] <= now:  # every request already due joins at once
                     state.sent[i] = now
-                    (heapq.heappush(state.waiting, (abs_deadline[i], i)) if state.edf
-                     else state.waiting.append(i))
+                    state.waiting.push(i)
                     i += 1
                 state.arrived = i
                 state.cond.notify()
@@ -325,7 +301,7 @@ def replay(trace: pd.DataFrame, policy: Policy, configs: Mapping[str, LiveConfig
             state.cond.notify_all()
     if state.error is not None:
         raise state.error
-    frame = _assemble(ordered, state, labels, method or getattr(policy, "name", "policy"))
+    frame = _assemble(ordered, state, labels, method or policy.name)
     frame.attrs.update({"n_over_max_requests": len(checked) - len(capped), "n_after_wall": len(capped) - n,
                         "n_abandoned": int(frame["abandoned"].sum()),
                         "stopped_by_wall": stopped_by_wall, "pad_partial": bool(pad_partial)})
@@ -352,23 +328,6 @@ def _pad(batch: Any, size: int) -> Any:
     if isinstance(batch, np.ndarray):
         return np.concatenate([batch, np.repeat(batch[-1:], missing, axis=0)])
     return list(batch) + [batch[-1]] * missing
-
-
-def _check_trace(trace: pd.DataFrame, n_examples: int) -> pd.DataFrame:
-    trace = validate(trace, TRACE_COLUMNS, "trace")
-    if trace.empty:
-        raise ReplayError("trace has no requests")
-    if trace["request_id"].duplicated().any():
-        raise ReplayError("trace has duplicated request_id values")
-    if not np.isfinite(trace["arrival_s"]).all() or (trace["arrival_s"] < 0).any():
-        raise ReplayError("trace arrival times must be finite and >= 0")
-    if not ((trace["deadline_ms"] > 0) & np.isfinite(trace["deadline_ms"])).all():
-        raise ReplayError("trace deadlines must be positive and finite")
-    bad = trace.loc[(trace["example_id"] < 0) | (trace["example_id"] >= n_examples), "example_id"]
-    if len(bad):
-        raise ReplayError(f"trace example ids {sorted(set(bad.tolist()))[:5]} are outside the {n_examples} "
-                          "evaluation inputs")
-    return trace.sort_values(["arrival_s", "request_id"], kind="stable").reset_index(drop=True)
 
 
 def _assemble(ordered: pd.DataFrame, state: _State, labels: np.ndarray, method: str) -> pd.DataFrame:

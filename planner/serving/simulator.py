@@ -34,21 +34,18 @@ from __future__ import annotations
 import heapq
 import math
 import zlib
-from bisect import bisect_left, bisect_right
-from collections import deque
+from bisect import bisect_right
 from dataclasses import dataclass, field
-from itertools import islice
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from planner.plan.policies import Policy, PolicyContext
-from planner.schema import (REQUEST_RESULT_COLUMNS, REQUEST_STATUSES, TRACE_COLUMNS, config_id as make_config_id,
-                            validate)
+from planner.plan.policies import OnlinePolicy, Policy, as_policy
+from planner.schema import REQUEST_RESULT_COLUMNS, REQUEST_STATUSES, ProfileBundle, config_id as make_config_id
+from planner.serving.batching import QUEUES, RequestQueue, TraceArrays, check_trace, pick_batch
 
-QUEUES = ("fifo", "edf")
 CASCADE_MODES = ("auto", "members", "measured")
 RESULT_EXTRA_COLUMNS = ("arrival_s", "deadline_ms", "example_id", "batch_id", "server", "escalated")
 _BLOCK = 4096
@@ -142,7 +139,7 @@ class Catalog:
         return ServedConfig(cid, batch, self._samples(cid, "chosen by the policy"), correct, known)
 
 
-def prepare(bundle: Any, cascade_mode: str = "auto", dispatch_overhead_ms: float | None = None) -> Catalog:
+def prepare(bundle: ProfileBundle | Catalog, cascade_mode: str = "auto", dispatch_overhead_ms: float | None = None) -> Catalog:
     """Index a ProfileBundle-like object (``.profiles``, ``.samples``, ``.predictions``) for simulation.
 
     ``dispatch_overhead_ms``: per-batch cost added to every service draw (None: 0, or a Catalog's own).
@@ -216,8 +213,8 @@ class _Draws:
 class _Run:
     """Per-simulation state of each configuration used: draw streams and escalation flags."""
 
-    def __init__(self, catalog: Catalog, seed: int, example_ids: np.ndarray):
-        self.catalog, self.seed, self.example_ids = catalog, seed, example_ids
+    def __init__(self, catalog: Catalog, seed: int, example_ids: np.ndarray, task: str):
+        self.catalog, self.seed, self.example_ids, self.task = catalog, seed, example_ids, task
         self.configs: list[ServedConfig] = []
         self.index: dict[str, int] = {}
         self.small: list[_Draws] = []
@@ -229,6 +226,9 @@ class _Run:
         if idx is not None:
             return idx
         served = self.catalog.resolve(cid)
+        config_task = self.catalog.profiles.at[cid, "task"]
+        if config_task != self.task:  # its predictions are for another data set's example ids
+            raise SimulationError(f"policy chose {cid!r}, a {config_task} configuration, for a {self.task} trace")
         ids = self.example_ids
         for known, who in ((served.known, cid), (served.large_known, f"large member of {cid}")):
             if known is not None:
@@ -329,23 +329,25 @@ def _fast_fifo(arr: list, abs_deadline: list, run: _Run, cfg: int, servers: int,
     return out, batch_of
 
 
-def _event_loop(arr: list, abs_deadline: list, rel_deadline: list, request_ids: list, run: _Run,
-                policy: Policy, task: str, servers: int, queue: str, drop: bool, rate_window_s: float,
-                n: int) -> tuple[_Batches, np.ndarray]:
+def _event_loop(trace: TraceArrays, run: _Run, policy: OnlinePolicy, task: str, servers: int, queue: str,
+                drop: bool, rate_window_s: float, n: int) -> tuple[_Batches, np.ndarray]:
     """General discrete-event loop: any policy, FIFO or EDF, called once per batch.
 
     Time advances to the next moment a server is free and a request waits. At that moment all
-    arrivals up to now join the queue, expired heads are dropped (if enabled), the policy picks a
-    configuration from a :class:`PolicyContext`, and the server takes up to ``b`` requests.
-    A policy with a ``lookahead`` attribute also gets the slacks of that many queued requests, in
-    service order (O(lookahead) per batch; other policies pay nothing for it).
+    arrivals up to now join the queue and the shared rule (:func:`planner.serving.batching.pick_batch`)
+    drops expired heads (if enabled), asks the policy and takes the batch. A policy whose needs say
+    ``observes`` is told each batch's simulated service time once the batch is decided.
     """
-    edf = queue == "edf"
-    lookahead = int(getattr(policy, "lookahead", 0) or 0)
-    waiting: deque[int] | list = [] if edf else deque()
+    arr = trace.arrival_s
+    waiting = RequestQueue(queue, trace.abs_deadline_s)
     free = [(-math.inf, s) for s in range(servers)]
     out = _Batches()
     batch_of = np.full(n, -1, dtype=np.int64)
+    observes = policy.needs.observes
+
+    def batch_size_of(config_id: str) -> int:
+        return run.configs[run.use(config_id)].batch_size
+
     i, t_last = 0, -math.inf
     while True:
         if not waiting and i >= n:
@@ -356,37 +358,14 @@ def _event_loop(arr: list, abs_deadline: list, rel_deadline: list, request_ids: 
             t = arr[i]
         t_last = t
         while i < n and arr[i] <= t:
-            if edf:
-                heapq.heappush(waiting, (abs_deadline[i], i))
-            else:
-                waiting.append(i)
+            waiting.push(i)
             i += 1
-        if drop:
-            while waiting:
-                head = waiting[0][1] if edf else waiting[0]
-                if abs_deadline[head] > t:
-                    break
-                heapq.heappop(waiting) if edf else waiting.popleft()
-        if not waiting:
-            continue
-        head = waiting[0][1] if edf else waiting[0]
         idle = 1 + sum(1 for g, _ in free[1:] if g <= t) if servers > 1 else 1
-        recent = (i - bisect_left(arr, t - rate_window_s, 0, i)) / rate_window_s
-        if lookahead:
-            window = [r for _, r in heapq.nsmallest(lookahead, waiting)] if edf else islice(waiting, lookahead)
-            slacks = tuple((abs_deadline[r] - t) * 1000.0 for r in window)
-        else:
-            slacks = ()
-        ctx = PolicyContext(t, task, len(waiting), (abs_deadline[head] - t) * 1000.0, rel_deadline[head],
-                            request_ids[head], idle, servers, recent, slacks)
-        cfg = run.use(policy(ctx))
-        b = run.configs[cfg].batch_size
-        members = []
-        while waiting and len(members) < b:
-            r = heapq.heappop(waiting)[1] if edf else waiting.popleft()
-            if drop and abs_deadline[r] <= t:
-                continue
-            members.append(r)
+        pick = pick_batch(waiting, t, i, trace, policy, task, idle, servers, rate_window_s, drop, batch_size_of)
+        if pick.config_id is None:
+            continue
+        cfg = run.use(pick.config_id)
+        members = pick.members
         svc = run.small[cfg].next()
         escalate = run.escalate[cfg]
         if escalate is not None and escalate[members].any():
@@ -398,28 +377,15 @@ def _event_loop(arr: list, abs_deadline: list, rel_deadline: list, request_ids: 
         out.finish.append(fin)
         out.config.append(cfg)
         out.server.append(sid)
+        if observes:
+            policy.observe(pick.config_id, len(members), svc * 1000.0)
     return out, batch_of
 
 
 # ---------------------------------------------------------------- public API
 
-def _check_trace(trace: pd.DataFrame) -> pd.DataFrame:
-    trace = validate(trace, TRACE_COLUMNS, "trace")
-    if trace.empty:
-        raise SimulationError("trace has no requests")
-    if trace["request_id"].duplicated().any():
-        raise SimulationError("trace has duplicated request_id values")
-    if not np.isfinite(trace["arrival_s"]).all():
-        raise SimulationError("trace has non-finite arrival times")
-    if not ((trace["deadline_ms"] > 0) & np.isfinite(trace["deadline_ms"])).all():
-        raise SimulationError("trace deadlines must be positive and finite")
-    if (trace["example_id"] < 0).any():
-        raise SimulationError("trace has negative example ids")
-    return trace.sort_values(["arrival_s", "request_id"], kind="stable").reset_index(drop=True)
-
-
-def _infer_task(policy: Any, trace: pd.DataFrame, catalog: Catalog) -> str:
-    task = getattr(policy, "task", None)
+def _infer_task(policy: OnlinePolicy, trace: pd.DataFrame, catalog: Catalog) -> str:
+    task = policy.task
     if task:
         return str(task)
     if "task" in trace.columns and trace["task"].nunique() == 1:
@@ -430,7 +396,7 @@ def _infer_task(policy: Any, trace: pd.DataFrame, catalog: Catalog) -> str:
     raise SimulationError(f"cannot tell the task: pass task= (profiles hold {sorted(tasks)})")
 
 
-def simulate(trace: pd.DataFrame, policy: Policy, bundle: Any, servers: int = 1,
+def simulate(trace: pd.DataFrame, policy: Policy, bundle: ProfileBundle | Catalog, servers: int = 1,
              queue: Literal["fifo", "edf"] = "fifo", seed: int = 0, *, drop_expired: bool = False,
              method: str | None = None, task: str | None = None,
              engine: Literal["auto", "fast", "event"] = "auto", cascade_mode: str = "auto",
@@ -455,18 +421,19 @@ def simulate(trace: pd.DataFrame, policy: Policy, bundle: Any, servers: int = 1,
         raise SimulationError(f"rate_window_s must be positive, got {rate_window_s!r}")
     if not callable(policy):
         raise SimulationError(f"policy must be callable as policy(ctx) -> config_id, got {type(policy).__name__}")
+    policy = as_policy(policy)
     catalog = prepare(bundle, cascade_mode, dispatch_overhead_ms)
-    ordered = _check_trace(trace)
+    ordered = check_trace(trace, SimulationError)
     task = task or _infer_task(policy, ordered, catalog)
     n = len(ordered)
     arrival = ordered["arrival_s"].to_numpy()
     rel_deadline = ordered["deadline_ms"].to_numpy()
     abs_deadline = arrival + rel_deadline / 1000.0
     example_ids = ordered["example_id"].to_numpy()
-    run = _Run(catalog, int(seed), example_ids)
+    run = _Run(catalog, int(seed), example_ids, task)
 
     static_cfg = None
-    if hasattr(policy, "config_for") and queue == "fifo" and engine != "event":
+    if policy.needs.static and not policy.needs.observes and queue == "fifo" and engine != "event":
         choices = {policy.config_for(d) for d in np.unique(rel_deadline)}
         if len(choices) == 1:
             static_cfg = run.use(choices.pop())
@@ -476,10 +443,9 @@ def simulate(trace: pd.DataFrame, policy: Policy, bundle: Any, servers: int = 1,
     if static_cfg is not None:
         batches, batch_of = _fast_fifo(arr, abs_deadline.tolist(), run, static_cfg, int(servers), drop_expired, n)
     else:
-        batches, batch_of = _event_loop(arr, abs_deadline.tolist(), rel_deadline.tolist(),
-                                        ordered["request_id"].tolist(), run, policy, task, int(servers),
-                                        queue, drop_expired, float(rate_window_s), n)
-    return _assemble(ordered, run, batches, batch_of, method or getattr(policy, "name", "policy"))
+        batches, batch_of = _event_loop(TraceArrays.from_frame(ordered), run, policy, task, int(servers), queue,
+                                        drop_expired, float(rate_window_s), n)
+    return _assemble(ordered, run, batches, batch_of, method or policy.name)
 
 
 def _strings(values: list[str | None], codes: np.ndarray) -> pd.Series:

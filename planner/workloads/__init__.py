@@ -1,6 +1,7 @@
 """Request traces: seeded arrival generators (``generators``) and their description (``analyze``)."""
 
 from planner.workloads.analyze import analyze, analyze_traces
+from planner.workloads.rates import rate_for_load
 from planner.workloads.generators import (
     GENERATORS, TRACE_KINDS, WorkloadError, azure, capacity_rps, gamma, make_frame, make_trace, mmpp,
     poisson, rate_sweep, read_azure_counts, spike, workload_class,
@@ -9,5 +10,5 @@ from planner.workloads.generators import (
 __all__ = [
     "GENERATORS", "TRACE_KINDS", "WorkloadError", "analyze", "analyze_traces", "azure", "capacity_rps",
     "gamma", "make_frame", "make_trace", "mmpp", "poisson", "rate_sweep", "read_azure_counts", "spike",
-    "workload_class",
+    "workload_class", "rate_for_load",
 ]

@@ -1,0 +1,225 @@
+"""One registry of methods: everything the evaluation, the plots, the README table and the book
+need to know about a method, in one entry.
+
+Each :class:`Method` gives its name, display label, colour and marker, its role (the ``proposed``
+method, a ``baseline``, a ``bound`` or an ``ablation``), its typed parameters (a pydantic model,
+filled from the preset's ``evaluate.method_params[name]``), how it is fitted once per task
+(``fit(bundle, task, percentile, params) -> state``) and how it builds the policy that serves one
+trace (``policy(state, trace_context) -> OnlinePolicy``). Adding a method is one entry here; the
+preset chooses which registered methods run (default: every entry with ``default=True``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Literal
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from planner.config import ConfigError
+from planner.metrics import METRICS
+from planner.plan import policies
+from planner.plan.baselines import INFaaSStyle, Oracle, StaticLarge, StaticSmall, ThroughputAutotuner
+from planner.plan.planner import DeadlinePlanner
+from planner.schema import ProfileBundle
+
+Role = Literal["proposed", "baseline", "bound", "ablation"]
+ROLES: tuple[Role, ...] = ("proposed", "baseline", "bound", "ablation")
+
+
+class MethodParams(BaseModel):
+    """Base of every method's parameters: unknown keys are errors, values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NoParams(MethodParams):
+    """A method without parameters of its own (the shared latency percentile aside)."""
+
+
+class InfaasParams(MethodParams):
+    # accuracy floor = the task's best measured accuracy minus this margin (learned in fit)
+    accuracy_margin: float = Field(default=0.02, ge=0, le=1)
+
+
+class SlackParams(MethodParams):
+    # queued requests the value rule looks at per batch
+    lookahead: int = Field(default=64, ge=1)
+
+
+class HindsightParams(MethodParams):
+    # the metric the best fixed configuration maximises on each trace (higher is better)
+    metric: str = "effective_accuracy"
+
+    @field_validator("metric")
+    @classmethod
+    def _higher_is_better(cls, value: str) -> str:
+        if value not in METRICS or not METRICS[value].higher_is_better:
+            raise ValueError(f"metric must be a higher-is-better metric, one of "
+                             f"{sorted(m for m, v in METRICS.items() if v.higher_is_better)}; got {value!r}")
+        return value
+
+
+@dataclass(frozen=True)
+class TraceContext:
+    """What a method may know about the trace it is about to serve.
+
+    Online methods use only ``task``, ``deadline_ms`` (the nominal deadline of the cell) and
+    ``workload_class``; hindsight methods may also replay the trace: ``score(config_id, metric)``
+    simulates a fixed configuration on this very trace and returns the metric, and
+    ``correct_fraction(config_id)`` (cheap) is the fraction of the trace's requests it answers
+    correctly, an upper bound of its effective accuracy.
+    """
+
+    task: str
+    deadline_ms: float
+    workload_class: str
+    trace: pd.DataFrame
+    score: Callable[[str, str], float]
+    correct_fraction: Callable[[str], float]
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    label: str
+    color: str
+    marker: str
+    role: Role
+    fit: Callable[[ProfileBundle, str, int, Any], Any]
+    policy: Callable[[Any, TraceContext], policies.OnlinePolicy]
+    params: type[MethodParams] = NoParams
+    default: bool = True
+    description: str = ""
+
+
+# ---------------------------------------------------------------- builders shared by entries
+
+def _static_method(estimator: Callable[[int, Any], Any]) -> tuple[Callable, Callable]:
+    """fit/policy pair for a method with the planner interface (fit(profiles), select(task, deadline, workload))."""
+
+    def fit(bundle: ProfileBundle, task: str, percentile: int, params: Any) -> Any:
+        return estimator(percentile, params).fit(bundle.profiles)
+
+    def policy_of(state: Any, ctx: TraceContext, name: str) -> policies.OnlinePolicy:
+        return policies.static(state, ctx.task, ctx.workload_class, name=name)
+
+    return fit, policy_of
+
+
+def _entry(name: str, label: str, color: str, marker: str, role: Role, estimator: Callable[[int, Any], Any],
+           params: type[MethodParams] = NoParams, default: bool = True, description: str = "") -> Method:
+    fit, policy_of = _static_method(estimator)
+    return Method(name, label, color, marker, role, fit, lambda state, ctx: policy_of(state, ctx, name), params,
+                  default, description)
+
+
+def _slack(name: str, rule: str) -> tuple[Callable, Callable]:
+    def fit(bundle: ProfileBundle, task: str, percentile: int, params: Any) -> policies.SlackAwarePolicy:
+        lookahead = params.lookahead if isinstance(params, SlackParams) else 64
+        return policies.SlackAwarePolicy(task, percentile, rule, lookahead, name).fit(bundle)
+
+    return fit, lambda state, ctx: state
+
+
+def _hindsight_fit(bundle: ProfileBundle, task: str, percentile: int, params: HindsightParams) -> dict:
+    return {"profiles": bundle.profiles, "percentile": percentile, "metric": params.metric}
+
+
+def _hindsight_policy(state: dict, ctx: TraceContext) -> policies.OnlinePolicy:
+    """Best fixed configuration for this very trace; exact pruning by the correct fraction when the
+    metric is effective accuracy (a configuration cannot be on time and correct more often than correct)."""
+    metric = state["metric"]
+    bound = ctx.correct_fraction if metric == "effective_accuracy" else None
+    oracle = Oracle(lambda c: ctx.score(c, metric), state["percentile"], upper_bound_fn=bound)
+    choice = oracle.fit(state["profiles"], task=ctx.task).select_for_trace(ctx.task).config_id
+    return policies.fixed(choice, "oracle")
+
+
+_slack_fit, _slack_policy = _slack("slack_aware", "value")
+_drain_fit, _drain_policy = _slack("slack_aware_drain", "drain")
+
+METHODS: dict[str, Method] = {m.name: m for m in [
+    _entry("planner", "Deadline planner (static p95)", "#1f77b4", "o", "proposed",
+           lambda p, _: DeadlinePlanner(p),
+           description="most accurate configuration whose profiled latency percentile meets the deadline"),
+    Method("slack_aware", "Slack-aware (queue)", "#ff7f0e", "s", "ablation", _slack_fit, _slack_policy, SlackParams,
+           description="per batch, the configuration maximising expected correct on-time answers in the queue"),
+    _entry("infaas", "INFaaS-style", "#2ca02c", "^", "baseline",
+           lambda p, params: INFaaSStyle(params.accuracy_margin, p), InfaasParams,
+           description="cheapest configuration meeting the deadline and an accuracy floor"),
+    _entry("throughput_autotuner", "Throughput autotuner", "#d62728", "D", "baseline",
+           lambda p, _: ThroughputAutotuner(p),
+           description="highest throughput meeting the deadline, accuracy-blind"),
+    _entry("static_small", "Static small", "#9467bd", "v", "baseline", lambda p, _: StaticSmall(p),
+           description="always the fastest configuration"),
+    _entry("static_large", "Static large", "#8c564b", "P", "baseline", lambda p, _: StaticLarge(p),
+           description="always the most accurate configuration"),
+    Method("oracle", "Best fixed (hindsight)", "#e377c2", "X", "bound", _hindsight_fit, _hindsight_policy,
+           HindsightParams, description="the best fixed configuration for each trace, chosen after seeing it"),
+    Method("slack_aware_drain", "Slack-aware (drain rule)", "#7f7f7f", "<", "ablation", _drain_fit, _drain_policy,
+           default=False, description="the simpler drain rule of the slack-aware policy"),
+]}
+
+
+# ---------------------------------------------------------------- lookups
+
+def method(name: str) -> Method:
+    """The registered method ``name``; an unknown name is a clear error listing the known ones."""
+    if name not in METHODS:
+        raise ConfigError(f"unknown method {name!r}; registered methods: {list(METHODS)}")
+    return METHODS[name]
+
+
+def default_methods() -> list[str]:
+    """The methods a preset runs when it names none: every entry with ``default=True``, in registry order."""
+    return [m.name for m in METHODS.values() if m.default]
+
+
+def check_methods(names: list[str] | None, where: str = "evaluate.methods") -> list[str]:
+    """``names`` (or the defaults when None), checked against the registry; ``where`` names the field."""
+    if names is None:
+        return default_methods()
+    unknown = [n for n in names if n not in METHODS]
+    if unknown or len(set(names)) != len(names):
+        raise ConfigError(f"{where}: methods must be distinct registered names; unknown {unknown} in {names}; "
+                          f"registered: {list(METHODS)}")
+    return list(names)
+
+
+def method_params(name: str, raw: dict | None, where: str = "evaluate.method_params") -> MethodParams:
+    """The typed parameters of ``name`` from a preset's raw mapping (missing keys take defaults)."""
+    entry = method(name)
+    try:
+        return entry.params.model_validate(raw or {})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))} = {e.get('input')!r}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"{where}.{name}: {problems}") from None
+
+
+def check_method_params(params: dict[str, dict], where: str = "evaluate.method_params") -> dict[str, MethodParams]:
+    """Every entry of a preset's ``method_params``: known method names, valid typed values."""
+    return {name: method_params(name, raw, where) for name, raw in params.items()}
+
+
+def order(names) -> list[str]:
+    """Names in registry order, unknown ones after, sorted: stable legends and table columns."""
+    present = list(dict.fromkeys(str(n) for n in names))
+    return [m for m in METHODS if m in present] + sorted(n for n in present if n not in METHODS)
+
+
+def with_role(*roles: Role) -> list[str]:
+    """Registered method names with one of ``roles``, in registry order."""
+    bad = [r for r in roles if r not in ROLES]
+    if bad:
+        raise ValueError(f"unknown role(s) {bad}; roles: {list(ROLES)}")
+    return [m.name for m in METHODS.values() if m.role in roles]
+
+
+def proposed() -> str:
+    """The one proposed method (the book's and README's headline)."""
+    names = with_role("proposed")
+    if len(names) != 1:
+        raise AssertionError(f"the registry must hold exactly one proposed method, has {names}")
+    return names[0]
