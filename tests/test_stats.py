@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats as sps
 
-from planner.analysis.stats import cohen_magnitude, describe, holm, mean_ci, paired_comparison
+from planner.analysis.stats import (cohen_magnitude, describe, holm, mean_ci, paired_comparison,
+                                    paired_comparisons)
 
 
 def test_mean_ci_hand_computed():
@@ -138,6 +139,63 @@ def test_paired_comparison_pairs_on_several_columns():
             for m in ("base", "a") for s in (1, 2, 3) for d, v in ((5, 0.5), (10, 0.7))]
     out = paired_comparison(pd.DataFrame(rows), "x", "base", pair_col=["seed", "deadline"], alpha=0.05)
     assert out["n"].iloc[0] == 6 and out["mean_diff"].iloc[0] == pytest.approx(0.1)
+
+
+def _grouped_runs() -> pd.DataFrame:
+    """Three (task, load) cells; each cell's method beats the baseline with p_t about 0.022, 0.022, 0.063."""
+    base = [0.60, 0.62, 0.58, 0.65, 0.61]
+    better = {("sst2", 0.5): [0.62, 0.64, 0.58, 0.68, 0.64], ("sst2", 0.9): [0.62, 0.64, 0.58, 0.68, 0.64],
+              ("cifar10", 0.5): [0.63, 0.62, 0.60, 0.70, 0.62]}
+    return pd.concat([_runs({"base": base, "a": a}).assign(task=t, load=load) for (t, load), a in better.items()],
+                     ignore_index=True)
+
+
+def test_paired_comparisons_holm_across_the_family():
+    frame = _grouped_runs()
+    out = paired_comparisons(frame, "effective_accuracy", "base", groups=["task", "load"], alpha=0.05)
+    assert list(out.columns[:3]) == ["task", "load", "metric"]
+    assert list(zip(out["task"], out["load"])) == [("cifar10", 0.5), ("sst2", 0.5), ("sst2", 0.9)]
+    assert out["load"].dtype == frame["load"].dtype
+    # the family is every row: Holm on the concatenated p-values, not within each cell
+    assert out["p_holm"].tolist() == pytest.approx(holm(out["p_t"]).tolist())
+    assert out["significant"].tolist() == (out["p_holm"] < 0.05).tolist()
+    per_group = pd.concat([paired_comparison(part, "effective_accuracy", "base", alpha=0.05)
+                           for _, part in frame.groupby(["task", "load"])], ignore_index=True)
+    # one comparison per cell: per-cell Holm corrects nothing, so two cells pass at 0.05 ...
+    assert per_group["p_holm"].tolist() == pytest.approx(per_group["p_t"].tolist())
+    assert per_group["significant"].sum() == 2
+    # ... while over the family of three, 3 x 0.022 > 0.05 and none does
+    assert out["p_t"].tolist() == pytest.approx(per_group["p_t"].tolist())
+    assert not out["significant"].any()
+    assert out["p_holm"].min() == pytest.approx(3 * out["p_t"].min())
+
+
+def test_paired_comparisons_family_spans_methods_and_wilcoxon():
+    frame = pd.concat([_grouped_runs(), _runs({"b": [0.61, 0.62, 0.59, 0.66, 0.63]}).assign(task="sst2", load=0.5)],
+                      ignore_index=True)
+    out = paired_comparisons(frame, "effective_accuracy", "base", groups=["task", "load"], alpha=0.05,
+                             test="wilcoxon")
+    assert len(out) == 4 and sorted(out["method"]) == ["a", "a", "a", "b"]
+    assert out["p_holm"].tolist() == pytest.approx(holm(out["p_wilcoxon"]).tolist())
+    # a cell with only the baseline adds no rows; no rows at all gives an empty table with the columns
+    only_base = frame[~((frame["task"] == "cifar10") & (frame["method"] == "a"))]
+    assert len(paired_comparisons(only_base, "effective_accuracy", "base", groups=["task", "load"], alpha=0.05)) == 3
+    empty = paired_comparisons(frame.iloc[:0], "effective_accuracy", "base", groups=["task", "load"], alpha=0.05)
+    assert empty.empty and list(empty.columns[:2]) == ["task", "load"] and "p_holm" in empty.columns
+
+
+def test_paired_comparisons_rejects_bad_groups():
+    frame = _grouped_runs()
+    with pytest.raises(ValueError, match="no group column"):
+        paired_comparisons(frame, "effective_accuracy", "base", groups=["workload"], alpha=0.05)
+    with pytest.raises(ValueError, match="no group columns given"):
+        paired_comparisons(frame, "effective_accuracy", "base", groups=[], alpha=0.05)
+    with pytest.raises(ValueError, match="clash"):
+        paired_comparisons(frame, "effective_accuracy", "base", groups=["seed"], alpha=0.05)
+    # an error inside one cell names the cell
+    broken = frame[~((frame["task"] == "cifar10") & (frame["method"] == "base"))]
+    with pytest.raises(ValueError, match=r"'task': 'cifar10'.*baseline 'base' not among"):
+        paired_comparisons(broken, "effective_accuracy", "base", groups=["task", "load"], alpha=0.05)
 
 
 def test_holm_hand_computed():

@@ -23,8 +23,9 @@ from planner.paths import results_dir
 # Methods are drawn in the registry's order, colour and marker wherever they appear (one place:
 # planner.plan.registry); names the registry does not know follow, sorted, in the generic palette.
 METHOD_ORDER = tuple(registry.METHODS)
-_PALETTE = plt.get_cmap("tab10").colors
-_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+# Colours and markers of numbered series (runtimes, ablation variants, ...); notebooks use series_style.
+PALETTE: tuple[tuple[float, float, float], ...] = tuple(plt.get_cmap("tab10").colors)
+MARKERS: tuple[str, ...] = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
 
 
 def apply_style() -> None:
@@ -69,12 +70,19 @@ def method_style(method: str, methods: Sequence[str] = ()) -> dict:
         return {"color": entry.color, "marker": entry.marker}
     others = [m for m in method_order(methods) if m not in registry.METHODS]
     i = others.index(method) if method in others else len(others)
-    return {"color": _PALETTE[(i + 7) % len(_PALETTE)], "marker": _MARKERS[(i + 7) % len(_MARKERS)]}
+    return series_style(i + 7)
 
 
 def method_label(method: str) -> str:
     """The registry's display label of ``method`` (the name itself when unregistered)."""
     return registry.METHODS[method].label if method in registry.METHODS else method
+
+
+def series_style(i: int) -> dict:
+    """Colour and marker of the ``i``-th series of a figure (cycling), for series that are not methods."""
+    if i < 0:
+        raise ValueError(f"series_style: series index must be non-negative, got {i!r}")
+    return {"color": PALETTE[i % len(PALETTE)], "marker": MARKERS[i % len(MARKERS)]}
 
 
 def metric_label(name: str) -> str:
@@ -148,8 +156,8 @@ def pareto_scatter(profiles: pd.DataFrame, front_ids: Iterable[str] = (), ax=Non
         for j, precision in enumerate(precisions):
             part = data[(data["runtime"] == runtime) & (data["precision"] == precision)]
             if not part.empty:
-                ax.scatter(part[latency], part["accuracy"], s=14, color=_PALETTE[i % 10],
-                           marker=_MARKERS[j % len(_MARKERS)], alpha=0.75, label=f"{runtime}/{precision}")
+                ax.scatter(part[latency], part["accuracy"], s=14, color=series_style(i)["color"],
+                           marker=series_style(j)["marker"], alpha=0.75, label=f"{runtime}/{precision}")
     front = data[data["config_id"].isin(set(front_ids))].sort_values(latency)
     if not front.empty:
         ax.step(front[latency], front["accuracy"], where="post", color="black", lw=1.0, label="Pareto front")
@@ -171,7 +179,7 @@ def latency_ecdf(samples: pd.DataFrame, config_ids: Sequence[str], ax=None, titl
         values = np.sort(samples.loc[samples["config_id"] == cid, "latency_ms"].to_numpy())
         if values.size == 0:
             raise ValueError(f"latency_ecdf: no samples for {cid!r}")
-        ax.step(values, np.arange(1, values.size + 1) / values.size, where="post", color=_PALETTE[i % 10],
+        ax.step(values, np.arange(1, values.size + 1) / values.size, where="post", color=series_style(i)["color"],
                 label=cid, lw=1.1)
     ax.axhline(0.95, color="grey", lw=0.8, ls=":")
     ax.set_xscale("log")
@@ -202,7 +210,7 @@ def grouped_bars(frame: pd.DataFrame, x: str, y: str, hue: str, ax=None, err: tu
         yerr = None
         if err is not None:
             yerr = np.vstack([part[y] - part[err[0]], part[err[1]] - part[y]])
-        color = method_style(value, hues)["color"] if hue == "method" else _PALETTE[k % 10]
+        color = method_style(value, hues)["color"] if hue == "method" else series_style(k)["color"]
         ax.bar(pos, part[y], width=width, label=str(value), color=color, yerr=yerr, capsize=2,
                error_kw={"lw": 0.8})
     ax.set_xticks(np.arange(len(xs)), [str(v) for v in xs], rotation=25 if len(xs) > 3 else 0,
@@ -229,7 +237,7 @@ def identity_scatter(frame: pd.DataFrame, x: str, y: str, ax=None, label: str | 
     _require(frame, [x, y], "identity_scatter")
     if ax is None:
         _, ax = plt.subplots()
-    ax.scatter(frame[x], frame[y], s=18, color=_PALETTE[0], label=label)
+    ax.scatter(frame[x], frame[y], s=18, color=PALETTE[0], label=label)
     lo = float(np.nanmin(frame[[x, y]].to_numpy()))
     hi = float(np.nanmax(frame[[x, y]].to_numpy()))
     grid = np.linspace(lo, hi, 50)
@@ -273,7 +281,8 @@ def workflow_diagram() -> Figure:
     for i, (name, detail) in enumerate(WORKFLOW_STAGES):
         x0 = i + (1 - width) / 2
         ax.add_patch(FancyBboxPatch((x0, y0), width, height, boxstyle="round,pad=0.02,rounding_size=0.06",
-                                    facecolor=_PALETTE[i % 10], alpha=0.18, edgecolor=_PALETTE[i % 10], lw=1.2))
+                                    facecolor=series_style(i)["color"], alpha=0.18,
+                                    edgecolor=series_style(i)["color"], lw=1.2))
         ax.text(i + 0.5, y0 + height * 0.72, name, ha="center", va="center", fontsize=9, fontweight="bold")
         ax.text(i + 0.5, y0 + height * 0.32, detail, ha="center", va="center", fontsize=6.5)
         if i < n - 1:

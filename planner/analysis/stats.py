@@ -24,7 +24,7 @@ from scipy import stats as sps
 from planner.config import protocol
 
 __all__ = [
-    "COHEN_BANDS", "mean_ci", "describe", "paired_comparison", "holm", "cohen_magnitude",
+    "COHEN_BANDS", "mean_ci", "describe", "paired_comparison", "paired_comparisons", "holm", "cohen_magnitude",
 ]
 
 NanPolicy = Literal["raise", "omit"]
@@ -171,9 +171,32 @@ def _paired_row(x: np.ndarray, y: np.ndarray, confidence: float) -> dict[str, fl
     }
 
 
+Test = Literal["paired_t", "wilcoxon"]
+COMPARISON_COLUMNS = ["metric", "method", "baseline", "n", "mean_diff", "sd_diff", "ci_low", "ci_high", "t", "p_t",
+                      "w", "p_wilcoxon", "d_z", "d_pooled", "magnitude", "p_holm", "significant"]
+
+
+def _check_alpha_test(alpha: float | None, test: str) -> float:
+    if alpha is None:
+        alpha = protocol().alpha
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must lie in (0, 1), got {alpha!r}")
+    if test not in ("paired_t", "wilcoxon"):
+        raise ValueError(f"test must be 'paired_t' or 'wilcoxon', got {test!r}")
+    return float(alpha)
+
+
+def _adjust(out: pd.DataFrame, alpha: float, test: Test) -> pd.DataFrame:
+    """Holm over every row of ``out`` (one family) and the reject decision at ``alpha``."""
+    family = out["p_t" if test == "paired_t" else "p_wilcoxon"].to_numpy(dtype=float)
+    out["p_holm"] = holm(family)
+    out["significant"] = out["p_holm"] < alpha
+    return out
+
+
 def paired_comparison(frame: pd.DataFrame, metric: str, baseline: str, method_col: str = "method",
                       pair_col: str | list[str] = "seed", confidence: float = 0.95,
-                      alpha: float | None = None, test: Literal["paired_t", "wilcoxon"] = "paired_t") -> pd.DataFrame:
+                      alpha: float | None = None, test: Test = "paired_t") -> pd.DataFrame:
     """Each method against ``baseline`` on ``metric``, paired by ``pair_col`` (e.g. the seed).
 
     One row per method: ``mean_diff`` (method - baseline) with its t CI, paired t (``t``, ``p_t``),
@@ -183,12 +206,7 @@ def paired_comparison(frame: pd.DataFrame, metric: str, baseline: str, method_co
     methods, compared with ``alpha`` (default: the protocol's alpha from configs/).
     """
     confidence = _check_confidence(confidence)
-    if alpha is None:
-        alpha = protocol().alpha
-    if not 0.0 < alpha < 1.0:
-        raise ValueError(f"alpha must lie in (0, 1), got {alpha!r}")
-    if test not in ("paired_t", "wilcoxon"):
-        raise ValueError(f"test must be 'paired_t' or 'wilcoxon', got {test!r}")
+    alpha = _check_alpha_test(alpha, test)
     pairs = [pair_col] if isinstance(pair_col, str) else list(pair_col)
     missing = [c for c in [metric, method_col, *pairs] if c not in frame.columns]
     if missing:
@@ -219,10 +237,46 @@ def paired_comparison(frame: pd.DataFrame, metric: str, baseline: str, method_co
         x = both[method].to_numpy(dtype=float)
         y = both[baseline].to_numpy(dtype=float)
         rows.append({"metric": metric, "method": method, "baseline": baseline, **_paired_row(x, y, confidence)})
-    columns = ["metric", "method", "baseline", "n", "mean_diff", "sd_diff", "ci_low", "ci_high", "t", "p_t",
-               "w", "p_wilcoxon", "d_z", "d_pooled", "magnitude", "p_holm", "significant"]
-    out = pd.DataFrame(rows, columns=columns[:-2])
-    family = out["p_t" if test == "paired_t" else "p_wilcoxon"].to_numpy(dtype=float)
-    out["p_holm"] = holm(family)
-    out["significant"] = out["p_holm"] < alpha
-    return out[columns]
+    out = pd.DataFrame(rows, columns=COMPARISON_COLUMNS[:-2])
+    return _adjust(out, alpha, test)[COMPARISON_COLUMNS]
+
+
+def paired_comparisons(frame: pd.DataFrame, metric: str, baseline: str, groups: Sequence[str],
+                       pair_col: str | list[str] = "seed", method_col: str = "method", confidence: float = 0.95,
+                       alpha: float | None = None, test: Test = "paired_t") -> pd.DataFrame:
+    """:func:`paired_comparison` within each group (e.g. ``["task", "load"]``), Holm-corrected once over all.
+
+    The family is every comparison in the returned table (all groups x methods): ``p_holm`` and
+    ``significant`` are the ``test``'s p-values Holm-adjusted across that whole family, not within a
+    group, so a report that reads the table as one set of claims keeps its family-wise error rate.
+    Returns the group columns followed by :func:`paired_comparison`'s columns, one row per (group,
+    method), groups sorted. A group whose only method is ``baseline`` adds no rows; an empty
+    ``frame`` gives an empty table. Errors inside a group name the group.
+    """
+    confidence = _check_confidence(confidence)
+    alpha = _check_alpha_test(alpha, test)
+    groups = [groups] if isinstance(groups, str) else list(groups)
+    if not groups:
+        raise ValueError("paired_comparisons: no group columns given; use paired_comparison for one family")
+    missing = [c for c in groups if c not in frame.columns]
+    if missing:
+        raise ValueError(f"paired_comparisons: frame has no group column(s) {missing}")
+    pairs = [pair_col] if isinstance(pair_col, str) else list(pair_col)
+    clash = [c for c in groups if c in COMPARISON_COLUMNS or c == method_col or c in pairs]
+    if clash:
+        raise ValueError(f"paired_comparisons: group column(s) {clash} clash with the method, pair or output columns")
+    parts = []
+    for key, part in frame.groupby(groups, sort=True, dropna=False):
+        label = dict(zip(groups, key))
+        try:
+            cmp = paired_comparison(part, metric, baseline, method_col=method_col, pair_col=pair_col,
+                                    confidence=confidence, alpha=alpha, test=test)
+        except ValueError as exc:
+            raise ValueError(f"paired_comparisons[{label}]: {exc}") from None
+        if len(cmp):
+            parts.append(cmp.assign(**label))
+    columns = [*groups, *COMPARISON_COLUMNS]
+    if not parts:
+        return pd.DataFrame(columns=columns).astype(frame[groups].dtypes.to_dict())
+    out = pd.concat(parts, ignore_index=True).astype(frame[groups].dtypes.to_dict())
+    return _adjust(out, alpha, test)[columns]

@@ -1,5 +1,6 @@
-"""Summaries over seeds: per-seed means over a deadline sweep, mean and CI per cell, and the shared
-hypervolume reference point.
+"""Summaries over seeds: per-seed means over a deadline sweep, mean and CI per cell, the per-deadline
+mean points of each method, and the hypervolume/coverage table against a baseline on one shared
+reference point per (task, load).
 
 The statistics chapter, the workloads chapter, the README table and ``planner evaluate`` all
 summarise runs through these, so the unit of replication (the seed) is chosen in one place.
@@ -7,9 +8,12 @@ summarise runs through these, so the unit of replication (the seed) is chosen in
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 
+from planner.analysis.pareto import dominance_ratio, hypervolume
 from planner.analysis.stats import describe
 from planner.metrics import RUN_METRICS
 
@@ -34,11 +38,35 @@ def summarize_runs(runs: pd.DataFrame, metrics: list[str] | None = None, confide
     return pd.concat(parts, ignore_index=True).sort_values(by + ["metric"], kind="stable").reset_index(drop=True)
 
 
-def per_seed_means(runs: pd.DataFrame, metric: str, by: tuple[str, ...] = ("task", "method")) -> pd.DataFrame:
-    """Average ``metric`` over deadlines within each seed: one value per (by..., seed) for paired tests."""
-    if metric not in runs.columns:
-        raise ValueError(f"runs have no column {metric!r}")
-    return runs.groupby([*by, "seed"], as_index=False)[metric].mean()
+def per_seed_means(runs: pd.DataFrame, metric: str | Sequence[str],
+                   by: Sequence[str] = ("task", "method")) -> pd.DataFrame:
+    """Average ``metric`` (one name or several) over deadlines within each seed: one row per (by..., seed).
+
+    The seed is the unit of replication, so these are the values paired tests and seed CIs take.
+    NaN values (e.g. latency when every request was dropped) are skipped in a mean.
+    """
+    metrics = [metric] if isinstance(metric, str) else list(metric)
+    missing = [c for c in [*by, "seed", *metrics] if c not in runs.columns]
+    if missing:
+        raise ValueError(f"runs have no column(s) {missing}")
+    if not metrics:
+        raise ValueError("per_seed_means: no metric given")
+    selected = metrics[0] if isinstance(metric, str) else metrics
+    return runs.groupby([*by, "seed"], as_index=False)[selected].mean()
+
+
+def deadline_points(runs: pd.DataFrame, latency: str = "lat_p95_ms", accuracy: str = "effective_accuracy",
+                    by: Sequence[str] = ("task", "load", "method")) -> pd.DataFrame:
+    """Each method's (latency, accuracy) outcome per deadline, averaged over seeds: the points of its front.
+
+    One row per (by..., deadline_ms). Runs without a latency or an accuracy (nothing served) cannot be
+    placed in the plane and are left out before averaging.
+    """
+    missing = [c for c in [*by, "deadline_ms", latency, accuracy] if c not in runs.columns]
+    if missing:
+        raise ValueError(f"runs have no column(s) {missing}")
+    placed = runs.dropna(subset=[latency, accuracy])
+    return placed.groupby([*by, "deadline_ms"], as_index=False)[[latency, accuracy]].mean()
 
 
 def hypervolume_reference(latency_ms: pd.Series | np.ndarray, margin: float = 0.05) -> tuple[float, float]:
@@ -54,3 +82,49 @@ def hypervolume_reference(latency_ms: pd.Series | np.ndarray, margin: float = 0.
     if not margin > 0:
         raise ValueError(f"hypervolume_reference: margin must be positive, got {margin!r}")
     return float(values.max()) * (1.0 + margin), 0.0
+
+
+def hypervolume_table(points: pd.DataFrame, baseline: str, latency: str = "lat_p95_ms",
+                      accuracy: str = "effective_accuracy", panel: Sequence[str] = ("task", "load"),
+                      margin: float = 0.05) -> pd.DataFrame:
+    """Per panel (e.g. task and load) and method: hypervolume and coverage against ``baseline``.
+
+    ``points`` are per-deadline points (:func:`deadline_points`). Each panel gets one reference point
+    from :func:`hypervolume_reference` over every method's latencies, so hypervolumes in a panel share a
+    scale. Columns: ``[*panel, method, ref_latency_ms, hypervolume, <baseline>_covers_method,
+    method_covers_<baseline>, hv_relative_to_<baseline>]``; the coverage columns are Zitzler's C (the
+    fraction of the second front's points weakly dominated by the first's), and the relative
+    hypervolume is NaN where the baseline's hypervolume is 0. Rows sorted by panel, then method.
+    """
+    panel = list(panel)
+    missing = [c for c in [*panel, "method", latency, accuracy] if c not in points.columns]
+    if missing:
+        raise ValueError(f"hypervolume_table: points have no column(s) {missing}")
+    if points.empty:
+        raise ValueError("hypervolume_table: no points")
+    values = points[[latency, accuracy]].to_numpy(dtype=float)
+    if not np.isfinite(values).all():
+        raise ValueError(f"hypervolume_table: {latency!r} and {accuracy!r} must be finite; "
+                         "build the points with deadline_points")
+    covers, covered = f"{baseline}_covers_method", f"method_covers_{baseline}"
+    rows = []
+    for key, part in points.groupby(panel, sort=True):
+        label = dict(zip(panel, key))
+        base = part[part["method"] == baseline]
+        if base.empty:
+            raise ValueError(f"hypervolume_table[{label}]: no points for baseline {baseline!r}; "
+                             f"methods are {sorted(part['method'].unique())}")
+        ref = hypervolume_reference(part[latency], margin)
+        for method, pts in part.groupby("method", sort=True):
+            rows.append({
+                **label, "method": method, "ref_latency_ms": ref[0],
+                "hypervolume": hypervolume(pts[latency], pts[accuracy], ref),
+                covers: dominance_ratio(base[latency], base[accuracy], pts[latency], pts[accuracy]),
+                covered: dominance_ratio(pts[latency], pts[accuracy], base[latency], base[accuracy]),
+            })
+    table = pd.DataFrame(rows)
+    base_hv = table.loc[table["method"] == baseline, [*panel, "hypervolume"]].rename(
+        columns={"hypervolume": "_base_hv"})
+    table = table.merge(base_hv, on=panel, how="left")
+    table[f"hv_relative_to_{baseline}"] = (table["hypervolume"] / table["_base_hv"]).where(table["_base_hv"] > 0)
+    return table.drop(columns="_base_hv")
