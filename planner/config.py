@@ -16,9 +16,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from planner.metrics import METRICS
 from planner.paths import CONFIG_DIR
-from planner.schema import check_deadline
+from planner.schema import TASKS, check_deadline
 
-TASKS = ("sst2", "cifar10")
 # numpy's SeedSequence takes non-negative integers only
 Seed = Annotated[int, Field(ge=0, strict=True)]
 

@@ -16,6 +16,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+# the tasks every table, config and command knows (lower case, as in config ids and file names)
+TASKS: tuple[str, ...] = ("sst2", "cifar10")
+
 # column -> kind: "str", "int", "float", "bool"; a trailing "?" marks nullable
 PROFILE_COLUMNS: dict[str, str] = {
     "config_id": "str", "task": "str", "model": "str", "runtime": "str", "precision": "str",
@@ -27,6 +30,8 @@ PROFILE_COLUMNS: dict[str, str] = {
     "pct_roofline": "float?", "machine_tag": "str", "cpu_model": "str", "n_threads": "int",
     "torch_version": "str", "profiled_at": "str",
 }
+# measured rows pruned as dominated (planner.profile.dominance): a profile row plus its dominator's id
+DOMINATED_COLUMNS: dict[str, str] = {**PROFILE_COLUMNS, "dominated_by": "str"}
 LATENCY_SAMPLE_COLUMNS = {"config_id": "str", "call_index": "int", "latency_ms": "float"}
 PREDICTION_COLUMNS = {
     "config_id": "str", "example_id": "int", "label": "int", "prediction": "int",
@@ -102,13 +107,13 @@ def validate(frame: pd.DataFrame, columns: dict[str, str], name: str = "table") 
         kind = kind.rstrip("?")
         values = out[column]
         if not nullable and values.isna().any():
-            rows = list(np.flatnonzero(values.isna().to_numpy())[:5])
+            rows = np.flatnonzero(values.isna().to_numpy())[:5].tolist()
             raise SchemaError(f"{name}: column {column!r} has missing values (rows {rows})")
         try:
             if kind == "float":
                 out[column] = pd.to_numeric(values, errors="raise").astype("float64")
             elif kind == "int":
-                out[column] = pd.to_numeric(values, errors="raise").astype("int64")
+                out[column] = _integers(pd.to_numeric(values, errors="raise"), column, name)
             elif kind == "bool":
                 out[column] = values.astype(bool)
             else:
@@ -118,18 +123,43 @@ def validate(frame: pd.DataFrame, columns: dict[str, str], name: str = "table") 
     return out[list(columns) + [c for c in out.columns if c not in columns]]
 
 
-def validate_profiles(frame: pd.DataFrame, name: str = "profiles") -> pd.DataFrame:
-    """Profiles table rules on top of column kinds: unique ids, sane latencies and accuracies."""
-    out = validate(frame, PROFILE_COLUMNS, name)
-    if out.empty:
-        raise SchemaError(f"{name}: no rows")
-    duplicated = out["config_id"][out["config_id"].duplicated()].tolist()
-    if duplicated:
-        raise SchemaError(f"{name}: duplicated config_id(s) {duplicated[:5]}")
-    for column in ("lat_p50_ms", "lat_p95_ms", "lat_p99_ms", "lat_mean_ms"):
-        bad = out.loc[~(out[column] > 0) | ~np.isfinite(out[column]), "config_id"].tolist()
-        if bad:
-            raise SchemaError(f"{name}: {column} must be positive and finite, bad for {bad[:5]}")
+def _integers(values: pd.Series, column: str, name: str) -> pd.Series:
+    """``values`` as int64; a fractional or infinite float (1.7, which astype would truncate) is refused."""
+    if values.dtype.kind == "f":
+        arr = values.to_numpy(dtype=float)
+        bad = ~np.isfinite(arr) | (arr != np.round(arr))
+        if bad.any():
+            raise SchemaError(f"{name}: column {column!r} must hold whole numbers, got {arr[bad][:3].tolist()} "
+                              f"(rows {np.flatnonzero(bad)[:5].tolist()})")
+    return values.astype("int64")
+
+
+def _bad_rows(out: pd.DataFrame, mask: pd.Series, column: str) -> str:
+    """The first offending config ids with their values, for an error message."""
+    rows = out.loc[mask, ["config_id", column]].head(5)
+    return ", ".join(f"{c}: {v!r}" for c, v in rows.itertuples(index=False))
+
+
+def _profile_row_rules(out: pd.DataFrame, name: str) -> None:
+    """Rules every measured profile row obeys (profiles.csv and dominated.csv alike)."""
+    unknown = sorted(set(out["task"]) - set(TASKS))
+    if unknown:
+        raise SchemaError(f"{name}: unknown task(s) {unknown} ({_bad_rows(out, ~out['task'].isin(TASKS), 'task')}); "
+                          f"known tasks: {list(TASKS)} (lower case)")
+    for column in ("batch_size", "n_samples"):
+        low = out[column] < 1
+        if low.any():
+            raise SchemaError(f"{name}: {column} must be an integer >= 1, bad for {_bad_rows(out, low, column)}")
+    for column in ("lat_p50_ms", "lat_p95_ms", "lat_p99_ms", "lat_mean_ms", "throughput_items_s"):
+        bad = ~(out[column] > 0) | ~np.isfinite(out[column])
+        if bad.any():
+            raise SchemaError(f"{name}: {column} must be positive and finite, bad for {_bad_rows(out, bad, column)}")
+    for lower, upper in (("lat_p50_ms", "lat_p95_ms"), ("lat_p95_ms", "lat_p99_ms")):
+        bad = out[lower] > out[upper]
+        if bad.any():
+            rows = out.loc[bad, ["config_id", lower, upper]].head(5)
+            raise SchemaError(f"{name}: need {lower} <= {upper}, bad for "
+                              + ", ".join(f"{c}: {a!r} > {b!r}" for c, a, b in rows.itertuples(index=False)))
     bad_source = set(out["accuracy_source"]) - set(ACCURACY_SOURCES)
     if bad_source:
         raise SchemaError(f"{name}: accuracy_source must be one of {ACCURACY_SOURCES}, got {bad_source}")
@@ -139,6 +169,29 @@ def validate_profiles(frame: pd.DataFrame, name: str = "profiles") -> pd.DataFra
         raise SchemaError(f"{name}: measured accuracy must lie in [0, 1]")
     if out.loc[~measured, "accuracy"].notna().any():
         raise SchemaError(f"{name}: rows with accuracy_source='unavailable' must have no accuracy")
+
+
+def validate_profiles(frame: pd.DataFrame, name: str = "profiles") -> pd.DataFrame:
+    """Profiles table rules on top of column kinds: unique ids, known tasks, whole positive batch
+    sizes and sample counts, ordered finite latencies, sane throughput and accuracies."""
+    out = validate(frame, PROFILE_COLUMNS, name)
+    if out.empty:
+        raise SchemaError(f"{name}: no rows")
+    duplicated = out["config_id"][out["config_id"].duplicated()].tolist()
+    if duplicated:
+        raise SchemaError(f"{name}: duplicated config_id(s) {duplicated[:5]}")
+    _profile_row_rules(out, name)
+    return out
+
+
+def validate_dominated(frame: pd.DataFrame, name: str = "dominated") -> pd.DataFrame:
+    """Dominated rows: the profile row rules (an empty table is fine) plus the dominator's id."""
+    out = validate(frame, DOMINATED_COLUMNS, name)
+    duplicated = out["config_id"][out["config_id"].duplicated()].tolist()
+    if duplicated:
+        raise SchemaError(f"{name}: duplicated config_id(s) {duplicated[:5]}")
+    if len(out):
+        _profile_row_rules(out, name)
     return out
 
 
@@ -153,6 +206,8 @@ def read_table(path: Path, columns: dict[str, str]) -> pd.DataFrame:
         raise SchemaError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None
     if columns is PROFILE_COLUMNS:
         return validate_profiles(frame, str(path))
+    if columns is DOMINATED_COLUMNS:
+        return validate_dominated(frame, str(path))
     return validate(frame, columns, str(path))
 
 

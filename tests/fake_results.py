@@ -15,6 +15,7 @@ import pandas as pd
 
 from planner import config
 from planner.profile.store import FILES, ProfileBundle
+from planner.tables import write_manifest
 from planner.schema import (LATENCY_SAMPLE_COLUMNS, PREDICTION_COLUMNS, PROFILE_COLUMNS, config_id, validate,
                             validate_profiles)
 
@@ -121,6 +122,7 @@ def write_fake_results(root: Path, preset: str = "quick", n_requests: int = 300,
                    "batch_size": 1, "cascade_small": None, "cascade_large": None, "threshold": np.nan,
                    "config_id": config_id("sst2", "small", "torch", "fp16", 1, "cpu"),
                    "reason": "fp16 is not run on CPU (synthetic example)"}]).to_csv(tag_dir / FILES["infeasible"], index=False)
+    write_manifest(tag_dir, [FILES[n] for n in ("profiles", "samples", "predictions", "environment", "infeasible")])
 
     from planner.evaluation.grid import evaluate
 

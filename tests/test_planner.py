@@ -302,7 +302,7 @@ def test_other_bad_inputs_raise_clear_errors():
         DeadlinePlanner().fit(bad)
     bad = frame.copy()
     bad.loc[0, "throughput_items_s"] = 0.0
-    with pytest.raises(PlannerError, match="throughput"):
+    with pytest.raises(SchemaError, match="throughput"):  # the profiles schema refuses it before the planner
         DeadlinePlanner().fit(bad)
     with pytest.raises(PlannerError, match="accuracy_tolerance"):
         DeadlinePlanner(accuracy_tolerance=-0.1)

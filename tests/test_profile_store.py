@@ -1,4 +1,5 @@
-"""Profile storage: a toy sweep end to end, validation on read naming the file, atomic writes."""
+"""Profile storage: a toy sweep end to end, validation on read naming the file, atomic writes,
+content hashes and the cross-check of profile rows against their samples and predictions."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import pandas as pd
 import pytest
 
 from planner.config import ProfilePreset
-from planner.profile.store import ProfileStore, atomic_write, load_bundle
+from planner import cli
+from planner.profile.store import ProfileStore, atomic_write, load_bundle, rehash
 from planner.profile.sweep import run_sweep
 from planner.schema import SchemaError
+from planner.tables import MANIFEST, manifest_names, write_manifest
 
 TINY = ProfilePreset(warmup=10, min_passes=100, max_passes=150, ci_rel_halfwidth=0.05, batch_sizes=[1, 4],
                      check_every=50, n_bootstrap=200, max_seconds_per_config=5, agreement_sample=96,
@@ -105,9 +108,16 @@ def test_rerunning_a_finished_sweep_measures_nothing_new(swept, copy, monkeypatc
     np.testing.assert_array_equal(after["lat_p95_ms"], before["lat_p95_ms"])  # read back, not re-measured
 
 
+def _reseal(folder):
+    """Rewrite MANIFEST.json over the current files without checking them: as if a file had been
+    damaged before its hash was recorded, so the checks behind the manifest are what must catch it."""
+    write_manifest(folder, manifest_names(folder))
+
+
 def _corrupt_csv(path, fn):
     frame = pd.read_csv(path)
     fn(frame).to_csv(path, index=False)
+    _reseal(path.parent)
 
 
 def test_missing_column_is_named_with_its_file(copy):
@@ -138,6 +148,7 @@ def test_samples_missing_rows_are_a_partial_file(copy):
     path = copy / "latency_samples.parquet"
     frame = pd.read_parquet(path)
     frame.iloc[: len(frame) - 7].to_parquet(path, index=False)
+    _reseal(copy)
     with pytest.raises(SchemaError, match=r"latency_samples\.parquet.*partial"):
         load_bundle("quick")
 
@@ -233,3 +244,113 @@ def test_a_space_that_shrinks_and_grows_again_stays_consistent(tmp_path, monkeyp
         ids[name] = set(profiles["config_id"])
     pruned = "cifar10/cascade:mobilenet_v2>resnet18@0.8/torch/fp32/b1/cpu"
     assert pruned in ids["wide"] and pruned not in ids["narrow"] and ids["wide again"] == ids["wide"]
+
+
+# ---- content hashes -----------------------------------------------------------------------------
+def test_the_sweep_records_a_hash_of_every_bundle_file(swept):
+    folder = next((swept[0] / "quick" / "profiles").iterdir())
+    assert manifest_names(folder) == sorted(["dominated.csv", "environment.json", "infeasible.csv",
+                                             "latency_samples.parquet", "predictions.parquet", "profiles.csv",
+                                             "roofline_peaks.csv"])
+
+
+@pytest.mark.parametrize("name", ["latency_samples.parquet", "predictions.parquet"])
+def test_one_flipped_byte_in_a_parquet_file_is_named(copy, name):
+    load_bundle("quick")  # untouched: loads
+    path = copy / name
+    data = bytearray(path.read_bytes())
+    data[len(data) // 3] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(SchemaError, match=rf"{name.replace('.', '[.]')}: content differs from .*MANIFEST\.json"):
+        load_bundle("quick")
+
+
+def test_a_changed_sample_is_caught_even_where_the_file_still_reads(copy):
+    """The review's case: one sample 0.4286 -> 0.4296 ms, a file that parquet still reads."""
+    path = copy / "latency_samples.parquet"
+    frame = pd.read_parquet(path)
+    frame.loc[5, "latency_ms"] += 0.001
+    frame.to_parquet(path, index=False)
+    with pytest.raises(SchemaError, match=r"latency_samples\.parquet: content differs"):
+        load_bundle("quick")
+
+
+def test_a_folder_without_manifest_says_how_to_make_one_and_rehash_makes_it(copy, capsys):
+    (copy / MANIFEST).unlink()
+    with pytest.raises(SchemaError, match=rf"MANIFEST\.json: missing.*planner profile --rehash --preset quick "
+                                          rf"--machine-tag {copy.name}"):
+        load_bundle("quick")
+    before = {p.name: p.read_bytes() for p in copy.iterdir()}
+    assert cli.main(["profile", "--rehash", "--preset", "quick", "--machine-tag", copy.name]) == 0
+    assert "MANIFEST.json" in capsys.readouterr().out
+    assert {p.name: p.read_bytes() for p in copy.iterdir() if p.name != MANIFEST} == before  # files untouched
+    load_bundle("quick")
+
+
+def test_rehash_refuses_a_folder_that_fails_its_checks(copy):
+    (copy / MANIFEST).unlink()
+    frame = pd.read_csv(copy / "profiles.csv")
+    frame.loc[0, "lat_p95_ms"] *= 1.01
+    frame.to_csv(copy / "profiles.csv", index=False)
+    with pytest.raises(SchemaError, match=r"profiles\.csv: .*lat_p95_ms"):
+        rehash("quick")
+    assert not (copy / MANIFEST).exists()
+
+
+def test_a_bundle_file_the_manifest_does_not_cover_is_refused(copy):
+    write_manifest(copy, [n for n in manifest_names(copy) if n != "dominated.csv"])
+    with pytest.raises(SchemaError, match=r"MANIFEST\.json: does not cover \['dominated\.csv'\]"):
+        load_bundle("quick")
+
+
+# ---- profile rows against their data -----------------------------------------------------------------
+def test_an_edited_accuracy_is_refused_naming_file_config_and_both_values(copy):
+    frame = pd.read_csv(copy / "profiles.csv")
+    row = frame.index[frame["accuracy_source"] == "measured"][1]
+    cid, true = frame.loc[row, "config_id"], frame.loc[row, "accuracy"]
+    _corrupt_csv(copy / "profiles.csv", lambda f: f.assign(accuracy=f["accuracy"].where(f.index != row, 0.99)))
+    with pytest.raises(SchemaError) as info:
+        load_bundle("quick")
+    message = str(info.value)
+    assert "profiles.csv" in message and cid in message and "accuracy = 0.99" in message
+    assert repr(float(true)) in message
+
+
+@pytest.mark.parametrize("column", ["lat_p50_ms", "lat_p95_ms", "lat_p99_ms", "lat_mean_ms"])
+def test_an_edited_latency_statistic_is_refused(copy, column):
+    frame = pd.read_csv(copy / "profiles.csv")
+    cid = frame.loc[4, "config_id"]
+
+    def nudge(f):
+        f.loc[4, column] *= 1 + 1e-6  # still ordered, positive, finite: only the samples disagree
+        return f
+    _corrupt_csv(copy / "profiles.csv", nudge)
+    with pytest.raises(SchemaError, match=rf"profiles\.csv: {cid}: {column} = .* but its samples in "
+                                          r"latency_samples\.parquet give"):
+        load_bundle("quick")
+
+
+def test_an_edited_cascade_coverage_is_refused(copy):
+    frame = pd.read_csv(copy / "profiles.csv")
+    row = frame.index[frame["coverage"].notna()][0]
+    _corrupt_csv(copy / "profiles.csv", lambda f: f.assign(coverage=f["coverage"].where(f.index != row, 0.123)))
+    with pytest.raises(SchemaError, match=rf"profiles\.csv: .*coverage = 0.123"):
+        load_bundle("quick")
+
+
+def test_dominated_csv_without_config_id_is_a_schema_error_naming_it(copy):
+    _corrupt_csv(copy / "dominated.csv", lambda f: f.drop(columns="config_id"))
+    with pytest.raises(SchemaError, match=r"dominated\.csv: missing column\(s\) \['config_id'\]"):
+        load_bundle("quick")
+
+
+def test_a_fractional_batch_size_in_profiles_csv_is_refused(copy):
+    _corrupt_csv(copy / "profiles.csv", lambda f: f.assign(batch_size=f["batch_size"].where(f.index != 0, 1.7)))
+    with pytest.raises(SchemaError, match=r"profiles\.csv: column 'batch_size' must hold whole numbers, got \[1\.7\]"):
+        load_bundle("quick")
+
+
+def test_the_committed_full_profiles_pass_every_check():
+    """results/full holds the measured profiles the book reports; they load with hashes and cross-checks."""
+    bundle = load_bundle("full")
+    assert len(bundle.profiles) > 100 and bundle.dominated is not None

@@ -25,6 +25,13 @@ def register(subparsers) -> None:
     parser.add_argument("--reprofile", default=None, metavar="GLOB",
                         help="profile latency and accuracy again for configurations whose config_id matches GLOB "
                              "(e.g. after a model's ONNX file changed)")
+    parser.add_argument("--rehash", action="store_true",
+                        help="profile nothing: check an existing profile folder (schemas, samples vs statistics, "
+                             "predictions vs accuracy) and write its MANIFEST.json of sha256 hashes, for a folder "
+                             "made before manifests existed")
+    parser.add_argument("--machine-tag", default=None, metavar="TAG",
+                        help="with --rehash: the folder results/<preset>/profiles/TAG (default: this machine's, "
+                             "else the first)")
     parser.set_defaults(func=run)
 
 
@@ -32,6 +39,13 @@ def run(args: argparse.Namespace) -> int:
     from planner.profile.sweep import run_sweep
 
     config.preset(args.preset)  # unknown preset -> clear error before any work
+    if args.rehash:
+        from planner.profile.store import rehash
+
+        print(f"wrote {rehash(args.preset, args.machine_tag)}")
+        return 0
+    if args.machine_tag is not None:
+        raise ValueError("--machine-tag goes with --rehash (a sweep profiles this machine's own folder)")
     tasks = list(config.TASKS) if args.task == "all" else [args.task]
     devices = [args.device] if args.device else available_devices()
     if "cuda" in devices and "cuda" not in available_devices():

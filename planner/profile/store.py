@@ -8,18 +8,20 @@ either the old or the new version of each file: a rerun skips exactly the config
 exists and redoes the rest, so no row is lost or duplicated. :meth:`ProfileStore.finalize` builds
 the merged ``profiles.csv``, ``latency_samples.parquet`` and ``predictions.parquet`` and then drops
 the parts (consolidated files are read back if a later run adds configurations).
+
+Integrity: finalize ends by writing ``MANIFEST.json`` (sha256 and size of every file
+:func:`load_bundle` reads, :mod:`planner.tables`). :func:`load_bundle` checks the hashes first, then
+the schemas, then every row against its data: latency statistics recomputed from the samples with
+the sweep's own :func:`planner.profile.latency.summarize`, accuracy and coverage from the predictions.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
@@ -28,11 +30,12 @@ from planner.paths import machine_tag as this_machine_tag
 from planner.paths import results_dir
 from planner.profile.accuracy import PART_COLUMNS, precision_deltas
 from planner.profile.dominance import split_dominated
+from planner.profile.latency import summarize
 from planner.profile.roofline import PEAK_COLUMNS, pct_roofline, peak_by_precision
 from planner.profile.space import IDENTITY_COLUMNS, INFEASIBLE_COLUMNS
-from planner.schema import (LATENCY_SAMPLE_COLUMNS, PREDICTION_COLUMNS, PROFILE_COLUMNS, ProfileBundle, SchemaError,
-                            read_json,
-                            read_table, validate, validate_profiles)
+from planner.schema import (DOMINATED_COLUMNS, LATENCY_SAMPLE_COLUMNS, PREDICTION_COLUMNS, PROFILE_COLUMNS,
+                            ProfileBundle, SchemaError, read_json, read_table, validate, validate_profiles)
+from planner.tables import MANIFEST, atomic_write, atomic_write_text, verify_manifest, write_manifest
 
 _IDENTITY = {**{c: "str" for c in IDENTITY_COLUMNS}, "batch_size": "int", "cascade_small": "str?",
              "cascade_large": "str?", "threshold": "float?"}
@@ -61,29 +64,12 @@ FILES = {
     "environment": "environment.json", "peaks": "roofline_peaks.csv", "flops": "model_flops.csv",
     "dominated": "dominated.csv",
 }
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write via ``write(tmp)`` then fsync and ``os.replace``: readers see old or new, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are shared and committed
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+# the files load_bundle reads; MANIFEST.json holds their sha256 (profiles, samples, predictions and
+# environment always, the others where present). The done-marker tables are the sweep's working state.
+BUNDLE_FILES = ("profiles", "samples", "predictions", "environment", "infeasible", "peaks", "dominated")
+# profile columns that summarize() derives from a configuration's latency samples
+SAMPLE_STATISTICS = ("lat_p50_ms", "lat_p95_ms", "lat_p99_ms", "lat_mean_ms", "throughput_items_s")
+RTOL = 1e-9  # stored statistic vs recomputed: a CSV round trip, not a different computation
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> None:
@@ -197,7 +183,7 @@ class ProfileStore:
 
     # ---- small side files ---------------------------------------------------------------------
     def write_environment(self, env: dict[str, Any]) -> None:
-        atomic_write(self.path("environment"), lambda tmp: tmp.write_text(json.dumps(env, indent=2, default=str)))
+        atomic_write_text(self.path("environment"), json.dumps(env, indent=2, default=str))
 
     def environment(self) -> dict[str, Any]:
         return read_json(self.path("environment"))
@@ -289,7 +275,12 @@ class ProfileStore:
         write_csv(merged, self.path("profiles"))
         write_csv(dominated, self.path("dominated"))
         shutil.rmtree(self.parts, ignore_errors=True)
+        self.write_manifest()
         return merged
+
+    def write_manifest(self) -> Path:
+        """``MANIFEST.json``: sha256 and size of each bundle file present (written last, after finalize)."""
+        return write_manifest(self.root, [FILES[n] for n in BUNDLE_FILES if self.path(n).exists()])
 
     def _merge(self, lat: pd.DataFrame, acc: pd.DataFrame) -> pd.DataFrame:
         acc_cols = ["config_id", "accuracy", "accuracy_source", "coverage", "n_eval", "accuracy_delta_vs_fp32",
@@ -327,16 +318,55 @@ def profile_root(preset: str, machine_tag: str | None = None) -> Path:
     return base / (mine if mine in tags else tags[0])
 
 
+def _manifest_hint(preset: str, root: Path) -> str:
+    return (f"`python -m planner profile --rehash --preset {preset} --machine-tag {root.name}` records the "
+            "current files (after checking them) for a folder profiled before manifests existed")
+
+
 def load_bundle(preset: str, machine_tag: str | None = None) -> ProfileBundle:
-    """Read and cross-validate one machine's profiles, samples, predictions and environment."""
+    """Read and cross-validate one machine's profiles, samples, predictions and environment.
+
+    First every bundle file is checked against the sha256 in ``MANIFEST.json`` (flipped bytes, a
+    truncated or edited file), then each table's schema, then the tables against each other.
+    """
     root = profile_root(preset, machine_tag)
     store = ProfileStore(root, create=False)
+    if not (root / MANIFEST).exists():
+        raise SchemaError(f"{root / MANIFEST}: missing, so the files cannot be checked for corruption; "
+                          + _manifest_hint(preset, root))
+    try:
+        listed = set(verify_manifest(root))
+    except SchemaError as exc:
+        raise SchemaError(f"{exc} (a `planner profile` run still going, or interrupted, rewrites environment.json, "
+                          "infeasible.csv and roofline_peaks.csv before it finalizes: let it finish)") from None
+    unlisted = [FILES[n] for n in BUNDLE_FILES if store.path(n).exists() and FILES[n] not in listed]
+    if unlisted:
+        raise SchemaError(f"{root / MANIFEST}: does not cover {unlisted} (added after the manifest was written?); "
+                          + _manifest_hint(preset, root))
+    return _read_bundle(store)
+
+
+def rehash(preset: str, machine_tag: str | None = None) -> Path:
+    """Validate an existing profile folder (schemas and cross-checks) and write its ``MANIFEST.json``.
+
+    For folders finalized before manifests existed; a folder that fails validation gets no manifest.
+    """
+    store = ProfileStore(profile_root(preset, machine_tag), create=False)
+    _read_bundle(store)
+    return store.write_manifest()
+
+
+def _read_bundle(store: ProfileStore) -> ProfileBundle:
     profiles = read_table(store.path("profiles"), PROFILE_COLUMNS)
-    samples = read_table(store.path("samples"), LATENCY_SAMPLE_COLUMNS)
-    predictions = read_table(store.path("predictions"), PREDICTION_COLUMNS)
+    all_samples = read_table(store.path("samples"), LATENCY_SAMPLE_COLUMNS)
+    all_predictions = read_table(store.path("predictions"), PREDICTION_COLUMNS)
     environment = read_json(store.path("environment"))
-    dominated = pd.read_csv(store.path("dominated")) if store.path("dominated").exists() else None
+    dominated = read_table(store.path("dominated"), DOMINATED_COLUMNS) if store.path("dominated").exists() else None
+    samples, predictions = all_samples, all_predictions
     if dominated is not None and len(dominated):  # their samples/predictions stay on disk; the bundle omits them
+        both = sorted(set(dominated["config_id"]) & set(profiles["config_id"]))
+        if both:
+            raise SchemaError(f"{store.path('dominated')}: config_id(s) also in {store.path('profiles')}: {both[:5]}")
         pruned = set(dominated["config_id"])
         samples = samples[~samples["config_id"].isin(pruned)].reset_index(drop=True)
         predictions = predictions[~predictions["config_id"].isin(pruned)].reset_index(drop=True)
@@ -353,7 +383,56 @@ def load_bundle(preset: str, machine_tag: str | None = None) -> ProfileBundle:
     if measured - have or have - measured:
         raise SchemaError(f"{store.path('predictions')}: predictions do not match measured configurations "
                           f"(missing {sorted(measured - have)[:3]}, unexpected {sorted(have - measured)[:3]})")
+    data = _DataSummary(all_samples, store.path("samples"), all_predictions, store.path("predictions"))
+    data.check(profiles, store.path("profiles"))
+    if dominated is not None and len(dominated):
+        data.check(dominated, store.path("dominated"))
     infeasible = (read_table(store.path("infeasible"), INFEASIBLE_COLUMNS)
                   if store.path("infeasible").exists() else None)
     peaks = read_table(store.path("peaks"), PEAK_COLUMNS) if store.path("peaks").exists() else None
     return ProfileBundle(profiles, samples, predictions, environment, infeasible, peaks, dominated)
+
+
+class _DataSummary:
+    """Per-configuration samples and prediction means, to check profile rows against their data."""
+
+    def __init__(self, samples: pd.DataFrame, samples_path: Path, predictions: pd.DataFrame,
+                 predictions_path: Path):
+        ordered = samples.sort_values(["config_id", "call_index"], kind="stable")
+        self.samples = dict(tuple(ordered.groupby("config_id", sort=False)["latency_ms"]))
+        self.means = (predictions[["config_id", "correct"]].assign(stage1=predictions["stage"] == 1)
+                      .groupby("config_id", sort=False).mean())
+        self.samples_path, self.predictions_path = samples_path, predictions_path
+
+    def check(self, rows: pd.DataFrame, rows_path: Path) -> None:
+        """Each row's numbers are what its data says: the latency statistics are
+        :func:`planner.profile.latency.summarize` of its samples (in call order, as the sweep timed
+        them), a measured accuracy is the mean of ``correct`` in its predictions and a cascade's
+        coverage is its stage-1 share."""
+        for row in rows.itertuples(index=False):
+            x = self.samples.get(row.config_id)
+            if x is None or len(x) != row.n_samples:
+                raise SchemaError(f"{self.samples_path}: {0 if x is None else len(x)} samples for {row.config_id}, "
+                                  f"but {rows_path} says n_samples={row.n_samples} (partial file?)")
+            try:
+                stats = summarize(x.to_numpy(), row.batch_size, ci=(np.nan, np.nan))
+            except ValueError as exc:
+                raise SchemaError(f"{self.samples_path}: {row.config_id}: {exc}") from None
+            for column in SAMPLE_STATISTICS:
+                stored = getattr(row, column)
+                if not np.isclose(stored, stats[column], rtol=RTOL, atol=0.0):
+                    raise SchemaError(f"{rows_path}: {row.config_id}: {column} = {stored!r}, but its samples in "
+                                      f"{self.samples_path.name} give {stats[column]!r}")
+        measured = rows[rows["accuracy_source"] == "measured"]
+        missing = sorted(set(measured["config_id"]) - set(self.means.index))
+        if missing:
+            raise SchemaError(f"{self.predictions_path}: no predictions for measured configuration(s) {missing[:5]} "
+                              f"of {rows_path}")
+        for row in measured.itertuples(index=False):
+            accuracy, coverage = (float(v) for v in self.means.loc[row.config_id, ["correct", "stage1"]])
+            if not np.isclose(row.accuracy, accuracy, rtol=RTOL, atol=0.0):
+                raise SchemaError(f"{rows_path}: {row.config_id}: accuracy = {row.accuracy!r}, but its predictions "
+                                  f"in {self.predictions_path.name} give {accuracy!r} (mean of 'correct')")
+            if row.coverage == row.coverage and not np.isclose(row.coverage, coverage, rtol=RTOL, atol=0.0):
+                raise SchemaError(f"{rows_path}: {row.config_id}: coverage = {row.coverage!r}, but its predictions "
+                                  f"in {self.predictions_path.name} give {coverage!r} (share answered by stage 1)")
