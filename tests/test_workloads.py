@@ -124,6 +124,82 @@ def test_azure_bad_files_are_named(tmp_path):
         workloads.read_azure_counts(tmp_path / "nope.csv")
 
 
+
+def _azure_copy(tmp_path: Path, edit=None, insert: dict[int, str] | None = None) -> Path:
+    """The fixture with ``edit(cells)`` applied to its first data row (fn-http, line 2) and extra lines
+    inserted before the given 0-based line numbers."""
+    lines = AZURE.read_text().splitlines()
+    if edit is not None:
+        cells = lines[1].split(",")
+        edit(cells)
+        lines[1] = ",".join(cells)
+    for at, text in sorted((insert or {}).items(), reverse=True):
+        lines.insert(at, text)
+    path = tmp_path / "edited.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_azure_repeated_header_row_is_named_not_counted(tmp_path):
+    header = AZURE.read_text().splitlines()[0]
+    path = _azure_copy(tmp_path, insert={2: header})
+    for function in (None, "fn-queue", 2):
+        with pytest.raises(WorkloadError, match=r"edited\.csv: line 3 repeats the header row"):
+            workloads.read_azure_counts(path, function)
+
+
+def test_azure_parser_errors_name_the_file(tmp_path):
+    path = _azure_copy(tmp_path, edit=lambda cells: cells.append("7"))  # line 2: one field too many
+    with pytest.raises(WorkloadError, match=r"edited\.csv: the first data row has more fields"):
+        workloads.read_azure_counts(path)
+    path = _azure_copy(tmp_path, insert={3: AZURE.read_text().splitlines()[2] + ",7"})
+    with pytest.raises(WorkloadError, match=r"edited\.csv: .*Expected 1444 fields in line 4, saw 1445"):
+        workloads.read_azure_counts(path)
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(WorkloadError, match=r"empty\.csv"):
+        workloads.read_azure_counts(empty)
+    only_header = tmp_path / "header.csv"
+    only_header.write_text(AZURE.read_text().splitlines()[0] + "\n")
+    with pytest.raises(WorkloadError, match=r"header\.csv: no function rows"):
+        workloads.read_azure_counts(only_header)
+
+
+@pytest.mark.parametrize("value, problem", [
+    ("four", "is not a number"), ("-3", "is negative"), ("2.5", "is not a whole number"),
+    ("", "is missing"), ("inf", "is not finite"), ("1e12", "exceeds the cap"),
+])
+def test_azure_bad_counts_name_file_line_and_column(tmp_path, value, problem):
+    def edit(cells):
+        cells[4 + 16] = value  # minute column '17'
+    path = _azure_copy(tmp_path, edit=edit, insert={2: ""})  # a blank line does not shift line numbers
+    with pytest.raises(WorkloadError, match=rf"edited\.csv: line 2, column '17': count .* {problem}"):
+        workloads.read_azure_counts(path, "fn-timer")
+    with pytest.raises(WorkloadError, match=rf"edited\.csv: line 2, column '17'"):
+        workloads.azure(None, 10, 50.0, 10, seed=0, path=path)
+
+
+def test_azure_replay_refuses_a_total_over_the_cap_before_allocating(tmp_path):
+    cap = workloads.MAX_REPLAY_INVOCATIONS
+
+    def edit(cells):
+        cells[4:] = ["0"] * (len(cells) - 4)
+        cells[4 + 99] = str(cap)  # minute '100': at the cap, allowed on its own
+        cells[4 + 100:4 + 1400] = [str(cap // 2)] * 1300  # 6.5e10 invocations in all: ~1.5 TB to expand
+    path = _azure_copy(tmp_path, edit=edit)
+    assert workloads.read_azure_counts(path, "fn-http").sum() > 100 * cap  # reading the counts is fine
+    with pytest.raises(WorkloadError, match=r"edited\.csv: .*MAX_REPLAY_INVOCATIONS.*column '100'"):
+        workloads.azure(1000.0, 100, 50.0, 10, seed=0, path=path, function="fn-http")
+    # a selection within the cap still replays from the same file
+    assert len(workloads.azure(None, 100, 50.0, 10, seed=0, path=path, function="fn-timer")) == 100
+
+
+def test_azure_function_selector_must_be_a_name_or_position():
+    with pytest.raises(WorkloadError, match="function must be"):
+        workloads.read_azure_counts(AZURE, True)
+    with pytest.raises(WorkloadError, match="function must be"):
+        workloads.read_azure_counts(AZURE, 1.0)
+
 def test_bad_arguments_are_named():
     with pytest.raises(WorkloadError, match="rate_rps must be positive"):
         workloads.poisson(0.0, 10, 5.0, 10, seed=0)

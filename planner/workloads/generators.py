@@ -20,6 +20,10 @@ from planner.schema import TRACE_COLUMNS, validate
 TRACE_KINDS = ("poisson", "gamma", "mmpp", "spike", "azure")
 AZURE_ID_COLUMNS = ("HashOwner", "HashApp", "HashFunction", "Trigger")
 MINUTES_PER_DAY = 1440
+MAX_REPLAY_INVOCATIONS = 100_000_000
+"""Most invocations a count file may expand into arrival times: each costs about 24 bytes while a
+trace is built (minute index, uniform draw, sorted time), so the cap keeps one replay under ~2.4 GB;
+a single count above it is refused as well, being no plausible per-minute count of one function."""
 
 
 class WorkloadError(ValueError):
@@ -179,16 +183,49 @@ def spike(rate_rps: float, n: int, deadline_ms: float | Sequence[float], n_examp
 
 # ---------------------------------------------------------------- Azure Functions replay
 
+def _first_bad_cell(path: Path, frame: pd.DataFrame, columns: list, values: np.ndarray) -> None:
+    """Raise naming the file, line and column of the first count that is not a usable invocation count."""
+    raw = frame[columns]
+    missing = raw.isna().to_numpy()
+    rule = "minute counts must be non-negative integers"
+    problems = (
+        (missing, f"is missing; {rule}"),
+        (np.isnan(values) & ~missing, f"is not a number; {rule}"),
+        (values < 0, f"is negative; {rule}"),
+        (np.isfinite(values) & (values != np.round(values)), f"is not a whole number; {rule}"),
+        (np.isinf(values), f"is not finite; {rule}"),
+        (np.isfinite(values) & (values > MAX_REPLAY_INVOCATIONS),
+         f"exceeds the cap of {MAX_REPLAY_INVOCATIONS:,} invocations (MAX_REPLAY_INVOCATIONS)"),
+    )
+    for mask, what in problems:
+        if mask.any():
+            row, col = np.argwhere(mask)[0]
+            value = raw.iat[row, col]
+            value = value.item() if isinstance(value, np.generic) else value
+            raise WorkloadError(f"{path}: line {int(frame.index[row]) + 2}, column {str(columns[col])!r}: "
+                                f"count {value!r} {what}")
+
+
 def read_azure_counts(path: str | Path, function: str | int | None = None) -> np.ndarray:
     """Per-minute invocation counts from an Azure Functions 2019 ``invocations_per_function`` CSV.
 
     Columns: ``HashOwner, HashApp, HashFunction, Trigger, 1 .. 1440``. ``function`` selects one row by
     ``HashFunction`` (str) or position (int); ``None`` sums all rows (the whole app population).
+    A malformed file (parser error, a repeated header row, a count that is missing, not a number,
+    negative, fractional or above :data:`MAX_REPLAY_INVOCATIONS`) raises :class:`WorkloadError`
+    naming the file, and the line and column where there is one.
     """
     path = Path(path)
     if not path.exists():
         raise WorkloadError(f"missing Azure invocation CSV {path}")
-    frame = pd.read_csv(path)
+    try:
+        # blank lines are kept as empty rows (dropped below) so that row i is line i + 2 of the file
+        frame = pd.read_csv(path, skip_blank_lines=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
+        raise WorkloadError(f"{path}: not a readable Azure invocation CSV: {exc}".strip()) from None
+    if not isinstance(frame.index, pd.RangeIndex):  # pandas took the extra first column as an index
+        raise WorkloadError(f"{path}: the first data row has more fields than the header's {frame.shape[1]}")
+    frame = frame.dropna(how="all")
     missing = [c for c in AZURE_ID_COLUMNS if c not in frame.columns]
     minute_cols = [c for c in frame.columns if c not in AZURE_ID_COLUMNS]
     if missing:
@@ -197,15 +234,28 @@ def read_azure_counts(path: str | Path, function: str | int | None = None) -> np
     if not minute_cols or [str(c) for c in minute_cols] != expected or len(minute_cols) > MINUTES_PER_DAY:
         raise WorkloadError(f"{path}: minute columns must be 1..N (N <= {MINUTES_PER_DAY}) in order, "
                             f"got {minute_cols[:3]}...{minute_cols[-2:]}")
-    try:
-        counts = frame[minute_cols].to_numpy(dtype=float)
-    except (TypeError, ValueError):
-        raise WorkloadError(f"{path}: minute counts must be numbers") from None
-    if np.isnan(counts).any() or (counts < 0).any() or (counts != np.round(counts)).any():
-        raise WorkloadError(f"{path}: minute counts must be non-negative integers")
-    counts = counts.astype(np.int64)
+    if frame.empty:
+        raise WorkloadError(f"{path}: no function rows below the header")
+    # a header row repeated inside the file (e.g. two files concatenated) would otherwise parse as
+    # counts 1, 2, 3, ... since its minute cells are the column names
+    header_again = np.flatnonzero((frame["HashFunction"].astype(str) == "HashFunction").to_numpy())
+    if header_again.size:
+        raise WorkloadError(f"{path}: line {int(frame.index[header_again[0]]) + 2} repeats the header row; "
+                            f"remove it (were two files concatenated?)")
+    block = frame[minute_cols]
+    text = [c for c in minute_cols if not (pd.api.types.is_numeric_dtype(block[c])
+                                           and not pd.api.types.is_bool_dtype(block[c]))]
+    if text:
+        block = block.copy()
+        block[text] = block[text].astype(object).apply(
+            lambda col: pd.to_numeric(col.where(~col.map(lambda v: isinstance(v, bool))), errors="coerce"))
+    values = block.to_numpy(dtype=float)
+    _first_bad_cell(path, frame, minute_cols, values)
+    counts = values.astype(np.int64)
     if function is None:
         return counts.sum(axis=0)
+    if isinstance(function, (bool, np.bool_)) or not isinstance(function, (str, int, np.integer)):
+        raise WorkloadError(f"function must be a HashFunction (str), a row position (int) or None, got {function!r}")
     if isinstance(function, (int, np.integer)):
         if not 0 <= function < len(frame):
             raise WorkloadError(f"{path}: function index {function} out of range 0..{len(frame) - 1}")
@@ -228,6 +278,12 @@ def azure(rate_rps: float | None, n: int | None, deadline_ms: float | Sequence[f
     total = int(counts.sum())
     if total == 0:
         raise WorkloadError(f"{path}: the selected invocation counts are all zero")
+    if total > MAX_REPLAY_INVOCATIONS:  # refuse before allocating one arrival time per invocation
+        busiest = int(np.argmax(counts))
+        raise WorkloadError(f"{path}: the selected counts total {total:,} invocations, more than the "
+                            f"{MAX_REPLAY_INVOCATIONS:,} one replay may expand (MAX_REPLAY_INVOCATIONS); "
+                            f"the largest is column '{busiest + 1}' with {int(counts[busiest]):,}. "
+                            f"Select one function or a smaller file")
     if n is not None and _count("n", n) > total:
         raise WorkloadError(f"{path}: the replayed profile has {total} invocations, fewer than n={n}")
     arrivals, examples = _streams(seed)
