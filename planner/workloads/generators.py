@@ -267,9 +267,10 @@ def read_azure_counts(path: str | Path, function: str | int | None = None) -> np
 
 
 def azure(rate_rps: float | None, n: int | None, deadline_ms: float | Sequence[float], n_examples: int,
-          seed: int, path: str | Path = "", function: str | int | None = None,
+          seed: int, path: str | Path, function: str | int | None = None,
           minute_s: float = 60.0) -> pd.DataFrame:
-    """Replay per-minute invocation counts: each minute's count is spread uniformly within it.
+    """Replay per-minute invocation counts of the CSV at ``path`` (required): each minute's count is
+    spread uniformly within it.
 
     The day's shape is kept; time is rescaled so that the mean rate equals ``rate_rps`` (when given),
     otherwise a minute lasts ``minute_s`` seconds. ``n`` keeps the first n requests (None: all).
