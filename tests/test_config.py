@@ -98,6 +98,7 @@ def test_workload_params_match_the_generator_keywords(kind):
     ("mmpp: {kind: mmpp, params: {peak_ratio: 4,", "mmpp: {kind: mmpp, params: {peak_ratio: -4,",
      "peak_ratio = -4"),
     ("steady: {kind: poisson}", "steady: {kind: poisson, params: {cv: 2}}", "cv = 2: Extra inputs"),
+    ("steady: {kind: poisson}", "steady: {kind: twitter, params: {trace: c}}", "trace = 'c'"),
 ])
 def test_bad_workload_params_in_a_preset_name_the_field(config_copy, old, new, field):
     _edit(config_copy / "presets.yaml", old, new)

@@ -2,12 +2,12 @@
 
 from planner.workloads.analyze import analyze, analyze_traces
 from planner.workloads.generators import (
-    GENERATORS, MAX_REPLAY_INVOCATIONS, TRACE_KINDS, WorkloadError, azure, capacity_rps, gamma, make_frame, make_trace, mmpp,
-    poisson, rate_sweep, read_azure_counts, spike, workload_class,
+    GENERATORS, MAX_REPLAY_INVOCATIONS, TRACE_KINDS, WorkloadError, azure, capacity_rps, gamma, make_frame,
+    make_trace, mmpp, poisson, rate_sweep, read_arrivals_ms, read_azure_counts, spike, twitter, workload_class,
 )
 
 __all__ = [
-    "GENERATORS", "MAX_REPLAY_INVOCATIONS", "TRACE_KINDS", "WorkloadError", "analyze", "analyze_traces", "azure", "capacity_rps",
-    "gamma", "make_frame", "make_trace", "mmpp", "poisson", "rate_sweep", "read_azure_counts", "spike",
-    "workload_class",
+    "GENERATORS", "MAX_REPLAY_INVOCATIONS", "TRACE_KINDS", "WorkloadError", "analyze", "analyze_traces", "azure",
+    "capacity_rps", "gamma", "make_frame", "make_trace", "mmpp", "poisson", "rate_sweep", "read_arrivals_ms",
+    "read_azure_counts", "spike", "twitter", "workload_class",
 ]

@@ -1,4 +1,4 @@
-"""Seeded request-trace generators: steady, bursty, modulated, spiky and replayed arrivals.
+"""Seeded request-trace generators: steady, bursty, modulated, spiky and replayed (Azure, Twitter) arrivals.
 
 A trace is a DataFrame ``[request_id, arrival_s, deadline_ms, example_id, workload, seed]`` sorted by
 arrival. Every generator takes a mean rate, a request count, a deadline, the number of dataset
@@ -9,15 +9,18 @@ times and example ids come from two independent child streams of ``np.random.See
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
+from planner.data import TRACE_FILES as TWITTER_TRACES
+from planner.data import DataFileError, trace_path
 from planner.schema import TRACE_COLUMNS, validate
 
-TRACE_KINDS = ("poisson", "gamma", "mmpp", "spike", "azure")
+TRACE_KINDS = ("poisson", "gamma", "mmpp", "spike", "azure", "twitter")
 AZURE_ID_COLUMNS = ("HashOwner", "HashApp", "HashFunction", "Trigger")
 MINUTES_PER_DAY = 1440
 MAX_REPLAY_INVOCATIONS = 100_000_000
@@ -298,10 +301,97 @@ def azure(rate_rps: float | None, n: int | None, deadline_ms: float | Sequence[f
     return make_frame(times, deadline_ms, n_examples, seed, "azure", examples)
 
 
+# ---------------------------------------------------------------- Twitter arrival traces (Proteus)
+
+@lru_cache(maxsize=8)
+def _read_arrivals_ms(path_str: str, mtime_ns: int, size: int) -> np.ndarray:
+    path = Path(path_str)
+    try:
+        column = pd.read_csv(path, header=None, usecols=[0], dtype=str, skip_blank_lines=False,
+                             names=["arrival_ms"]).iloc[:, 0]
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
+        raise WorkloadError(f"{path}: not a readable arrival trace: {exc}") from None
+    values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=float)
+    bad = ~(np.isfinite(values) & (values >= 0) & (values == np.round(values)))
+    if bad.any():
+        line = int(np.flatnonzero(bad)[0])
+        value = column.iat[line]
+        what = "is missing" if pd.isna(value) else f"{value!r} is not a whole number of ms >= 0"
+        raise WorkloadError(f"{path}: line {line + 1}: arrival time {what} "
+                            f"(format: one request per line, 'arrival_ms,...')")
+    ms = values.astype(np.int64)
+    back = np.flatnonzero(np.diff(ms) < 0)
+    if back.size:
+        raise WorkloadError(f"{path}: line {int(back[0]) + 2}: arrival time {int(ms[back[0] + 1])} ms is earlier "
+                            f"than the line before ({int(ms[back[0]])} ms); arrivals must be in time order")
+    ms.setflags(write=False)
+    return ms
+
+
+def read_arrivals_ms(path: str | Path) -> np.ndarray:
+    """Arrival times in ms (int64, non-decreasing, read-only) of a trace in Proteus's format: one request
+    per line, ``arrival_ms,<field>,<field>``; only the first column is used."""
+    path = Path(path)
+    if not path.is_file():
+        raise WorkloadError(f"missing arrival trace {path}")
+    stat = path.stat()
+    ms = _read_arrivals_ms(str(path), stat.st_mtime_ns, stat.st_size)
+    if len(ms) == 0:
+        raise WorkloadError(f"{path}: the arrival trace has no requests")
+    return ms
+
+
+def twitter(rate_rps: float, n: int, deadline_ms: float | Sequence[float], n_examples: int, seed: int,
+            trace: str = "a", path: str | Path | None = None) -> pd.DataFrame:
+    """Replay a real arrival process: Twitter-derived traces published with Proteus (ASPLOS'24).
+
+    ``trace`` picks ``data/traces/twitter_{a,b}.txt`` (28,721 and 13,583 requests over 291 s; gap
+    CV ~1.7; installed, checksum-verified, by ``python -m planner data``); ``path`` replaces it with
+    any file in the same format (not verified). The trace's timestamps are whole milliseconds, so
+    each millisecond's count of requests is spread uniformly within that millisecond (as ``azure``
+    does per minute): the burst shape is the real one down to the trace's resolution.
+
+    Window: ``n`` consecutive requests. When the trace holds at least ``n``, the seed picks the
+    first one uniformly among the ``len(trace) - n + 1`` possible, so different seeds replay
+    different windows of the same real trace (and the same seed the same window); when it holds
+    fewer, the trace is looped from its start, each copy one mean gap after the previous one ends. Time is then shifted to start at the window's first
+    millisecond and rescaled so that the window's mean rate, ``(n - 1) / (last - first arrival)``,
+    equals ``rate_rps`` exactly (a single request uses the whole trace's mean rate).
+    """
+    rate, n = _positive("rate_rps", rate_rps), _count("n", n)
+    if path is None:
+        if trace not in TWITTER_TRACES:
+            raise WorkloadError(f"trace must be one of {sorted(TWITTER_TRACES)}, got {trace!r}")
+        try:
+            path = trace_path(trace)
+        except DataFileError as exc:
+            raise WorkloadError(str(exc)) from None
+        label = f"twitter-{trace}"
+    else:
+        label = "twitter"
+    ms = read_arrivals_ms(path)
+    total = len(ms)
+    span_ms = float(ms[-1] - ms[0])
+    mean_gap_ms = span_ms / (total - 1) if total > 1 and span_ms > 0 else 1.0
+    arrivals, examples = _streams(seed)
+    if n <= total:
+        first = int(arrivals.integers(0, total - n + 1))
+        window = ms[first:first + n].astype(float)
+    else:
+        copies = -(-n // total)
+        period = span_ms + mean_gap_ms
+        window = ((ms - ms[0]).astype(float)[None, :] + period * np.arange(copies)[:, None]).ravel()[:n]
+    times_ms = np.sort(window - window[0] + arrivals.random(n))  # uniform within each millisecond
+    duration_ms = times_ms[-1] - times_ms[0]
+    window_rate = (n - 1) / (duration_ms / 1000.0) if n > 1 and duration_ms > 0 else 1000.0 / mean_gap_ms
+    times_s = times_ms / 1000.0 * (window_rate / rate)
+    return make_frame(times_s, deadline_ms, n_examples, seed, label, examples)
+
+
 # ---------------------------------------------------------------- registry and rate sweeps
 
 GENERATORS: dict[str, Callable[..., pd.DataFrame]] = {
-    "poisson": poisson, "gamma": gamma, "mmpp": mmpp, "spike": spike, "azure": azure,
+    "poisson": poisson, "gamma": gamma, "mmpp": mmpp, "spike": spike, "azure": azure, "twitter": twitter,
 }
 
 
