@@ -205,9 +205,17 @@ class AzureParams(_Params):
     minute_s: PositiveMs = 60.0
 
 
+class TwitterParams(_Params):
+    """A real arrival trace (data/traces/twitter_{a,b}.txt, from Proteus); ``path``: another file in its format."""
+
+    trace: Literal["a", "b"] = "a"
+    path: Annotated[str, Field(min_length=1)] | None = None
+
+
 # kind -> the keyword parameters its generator in planner.workloads takes (a test keeps them in step)
 WORKLOAD_PARAMS: dict[str, type[_Params]] = {
     "poisson": PoissonParams, "gamma": GammaParams, "mmpp": MMPPParams, "spike": SpikeParams, "azure": AzureParams,
+    "twitter": TwitterParams,
 }
 
 
@@ -218,7 +226,7 @@ class WorkloadSpec(_Strict):
     or ``cv: four`` fails when the preset is read, not when a trace is generated.
     """
 
-    kind: Literal["poisson", "gamma", "mmpp", "spike", "azure"]
+    kind: Literal["poisson", "gamma", "mmpp", "spike", "azure", "twitter"]
     params: dict[str, float | int | str | None] = Field(default_factory=dict)
 
     @model_validator(mode="after")

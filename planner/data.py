@@ -1,4 +1,6 @@
-"""Evaluation and training data: SST-2 (GLUE) and CIFAR-10, loaded offline from checksummed files.
+"""Evaluation and training data: SST-2 (GLUE) and CIFAR-10, loaded offline from checksummed files,
+plus two real request-arrival traces (``traces/``, Twitter-derived, from Proteus) that
+:func:`planner.workloads.twitter` replays.
 
 Files live in :func:`planner.paths.data_dir`. ``MANIFEST.json`` there lists the sha256 of each
 file; loading verifies it, so a truncated or corrupted copy fails loudly instead of silently
@@ -22,6 +24,10 @@ from planner.paths import data_dir
 MANIFEST = "MANIFEST.json"
 SST2_FILES = {"train": "sst2/train.tsv", "validation": "sst2/dev.tsv"}
 CIFAR10_FILES = {"train": "cifar10/cifar10_train.npz", "test": "cifar10/cifar10_test.npz"}
+# arrival traces are copied from the mirror only (their licence allows use "for comparison purposes
+# only", so they are never downloaded or committed); PROVENANCE.md travels with them
+TRACE_FILES = {"a": "traces/twitter_a.txt", "b": "traces/twitter_b.txt"}
+TRACE_PROVENANCE = "traces/PROVENANCE.md"
 CIFAR10_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
 )
@@ -29,6 +35,13 @@ HOW_TO_GET = (
     "run `make data` (copies the offline mirror ../shared/data) or "
     "`python -m planner data --download` (uses the online loaders)"
 )
+
+HOW_TO_GET_TRACES = "run `python -m planner data` (copies the offline mirror ../shared/data, traces included)"
+
+
+def mirrored_files() -> list[str]:
+    """Every file ``python -m planner data`` copies from the mirror and the manifest lists."""
+    return [*SST2_FILES.values(), *CIFAR10_FILES.values(), *TRACE_FILES.values(), TRACE_PROVENANCE]
 
 
 class DataFileError(RuntimeError):
@@ -58,21 +71,28 @@ def _verified(path_str: str, mtime_ns: int, expected: str) -> bool:
     return sha256_file(Path(path_str)) == expected
 
 
-def verified_path(relative: str, root: Path | None = None) -> Path:
+def verified_path(relative: str, root: Path | None = None, how_to_get: str = HOW_TO_GET) -> Path:
     """Return the path of a data file after checking it exists and matches its manifest sha256."""
     root = Path(root) if root is not None else data_dir()
     path = root / relative
     if not path.exists():
-        raise DataFileError(f"missing data file {path}: {HOW_TO_GET}")
+        raise DataFileError(f"missing data file {path}: {how_to_get}")
     entry = _manifest(root).get(relative)
     if entry is None:
         raise DataFileError(f"data file {path} is not listed in {root / MANIFEST}")
     if not _verified(str(path), path.stat().st_mtime_ns, entry["sha256"]):
         raise DataFileError(
             f"data file {path} is corrupted: its sha256 does not match {root / MANIFEST}; "
-            f"delete it and {HOW_TO_GET}"
+            f"delete it and {how_to_get}"
         )
     return path
+
+
+def trace_path(name: str, root: Path | None = None) -> Path:
+    """The verified path of arrival trace ``name`` (a key of :data:`TRACE_FILES`) under ``traces/``."""
+    if name not in TRACE_FILES:
+        raise ValueError(f"unknown arrival trace {name!r}; expected one of {sorted(TRACE_FILES)}")
+    return verified_path(TRACE_FILES[name], root, HOW_TO_GET_TRACES)
 
 
 def load_sst2(split: str = "validation", download: bool = False, root: Path | None = None) -> pd.DataFrame:
@@ -124,7 +144,7 @@ def load_cifar10(
 def write_manifest(root: Path, sources: dict[str, str]) -> Path:
     """Record the sha256 and source of every file in ``root`` (sorted, stable)."""
     files = {}
-    for relative in sorted(list(SST2_FILES.values()) + list(CIFAR10_FILES.values())):
+    for relative in sorted(mirrored_files()):
         path = root / relative
         if path.exists():
             files[relative] = {"sha256": sha256_file(path), "bytes": path.stat().st_size,
@@ -135,11 +155,12 @@ def write_manifest(root: Path, sources: dict[str, str]) -> Path:
 
 
 def fill_from_mirror(mirror: Path, root: Path | None = None) -> list[Path]:
-    """Copy the data files from a local mirror (default ``../shared/data``), verifying the manifest."""
+    """Copy the data files and arrival traces from a local mirror (default ``../shared/data``),
+    verifying each against the manifest."""
     root = Path(root) if root else data_dir()
     expected = _manifest(root)
     copied = []
-    for relative in list(SST2_FILES.values()) + list(CIFAR10_FILES.values()):
+    for relative in mirrored_files():
         target = root / relative
         if target.exists() and sha256_file(target) == expected.get(relative, {}).get("sha256"):
             continue

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from planner.plan import (
     DeadlinePlanner,
     INFaaSStyle,
+    InvalidDeadlineError,
     Oracle,
     PlannerError,
     ReasonCode,
@@ -167,8 +168,11 @@ def test_oracle_rejects_bad_scores_and_arguments():
         Oracle(lambda cid: 1.0).fit(frame).select("sst2", 2.0, "sometimes")
 
 
-@pytest.mark.parametrize("cls", [StaticSmall, StaticLarge, ThroughputAutotuner, DeadlinePlanner,
-                                 lambda: INFaaSStyle(0.1), lambda: Oracle(lambda cid: 1.0)])
+METHODS = [StaticSmall, StaticLarge, ThroughputAutotuner, DeadlinePlanner, lambda: INFaaSStyle(0.1),
+           lambda: Oracle(lambda cid: 1.0)]
+
+
+@pytest.mark.parametrize("cls", METHODS)
 def test_every_method_shares_the_interface_and_skips_unavailable(cls):
     frame = make_profiles([{"lat": 0.2, "acc": None}, {"lat": 1.0, "acc": 0.6}, {"lat": 3.0, "acc": 0.8}])
     method = cls().fit(frame)
@@ -178,6 +182,37 @@ def test_every_method_shares_the_interface_and_skips_unavailable(cls):
     first = method.select("sst2", 10.0)
     assert method.fallback("sst2", 10.0, {first.config_id}).config_id not in {first.config_id, frame["config_id"][0]}
 
+
+
+@pytest.mark.parametrize("cls", METHODS)
+def test_every_method_falls_back_after_the_deadline_passed(cls):
+    """fallback is shared: a spent budget (<= 0 ms) still gets an answer, the fastest measured one
+    left, whatever the method's rule, flagged with how late it will be."""
+    frame = make_profiles([{"lat": 0.2, "acc": None}, {"lat": 1.0, "acc": 0.6}, {"lat": 2.0, "acc": 0.7},
+                           {"lat": 3.0, "acc": 0.8}])
+    method = cls().fit(frame)
+    crashed = method.select("sst2", 10.0).config_id
+    fastest_left = 2.0 if crashed == frame["config_id"][1] else 1.0
+    for budget in (0.0, -1.5):
+        decision = method.fallback("sst2", budget, {crashed})
+        assert decision.reason is ReasonCode.FALLBACK_NO_FEASIBLE
+        assert decision.expected_latency_ms == fastest_left
+        assert decision.expected_miss_ms == pytest.approx(fastest_left - budget)
+
+
+@pytest.mark.parametrize("cls", METHODS)
+def test_every_method_names_bad_deadlines_and_failed_sets(cls):
+    frame = make_profiles([{"lat": 1.0, "acc": 0.6}, {"lat": 3.0, "acc": 0.8}])
+    method = cls().fit(frame)
+    for bad in (True, np.array([5.0]), float("nan"), "5"):
+        with pytest.raises(InvalidDeadlineError, match="deadline_ms"):
+            method.select("sst2", bad)
+        with pytest.raises(InvalidDeadlineError, match="deadline_ms"):
+            method.fallback("sst2", bad, set())
+    assert method.select("sst2", np.float64(5.0)) == method.select("sst2", 5.0)
+    assert method.select("sst2", np.int64(5)) == method.select("sst2", 5)
+    with pytest.raises(PlannerError, match="failed must be a collection of config ids.*None"):
+        method.fallback("sst2", 5.0, None)
 
 def test_bad_parameters_raise():
     with pytest.raises(PlannerError, match="accuracy_margin"):

@@ -1,9 +1,12 @@
+import inspect
+import re
 import shutil
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
-from planner import config
+from planner import config, workloads
 from planner.paths import CONFIG_DIR
 
 
@@ -67,3 +70,38 @@ def test_not_yaml_mapping_is_rejected(config_copy):
     (config_copy / "deadlines.yaml").write_text("- just a list\n")
     with pytest.raises(config.ConfigError, match="expected a mapping"):
         config.deadlines(config_copy)
+
+
+@pytest.mark.parametrize("kind", sorted(config.WORKLOAD_PARAMS))
+def test_workload_params_match_the_generator_keywords(kind):
+    """A preset's ``params`` are passed to the generator as keywords: the typed model must list exactly
+    the generator's keyword parameters (after rate_rps, n, deadline_ms, n_examples, seed), with the
+    same defaults, or a valid preset fails at generation time (or a generator option is unreachable)."""
+    assert set(config.WORKLOAD_PARAMS) == set(workloads.GENERATORS) == set(workloads.TRACE_KINDS)
+    params = list(inspect.signature(workloads.GENERATORS[kind]).parameters.values())
+    assert [p.name for p in params[:5]] == ["rate_rps", "n", "deadline_ms", "n_examples", "seed"]
+    fields = config.WORKLOAD_PARAMS[kind].model_fields
+    assert [p.name for p in params[5:]] == list(fields)
+    for p in params[5:]:
+        field = fields[p.name]
+        if field.is_required():
+            assert p.default is inspect.Parameter.empty, f"{kind}.{p.name} is required in the config only"
+        else:
+            assert p.default == field.default, f"{kind}.{p.name}: generator {p.default!r} != config {field.default!r}"
+    assert get_args(config.WorkloadSpec.model_fields["kind"].annotation) == tuple(workloads.GENERATORS)
+
+
+@pytest.mark.parametrize("old, new, field", [
+    ("bursty-cv4: {kind: gamma, params: {cv: 4}}", "bursty-cv4: {kind: gamma, params: {cv: four}}", "cv = 'four'"),
+    ("bursty-cv4: {kind: gamma, params: {cv: 4}}", "bursty-cv4: {kind: gamma, params: {cv: 4, shape: 2}}",
+     "shape = 2: Extra inputs are not permitted"),
+    ("mmpp: {kind: mmpp, params: {peak_ratio: 4,", "mmpp: {kind: mmpp, params: {peak_ratio: -4,",
+     "peak_ratio = -4"),
+    ("steady: {kind: poisson}", "steady: {kind: poisson, params: {cv: 2}}", "cv = 2: Extra inputs"),
+    ("steady: {kind: poisson}", "steady: {kind: twitter, params: {trace: c}}", "trace = 'c'"),
+])
+def test_bad_workload_params_in_a_preset_name_the_field(config_copy, old, new, field):
+    _edit(config_copy / "presets.yaml", old, new)
+    with pytest.raises(config.ConfigError, match=rf"presets\.yaml: field 'presets\.quick\.evaluate\.workloads\..*"
+                                                 rf"{re.escape(field)}"):
+        config.presets(config_copy)

@@ -1,8 +1,10 @@
+import json
+
 import numpy as np
 import pytest
 
-from planner import data
-from planner.paths import data_dir
+from planner import data, workloads
+from planner.paths import REPO_ROOT, data_dir
 
 
 def test_sst2_fixture_loads_sentences_and_binary_labels(tiny_data_dir):
@@ -44,8 +46,40 @@ def test_fill_from_mirror_copies_and_verifies(tiny_data_dir, tmp_path):
     target.mkdir()
     (target / data.MANIFEST).write_text((tiny_data_dir / data.MANIFEST).read_text())
     copied = data.fill_from_mirror(tiny_data_dir, target)
-    assert len(copied) == 4
+    assert len(copied) == 7
     assert len(data.load_sst2("train", root=target)) == 48
+
+
+def test_fill_from_mirror_copies_and_verifies_the_arrival_traces(tiny_data_dir, tmp_path):
+    target = tmp_path / "fresh"
+    target.mkdir()
+    (target / data.MANIFEST).write_text((tiny_data_dir / data.MANIFEST).read_text())
+    copied = data.fill_from_mirror(tiny_data_dir, target)
+    for relative in ("traces/twitter_a.txt", "traces/twitter_b.txt", "traces/PROVENANCE.md"):
+        assert target / relative in copied
+        assert (target / relative).read_bytes() == (tiny_data_dir / relative).read_bytes()
+    assert data.trace_path("b", root=target) == target / "traces" / "twitter_b.txt"
+    assert data.fill_from_mirror(tiny_data_dir, target) == []  # verified copies are not copied again
+    # a mirror whose trace differs from the manifest is refused, naming the file
+    (tiny_data_dir / "traces" / "twitter_a.txt").write_text("1,1,300\n")
+    (target / "traces" / "twitter_a.txt").unlink()
+    with pytest.raises(data.DataFileError, match=r"twitter_a\.txt does not match the sha256"):
+        data.fill_from_mirror(tiny_data_dir, target)
+
+
+def test_a_missing_trace_says_to_run_planner_data(tiny_data_dir):
+    (tiny_data_dir / "traces" / "twitter_a.txt").unlink()
+    with pytest.raises(data.DataFileError, match=r"missing data file .*twitter_a\.txt: run `python -m planner data`"):
+        data.trace_path("a")
+    with pytest.raises(ValueError, match="unknown arrival trace 'c'"):
+        data.trace_path("c")
+
+
+def test_the_shipped_manifest_lists_every_mirrored_file():
+    listed = json.loads((REPO_ROOT / "data" / data.MANIFEST).read_text())["files"]
+    assert sorted(listed) == sorted(data.mirrored_files())
+    assert listed["traces/twitter_a.txt"]["sha256"].startswith("5e80efed")  # as in the mirror's PROVENANCE.md
+    assert listed["traces/twitter_b.txt"]["sha256"].startswith("17a58daa")
 
 
 full_data = pytest.mark.skipif(
@@ -62,3 +96,20 @@ def test_full_data_has_the_published_counts(monkeypatch):
     x_test, y_test, _ = data.load_cifar10("test")
     assert len(y_train) == 50_000 and len(y_test) == 10_000
     assert np.bincount(y_test).tolist() == [1000] * 10
+
+
+full_traces = pytest.mark.skipif(
+    not (data_dir() / "traces" / "twitter_b.txt").exists(), reason="arrival traces not installed (make data)"
+)
+
+
+@full_traces
+def test_real_traces_have_the_published_statistics(monkeypatch):
+    """The numbers of the mirror's PROVENANCE.md: requests, span, mean rate, gap CV."""
+    monkeypatch.delenv("PLANNER_DATA_DIR", raising=False)
+    for name, requests, rate, cv in (("a", 28_721, 98.8, 1.74), ("b", 13_583, 46.7, 1.70)):
+        ms = workloads.read_arrivals_ms(data.trace_path(name))
+        gaps = np.diff(ms)
+        assert len(ms) == requests and (ms[-1] - ms[0]) / 1000 == pytest.approx(291, abs=1)
+        assert len(ms) / 291.0 == pytest.approx(rate, rel=0.01)
+        assert gaps.std() / gaps.mean() == pytest.approx(cv, abs=0.02)

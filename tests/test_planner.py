@@ -22,7 +22,7 @@ from planner.plan import (
     UnknownTaskError,
     select_config,
 )
-from planner.schema import SchemaError, config_id
+from planner.schema import DeadlineError, SchemaError, config_id
 from bundles import synthetic_profiles
 
 TEMPLATE = synthetic_profiles(1, seed=0)[0].iloc[0].to_dict()
@@ -272,15 +272,75 @@ def test_decision_is_frozen_and_prebuilt():
         d.config_id = "x"  # type: ignore[misc]
 
 
-@pytest.mark.parametrize("deadline", [0, -1.0, float("nan"), float("inf"), None, "abc", "5"])
+NON_POSITIVE = [0, -1.0, np.int64(0)]  # not a deadline, but a (spent) budget for fallback
+NOT_A_NUMBER_OF_MS = [float("nan"), float("inf"), -float("inf"), None, "abc", "5", True, False, np.bool_(True),
+                      np.array([5.0]), np.array(5.0), [5.0], np.float64("nan"), 1 + 0j]
+
+
+@pytest.mark.parametrize("deadline", NON_POSITIVE + NOT_A_NUMBER_OF_MS, ids=repr)
 def test_bad_deadlines_raise(deadline):
     planner = DeadlinePlanner().fit(make_profiles([{"lat": 1.0, "acc": 0.6}]))
     with pytest.raises(InvalidDeadlineError, match="deadline"):
         planner.select("sst2", deadline)
     with pytest.raises(InvalidDeadlineError):
-        planner.fallback("sst2", deadline, set())
-    with pytest.raises(InvalidDeadlineError):
         select_config(make_profiles([{"lat": 1.0, "acc": 0.6}]), "sst2", deadline)
+
+
+@pytest.mark.parametrize("budget", NOT_A_NUMBER_OF_MS, ids=repr)
+def test_fallback_refuses_a_budget_that_is_not_a_finite_number(budget):
+    planner = DeadlinePlanner().fit(make_profiles([{"lat": 1.0, "acc": 0.6}]))
+    with pytest.raises(InvalidDeadlineError, match="deadline_ms must be a"):
+        planner.fallback("sst2", budget, set())
+
+
+def test_invalid_deadline_is_also_the_schema_deadline_error():
+    """One ``except DeadlineError`` catches a bad deadline from the config, the trace or the planner."""
+    planner = DeadlinePlanner().fit(make_profiles([{"lat": 1.0, "acc": 0.6}]))
+    with pytest.raises(DeadlineError, match="got True"):
+        planner.select("sst2", True)
+    assert issubclass(InvalidDeadlineError, PlannerError) and issubclass(InvalidDeadlineError, DeadlineError)
+
+
+@pytest.mark.parametrize("deadline", [2.5, 2, np.float64(2.5), np.int64(2), np.float32(2.5), np.int32(2)],
+                         ids=repr)
+def test_numpy_and_python_numbers_are_the_same_deadline(deadline):
+    planner = DeadlinePlanner().fit(make_profiles([{"lat": 1.0, "acc": 0.6}, {"lat": 2.0, "acc": 0.8},
+                                                   {"lat": 3.0, "acc": 0.9}]))
+    assert planner.select("sst2", deadline) == planner.select("sst2", float(deadline))
+    assert planner.select("sst2", deadline).expected_accuracy == 0.8
+    assert planner.select("sst2", deadline, "bursty") == planner.select("sst2", float(deadline), "bursty")
+
+
+@pytest.mark.parametrize("budget", [0, 0.0, -0.5, -40, np.float64(-2.0)], ids=repr)
+def test_fallback_after_the_deadline_passed_answers_with_the_fastest(budget):
+    """A crash found after the budget is spent still needs an answer: the fastest measured one left."""
+    frame = make_profiles([{"lat": 0.2, "acc": None}, {"lat": 1.0, "acc": 0.6}, {"lat": 2.0, "acc": 0.7},
+                           {"lat": 3.0, "acc": 0.8}])
+    planner = DeadlinePlanner().fit(frame)
+    first = planner.select("sst2", 5.0)
+    for workload in (None, "steady", "bursty"):
+        decision = planner.fallback("sst2", budget, {first.config_id}, workload)
+        assert decision.reason is ReasonCode.FALLBACK_NO_FEASIBLE
+        assert decision.expected_latency_ms == 1.0 and decision.expected_accuracy == 0.6
+        assert decision.expected_miss_ms == pytest.approx(1.0 - float(budget))
+    # with no measured configuration left, the fastest unmeasured one, still with its miss
+    measured = set(frame.loc[frame["accuracy_source"] == "measured", "config_id"])
+    last = planner.fallback("sst2", budget, measured)
+    assert last.reason is ReasonCode.ACCURACY_UNAVAILABLE
+    assert last.expected_miss_ms == pytest.approx(0.2 - float(budget))
+
+
+@pytest.mark.parametrize("failed", [None, 3, 2.5, [["a"]], object()], ids=repr)
+def test_fallback_names_a_bad_failed_argument(failed):
+    planner = DeadlinePlanner().fit(make_profiles([{"lat": 1.0, "acc": 0.6}, {"lat": 2.0, "acc": 0.7}]))
+    with pytest.raises(PlannerError, match="failed must be a collection of config ids"):
+        planner.fallback("sst2", 5.0, failed)
+
+
+def test_fallback_names_unknown_failed_ids_of_any_type():
+    planner = DeadlinePlanner().fit(make_profiles([{"lat": 1.0, "acc": 0.6}, {"lat": 2.0, "acc": 0.7}]))
+    with pytest.raises(PlannerError, match="not configurations of task 'sst2'"):
+        planner.fallback("sst2", 5.0, {"sst2/nope/torch/fp32/b1/cpu", 7, None})
 
 
 def test_other_bad_inputs_raise_clear_errors():

@@ -16,6 +16,9 @@ from planner.workloads import WorkloadError, analyze
 # HashFunction, Trigger, 1..1440), made for these tests: an http function with a diurnal Poisson
 # profile and a +120/min burst in minutes 601-610, a queue function, and a timer firing every 5 min.
 AZURE = Path(__file__).parent / "fixtures" / "azure_functions_2019_tiny.csv"
+# Synthetic stand-ins (same format) for data/traces/twitter_{a,b}.txt: 2,000 and 600 requests with
+# bursty gaps (see tests/fixtures/data/traces/PROVENANCE.md); the real traces never enter git.
+TWITTER_A = Path(__file__).parent / "fixtures" / "data" / "traces" / "twitter_a.txt"
 
 KINDS = {"poisson": {}, "gamma": {"cv": 4}, "mmpp": {}, "spike": {}}
 
@@ -124,6 +127,82 @@ def test_azure_bad_files_are_named(tmp_path):
         workloads.read_azure_counts(tmp_path / "nope.csv")
 
 
+
+def _azure_copy(tmp_path: Path, edit=None, insert: dict[int, str] | None = None) -> Path:
+    """The fixture with ``edit(cells)`` applied to its first data row (fn-http, line 2) and extra lines
+    inserted before the given 0-based line numbers."""
+    lines = AZURE.read_text().splitlines()
+    if edit is not None:
+        cells = lines[1].split(",")
+        edit(cells)
+        lines[1] = ",".join(cells)
+    for at, text in sorted((insert or {}).items(), reverse=True):
+        lines.insert(at, text)
+    path = tmp_path / "edited.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_azure_repeated_header_row_is_named_not_counted(tmp_path):
+    header = AZURE.read_text().splitlines()[0]
+    path = _azure_copy(tmp_path, insert={2: header})
+    for function in (None, "fn-queue", 2):
+        with pytest.raises(WorkloadError, match=r"edited\.csv: line 3 repeats the header row"):
+            workloads.read_azure_counts(path, function)
+
+
+def test_azure_parser_errors_name_the_file(tmp_path):
+    path = _azure_copy(tmp_path, edit=lambda cells: cells.append("7"))  # line 2: one field too many
+    with pytest.raises(WorkloadError, match=r"edited\.csv: the first data row has more fields"):
+        workloads.read_azure_counts(path)
+    path = _azure_copy(tmp_path, insert={3: AZURE.read_text().splitlines()[2] + ",7"})
+    with pytest.raises(WorkloadError, match=r"edited\.csv: .*Expected 1444 fields in line 4, saw 1445"):
+        workloads.read_azure_counts(path)
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(WorkloadError, match=r"empty\.csv"):
+        workloads.read_azure_counts(empty)
+    only_header = tmp_path / "header.csv"
+    only_header.write_text(AZURE.read_text().splitlines()[0] + "\n")
+    with pytest.raises(WorkloadError, match=r"header\.csv: no function rows"):
+        workloads.read_azure_counts(only_header)
+
+
+@pytest.mark.parametrize("value, problem", [
+    ("four", "is not a number"), ("-3", "is negative"), ("2.5", "is not a whole number"),
+    ("", "is missing"), ("inf", "is not finite"), ("1e12", "exceeds the cap"),
+])
+def test_azure_bad_counts_name_file_line_and_column(tmp_path, value, problem):
+    def edit(cells):
+        cells[4 + 16] = value  # minute column '17'
+    path = _azure_copy(tmp_path, edit=edit, insert={2: ""})  # a blank line does not shift line numbers
+    with pytest.raises(WorkloadError, match=rf"edited\.csv: line 2, column '17': count .* {problem}"):
+        workloads.read_azure_counts(path, "fn-timer")
+    with pytest.raises(WorkloadError, match=rf"edited\.csv: line 2, column '17'"):
+        workloads.azure(None, 10, 50.0, 10, seed=0, path=path)
+
+
+def test_azure_replay_refuses_a_total_over_the_cap_before_allocating(tmp_path):
+    cap = workloads.MAX_REPLAY_INVOCATIONS
+
+    def edit(cells):
+        cells[4:] = ["0"] * (len(cells) - 4)
+        cells[4 + 99] = str(cap)  # minute '100': at the cap, allowed on its own
+        cells[4 + 100:4 + 1400] = [str(cap // 2)] * 1300  # 6.5e10 invocations in all: ~1.5 TB to expand
+    path = _azure_copy(tmp_path, edit=edit)
+    assert workloads.read_azure_counts(path, "fn-http").sum() > 100 * cap  # reading the counts is fine
+    with pytest.raises(WorkloadError, match=r"edited\.csv: .*MAX_REPLAY_INVOCATIONS.*column '100'"):
+        workloads.azure(1000.0, 100, 50.0, 10, seed=0, path=path, function="fn-http")
+    # a selection within the cap still replays from the same file
+    assert len(workloads.azure(None, 100, 50.0, 10, seed=0, path=path, function="fn-timer")) == 100
+
+
+def test_azure_function_selector_must_be_a_name_or_position():
+    with pytest.raises(WorkloadError, match="function must be"):
+        workloads.read_azure_counts(AZURE, True)
+    with pytest.raises(WorkloadError, match="function must be"):
+        workloads.read_azure_counts(AZURE, 1.0)
+
 def test_bad_arguments_are_named():
     with pytest.raises(WorkloadError, match="rate_rps must be positive"):
         workloads.poisson(0.0, 10, 5.0, 10, seed=0)
@@ -148,3 +227,100 @@ def test_analyze_many_and_mixed_deadlines():
     assert table["trace"].tolist() == ["a", "b"] and {"rate_rps", "cv", "burstiness", "idc"} <= set(table.columns)
     with pytest.raises(WorkloadError, match="at least 3 arrivals"):
         analyze(trace.head(2))
+
+
+
+# ---------------------------------------------------------------- Twitter arrival traces
+
+
+def _window_of(trace: pd.DataFrame, ms: np.ndarray) -> int:
+    """Index of the first request of the one contiguous window of ``ms`` whose shape the trace replays:
+    after undoing the shift and the rescaling, arrival i lies in millisecond ``ms[first + i]`` (+-1.5
+    ms for the scale, which is estimated from the last arrival)."""
+    t = trace["arrival_s"].to_numpy()
+    n = len(t)
+    matches = []
+    for first in range(len(ms) - n + 1):
+        window = (ms[first:first + n] - ms[first]).astype(float)
+        if window[-1] < 100:
+            continue
+        in_ms = t * (window[-1] + 0.5) / t[-1]
+        if np.all(np.abs(in_ms - (window + 0.5)) <= 2.0):
+            matches.append(first)
+    assert len(matches) == 1, f"the trace matches windows {matches[:5]} of the file"
+    return matches[0]
+
+
+@pytest.mark.parametrize("rate", [5.0, 200.0, 3000.0])
+def test_twitter_mean_rate_is_the_requested_one(tiny_data_dir, rate):
+    for seed in range(3):
+        trace = workloads.twitter(rate, 400, 20.0, 50, seed)
+        assert analyze(trace)["rate_rps"] == pytest.approx(rate, rel=0.03)
+        assert trace["arrival_s"].is_monotonic_increasing and len(trace) == 400
+        assert (trace["workload"] == "twitter-a").all()
+
+
+def test_twitter_is_seeded_and_seeds_pick_different_windows(tiny_data_dir):
+    ms = workloads.read_arrivals_ms(TWITTER_A)
+    trace = workloads.twitter(100.0, 300, 20.0, 50, seed=4)
+    pd.testing.assert_frame_equal(trace, workloads.twitter(100.0, 300, 20.0, 50, seed=4))
+    pd.testing.assert_frame_equal(trace, workloads.make_trace("twitter", 100.0, 300, 20.0, 50, 4, trace="a"))
+    starts = {seed: _window_of(workloads.twitter(100.0, 300, 20.0, 50, seed), ms) for seed in range(6)}
+    assert len(set(starts.values())) == 6  # 1,701 possible windows: six seeds, six windows
+    assert starts[4] == _window_of(trace, ms)
+    # the same window at another rate is the same shape, compressed
+    fast = workloads.twitter(400.0, 300, 20.0, 50, seed=4)
+    assert np.allclose(fast["arrival_s"] * 4, trace["arrival_s"])
+    assert workloads.workload_class("twitter") == "bursty"
+
+
+def test_twitter_windows_are_bursty(tiny_data_dir):
+    stats = workloads.analyze_traces([workloads.twitter(50.0, 500, 20.0, 50, seed) for seed in range(5)])
+    assert (stats["cv"] > 1.3).all() and (stats["burstiness"] > 0.1).all()
+    assert analyze(workloads.poisson(50.0, 500, 20.0, 50, seed=0))["cv"] < 1.2  # the contrast
+
+
+def test_twitter_loops_a_trace_shorter_than_n(tiny_data_dir):
+    trace = workloads.twitter(30.0, 1500, 20.0, 50, seed=1, trace="b")  # the file holds 600
+    assert len(trace) == 1500 and trace["arrival_s"].is_monotonic_increasing
+    assert analyze(trace)["rate_rps"] == pytest.approx(30.0, rel=0.01)
+    gaps = np.diff(trace["arrival_s"].to_numpy())
+    assert np.allclose(gaps[600:1199], gaps[:599], atol=2 * gaps.mean() / 40)  # the copy repeats the shape
+    assert (trace["workload"] == "twitter-b").all()
+
+
+def test_twitter_reads_another_file_in_the_format_via_path(tmp_path):
+    own = tmp_path / "mine.txt"
+    own.write_text("".join(f"{v},1,75\n" for v in (0, 0, 3, 10, 10, 10, 11, 40, 41, 1000)))
+    trace = workloads.twitter(20.0, 10, 20.0, 5, seed=0, path=own)
+    assert (trace["workload"] == "twitter").all() and analyze(trace)["rate_rps"] == pytest.approx(20.0)
+    assert workloads.twitter(20.0, 1, 20.0, 5, seed=0, path=own)["arrival_s"].iloc[0] >= 0
+
+
+def test_twitter_missing_or_corrupted_data_says_what_to_run(tiny_data_dir):
+    (tiny_data_dir / "traces" / "twitter_b.txt").unlink()
+    with pytest.raises(WorkloadError, match=r"missing data file .*twitter_b\.txt.*python -m planner data"):
+        workloads.twitter(10.0, 10, 20.0, 5, seed=0, trace="b")
+    path = tiny_data_dir / "traces" / "twitter_a.txt"
+    path.write_text(path.read_text() + "999999,1,300\n")  # still a valid trace, but not the installed one
+    with pytest.raises(WorkloadError, match=r"twitter_a\.txt is corrupted.*python -m planner data"):
+        workloads.twitter(10.0, 10, 20.0, 5, seed=0)
+    with pytest.raises(WorkloadError, match=r"trace must be one of \['a', 'b'\], got 'c'"):
+        workloads.twitter(10.0, 10, 20.0, 5, seed=0, trace="c")
+
+
+@pytest.mark.parametrize("lines, problem", [
+    (["5,1,300", "x,1,300"], r"line 2: arrival time 'x' is not a whole number of ms"),
+    (["5,1,300", "-1,1,300"], r"line 2: arrival time '-1' is not"),
+    (["5,1,300", "7.5,1,300"], r"line 2: arrival time '7.5' is not"),
+    (["5,1,300", "", "9,1,300"], r"line 2: arrival time is missing"),
+    (["5,1,300", "9,1,300", "8,1,300"], r"line 3: arrival time 8 ms is earlier than the line before \(9 ms\)"),
+    ([], r"the arrival trace has no requests"),
+])
+def test_twitter_bad_trace_files_are_named_with_the_line(tmp_path, lines, problem):
+    path = tmp_path / "bad.txt"
+    path.write_text("".join(line + "\n" for line in lines))
+    with pytest.raises(WorkloadError, match=rf"bad\.txt: {problem}"):
+        workloads.twitter(10.0, 1, 20.0, 5, seed=0, path=path)
+    with pytest.raises(WorkloadError, match=r"missing arrival trace .*nope\.txt"):
+        workloads.twitter(10.0, 1, 20.0, 5, seed=0, path=tmp_path / "nope.txt")

@@ -15,6 +15,8 @@ from enum import StrEnum
 
 import numpy as np
 
+from planner import schema
+
 
 class ReasonCode(StrEnum):
     """Why a decision is what it is."""
@@ -44,8 +46,9 @@ class UnknownTaskError(PlannerError):
     """The task is not in the fitted profiles."""
 
 
-class InvalidDeadlineError(PlannerError):
-    """The deadline is not a positive, finite number of milliseconds."""
+class InvalidDeadlineError(PlannerError, schema.DeadlineError):
+    """The deadline is not a positive, finite number of milliseconds (also a
+    :class:`planner.schema.DeadlineError`, so one ``except`` catches a bad deadline from any layer)."""
 
 
 class NotFittedError(PlannerError):
@@ -56,13 +59,20 @@ class NoConfigurationLeftError(PlannerError):
     """Every configuration of the task has failed; there is nothing to fall back to."""
 
 
-def check_deadline(deadline_ms: object) -> float:
-    """The deadline as a float; NaN, infinities, non-numbers and values <= 0 raise."""
-    if not isinstance(deadline_ms, numbers.Real) or isinstance(deadline_ms, bool):
-        raise InvalidDeadlineError(f"deadline_ms must be a number of ms, got {deadline_ms!r}")
-    value = float(deadline_ms)
-    if not (0.0 < value < math.inf):
-        raise InvalidDeadlineError(f"deadline_ms must be a positive finite number of ms, got {deadline_ms!r}")
+def check_deadline(deadline_ms: object, what: str = "deadline_ms") -> float:
+    """The deadline as a float, by the one rule of :func:`planner.schema.check_deadline` (booleans,
+    arrays, strings, NaN, infinities and values <= 0 raise :class:`InvalidDeadlineError`)."""
+    return schema.check_deadline(deadline_ms, what, InvalidDeadlineError)
+
+
+def check_budget(budget_ms: object, what: str = "deadline_ms") -> float:
+    """A remaining time budget as a float: any finite real number of ms. Unlike a deadline it may be
+    <= 0 (the deadline has already passed); booleans, arrays, strings, NaN and infinities raise."""
+    if isinstance(budget_ms, (bool, np.bool_)) or not isinstance(budget_ms, numbers.Real):
+        raise InvalidDeadlineError(f"{what} must be a number of ms, got {budget_ms!r}")
+    value = float(budget_ms)
+    if not math.isfinite(value):
+        raise InvalidDeadlineError(f"{what} must be a finite number of ms, got {budget_ms!r}")
     return value
 
 
@@ -73,9 +83,13 @@ def failed_mask(ids: np.ndarray, failed: Iterable[str], task: str) -> np.ndarray
     """
     if isinstance(failed, str):
         raise PlannerError("failed must be a collection of config ids, not a single string")
-    failed = set(failed)
+    try:
+        failed = set(failed)
+    except TypeError:
+        raise PlannerError(f"failed must be a collection of config ids (e.g. a set, possibly empty), "
+                           f"got {failed!r}") from None
     known = set(ids.tolist())
-    unknown = sorted(failed - known)
+    unknown = sorted(failed - known, key=repr)
     if unknown:
         raise PlannerError(f"failed config id(s) {unknown[:5]} are not configurations of task {task!r}")
     return np.fromiter((i in failed for i in ids), dtype=bool, count=len(ids))

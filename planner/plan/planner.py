@@ -35,12 +35,12 @@ import numpy as np
 import pandas as pd
 
 from planner.plan.failure import (
-    InvalidDeadlineError,
     NoConfigurationLeftError,
     NotFittedError,
     PlannerError,
     ReasonCode,
     UnknownTaskError,
+    check_budget,
     check_deadline,
     failed_mask,
     fallback_reason,
@@ -222,13 +222,12 @@ class _TablePlanner:
     # ---- select -----------------------------------------------------------------------------
     def select(self, task: str, deadline_ms: float, workload: Workload = None) -> Decision:
         """The method's decision for one request; O(log n) after :meth:`fit`."""
-        try:
-            ok = 0.0 < deadline_ms < _INF
-        except (TypeError, ValueError):
-            ok = False
-        if not ok:
-            check_deadline(deadline_ms)  # raises with the precise message
-            raise InvalidDeadlineError(f"deadline_ms must be a positive finite number, got {deadline_ms!r}")
+        # Fast path: a plain float or int in (0, inf), two cheap checks. Anything else (numpy
+        # scalars, bools, arrays, strings, NaN, <= 0) goes through the one deadline rule, which
+        # converts a numpy scalar or raises InvalidDeadlineError naming the value.
+        t = type(deadline_ms)
+        if not ((t is float or t is int) and 0 < deadline_ms < _INF):
+            deadline_ms = check_deadline(deadline_ms)
         try:
             table = self.tables_[(task, workload)]
         except (KeyError, TypeError):
@@ -260,23 +259,29 @@ class _TablePlanner:
         """The decision had the configurations in ``failed`` (which crashed at run time) not existed.
 
         Always a configuration not in ``failed``; reason ``FALLBACK`` if it meets ``deadline_ms``
-        (pass the time budget that is left), else ``FALLBACK_NO_FEASIBLE`` with the fastest
-        remaining one. Configurations without measured accuracy are used only when no measured
-        one remains (reason ``ACCURACY_UNAVAILABLE``).
+        (pass the time budget that is left), else ``FALLBACK_NO_FEASIBLE``. The budget may be any
+        finite number of ms: a crash can be found after the deadline has passed, and the request
+        still needs an answer, so a budget <= 0 gets the fastest remaining measured configuration
+        (``FALLBACK_NO_FEASIBLE``, ``expected_miss_ms`` = its latency - budget) instead of an
+        error. Configurations without measured accuracy are used only when no measured one
+        remains (reason ``ACCURACY_UNAVAILABLE``).
         """
-        deadline = check_deadline(deadline_ms)
+        budget = check_budget(deadline_ms)
         if workload not in WORKLOADS:
             raise PlannerError(f"unknown workload {workload!r}; expected one of {list(WORKLOADS)}")
         cand = self._task_candidates(task)
         remaining = ~failed_mask(cand.ids, failed, task)
         allowed = cand.measured & remaining
         if allowed.any():
-            idx = self._pick(cand, allowed, deadline, workload)
-            return cand.decision(idx, deadline, fallback_reason(bool(cand.latency[idx] <= deadline)))
+            if budget <= 0:  # already late: finish as soon as possible, whatever the method's rule
+                idx = first_by_rank(allowed, cand.rank_fastest)
+            else:
+                idx = self._pick(cand, allowed, budget, workload)
+            return cand.decision(idx, budget, fallback_reason(bool(cand.latency[idx] <= budget)))
         idx = first_by_rank(remaining, cand.rank_fastest)
         if idx < 0:
             raise NoConfigurationLeftError(f"all {len(cand.ids)} configurations of task {task!r} have failed")
-        return cand.decision(idx, deadline, ReasonCode.ACCURACY_UNAVAILABLE)
+        return cand.decision(idx, budget, ReasonCode.ACCURACY_UNAVAILABLE)
 
     # ---- inspection -------------------------------------------------------------------------
     def decision_table(self, task: str, workload: Workload = None) -> pd.DataFrame:

@@ -1,4 +1,4 @@
-"""Seeded request-trace generators: steady, bursty, modulated, spiky and replayed arrivals.
+"""Seeded request-trace generators: steady, bursty, modulated, spiky and replayed (Azure, Twitter) arrivals.
 
 A trace is a DataFrame ``[request_id, arrival_s, deadline_ms, example_id, workload, seed]`` sorted by
 arrival. Every generator takes a mean rate, a request count, a deadline, the number of dataset
@@ -9,17 +9,24 @@ times and example ids come from two independent child streams of ``np.random.See
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
+from planner.data import TRACE_FILES as TWITTER_TRACES
+from planner.data import DataFileError, trace_path
 from planner.schema import TRACE_COLUMNS, validate
 
-TRACE_KINDS = ("poisson", "gamma", "mmpp", "spike", "azure")
+TRACE_KINDS = ("poisson", "gamma", "mmpp", "spike", "azure", "twitter")
 AZURE_ID_COLUMNS = ("HashOwner", "HashApp", "HashFunction", "Trigger")
 MINUTES_PER_DAY = 1440
+MAX_REPLAY_INVOCATIONS = 100_000_000
+"""Most invocations a count file may expand into arrival times: each costs about 24 bytes while a
+trace is built (minute index, uniform draw, sorted time), so the cap keeps one replay under ~2.4 GB;
+a single count above it is refused as well, being no plausible per-minute count of one function."""
 
 
 class WorkloadError(ValueError):
@@ -179,16 +186,49 @@ def spike(rate_rps: float, n: int, deadline_ms: float | Sequence[float], n_examp
 
 # ---------------------------------------------------------------- Azure Functions replay
 
+def _first_bad_cell(path: Path, frame: pd.DataFrame, columns: list, values: np.ndarray) -> None:
+    """Raise naming the file, line and column of the first count that is not a usable invocation count."""
+    raw = frame[columns]
+    missing = raw.isna().to_numpy()
+    rule = "minute counts must be non-negative integers"
+    problems = (
+        (missing, f"is missing; {rule}"),
+        (np.isnan(values) & ~missing, f"is not a number; {rule}"),
+        (values < 0, f"is negative; {rule}"),
+        (np.isfinite(values) & (values != np.round(values)), f"is not a whole number; {rule}"),
+        (np.isinf(values), f"is not finite; {rule}"),
+        (np.isfinite(values) & (values > MAX_REPLAY_INVOCATIONS),
+         f"exceeds the cap of {MAX_REPLAY_INVOCATIONS:,} invocations (MAX_REPLAY_INVOCATIONS)"),
+    )
+    for mask, what in problems:
+        if mask.any():
+            row, col = np.argwhere(mask)[0]
+            value = raw.iat[row, col]
+            value = value.item() if isinstance(value, np.generic) else value
+            raise WorkloadError(f"{path}: line {int(frame.index[row]) + 2}, column {str(columns[col])!r}: "
+                                f"count {value!r} {what}")
+
+
 def read_azure_counts(path: str | Path, function: str | int | None = None) -> np.ndarray:
     """Per-minute invocation counts from an Azure Functions 2019 ``invocations_per_function`` CSV.
 
     Columns: ``HashOwner, HashApp, HashFunction, Trigger, 1 .. 1440``. ``function`` selects one row by
     ``HashFunction`` (str) or position (int); ``None`` sums all rows (the whole app population).
+    A malformed file (parser error, a repeated header row, a count that is missing, not a number,
+    negative, fractional or above :data:`MAX_REPLAY_INVOCATIONS`) raises :class:`WorkloadError`
+    naming the file, and the line and column where there is one.
     """
     path = Path(path)
     if not path.exists():
         raise WorkloadError(f"missing Azure invocation CSV {path}")
-    frame = pd.read_csv(path)
+    try:
+        # blank lines are kept as empty rows (dropped below) so that row i is line i + 2 of the file
+        frame = pd.read_csv(path, skip_blank_lines=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
+        raise WorkloadError(f"{path}: not a readable Azure invocation CSV: {exc}".strip()) from None
+    if not isinstance(frame.index, pd.RangeIndex):  # pandas took the extra first column as an index
+        raise WorkloadError(f"{path}: the first data row has more fields than the header's {frame.shape[1]}")
+    frame = frame.dropna(how="all")
     missing = [c for c in AZURE_ID_COLUMNS if c not in frame.columns]
     minute_cols = [c for c in frame.columns if c not in AZURE_ID_COLUMNS]
     if missing:
@@ -197,15 +237,28 @@ def read_azure_counts(path: str | Path, function: str | int | None = None) -> np
     if not minute_cols or [str(c) for c in minute_cols] != expected or len(minute_cols) > MINUTES_PER_DAY:
         raise WorkloadError(f"{path}: minute columns must be 1..N (N <= {MINUTES_PER_DAY}) in order, "
                             f"got {minute_cols[:3]}...{minute_cols[-2:]}")
-    try:
-        counts = frame[minute_cols].to_numpy(dtype=float)
-    except (TypeError, ValueError):
-        raise WorkloadError(f"{path}: minute counts must be numbers") from None
-    if np.isnan(counts).any() or (counts < 0).any() or (counts != np.round(counts)).any():
-        raise WorkloadError(f"{path}: minute counts must be non-negative integers")
-    counts = counts.astype(np.int64)
+    if frame.empty:
+        raise WorkloadError(f"{path}: no function rows below the header")
+    # a header row repeated inside the file (e.g. two files concatenated) would otherwise parse as
+    # counts 1, 2, 3, ... since its minute cells are the column names
+    header_again = np.flatnonzero((frame["HashFunction"].astype(str) == "HashFunction").to_numpy())
+    if header_again.size:
+        raise WorkloadError(f"{path}: line {int(frame.index[header_again[0]]) + 2} repeats the header row; "
+                            f"remove it (were two files concatenated?)")
+    block = frame[minute_cols]
+    text = [c for c in minute_cols if not (pd.api.types.is_numeric_dtype(block[c])
+                                           and not pd.api.types.is_bool_dtype(block[c]))]
+    if text:
+        block = block.copy()
+        block[text] = block[text].astype(object).apply(
+            lambda col: pd.to_numeric(col.where(~col.map(lambda v: isinstance(v, bool))), errors="coerce"))
+    values = block.to_numpy(dtype=float)
+    _first_bad_cell(path, frame, minute_cols, values)
+    counts = values.astype(np.int64)
     if function is None:
         return counts.sum(axis=0)
+    if isinstance(function, (bool, np.bool_)) or not isinstance(function, (str, int, np.integer)):
+        raise WorkloadError(f"function must be a HashFunction (str), a row position (int) or None, got {function!r}")
     if isinstance(function, (int, np.integer)):
         if not 0 <= function < len(frame):
             raise WorkloadError(f"{path}: function index {function} out of range 0..{len(frame) - 1}")
@@ -217,9 +270,10 @@ def read_azure_counts(path: str | Path, function: str | int | None = None) -> np
 
 
 def azure(rate_rps: float | None, n: int | None, deadline_ms: float | Sequence[float], n_examples: int,
-          seed: int, path: str | Path = "", function: str | int | None = None,
+          seed: int, path: str | Path, function: str | int | None = None,
           minute_s: float = 60.0) -> pd.DataFrame:
-    """Replay per-minute invocation counts: each minute's count is spread uniformly within it.
+    """Replay per-minute invocation counts of the CSV at ``path`` (required): each minute's count is
+    spread uniformly within it.
 
     The day's shape is kept; time is rescaled so that the mean rate equals ``rate_rps`` (when given),
     otherwise a minute lasts ``minute_s`` seconds. ``n`` keeps the first n requests (None: all).
@@ -228,6 +282,12 @@ def azure(rate_rps: float | None, n: int | None, deadline_ms: float | Sequence[f
     total = int(counts.sum())
     if total == 0:
         raise WorkloadError(f"{path}: the selected invocation counts are all zero")
+    if total > MAX_REPLAY_INVOCATIONS:  # refuse before allocating one arrival time per invocation
+        busiest = int(np.argmax(counts))
+        raise WorkloadError(f"{path}: the selected counts total {total:,} invocations, more than the "
+                            f"{MAX_REPLAY_INVOCATIONS:,} one replay may expand (MAX_REPLAY_INVOCATIONS); "
+                            f"the largest is column '{busiest + 1}' with {int(counts[busiest]):,}. "
+                            f"Select one function or a smaller file")
     if n is not None and _count("n", n) > total:
         raise WorkloadError(f"{path}: the replayed profile has {total} invocations, fewer than n={n}")
     arrivals, examples = _streams(seed)
@@ -241,10 +301,97 @@ def azure(rate_rps: float | None, n: int | None, deadline_ms: float | Sequence[f
     return make_frame(times, deadline_ms, n_examples, seed, "azure", examples)
 
 
+# ---------------------------------------------------------------- Twitter arrival traces (Proteus)
+
+@lru_cache(maxsize=8)
+def _read_arrivals_ms(path_str: str, mtime_ns: int, size: int) -> np.ndarray:
+    path = Path(path_str)
+    try:
+        column = pd.read_csv(path, header=None, usecols=[0], dtype=str, skip_blank_lines=False,
+                             names=["arrival_ms"]).iloc[:, 0]
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
+        raise WorkloadError(f"{path}: not a readable arrival trace: {exc}") from None
+    values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=float)
+    bad = ~(np.isfinite(values) & (values >= 0) & (values == np.round(values)))
+    if bad.any():
+        line = int(np.flatnonzero(bad)[0])
+        value = column.iat[line]
+        what = "is missing" if pd.isna(value) else f"{value!r} is not a whole number of ms >= 0"
+        raise WorkloadError(f"{path}: line {line + 1}: arrival time {what} "
+                            f"(format: one request per line, 'arrival_ms,...')")
+    ms = values.astype(np.int64)
+    back = np.flatnonzero(np.diff(ms) < 0)
+    if back.size:
+        raise WorkloadError(f"{path}: line {int(back[0]) + 2}: arrival time {int(ms[back[0] + 1])} ms is earlier "
+                            f"than the line before ({int(ms[back[0]])} ms); arrivals must be in time order")
+    ms.setflags(write=False)
+    return ms
+
+
+def read_arrivals_ms(path: str | Path) -> np.ndarray:
+    """Arrival times in ms (int64, non-decreasing, read-only) of a trace in Proteus's format: one request
+    per line, ``arrival_ms,<field>,<field>``; only the first column is used."""
+    path = Path(path)
+    if not path.is_file():
+        raise WorkloadError(f"missing arrival trace {path}")
+    stat = path.stat()
+    ms = _read_arrivals_ms(str(path), stat.st_mtime_ns, stat.st_size)
+    if len(ms) == 0:
+        raise WorkloadError(f"{path}: the arrival trace has no requests")
+    return ms
+
+
+def twitter(rate_rps: float, n: int, deadline_ms: float | Sequence[float], n_examples: int, seed: int,
+            trace: str = "a", path: str | Path | None = None) -> pd.DataFrame:
+    """Replay a real arrival process: Twitter-derived traces published with Proteus (ASPLOS'24).
+
+    ``trace`` picks ``data/traces/twitter_{a,b}.txt`` (28,721 and 13,583 requests over 291 s; gap
+    CV ~1.7; installed, checksum-verified, by ``python -m planner data``); ``path`` replaces it with
+    any file in the same format (not verified). The trace's timestamps are whole milliseconds, so
+    each millisecond's count of requests is spread uniformly within that millisecond (as ``azure``
+    does per minute): the burst shape is the real one down to the trace's resolution.
+
+    Window: ``n`` consecutive requests. When the trace holds at least ``n``, the seed picks the
+    first one uniformly among the ``len(trace) - n + 1`` possible, so different seeds replay
+    different windows of the same real trace (and the same seed the same window); when it holds
+    fewer, the trace is looped from its start, each copy one mean gap after the previous one ends. Time is then shifted to start at the window's first
+    millisecond and rescaled so that the window's mean rate, ``(n - 1) / (last - first arrival)``,
+    equals ``rate_rps`` exactly (a single request uses the whole trace's mean rate).
+    """
+    rate, n = _positive("rate_rps", rate_rps), _count("n", n)
+    if path is None:
+        if trace not in TWITTER_TRACES:
+            raise WorkloadError(f"trace must be one of {sorted(TWITTER_TRACES)}, got {trace!r}")
+        try:
+            path = trace_path(trace)
+        except DataFileError as exc:
+            raise WorkloadError(str(exc)) from None
+        label = f"twitter-{trace}"
+    else:
+        label = "twitter"
+    ms = read_arrivals_ms(path)
+    total = len(ms)
+    span_ms = float(ms[-1] - ms[0])
+    mean_gap_ms = span_ms / (total - 1) if total > 1 and span_ms > 0 else 1.0
+    arrivals, examples = _streams(seed)
+    if n <= total:
+        first = int(arrivals.integers(0, total - n + 1))
+        window = ms[first:first + n].astype(float)
+    else:
+        copies = -(-n // total)
+        period = span_ms + mean_gap_ms
+        window = ((ms - ms[0]).astype(float)[None, :] + period * np.arange(copies)[:, None]).ravel()[:n]
+    times_ms = np.sort(window - window[0] + arrivals.random(n))  # uniform within each millisecond
+    duration_ms = times_ms[-1] - times_ms[0]
+    window_rate = (n - 1) / (duration_ms / 1000.0) if n > 1 and duration_ms > 0 else 1000.0 / mean_gap_ms
+    times_s = times_ms / 1000.0 * (window_rate / rate)
+    return make_frame(times_s, deadline_ms, n_examples, seed, label, examples)
+
+
 # ---------------------------------------------------------------- registry and rate sweeps
 
 GENERATORS: dict[str, Callable[..., pd.DataFrame]] = {
-    "poisson": poisson, "gamma": gamma, "mmpp": mmpp, "spike": spike, "azure": azure,
+    "poisson": poisson, "gamma": gamma, "mmpp": mmpp, "spike": spike, "azure": azure, "twitter": twitter,
 }
 
 
