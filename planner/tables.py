@@ -260,3 +260,14 @@ def verify_manifest(folder: Path) -> list[str]:
                               f"{size} bytes; recorded {expected['sha256'][:16]}…, {expected['bytes']} bytes): "
                               "the file was corrupted or edited after it was written")
     return names
+
+
+def refresh_manifest(folder: Path, patterns: Sequence[str] = ("*.csv", "*.json", "*.parquet")) -> Path:
+    """Rewrite ``folder/MANIFEST.json`` over every file matching ``patterns`` (the manifest aside).
+
+    For folders several commands write into (``results/<preset>/eval``): each command calls it once
+    its files are complete, so a manifest never vouches for a half-written table.
+    """
+    folder = Path(folder)
+    names = sorted({p.name for pattern in patterns for p in folder.glob(pattern) if p.name != MANIFEST})
+    return write_manifest(folder, names)

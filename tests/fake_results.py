@@ -15,7 +15,7 @@ import pandas as pd
 
 from planner import config
 from planner.profile.store import FILES, ProfileBundle
-from planner.tables import write_manifest
+from planner.tables import refresh_manifest, write_manifest
 from planner.schema import (LATENCY_SAMPLE_COLUMNS, PREDICTION_COLUMNS, PROFILE_COLUMNS, config_id, validate,
                             validate_profiles)
 
@@ -142,4 +142,5 @@ def write_fake_results(root: Path, preset: str = "quick", n_requests: int = 300,
                           "live_lat_p95_ms": live_p95, "p95_rel_diff": (live_p95 - sim_p95) / sim_p95})
     table["meets_goal"] = (table["hit_rate_diff_pp"] <= 2) & (table["p95_rel_diff"].abs() <= 0.10)
     table.to_csv(out / "eval" / "simulator_validation.csv", index=False)
+    refresh_manifest(out / "eval")
     return out

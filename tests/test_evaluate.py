@@ -205,3 +205,20 @@ def test_resolve_dispatch_overhead_measures_once_and_reuses(tmp_path, monkeypatc
     assert ev.resolve_dispatch_overhead(settings(dispatch_overhead=0.3), tmp_path) == 0.3
     with pytest.raises(ValueError, match="dispatch_overhead must be"):
         settings(dispatch_overhead=-0.1)
+
+
+def test_a_run_killed_mid_write_resumes_to_the_same_table(bundle, tmp_path):
+    """A kill mid-row leaves a torn last line; the resumed evaluation cuts it, reruns that cell, and the
+    file ends with exactly the rows of an uninterrupted run."""
+    small = settings(methods=["planner", "static_small"], workloads={"steady": {"kind": "poisson"}})
+    whole = ev.evaluate(bundle, "sst2", small, [2.0, 5.0], out_csv=tmp_path / "whole.csv", progress=False).runs
+    out = tmp_path / "runs.csv"
+    ev.evaluate(bundle, "sst2", small.model_copy(update={"seeds": [42]}), [2.0, 5.0], out_csv=out, progress=False)
+    text = out.read_text()
+    out.write_text(text[: len(text) - len(text.splitlines()[-1]) // 2 - 1])  # half of the last row, no newline
+    resumed = ev.evaluate(bundle, "sst2", small, [2.0, 5.0], out_csv=out, progress=False).runs
+    on_disk = pd.read_csv(out)
+    keys = ["method", "deadline_ms", "seed"]
+    assert len(on_disk) == len(whole) == len(resumed) and not on_disk.duplicated(keys).any()
+    pd.testing.assert_frame_equal(on_disk.sort_values(keys).reset_index(drop=True),
+                                  pd.read_csv(tmp_path / "whole.csv").sort_values(keys).reset_index(drop=True))

@@ -11,6 +11,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from planner.schema import SchemaError
+from planner.tables import refresh_manifest
 from planner.evaluation import ablation
 from planner.analysis import plots, results
 from planner.report import book as report
@@ -149,6 +151,9 @@ def test_key_results_from_runs(tmp_path, monkeypatch):
     (tmp_path / "quick" / "eval").mkdir(parents=True)
     _runs().to_csv(tmp_path / "quick" / "eval" / "runs_sst2.csv", index=False)
     pd.DataFrame({"task": ["sst2"], "metric": ["x"]}).to_csv(tmp_path / "quick" / "eval" / "summary_sst2.csv", index=False)
+    with pytest.raises(results.ResultsMissingError, match="no MANIFEST.json vouches"):
+        results.key_results("quick")
+    refresh_manifest(tmp_path / "quick" / "eval")
     table = results.key_results("quick")
     row = table.iloc[0]
     assert row["planner_eff_acc"] == pytest.approx(0.83)  # mean of 0.81 and 0.85, the same in every seed on average
@@ -157,6 +162,18 @@ def test_key_results_from_runs(tmp_path, monkeypatch):
     assert row["planner_ci_low"] < 0.83 < row["planner_ci_high"]
     text = results.key_results_markdown(table, "quick")
     assert "| sst2 | 0.5 | 2 × 3 | 0.830" in text
+
+
+def test_an_edited_results_table_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("PLANNER_RESULTS_DIR", str(tmp_path))
+    eval_dir = tmp_path / "quick" / "eval"
+    eval_dir.mkdir(parents=True)
+    _runs().to_csv(eval_dir / "runs_sst2.csv", index=False)
+    refresh_manifest(eval_dir)
+    text = (eval_dir / "runs_sst2.csv").read_text()
+    (eval_dir / "runs_sst2.csv").write_text(text.replace("0.9", "0.8", 1))  # one edited value
+    with pytest.raises(SchemaError, match="runs_sst2.csv: content differs"):
+        results.load_runs("quick")
 
 
 def test_missing_runs_name_the_command(tmp_path, monkeypatch):

@@ -25,6 +25,7 @@ from planner.paths import results_dir
 from planner.analysis.stats import mean_ci
 from planner.analysis.summary import per_seed_means
 from planner.schema import read_json
+from planner.tables import MANIFEST, verify_manifest
 
 RUN_KEYS = ("task", "method", "workload", "load", "deadline_ms", "seed")
 # the headline method and the hindsight reference, by role in the method registry
@@ -86,6 +87,17 @@ def eval_path(preset: str, name: str) -> Path:
     return results_dir(preset) / "eval" / f"{name}.csv"
 
 
+def _verified_eval_dir(preset: str) -> Path:
+    """``results/<preset>/eval``, its tables checked against their content hashes (MANIFEST.json)."""
+    folder = results_dir(preset) / "eval"
+    if (folder / MANIFEST).exists():
+        verify_manifest(folder)
+    elif any(folder.glob("*.csv")):
+        raise ResultsMissingError(f"{folder}: no {MANIFEST} vouches for these tables (an evaluation that never "
+                                  f"finished?); rerun `python -m planner evaluate --task all --preset {preset}`")
+    return folder
+
+
 def eval_tables(preset: str) -> list[str]:
     """Names of the evaluation tables a preset has produced."""
     return sorted(p.stem for p in (results_dir(preset) / "eval").glob("*.csv"))
@@ -94,6 +106,7 @@ def eval_tables(preset: str) -> list[str]:
 def load_eval(preset: str, name: str, required: tuple[str, ...] = ()) -> pd.DataFrame:
     """One evaluation table, checked for the columns the caller needs."""
     path = eval_path(preset, name)
+    _verified_eval_dir(preset)
     if not path.exists():
         raise ResultsMissingError(f"missing {path}; run `python -m planner evaluate --task all --preset {preset}` "
                                   f"(have: {eval_tables(preset)})")
@@ -107,6 +120,7 @@ def load_eval(preset: str, name: str, required: tuple[str, ...] = ()) -> pd.Data
 def load_runs(preset: str) -> pd.DataFrame:
     """Every evaluation run of the preset: the eval CSVs that carry the run keys, concatenated."""
     frames = []
+    _verified_eval_dir(preset)
     for name in eval_tables(preset):
         path = eval_path(preset, name)
         header = pd.read_csv(path, nrows=0).columns

@@ -16,6 +16,7 @@ from planner import config
 from planner.config import TASKS
 from planner.paths import results_dir
 from planner.plan.registry import check_method_params, check_methods
+from planner.tables import refresh_manifest
 
 
 def register(subparsers) -> None:
@@ -71,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
             summarize_runs(result.runs, confidence=config.protocol().confidence).to_csv(out_dir / f"summary_{task}.csv",
                                                                                   index=False)
         print(f"{task}: {len(result.runs)} runs in {runs_csv}")
+    refresh_manifest(out_dir)  # content hashes of the finished tables, checked when they are read
     return 0
 
 

@@ -28,6 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from planner.profile.store import load_bundle
     from planner.serving.replay import load_live_configs
     from planner.evaluation.validation import TaskData, format_row, run_validation, summary_lines
+    from planner.tables import refresh_manifest
 
     preset = config.preset(args.preset)
     settings = preset.validation
@@ -57,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     out_csv = out_dir / "simulator_validation.csv"
     result.table.to_csv(out_csv, index=False)
     result.live_requests.to_parquet(out_dir / "simulator_validation_live.parquet", index=False)
+    refresh_manifest(out_dir)
     for line in summary_lines(result.table, settings):
         print(line)
     print(f"wrote {out_csv}")

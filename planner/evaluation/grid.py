@@ -8,8 +8,9 @@ the same configuration see the same draws (common random numbers, which the pair
 need). Methods come from the one registry (:mod:`planner.plan.registry`); a hindsight method may
 replay the trace with fixed configurations, which are simulated once per trace and shared.
 
-Runs are appended to a CSV as they finish and skipped when the file already has them, so an
-interrupted evaluation resumes where it stopped.
+Runs are appended to a CSV as they finish (whole rows, fsynced: :func:`planner.tables.append_rows`)
+and skipped when the file already has them, so an interrupted evaluation resumes where it stopped; a
+row torn by a kill mid-write is cut off on resume and run again.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from planner.plan import policies
 from planner.plan.planner import DeadlinePlanner
 from planner.plan.registry import METHODS, TraceContext, check_method_params, check_methods, method_params
 from planner.schema import ProfileBundle
+from planner.tables import append_rows, read_rows
 from planner.serving.outcomes import run_metrics
 from planner.serving.replay import harness_overhead
 from planner.serving.simulator import Catalog, SimulationError, prepare, simulate
@@ -127,17 +129,18 @@ def evaluate(bundle: ProfileBundle, task: str, settings: EvaluatePreset, deadlin
     reference = {float(d): reference_planner.select(task, float(d)).config_id for d in deadlines}
     done_keys: set[str] = set()
     previous = None
-    if out_csv is not None and Path(out_csv).exists() and Path(out_csv).stat().st_size > 0:
-        previous = pd.read_csv(out_csv)
-        missing = [c for c in KEY_COLUMNS if c not in previous.columns]
-        if missing:
-            raise ValueError(f"{out_csv}: not an evaluation runs file (missing {missing}); move it away or use a fresh path")
+    if out_csv is not None and Path(out_csv).exists():
+        # whole rows only: a row torn by a kill mid-write is cut off here (and rerun), never spliced
+        previous = read_rows(out_csv, KEY_COLUMNS)
+    if previous is not None and len(previous):
         earlier = previous["dispatch_overhead_ms"] if "dispatch_overhead_ms" in previous else pd.Series(0.0, index=previous.index)
         if len(previous) and not np.allclose(earlier.fillna(0.0), float(dispatch_overhead_ms)):
             raise ValueError(f"{out_csv}: earlier runs simulated a dispatch overhead of "
                              f"{sorted(set(earlier.fillna(0.0).round(4)))} ms, this run {dispatch_overhead_ms:.4f} ms; "
                              "rerun with --fresh (or move the file) instead of mixing two servers")
         done_keys = set(_key(previous))
+    else:
+        previous = None
     cells = [(w, load, d, seed) for w in settings.workloads for load in settings.loads
              for d in deadlines for seed in settings.seeds]
     new_rows, trace_rows, request_tables = [], [], []
@@ -185,8 +188,7 @@ def evaluate(bundle: ProfileBundle, task: str, settings: EvaluatePreset, deadlin
         frame = pd.DataFrame(rows)
         if out_csv is not None:
             Path(out_csv).parent.mkdir(parents=True, exist_ok=True)
-            header = not Path(out_csv).exists() or Path(out_csv).stat().st_size == 0
-            frame.to_csv(out_csv, mode="a", header=header, index=False)
+            append_rows(out_csv, frame)  # whole rows, flushed and fsynced per cell
         new_rows.append(frame)
     bar.close()
     runs = pd.concat(([previous] if previous is not None else []) + new_rows, ignore_index=True) \
