@@ -105,3 +105,18 @@ def test_bad_workload_params_in_a_preset_name_the_field(config_copy, old, new, f
     with pytest.raises(config.ConfigError, match=rf"presets\.yaml: field 'presets\.quick\.evaluate\.workloads\..*"
                                                  rf"{re.escape(field)}"):
         config.presets(config_copy)
+
+
+def test_duplicate_yaml_key_is_an_error_not_last_wins(config_copy):
+    _edit(config_copy / "experimental_protocol.yaml", "alpha: 0.05", "alpha: 0.05\nalpha: 0.5")
+    with pytest.raises(config.ConfigError, match=r"experimental_protocol\.yaml: not valid YAML.*duplicate key 'alpha'"):
+        config.protocol(config_copy)
+
+
+@pytest.mark.parametrize("seeds", ["[-1]", "[1, 1]", "[1.5]", "['a']"])
+def test_bad_seeds_fail_when_the_preset_is_read(config_copy, seeds):
+    text = (config_copy / "presets.yaml").read_text()
+    assert "seeds: [42, 43]" in text
+    (config_copy / "presets.yaml").write_text(text.replace("seeds: [42, 43]", f"seeds: {seeds}", 1))
+    with pytest.raises(config.ConfigError, match=r"presets\.yaml: field 'presets\.quick\.evaluate\.seeds"):
+        config.presets(config_copy)

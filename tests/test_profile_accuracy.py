@@ -37,7 +37,7 @@ def test_compose_cascade_escalates_below_tau_only():
 
 def _toy_pair(task):
     small, large = {"sst2": ("minilm-l3", "minilm-l6"), "cifar10": ("mobilenet_v2", "resnet18")}[task]
-    return (toy.load_predictor(VariantSpec(task, small)), toy.load_predictor(VariantSpec(task, large)))
+    return (toy.load_predictor(VariantSpec(task, small), "quick"), toy.load_predictor(VariantSpec(task, large), "quick"))
 
 
 @pytest.mark.parametrize("task", ["sst2", "cifar10"])
@@ -60,7 +60,7 @@ def test_composition_equals_the_real_cascade(task, tau):
 
 def test_batch_agreement_reports_prediction_agreement_and_max_gap():
     inputs, _ = toy.eval_inputs("sst2")
-    predictor = toy.load_predictor(VariantSpec("sst2", "minilm-l6"))
+    predictor = toy.load_predictor(VariantSpec("sst2", "minilm-l6"), "quick")
     out = acc.batch_agreement(predictor, inputs, acc.sample_index(len(inputs), 30), (1, 8))
     assert out == {"batch_agreement": 1.0, "batch_max_abs_diff": 0.0, "agreement_n": 30}
 

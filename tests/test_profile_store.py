@@ -84,7 +84,7 @@ def test_sweep_writes_every_table_with_the_contract_schema(swept):
     from planner.profile import toy
 
     inputs, _ = toy.eval_inputs("sst2")
-    b1 = toy.load_predictor(VariantSpec("sst2", "minilm-l6", "torch", "int8")).predict(inputs, 1).argmax(1)
+    b1 = toy.load_predictor(VariantSpec("sst2", "minilm-l6", "torch", "int8"), "quick").predict(inputs, 1).argmax(1)
     stored = bundle.predictions[bundle.predictions["config_id"] == "sst2/minilm-l6/torch/int8/b1/cpu"]
     np.testing.assert_array_equal(stored.sort_values("example_id")["prediction"].to_numpy(), b1)
     deltas = single.set_index(["runtime", "precision"])["accuracy_delta_vs_fp32"]

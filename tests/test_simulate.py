@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,6 +15,7 @@ from planner import workloads
 from bundles import synthetic_bundle, toy_bundle
 from planner.schema import REQUEST_RESULT_COLUMNS
 from planner.plan.policies import OnlinePolicy, PolicyNeeds
+from planner.serving.batching import PolicyFailure
 from planner.serving.simulator import SimulationError, prepare, simulate
 from planner.serving.outcomes import run_metrics
 
@@ -330,3 +333,35 @@ def test_policy_context_reports_the_queue_in_service_order(queue):
     assert second.oldest_slack_ms == pytest.approx(absolute[order[0]] - 1000.0)
     assert second.recent_rate_rps == pytest.approx(5.0)  # 5 arrivals in the last 1 s window
     assert policies.fixed(cid)(second) == cid
+
+
+def test_a_policy_that_raises_is_named_not_a_raw_traceback():
+    bundle, cid = _single(np.full(10, 1.0))
+
+    def broken(ctx):
+        return 1 / 0
+
+    with pytest.raises(PolicyFailure, match="policy 'broken' raised ZeroDivisionError at t=0.000000 s") as info:
+        simulate(_trace([0.0, 0.5]), broken, bundle, task="sst2")
+    assert isinstance(info.value.__cause__, ZeroDivisionError)
+    with pytest.raises(PolicyFailure, match="returned 7, not a config_id"):
+        simulate(_trace([0.0]), lambda ctx: 7, bundle, task="sst2")
+
+
+@pytest.mark.timeout(60)
+def test_a_zero_batch_size_is_refused_instead_of_looping_forever():
+    bundle, cid = _single(np.full(10, 1.0))
+    broken = dataclasses.replace(bundle, profiles=bundle.profiles.assign(batch_size=0))  # bypasses the schema
+    with pytest.raises(SimulationError, match="batch_size 0.*integer >= 1"):
+        simulate(_trace([0.0, 0.1]), policies.fixed(cid), broken, task="sst2")
+
+
+def test_a_configuration_of_another_task_cannot_serve_the_trace():
+    sst2 = synthetic_bundle(n_configs=3, task="sst2", n_examples=50)
+    cifar = synthetic_bundle(n_configs=3, task="cifar10", n_examples=50, seed=1)
+    both = dataclasses.replace(sst2, profiles=pd.concat([sst2.profiles, cifar.profiles], ignore_index=True),
+                               samples=pd.concat([sst2.samples, cifar.samples], ignore_index=True),
+                               predictions=pd.concat([sst2.predictions, cifar.predictions], ignore_index=True))
+    cifar_config = cifar.profiles["config_id"].iloc[0]
+    with pytest.raises(SimulationError, match="a cifar10 configuration, for a sst2 trace"):
+        simulate(_trace([0.0, 0.1]), policies.fixed(cifar_config), both, task="sst2")

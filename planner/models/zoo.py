@@ -96,7 +96,7 @@ class BaseModel:
     params: dict
 
 
-def base_model(task: str, model: str, preset: str = "full") -> BaseModel:
+def base_model(task: str, model: str, preset: str) -> BaseModel:
     """The fp32 module of ``model`` with trained weights of ``preset`` (ModelUnavailableError if untrained)."""
     import torch
 
@@ -134,7 +134,7 @@ def base_model(task: str, model: str, preset: str = "full") -> BaseModel:
     return BaseModel(module.eval(), preprocess, True, folder, ckpt.source_key_of(weights), spec.kind, params)
 
 
-def onnx_path(spec: VariantSpec, preset: str = "full", n_threads: int = 2, base: BaseModel | None = None) -> Path:
+def onnx_path(spec: VariantSpec, preset: str, n_threads: int = 2, base: BaseModel | None = None) -> Path:
     """Cached, verified ONNX file of a variant (fp32 export, or its int8 quantization)."""
     from planner.models import onnx_export as ox
 
@@ -155,7 +155,7 @@ def onnx_path(spec: VariantSpec, preset: str = "full", n_threads: int = 2, base:
                                   exclude_nodes=list(base.params.get("quant_exclude_nodes", [])))
 
 
-def load_predictor(spec: VariantSpec, preset: str = "full", n_threads: int | None = None) -> Predictor:
+def load_predictor(spec: VariantSpec, preset: str, n_threads: int | None = None) -> Predictor:
     """Build the predictor of ``spec`` from ``preset``'s checkpoint.
 
     Raises UnsupportedVariantError (naming the combination and the reason) for infeasible variants,

@@ -113,7 +113,7 @@ class ToyPredictor:
         return np.concatenate(out).astype(np.float32)
 
 
-def load_predictor(spec: VariantSpec, preset: str = "full") -> ToyPredictor:
+def load_predictor(spec: VariantSpec, preset: str) -> ToyPredictor:
     reason = variant_support(spec)
     if reason:
         from planner.models.base import UnsupportedVariantError

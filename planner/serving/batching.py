@@ -36,6 +36,11 @@ QUEUES = ("fifo", "edf")
 Queue = Literal["fifo", "edf"]
 
 
+class PolicyFailure(RuntimeError):
+    """A policy raised instead of choosing a configuration: the server stops with this error, naming
+    the policy, the time and the original exception (kept as ``__cause__``)."""
+
+
 class RequestQueue:
     """Waiting requests (positions in arrival order) in service order: FIFO or EDF.
 
@@ -123,7 +128,13 @@ def pick_batch(queue: RequestQueue, t: float, arrived: int, trace: TraceArrays, 
     slacks = tuple((abs_deadline[r] - t) * 1000.0 for r in queue.first(lookahead)) if lookahead else ()
     ctx = PolicyContext(t, task, len(queue), (abs_deadline[head] - t) * 1000.0, trace.rel_deadline_ms[head],
                         trace.request_ids[head], idle_servers, servers, recent, slacks)
-    config_id = policy(ctx)
+    try:
+        config_id = policy(ctx)
+    except Exception as exc:
+        raise PolicyFailure(f"policy {policy.name!r} raised {type(exc).__name__} at t={t:.6f} s with "
+                            f"{len(queue)} waiting: {exc}") from exc
+    if not isinstance(config_id, str):
+        raise PolicyFailure(f"policy {policy.name!r} returned {config_id!r}, not a config_id string")
     size = batch_size_of(config_id)
     members: list[int] = []
     while queue and len(members) < size:

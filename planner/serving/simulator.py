@@ -119,7 +119,10 @@ class Catalog:
         if cid not in self.profiles.index:
             raise SimulationError(f"policy chose config {cid!r}, which is not in the profiles")
         row = self.profiles.loc[cid]
-        batch = int(row["batch_size"])
+        batch = row["batch_size"]
+        if not (float(batch).is_integer() and batch >= 1):  # a batch of 0 would never drain the queue
+            raise SimulationError(f"config {cid!r} has batch_size {batch}; it must be an integer >= 1")
+        batch = int(batch)
         small, large = row.get("cascade_small"), row.get("cascade_large")
         is_cascade = isinstance(small, str) and isinstance(large, str) and small and large
         if is_cascade and self.cascade_mode != "measured":
