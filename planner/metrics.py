@@ -25,7 +25,10 @@ METRICS: dict[str, Metric] = {
         Metric("lat_p99_ms", "p99 latency", False, "ms", "99th percentile end-to-end latency"),
         Metric("throughput_rps", "Throughput", True, "req/s", "served requests per second of simulated time"),
         Metric("n_late", "Late requests", False, "", "requests served after their deadline"),
-        Metric("n_dropped", "Dropped requests", False, "", "requests never served"),
+        Metric("n_dropped", "Dropped requests", False, "", "requests never started (expired in the queue)"),
+        Metric("n_shed", "Shed requests", False, "", "requests refused at once by admission control"),
+        Metric("n_degraded", "Early answers", False, "", "cascade first-stage answers sent on time instead of a late second stage"),
+        Metric("late_rate", "Late fraction", False, "", "requests answered after their deadline, over all requests"),
         Metric("cpu_s_per_request", "CPU-seconds per request", False, "s", "busy server time divided by requests"),
         Metric("hypervolume", "Hypervolume", True, "", "area dominated by a latency/accuracy front"),
     ]

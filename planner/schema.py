@@ -43,7 +43,9 @@ REQUEST_RESULT_COLUMNS = {
     "latency_ms": "float?", "status": "str", "hit": "bool", "correct": "bool",
 }
 ACCURACY_SOURCES = ("measured", "unavailable")
-REQUEST_STATUSES = ("served", "late", "dropped")
+# served: on time; late: after the deadline; dropped: never started (drop_expired); shed: refused at
+# once by admission control; degraded: a cascade's first-stage answer sent on time instead of a late second
+REQUEST_STATUSES = ("served", "late", "dropped", "shed", "degraded")
 
 
 class SchemaError(ValueError):

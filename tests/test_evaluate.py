@@ -19,7 +19,7 @@ from planner.config import ConfigError
 from planner.plan.registry import check_method_params, check_methods, default_methods
 from planner.tables import write_manifest
 
-STATIC = ["planner", "static_small", "static_large", "throughput_autotuner", "infaas"]
+STATIC = ["seed_p95", "static_small", "static_large", "throughput_autotuner", "infaas"]
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +59,8 @@ def test_oracle_is_the_best_fixed_configuration(result):
     wide = result.runs.pivot_table(index=["workload", "deadline_ms", "seed"], columns="method",
                                    values="effective_accuracy")
     for method in STATIC:
-        assert (wide["oracle"] >= wide[method] - 1e-12).all(), method
-    assert (result.runs.loc[result.runs["method"].isin(STATIC + ["oracle"]), "n_configs_used"] == 1).all()
+        assert (wide["best_fixed_hindsight"] >= wide[method] - 1e-12).all(), method
+    assert (result.runs.loc[result.runs["method"].isin(STATIC + ["best_fixed_hindsight"]), "n_configs_used"] == 1).all()
 
 
 def test_pruned_oracle_equals_brute_force(bundle):
@@ -69,7 +69,7 @@ def test_pruned_oracle_equals_brute_force(bundle):
     from planner.serving.simulator import simulate
     from planner.serving.outcomes import run_metrics
 
-    small = settings(methods=["oracle"], seeds=[7], workloads={"bursty": {"kind": "gamma", "params": {"cv": 4}}})
+    small = settings(methods=["best_fixed_hindsight"], seeds=[7], workloads={"bursty": {"kind": "gamma", "params": {"cv": 4}}})
     for deadline in (2.0, 5.0):
         out = ev.evaluate(bundle, "sst2", small, [deadline], keep_requests=True, progress=False)
         trace = out.requests[["request_id", "arrival_s", "deadline_ms", "example_id"]]
@@ -91,7 +91,7 @@ def test_load_is_relative_to_the_planners_choice(bundle, result):
 
 def test_resume_skips_finished_runs_and_recomputes_missing_ones(bundle, tmp_path, monkeypatch):
     out = tmp_path / "runs.csv"
-    small = settings(methods=["planner", "slack_aware"], workloads={"steady": {"kind": "poisson"}})
+    small = settings(methods=["seed_p95", "slack_aware"], workloads={"steady": {"kind": "poisson"}})
     first = ev.evaluate(bundle, "sst2", small, [2.0, 5.0], out_csv=out, progress=False)
     on_disk = pd.read_csv(out)
     assert len(on_disk) == len(first.runs) == 2 * 2 * 2
@@ -114,9 +114,9 @@ def test_summary_over_seeds(result):
     assert list(summary.columns) == ["task", "workload", "load", "deadline_ms", "method", "metric", "mean", "sd", "n",
                                      "ci_low", "ci_high"]
     assert (summary["n"] == 2).all() and (summary["ci_low"] <= summary["mean"]).all()
-    one = result.runs[(result.runs["method"] == "planner") & (result.runs["workload"] == "steady")
+    one = result.runs[(result.runs["method"] == "seed_p95") & (result.runs["workload"] == "steady")
                       & (result.runs["deadline_ms"] == 2.0)]
-    row = summary[(summary["method"] == "planner") & (summary["workload"] == "steady")
+    row = summary[(summary["method"] == "seed_p95") & (summary["workload"] == "steady")
                   & (summary["deadline_ms"] == 2.0) & (summary["metric"] == "hit_rate")].iloc[0]
     assert row["mean"] == pytest.approx(one["hit_rate"].mean())
 
@@ -129,13 +129,13 @@ def test_keep_requests_returns_per_request_tables(bundle):
 
 def test_preset_validation_names_the_problem(bundle):
     with pytest.raises(ValueError, match="methods must be distinct"):
-        settings(methods=["planner", "planner"])
+        settings(methods=["seed_p95", "seed_p95"])
     with pytest.raises(ConfigError, match="unknown \\['magic'\\].*registered"):
-        ev.evaluate(bundle, "sst2", settings(methods=["planner", "magic"]), [2.0], progress=False)
+        ev.evaluate(bundle, "sst2", settings(methods=["seed_p95", "magic"]), [2.0], progress=False)
     with pytest.raises(ValueError, match="'shape'.*Extra inputs.*gamma|gamma.*shape"):
         settings(workloads={"x": {"kind": "gamma", "params": {"shape": 2}}})
-    with pytest.raises(ConfigError, match="method_params.oracle: metric = 'lat_p95_ms'"):
-        ev.evaluate(bundle, "sst2", settings(method_params={"oracle": {"metric": "lat_p95_ms"}}), [2.0],
+    with pytest.raises(ConfigError, match="method_params.best_fixed_hindsight: metric = 'lat_p95_ms'"):
+        ev.evaluate(bundle, "sst2", settings(method_params={"best_fixed_hindsight": {"metric": "lat_p95_ms"}}), [2.0],
                     progress=False)
     with pytest.raises(ConfigError, match="method_params.infaas: accuracy_margni"):
         check_method_params({"infaas": {"accuracy_margni": 0.1}})
@@ -161,7 +161,7 @@ def test_cli_writes_eval_csvs(bundle, tmp_path, monkeypatch):
     bundle.predictions.to_parquet(root / "predictions.parquet", index=False)
     (root / "environment.json").write_text(json.dumps({"machine_tag": "synthetic"}))
     write_manifest(root, ["profiles.csv", "latency_samples.parquet", "predictions.parquet", "environment.json"])
-    small = settings(methods=["planner", "slack_aware", "oracle"], workloads={"steady": {"kind": "poisson"}})
+    small = settings(methods=["seed_p95", "slack_aware", "best_fixed_hindsight"], workloads={"steady": {"kind": "poisson"}})
     monkeypatch.setattr(config, "preset", lambda name: SimpleNamespace(evaluate=small))
     args = ["evaluate", "--task", "sst2", "--preset", "quick", "--machine-tag", "synthetic", "--no-progress"]
     assert main(args) == 0
@@ -169,7 +169,7 @@ def test_cli_writes_eval_csvs(bundle, tmp_path, monkeypatch):
     runs = pd.read_csv(eval_dir / "runs_sst2.csv")
     assert len(runs) == 3 * 2 * 2
     assert len(pd.read_csv(eval_dir / "traces_sst2.csv")) == 2 * 2
-    assert set(pd.read_csv(eval_dir / "summary_sst2.csv")["method"]) == {"planner", "slack_aware", "oracle"}
+    assert set(pd.read_csv(eval_dir / "summary_sst2.csv")["method"]) == {"seed_p95", "slack_aware", "best_fixed_hindsight"}
     assert main(args) == 0  # resumes: nothing new, same files
     assert len(pd.read_csv(eval_dir / "runs_sst2.csv")) == len(runs)
     assert main(args + ["--methods", "slack_aware_drain"]) == 0  # an extra method joins the same files
@@ -210,7 +210,7 @@ def test_resolve_dispatch_overhead_measures_once_and_reuses(tmp_path, monkeypatc
 def test_a_run_killed_mid_write_resumes_to_the_same_table(bundle, tmp_path):
     """A kill mid-row leaves a torn last line; the resumed evaluation cuts it, reruns that cell, and the
     file ends with exactly the rows of an uninterrupted run."""
-    small = settings(methods=["planner", "static_small"], workloads={"steady": {"kind": "poisson"}})
+    small = settings(methods=["seed_p95", "static_small"], workloads={"steady": {"kind": "poisson"}})
     whole = ev.evaluate(bundle, "sst2", small, [2.0, 5.0], out_csv=tmp_path / "whole.csv", progress=False).runs
     out = tmp_path / "runs.csv"
     ev.evaluate(bundle, "sst2", small.model_copy(update={"seeds": [42]}), [2.0, 5.0], out_csv=out, progress=False)

@@ -30,19 +30,19 @@ def test_adding_a_method_is_one_entry(monkeypatch):
         policy=lambda state, ctx: policies.fixed(state, "always_first"))
     monkeypatch.setitem(registry.METHODS, "always_first", entry)
     bundle = synthetic_bundle(n_configs=6, n_examples=200)
-    settings = EvaluatePreset.model_validate(dict(n_requests=100, seeds=[1, 2], methods=["planner", "always_first"],
+    settings = EvaluatePreset.model_validate(dict(n_requests=100, seeds=[1, 2], methods=["seed_p95", "always_first"],
                                                   workloads={"steady": {"kind": "poisson"}}))
     runs = grid.evaluate(bundle, "sst2", settings, [5.0], progress=False).runs
-    assert set(runs["method"]) == {"planner", "always_first"}
+    assert set(runs["method"]) == {"seed_p95", "always_first"}
     assert (runs.loc[runs["method"] == "always_first", "main_config"] == bundle.profiles["config_id"].iloc[0]).all()
     assert plots.method_style("always_first")["color"] == "#123456"
-    assert plots.method_order(["always_first", "planner"]) == ["planner", "always_first"]
+    assert plots.method_order(["always_first", "seed_p95"]) == ["seed_p95", "always_first"]
     assert "always_first" in registry.with_role("baseline") and "always_first" in registry.default_methods()
 
 
 def test_unknown_methods_and_parameters_are_named():
     with pytest.raises(ConfigError, match="presets.quick.evaluate.methods: .*unknown \\['magic'\\]"):
-        registry.check_methods(["planner", "magic"], "presets.quick.evaluate.methods")
+        registry.check_methods(["seed_p95", "magic"], "presets.quick.evaluate.methods")
     with pytest.raises(ConfigError, match="method_params.slack_aware: lookahead = 0"):
         registry.check_method_params({"slack_aware": {"lookahead": 0}})
     with pytest.raises(ConfigError, match="unknown method 'nope'"):

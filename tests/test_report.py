@@ -132,14 +132,14 @@ def test_figure_names_and_workflow_diagram(tmp_path, monkeypatch):
 
 
 def test_method_order_is_stable():
-    assert plots.method_order(["oracle", "zeta", "planner", "alpha"]) == ["planner", "oracle", "alpha", "zeta"]
+    assert plots.method_order(["best_fixed_hindsight", "zeta", "seed_p95", "alpha"]) == ["seed_p95", "best_fixed_hindsight", "alpha", "zeta"]
 
 
 def _runs() -> pd.DataFrame:
     rows = []
     for seed, noise in zip((42, 43, 44), (0.0, 0.01, -0.01)):
         for deadline in (1.0, 5.0):
-            for method, eff in (("planner", 0.8), ("static_small", 0.7), ("oracle", 0.85), ("slack_aware", 0.9)):
+            for method, eff in (("anytime", 0.8), ("static_small", 0.7), ("best_fixed_hindsight", 0.85), ("slack_aware", 0.9)):
                 rows.append({"task": "sst2", "method": method, "workload": "steady", "kind": "poisson", "load": 0.5,
                              "deadline_ms": deadline, "seed": seed, "effective_accuracy": eff + noise + deadline / 100,
                              "hit_rate": 0.9})

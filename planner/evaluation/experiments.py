@@ -18,6 +18,7 @@ from planner.plan import policies
 from planner.config import EvaluatePreset
 from planner.evaluation.grid import example_ids
 from planner.plan import DeadlinePlanner, Oracle
+from planner.plan.anytime import anytime
 from planner.schema import ProfileBundle
 from planner.serving.simulator import prepare, simulate
 from planner.serving.outcomes import run_metrics
@@ -87,7 +88,7 @@ def crash_fallback(bundle: ProfileBundle, task: str, settings: EvaluatePreset, d
 
 def spike_timeline(bundle: ProfileBundle, task: str, settings: EvaluatePreset, deadline_ms: float, load: float, seed: int,
                    spike: dict, window: int) -> pd.DataFrame:
-    """Per-request outcomes of the static planner and the slack-aware policy on one load-spike trace,
+    """Per-request outcomes of the seed's static rule and the anytime policy on one load-spike trace,
     with a rolling hit-rate over ``window`` requests."""
     planner = DeadlinePlanner(settings.percentile).fit(bundle.profiles)
     choice = planner.select(task, float(deadline_ms), "bursty").config_id
@@ -95,8 +96,8 @@ def spike_timeline(bundle: ProfileBundle, task: str, settings: EvaluatePreset, d
     trace = trace_for(bundle, task, deadline_ms, rate, settings.n_requests, seed, kind="spike", **spike)
     catalog = prepare(bundle)
     frames = []
-    for name, policy in (("planner", policies.static(planner, task, "bursty", name="planner")),
-                         ("slack_aware", policies.slack_aware(bundle, task, settings.percentile))):
+    for name, policy in (("seed_p95", policies.static(planner, task, "bursty", name="seed_p95")),
+                         ("anytime", anytime(bundle, task))):
         result = _run(trace, policy, catalog, settings, seed, task).assign(method=name)
         result["rolling_hit_rate"] = result["hit"].astype(float).rolling(window, min_periods=1).mean()
         frames.append(result)
@@ -138,8 +139,8 @@ def latency_drift(bundle: ProfileBundle, task: str, settings: EvaluatePreset, de
 
 def oracle_runs(bundle: ProfileBundle, task: str, settings: EvaluatePreset, deadline_ms: float, load: float, seed: int,
                 kind: str = "poisson", **params) -> dict[str, pd.DataFrame]:
-    """Per-request results of the planner, the slack-aware policy and the hindsight oracle (best fixed
-    configuration for this trace by effective accuracy) on one trace, for the competitive ratio."""
+    """Per-request results of the seed's static rule, the anytime policy and the best fixed
+    configuration in hindsight (by effective accuracy) on one trace, for the competitive ratio."""
     planner = DeadlinePlanner(settings.percentile).fit(bundle.profiles)
     rate = rate_for_load(bundle.profiles, planner.select(task, float(deadline_ms)).config_id, load, settings.servers)
     trace = trace_for(bundle, task, deadline_ms, rate, settings.n_requests, seed, kind=kind, **params)
@@ -147,7 +148,7 @@ def oracle_runs(bundle: ProfileBundle, task: str, settings: EvaluatePreset, dead
     scored: dict[str, pd.DataFrame] = {}
 
     def score(config_id: str) -> float:
-        scored[config_id] = _run(trace, policies.fixed(config_id, "oracle"), catalog, settings, seed, task)
+        scored[config_id] = _run(trace, policies.fixed(config_id, "best_fixed_hindsight"), catalog, settings, seed, task)
         value = run_metrics(scored[config_id])["effective_accuracy"]
         return float(value) if np.isfinite(value) else -1.0
 
@@ -155,7 +156,8 @@ def oracle_runs(bundle: ProfileBundle, task: str, settings: EvaluatePreset, dead
     best = oracle.select_for_trace(task).config_id
     workload = "steady" if kind == "poisson" else "bursty"
     return {
-        "planner": _run(trace, policies.static(planner, task, workload, name="planner"), catalog, settings, seed, task),
-        "slack_aware": _run(trace, policies.slack_aware(bundle, task, settings.percentile), catalog, settings, seed, task),
-        "oracle": scored[best],
+        "seed_p95": _run(trace, policies.static(planner, task, workload, name="seed_p95"), catalog, settings, seed,
+                         task),
+        "anytime": _run(trace, anytime(bundle, task), catalog, settings, seed, task),
+        "best_fixed_hindsight": scored[best],
     }

@@ -56,11 +56,19 @@ class PolicyNeeds:
       :meth:`OnlinePolicy.config_for`; the simulator may then take its fast path.
     - ``observes``: the server reports every finished batch to :meth:`OnlinePolicy.observe`
       (configuration, requests in it, measured or simulated service time), for online calibration.
+    - ``sheds``: admission control. Before each batch the server sheds waiting requests whose
+      slack is below :meth:`OnlinePolicy.shed_below_ms` (no configuration can answer them in time),
+      answering them at once with status ``shed`` instead of serving them late at the expense of
+      requests that can still make it.
+    - ``early_answers``: when a cascade's second stage would finish after a request's deadline, the
+      first stage's answer goes out on time (status ``degraded``).
     """
 
     lookahead: int = 0
     static: bool = False
     observes: bool = False
+    sheds: bool = False
+    early_answers: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.lookahead, bool) or not isinstance(self.lookahead, (int, np.integer)) or self.lookahead < 0:
@@ -84,6 +92,10 @@ class OnlinePolicy(ABC):
 
     def observe(self, config_id: str, batch_n: int, service_ms: float) -> None:
         """A finished batch's service time (called only when ``needs.observes``)."""
+
+    def shed_below_ms(self) -> float:
+        """Requests with less slack than this are shed (called only when ``needs.sheds``)."""
+        return -math.inf
 
 
 class FunctionPolicy(OnlinePolicy):

@@ -11,6 +11,7 @@ preset chooses which registered methods run (default: every entry with ``default
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
@@ -20,12 +21,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from planner.config import ConfigError
 from planner.metrics import METRICS
 from planner.plan import policies
+from planner.plan.anytime import AnytimePolicy
 from planner.plan.baselines import INFaaSStyle, Oracle, StaticLarge, StaticSmall, ThroughputAutotuner
 from planner.plan.planner import DeadlinePlanner
 from planner.schema import ProfileBundle
 
-Role = Literal["proposed", "baseline", "bound", "ablation"]
-ROLES: tuple[Role, ...] = ("proposed", "baseline", "bound", "ablation")
+# proposed: the method the study puts forward; baseline: what it is compared against; hindsight: a
+# reference that sees the trace before choosing (not an online method); bound: an upper bound no
+# online method can exceed; ablation: the proposed method or a predecessor with a part removed
+Role = Literal["proposed", "baseline", "hindsight", "bound", "ablation"]
+ROLES: tuple[Role, ...] = ("proposed", "baseline", "hindsight", "bound", "ablation")
 
 
 class MethodParams(BaseModel):
@@ -46,6 +51,15 @@ class InfaasParams(MethodParams):
 class SlackParams(MethodParams):
     # queued requests the value rule looks at per batch
     lookahead: int = Field(default=64, ge=1)
+
+
+class AnytimeParams(MethodParams):
+    lookahead: int = Field(default=64, ge=1)
+    # observations over which the service-time calibration halves its memory
+    halflife: float = Field(default=8.0, gt=0)
+    shed: bool = True
+    early_answers: bool = True
+    expected_arrivals: bool = True
 
 
 class HindsightParams(MethodParams):
@@ -134,29 +148,42 @@ def _hindsight_policy(state: dict, ctx: TraceContext) -> policies.OnlinePolicy:
     bound = ctx.correct_fraction if metric == "effective_accuracy" else None
     oracle = Oracle(lambda c: ctx.score(c, metric), state["percentile"], upper_bound_fn=bound)
     choice = oracle.fit(state["profiles"], task=ctx.task).select_for_trace(ctx.task).config_id
-    return policies.fixed(choice, "oracle")
+    return policies.fixed(choice, "best_fixed_hindsight")
+
+
+def _anytime_fit(bundle: ProfileBundle, task: str, percentile: int, params: AnytimeParams) -> AnytimePolicy:
+    return AnytimePolicy(task, **params.model_dump()).fit(bundle)
+
+
+def _anytime_policy(state: AnytimePolicy, ctx: TraceContext) -> policies.OnlinePolicy:
+    return copy.copy(state).fresh()  # its own calibration state for this trace
 
 
 _slack_fit, _slack_policy = _slack("slack_aware", "value")
 _drain_fit, _drain_policy = _slack("slack_aware_drain", "drain")
 
 METHODS: dict[str, Method] = {m.name: m for m in [
-    _entry("planner", "Deadline planner (static p95)", "#1f77b4", "o", "proposed",
+    Method("anytime", "Anytime (proposed)", "#d62728", "*", "proposed", _anytime_fit, _anytime_policy, AnytimeParams,
+           description="per batch, the configuration maximising expected correct on-time answers in the queue "
+                       "and the arrivals expected meanwhile, on service times calibrated online; sheds "
+                       "unreachable requests, answers early from a cascade's first stage"),
+    _entry("seed_p95", "Seed rule (static p95)", "#1f77b4", "o", "baseline",
            lambda p, _: DeadlinePlanner(p),
-           description="most accurate configuration whose profiled latency percentile meets the deadline"),
+           description="the seed's static rule: most accurate configuration whose profiled p95 meets the deadline"),
     Method("slack_aware", "Slack-aware (queue)", "#ff7f0e", "s", "ablation", _slack_fit, _slack_policy, SlackParams,
            description="per batch, the configuration maximising expected correct on-time answers in the queue"),
     _entry("infaas", "INFaaS-style", "#2ca02c", "^", "baseline",
            lambda p, params: INFaaSStyle(params.accuracy_margin, p), InfaasParams,
            description="cheapest configuration meeting the deadline and an accuracy floor"),
-    _entry("throughput_autotuner", "Throughput autotuner", "#d62728", "D", "baseline",
+    _entry("throughput_autotuner", "Throughput autotuner", "#17becf", "D", "baseline",
            lambda p, _: ThroughputAutotuner(p),
            description="highest throughput meeting the deadline, accuracy-blind"),
     _entry("static_small", "Static small", "#9467bd", "v", "baseline", lambda p, _: StaticSmall(p),
            description="always the fastest configuration"),
     _entry("static_large", "Static large", "#8c564b", "P", "baseline", lambda p, _: StaticLarge(p),
            description="always the most accurate configuration"),
-    Method("oracle", "Best fixed (hindsight)", "#e377c2", "X", "bound", _hindsight_fit, _hindsight_policy,
+    Method("best_fixed_hindsight", "Best fixed (hindsight)", "#e377c2", "X", "hindsight", _hindsight_fit,
+           _hindsight_policy,
            HindsightParams, description="the best fixed configuration for each trace, chosen after seeing it"),
     Method("slack_aware_drain", "Slack-aware (drain rule)", "#7f7f7f", "<", "ablation", _drain_fit, _drain_policy,
            default=False, description="the simpler drain rule of the slack-aware policy"),

@@ -14,6 +14,10 @@ the same rule and differ only in where service times come from:
    arrival order; EDF: absolute deadline, ties by arrival order), skipping expired ones when
    dropping. No waiting to fill a batch: the queue is work-conserving.
 
+A policy whose needs say ``sheds`` also gets admission control: waiting requests whose slack is
+below the policy's :meth:`~planner.plan.policies.OnlinePolicy.shed_below_ms` are shed before the
+policy is asked and while the batch is filled (status ``shed``, answered at once).
+
 :func:`check_trace` is the one validation of a trace entering any server.
 """
 
@@ -22,7 +26,8 @@ from __future__ import annotations
 import heapq
 from bisect import bisect_left
 from collections import deque
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from itertools import islice
 from typing import Callable, Iterable, Literal, Sequence
 
@@ -101,11 +106,13 @@ class TraceArrays:
 
 @dataclass(frozen=True, slots=True)
 class BatchPick:
-    """One decision: the configuration, the requests it serves and the ones dropped as expired."""
+    """One decision: the configuration, the requests it serves, the ones dropped as expired and the
+    ones shed by the policy's admission control (answered at once, status ``shed``)."""
 
     config_id: str | None
     members: list[int]
     expired: list[int]
+    shed: list[int] = field(default_factory=list)
 
 
 def pick_batch(queue: RequestQueue, t: float, arrived: int, trace: TraceArrays, policy: OnlinePolicy, task: str,
@@ -117,11 +124,16 @@ def pick_batch(queue: RequestQueue, t: float, arrived: int, trace: TraceArrays, 
     """
     abs_deadline = trace.abs_deadline_s
     expired: list[int] = []
+    shed: list[int] = []
     if drop_expired:
         while queue and abs_deadline[queue.head()] <= t:
             expired.append(queue.pop())
+    # admission control: a request whose deadline is nearer than anything can answer is shed now
+    cutoff = t + policy.shed_below_ms() / 1000.0 if policy.needs.sheds else -math.inf
+    while queue and abs_deadline[queue.head()] < cutoff:
+        shed.append(queue.pop())
     if not queue:
-        return BatchPick(None, [], expired)
+        return BatchPick(None, [], expired, shed)
     head = queue.head()
     recent = (arrived - bisect_left(trace.arrival_s, t - rate_window_s, 0, arrived)) / rate_window_s
     lookahead = policy.needs.lookahead
@@ -142,8 +154,11 @@ def pick_batch(queue: RequestQueue, t: float, arrived: int, trace: TraceArrays, 
         if drop_expired and abs_deadline[r] <= t:
             expired.append(r)
             continue
+        if abs_deadline[r] < cutoff:
+            shed.append(r)
+            continue
         members.append(r)
-    return BatchPick(config_id, members, expired)
+    return BatchPick(config_id, members, expired, shed)
 
 
 def check_trace(trace: pd.DataFrame, error: type[Exception], n_examples: int | None = None) -> pd.DataFrame:

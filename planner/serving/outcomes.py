@@ -23,8 +23,9 @@ def run_metrics(results: pd.DataFrame) -> dict[str, float]:
     """Per-run metrics keyed by :data:`planner.metrics.METRICS` names.
 
     - ``hit_rate``: on-time requests / all requests; ``effective_accuracy``: correct and on time / all;
-    - ``accuracy``: correct / requests that got an answer (served or late);
-    - latency percentiles over answered requests (dropped ones have no latency; see ``n_dropped``);
+    - ``accuracy``: correct / requests that got a model's answer (served, late or degraded);
+    - latency percentiles over those requests (dropped and shed ones have no model answer; see
+      ``n_dropped`` and ``n_shed``); ``late_rate``: late / all requests;
     - ``throughput_rps``: answered requests / (last finish - first arrival among them);
     - ``cpu_s_per_request``: busy server-seconds (sum of batch service times) / all requests.
     Works on any table with the per-request columns; ``batch_id`` (when present) identifies batches,
@@ -39,7 +40,8 @@ def run_metrics(results: pd.DataFrame) -> dict[str, float]:
     bad = set(results["status"].unique()) - set(REQUEST_STATUSES)
     if bad:
         raise OutcomeError(f"unknown status value(s) {sorted(bad)}")
-    answered = (results["status"] != "dropped").to_numpy()
+    status = results["status"]
+    answered = status.isin(["served", "late", "degraded"]).to_numpy()
     hit = results["hit"].to_numpy(dtype=bool)
     correct = results["correct"].to_numpy(dtype=bool)
     latency = results["latency_ms"].to_numpy(dtype=float)[answered]
@@ -49,9 +51,12 @@ def run_metrics(results: pd.DataFrame) -> dict[str, float]:
         span = finish.max() - (finish - latency / 1000.0).min()
         throughput = answered.sum() / span if span > 0 else math.nan
         done = results.loc[answered]
-        keys = ["batch_id"] if "batch_id" in done.columns else ["config_id", "start_s", "finish_s"]
-        batches = done.drop_duplicates(keys)
-        busy = float((batches["finish_s"] - batches["start_s"]).sum())
+        if "batch_id" in done.columns:  # a batch lasts until its last answer (early answers leave sooner)
+            spans = done[done["batch_id"] >= 0].groupby("batch_id").agg(start=("start_s", "min"), end=("finish_s", "max"))
+            busy = float((spans["end"] - spans["start"]).sum())
+        else:
+            batches = done.drop_duplicates(["config_id", "start_s", "finish_s"])
+            busy = float((batches["finish_s"] - batches["start_s"]).sum())
     else:
         p50 = p95 = p99 = throughput = math.nan
         busy = 0.0
@@ -61,8 +66,11 @@ def run_metrics(results: pd.DataFrame) -> dict[str, float]:
         "effective_accuracy": float((hit & correct).mean()),
         "lat_p50_ms": float(p50), "lat_p95_ms": float(p95), "lat_p99_ms": float(p99),
         "throughput_rps": float(throughput),
-        "n_late": int((results["status"] == "late").sum()),
-        "n_dropped": int((~answered).sum()),
+        "n_late": int((status == "late").sum()),
+        "n_dropped": int((status == "dropped").sum()),
+        "n_shed": int((status == "shed").sum()),
+        "n_degraded": int((status == "degraded").sum()),
+        "late_rate": float((status == "late").mean()),
         "cpu_s_per_request": busy / n,
     }
     unknown = set(out) - set(METRICS)

@@ -19,6 +19,10 @@ the simulator's extra columns), so :func:`planner.serving.simulator.run_metrics`
 is measured from the request's scheduled arrival (what a client that sent it then would see);
 ``sent_lag_ms`` records how late the producer actually enqueued it.
 
+A policy's admission control (``needs.sheds``) sheds requests here exactly as in the simulator;
+early cascade answers (``needs.early_answers``) are simulated only: a live cascade runs both stages
+in one call.
+
 Differences from the simulator that are real, not modelled: a partial batch runs on fewer inputs
 (the simulator charges it a full-batch sample) unless ``pad_partial=True``; workers pay thread
 wake-up and Python bookkeeping; the CPU is shared with whatever else runs.
@@ -150,6 +154,7 @@ class _State:
         self.prediction = np.full(n, -1, dtype=np.int64)
         self.escalated = np.zeros(n, dtype=bool)
         self.expired = np.zeros(n, dtype=bool)  # dropped by the expiry rule (drop_expired)
+        self.shed_at = np.full(n, np.nan)       # when the policy's admission control shed it
         self.batches: list[tuple[float, float, str, int, int]] = []  # start, finish, config, server, size
         self.servers = servers
 
@@ -210,7 +215,8 @@ def replay(trace: pd.DataFrame, policy: Policy, configs: Mapping[str, LiveConfig
         chosen = pick_batch(state.waiting, t, state.arrived, arrays, policy, task, state.servers - state.busy,
                             state.servers, rate_window_s, drop_expired, batch_size_of)
         state.expired[chosen.expired] = True
-        if chosen.config_id is None:
+        state.shed_at[chosen.shed] = t
+        if chosen.config_id is None or not chosen.members:
             return None
         return table[chosen.config_id], chosen.members
 
@@ -351,13 +357,15 @@ def _assemble(ordered: pd.DataFrame, state: _State, labels: np.ndarray, method: 
         return np.where(served, values[safe], missing)
 
     start, finish = per_request(b_start, np.nan), per_request(b_finish, np.nan)
+    shed = ~np.isnan(state.shed_at)
+    start, finish = np.where(shed, state.shed_at, start), np.where(shed, state.shed_at, finish)
     arrival = ordered["arrival_s"].to_numpy()
     deadline = ordered["deadline_ms"].to_numpy()
     eids = ordered["example_id"].to_numpy()
     latency = (finish - arrival) * 1000.0
     on_time = served & (latency <= deadline)
     correct = served & (state.prediction == labels[eids])
-    status = np.where(~served, "dropped", np.where(on_time, "served", "late")).astype(object)
+    status = np.where(shed, "shed", np.where(~served, "dropped", np.where(on_time, "served", "late"))).astype(object)
     frame = pd.DataFrame({
         "request_id": ordered["request_id"].to_numpy(), "method": method,
         "config_id": per_request(b_config, None), "start_s": start, "finish_s": finish, "latency_ms": latency,
@@ -366,7 +374,7 @@ def _assemble(ordered: pd.DataFrame, state: _State, labels: np.ndarray, method: 
         "batch_id": batch_of, "server": per_request(b_server, -1), "escalated": state.escalated & served,
         "sent_lag_ms": (state.sent - arrival) * 1000.0, "service_ms": (finish - start) * 1000.0,
         "batch_n": per_request(b_size, 0),
-        "abandoned": ~served & ~state.expired,
+        "abandoned": ~served & ~state.expired & ~shed,
     })
     assert list(frame.columns[: len(REQUEST_RESULT_COLUMNS) + len(RESULT_EXTRA_COLUMNS)]) == \
         [*REQUEST_RESULT_COLUMNS, *RESULT_EXTRA_COLUMNS]

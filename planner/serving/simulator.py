@@ -259,6 +259,8 @@ class _Batches:
     finish: list = field(default_factory=list)
     config: list = field(default_factory=list)
     server: list = field(default_factory=list)
+    shed_at: np.ndarray | None = None     # per request: when admission control shed it (NaN: not shed)
+    early_at: np.ndarray | None = None    # per request: when a cascade's first stage answered it early
 
 
 def _fast_fifo(arr: list, abs_deadline: list, run: _Run, cfg: int, servers: int, drop: bool,
@@ -342,11 +344,12 @@ def _event_loop(trace: TraceArrays, run: _Run, policy: OnlinePolicy, task: str, 
     ``observes`` is told each batch's simulated service time once the batch is decided.
     """
     arr = trace.arrival_s
-    waiting = RequestQueue(queue, trace.abs_deadline_s)
+    abs_deadline = trace.abs_deadline_s
+    waiting = RequestQueue(queue, abs_deadline)
     free = [(-math.inf, s) for s in range(servers)]
-    out = _Batches()
+    out = _Batches(shed_at=np.full(n, np.nan), early_at=np.full(n, np.nan))
     batch_of = np.full(n, -1, dtype=np.int64)
-    observes = policy.needs.observes
+    observes, early = policy.needs.observes, policy.needs.early_answers
 
     def batch_size_of(config_id: str) -> int:
         return run.configs[run.use(config_id)].batch_size
@@ -365,14 +368,25 @@ def _event_loop(trace: TraceArrays, run: _Run, policy: OnlinePolicy, task: str, 
             i += 1
         idle = 1 + sum(1 for g, _ in free[1:] if g <= t) if servers > 1 else 1
         pick = pick_batch(waiting, t, i, trace, policy, task, idle, servers, rate_window_s, drop, batch_size_of)
-        if pick.config_id is None:
+        if pick.shed:
+            out.shed_at[pick.shed] = t
+        if pick.config_id is None or not pick.members:
             continue
         cfg = run.use(pick.config_id)
         members = pick.members
         svc = run.small[cfg].next()
         escalate = run.escalate[cfg]
         if escalate is not None and escalate[members].any():
-            svc += run.large[cfg].next()
+            second = run.large[cfg].next()
+            if early:  # anytime answers: the first stage's answer where the second would be late
+                first_done = t + svc
+                escalated = [r for r in members if escalate[r]]
+                late = [r for r in escalated if abs_deadline[r] < first_done + second]
+                out.early_at[late] = first_done
+                if len(late) < len(escalated):
+                    svc += second  # someone still gains from the second stage
+            else:
+                svc += second
         fin = t + svc
         heapq.heapreplace(free, (fin, sid))
         batch_of[members] = len(out.start)
@@ -471,6 +485,11 @@ def _assemble(ordered: pd.DataFrame, run: _Run, batches: _Batches, batch_of: np.
     arrival = ordered["arrival_s"].to_numpy()
     deadline = ordered["deadline_ms"].to_numpy()
     eids = ordered["example_id"].to_numpy()
+    early = served & ~np.isnan(batches.early_at) if batches.early_at is not None else np.zeros(n, dtype=bool)
+    finish = np.where(early, batches.early_at if batches.early_at is not None else finish, finish)
+    shed = ~np.isnan(batches.shed_at) if batches.shed_at is not None else np.zeros(n, dtype=bool)
+    finish = np.where(shed, batches.shed_at if batches.shed_at is not None else finish, finish)
+    start = np.where(shed, finish, start)
     latency = (finish - arrival) * 1000.0
     on_time = served & (latency <= deadline)
     correct = np.zeros(n, dtype=bool)
@@ -480,8 +499,12 @@ def _assemble(ordered: pd.DataFrame, run: _Run, batches: _Batches, batch_of: np.
         if not len(rows):
             continue
         correct[rows], escalated[rows] = conf.outcome(eids[rows])
+        first = rows[early[rows]]
+        if len(first):  # answered by the cascade's first stage
+            correct[first], escalated[first] = conf.correct[eids[first]], False
     names = [c.config_id for c in run.configs]
-    status = np.where(~served, 2, np.where(on_time, 0, 1))
+    # indices into REQUEST_STATUSES: served, late, dropped, shed, degraded
+    status = np.where(shed, 3, np.where(~served, 2, np.where(on_time, np.where(early, 4, 0), 1)))
     frame = pd.DataFrame({
         "request_id": ordered["request_id"].to_numpy(),
         "method": _strings([method], np.zeros(n, dtype=np.int64)),

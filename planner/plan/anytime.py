@@ -1,0 +1,208 @@
+"""The anytime planner: online, queue-aware, drift-calibrated configuration choice per batch.
+
+Per batch it picks the configuration that maximises the expected number of correct answers
+delivered on time among the requests it is about to affect, with four ingredients the static rule
+(``seed_p95``: most accurate configuration whose profiled p95 meets the deadline) lacks:
+
+1. **Queue and slack.** The window is the waiting requests in service order (their slacks from the
+   server) padded with the arrivals expected while they are served (recent rate, the head's relative
+   deadline). Configuration ``c`` (batch ``B_c``, ``k`` servers) serves window position ``p`` in round
+   ``r_c(p) = ceil(ceil((p + 1) / B_c) / k)``; its value is
+   ``accuracy_c * sum_p P(r_c(p) * X_c <= slack_p)``, with ``X_c`` the configuration's *current*
+   single-batch service time. The probability comes from the profiled latency distribution (a
+   quantile table), not from one percentile, so a configuration whose tail is long but whose median
+   is short is valued for what it delivers on average.
+2. **Online calibration.** :class:`ServiceTimeEstimator` keeps a machine-wide scale and a
+   per-configuration residual (exponentially weighted, in log space) from the service times the
+   server reports after every batch (``observe``); ``X_c`` is the profiled distribution times that
+   scale. A start-up scale (re-timed reference, see :mod:`planner.profile.reference`) sets the
+   prior before the first request. In the simulator the estimator sees simulated service times, in
+   live replay the measured ones: the same code.
+3. **Admission and anytime answers.** A waiting request whose slack is below the fastest
+   configuration's low quantile (:meth:`AnytimePolicy.shed_below_ms`) is shed at once with a reason,
+   instead of being served late at the expense of requests that can still make it; a cascade's
+   first-stage answer goes out on time when its second stage would be late (``early_answers``).
+4. **Speed.** Candidates are pruned once to those no other candidate dominates (at least as
+   accurate, at least as large a batch, no slower at every quantile): dominance survives a common
+   scale, so the pruned set is rebuilt only when per-configuration residuals move. A decision is a
+   handful of numpy operations on (front x window x quantiles) arrays.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from planner.plan.failure import NotFittedError, PlannerError
+from planner.plan.policies import OnlinePolicy, PolicyContext, PolicyNeeds, candidate_table
+from planner.schema import ProfileBundle
+
+QUANTILES: tuple[float, ...] = (0.05, 0.2, 0.35, 0.5, 0.65, 0.8, 0.9, 0.95, 0.99)
+
+
+class ServiceTimeEstimator:
+    """Current service time of each configuration relative to its profile, learned online.
+
+    ``log(observed / profiled median)`` of every finished batch updates a machine-wide log-scale
+    (all configurations slow down together when the CPU is shared or throttled) and a residual of
+    that configuration (exponentially weighted with ``halflife`` observations). ``scale(c)`` is
+    ``exp(global + residual_c)``; a configuration never observed follows the machine.
+    """
+
+    def __init__(self, reference_ms: Mapping[str, float], halflife: float = 8.0, startup_scale: float = 1.0):
+        if not (isinstance(halflife, (int, float)) and halflife > 0):
+            raise PlannerError(f"halflife must be a positive number of observations, got {halflife!r}")
+        if not (isinstance(startup_scale, (int, float)) and math.isfinite(startup_scale) and startup_scale > 0):
+            raise PlannerError(f"startup_scale must be a positive finite factor, got {startup_scale!r}")
+        bad = {c: v for c, v in reference_ms.items() if not (math.isfinite(v) and v > 0)}
+        if bad:
+            raise PlannerError(f"reference service times must be positive ms, bad for {list(bad)[:3]}")
+        self.reference_ms = dict(reference_ms)
+        self.alpha = 1.0 - 0.5 ** (1.0 / float(halflife))
+        self.log_global = math.log(startup_scale)
+        self.log_residual: dict[str, float] = {}
+        self.n_observed = 0
+
+    def observe(self, config_id: str, service_ms: float) -> None:
+        reference = self.reference_ms.get(config_id)
+        if reference is None or not (math.isfinite(service_ms) and service_ms > 0):
+            return  # not a candidate (or a failed call): nothing to learn from
+        ratio = math.log(service_ms / reference)
+        residual = self.log_residual.get(config_id, 0.0)
+        self.log_global += self.alpha * ((ratio - residual) - self.log_global)
+        self.log_residual[config_id] = residual + self.alpha * ((ratio - self.log_global) - residual)
+        self.n_observed += 1
+
+    def scale(self, config_id: str) -> float:
+        return math.exp(self.log_global + self.log_residual.get(config_id, 0.0))
+
+    def scales(self, config_ids: Sequence[str]) -> np.ndarray:
+        return np.exp(self.log_global + np.array([self.log_residual.get(c, 0.0) for c in config_ids]))
+
+
+def dominance_front(accuracy: np.ndarray, batch: np.ndarray, quantiles_ms: np.ndarray) -> np.ndarray:
+    """Indices of candidates no other candidate dominates (more or equally accurate, a batch at least
+    as large, and no slower at any quantile, strictly better somewhere). Ties keep the first."""
+    n = len(accuracy)
+    keep = np.ones(n, dtype=bool)
+    for i in range(n):
+        better = ((accuracy >= accuracy[i]) & (batch >= batch[i]) & (quantiles_ms <= quantiles_ms[i]).all(axis=1))
+        strictly = (accuracy > accuracy[i]) | (batch > batch[i]) | (quantiles_ms < quantiles_ms[i]).any(axis=1)
+        same = better & ~strictly
+        dominated_by_other = (better & strictly).any() or same[:i].any()
+        keep[i] = not dominated_by_other
+    return np.flatnonzero(keep)
+
+
+class AnytimePolicy(OnlinePolicy):
+    """The proposed method (see the module docstring). Estimator API: parameters in ``__init__``,
+    :meth:`fit` reads the candidates from a profile bundle; a fitted policy serves one trace at a
+    time (its calibration state belongs to that trace: use :meth:`fresh` for the next)."""
+
+    def __init__(self, task: str, lookahead: int = 64, halflife: float = 8.0, shed: bool = True,
+                 early_answers: bool = True, expected_arrivals: bool = True, startup_scale: float = 1.0,
+                 refront_every: int = 32, name: str = "anytime"):
+        if isinstance(lookahead, bool) or not isinstance(lookahead, (int, np.integer)) or lookahead < 1:
+            raise PlannerError(f"lookahead must be an integer >= 1, got {lookahead!r}")
+        self.task, self.lookahead, self.halflife, self.name = task, int(lookahead), float(halflife), name
+        self.shed, self.early_answers, self.expected_arrivals = bool(shed), bool(early_answers), bool(expected_arrivals)
+        self.startup_scale, self.refront_every = float(startup_scale), int(refront_every)
+        self.needs = PolicyNeeds(lookahead=self.lookahead, observes=True, sheds=self.shed,
+                                 early_answers=self.early_answers)
+
+    # ---- fit ----------------------------------------------------------------------------------
+    def fit(self, bundle: ProfileBundle) -> "AnytimePolicy":
+        """Candidates of the task with measured accuracy and latency samples; their quantile tables."""
+        table = candidate_table(bundle, self.task, 50.0)
+        samples = bundle.samples[bundle.samples["config_id"].isin(table["config_id"])]
+        grid = samples.groupby("config_id")["latency_ms"].quantile(list(QUANTILES)).unstack()
+        self.table_ = table.assign(**{f"q{q:g}": grid.loc[table["config_id"], q].to_numpy() for q in QUANTILES})
+        self._all_ids = table["config_id"].tolist()
+        self._all_acc = table["accuracy"].to_numpy(dtype=float)
+        self._all_batch = table["batch_size"].to_numpy(dtype=np.int64)
+        self._all_q = grid.loc[table["config_id"], list(QUANTILES)].to_numpy(dtype=float)
+        self._reference = dict(zip(self._all_ids, grid.loc[table["config_id"], 0.5].to_numpy(dtype=float)))
+        return self.fresh()
+
+    def fresh(self) -> "AnytimePolicy":
+        """Reset the online state (calibration, front) for a new trace; the fitted candidates stay."""
+        if not hasattr(self, "table_"):
+            raise NotFittedError(f"{self!r} is not fitted; call fit(bundle) first")
+        self.estimator_ = ServiceTimeEstimator(self._reference, self.halflife, self.startup_scale)
+        self._since_refront = 0
+        self._build_front()
+        return self
+
+    def _build_front(self) -> None:
+        residual = self.estimator_.scales(self._all_ids) / math.exp(self.estimator_.log_global)
+        scaled = self._all_q * residual[:, None]
+        front = dominance_front(self._all_acc, self._all_batch, scaled)
+        self._ids = [self._all_ids[i] for i in front]
+        self._acc = self._all_acc[front]
+        self._batch = self._all_batch[front]
+        self._q = scaled[front]                      # (C, Q) at the machine scale 1
+        self._rounds: dict[int, np.ndarray] = {}
+        self._rl: dict[int, np.ndarray] = {}
+        self._drain = int(np.argmax(self._batch / self._q[:, QUANTILES.index(0.5)]))
+        self._fastest_low = float(self._q[:, 0].min())
+
+    def _round_latency(self, servers: int) -> np.ndarray:
+        """(C, lookahead, Q): rounds to reach each window position times each latency quantile."""
+        table = self._rl.get(servers)
+        if table is None:
+            p = np.arange(self.lookahead)
+            batches = -(-(p[None, :] + 1) // self._batch[:, None])   # ceil((p + 1) / B)
+            rounds = -(-batches // servers)                           # ceil(batches / k)
+            table = self._rl[servers] = rounds[:, :, None] * self._q[:, None, :]
+        return table
+
+    # ---- online -------------------------------------------------------------------------------
+    def observe(self, config_id: str, batch_n: int, service_ms: float) -> None:
+        self.estimator_.observe(config_id, service_ms)
+        self._since_refront += 1
+        if self._since_refront >= self.refront_every:  # residuals moved: dominance may have changed
+            self._since_refront = 0
+            self._build_front()
+
+    def shed_below_ms(self) -> float:
+        """The fastest configuration's 5 % quantile at the current machine scale: less slack than
+        that, and no configuration is likely to answer in time."""
+        return self._fastest_low * math.exp(self.estimator_.log_global)
+
+    def __call__(self, ctx: PolicyContext) -> str:
+        if not hasattr(self, "estimator_"):
+            raise NotFittedError(f"{self!r} is not fitted; call fit(bundle) first")
+        slacks = ctx.queue_slack_ms or (ctx.oldest_slack_ms,)
+        m = len(slacks)
+        if self.expected_arrivals and m < self.lookahead and ctx.recent_rate_rps > 0:
+            gap_ms = 1000.0 / ctx.recent_rate_rps
+            future = ctx.deadline_ms + gap_ms * np.arange(1, self.lookahead - m + 1)
+            window = np.concatenate([np.asarray(slacks, dtype=float), future])
+        else:
+            window = np.asarray(slacks, dtype=float)
+        scale = math.exp(self.estimator_.log_global)
+        finish = self._round_latency(max(ctx.servers, 1))[:, : len(window), :]
+        on_time = (finish <= window[None, :, None] / scale).mean(axis=2)    # (C, window)
+        value = self._acc * on_time.sum(axis=1)
+        best = int(np.argmax(value))  # ties: the first, i.e. the more accurate (table order)
+        if value[best] <= 0.0:
+            return self._ids[self._drain]   # nothing can make it: clear the queue as fast as possible
+        return self._ids[best]
+
+    def __repr__(self) -> str:
+        fitted = f", {len(self._all_ids)} candidates" if hasattr(self, "table_") else ", not fitted"
+        return f"AnytimePolicy({self.task}{fitted})"
+
+
+def anytime(bundle: ProfileBundle, task: str, **params) -> AnytimePolicy:
+    """``AnytimePolicy(task, **params).fit(bundle)``."""
+    return AnytimePolicy(task, **params).fit(bundle)
+
+
+def candidates_frame(policy: AnytimePolicy) -> pd.DataFrame:
+    """The policy's current non-dominated candidates (for the book and for inspection)."""
+    return pd.DataFrame({"config_id": policy._ids, "accuracy": policy._acc, "batch_size": policy._batch,
+                         "p50_ms": policy._q[:, QUANTILES.index(0.5)]})
