@@ -1,0 +1,511 @@
+"""Clairvoyant upper bound on a trace's effective accuracy, valid for every policy the simulator can run.
+
+The hindsight oracle of the evaluation is only the best *fixed* configuration, so an online policy
+can beat it. :func:`clairvoyant_bound` returns a number no schedule of the serving model
+(:mod:`planner.serving.simulator`) can exceed on the trace: not a static, fixed or queue-aware
+policy, not one that knows the future (a policy sees ``request_id``, so it may), under FIFO or
+EDF, with any seed, any number of servers it is given, ``drop_expired`` on or off.
+
+Notation: request ``i`` arrives at ``a_i`` with relative deadline ``D_i`` and absolute deadline
+``d_i = a_i + D_i``; ``k`` servers; configuration ``c`` has batch size ``B_c`` and service draws
+from its samples (dispatch overhead included). A request *counts* when it is correct and on time.
+
+**Minimum service times.** Every service time is at least its configuration's smallest sample. A
+batch of ``c`` containing ``i`` takes at least ``s_c(i)``: the minimum sample, or for a routed
+cascade the small member's minimum plus, when ``i`` itself escalates, the large member's minimum
+(a batch with an escalating member pays both draws). So ``i`` can count under ``c`` only if it is
+correct under ``c`` (``ServedConfig.outcome``) and ``s_c(i) <= D_i``; call such ``(i, c)``
+eligible. ``upper_i = [some c is eligible]`` gives the *trivial* bound ``mean(upper)``.
+
+**Shares.** Charge a batch's duration ``S`` equally to the ``q`` requests in it that count
+(``S/q`` each). A counted ``i`` in a batch of ``c`` gets at least ``s_c(i) / min(B_c, m_c(i))``,
+because ``S >= s_c(i)`` and ``q <= B_c``, and ``q <= m_c(i)``: every counted batch-mate ``j`` is
+itself eligible under ``c`` and could share a start time ``t`` with ``i``
+(``max(a_i, a_j) <= t`` and ``t + s_c^min <= min(d_i, d_j)``), and ``m_c(i)`` counts such ``j``
+(``i`` included). Let ``w_i = min over eligible c of s_c(i) / min(B_c, m_c(i))`` (requests with no
+eligible ``c`` never count and leave the problem). The shares of one batch sum to at most ``S``.
+
+**Windows.** A counted request with ``a_i >= alpha`` and ``d_i <= beta`` was served by a batch
+that started at or after ``a_i`` and finished by ``d_i``, i.e. lies inside ``[alpha, beta]``.
+Batches on one server do not overlap, so those inside the window last at most ``k (beta - alpha)``
+in total, hence ``sum_{i in W} w_i z_i <= k (beta - alpha)`` for the 0/1 indicator ``z`` of the
+counted requests, for every window. ``z`` of any simulated run is thus feasible for
+
+    maximise sum_i z_i  s.t.  0 <= z_i <= 1,  window constraints for a family of windows,
+
+and the optimum divided by ``n`` bounds its effective accuracy. Any subset of windows stays valid;
+more windows give a tighter bound.
+
+**Window family (``method="lp"``).** Order the requests so that both ends of their intervals are
+non-decreasing, enlarging intervals where needed (``beta_l = max_{l' <= l} d_l'`` in arrival
+order; a larger interval only loosens). Then the window ``[alpha_i, beta_j]`` contains the
+requests ``i..j``, and with prefix sums ``P_j = sum_{l <= j} w_l z_l`` the constraints of *all*
+pairs ``i <= j`` read ``P_j - k beta_j <= P_{i-1} - k alpha_i``. With one relative deadline per
+trace (as the evaluation generates them) the enlargement is void and this family is *every*
+window: the bound is the optimum over all windows, not a sample of them. Its LP is solved without
+a solver: with ``y = w z`` the window constraints are Hall's condition of a transportation
+problem (requests to stretches of server time), so the feasible ``y <= w`` form a polymatroid and
+the greedy algorithm (requests in increasing ``w``, each as large as the tightest window through
+it allows) is optimal; ``O(n)`` per request, and a part of the trace where every request fits
+(no interval crossing into the next part) is counted whole without it. With mixed deadlines the
+same constraints are added for the deadline order (``alpha`` = suffix minimum of arrivals) and,
+for up to :data:`MAX_CLASS_FAMILIES` deadline classes, for each class on its own; a running
+maximum ``M_i >= max(P_i - k beta_i, M_{i+1})``, ``M_i <= P_{i-1} - k alpha_i`` states each family
+in ``4n`` sparse rows, solved by HiGHS (:func:`scipy.optimize.linprog`). ``method="milp"`` makes
+``z`` binary (:func:`scipy.optimize.milp`): valid and tighter, but by at most a few requests on
+the traces measured, at up to a thousand times the cost. A run counts a whole number of requests,
+so the optimum is rounded down (after a small margin for solver tolerances).
+
+**Exact (``method="exact"``, tiny traces).** With every service time at its minimum, no schedule
+does worse than with the real draws (shorter batches keep every start time feasible and finish no
+later), so the optimum over *all* schedules of the minimum-time instance is an upper bound. An
+optimal schedule can be taken with only counted requests in its batches (removing one never
+lengthens a batch), each batch at the fastest configuration that answers all its members
+correctly, and every batch started as early as possible. For one server the earliest finish
+``f(S)`` of serving exactly the set ``S`` obeys ``f(S) = min over batches T of S of
+max(f(S \\ T), max a_T) + s(T)``, subject to finishing by ``min d_T``; sets feasible on one server
+are closed under subsets, and ``k`` servers serve ``S`` iff ``S`` splits into ``k`` such sets. The
+optimum is the largest such ``S``: ``O(3^n)`` work, used for ``n <= EXACT_MAX_REQUESTS``.
+
+Floating point: the simulator's hit test is ``(finish - arrival) * 1000 <= deadline_ms``; every
+comparison here allows :data:`TOLERANCE_S` so rounding never makes the bound fall below a run.
+The bound holds for simulations with the same catalog (same ``cascade_mode``) and any
+``dispatch_overhead_ms`` at least the catalog's (a bundle is prepared with overhead 0).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable, Literal
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+from scipy.optimize import Bounds, LinearConstraint, linprog, milp
+
+from planner.schema import TRACE_COLUMNS, validate
+from planner.serving.simulator import Catalog, ServedConfig, SimulationError, prepare
+
+TOLERANCE_S = 1e-9            # slack on every time comparison (float rounding of t + s - a)
+EXACT_MAX_REQUESTS = 12       # O(3^n): ~0.1 s at 12 requests, ~0.5 s at 14 (measured, 2-core CPU)
+EXACT_LIMIT = 16              # method="exact" refuses more (3^16 subset pairs: minutes)
+MAX_CLASS_FAMILIES = 4        # per-deadline-class window families added for mixed deadlines
+SOLVER_MARGIN = 1e-6           # relative slack on the LP optimum before rounding down to whole requests
+METHODS = ("auto", "exact", "lp", "milp")
+
+
+class ClairvoyantError(SimulationError):
+    """The trace, the catalog or the arguments cannot give a bound (the message says why)."""
+
+
+@dataclass(frozen=True)
+class ClairvoyantBound:
+    """An upper bound on the effective accuracy any simulated policy reaches on one trace.
+
+    ``upper`` is per request, in ``request_id`` order: 1.0 if some configuration answers it
+    correctly within its deadline at minimum service time, else 0.0 (such a request never counts);
+    its mean is ``trivial``, the per-request bound, which ``effective_accuracy`` never exceeds.
+    ``count`` is the optimum in requests before rounding down (``effective_accuracy`` is
+    ``floor(count) / n_requests``); ``n_constraints`` counts the rows of the window LP in its
+    sparse form (0 for the exact method), whichever way it was solved.
+    """
+
+    effective_accuracy: float
+    n_requests: int
+    method: str
+    n_constraints: int
+    solve_seconds: float
+    trivial: float
+    upper: np.ndarray
+    count: float
+
+
+# ---------------------------------------------------------------- the instance
+
+@dataclass(frozen=True)
+class _Instance:
+    """Requests (in arrival order) and, per configuration, what a counted request needs."""
+
+    arrival: np.ndarray      # (n,) seconds, shifted so the first arrival is 0
+    deadline: np.ndarray     # (n,) absolute deadline, same shift
+    relative: np.ndarray     # (n,) relative deadline in seconds
+    rank: np.ndarray         # (n,) position in request_id order of each arrival-ordered request
+    batch: np.ndarray        # (C,) batch sizes
+    base: np.ndarray         # (C,) minimum batch service time (small member's for a cascade)
+    extra: np.ndarray        # (C,) large member's minimum (0 for a plain configuration)
+    correct: np.ndarray      # (C, n) correct under c
+    escalated: np.ndarray    # (C, n) escalates under c (routed cascades only)
+
+    @property
+    def service(self) -> np.ndarray:
+        """(C, n): least service time of a batch of c containing request i, s_c(i)."""
+        return self.base[:, None] + self.extra[:, None] * self.escalated
+
+    @property
+    def eligible(self) -> np.ndarray:
+        """(C, n): request i can count under c."""
+        return self.correct & (self.service <= self.relative[None, :] + TOLERANCE_S)
+
+
+def _check_trace(trace: pd.DataFrame) -> pd.DataFrame:
+    if not isinstance(trace, pd.DataFrame):
+        raise ClairvoyantError(f"trace must be a DataFrame, got {type(trace).__name__}")
+    trace = validate(trace, TRACE_COLUMNS, "trace")
+    if trace.empty:
+        raise ClairvoyantError("trace has no requests")
+    if trace["request_id"].duplicated().any():
+        raise ClairvoyantError("trace has duplicated request_id values")
+    if not np.isfinite(trace["arrival_s"].to_numpy(dtype=float)).all():
+        raise ClairvoyantError("trace has non-finite arrival times")
+    deadline = trace["deadline_ms"].to_numpy(dtype=float)
+    if not (np.isfinite(deadline) & (deadline > 0)).all():
+        raise ClairvoyantError("trace deadlines must be positive and finite")
+    if (trace["example_id"] < 0).any():
+        raise ClairvoyantError("trace has negative example ids")
+    return trace.sort_values(["arrival_s", "request_id"], kind="stable").reset_index(drop=True)
+
+
+def _configs(catalog: Catalog, task: str, config_ids: Iterable[str] | None) -> list[ServedConfig]:
+    """The configurations a policy may run for ``task``; by default every one the catalog can serve."""
+    profiles = catalog.profiles
+    if task not in set(profiles["task"]):
+        raise ClairvoyantError(f"task {task!r} has no profiled configurations; tasks: {sorted(set(profiles['task']))}")
+    if config_ids is None:
+        served = []
+        for cid in profiles.index[profiles["task"] == task]:
+            try:
+                served.append(catalog.resolve(cid))
+            except SimulationError:  # no samples or predictions: no simulation can run it either
+                continue
+        if not served:
+            raise ClairvoyantError(f"task {task!r} has no configuration with latency samples and predictions")
+        return served
+    ids = [config_ids] if isinstance(config_ids, str) else list(config_ids)
+    if not ids:
+        raise ClairvoyantError("config_ids is empty; pass None for every configuration of the task")
+    served = []
+    for cid in ids:
+        if cid not in profiles.index:
+            raise ClairvoyantError(f"config_ids: unknown configuration {cid!r}")
+        if profiles.loc[cid, "task"] != task:
+            raise ClairvoyantError(f"config_ids: {cid!r} belongs to task {profiles.loc[cid, 'task']!r}, not {task!r}")
+        try:
+            served.append(catalog.resolve(cid))
+        except SimulationError as err:
+            raise ClairvoyantError(f"config_ids: {cid!r} cannot be served: {err}") from err
+    return served
+
+
+def _outcome(served: ServedConfig, example_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(correct, escalated) per example; an example without a prediction counts as wrong."""
+    size = len(served.known)
+    inside = example_ids < size
+    safe = np.where(inside, example_ids, 0)
+    correct, escalated = served.outcome(safe)
+    known = inside & served.known[safe]
+    if served.routed:
+        known &= ~escalated | served.large_known[safe]
+    return correct & known, escalated & inside
+
+
+def _instance(trace: pd.DataFrame, catalog: Any, task: str, config_ids: Iterable[str] | None) -> _Instance:
+    ordered = _check_trace(trace)
+    catalog = prepare(catalog)
+    configs = _configs(catalog, str(task), config_ids)
+    arrival = ordered["arrival_s"].to_numpy(dtype=float)
+    relative = ordered["deadline_ms"].to_numpy(dtype=float) / 1000.0
+    shift = arrival[0]
+    eids = ordered["example_id"].to_numpy(dtype=np.int64)
+    outcomes = [_outcome(c, eids) for c in configs]
+    rank = np.empty(len(ordered), dtype=np.int64)
+    rank[np.argsort(ordered["request_id"].to_numpy(), kind="stable")] = np.arange(len(ordered))
+    return _Instance(
+        arrival=arrival - shift, deadline=arrival - shift + relative, relative=relative, rank=rank,
+        batch=np.array([c.batch_size for c in configs], dtype=np.int64),
+        base=np.array([c.samples_s.min() for c in configs], dtype=float),
+        extra=np.array([c.large_samples_s.min() if c.routed else 0.0 for c in configs], dtype=float),
+        correct=np.array([o[0] for o in outcomes], dtype=bool).reshape(len(configs), -1),
+        escalated=np.array([o[1] & c.routed for o, c in zip(outcomes, configs)], dtype=bool).reshape(len(configs), -1),
+    )
+
+
+# ---------------------------------------------------------------- shares
+
+def _weights(inst: _Instance) -> np.ndarray:
+    """``w_i``: the least server time a counted request ``i`` is charged (inf: it never counts).
+
+    Batch-mates are counted with the batch's minimum ``base`` time and with the tolerance on the
+    generous side, so ``m_c(i)`` is never too small (see the module docstring).
+    """
+    eligible = inst.eligible
+    service = inst.service
+    weight = np.full(len(inst.arrival), np.inf)
+    a, d = inst.arrival, inst.deadline
+    for c in range(len(inst.batch)):
+        members = np.flatnonzero(eligible[c])
+        if not len(members):
+            continue
+        s = inst.base[c]
+        arrivals = np.sort(a[members])
+        deadlines = np.sort(d[members])
+        # mates: eligible j with a_j <= d_i - s and d_j >= a_i + s; the second set's complement
+        # (d_j < a_i + s) lies inside the first, so a difference of two counts gives it
+        early = np.searchsorted(arrivals, d[members] - s + 3 * TOLERANCE_S, side="right")
+        gone = np.searchsorted(deadlines, a[members] + s - TOLERANCE_S, side="left")
+        mates = np.maximum(early - gone, 1)
+        share = service[c, members] / np.minimum(inst.batch[c], mates)
+        weight[members] = np.minimum(weight[members], share)
+    return weight
+
+
+# ---------------------------------------------------------------- the LP
+
+def _families(a: np.ndarray, d: np.ndarray, relative: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Orderings with non-decreasing (alpha, beta) whose all-pairs windows are valid constraints.
+
+    ``a`` is sorted; returns (order, alpha, beta) per family (see the module docstring).
+    """
+    m = len(a)
+    first = (np.arange(m), a, np.maximum.accumulate(d))
+    if m < 2 or np.all(np.diff(d) >= 0):
+        return [first]                   # agreeable deadlines: this family is every window
+    by_deadline = np.lexsort((a, d))
+    second = (by_deadline, np.minimum.accumulate(a[by_deadline][::-1])[::-1], d[by_deadline])
+    out = [first, second]
+    classes = np.unique(relative)
+    if len(classes) <= MAX_CLASS_FAMILIES:
+        for value in classes:
+            order = np.flatnonzero(relative == value)
+            if len(order) > 1:
+                out.append((order, a[order], np.maximum.accumulate(d[order])))
+    return out
+
+
+def _parts(alpha: np.ndarray, beta: np.ndarray, tol: float) -> np.ndarray:
+    """Start flags of a family's parts: no interval crosses from one part to the next.
+
+    A window spanning such a gap is implied by two windows that do not, so each part is solved
+    (or its chain restarted) on its own, with its own time origin.
+    """
+    start = np.ones(len(alpha), dtype=bool)
+    start[1:] = alpha[1:] >= beta[:-1] + tol
+    return start
+
+
+def _greedy(alpha: np.ndarray, beta: np.ndarray, w: np.ndarray, servers: int, tol: float) -> float:
+    """Optimum of the all-pairs window LP of one family, without a solver.
+
+    With ``y = w z`` the constraints ``y(i..j) <= k (beta_j - alpha_i)`` are Hall's condition of a
+    transportation problem (requests to stretches of server time), so the feasible ``y`` (with
+    ``y <= w``) form a polymatroid, on which the greedy algorithm maximises any non-negative linear
+    objective: take requests in increasing ``w`` (objective ``1/w`` per unit of ``y``), each as far
+    as the tightest window through it allows. That room is ``min_{i<=l} V_i - max_{j>=l} U_j`` with
+    ``V_i = P_{i-1} - k alpha_i`` and ``U_j = P_j - k beta_j``; ``O(L)`` per request.
+    """
+    L = len(alpha)
+    V = -servers * alpha
+    U = -servers * (beta + tol)
+    if np.all(np.cumsum(w) - servers * (beta + tol) <= np.minimum.accumulate(V + np.concatenate([[0.0], np.cumsum(w)[:-1]]))):
+        return float(L)                  # every request fits: the usual case away from overload
+    total = 0.0
+    for l in np.argsort(w, kind="stable").tolist():
+        room = V[:l + 1].min() - U[l:].max()
+        if room <= 0:
+            continue
+        y = min(w[l], room)
+        U[l:] += y
+        V[l + 1:] += y
+        total += y / w[l]
+    return total
+
+
+def _rows(L: int, parts: int) -> int:
+    """Rows of one family's compact LP (see :func:`_highs`)."""
+    return 4 * L - parts
+
+
+def _highs(families: list, w: np.ndarray, servers: int, tol: float, integer: bool) -> float:
+    """Solve the window LP (or MILP) of several families with HiGHS.
+
+    Per family and part: ``P_j - P_{j-1} - w_j z_j = 0`` (prefix sums), ``P_j - M_j <= k beta_j``,
+    ``M_j <= M_{j-1}`` and ``M_i - P_{i-1} <= -k alpha_i`` (times relative to the part's origin), so
+    ``M_i`` is a running maximum and every pair ``i <= j`` of the part is constrained.
+    """
+    m = len(w)
+    rows, cols, vals, upper = [], [], [], []
+    n_vars, n_rows, n_eq = m, 0, 0
+
+    def add(r: np.ndarray, c: np.ndarray, v: Any) -> None:
+        rows.append(np.asarray(r, dtype=np.int64))
+        cols.append(np.asarray(c, dtype=np.int64))
+        vals.append(np.broadcast_to(np.asarray(v, dtype=float), np.shape(r)))
+
+    eq_blocks = []
+    for order, alpha, beta in families:
+        L = len(order)
+        start = _parts(alpha, beta, tol)
+        origin = alpha[np.flatnonzero(start)][np.cumsum(start) - 1]
+        inner = np.flatnonzero(~start)                 # j with a predecessor in the same part
+        P, M = n_vars, n_vars + L
+        n_vars += 2 * L
+        j = np.arange(L)
+        eq_blocks.append((n_rows, L))
+        add(n_rows + j, P + j, 1.0)                    # P_j - P_{j-1} - w_j z_j = 0
+        add(n_rows + inner, P + inner - 1, -1.0)
+        add(n_rows + j, order, -w[order])
+        upper.append(np.zeros(L))
+        n_rows += L
+        add(n_rows + j, P + j, 1.0)                    # P_j - M_j <= k (beta_j - origin)
+        add(n_rows + j, M + j, -1.0)
+        upper.append(servers * (beta + tol - origin))
+        n_rows += L
+        r = n_rows + np.arange(len(inner))             # M_j - M_{j-1} <= 0
+        add(r, M + inner, 1.0)
+        add(r, M + inner - 1, -1.0)
+        upper.append(np.zeros(len(inner)))
+        n_rows += len(inner)
+        add(n_rows + j, M + j, 1.0)                    # M_i - P_{i-1} <= -k (alpha_i - origin)
+        add(n_rows + inner, P + inner - 1, -1.0)
+        upper.append(-servers * (alpha - origin))
+        n_rows += L
+    A = sparse.csr_array((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n_rows, n_vars))
+    hi = np.concatenate(upper)
+    eq = np.zeros(n_rows, dtype=bool)
+    for first, L in eq_blocks:
+        eq[first:first + L] = True
+    cost = np.zeros(n_vars)
+    cost[:m] = -1.0
+    var_lo, var_hi = np.full(n_vars, -np.inf), np.full(n_vars, np.inf)
+    var_lo[:m], var_hi[:m] = 0.0, 1.0
+    if integer:
+        integrality = np.zeros(n_vars)
+        integrality[:m] = 1
+        res = milp(cost, constraints=LinearConstraint(A, np.where(eq, hi, -np.inf), hi), integrality=integrality,
+                   bounds=Bounds(var_lo, var_hi))
+    else:
+        res = linprog(cost, A_ub=A[~eq], b_ub=hi[~eq], A_eq=A[eq], b_eq=hi[eq],
+                      bounds=np.column_stack([var_lo, var_hi]), method="highs")
+    if res.status != 0 or res.x is None:
+        raise ClairvoyantError(f"HiGHS did not solve the window LP: {res.message}")
+    return float(-res.fun)
+
+
+def _window_optimum(a: np.ndarray, d: np.ndarray, relative: np.ndarray, w: np.ndarray, servers: int,
+                    integer: bool) -> tuple[float, int]:
+    """Most requests (fractionally, or whole with ``integer``) the windows admit; (optimum, LP rows).
+
+    Times are in milliseconds (well-scaled rows). One family (one deadline per trace) is solved
+    part by part with :func:`_greedy`; several families, or ``integer``, with HiGHS.
+    """
+    a, d, w = a * 1000.0, d * 1000.0, w * 1000.0
+    tol = TOLERANCE_S * 1000.0
+    families = _families(a, d, relative)
+    n_rows = sum(_rows(len(order), int(_parts(alpha, beta, tol).sum())) for order, alpha, beta in families)
+    if len(families) > 1 or integer:
+        return _highs(families, w, servers, tol, integer), n_rows
+    order, alpha, beta = families[0]
+    bounds = np.append(np.flatnonzero(_parts(alpha, beta, tol)), len(alpha))
+    total = 0.0
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        origin = alpha[lo]
+        total += _greedy(alpha[lo:hi] - origin, beta[lo:hi] - origin, w[order[lo:hi]], servers, tol)
+    return total, n_rows
+
+
+# ---------------------------------------------------------------- the exact optimum
+
+def _exact(inst: _Instance, servers: int) -> int:
+    """Most requests any schedule counts with every service time at its minimum (``O(3^n)``)."""
+    n = len(inst.arrival)
+    if n > EXACT_LIMIT:
+        raise ClairvoyantError(f"method='exact' enumerates O(3^n) subset pairs; {n} requests is more than "
+                               f"{EXACT_LIMIT} (use method='lp')")
+    full = 1 << n
+    masks = np.arange(full, dtype=np.int64)
+    bits = (masks[:, None] >> np.arange(n)) & 1 == 1                     # (2^n, n)
+    size = bits.sum(axis=1)
+    latest_arrival = np.where(bits, inst.arrival[None, :], -np.inf).max(axis=1)
+    earliest_deadline = np.where(bits, inst.deadline[None, :], np.inf).min(axis=1)
+    # fastest configuration that answers every member of T correctly: the batch's service time s(T)
+    fastest = np.full(full, np.inf)
+    for c in range(len(inst.batch)):
+        ok = (size <= inst.batch[c]) & ~(bits & ~inst.correct[c][None, :]).any(axis=1)
+        escalate = (bits & inst.escalated[c][None, :]).any(axis=1)
+        fastest = np.minimum(fastest, np.where(ok, inst.base[c] + inst.extra[c] * escalate, np.inf))
+    alone_ok = latest_arrival + fastest <= earliest_deadline + TOLERANCE_S
+    la, ed, fs, ok_list = latest_arrival.tolist(), earliest_deadline.tolist(), fastest.tolist(), alone_ok.tolist()
+    finish = [math.inf] * full
+    finish[0] = -math.inf
+    for S in range(1, full):
+        best = math.inf
+        T = S
+        while T:
+            if ok_list[T]:
+                prev = finish[S ^ T]
+                if prev < math.inf:
+                    start = prev if prev > la[T] else la[T]
+                    end = start + fs[T]
+                    if end <= ed[T] + TOLERANCE_S and end < best:
+                        best = end
+            T = (T - 1) & S
+        finish[S] = best
+    feasible = np.array([f < math.inf for f in finish])
+    cover = feasible.copy()
+    for _ in range(servers - 1):  # S splits into one more one-server set (feasible sets are closed under subsets)
+        nxt = cover.copy()
+        fl, cl = feasible.tolist(), cover.tolist()
+        for S in np.flatnonzero(~cover).tolist():
+            T = S
+            while T:
+                if fl[T] and cl[S ^ T]:
+                    nxt[S] = True
+                    break
+                T = (T - 1) & S
+        cover = nxt
+    return int(size[cover].max())
+
+
+# ---------------------------------------------------------------- public API
+
+def clairvoyant_bound(trace: pd.DataFrame, catalog: Any, task: str, servers: int = 1,
+                      config_ids: Iterable[str] | None = None,
+                      method: Literal["auto", "exact", "lp", "milp"] = "auto") -> ClairvoyantBound:
+    """Upper bound on the effective accuracy of every policy the simulator can run on ``trace``.
+
+    ``catalog``: a :class:`~planner.serving.simulator.Catalog` (use the one the runs are simulated
+    with) or a bundle. ``config_ids``: the configurations a policy may pick (default: every
+    configuration of ``task`` the catalog can serve, i.e. with latency samples and predictions).
+    ``method="auto"`` is exact for at most :data:`EXACT_MAX_REQUESTS` requests, the window LP
+    otherwise. See the module docstring for why the number is a bound.
+    """
+    if method not in METHODS:
+        raise ClairvoyantError(f"method must be one of {METHODS}, got {method!r}")
+    if isinstance(servers, bool) or not isinstance(servers, (int, np.integer)) or servers < 1:
+        raise ClairvoyantError(f"servers must be an integer >= 1, got {servers!r}")
+    started = time.perf_counter()
+    inst = _instance(trace, catalog, task, config_ids)
+    n = len(inst.arrival)
+    if method == "auto":
+        method = "exact" if n <= EXACT_MAX_REQUESTS else "lp"
+    eligible_any = inst.eligible.any(axis=0)
+    upper = np.zeros(n)
+    upper[inst.rank] = eligible_any
+    n_rows = 0
+    if method == "exact":
+        count = float(_exact(inst, int(servers)))
+    else:
+        w = _weights(inst)
+        keep = np.flatnonzero(np.isfinite(w))
+        if len(keep) == 0:
+            count = 0.0
+        else:
+            count, n_rows = _window_optimum(inst.arrival[keep], inst.deadline[keep], inst.relative[keep], w[keep],
+                                            int(servers), integer=method == "milp")
+    # a run counts a whole number of requests: round down, after a margin for solver tolerances
+    whole = math.floor(count + SOLVER_MARGIN * max(1.0, count))
+    trivial = float(upper.mean())
+    value = min(whole / n, trivial)
+    return ClairvoyantBound(float(value), n, method, n_rows, time.perf_counter() - started, trivial, upper,
+                            float(count))
