@@ -14,6 +14,7 @@ from bundles import synthetic_bundle, toy_bundle
 from planner import workloads
 from planner.evaluation.clairvoyant import ClairvoyantError, clairvoyant_bound
 from planner.plan import DeadlinePlanner, policies
+from planner.plan.anytime import anytime
 from planner.schema import config_id
 from planner.serving.outcomes import run_metrics
 from planner.serving.simulator import SimulationError, prepare, simulate
@@ -100,7 +101,8 @@ def test_bound_is_never_below_a_simulated_run(bundle_seed):
         queue, drop = str(rng.choice(["fifo", "edf"])), bool(rng.random() < 0.5)
         candidates = [policies.fixed(c) for c in ids] + [
             planner, policies.slack_aware(bundle, TASK), policies.slack_aware(bundle, TASK, rule="drain"),
-            _peeking(trace, catalog, ids)]
+            _peeking(trace, catalog, ids), anytime(bundle, TASK),  # sheds and answers early from a cascade
+            anytime(bundle, TASK, early_answers=False, shed=False, expected_arrivals=True)]
         for servers in (1, 2):
             bound = clairvoyant_bound(trace, catalog, TASK, servers=servers)
             assert bound.method == ("exact" if n <= 12 else "lp")

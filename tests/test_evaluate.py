@@ -47,7 +47,10 @@ def test_runs_are_tidy_and_complete(result):
     assert not runs.duplicated(["method", "workload", "deadline_ms", "seed"]).any()
     assert set(runs["method"]) == set(default_methods())
     assert {m for m in METRICS if m != "hypervolume"} <= set(runs.columns)
-    assert runs["hit_rate"].between(0, 1).all() and (runs["effective_accuracy"] <= runs["hit_rate"]).all()
+    ran = runs[runs["method"] != "clairvoyant"]  # the bound is a number per trace, not a run
+    assert ran["hit_rate"].between(0, 1).all() and (ran["effective_accuracy"] <= ran["hit_rate"]).all()
+    bound = runs[runs["method"] == "clairvoyant"]
+    assert bound["effective_accuracy"].between(0, 1).all() and bound["hit_rate"].isna().all()
     assert len(result.traces) == 2 * 2 * 2 and {"cv", "burstiness", "rate_rps"} <= set(result.traces.columns)
     bursty = result.traces[result.traces["workload"] == "bursty"]["cv"]
     steady = result.traces[result.traces["workload"] == "steady"]["cv"]
@@ -61,6 +64,14 @@ def test_oracle_is_the_best_fixed_configuration(result):
     for method in STATIC:
         assert (wide["best_fixed_hindsight"] >= wide[method] - 1e-12).all(), method
     assert (result.runs.loc[result.runs["method"].isin(STATIC + ["best_fixed_hindsight"]), "n_configs_used"] == 1).all()
+
+
+def test_no_method_beats_the_clairvoyant_bound_on_its_trace(result):
+    wide = result.runs.pivot_table(index=["workload", "deadline_ms", "seed"], columns="method",
+                                   values="effective_accuracy")
+    for method in wide.columns:
+        assert (wide["clairvoyant"] >= wide[method] - 1e-12).all(), method
+    assert (wide["anytime"] >= wide["seed_p95"] - 0.05).all()  # the proposed method is not a regression
 
 
 def test_pruned_oracle_equals_brute_force(bundle):

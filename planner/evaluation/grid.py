@@ -34,6 +34,7 @@ from planner.schema import ProfileBundle
 from planner.tables import append_rows, read_rows
 from planner.serving.outcomes import run_metrics
 from planner.serving.replay import harness_overhead
+from planner.evaluation.clairvoyant import clairvoyant_bound
 from planner.serving.simulator import Catalog, SimulationError, prepare, simulate
 from planner.workloads import analyze, make_trace, rate_for_load, workload_class
 
@@ -167,11 +168,22 @@ def evaluate(bundle: ProfileBundle, task: str, settings: EvaluatePreset, deadlin
                             drop_expired=settings.drop_expired, task=task)
 
         scores = _TraceScores(run, catalog, trace["example_id"].to_numpy())
+
+        def upper_bound() -> float:
+            return clairvoyant_bound(trace, catalog, task, servers=settings.servers).effective_accuracy
+
         context = TraceContext(task, float(deadline), workload_class(spec.kind), trace, scores.score,
-                               scores.correct_fraction)
+                               scores.correct_fraction, upper_bound)
         deadlines_of_trace = np.unique(trace["deadline_ms"].to_numpy())
         rows = []
         for name in todo:
+            if METHODS[name].bound is not None:  # a number per trace, not a run
+                value = float(METHODS[name].bound(fitted[name], context))
+                rows.append({**base, "method": name, "kind": spec.kind, "target_rate_rps": rate, "main_config": None,
+                             "n_configs_used": 0, "mean_batch": np.nan, "dispatch_overhead_ms": float(dispatch_overhead_ms),
+                             **{m: np.nan for m in RUN_METRICS}, "effective_accuracy": value})
+                bar.update(1)
+                continue
             policy = METHODS[name].policy(fitted[name], context)
             single = _single_config(policy, deadlines_of_trace) if settings.queue == "fifo" else None
             results = scores.table(single).copy() if single is not None else run(policy)

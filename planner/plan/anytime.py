@@ -103,7 +103,7 @@ class AnytimePolicy(OnlinePolicy):
     time (its calibration state belongs to that trace: use :meth:`fresh` for the next)."""
 
     def __init__(self, task: str, lookahead: int = 64, halflife: float = 8.0, shed: bool = True,
-                 early_answers: bool = True, expected_arrivals: bool = True, startup_scale: float = 1.0,
+                 early_answers: bool = True, expected_arrivals: bool = False, startup_scale: float = 1.0,
                  refront_every: int = 32, name: str = "anytime"):
         if isinstance(lookahead, bool) or not isinstance(lookahead, (int, np.integer)) or lookahead < 1:
             raise PlannerError(f"lookahead must be an integer >= 1, got {lookahead!r}")

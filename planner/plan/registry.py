@@ -59,7 +59,9 @@ class AnytimeParams(MethodParams):
     halflife: float = Field(default=8.0, gt=0)
     shed: bool = True
     early_answers: bool = True
-    expected_arrivals: bool = True
+    # pad the window with the arrivals expected while it is served (measured: it lowers effective
+    # accuracy, so off by default; see the ablations)
+    expected_arrivals: bool = False
 
 
 class HindsightParams(MethodParams):
@@ -83,7 +85,8 @@ class TraceContext:
     ``workload_class``; hindsight methods may also replay the trace: ``score(config_id, metric)``
     simulates a fixed configuration on this very trace and returns the metric, and
     ``correct_fraction(config_id)`` (cheap) is the fraction of the trace's requests it answers
-    correctly, an upper bound of its effective accuracy.
+    correctly, an upper bound of its effective accuracy. ``upper_bound()`` is the clairvoyant
+    bound on the effective accuracy of any schedule of this trace (the evaluation supplies it).
     """
 
     task: str
@@ -92,6 +95,7 @@ class TraceContext:
     trace: pd.DataFrame
     score: Callable[[str, str], float]
     correct_fraction: Callable[[str], float]
+    upper_bound: Callable[[], float] = lambda: float("nan")
 
 
 @dataclass(frozen=True)
@@ -102,10 +106,16 @@ class Method:
     marker: str
     role: Role
     fit: Callable[[ProfileBundle, str, int, Any], Any]
-    policy: Callable[[Any, TraceContext], policies.OnlinePolicy]
+    policy: Callable[[Any, TraceContext], policies.OnlinePolicy] | None
     params: type[MethodParams] = NoParams
     default: bool = True
     description: str = ""
+    # a bound is not run: it reports a number per trace (effective accuracy), other metrics are NaN
+    bound: Callable[[Any, TraceContext], float] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.policy is None) == (self.bound is None):
+            raise ValueError(f"method {self.name!r}: give exactly one of policy and bound")
 
 
 # ---------------------------------------------------------------- builders shared by entries
@@ -185,6 +195,9 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     Method("best_fixed_hindsight", "Best fixed (hindsight)", "#e377c2", "X", "hindsight", _hindsight_fit,
            _hindsight_policy,
            HindsightParams, description="the best fixed configuration for each trace, chosen after seeing it"),
+    Method("clairvoyant", "Clairvoyant bound", "#000000", "_", "bound", lambda *_: None, None,
+           bound=lambda state, ctx: ctx.upper_bound(),
+           description="an upper bound on effective accuracy no schedule of the trace can exceed (window LP, HiGHS)"),
     Method("slack_aware_drain", "Slack-aware (drain rule)", "#7f7f7f", "<", "ablation", _drain_fit, _drain_policy,
            default=False, description="the simpler drain rule of the slack-aware policy"),
 ]}
