@@ -40,7 +40,8 @@ from planner.plan.failure import NotFittedError, PlannerError
 from planner.plan.policies import OnlinePolicy, PolicyContext, PolicyNeeds, candidate_table
 from planner.schema import ProfileBundle
 
-QUANTILES: tuple[float, ...] = (0.05, 0.2, 0.35, 0.5, 0.65, 0.8, 0.9, 0.95, 0.99)
+# the latency distribution each candidate is valued with (six points: the decision stays cheap)
+QUANTILES: tuple[float, ...] = (0.05, 0.25, 0.5, 0.65, 0.8, 0.95)
 
 
 class ServiceTimeEstimator:
@@ -104,12 +105,15 @@ class AnytimePolicy(OnlinePolicy):
 
     def __init__(self, task: str, lookahead: int = 64, halflife: float = 8.0, shed: bool = True,
                  early_answers: bool = True, expected_arrivals: bool = False, startup_scale: float = 1.0,
-                 refront_every: int = 32, name: str = "anytime"):
+                 refront_every: int = 32, member_quantile: float | None = 0.65, name: str = "anytime"):
         if isinstance(lookahead, bool) or not isinstance(lookahead, (int, np.integer)) or lookahead < 1:
             raise PlannerError(f"lookahead must be an integer >= 1, got {lookahead!r}")
         self.task, self.lookahead, self.halflife, self.name = task, int(lookahead), float(halflife), name
         self.shed, self.early_answers, self.expected_arrivals = bool(shed), bool(early_answers), bool(expected_arrivals)
         self.startup_scale, self.refront_every = float(startup_scale), int(refront_every)
+        if member_quantile is not None and member_quantile not in QUANTILES:
+            raise PlannerError(f"member_quantile must be one of {QUANTILES} or None, got {member_quantile!r}")
+        self.member_quantile = member_quantile
         self.needs = PolicyNeeds(lookahead=self.lookahead, observes=True, sheds=self.shed,
                                  early_answers=self.early_answers)
 
@@ -121,6 +125,7 @@ class AnytimePolicy(OnlinePolicy):
         grid = samples.groupby("config_id")["latency_ms"].quantile(list(QUANTILES)).unstack()
         self.table_ = table.assign(**{f"q{q:g}": grid.loc[table["config_id"], q].to_numpy() for q in QUANTILES})
         self._all_ids = table["config_id"].tolist()
+        self._all_index = {c: i for i, c in enumerate(self._all_ids)}
         self._all_acc = table["accuracy"].to_numpy(dtype=float)
         self._all_batch = table["batch_size"].to_numpy(dtype=np.int64)
         self._all_q = grid.loc[table["config_id"], list(QUANTILES)].to_numpy(dtype=float)
@@ -150,13 +155,14 @@ class AnytimePolicy(OnlinePolicy):
         self._fastest_low = float(self._q[:, 0].min())
 
     def _round_latency(self, servers: int) -> np.ndarray:
-        """(C, lookahead, Q): rounds to reach each window position times each latency quantile."""
+        """(C, Q, lookahead): rounds to reach each window position times each latency quantile
+        (positions innermost and contiguous, so the per-decision comparison streams through memory)."""
         table = self._rl.get(servers)
         if table is None:
             p = np.arange(self.lookahead)
             batches = -(-(p[None, :] + 1) // self._batch[:, None])   # ceil((p + 1) / B)
             rounds = -(-batches // servers)                           # ceil(batches / k)
-            table = self._rl[servers] = rounds[:, :, None] * self._q[:, None, :]
+            table = self._rl[servers] = np.ascontiguousarray(self._q[:, :, None] * rounds[:, None, :], dtype=np.float32)
         return table
 
     # ---- online -------------------------------------------------------------------------------
@@ -172,6 +178,14 @@ class AnytimePolicy(OnlinePolicy):
         that, and no configuration is likely to answer in time."""
         return self._fastest_low * math.exp(self.estimator_.log_global)
 
+    def member_cutoff_ms(self, config_id: str) -> float:
+        """The chosen configuration's ``member_quantile`` at the current scale: a request with less
+        slack would more likely than not be late in this batch, so it is shed rather than served late."""
+        if self.member_quantile is None:
+            return -math.inf
+        i = self._all_index[config_id]
+        return float(self._all_q[i, QUANTILES.index(self.member_quantile)]) * self.estimator_.scale(config_id)
+
     def __call__(self, ctx: PolicyContext) -> str:
         if not hasattr(self, "estimator_"):
             raise NotFittedError(f"{self!r} is not fitted; call fit(bundle) first")
@@ -183,10 +197,10 @@ class AnytimePolicy(OnlinePolicy):
             window = np.concatenate([np.asarray(slacks, dtype=float), future])
         else:
             window = np.asarray(slacks, dtype=float)
-        scale = math.exp(self.estimator_.log_global)
-        finish = self._round_latency(max(ctx.servers, 1))[:, : len(window), :]
-        on_time = (finish <= window[None, :, None] / scale).mean(axis=2)    # (C, window)
-        value = self._acc * on_time.sum(axis=1)
+        scaled = (window * math.exp(-self.estimator_.log_global)).astype(np.float32)  # slack at the profiles' scale
+        finish = self._round_latency(max(ctx.servers, 1))[:, :, : len(window)]
+        # expected on-time answers per candidate x quantiles: (C, Q, window) compared, counted at once
+        value = self._acc * np.count_nonzero(finish <= scaled, axis=(1, 2))
         best = int(np.argmax(value))  # ties: the first, i.e. the more accurate (table order)
         if value[best] <= 0.0:
             return self._ids[self._drain]   # nothing can make it: clear the queue as fast as possible

@@ -97,6 +97,11 @@ class OnlinePolicy(ABC):
         """Requests with less slack than this are shed (called only when ``needs.sheds``)."""
         return -math.inf
 
+    def member_cutoff_ms(self, config_id: str) -> float:
+        """A request about to join a batch of ``config_id`` with less slack than this is shed instead
+        (it would most likely be late; called only when ``needs.sheds``)."""
+        return -math.inf
+
 
 class FunctionPolicy(OnlinePolicy):
     """A plain ``fn(ctx) -> config_id`` as a policy with no needs (what tests and examples pass)."""

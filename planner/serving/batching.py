@@ -148,6 +148,8 @@ def pick_batch(queue: RequestQueue, t: float, arrived: int, trace: TraceArrays, 
     if not isinstance(config_id, str):
         raise PolicyFailure(f"policy {policy.name!r} returned {config_id!r}, not a config_id string")
     size = batch_size_of(config_id)
+    if policy.needs.sheds:  # members the chosen configuration would most likely answer late
+        cutoff = max(cutoff, t + policy.member_cutoff_ms(config_id) / 1000.0)
     members: list[int] = []
     while queue and len(members) < size:
         r = queue.pop()

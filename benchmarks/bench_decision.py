@@ -1,0 +1,87 @@
+"""Decision cost of the anytime policy against the static ``select``, side by side in one run.
+
+300 synthetic configurations (tests/bundles.py), 64 requests waiting: the anytime policy's
+per-batch decision (``policy(ctx)``, after fit) and ``DeadlinePlanner.select`` are timed in
+interleaved blocks with ``time.perf_counter_ns``; the script prints medians and their ratio and,
+with ``--out``, writes ``results/full/benchmarks/decision_benchmark.csv``. Timing only: nothing
+here is an accuracy.
+
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_decision.py --out
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from planner.paths import cpu_model, results_dir
+from planner.plan import DeadlinePlanner
+from planner.plan.anytime import anytime
+from planner.plan.policies import PolicyContext
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # test fixtures (synthetic profiles)
+from bundles import synthetic_bundle  # noqa: E402
+
+
+def _time(fn, calls: int) -> list[float]:
+    """Per-call microseconds of ``fn`` over ``calls`` calls, one sample per call."""
+    out = []
+    for _ in range(calls):
+        start = time.perf_counter_ns()
+        fn()
+        out.append((time.perf_counter_ns() - start) / 1000.0)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", type=int, default=300)
+    parser.add_argument("--waiting", type=int, default=64)
+    parser.add_argument("--blocks", type=int, default=20)
+    parser.add_argument("--calls", type=int, default=500)
+    parser.add_argument("--out", action="store_true", help="write results/full/benchmarks/decision_benchmark.csv")
+    args = parser.parse_args()
+    bundle = synthetic_bundle(n_configs=args.configs, n_examples=200, n_samples=100)
+    policy = anytime(bundle, "sst2", lookahead=args.waiting)
+    planner = DeadlinePlanner(95).fit(bundle.profiles)
+    rng = np.random.default_rng(0)
+    contexts = [PolicyContext(0.0, "sst2", args.waiting, float(s[0]), 5.0, 0, 1, 1, 200.0, tuple(s.tolist()))
+                for s in np.sort(rng.uniform(-1.0, 12.0, (64, args.waiting)), axis=1)]
+    deadlines = rng.uniform(0.5, 12.0, 64).tolist()
+    i = {"a": 0, "s": 0}
+
+    def decide() -> None:
+        policy(contexts[i["a"] % 64])
+        i["a"] += 1
+
+    def select() -> None:
+        planner.select("sst2", deadlines[i["s"] % 64])
+        i["s"] += 1
+
+    anytime_us, select_us = [], []
+    for _ in range(args.blocks):  # interleaved blocks: both see the same machine state
+        anytime_us += _time(decide, args.calls)
+        select_us += _time(select, args.calls)
+    a, s = statistics.median(anytime_us), statistics.median(select_us)
+    row = {"configs": args.configs, "front": len(policy._ids), "waiting": args.waiting,
+           "anytime_median_us": a, "anytime_p95_us": float(np.percentile(anytime_us, 95)),
+           "select_median_us": s, "ratio_anytime_over_select": a / s,
+           "cpu_model": cpu_model(), "python": platform.python_version(),
+           "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    print(pd.Series(row).to_string())
+    if args.out:
+        path = results_dir("full") / "benchmarks" / "decision_benchmark.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame([row]).to_csv(path, index=False)
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
