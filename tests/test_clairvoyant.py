@@ -264,7 +264,8 @@ def test_lp_is_at_least_the_exact_optimum_and_at_most_the_trivial_bound():
         servers = int(rng.integers(1, 4))
         # bursts: everything within a few ms, so capacity and batching both bind
         trace = pd.DataFrame({"request_id": np.arange(n), "arrival_s": np.sort(rng.uniform(0, 0.004, n)),
-                              "deadline_ms": rng.choice([2.0, 4.0, 7.0], n), "example_id": rng.integers(0, N_EXAMPLES, n)})
+                              "deadline_ms": rng.choice([2.0, 4.0, 7.0], n),
+                              "example_id": rng.integers(0, N_EXAMPLES, n)})
         exact = clairvoyant_bound(trace, catalog, TASK, servers=servers, method="exact")
         lp = clairvoyant_bound(trace, catalog, TASK, servers=servers, method="lp")
         milp = clairvoyant_bound(trace, catalog, TASK, servers=servers, method="milp")
@@ -319,8 +320,9 @@ def test_lp_equals_the_all_windows_lp_for_one_deadline_and_nearly_for_mixed():
         mixed = case % 2 == 1
         n = int(rng.integers(5, 40))
         span = n * float(rng.choice([0.2, 0.5, 1.5])) / 1000.0     # 0.2 ms per request: overload
+        classes = [2.0, 5.0, 60.0] if case % 4 == 1 else [2.0, 60.0]     # disparate: class families matter
         trace = pd.DataFrame({"request_id": np.arange(n), "arrival_s": np.sort(rng.uniform(0, span, n)),
-                              "deadline_ms": rng.choice([2.0, 5.0, 60.0] if case % 4 == 1 else [2.0, 60.0], n) if mixed else 5.0,
+                              "deadline_ms": rng.choice(classes, n) if mixed else 5.0,
                               "example_id": rng.integers(0, N_EXAMPLES, n)})
         bound = clairvoyant_bound(trace, catalog, TASK, servers=servers, method="lp")
         reference = _all_windows_lp(trace, catalog, ids, servers)
