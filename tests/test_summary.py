@@ -106,3 +106,14 @@ def test_hypervolume_reference_rule():
     for margin in (0.0, -0.1, np.nan):
         with pytest.raises(ValueError, match="margin"):
             hypervolume_reference([1.0], margin=margin)
+
+
+def test_describe_available_skips_rows_without_the_metric():
+    from planner.analysis.summary import describe_available
+
+    frame = pd.DataFrame({"method": ["a", "a", "bound", "bound"], "seed": [1, 2, 1, 2],
+                          "hit_rate": [0.5, 0.7, np.nan, np.nan], "effective_accuracy": [0.4, 0.6, 0.9, 0.9]})
+    out = describe_available(frame, ["method"], ["hit_rate", "effective_accuracy"])
+    assert set(zip(out["method"], out["metric"])) == {("a", "hit_rate"), ("a", "effective_accuracy"),
+                                                      ("bound", "effective_accuracy")}
+    assert out.loc[(out["method"] == "a") & (out["metric"] == "hit_rate"), "mean"].item() == pytest.approx(0.6)

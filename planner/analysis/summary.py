@@ -128,3 +128,19 @@ def hypervolume_table(points: pd.DataFrame, baseline: str, latency: str = "lat_p
     table = table.merge(base_hv, on=panel, how="left")
     table[f"hv_relative_to_{baseline}"] = (table["hypervolume"] / table["_base_hv"]).where(table["_base_hv"] > 0)
     return table.drop(columns="_base_hv")
+
+
+def describe_available(frame: pd.DataFrame, by: list[str], metrics: list[str], confidence: float = 0.95) -> pd.DataFrame:
+    """:func:`planner.analysis.stats.describe` of each metric over the rows that report it.
+
+    A bound reports only effective accuracy (its other metrics are NaN), and a run that shed every
+    request has no served accuracy: such rows leave that metric's summary instead of failing it.
+    """
+    parts = []
+    for metric in metrics:
+        rows = frame.dropna(subset=[metric])
+        if len(rows):
+            parts.append(describe(rows, by, [metric], confidence))
+    if not parts:
+        raise ValueError(f"describe_available: no finite values of {metrics}")
+    return pd.concat(parts, ignore_index=True)
