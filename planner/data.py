@@ -10,7 +10,6 @@ shifting every accuracy number. ``download=True`` opts into the real online load
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from functools import lru_cache
@@ -20,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from planner.paths import data_dir
+from planner.tables import file_sha256
 
 MANIFEST = "MANIFEST.json"
 SST2_FILES = {"train": "sst2/train.tsv", "validation": "sst2/dev.tsv"}
@@ -48,12 +48,7 @@ class DataFileError(RuntimeError):
     """A data file is missing, corrupted or malformed."""
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+sha256_file = file_sha256  # one streaming hash for data files, checkpoints and result tables
 
 
 def _manifest(root: Path) -> dict[str, dict]:
