@@ -401,7 +401,7 @@ def test_bad_inputs_raise_clear_errors():
         clairvoyant_bound(trace, bundle, "cifar10")
     with pytest.raises(ClairvoyantError, match="method must be one of"):
         clairvoyant_bound(trace, bundle, TASK, method="guess")
-    with pytest.raises(ClairvoyantError, match="deadlines must be positive"):
+    with pytest.raises(ClairvoyantError, match="deadline_ms must be positive"):
         clairvoyant_bound(trace.assign(deadline_ms=-1.0), bundle, TASK)
     with pytest.raises(ClairvoyantError, match="duplicated request_id"):
         clairvoyant_bound(trace.assign(request_id=0), bundle, TASK)

@@ -86,7 +86,7 @@ import pandas as pd
 from scipy import sparse
 from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 
-from planner.schema import TRACE_COLUMNS, validate
+from planner.serving.batching import check_trace
 from planner.serving.simulator import Catalog, ServedConfig, SimulationError, prepare
 
 TOLERANCE_S = 1e-9            # slack on every time comparison (float rounding of t + s - a)
@@ -150,24 +150,6 @@ class _Instance:
         return self.correct & (self.service <= self.relative[None, :] + TOLERANCE_S)
 
 
-def _check_trace(trace: pd.DataFrame) -> pd.DataFrame:
-    if not isinstance(trace, pd.DataFrame):
-        raise ClairvoyantError(f"trace must be a DataFrame, got {type(trace).__name__}")
-    trace = validate(trace, TRACE_COLUMNS, "trace")
-    if trace.empty:
-        raise ClairvoyantError("trace has no requests")
-    if trace["request_id"].duplicated().any():
-        raise ClairvoyantError("trace has duplicated request_id values")
-    if not np.isfinite(trace["arrival_s"].to_numpy(dtype=float)).all():
-        raise ClairvoyantError("trace has non-finite arrival times")
-    deadline = trace["deadline_ms"].to_numpy(dtype=float)
-    if not (np.isfinite(deadline) & (deadline > 0)).all():
-        raise ClairvoyantError("trace deadlines must be positive and finite")
-    if (trace["example_id"] < 0).any():
-        raise ClairvoyantError("trace has negative example ids")
-    return trace.sort_values(["arrival_s", "request_id"], kind="stable").reset_index(drop=True)
-
-
 def _configs(catalog: Catalog, task: str, config_ids: Iterable[str] | None) -> list[ServedConfig]:
     """The configurations a policy may run for ``task``; by default every one the catalog can serve."""
     profiles = catalog.profiles
@@ -212,7 +194,7 @@ def _outcome(served: ServedConfig, example_ids: np.ndarray) -> tuple[np.ndarray,
 
 
 def _instance(trace: pd.DataFrame, catalog: Any, task: str, config_ids: Iterable[str] | None) -> _Instance:
-    ordered = _check_trace(trace)
+    ordered = check_trace(trace, ClairvoyantError)  # the servers' own trace check
     catalog = prepare(catalog)
     configs = _configs(catalog, str(task), config_ids)
     arrival = ordered["arrival_s"].to_numpy(dtype=float)

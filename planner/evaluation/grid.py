@@ -120,8 +120,8 @@ def evaluate(bundle: ProfileBundle, task: str, settings: EvaluatePreset, deadlin
     if not deadlines:
         raise ValueError("no deadlines to evaluate")
     methods = check_methods(settings.methods)
-    params = {m: method_params(m, settings.method_params.get(m)) for m in methods}
-    check_method_params(settings.method_params)
+    given = check_method_params(settings.method_params)  # every entry, also of methods not run now
+    params = {m: given.get(m) or method_params(m, None) for m in methods}
     catalog = prepare(bundle, dispatch_overhead_ms=float(dispatch_overhead_ms))
     fitted = {m: METHODS[m].fit(bundle, task, settings.percentile, params[m]) for m in methods}
     ids = example_ids(bundle, task)

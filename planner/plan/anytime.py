@@ -34,7 +34,6 @@ import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-import pandas as pd
 
 from planner.plan.failure import NotFittedError, PlannerError
 from planner.plan.policies import OnlinePolicy, PolicyContext, PolicyNeeds, candidate_table
@@ -214,9 +213,3 @@ class AnytimePolicy(OnlinePolicy):
 def anytime(bundle: ProfileBundle, task: str, **params) -> AnytimePolicy:
     """``AnytimePolicy(task, **params).fit(bundle)``."""
     return AnytimePolicy(task, **params).fit(bundle)
-
-
-def candidates_frame(policy: AnytimePolicy) -> pd.DataFrame:
-    """The policy's current non-dominated candidates (for the book and for inspection)."""
-    return pd.DataFrame({"config_id": policy._ids, "accuracy": policy._acc, "batch_size": policy._batch,
-                         "p50_ms": policy._q[:, QUANTILES.index(0.5)]})

@@ -73,11 +73,14 @@ class INFaaSStyle(_TablePlanner):
         self.accuracy_margin = float(accuracy_margin)
         self.cost = cost
 
+    def fit(self, profiles: pd.DataFrame) -> "INFaaSStyle":
+        """Learn each task's floor (``accuracy_floor_``) and build the decision tables. Returns ``self``."""
+        self.accuracy_floor_: dict[str, float] = {}
+        return super().fit(profiles)
+
     def _build_task(self, task: str, cand: TaskCandidates) -> None:
         measured = cand.accuracy[cand.measured]
         best = float(measured.max()) if measured.size else 0.0
-        if not hasattr(self, "accuracy_floor_") or task == next(iter(self.candidates_)):
-            self.accuracy_floor_: dict[str, float] = {}
         self.accuracy_floor_[task] = max(0.0, best - self.accuracy_margin)
         super()._build_task(task, cand)
 

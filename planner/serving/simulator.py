@@ -485,10 +485,11 @@ def _assemble(ordered: pd.DataFrame, run: _Run, batches: _Batches, batch_of: np.
     arrival = ordered["arrival_s"].to_numpy()
     deadline = ordered["deadline_ms"].to_numpy()
     eids = ordered["example_id"].to_numpy()
-    early = served & ~np.isnan(batches.early_at) if batches.early_at is not None else np.zeros(n, dtype=bool)
-    finish = np.where(early, batches.early_at if batches.early_at is not None else finish, finish)
-    shed = ~np.isnan(batches.shed_at) if batches.shed_at is not None else np.zeros(n, dtype=bool)
-    finish = np.where(shed, batches.shed_at if batches.shed_at is not None else finish, finish)
+    none = np.full(n, np.nan)  # the static fast path neither sheds nor answers early
+    early_at = batches.early_at if batches.early_at is not None else none
+    shed_at = batches.shed_at if batches.shed_at is not None else none
+    early, shed = served & ~np.isnan(early_at), ~np.isnan(shed_at)
+    finish = np.where(shed, shed_at, np.where(early, early_at, finish))
     start = np.where(shed, finish, start)
     latency = (finish - arrival) * 1000.0
     on_time = served & (latency <= deadline)
