@@ -219,15 +219,42 @@ WORKLOAD_PARAMS: dict[str, type[_Params]] = {
 }
 
 
+class DeadlineClass(_Strict):
+    """One request class of a mixed-deadline trace: its share of requests and its deadline as a
+    multiple of the cell's deadline (e.g. interactive 0.5x, relaxed 3x)."""
+
+    share: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
+    scale: PositiveMs
+
+
 class WorkloadSpec(_Strict):
     """One named workload: a generator of planner.workloads (``kind``) and its keyword parameters.
 
     ``params`` is checked against the kind's typed parameters (:data:`WORKLOAD_PARAMS`), so a typo
     or ``cv: four`` fails when the preset is read, not when a trace is generated.
+
+    ``deadline_classes`` makes the trace carry mixed per-request deadlines: each request draws a
+    class by share (shares sum to 1) and gets the cell's deadline times that class's scale. With
+    one deadline per trace a static method runs a single configuration; mixed classes exercise
+    per-request planning.
     """
 
     kind: Literal["poisson", "gamma", "mmpp", "spike", "azure", "twitter"]
     params: dict[str, float | int | str | None] = Field(default_factory=dict)
+    deadline_classes: dict[str, DeadlineClass] | None = None
+
+    @field_validator("deadline_classes")
+    @classmethod
+    def _shares_sum_to_one(cls, value: dict[str, DeadlineClass] | None) -> dict[str, DeadlineClass] | None:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("deadline_classes is empty; leave it out for one deadline per trace")
+        total = sum(c.share for c in value.values())
+        if abs(total - 1.0) > 1e-9:
+            raise ValueError(f"deadline_classes shares must sum to 1, got {total:g} "
+                             f"({ {k: c.share for k, c in value.items()} })")
+        return value
 
     @model_validator(mode="after")
     def _params_typed(self) -> "WorkloadSpec":
@@ -363,6 +390,10 @@ class ValidationPreset(_Strict):
         unknown = sorted({p.workload for p in self.points} - set(self.workloads))
         if unknown:
             raise ValueError(f"validation points name unknown workload(s) {unknown}; known: {sorted(self.workloads)}")
+        mixed = sorted(name for name, spec in self.workloads.items() if spec.deadline_classes)
+        if mixed:
+            raise ValueError(f"validation workload(s) {mixed} have deadline_classes; a validation point sets "
+                             "its own deadline, so leave them out here")
         if self.max_wall_s < self.duration_s:
             raise ValueError(f"max_wall_s {self.max_wall_s} is shorter than duration_s {self.duration_s}")
         if isinstance(self.dispatch_overhead, float) and not (0 <= self.dispatch_overhead < float("inf")):

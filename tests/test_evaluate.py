@@ -103,9 +103,12 @@ def test_load_is_relative_to_the_planners_choice(bundle, result):
 def test_resume_skips_finished_runs_and_recomputes_missing_ones(bundle, tmp_path, monkeypatch):
     out = tmp_path / "runs.csv"
     small = settings(methods=["seed_p95", "slack_aware"], workloads={"steady": {"kind": "poisson"}})
-    first = ev.evaluate(bundle, "sst2", small, [2.0, 5.0], out_csv=out, progress=False)
+    traces = tmp_path / "traces.csv"
+    first = ev.evaluate(bundle, "sst2", small, [2.0, 5.0], out_csv=out, progress=False, traces_csv=traces)
     on_disk = pd.read_csv(out)
     assert len(on_disk) == len(first.runs) == 2 * 2 * 2
+    # every finished cell's trace is on disk with its runs (not only at the end of the evaluation)
+    assert len(pd.read_csv(traces)) == 2 * 2
     # nothing left to do: simulate must not be called again
     monkeypatch.setattr(ev, "simulate", lambda *a, **k: pytest.fail("re-simulated a finished run"))
     again = ev.evaluate(bundle, "sst2", small, [2.0, 5.0], out_csv=out, progress=False)
@@ -233,3 +236,16 @@ def test_a_run_killed_mid_write_resumes_to_the_same_table(bundle, tmp_path):
     assert len(on_disk) == len(whole) == len(resumed) and not on_disk.duplicated(keys).any()
     pd.testing.assert_frame_equal(on_disk.sort_values(keys).reset_index(drop=True),
                                   pd.read_csv(tmp_path / "whole.csv").sort_values(keys).reset_index(drop=True))
+
+
+def test_mixed_deadline_workload_plans_per_request(bundle):
+    """With two deadline classes in one trace, the static per-deadline rule runs more than one
+    configuration, the bound still holds, and every request is accounted for."""
+    mixed = {"mixed": {"kind": "poisson", "deadline_classes": {"tight": {"share": 0.5, "scale": 0.4},
+                                                              "relaxed": {"share": 0.5, "scale": 3.0}}}}
+    s = settings(workloads=mixed, seeds=[42], methods=["seed_p95", "anytime", "clairvoyant"])
+    out = ev.evaluate(bundle, "sst2", s, [5.0], progress=False)
+    runs = out.runs.set_index("method")
+    assert runs.loc["seed_p95", "n_configs_used"] >= 2
+    assert runs.loc["anytime", "effective_accuracy"] <= runs.loc["clairvoyant", "effective_accuracy"] + 1e-9
+    assert json.loads(out.traces["deadline_classes"].iloc[0]) == {"tight": [0.5, 0.4], "relaxed": [0.5, 3.0]}

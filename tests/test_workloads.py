@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from planner import workloads
+from planner import config, workloads
 from bundles import synthetic_bundle
 from planner.workloads import WorkloadError, analyze
 
@@ -228,6 +228,36 @@ def test_analyze_many_and_mixed_deadlines():
     with pytest.raises(WorkloadError, match="at least 3 arrivals"):
         analyze(trace.head(2))
 
+
+
+def test_deadline_classes_mix_by_share_and_keep_arrivals():
+    """A mixed-deadline workload draws each request's class by share, scales the cell's deadline by
+    the class's factor, and leaves arrivals and example ids exactly as the single-deadline trace."""
+    spec = config.WorkloadSpec.model_validate(
+        {"kind": "gamma", "params": {"cv": 2},
+         "deadline_classes": {"interactive": {"share": 0.3, "scale": 0.5}, "relaxed": {"share": 0.7, "scale": 3}}})
+    mixed = workloads.spec_trace(spec, 50.0, 4000, 20.0, 100, seed=7)
+    plain = workloads.make_trace("gamma", 50.0, 4000, 20.0, 100, seed=7, cv=2)
+    pd.testing.assert_frame_equal(mixed.drop(columns="deadline_ms"), plain.drop(columns="deadline_ms"))
+    assert sorted(mixed["deadline_ms"].unique()) == [10.0, 60.0]
+    assert abs((mixed["deadline_ms"] == 10.0).mean() - 0.3) < 0.03
+    again = workloads.spec_trace(spec, 50.0, 4000, 20.0, 100, seed=7)
+    assert again["deadline_ms"].equals(mixed["deadline_ms"])
+    other = workloads.spec_trace(spec, 50.0, 4000, 20.0, 100, seed=8)
+    assert not other["deadline_ms"].equals(mixed["deadline_ms"])
+
+
+@pytest.mark.parametrize("classes, problem", [
+    ({"a": {"share": 0.5, "scale": 1}}, "sum to 1"),
+    ({}, "empty"),
+    ({"a": {"share": 0.5, "scale": 0}, "b": {"share": 0.5, "scale": 1}}, "greater than 0"),
+    ({"a": {"share": 1.0, "scale": 1, "weight": 2}}, "weight"),
+])
+def test_bad_deadline_classes_are_named(classes, problem):
+    with pytest.raises(ValueError, match=problem):
+        config.WorkloadSpec.model_validate({"kind": "poisson", "deadline_classes": classes})
+    with pytest.raises(WorkloadError, match="sum to 1"):
+        workloads.class_deadlines(10, 5.0, [0.5, 0.2], [1.0, 2.0], seed=0)
 
 
 # ---------------------------------------------------------------- Twitter arrival traces

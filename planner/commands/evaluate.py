@@ -16,7 +16,7 @@ from planner import config
 from planner.config import TASKS
 from planner.paths import results_dir
 from planner.plan.registry import check_method_params, check_methods
-from planner.tables import refresh_manifest
+from planner.tables import atomic_write_text, read_rows, refresh_manifest
 
 
 def register(subparsers) -> None:
@@ -66,21 +66,22 @@ def run(args: argparse.Namespace) -> int:
             runs_csv.unlink(missing_ok=True)
             traces_csv.unlink(missing_ok=True)
         result = evaluate(bundle, task, settings, list(deadlines), out_csv=runs_csv, progress=not args.no_progress,
-                          dispatch_overhead_ms=overhead)
-        _append_traces(result.traces, traces_csv)
+                          dispatch_overhead_ms=overhead, traces_csv=traces_csv)
+        _dedupe_traces(traces_csv)
         if result.runs["seed"].nunique() >= 2:  # every method in the runs file, earlier ones included
-            summarize_runs(result.runs, confidence=config.protocol().confidence).to_csv(out_dir / f"summary_{task}.csv",
-                                                                                  index=False)
+            summary = summarize_runs(result.runs, confidence=config.protocol().confidence)
+            atomic_write_text(out_dir / f"summary_{task}.csv", summary.to_csv(index=False))
         print(f"{task}: {len(result.runs)} runs in {runs_csv}")
     refresh_manifest(out_dir)  # content hashes of the finished tables, checked when they are read
     return 0
 
 
-def _append_traces(traces: pd.DataFrame, path: Path) -> None:
-    """Keep one row per generated trace across resumed runs."""
-    if traces.empty:
+def _dedupe_traces(path: Path) -> None:
+    """One row per generated trace: a cell rerun after a kill appends its trace row again."""
+    if not path.exists() or path.stat().st_size == 0:
         return
-    if path.exists() and path.stat().st_size > 0:
-        traces = pd.concat([pd.read_csv(path), traces], ignore_index=True)
     keys = ["task", "workload", "load", "deadline_ms", "seed", "n_requests", "servers", "queue", "drop_expired"]
-    traces.drop_duplicates(keys, keep="last").to_csv(path, index=False)
+    traces = read_rows(path, keys)
+    deduped = traces.drop_duplicates(keys, keep="last")
+    if len(deduped) < len(traces):
+        atomic_write_text(path, deduped.to_csv(index=False))

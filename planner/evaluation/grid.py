@@ -36,7 +36,7 @@ from planner.serving.outcomes import run_metrics
 from planner.serving.replay import harness_overhead
 from planner.evaluation.clairvoyant import clairvoyant_bound
 from planner.serving.simulator import Catalog, SimulationError, prepare, simulate
-from planner.workloads import analyze, make_trace, rate_for_load, workload_class
+from planner.workloads import analyze, rate_for_load, spec_trace, workload_class
 
 KEY_COLUMNS = ["task", "method", "workload", "load", "deadline_ms", "seed", "n_requests", "servers", "queue",
                "drop_expired"]
@@ -104,7 +104,7 @@ class EvaluationResult:
 
 def evaluate(bundle: ProfileBundle, task: str, settings: EvaluatePreset, deadlines: list[float],
              out_csv: Path | None = None, keep_requests: bool = False, progress: bool = True,
-             dispatch_overhead_ms: float = 0.0) -> EvaluationResult:
+             dispatch_overhead_ms: float = 0.0, traces_csv: Path | None = None) -> EvaluationResult:
     """Run the preset's methods over workloads x loads x deadlines x seeds; tidy per-run metrics.
 
     Methods come from the registry (:mod:`planner.plan.registry`): ``settings.methods`` names them
@@ -116,6 +116,8 @@ def evaluate(bundle: ProfileBundle, task: str, settings: EvaluatePreset, deadlin
     With ``out_csv``, finished runs are appended there and runs already in it are skipped (the
     returned ``runs`` then holds old and new rows). ``keep_requests`` also returns every
     per-request table (memory grows with runs x requests; meant for small evaluations).
+    ``traces_csv`` gets each generated trace's description appended with its cell's runs, so a
+    killed run keeps them too (a cell rerun after a kill may append its trace row twice).
     """
     if not deadlines:
         raise ValueError("no deadlines to evaluate")
@@ -157,11 +159,13 @@ def evaluate(bundle: ProfileBundle, task: str, settings: EvaluatePreset, deadlin
             continue
         ref_config = reference[float(deadline)]
         rate = rate_for_load(bundle.profiles, ref_config, float(load), settings.servers)
-        trace = make_trace(spec.kind, rate, settings.n_requests, float(deadline), len(ids), int(seed),
-                           name=wname, **spec.params)
+        trace = spec_trace(spec, rate, settings.n_requests, float(deadline), len(ids), int(seed), name=wname)
         trace["example_id"] = ids[trace["example_id"].to_numpy()]
-        trace_rows.append({**base, "kind": spec.kind, "target_rate_rps": rate, "reference_config": ref_config,
-                           **analyze(trace).to_dict()})
+        mix = None if not spec.deadline_classes else json.dumps(
+            {k: [c.share, c.scale] for k, c in spec.deadline_classes.items()})
+        trace_row = {**base, "kind": spec.kind, "target_rate_rps": rate, "reference_config": ref_config,
+                     "deadline_classes": mix, **analyze(trace).to_dict()}
+        trace_rows.append(trace_row)
 
         def run(policy: policies.OnlinePolicy) -> pd.DataFrame:
             return simulate(trace, policy, catalog, servers=settings.servers, queue=settings.queue, seed=int(seed),
@@ -201,6 +205,8 @@ def evaluate(bundle: ProfileBundle, task: str, settings: EvaluatePreset, deadlin
         if out_csv is not None:
             Path(out_csv).parent.mkdir(parents=True, exist_ok=True)
             append_rows(out_csv, frame)  # whole rows, flushed and fsynced per cell
+        if traces_csv is not None:
+            append_rows(traces_csv, pd.DataFrame([trace_row]))
         new_rows.append(frame)
     bar.close()
     runs = pd.concat(([previous] if previous is not None else []) + new_rows, ignore_index=True) \

@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from planner.config import WorkloadSpec
 from planner.data import TRACE_FILES as TWITTER_TRACES
 from planner.data import DataFileError, trace_path
 from planner.schema import TRACE_COLUMNS, validate
@@ -406,6 +407,40 @@ def make_trace(kind: str, rate_rps: float, n: int, deadline_ms: float | Sequence
         raise WorkloadError(f"bad parameters for workload kind {kind!r}: {exc}") from None
     if name is not None:
         trace["workload"] = name
+    return trace
+
+
+def class_deadlines(n: int, deadline_ms: float, shares: Sequence[float], scales: Sequence[float],
+                    seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mixed per-request deadlines: each request draws a class by ``shares`` and gets ``deadline_ms``
+    times its class's scale. Returns (class index, deadline in ms) per request.
+
+    The draw uses a third child stream of ``SeedSequence(seed)``, so adding classes to a workload
+    never moves its arrival times or example ids (the first two streams).
+    """
+    n = _count("n", n)
+    deadline_ms = _positive("deadline_ms", deadline_ms)
+    shares = np.asarray(shares, dtype=float)
+    scales = np.asarray(scales, dtype=float)
+    if shares.ndim != 1 or shares.shape != scales.shape or len(shares) == 0:
+        raise WorkloadError(f"deadline classes need one share and one scale each, got {shares.tolist()} and {scales.tolist()}")
+    if not (np.isfinite(shares).all() and (shares > 0).all() and abs(shares.sum() - 1.0) <= 1e-9):
+        raise WorkloadError(f"deadline class shares must be positive and sum to 1, got {shares.tolist()}")
+    if not (np.isfinite(scales).all() and (scales > 0).all()):
+        raise WorkloadError(f"deadline class scales must be positive and finite, got {scales.tolist()}")
+    rng = np.random.default_rng(np.random.SeedSequence(int(seed)).spawn(3)[2])
+    index = rng.choice(len(shares), size=n, p=shares / shares.sum())
+    return index, deadline_ms * scales[index]
+
+
+def spec_trace(spec: WorkloadSpec, rate_rps: float, n: int, deadline_ms: float, n_examples: int, seed: int,
+               name: str | None = None) -> pd.DataFrame:
+    """The trace of a preset's workload spec: its generator, and its deadline classes if it has any."""
+    trace = make_trace(spec.kind, rate_rps, n, deadline_ms, n_examples, seed, name=name, **spec.params)
+    if spec.deadline_classes:
+        classes = list(spec.deadline_classes.values())
+        _, trace["deadline_ms"] = class_deadlines(len(trace), deadline_ms, [c.share for c in classes],
+                                                  [c.scale for c in classes], seed)
     return trace
 
 
