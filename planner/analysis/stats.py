@@ -24,7 +24,8 @@ from scipy import stats as sps
 from planner.config import protocol
 
 __all__ = [
-    "COHEN_BANDS", "mean_ci", "describe", "paired_comparison", "paired_comparisons", "holm", "cohen_magnitude",
+    "COHEN_BANDS", "mean_ci", "describe", "paired_statistics", "paired_comparison", "paired_comparisons", "holm",
+    "cohen_magnitude",
 ]
 
 NanPolicy = Literal["raise", "omit"]
@@ -140,8 +141,23 @@ def _ratio(num: float, den: float) -> float:
     return math.copysign(math.inf, num)
 
 
-def _paired_row(x: np.ndarray, y: np.ndarray, confidence: float) -> dict[str, float]:
-    """Tests and effect sizes for paired samples x (method) and y (baseline)."""
+def paired_statistics(x: np.ndarray, y: np.ndarray, confidence: float = 0.95) -> dict[str, float]:
+    """Tests and effect sizes for paired samples x (method) and y (baseline), at least 2 pairs.
+
+    ``n, mean_diff, sd_diff, ci_low, ci_high`` (t interval of the mean of ``x - y``), paired t
+    (``t, p_t``), Wilcoxon signed-rank (``w, p_wilcoxon``; zero differences dropped, exact when scipy
+    can), ``d_z``, ``d_pooled`` and ``magnitude``, with the degenerate cases of the module docstring.
+    One implementation, so every comparison table in the book computes its tests the same way.
+    """
+    x = np.asarray(x, dtype=float).ravel()
+    y = np.asarray(y, dtype=float).ravel()
+    if x.shape != y.shape:
+        raise ValueError(f"paired_statistics: {x.size} values against {y.size}; pairs need equal lengths")
+    if x.size < 2:
+        raise ValueError(f"paired_statistics: {x.size} pair(s); need at least 2")
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise ValueError("paired_statistics: NaN or infinite values")
+    confidence = _check_confidence(confidence)
     diff = x - y
     n = diff.size
     mean_diff = float(diff.mean())
@@ -236,7 +252,7 @@ def paired_comparison(frame: pd.DataFrame, metric: str, baseline: str, method_co
             raise ValueError(f"paired_comparison: {method!r} vs {baseline!r} has {n} pair(s); need at least 2")
         x = both[method].to_numpy(dtype=float)
         y = both[baseline].to_numpy(dtype=float)
-        rows.append({"metric": metric, "method": method, "baseline": baseline, **_paired_row(x, y, confidence)})
+        rows.append({"metric": metric, "method": method, "baseline": baseline, **paired_statistics(x, y, confidence)})
     out = pd.DataFrame(rows, columns=COMPARISON_COLUMNS[:-2])
     return _adjust(out, alpha, test)[COMPARISON_COLUMNS]
 
