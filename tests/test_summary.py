@@ -117,3 +117,23 @@ def test_describe_available_skips_rows_without_the_metric():
     assert set(zip(out["method"], out["metric"])) == {("a", "hit_rate"), ("a", "effective_accuracy"),
                                                       ("bound", "effective_accuracy")}
     assert out.loc[(out["method"] == "a") & (out["metric"] == "hit_rate"), "mean"].item() == pytest.approx(0.6)
+
+
+def test_class_outcomes_split_a_mixed_trace_by_deadline_class():
+    from planner.analysis.summary import class_outcomes
+    requests = pd.DataFrame({
+        "method": ["a"] * 6,
+        "deadline_ms": [5.0, 5.0, 30.0, 30.0, 30.0, 5.0],
+        "status": ["served", "shed", "served", "late", "served", "degraded"],
+        "hit": [True, False, True, False, True, True],
+        "correct": [True, False, False, True, True, True],
+    })
+    out = class_outcomes(requests, 10.0, {"tight": 0.5, "relaxed": 3.0}).set_index("deadline_class")
+    assert list(out.index) == ["tight", "relaxed"]  # in deadline order
+    assert out.loc["tight", "requests"] == 3 and out.loc["relaxed", "requests"] == 3
+    assert out.loc["tight", "effective_accuracy"] == pytest.approx(2 / 3)
+    assert out.loc["tight", "shed_share"] == pytest.approx(1 / 3) and out.loc["tight", "degraded_share"] == pytest.approx(1 / 3)
+    assert out.loc["relaxed", "late_share"] == pytest.approx(1 / 3)
+    assert out.loc["relaxed", "effective_accuracy"] == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="match no class"):
+        class_outcomes(requests.assign(deadline_ms=7.0), 10.0, {"tight": 0.5, "relaxed": 3.0})

@@ -144,3 +144,35 @@ def describe_available(frame: pd.DataFrame, by: list[str], metrics: list[str], c
     if not parts:
         raise ValueError(f"describe_available: no finite values of {metrics}")
     return pd.concat(parts, ignore_index=True)
+
+
+def class_outcomes(requests: pd.DataFrame, deadline_ms: float, classes: dict[str, float]) -> pd.DataFrame:
+    """Per method and deadline class of a mixed-deadline trace: requests, on-time share, effective
+    accuracy, and the shares shed, answered early (degraded) and late.
+
+    ``requests`` is a per-request table with ``method``, ``deadline_ms``, ``status``, ``hit`` and
+    ``correct`` (``evaluate(..., keep_requests=True)``); ``classes`` maps a class name to its deadline
+    scale, so a request's class is the one whose ``deadline_ms x scale`` it carries. Shows whether a
+    method serves the tight class or sacrifices it for the relaxed one.
+    """
+    missing = [c for c in ("method", "deadline_ms", "status", "hit", "correct") if c not in requests.columns]
+    if missing:
+        raise ValueError(f"class_outcomes: request table misses column(s) {missing}")
+    if not classes:
+        raise ValueError("class_outcomes: no deadline classes given")
+    by_deadline = {float(deadline_ms) * float(scale): name for name, scale in classes.items()}
+    keys = np.array(sorted(by_deadline))
+    values = requests["deadline_ms"].to_numpy(dtype=float)
+    nearest = keys[np.abs(values[:, None] - keys[None, :]).argmin(axis=1)]
+    if not np.allclose(nearest, values, rtol=1e-9, atol=1e-9):
+        raise ValueError(f"class_outcomes: request deadlines {sorted(set(values) - set(keys))[:3]} match no class "
+                         f"of {classes} at {deadline_ms:g} ms")
+    frame = requests.assign(deadline_class=[by_deadline[k] for k in nearest],
+                            class_deadline_ms=nearest,
+                            on_time_correct=requests["hit"].astype(bool) & requests["correct"].astype(bool))
+    status = frame["status"]
+    out = frame.assign(shed=status.eq("shed"), degraded=status.eq("degraded"), late=status.eq("late")).groupby(
+        ["method", "deadline_class", "class_deadline_ms"], sort=False).agg(
+        requests=("hit", "size"), hit_rate=("hit", "mean"), effective_accuracy=("on_time_correct", "mean"),
+        shed_share=("shed", "mean"), degraded_share=("degraded", "mean"), late_share=("late", "mean")).reset_index()
+    return out.sort_values(["method", "class_deadline_ms"], kind="stable").reset_index(drop=True)
