@@ -73,8 +73,8 @@ def test_experiment_end_to_end_and_resume(toy, tmp_path):
     methods = ["anytime", "seed_p95"]
     result = run_live_fault(bundle, "sst2", methods, SETTINGS, tmp_path, load, deadline_ms=20.0,
                             baseline={"name": "seed_p95", "score": 0.5, "source": "test"})
-    rows_csv, summary_csv, record_json = paths(tmp_path, "sst2")
-    assert rows_csv.exists() and summary_csv.exists() and record_json.exists()
+    rows_file, summary_csv, record_json = paths(tmp_path, "sst2")
+    assert rows_file.exists() and summary_csv.exists() and record_json.exists()
     rows, record = result.rows, result.record
     assert list(rows.columns) == ROW_COLUMNS and set(rows["method"]) == set(methods)
     # every request of the trace ends exactly once per method, in one known status
@@ -96,15 +96,16 @@ def test_experiment_end_to_end_and_resume(toy, tmp_path):
     assert list(summary.columns) == SUMMARY_COLUMNS
     assert set(summary["phase"]) <= {*PHASES, "all"} and set(summary["method"]) == set(methods)
     assert (summary.loc[summary["phase"] == "all", "n_requests"] == n).all()
-    before = rows_csv.read_bytes()
+    before = rows_file.read_bytes()
 
     # resume: nothing left to do, so nothing is loaded or replayed and the rows stay byte for byte
     again = run_live_fault(bundle, "sst2", methods, SETTINGS, tmp_path, load, deadline_ms=20.0)
-    assert len(loaded) == 1 and rows_csv.read_bytes() == before and len(again.rows) == len(rows)
+    assert len(loaded) == 1 and rows_file.read_bytes() == before and len(again.rows) == len(rows)
 
-    # a method killed mid-run (rows without a record entry) is cut and run again; finished ones are kept
+    # rows a record does not vouch for (killed between the two writes) are cut, the method runs again;
+    # finished methods are kept as they were
     stray = rows[rows["method"] == "seed_p95"].head(5).assign(method="static_small")
-    stray.to_csv(rows_csv, mode="a", header=False, index=False)
+    pd.concat([pd.read_parquet(rows_file), stray]).to_parquet(rows_file, index=False)
     more = run_live_fault(bundle, "sst2", [*methods, "static_small"], SETTINGS, tmp_path, load, deadline_ms=20.0)
     assert len(loaded) == 2
     assert more.record["runs"]["anytime"]["finished_at"] == record["runs"]["anytime"]["finished_at"]

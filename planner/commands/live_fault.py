@@ -1,7 +1,7 @@
 """``planner live-fault``: the proposed method, ``seed_p95`` and the best baseline replayed live on the
 real models, with a CPU hog taking one core in the middle of the trace.
 
-Writes ``results/<preset>/eval/live_fault_<task>.csv`` (per-request rows), ``live_fault_<task>_summary.csv``
+Writes ``results/<preset>/eval/live_fault_<task>.parquet`` (per-request rows), ``live_fault_<task>_summary.csv``
 (attainment before/during/after the fault) and ``live_fault_<task>.json`` (trace, fault window, start-up
 scale); a rerun resumes with the methods not yet replayed. Live latencies depend on what else runs on
 the CPU: run it on an otherwise quiet machine (see :mod:`planner.evaluation.live_fault`).
@@ -10,13 +10,14 @@ the CPU: run it on an otherwise quiet machine (see :mod:`planner.evaluation.live
 from __future__ import annotations
 
 import argparse
+import os
 
 from planner.config import TASKS
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("live-fault", help="live replay of anytime, seed_p95 and the best baseline with a "
-                                                      "CPU hog mid-trace (results/<preset>/eval/live_fault_<task>.csv)")
+                                                      "CPU hog mid-trace (results/<preset>/eval/live_fault_<task>.*)")
     parser.add_argument("--task", required=True, choices=[*TASKS, "all"])
     parser.add_argument("--preset", default="quick", help="preset in configs/presets.yaml (quick|full)")
     parser.add_argument("--machine-tag", default=None, help="which machine's profiles (default: this one)")
@@ -25,6 +26,8 @@ def register(subparsers) -> None:
                              "evaluation summary at the same workload and load)")
     parser.add_argument("--duration-s", type=float, default=None, help="trace length in seconds (default 36)")
     parser.add_argument("--load", type=float, default=None, help="load on the machine at hand (default 0.8)")
+    parser.add_argument("--rate-basis", choices=["machine", "profile"], default=None,
+                        help="load relative to this machine's speed now (default) or to the profiled capacity")
     parser.add_argument("--deadline-ms", type=float, default=None, help="default: the middle of the deadline sweep")
     parser.add_argument("--fault-start-s", type=float, default=None, help="default: the fault is centred")
     parser.add_argument("--fault-duration-s", type=float, default=None, help="default 10")
@@ -52,12 +55,16 @@ def run(args: argparse.Namespace) -> int:
     preset = config.preset(args.preset)
     where = f"configs/presets.yaml: presets.{args.preset}.evaluate"
     params = check_method_params(preset.evaluate.method_params, f"{where}.method_params")
-    given = {k: v for k, v in {"duration_s": args.duration_s, "load": args.load, "deadline_ms": args.deadline_ms,
+    given = {k: v for k, v in {"duration_s": args.duration_s, "load": args.load, "rate_basis": args.rate_basis,
+                               "deadline_ms": args.deadline_ms,
                                "fault_start_s": args.fault_start_s, "fault_duration_s": args.fault_duration_s,
                                "hog_cpu": args.hog_cpu}.items() if v is not None}
     settings = LiveFaultSettings.model_validate({"servers": preset.evaluate.servers, "queue": preset.evaluate.queue,
                                                  "drop_expired": preset.evaluate.drop_expired,
                                                  "percentile": preset.evaluate.percentile, **given})
+    busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if busy > 0.5:
+        print(f"warning: 1-minute load average {busy:.2f}: other work on this CPU contaminates live timings")
     bundle = load_bundle(args.preset, args.machine_tag)
     threads = set_threads(preset.profile.threads)  # as the profiler did, before any session is built
     eval_subset = bundle.environment.get("profile_settings", {}).get("eval_subset", preset.profile.eval_subset)
