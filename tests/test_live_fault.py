@@ -5,7 +5,6 @@ Times are never asserted as absolute values: counts, statuses, the recorded wind
 
 from __future__ import annotations
 
-import json
 import os
 import time
 

@@ -82,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
                                         f"planner evaluate --task {task} --preset {args.preset}` or pass --baseline")
             name, score = best_baseline(pd.read_csv(summary_csv), steady, settings.load)
             baseline = {"name": name, "effective_accuracy": score, "workload": steady, "load": settings.load,
-                        "source": f"{summary_csv.name}: mean over deadlines, roles baseline/ablation, seed_p95 excluded"}
+                        "source": f"{summary_csv.name}: mean over deadlines; roles baseline/ablation; seed_p95 "
+                                  "excluded"}
         methods = list(dict.fromkeys([proposed(), "seed_p95", baseline["name"]]))
         print(f"{task}: {methods} (baseline {baseline['name']}: {baseline.get('effective_accuracy', float('nan')):.3f} "
               f"effective accuracy in the simulated evaluation)", flush=True)

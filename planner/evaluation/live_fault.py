@@ -429,7 +429,8 @@ def _write_record(path: Path, record: Mapping[str, Any]) -> None:
     atomic_write_text(path, json.dumps(record, indent=2, sort_keys=False, default=float) + "\n")
 
 
-def _resume(rows_file: Path, record_json: Path, trace_spec: Mapping[str, Any]) -> tuple[dict[str, Any] | None, set[str]]:
+def _resume(rows_file: Path, record_json: Path,
+            trace_spec: Mapping[str, Any]) -> tuple[dict[str, Any] | None, set[str]]:
     """The stored record if it describes the same trace, and the methods whose rows are complete; rows of
     any other method (a run killed mid-way) are cut from the file."""
     if not record_json.exists():
@@ -554,7 +555,8 @@ def _run_methods(bundle: ProfileBundle, task: str, methods: list[str], todo: lis
         record["runs"][name] = {
             "n_rows": len(rows), "finished_at": _now(), "wall_s": wall, "startup_scale": scale.scale,
             "fault_start_s": window[0], "fault_end_s": window[1], "hog_cpu": hog.cpu, "hog_killed": hog.killed,
-            "n_abandoned": int(live.attrs.get("n_abandoned", 0)), "n_after_wall": int(live.attrs.get("n_after_wall", 0)),
+            "n_abandoned": int(live.attrs.get("n_abandoned", 0)),
+            "n_after_wall": int(live.attrs.get("n_after_wall", 0)),
             "stopped_by_wall": bool(live.attrs.get("stopped_by_wall", False)),
             "configs_used": {str(c): int(k) for c, k in rows["config_id"].dropna().value_counts().items()}}
         _write_record(record_json, record)
