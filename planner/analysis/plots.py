@@ -295,3 +295,25 @@ def workflow_diagram() -> Figure:
 
 
 apply_style()
+
+
+def attainment_over_time(timeline: pd.DataFrame, fault_s: tuple[float, float] | None = None, ax=None,
+                         title: str | None = None, window_s: float | None = None):
+    """Rolling deadline attainment per method against trace time (``method, t_s, hit_rate``, e.g.
+    :func:`planner.evaluation.live_fault.attainment_timeline`), with the fault window shaded."""
+    _require(timeline, ["method", "t_s", "hit_rate"], "attainment_over_time")
+    if ax is None:
+        _, ax = plt.subplots()
+    if fault_s is not None and all(np.isfinite(fault_s)):
+        ax.axvspan(*fault_s, color="0.5", alpha=0.2, lw=0, label="CPU hog (one core)")
+    methods = timeline["method"].unique()
+    for method in method_order(methods):
+        part = timeline[timeline["method"] == method].sort_values("t_s")
+        ax.plot(part["t_s"], part["hit_rate"], color=method_style(method, methods)["color"], lw=1.2,
+                label=method_label(method))
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("Trace time (s)")
+    ax.set_ylabel("Deadline attainment" + (f" (last {window_s:g} s)" if window_s else ""))
+    if title:
+        ax.set_title(title)
+    return ax

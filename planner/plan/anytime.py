@@ -109,6 +109,11 @@ class AnytimePolicy(OnlinePolicy):
             raise PlannerError(f"lookahead must be an integer >= 1, got {lookahead!r}")
         self.task, self.lookahead, self.halflife, self.name = task, int(lookahead), float(halflife), name
         self.shed, self.early_answers, self.expected_arrivals = bool(shed), bool(early_answers), bool(expected_arrivals)
+        if isinstance(startup_scale, bool) or not isinstance(startup_scale, (int, float, np.floating)) \
+                or not (math.isfinite(startup_scale) and startup_scale > 0):
+            raise PlannerError(f"startup_scale must be a positive finite factor, got {startup_scale!r}")
+        # the machine's speed now over the profile's (planner.profile.reference): 1 in the simulator,
+        # whose service times come from the profile itself; the re-timed reference in live replay
         self.startup_scale, self.refront_every = float(startup_scale), int(refront_every)
         if member_quantile is not None and member_quantile not in QUANTILES:
             raise PlannerError(f"member_quantile must be one of {QUANTILES} or None, got {member_quantile!r}")

@@ -65,6 +65,10 @@ class AnytimeParams(MethodParams):
     # shed a batch member whose slack is below this quantile of the chosen configuration (None: never)
     # (measured on the full profiles: 0.65 keeps the effective accuracy of 0.5 with under 1 % late at load 0.8)
     member_quantile: float | None = 0.65
+    # the service-time calibration's starting factor: the machine's speed now over the profile's.
+    # 1 in the simulator (its service times come from the profile itself); a live replay sets it
+    # from the re-timed reference (planner.profile.reference, planner.evaluation.live_fault)
+    startup_scale: float = Field(default=1.0, gt=0, allow_inf_nan=False)
 
 
 class HindsightParams(MethodParams):

@@ -310,7 +310,8 @@ def replay(trace: pd.DataFrame, policy: Policy, configs: Mapping[str, LiveConfig
     frame = _assemble(ordered, state, labels, method or policy.name)
     frame.attrs.update({"n_over_max_requests": len(checked) - len(capped), "n_after_wall": len(capped) - n,
                         "n_abandoned": int(frame["abandoned"].sum()),
-                        "stopped_by_wall": stopped_by_wall, "pad_partial": bool(pad_partial)})
+                        "stopped_by_wall": stopped_by_wall, "pad_partial": bool(pad_partial),
+                        "clock_origin": origin})  # the clock's reading at trace time 0 (to place outside events)
     return frame
 
 

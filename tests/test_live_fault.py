@@ -1,0 +1,161 @@
+"""The live fault experiment end to end on sleeping toy models: a 2 s trace, a 1 s CPU hog, resume.
+
+Times are never asserted as absolute values: counts, statuses, the recorded window's order and files.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bundles import toy_bundle
+from planner.evaluation.live_fault import (PHASES, ROW_COLUMNS, SUMMARY_COLUMNS, LiveFaultError, LiveFaultSettings,
+                                           attainment_timeline, best_baseline, candidate_configs, cpu_hog, paths,
+                                           read_results, run_live_fault)
+from planner.evaluation.validation import TaskData
+from planner.schema import REQUEST_STATUSES, config_id
+from planner.serving.replay import from_predictor
+
+N_EX = 60
+INPUTS = np.arange(N_EX)
+LABELS = INPUTS % 2
+RIGHT = INPUTS % 3 != 0
+
+
+class Sleeper:
+    """Sleeps ``ms`` per call and answers right except on every third example (the accurate one: always)."""
+
+    def __init__(self, ms: float, always_right: bool = False):
+        self.ms, self.always_right, self.calls = ms, always_right, 0
+
+    def predict(self, inputs, batch_size):
+        self.calls += 1
+        time.sleep(self.ms / 1000.0)
+        ids = np.asarray(inputs)
+        right = np.ones(len(ids), bool) if self.always_right else ids % 3 != 0
+        return np.eye(2, dtype=np.float32)[np.where(right, ids % 2, 1 - ids % 2)]
+
+
+def cid(model, b):
+    return config_id("sst2", model, "torch", "fp32", b, "cpu")
+
+
+@pytest.fixture()
+def toy():
+    bundle = toy_bundle("sst2", [
+        dict(model="acc", batch_size=1, samples_ms=np.full(40, 6.0), correct=np.ones(N_EX, bool)),
+        dict(model="fast", batch_size=4, samples_ms=np.full(40, 3.0), correct=RIGHT)])
+    preds = bundle.predictions
+    preds["label"] = LABELS[preds["example_id"]]
+    preds["prediction"] = np.where(preds["correct"], preds["label"], 1 - preds["label"])
+    predictors = {cid("acc", 1): Sleeper(6.0, always_right=True), cid("fast", 4): Sleeper(3.0)}
+    configs = {c: from_predictor(c, p, int(c.split("/b")[1].split("/")[0])) for c, p in predictors.items()}
+    loaded: list[list[str]] = []
+
+    def load(ids):
+        loaded.append(list(ids))
+        return {c: configs[c] for c in ids}, TaskData(INPUTS, LABELS)
+
+    return bundle, load, loaded
+
+
+SETTINGS = LiveFaultSettings(duration_s=2.0, load=0.5, fault_start_s=0.5, fault_duration_s=1.0, reference_n=2,
+                             reference_calls=5, warmup_calls=1, rewarm_calls=0, wall_margin_s=2.0)
+
+
+def test_experiment_end_to_end_and_resume(toy, tmp_path):
+    bundle, load, loaded = toy
+    methods = ["anytime", "seed_p95"]
+    result = run_live_fault(bundle, "sst2", methods, SETTINGS, tmp_path, load, deadline_ms=20.0,
+                            baseline={"name": "seed_p95", "score": 0.5, "source": "test"})
+    rows_file, summary_csv, record_json = paths(tmp_path, "sst2")
+    assert rows_file.exists() and summary_csv.exists() and record_json.exists()
+    rows, record = result.rows, result.record
+    assert list(rows.columns) == ROW_COLUMNS and set(rows["method"]) == set(methods)
+    # every request of the trace ends exactly once per method, in one known status
+    n = record["trace"]["n_requests"]
+    for method, part in rows.groupby("method"):
+        assert part["request_id"].is_unique and len(part) == n == record["runs"][method]["n_rows"]
+    assert set(rows["status"]) <= set(REQUEST_STATUSES) and rows["status"].notna().all()
+    assert set(rows["phase"]) <= set(PHASES)
+    # the hog ran inside the replay, for about its second, and the phases follow its recorded window
+    for method, run in record["runs"].items():
+        assert 0.0 <= run["fault_start_s"] < run["fault_end_s"] and not run["hog_killed"]
+        part = rows[rows["method"] == method]
+        during = part["arrival_s"].between(run["fault_start_s"], run["fault_end_s"], inclusive="left")
+        assert (part.loc[during, "phase"] == "during").all() and (part.loc[~during, "phase"] != "during").all()
+    assert record["startups"][0]["startup_scale"] > 0 and len(record["startups"][0]["reference"]) == 2
+    assert record["trace"]["rate_rps"] > 0 and record["candidates"] == sorted(record["candidates"],
+                                                                              key=lambda c: "fast" not in c)
+    summary = pd.read_csv(summary_csv)
+    assert list(summary.columns) == SUMMARY_COLUMNS
+    assert set(summary["phase"]) <= {*PHASES, "all"} and set(summary["method"]) == set(methods)
+    assert (summary.loc[summary["phase"] == "all", "n_requests"] == n).all()
+    before = rows_file.read_bytes()
+
+    # resume: nothing left to do, so nothing is loaded or replayed and the rows stay byte for byte
+    again = run_live_fault(bundle, "sst2", methods, SETTINGS, tmp_path, load, deadline_ms=20.0)
+    assert len(loaded) == 1 and rows_file.read_bytes() == before and len(again.rows) == len(rows)
+
+    # rows a record does not vouch for (killed between the two writes) are cut, the method runs again;
+    # finished methods are kept as they were
+    stray = rows[rows["method"] == "seed_p95"].head(5).assign(method="static_small")
+    pd.concat([pd.read_parquet(rows_file), stray]).to_parquet(rows_file, index=False)
+    more = run_live_fault(bundle, "sst2", [*methods, "static_small"], SETTINGS, tmp_path, load, deadline_ms=20.0)
+    assert len(loaded) == 2
+    assert more.record["runs"]["anytime"]["finished_at"] == record["runs"]["anytime"]["finished_at"]
+    part = more.rows[more.rows["method"] == "static_small"]
+    assert len(part) == n and part["request_id"].is_unique
+    pd.testing.assert_frame_equal(more.rows[more.rows["method"] == "anytime"].reset_index(drop=True),
+                                  rows[rows["method"] == "anytime"].reset_index(drop=True))
+    assert read_results(tmp_path, "sst2").record["runs"].keys() == {"anytime", "seed_p95", "static_small"}
+
+    # another trace on top of stored results is refused
+    with pytest.raises(LiveFaultError, match="another trace"):
+        run_live_fault(bundle, "sst2", methods, SETTINGS.model_copy(update={"load": 0.7}), tmp_path, load,
+                       deadline_ms=20.0)
+
+
+def test_hog_is_stopped_on_error():
+    with pytest.raises(RuntimeError, match="boom"):
+        with cpu_hog(0.0, 30.0, cpu=-1) as hog:
+            time.sleep(0.3)
+            raise RuntimeError("boom")
+    assert hog.killed and hog.start <= hog.end
+    with pytest.raises(ProcessLookupError):
+        os.kill(hog.pid, 0)   # gone (and reaped)
+
+
+def test_candidates_are_the_front_plus_static_choices(toy):
+    bundle, _, _ = toy
+    ids = candidate_configs(bundle, "sst2", 20.0, ["anytime", "seed_p95", "static_small"])
+    assert set(ids) == {cid("acc", 1), cid("fast", 4)}
+    with pytest.raises(LiveFaultError, match="online methods"):
+        candidate_configs(bundle, "sst2", 20.0, ["anytime", "clairvoyant"])
+
+
+def test_best_baseline_reads_the_summary_by_role():
+    rows = []
+    for method, value in {"anytime": 0.9, "seed_p95": 0.8, "infaas": 0.5, "slack_aware": 0.6,
+                          "best_fixed_hindsight": 0.95, "clairvoyant": 0.99}.items():
+        for deadline, shift in ((1.0, -0.05), (2.0, 0.05)):
+            rows.append({"workload": "steady", "load": 0.8, "deadline_ms": deadline, "method": method,
+                         "metric": "effective_accuracy", "mean": value + shift})
+        rows.append({"workload": "steady", "load": 0.5, "deadline_ms": 1.0, "method": "infaas",
+                     "metric": "effective_accuracy", "mean": 1.0})
+    name, score = best_baseline(pd.DataFrame(rows), "steady", 0.8)
+    assert name == "slack_aware" and score == pytest.approx(0.6)
+    with pytest.raises(LiveFaultError, match="no effective_accuracy rows"):
+        best_baseline(pd.DataFrame(rows), "bursty", 0.8)
+
+
+def test_attainment_timeline_is_a_trailing_window():
+    rows = pd.DataFrame({"method": "m", "arrival_s": [0.1, 0.6, 1.2, 1.7, 2.4], "hit": [1, 1, 0, 0, 1]})
+    timeline = attainment_timeline(rows, window_s=1.0, step_s=0.5)
+    by_t = timeline.set_index("t_s")
+    assert by_t.loc[1.0, "hit_rate"] == 1.0 and by_t.loc[1.0, "n"] == 2
+    assert by_t.loc[2.0, "hit_rate"] == 0.0 and by_t.loc[2.5, "hit_rate"] == 0.5  # (1.5, 2.5]: 1.7 missed, 2.4 hit
