@@ -12,7 +12,7 @@ export TOKENIZERS_PARALLELISM := false
 # Without it, 2-thread torch spins in OpenMP barriers whenever another process shares a core (~9x slower).
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: venv data test unit validate-sim report book clean-quick train profile evaluate notebooks notebooks-quick book-quick browser-deps browser-check readme
+.PHONY: venv data test unit validate-sim live-fault report book clean-quick train profile evaluate notebooks notebooks-quick book-quick browser-deps browser-check readme
 
 venv: $(STAMP)
 
@@ -50,7 +50,13 @@ evaluate: profile
 validate-sim: profile
 	$(PY) -m planner validate-sim --preset $(PRESET)
 
-notebooks: evaluate validate-sim
+# Live replay of anytime, seed_p95 and the best baseline with a CPU hog mid-trace (failure chapter);
+# the quick preset replays shorter traces to stay within CI's time.
+LIVE_FAULT_ARGS_quick := --duration-s 12 --fault-duration-s 4
+live-fault: evaluate
+	$(PY) -m planner live-fault --task all --preset $(PRESET) $(LIVE_FAULT_ARGS_$(PRESET))
+
+notebooks: evaluate validate-sim live-fault
 	$(PY) -m planner report --preset $(PRESET) --notebooks-only
 
 notebooks-quick:
