@@ -20,7 +20,7 @@ from planner import config
 from planner.cli import main
 from planner.config import EvaluatePreset
 from planner.evaluation import grid
-from planner.evaluation.cluster import DaskPool, workers_needed
+from planner.evaluation.cluster import DaskPool, size_from_benchmark, workers_needed
 from planner.plan import registry
 from planner.tables import write_manifest
 
@@ -181,3 +181,13 @@ def test_workers_needed_for_a_budget():
     assert workers_needed(4, 500.0, budget_s=600) == 4  # a cell never splits: one worker each at most
     with pytest.raises(ValueError, match="one cell takes 700.0 s"):
         workers_needed(4, 700.0, budget_s=600)
+
+
+def test_cluster_size_from_a_benchmark_table():
+    bench = pd.DataFrame({"workers": [1, 2], "cell_s_mean": [6.0, 6.2], "speedup": [1.0, 1.6],
+                          "task_throughput_ms": [3.0, 2.0], "start_s": [3.0, 4.0]})
+    size = size_from_benchmark(bench, n_cells=7200, budget_s=600)
+    assert size["efficiency"] == pytest.approx(0.8) and size["seconds_per_cell"] == 6.0
+    assert size["workers"] == workers_needed(7200, 6.0, 600, 0.002, 4.0, 0.8) == 91
+    with pytest.raises(ValueError, match="no 1-worker row"):
+        size_from_benchmark(bench[bench["workers"] == 2], 10)

@@ -17,6 +17,8 @@ import os
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, TypeVar
 
+import pandas as pd
+
 if TYPE_CHECKING:
     from distributed import Client, LocalCluster
 
@@ -174,3 +176,26 @@ def workers_needed(n_cells: int, seconds_per_cell: float, budget_s: float = 600.
     if per_cell > left:
         raise ValueError(f"one cell takes {per_cell:.1f} s, more than the {left:.1f} s left of the budget")
     return min(n_cells, max(1, math.ceil(n_cells * per_cell / (left * efficiency))))
+
+
+def size_from_benchmark(bench: pd.DataFrame, n_cells: int, budget_s: float = 600.0) -> dict[str, float]:
+    """The cluster that runs ``n_cells`` cells in ``budget_s``, from ``benchmarks/bench_dask.py``'s table.
+
+    Per-cell cost: the mean cell time with one worker; efficiency: the speed-up per worker at the
+    largest worker count measured (assumed to hold for more workers); per-cell scheduling cost and
+    start-up time: measured at that count. Returns those numbers and ``workers`` (one core each).
+    """
+    missing = [c for c in ("workers", "cell_s_mean", "speedup", "task_throughput_ms", "start_s") if c not in bench]
+    if missing:
+        raise ValueError(f"not a bench_dask table: missing column(s) {missing}")
+    if not (bench["workers"] == 1).any():
+        raise ValueError(f"the bench_dask table has no 1-worker row (workers: {sorted(bench['workers'])})")
+    one = bench[bench["workers"] == 1].iloc[0]
+    most = bench.loc[bench["workers"].idxmax()]
+    efficiency = float(min(1.0, most["speedup"] / most["workers"]))
+    per_cell = float(one["cell_s_mean"])
+    overhead = float(most["task_throughput_ms"]) / 1000.0
+    workers = workers_needed(n_cells, per_cell, budget_s, overhead, float(most["start_s"]), efficiency)
+    return {"n_cells": n_cells, "seconds_per_cell": per_cell, "efficiency": efficiency,
+            "overhead_s_per_cell": overhead, "startup_s": float(most["start_s"]),
+            "cpu_hours": n_cells * per_cell / 3600.0, "workers": workers}

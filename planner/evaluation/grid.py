@@ -23,7 +23,7 @@ import json
 import math
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
 
@@ -136,6 +136,7 @@ class EvaluationResult:
     runs: pd.DataFrame                   # one row per (method, workload, load, deadline, seed)
     traces: pd.DataFrame                 # one row per generated trace: rate, CV, burstiness
     requests: pd.DataFrame | None = None  # per-request tables, when asked for
+    cell_seconds: list[float] = field(default_factory=list)  # wall time of each cell run now, where it ran
 
 
 @dataclass(frozen=True)
@@ -278,7 +279,8 @@ def _previous_runs(out_csv: Path | None, dispatch_overhead_ms: float) -> pd.Data
 def evaluate(bundle: ProfileBundle, task: str, settings: EvaluatePreset, deadlines: list[float],
              out_csv: Path | None = None, keep_requests: bool = False, progress: bool = True,
              dispatch_overhead_ms: float = 0.0, traces_csv: Path | None = None, *, workers: int | None = 0,
-             scheduler: str | None = None, pool: DaskPool | None = None) -> EvaluationResult:
+             scheduler: str | None = None, pool: DaskPool | None = None,
+             cells: Sequence[Cell] | None = None) -> EvaluationResult:
     """Run the preset's methods over workloads x loads x deadlines x seeds; tidy per-run metrics.
 
     Methods come from the registry (:mod:`planner.plan.registry`): ``settings.methods`` names them
@@ -297,14 +299,15 @@ def evaluate(bundle: ProfileBundle, task: str, settings: EvaluatePreset, deadlin
     per core) on a local Dask cluster on 127.0.0.1 started for this call; ``scheduler``
     (``tcp://HOST:PORT``) on an existing Dask cluster; ``pool`` on an open :class:`DaskPool` (left
     open). Each cell is one task; rows reach ``out_csv`` as cells finish, in any order, and are the
-    same rows as the serial run's (every cell is seeded).
+    same rows as the serial run's (every cell is seeded). ``cells`` runs a slice of the grid
+    (default: all of :func:`grid_cells`).
     """
     if not deadlines:
         raise ValueError("no deadlines to evaluate")
     state = _fit(bundle, task, settings, dispatch_overhead_ms, refit=True)  # checks methods and parameters too
     previous = _previous_runs(out_csv, dispatch_overhead_ms)
     done_keys = set(_key(previous)) if previous is not None else set()
-    cells = grid_cells(settings, deadlines)
+    cells = grid_cells(settings, deadlines) if cells is None else [Cell(*c) for c in cells]
     jobs = []
     for cell in cells:
         base = _base(task, settings, cell)
@@ -342,7 +345,7 @@ def evaluate(bundle: ProfileBundle, task: str, settings: EvaluatePreset, deadlin
     runs = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=RUN_COLUMNS)
     requests = [r.requests for r in done if r.requests is not None]
     return EvaluationResult(runs, pd.DataFrame([r.trace for r in done]),
-                            pd.concat(requests, ignore_index=True) if requests else None)
+                            pd.concat(requests, ignore_index=True) if requests else None, [r.seconds for r in done])
 
 
 def resolve_dispatch_overhead(settings: EvaluatePreset, out_dir: Path, fresh: bool = False) -> float:
