@@ -177,7 +177,8 @@ def test_cli_writes_eval_csvs(bundle, tmp_path, monkeypatch):
     write_manifest(root, ["profiles.csv", "latency_samples.parquet", "predictions.parquet", "environment.json"])
     small = settings(methods=["seed_p95", "slack_aware", "best_fixed_hindsight"], workloads={"steady": {"kind": "poisson"}})
     monkeypatch.setattr(config, "preset", lambda name: SimpleNamespace(evaluate=small))
-    args = ["evaluate", "--task", "sst2", "--preset", "quick", "--machine-tag", "synthetic", "--no-progress"]
+    args = ["evaluate", "--task", "sst2", "--preset", "quick", "--machine-tag", "synthetic", "--no-progress",
+            "--workers", "0"]  # the serial path; the Dask path of the CLI is in test_dask_grid.py
     assert main(args) == 0
     eval_dir = tmp_path / "quick" / "eval"
     runs = pd.read_csv(eval_dir / "runs_sst2.csv")

@@ -3,20 +3,30 @@
 Writes under ``results/<preset>/eval/``: ``runs_<task>.csv`` (one row per method x workload x load
 x deadline x seed; appended as runs finish, so a rerun resumes), ``summary_<task>.csv`` (mean and
 t-based CI over seeds) and ``traces_<task>.csv`` (rate, CV and burstiness of each generated trace).
+
+Cells run as Dask tasks: on a local cluster of ``--workers`` processes bound to 127.0.0.1 (default:
+one per core), or on an existing cluster (``--scheduler tcp://HOST:PORT``); ``--workers 0`` runs
+them one after another in this process (for debugging). The rows are the same either way.
 """
 
 from __future__ import annotations
 
 import argparse
+from contextlib import nullcontext
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from planner import config
-from planner.config import TASKS
+from planner.config import TASKS, EvaluatePreset
 from planner.paths import results_dir
 from planner.plan.registry import check_method_params, check_methods
+from planner.schema import ProfileBundle
 from planner.tables import atomic_write_text, read_rows, refresh_manifest
+
+if TYPE_CHECKING:  # the evaluation (and Dask) load when the command runs, not with every `planner --help`
+    from planner.evaluation.cluster import DaskPool
 
 
 def register(subparsers) -> None:
@@ -28,7 +38,22 @@ def register(subparsers) -> None:
                         help="registered methods to run (default: the preset's, else the registry's defaults)")
     parser.add_argument("--fresh", action="store_true", help="discard earlier runs instead of resuming")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--workers", type=_workers, default=None, metavar="N",
+                        help="worker processes of a local Dask cluster on 127.0.0.1 (default: one per core); "
+                             "0 = no cluster, cells run one after another in this process")
+    parser.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
+                        help="run the cells on this existing Dask cluster instead (its workers must import planner)")
     parser.set_defaults(func=run)
+
+
+def _workers(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"--workers takes a whole number >= 0, got {text!r}")
+    return value
 
 
 def _load_bundle(preset: str, machine_tag: str | None):
@@ -38,8 +63,8 @@ def _load_bundle(preset: str, machine_tag: str | None):
 
 
 def run(args: argparse.Namespace) -> int:
-    from planner.analysis.summary import summarize_runs
-    from planner.evaluation.grid import evaluate, resolve_dispatch_overhead
+    from planner.evaluation.cluster import DaskPool
+    from planner.evaluation.grid import resolve_dispatch_overhead
 
     settings = config.preset(args.preset).evaluate
     if args.methods:
@@ -57,23 +82,36 @@ def run(args: argparse.Namespace) -> int:
     for task in tasks:
         if task not in profiled:
             raise ValueError(f"no {task} profiles in the {args.preset} bundle (profiled tasks: {profiled})")
-        deadlines = (settings.deadlines or config.deadlines().deadlines).get(task)
-        if not deadlines:
-            raise ValueError(f"no deadlines configured for {task}")
-        runs_csv = out_dir / f"runs_{task}.csv"
-        traces_csv = out_dir / f"traces_{task}.csv"
-        if args.fresh:
-            runs_csv.unlink(missing_ok=True)
-            traces_csv.unlink(missing_ok=True)
-        result = evaluate(bundle, task, settings, list(deadlines), out_csv=runs_csv, progress=not args.no_progress,
-                          dispatch_overhead_ms=overhead, traces_csv=traces_csv)
-        _dedupe_traces(traces_csv)
-        if result.runs["seed"].nunique() >= 2:  # every method in the runs file, earlier ones included
-            summary = summarize_runs(result.runs, confidence=config.protocol().confidence)
-            atomic_write_text(out_dir / f"summary_{task}.csv", summary.to_csv(index=False))
-        print(f"{task}: {len(result.runs)} runs in {runs_csv}")
+    serial = args.workers == 0 and args.scheduler is None
+    # one cluster for every task, started only when a cell is left to run
+    with nullcontext(None) if serial else DaskPool(args.workers, args.scheduler) as pool:
+        for task in tasks:
+            _evaluate_task(args, task, settings, bundle, out_dir, overhead, pool)
     refresh_manifest(out_dir)  # content hashes of the finished tables, checked when they are read
     return 0
+
+
+def _evaluate_task(args: argparse.Namespace, task: str, settings: EvaluatePreset, bundle: ProfileBundle,
+                   out_dir: Path, overhead: float, pool: DaskPool | None) -> None:
+    """One task's grid into ``out_dir`` (runs, traces, summary), resuming from the runs already there."""
+    from planner.analysis.summary import summarize_runs
+    from planner.evaluation.grid import evaluate
+
+    deadlines = (settings.deadlines or config.deadlines().deadlines).get(task)
+    if not deadlines:
+        raise ValueError(f"no deadlines configured for {task}")
+    runs_csv = out_dir / f"runs_{task}.csv"
+    traces_csv = out_dir / f"traces_{task}.csv"
+    if args.fresh:
+        runs_csv.unlink(missing_ok=True)
+        traces_csv.unlink(missing_ok=True)
+    result = evaluate(bundle, task, settings, list(deadlines), out_csv=runs_csv, progress=not args.no_progress,
+                      dispatch_overhead_ms=overhead, traces_csv=traces_csv, workers=0, pool=pool)
+    _dedupe_traces(traces_csv)
+    if result.runs["seed"].nunique() >= 2:  # every method in the runs file, earlier ones included
+        summary = summarize_runs(result.runs, confidence=config.protocol().confidence)
+        atomic_write_text(out_dir / f"summary_{task}.csv", summary.to_csv(index=False))
+    print(f"{task}: {len(result.runs)} runs in {runs_csv}")
 
 
 def _dedupe_traces(path: Path) -> None:

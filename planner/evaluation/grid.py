@@ -8,18 +8,24 @@ the same configuration see the same draws (common random numbers, which the pair
 need). Methods come from the one registry (:mod:`planner.plan.registry`); a hindsight method may
 replay the trace with fixed configurations, which are simulated once per trace and shared.
 
-Runs are appended to a CSV as they finish (whole rows, fsynced: :func:`planner.tables.append_rows`)
+One cell is one call of :func:`run_cell`, a pure function of the bundle, the settings and the cell;
+the serial runner calls it in a loop, and with ``workers``/``scheduler`` each cell is a Dask task
+(:mod:`planner.evaluation.cluster`) and the rows come back as cells finish. Either way runs are
+appended to a CSV per cell (whole rows, fsynced: :func:`planner.tables.append_rows`) by this process
 and skipped when the file already has them, so an interrupted evaluation resumes where it stopped; a
-row torn by a kill mid-write is cut off on resume and run again.
+row torn by a kill mid-write is cut off on resume and run again. Sorted by their keys, the rows are
+the same whichever way the cells ran.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
@@ -35,11 +41,15 @@ from planner.tables import append_rows, read_rows
 from planner.serving.outcomes import run_metrics
 from planner.serving.replay import harness_overhead
 from planner.evaluation.clairvoyant import clairvoyant_bound
+from planner.evaluation.cluster import DaskPool, stream
 from planner.serving.simulator import Catalog, SimulationError, prepare, simulate
 from planner.workloads import analyze, rate_for_load, spec_trace, workload_class
 
 KEY_COLUMNS = ["task", "method", "workload", "load", "deadline_ms", "seed", "n_requests", "servers", "queue",
                "drop_expired"]
+# the columns of runs_<task>.csv, in order (a bound's row has NaN run metrics and its effective accuracy)
+RUN_COLUMNS = [c for c in KEY_COLUMNS if c != "method"] + ["method", "kind", "target_rate_rps", "main_config", "n_configs_used",
+               "mean_batch", "dispatch_overhead_ms", *RUN_METRICS]
 
 
 class _TraceScores:
@@ -95,16 +105,182 @@ def _key(frame: pd.DataFrame) -> pd.Series:
     return out
 
 
+class Cell(NamedTuple):
+    """One cell of the grid: one generated trace, served by every method with the same seed."""
+
+    workload: str
+    load: float
+    deadline_ms: float
+    seed: int
+
+
+def grid_cells(settings: EvaluatePreset, deadlines: list[float]) -> list[Cell]:
+    """The grid's cells in the order the serial runner visits them (workload, load, deadline, seed)."""
+    return [Cell(w, float(load), float(d), int(seed)) for w in settings.workloads for load in settings.loads
+            for d in deadlines for seed in settings.seeds]
+
+
+@dataclass
+class CellResult:
+    """What one cell produces: a row per method run, the trace's description, optionally the requests."""
+
+    cell: Cell
+    runs: pd.DataFrame                    # one row per method, columns RUN_COLUMNS
+    trace: dict[str, Any]                 # one row of traces_<task>.csv
+    requests: pd.DataFrame | None = None  # per-request tables of the runs, when asked for
+    seconds: float = math.nan             # wall time of the cell where it ran (never written: not reproducible)
+
+
 @dataclass
 class EvaluationResult:
     runs: pd.DataFrame                   # one row per (method, workload, load, deadline, seed)
     traces: pd.DataFrame                 # one row per generated trace: rate, CV, burstiness
     requests: pd.DataFrame | None = None  # per-request tables, when asked for
+    cell_seconds: list[float] = field(default_factory=list)  # wall time of each cell run now, where it ran
+
+
+@dataclass(frozen=True)
+class _Fitted:
+    """Everything a cell needs that does not depend on the cell: fitted once per process and settings."""
+
+    methods: list[str]
+    catalog: Catalog
+    fitted: dict[str, Any]
+    ids: np.ndarray
+    reference: DeadlinePlanner  # the load reference: the static deadline planner's choice
+
+
+# (id(bundle), task, settings, overhead) -> (bundle, fitted); the bundle is held so its id stays unique
+_FITTED: OrderedDict[tuple, tuple[ProfileBundle, _Fitted]] = OrderedDict()
+_FITTED_KEEP = 2
+
+
+def _fit(bundle: ProfileBundle, task: str, settings: EvaluatePreset, dispatch_overhead_ms: float,
+         refit: bool = False) -> _Fitted:
+    """The methods of ``settings`` fitted on ``bundle`` for ``task``, cached per process.
+
+    A Dask worker fits once and reuses the fit for every cell it runs (the scattered bundle is the
+    same object each time); ``refit`` forces a new fit (the serial runner, once per evaluation, so
+    a bundle changed in place between two evaluations is never served a stale fit).
+    """
+    key = (id(bundle), task, settings.model_dump_json(), float(dispatch_overhead_ms))
+    hit = _FITTED.get(key)
+    if hit is not None and hit[0] is bundle and not refit:
+        _FITTED.move_to_end(key)
+        return hit[1]
+    methods = check_methods(settings.methods)
+    given = check_method_params(settings.method_params)  # every entry, also of methods not run now
+    params = {m: given.get(m) or method_params(m, None) for m in methods}
+    fitted = _Fitted(methods, prepare(bundle, dispatch_overhead_ms=float(dispatch_overhead_ms)),
+                     {m: METHODS[m].fit(bundle, task, settings.percentile, params[m]) for m in methods},
+                     example_ids(bundle, task), DeadlinePlanner(settings.percentile).fit(bundle.profiles))
+    _FITTED[key] = (bundle, fitted)
+    _FITTED.move_to_end(key)
+    while len(_FITTED) > _FITTED_KEEP:
+        _FITTED.popitem(last=False)
+    return fitted
+
+
+def _base(task: str, settings: EvaluatePreset, cell: Cell) -> dict[str, Any]:
+    return {"task": task, "workload": cell.workload, "load": float(cell.load), "deadline_ms": float(cell.deadline_ms),
+            "seed": int(cell.seed), "n_requests": settings.n_requests, "servers": settings.servers,
+            "queue": settings.queue, "drop_expired": settings.drop_expired}
+
+
+def run_cell(bundle: ProfileBundle, cell: Cell, task: str, settings: EvaluatePreset, dispatch_overhead_ms: float = 0.0,
+             methods: Sequence[str] | None = None, keep_requests: bool = False) -> CellResult:
+    """Generate the cell's trace and serve it with every method (``methods``: a subset, e.g. on resume).
+
+    A pure function of its arguments: the trace and every service draw are seeded by the cell's seed
+    (and the configuration), so the same cell gives the same rows in any process, in any order. The
+    serial runner and every Dask worker call it; fitted methods are cached per process (:func:`_fit`).
+    """
+    start = time.perf_counter()
+    state = _fit(bundle, task, settings, dispatch_overhead_ms)
+    todo = state.methods if methods is None else list(methods)
+    unknown = [m for m in todo if m not in state.fitted]
+    if unknown:
+        raise ValueError(f"methods {unknown} are not among the settings' methods {state.methods}")
+    spec = settings.workloads[cell.workload]
+    base = _base(task, settings, cell)
+    ref_config = state.reference.select(task, float(cell.deadline_ms)).config_id
+    rate = rate_for_load(bundle.profiles, ref_config, float(cell.load), settings.servers)
+    trace = spec_trace(spec, rate, settings.n_requests, float(cell.deadline_ms), len(state.ids), int(cell.seed),
+                       name=cell.workload)
+    trace["example_id"] = state.ids[trace["example_id"].to_numpy()]
+    mix = None if not spec.deadline_classes else json.dumps(
+        {k: [c.share, c.scale] for k, c in spec.deadline_classes.items()})
+    trace_row = {**base, "kind": spec.kind, "target_rate_rps": rate, "reference_config": ref_config,
+                 "deadline_classes": mix, **analyze(trace).to_dict()}
+
+    def run(policy: policies.OnlinePolicy) -> pd.DataFrame:
+        return simulate(trace, policy, state.catalog, servers=settings.servers, queue=settings.queue,
+                        seed=int(cell.seed), drop_expired=settings.drop_expired, task=task)
+
+    scores = _TraceScores(run, state.catalog, trace["example_id"].to_numpy())
+
+    def upper_bound() -> float:
+        return clairvoyant_bound(trace, state.catalog, task, servers=settings.servers).effective_accuracy
+
+    context = TraceContext(task, float(cell.deadline_ms), workload_class(spec.kind), trace, scores.score,
+                           scores.correct_fraction, upper_bound)
+    deadlines_of_trace = np.unique(trace["deadline_ms"].to_numpy())
+    rows, request_tables = [], []
+    for name in todo:
+        fitted = state.fitted[name]
+        common = {**base, "method": name, "kind": spec.kind, "target_rate_rps": rate,
+                  "dispatch_overhead_ms": float(dispatch_overhead_ms)}
+        if METHODS[name].bound is not None:  # a number per trace, not a run
+            value = float(METHODS[name].bound(fitted, context))
+            rows.append({**common, "main_config": None, "n_configs_used": 0, "mean_batch": np.nan,
+                         **{m: np.nan for m in RUN_METRICS}, "effective_accuracy": value})
+            continue
+        policy = METHODS[name].policy(fitted, context)
+        single = _single_config(policy, deadlines_of_trace) if settings.queue == "fifo" else None
+        results = scores.table(single).copy() if single is not None else run(policy)
+        results["method"] = name
+        used = results["config_id"].value_counts()
+        rows.append({**common, "main_config": used.index[0] if len(used) else None, "n_configs_used": len(used),
+                     "mean_batch": float(results.groupby("batch_id").size().loc[lambda s: s.index >= 0].mean()),
+                     **run_metrics(results)})
+        if keep_requests:
+            request_tables.append(results.assign(workload=cell.workload, load=float(cell.load), seed=int(cell.seed)))
+    frame = pd.DataFrame(rows)
+    # one column order and float metrics whatever methods the cell ran, so a cell's CSV lines are the
+    # same bytes whether it ran alone, on resume, or in another process
+    frame = frame[RUN_COLUMNS + [c for c in frame.columns if c not in RUN_COLUMNS]]
+    frame[RUN_METRICS + ["mean_batch"]] = frame[RUN_METRICS + ["mean_batch"]].astype(float)
+    return CellResult(cell, frame, trace_row, pd.concat(request_tables, ignore_index=True) if request_tables else None,
+                      time.perf_counter() - start)
+
+
+def _run_job(bundle: ProfileBundle, job: tuple[Cell, tuple[str, ...]], task: str, settings: EvaluatePreset,
+             dispatch_overhead_ms: float, keep_requests: bool) -> CellResult:
+    """:func:`run_cell` of one ``(cell, methods to run)`` job (the task a Dask worker runs)."""
+    return run_cell(bundle, job[0], task, settings, dispatch_overhead_ms, job[1], keep_requests)
+
+
+def _previous_runs(out_csv: Path | None, dispatch_overhead_ms: float) -> pd.DataFrame | None:
+    """Whole rows already in ``out_csv`` (None if none), after checking they simulated the same server."""
+    if out_csv is None or not Path(out_csv).exists():
+        return None
+    # whole rows only: a row torn by a kill mid-write is cut off here (and rerun), never spliced
+    previous = read_rows(out_csv, KEY_COLUMNS)
+    if not len(previous):
+        return None
+    earlier = previous["dispatch_overhead_ms"] if "dispatch_overhead_ms" in previous else pd.Series(0.0, index=previous.index)
+    if not np.allclose(earlier.fillna(0.0), float(dispatch_overhead_ms)):
+        raise ValueError(f"{out_csv}: earlier runs simulated a dispatch overhead of "
+                         f"{sorted(set(earlier.fillna(0.0).round(4)))} ms, this run {dispatch_overhead_ms:.4f} ms; "
+                         "rerun with --fresh (or move the file) instead of mixing two servers")
+    return previous
 
 
 def evaluate(bundle: ProfileBundle, task: str, settings: EvaluatePreset, deadlines: list[float],
              out_csv: Path | None = None, keep_requests: bool = False, progress: bool = True,
-             dispatch_overhead_ms: float = 0.0, traces_csv: Path | None = None) -> EvaluationResult:
+             dispatch_overhead_ms: float = 0.0, traces_csv: Path | None = None, *, workers: int | None = 0,
+             scheduler: str | None = None, pool: DaskPool | None = None,
+             cells: Sequence[Cell] | None = None) -> EvaluationResult:
     """Run the preset's methods over workloads x loads x deadlines x seeds; tidy per-run metrics.
 
     Methods come from the registry (:mod:`planner.plan.registry`): ``settings.methods`` names them
@@ -118,101 +294,58 @@ def evaluate(bundle: ProfileBundle, task: str, settings: EvaluatePreset, deadlin
     per-request table (memory grows with runs x requests; meant for small evaluations).
     ``traces_csv`` gets each generated trace's description appended with its cell's runs, so a
     killed run keeps them too (a cell rerun after a kill may append its trace row twice).
+
+    Where the cells run: ``workers=0`` (default) here, one after another; ``workers=N`` (None: one
+    per core) on a local Dask cluster on 127.0.0.1 started for this call; ``scheduler``
+    (``tcp://HOST:PORT``) on an existing Dask cluster; ``pool`` on an open :class:`DaskPool` (left
+    open). Each cell is one task; rows reach ``out_csv`` as cells finish, in any order, and are the
+    same rows as the serial run's (every cell is seeded). ``cells`` runs a slice of the grid
+    (default: all of :func:`grid_cells`).
     """
     if not deadlines:
         raise ValueError("no deadlines to evaluate")
-    methods = check_methods(settings.methods)
-    given = check_method_params(settings.method_params)  # every entry, also of methods not run now
-    params = {m: given.get(m) or method_params(m, None) for m in methods}
-    catalog = prepare(bundle, dispatch_overhead_ms=float(dispatch_overhead_ms))
-    fitted = {m: METHODS[m].fit(bundle, task, settings.percentile, params[m]) for m in methods}
-    ids = example_ids(bundle, task)
-    # the load reference: the static deadline planner's choice at each deadline (once per deadline)
-    reference_planner = DeadlinePlanner(settings.percentile).fit(bundle.profiles)
-    reference = {float(d): reference_planner.select(task, float(d)).config_id for d in deadlines}
-    done_keys: set[str] = set()
-    previous = None
-    if out_csv is not None and Path(out_csv).exists():
-        # whole rows only: a row torn by a kill mid-write is cut off here (and rerun), never spliced
-        previous = read_rows(out_csv, KEY_COLUMNS)
-    if previous is not None and len(previous):
-        earlier = previous["dispatch_overhead_ms"] if "dispatch_overhead_ms" in previous else pd.Series(0.0, index=previous.index)
-        if len(previous) and not np.allclose(earlier.fillna(0.0), float(dispatch_overhead_ms)):
-            raise ValueError(f"{out_csv}: earlier runs simulated a dispatch overhead of "
-                             f"{sorted(set(earlier.fillna(0.0).round(4)))} ms, this run {dispatch_overhead_ms:.4f} ms; "
-                             "rerun with --fresh (or move the file) instead of mixing two servers")
-        done_keys = set(_key(previous))
-    else:
-        previous = None
-    cells = [(w, load, d, seed) for w in settings.workloads for load in settings.loads
-             for d in deadlines for seed in settings.seeds]
-    new_rows, trace_rows, request_tables = [], [], []
-    bar = tqdm(total=len(cells) * len(methods), desc=f"evaluate {task}", disable=not progress, unit="run")
-    for wname, load, deadline, seed in cells:
-        spec = settings.workloads[wname]
-        base = {"task": task, "workload": wname, "load": float(load), "deadline_ms": float(deadline),
-                "seed": int(seed), "n_requests": settings.n_requests, "servers": settings.servers,
-                "queue": settings.queue, "drop_expired": settings.drop_expired}
-        todo = [m for m in methods if _key(pd.DataFrame([{**base, "method": m}])).iloc[0] not in done_keys]
-        bar.update(len(methods) - len(todo))
-        if not todo:
-            continue
-        ref_config = reference[float(deadline)]
-        rate = rate_for_load(bundle.profiles, ref_config, float(load), settings.servers)
-        trace = spec_trace(spec, rate, settings.n_requests, float(deadline), len(ids), int(seed), name=wname)
-        trace["example_id"] = ids[trace["example_id"].to_numpy()]
-        mix = None if not spec.deadline_classes else json.dumps(
-            {k: [c.share, c.scale] for k, c in spec.deadline_classes.items()})
-        trace_row = {**base, "kind": spec.kind, "target_rate_rps": rate, "reference_config": ref_config,
-                     "deadline_classes": mix, **analyze(trace).to_dict()}
-        trace_rows.append(trace_row)
-
-        def run(policy: policies.OnlinePolicy) -> pd.DataFrame:
-            return simulate(trace, policy, catalog, servers=settings.servers, queue=settings.queue, seed=int(seed),
-                            drop_expired=settings.drop_expired, task=task)
-
-        scores = _TraceScores(run, catalog, trace["example_id"].to_numpy())
-
-        def upper_bound() -> float:
-            return clairvoyant_bound(trace, catalog, task, servers=settings.servers).effective_accuracy
-
-        context = TraceContext(task, float(deadline), workload_class(spec.kind), trace, scores.score,
-                               scores.correct_fraction, upper_bound)
-        deadlines_of_trace = np.unique(trace["deadline_ms"].to_numpy())
-        rows = []
-        for name in todo:
-            if METHODS[name].bound is not None:  # a number per trace, not a run
-                value = float(METHODS[name].bound(fitted[name], context))
-                rows.append({**base, "method": name, "kind": spec.kind, "target_rate_rps": rate, "main_config": None,
-                             "n_configs_used": 0, "mean_batch": np.nan, "dispatch_overhead_ms": float(dispatch_overhead_ms),
-                             **{m: np.nan for m in RUN_METRICS}, "effective_accuracy": value})
-                bar.update(1)
-                continue
-            policy = METHODS[name].policy(fitted[name], context)
-            single = _single_config(policy, deadlines_of_trace) if settings.queue == "fifo" else None
-            results = scores.table(single).copy() if single is not None else run(policy)
-            results["method"] = name
-            used = results["config_id"].value_counts()
-            rows.append({**base, "method": name, "kind": spec.kind, "target_rate_rps": rate,
-                         "main_config": used.index[0] if len(used) else None, "n_configs_used": len(used),
-                         "mean_batch": float(results.groupby("batch_id").size().loc[lambda s: s.index >= 0].mean()),
-                         "dispatch_overhead_ms": float(dispatch_overhead_ms),
-                         **run_metrics(results)})
-            if keep_requests:
-                request_tables.append(results.assign(workload=wname, load=float(load), seed=int(seed)))
+    state = _fit(bundle, task, settings, dispatch_overhead_ms, refit=True)  # checks methods and parameters too
+    previous = _previous_runs(out_csv, dispatch_overhead_ms)
+    done_keys = set(_key(previous)) if previous is not None else set()
+    cells = grid_cells(settings, deadlines) if cells is None else [Cell(*c) for c in cells]
+    jobs = []
+    for cell in cells:
+        base = _base(task, settings, cell)
+        todo = tuple(m for m in state.methods if _key(pd.DataFrame([{**base, "method": m}])).iloc[0] not in done_keys)
+        if todo:
+            jobs.append((cell, todo))
+    own = pool is None and (scheduler is not None or workers is None or workers > 0)
+    if own:
+        pool = DaskPool(workers, scheduler)
+    order = {cell: i for i, cell in enumerate(cells)}
+    results: dict[int, CellResult] = {}
+    bar = tqdm(total=len(cells), initial=len(cells) - len(jobs), desc=f"evaluate {task}", disable=not progress,
+               unit="cell")
+    try:
+        if pool is None or not jobs:
+            finished = ((job, run_cell(bundle, job[0], task, settings, dispatch_overhead_ms, job[1], keep_requests))
+                        for job in jobs)
+        else:
+            finished = stream(pool.client, _run_job, bundle, jobs, task, settings, float(dispatch_overhead_ms),
+                              keep_requests)
+        for _, result in finished:
+            if out_csv is not None:
+                Path(out_csv).parent.mkdir(parents=True, exist_ok=True)
+                append_rows(out_csv, result.runs)  # whole rows, flushed and fsynced per cell
+            if traces_csv is not None:
+                append_rows(traces_csv, pd.DataFrame([result.trace]))
+            results[order[result.cell]] = result
             bar.update(1)
-        frame = pd.DataFrame(rows)
-        if out_csv is not None:
-            Path(out_csv).parent.mkdir(parents=True, exist_ok=True)
-            append_rows(out_csv, frame)  # whole rows, flushed and fsynced per cell
-        if traces_csv is not None:
-            append_rows(traces_csv, pd.DataFrame([trace_row]))
-        new_rows.append(frame)
-    bar.close()
-    runs = pd.concat(([previous] if previous is not None else []) + new_rows, ignore_index=True) \
-        if (previous is not None or new_rows) else pd.DataFrame(columns=KEY_COLUMNS + RUN_METRICS)
-    return EvaluationResult(runs, pd.DataFrame(trace_rows),
-                            pd.concat(request_tables, ignore_index=True) if request_tables else None)
+    finally:
+        bar.close()
+        if own:
+            pool.close()
+    done = [results[i] for i in sorted(results)]  # grid order, however the cells finished
+    frames = ([previous] if previous is not None else []) + [r.runs for r in done]
+    runs = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=RUN_COLUMNS)
+    requests = [r.requests for r in done if r.requests is not None]
+    return EvaluationResult(runs, pd.DataFrame([r.trace for r in done]),
+                            pd.concat(requests, ignore_index=True) if requests else None, [r.seconds for r in done])
 
 
 def resolve_dispatch_overhead(settings: EvaluatePreset, out_dir: Path, fresh: bool = False) -> float:
