@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import os
+import re
 import time
 
 import jupytext
@@ -224,3 +226,55 @@ def test_ablation_rerun_scores_choices_on_measured_data():
     generous = table[table["deadline_ms"] == 50.0]
     full, fp32 = generous.set_index("ablation").loc[["full space", "fp32 only"], "accuracy"]
     assert full >= fp32  # the full space contains the fp32-only space
+
+
+# ------------------------------------------------------------------ glue placeholders
+# myst-nb (>= 0.14) resolves a glue role or directive against the keys glued by the same notebook;
+# another page's key must be written `path/to/notebook.ipynb::key`, which this book does not use.
+GLUE_ROLE = re.compile(r"\{glue(?::\w+)?\}`([^`]+)`")
+GLUE_DIRECTIVE = re.compile(r"^`{3,}\{glue(?::\w+)?\}[ \t]+(\S+)", re.MULTILINE)
+# A role inside an inline code span (`` `{glue:text}`x`` ``) is printed literally: the cause of the
+# "{glue:text}" placeholders left in the built HTML.
+GLUE_IN_CODE_SPAN = re.compile(r"(?<!`)`\{glue")
+
+
+def glued_names(code: str) -> set[str]:
+    """Keys passed as a literal first argument to ``glue(...)`` in a code cell."""
+    names = set()
+    for node in ast.walk(ast.parse(code)):
+        if (isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == "glue"
+                and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+            names.add(node.args[0].value)
+    return names
+
+
+def pasted_names(markdown: str) -> set[str]:
+    """Keys a markdown cell pastes with a glue role (format spec dropped) or a glue directive."""
+    keys = [k.strip() for k in GLUE_ROLE.findall(markdown)] + GLUE_DIRECTIVE.findall(markdown)
+    return {k if "::" in k else k.split(":", 1)[0] for k in keys}
+
+
+def test_glue_scanners_see_roles_directives_and_calls():
+    md = "a {glue:text}`x:.1%` b {glue}`y` c\n```{glue:md} z\n:format: myst\n```\n"
+    assert pasted_names(md) == {"x", "y", "z"}
+    assert glued_names('glue("x", 1, display=False)\nmyst_nb.glue("y", 2)\nprint("z")') == {"x", "y"}
+    assert GLUE_IN_CODE_SPAN.search("machine `{glue:text}`m``") and not GLUE_IN_CODE_SPAN.search(md)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_pasted_glue_key_is_glued_by_the_same_chapter(path):
+    nb = jupytext.read(path)
+    glued: set[str] = set()
+    pasted: set[str] = set()
+    in_code_span = []
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            source = "\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!")))
+            glued |= glued_names(source)
+        elif cell.cell_type == "markdown":
+            pasted |= pasted_names(cell.source)
+            in_code_span += [m.group(0) for m in GLUE_IN_CODE_SPAN.finditer(cell.source)]
+    assert not in_code_span, f"{path.name}: a glue role inside `...` renders as literal text; drop the outer backticks"
+    cross_page = {k for k in pasted if "::" in k}
+    missing = sorted(pasted - cross_page - glued)
+    assert not missing, f"{path.name} pastes glue keys it never glues (rendered as unresolved): {missing}"
