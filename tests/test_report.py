@@ -278,3 +278,92 @@ def test_every_pasted_glue_key_is_glued_by_the_same_chapter(path):
     cross_page = {k for k in pasted if "::" in k}
     missing = sorted(pasted - cross_page - glued)
     assert not missing, f"{path.name} pastes glue keys it never glues (rendered as unresolved): {missing}"
+
+
+# ------------------------------------------------------------------ machine-independent executed notebooks
+# A warning names the file that raised it by absolute path; a committed notebook must not carry them.
+ABSOLUTE_PATH = re.compile(r"(?<![\w.~<>/])/(?:[\w.+-]+/)+[\w.+-]+\.py\b|(?<![\w.~<>/])/(?:[\w.+-]+/)+site-packages/")
+TEXT_MIMES = ("text/plain", "text/html", "text/markdown", "text/latex")
+
+
+def _output_texts(nb):
+    for i, cell in enumerate(nb.cells):
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream":
+                yield i, out.get("text", "")
+            yield from ((i, line) for line in out.get("traceback", []))
+            for mime, value in (out.get("data") or {}).items():
+                if mime.endswith(TEXT_MIMES):
+                    yield i, value if isinstance(value, str) else "".join(value)
+
+
+def test_machine_paths_are_rewritten_in_text_outputs():
+    import nbformat
+
+    site = report.machine_paths()[0][0]
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x", outputs=[
+        nbformat.v4.new_output("stream", name="stderr", text=f"{site}/tqdm/auto.py:21: TqdmWarning: x\n"
+                                                             f"{report.REPO_ROOT}/planner/a.py:3: UserWarning\n"),
+        nbformat.v4.new_output("display_data", data={"text/plain": f"'{report.REPO_ROOT}/results/x.csv'"}),
+    ])]
+    report._machine_independent(nb)
+    texts = [t for _, t in _output_texts(nb)]
+    assert texts == ["<site-packages>/tqdm/auto.py:21: TqdmWarning: x\n./planner/a.py:3: UserWarning\n",
+                     "'./results/x.csv'"]
+    assert not any(ABSOLUTE_PATH.search(t) for t in texts)
+
+
+def test_kernel_environment_adds_filters_and_restores(monkeypatch):
+    monkeypatch.setenv("PYTHONWARNINGS", "default")
+    with report.kernel_environment():
+        assert os.environ["PYTHONWARNINGS"].split(",") == ["default", *report.KERNEL_WARNING_FILTERS]
+    assert os.environ["PYTHONWARNINGS"] == "default"
+    monkeypatch.delenv("PYTHONWARNINGS")
+    with report.kernel_environment():
+        pass
+    assert "PYTHONWARNINGS" not in os.environ
+
+
+def test_nbval_sanitize_file_maps_any_machine_to_the_committed_form():
+    import configparser
+
+    cfg = configparser.ConfigParser()
+    cfg.read(report.NBVAL_SANITIZE)
+    rules = [(cfg[s]["regex"], cfg[s]["replace"]) for s in cfg.sections()]
+
+    def sanitize(text):
+        for regex, replace in rules:
+            text = re.sub(regex, replace, text)
+        return text
+
+    here = [("/srv/a/.venv/lib/python3.11/site-packages", "<site-packages>"), ("/usr/lib/python3.11", "<stdlib>"),
+            ("/srv/a", ".")]
+    raw = ("/srv/a/.venv/lib/python3.11/site-packages/tqdm/auto.py:21: W\n/srv/a/planner/plots.py:57: U\n"
+           "/usr/lib/python3.11/warnings.py:3\n9.156074337272578\n")
+    committed = report.strip_machine_paths(raw, here)
+    elsewhere = (raw.replace("/srv/a", "/home/u/clone").replace("/usr/lib/python3.11", "/opt/py/lib/python3.11")
+                 .replace("578", "580"))
+    assert sanitize(committed) == sanitize(elsewhere)
+    assert sanitize("0.880 and 12 ms") == "0.880 and 12 ms"
+
+
+EXECUTED = sorted(p for preset in ("full", "quick") for p in (REPO_ROOT / "results" / preset / "notebooks").glob("*.ipynb")
+                  if not p.name.endswith(".partial.ipynb"))
+
+
+@pytest.mark.parametrize("path", EXECUTED, ids=lambda p: f"{p.parent.parent.name}/{p.stem}")
+def test_executed_notebooks_hold_no_absolute_paths(path):
+    """nbval on a fresh clone compares outputs verbatim: a path of the executing machine fails it."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    found = [(i, m.group(0)) for i, text in _output_texts(nb) for m in ABSOLUTE_PATH.finditer(text)]
+    found += [(i, str(REPO_ROOT)) for i, text in _output_texts(nb) if str(REPO_ROOT) in text]
+    assert not found, f"{path.relative_to(REPO_ROOT)}: absolute paths in outputs (cell, path): {found[:5]}"
+
+
+def test_reproducibility_commit_cell_is_ignored_by_nbval():
+    nb = jupytext.read(REPO_ROOT / "notebooks" / "reproducibility.md")
+    commit_cells = [c for c in nb.cells if c.cell_type == "code" and "rev-parse" in c.source]
+    assert len(commit_cells) == 1 and "# NBVAL_IGNORE_OUTPUT" in commit_cells[0].source
