@@ -17,6 +17,7 @@ from planner.schema import SchemaError
 from planner.tables import refresh_manifest
 from planner.evaluation import ablation
 from planner.analysis import plots, results
+from planner.plan import registry
 from planner.report import book as report
 from planner.commands import readme
 from planner.paths import REPO_ROOT, results_dir
@@ -367,3 +368,53 @@ def test_reproducibility_commit_cell_is_ignored_by_nbval():
     nb = jupytext.read(REPO_ROOT / "notebooks" / "reproducibility.md")
     commit_cells = [c for c in nb.cells if c.cell_type == "code" and "rev-parse" in c.source]
     assert len(commit_cells) == 1 and "# NBVAL_IGNORE_OUTPUT" in commit_cells[0].source
+
+
+# ------------------------------------------------------------------ issue #17 figure helpers
+def test_roofline_plot_has_log_axes_ceilings_and_a_legend():
+    points = pd.DataFrame({"arithmetic_intensity": [1.0, 10.0, 50.0], "achieved_gflops": [2.0, 30.0, 300.0],
+                           "precision": ["fp32", "fp32", "int8"], "runtime": ["torch", "onnxruntime", "onnxruntime"]})
+    ax = plots.roofline(points, {"fp32": 170e9, "int8": 790e9})
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+    ceilings = sorted(round(seg[0][1]) for coll in ax.collections if hasattr(coll, "get_segments")
+                      for seg in coll.get_segments() if len(seg) == 2 and seg[0][1] == seg[1][1])
+    assert ceilings == [170, 790]
+    assert len(ax.get_legend().get_texts()) == 3
+    assert len(set(points["arithmetic_intensity"])) > 1
+    plots.plt.close("all")
+
+
+def test_identity_scatter_log_keeps_small_points_visible():
+    frame = pd.DataFrame({"sim": [2.0, 10.0, 40.0], "live": [2.1, 11.0, 533.0], "point": ["a", "b", "c"]})
+    ax = plots.identity_scatter_log(frame, "sim", "live", band=0.1, annotate="point")
+    assert ax.get_yscale() == "log"
+    assert any(t.get_text().startswith("c\n") for t in ax.texts)  # the outlier is named
+    plots.plt.close("all")
+
+
+def test_method_fronts_draw_the_proposed_method_last_and_on_top():
+    proposed = registry.proposed()
+    baseline = next(m for m in registry.METHODS if m != proposed)
+    points = pd.DataFrame({"method": [proposed, proposed, baseline, baseline], "lat_p95_ms": [1, 5, 1, 5],
+                           "effective_accuracy": [0.8, 0.85, 0.8, 0.86]})
+    ax = plots.method_fronts(points)
+    lines = ax.get_lines()
+    assert lines[-1].get_label().startswith(plots.method_label(proposed))
+    assert lines[-1].get_zorder() > max(line.get_zorder() for line in lines[:-1])
+    assert lines[-1].get_linewidth() > lines[0].get_linewidth()
+    plots.plt.close("all")
+
+
+def test_honest_accuracy_axis_starts_at_a_round_value_and_states_the_spread():
+    fig, ax = plots.plt.subplots()
+    assert plots.honest_accuracy_axis(ax, [0.874, 0.893]) == pytest.approx((0.8, 0.9))
+    assert "1.9 points" in ax.texts[0].get_text()
+    with pytest.raises(ValueError, match="no finite"):
+        plots.honest_accuracy_axis(ax, [float("nan")])
+    plots.plt.close("all")
+
+
+def test_line_styles_differ_between_neighbouring_curves():
+    styles = [plots.line_style(i) for i in range(4)]
+    assert len({(s["color"], s["marker"], s["linestyle"]) for s in styles}) == 4
+    assert len({s["linestyle"] for s in styles}) == 4

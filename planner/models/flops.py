@@ -17,7 +17,8 @@ from planner import config
 COUNT_BATCH = 8
 
 
-def _module(model: str) -> tuple[torch.nn.Module, str]:
+def build_for_count(model: str) -> tuple[torch.nn.Module, str]:
+    """(fp32 module without trained weights, 'vision' | 'text'): the architecture FLOPs are counted on."""
     spec = config.model_spec(model)
     params = spec.params
     if spec.kind == "torchvision_scratch":
@@ -52,13 +53,17 @@ def flops_per_item(task: str, model: str) -> float:
     config.validate_task(task)
     if spec.task != task:
         raise config.ConfigError(f"model {model!r} is a {spec.task} model, not a {task} model")
-    module, kind = _module(model)
-    if kind == "vision":
-        args = (torch.zeros(COUNT_BATCH, 3, 32, 32),)
-    else:
-        length = mean_sequence_length(task, int(spec.params.get("max_length", 64)))
-        args = (torch.ones(COUNT_BATCH, length, dtype=torch.long), torch.ones(COUNT_BATCH, length, dtype=torch.long))
+    module, kind = build_for_count(model)
+    args = count_inputs(task, model, kind, COUNT_BATCH)
     counter = FlopCounterMode(display=False)
     with counter, torch.inference_mode():
         module(*args)
     return counter.get_total_flops() / COUNT_BATCH
+
+
+def count_inputs(task: str, model: str, kind: str, batch_size: int) -> tuple[torch.Tensor, ...]:
+    """The input batch FLOPs are counted on: 32x32 images, or token ids and mask at the mean length."""
+    if kind == "vision":
+        return (torch.zeros(batch_size, 3, 32, 32),)
+    length = mean_sequence_length(task, int(config.model_spec(model).params.get("max_length", 64)))
+    return (torch.ones(batch_size, length, dtype=torch.long), torch.ones(batch_size, length, dtype=torch.long))
