@@ -418,3 +418,21 @@ def test_line_styles_differ_between_neighbouring_curves():
     styles = [plots.line_style(i) for i in range(4)]
     assert len({(s["color"], s["marker"], s["linestyle"]) for s in styles}) == 4
     assert len({s["linestyle"] for s in styles}) == 4
+
+
+def test_figure_problems_names_single_valued_axes_missing_legends_and_overlapping_ticks():
+    fig, axes = plots.plt.subplots(1, 3, figsize=(9, 2.5))
+    axes[0].plot([0.5, 0.5, 0.5], [1, 2, 3], label="a")
+    axes[0].legend()
+    axes[1].plot([1, 2], [1, 2], label="a")
+    axes[1].plot([1, 2], [2, 1], label="b")
+    axes[2].set_xticks(range(8), [f"a long tick label {i}" for i in range(8)])
+    found = " | ".join(plots.figure_problems(fig))
+    assert "same x value" in found and "2 labelled series and no legend" in found and "overlapping x tick" in found
+    plots.plt.close(fig)
+    ok, ax = plots.plt.subplots()
+    plots.roofline(pd.DataFrame({"arithmetic_intensity": [1.0, 10.0], "achieved_gflops": [2.0, 30.0],
+                                 "precision": ["fp32", "int8"], "runtime": ["torch", "torch"]}),
+                   {"fp32": 170e9, "int8": 790e9}, ax=ax)
+    assert plots.figure_problems(ok) == []
+    plots.plt.close("all")

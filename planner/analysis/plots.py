@@ -422,3 +422,36 @@ def honest_accuracy_axis(ax, values: Iterable[float], step: float = 0.1, annotat
         ax.annotate(f"range {vals.min():.3f}–{vals.max():.3f} ({100 * (vals.max() - vals.min()):.1f} points)",
                     xy=(0.02, 0.03), xycoords="axes fraction", fontsize=7, color="dimgray")
     return float(low), float(high)
+
+
+def figure_problems(fig: Figure) -> list[str]:
+    """What a reader could not read off ``fig``: an axis whose data take a single value, several
+    labelled series without a legend (on the axes or the figure), or tick labels that overlap."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None] + list(fig.legends)
+    legend_texts = {t.get_text() for leg in legends for t in leg.get_texts()}
+    problems = []
+    for n, ax in enumerate(fig.axes):
+        name = ax.get_title() or f"axes {n}"
+        xs, ys = [], []
+        for line in ax.get_lines():
+            if not line.get_label().startswith("_"):
+                xs.extend(np.asarray(line.get_xdata(), dtype=float)); ys.extend(np.asarray(line.get_ydata(), dtype=float))
+        for coll in ax.collections:
+            offsets = np.asarray(coll.get_offsets(), dtype=float)
+            if offsets.ndim == 2 and len(offsets) and not coll.get_label().startswith("_"):
+                xs.extend(offsets[:, 0]); ys.extend(offsets[:, 1])
+        for axis, values in (("x", xs), ("y", ys)):
+            finite = np.asarray(values, dtype=float)
+            finite = finite[np.isfinite(finite)]
+            if finite.size > 1 and np.unique(finite).size == 1:
+                problems.append(f"{name}: every point has the same {axis} value ({finite[0]:g})")
+        labelled = set(ax.get_legend_handles_labels()[1])
+        if len(labelled) > 1 and not labelled <= legend_texts:  # a legend anywhere in the figure may name them
+            problems.append(f"{name}: {len(labelled)} labelled series and no legend")
+        for axis in (ax.xaxis, ax.yaxis):
+            boxes = [t.get_window_extent(renderer) for t in axis.get_ticklabels() if t.get_visible() and t.get_text()]
+            if any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:]):
+                problems.append(f"{name}: overlapping {axis.axis_name} tick labels")
+    return problems
