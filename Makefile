@@ -84,7 +84,7 @@ browser-deps:
 	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver; fi
 
 browser-check: $(STAMP) browser-deps
-	$(PY) -m pytest -q tests/test_book_browser.py
+	$(PY) -m pytest -q tests/test_book_browser.py tests/test_book_html.py
 
 clean-quick:
 	rm -rf results/quick
