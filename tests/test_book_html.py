@@ -17,7 +17,8 @@ PAGES = sorted(p for p in HTML.rglob("*.html") if "_sources" not in p.parts and 
 # `{glue` or `{glue:text}` printed as text, also when Sphinx wrapped it in inline-code spans
 UNRENDERED = re.compile(r"\{glue(?::[a-z]+)?\}")
 
-pytestmark = pytest.mark.skipif(not (HTML / "index.html").exists(), reason="no built book in _build/html (run `make book`)")
+pytestmark = pytest.mark.skipif(not (HTML / "index.html").exists(),
+                                reason="no built book in _build/html (run `make book`)")
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(HTML)))

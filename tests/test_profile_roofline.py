@@ -62,7 +62,7 @@ def test_bytes_per_item_shares_weights_across_the_batch_and_sizes_by_precision()
 def test_footprint_counts_non_embedding_weights_and_leaf_outputs_per_item():
     import torch
 
-    from planner.profile.roofline import footprint
+    from planner.models.flops import footprint
 
     module = torch.nn.Sequential(torch.nn.Embedding(50, 4), torch.nn.Linear(4, 3), torch.nn.ReLU())
     fp = footprint(module, (torch.zeros(2, 5, dtype=torch.long),), batch_size=2)

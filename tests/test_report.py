@@ -349,7 +349,8 @@ def test_nbval_sanitize_file_maps_any_machine_to_the_committed_form():
     assert sanitize("0.880 and 12 ms") == "0.880 and 12 ms"
 
 
-EXECUTED = sorted(p for preset in ("full", "quick") for p in (REPO_ROOT / "results" / preset / "notebooks").glob("*.ipynb")
+EXECUTED = sorted(p for preset in ("full", "quick")
+                  for p in (REPO_ROOT / "results" / preset / "notebooks").glob("*.ipynb")
                   if not p.name.endswith(".partial.ipynb"))
 
 

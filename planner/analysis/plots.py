@@ -437,7 +437,8 @@ def figure_problems(fig: Figure) -> list[str]:
         xs, ys = [], []
         for line in ax.get_lines():
             if not line.get_label().startswith("_"):
-                xs.extend(np.asarray(line.get_xdata(), dtype=float)); ys.extend(np.asarray(line.get_ydata(), dtype=float))
+                xs.extend(np.asarray(line.get_xdata(), dtype=float))
+                ys.extend(np.asarray(line.get_ydata(), dtype=float))
         for coll in ax.collections:
             offsets = np.asarray(coll.get_offsets(), dtype=float)
             if offsets.ndim == 2 and len(offsets) and not coll.get_label().startswith("_"):

@@ -11,8 +11,9 @@ seconds long, and the sweep measures at its start and its end and keeps the best
 ``pct_roofline = flops_per_item x throughput / peak(precision) x 100``.
 
 Bytes moved are not measured (no hardware counters here), so the roofline's arithmetic intensity is
-an estimate from sizes (:func:`bytes_per_item`): every weight read once per batch at the variant's
-precision, and every leaf module's output written once and read once per item. Embedding tables are
+an estimate (:func:`bytes_per_item`, from the sizes :func:`planner.models.flops.model_footprints`
+counts): every weight read once per batch at the variant's precision, and every leaf module's
+output written once and read once per item. Embedding tables are
 not counted as weights (a batch reads only the rows it looks up, which the embedding's output
 counts). Activations are kept at fp32 for int8 variants (dynamic quantisation quantises them on the
 fly and returns fp32) and at the compute type otherwise. Attention's functional products are not
@@ -22,7 +23,6 @@ leaf modules, so activation traffic is a lower bound and the intensity an upper 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -146,53 +146,6 @@ def pct_roofline(flops_per_item: float | np.ndarray, throughput_items_s: float |
 # Bytes of one weight / one activation element per precision (see the module docstring).
 WEIGHT_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "int8": 1}
 ACTIVATION_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "int8": 4}
-
-
-@dataclass(frozen=True)
-class Footprint:
-    """Sizes of one model that set its memory traffic: weight elements (embeddings excluded) and the
-    elements its leaf modules output per example."""
-
-    weight_elements: int
-    activation_elements_per_item: float
-
-
-def footprint(module, inputs: tuple, batch_size: int) -> Footprint:
-    """Count ``module``'s non-embedding weights and, with forward hooks on its leaf modules, the
-    elements they output for ``inputs`` (a batch of ``batch_size`` examples), per example."""
-    import torch
-
-    weights = sum(p.numel() for m in module.modules() if not isinstance(m, torch.nn.Embedding)
-                  for p in m.parameters(recurse=False))
-    outputs = [0]
-
-    def count(_module, _args, out) -> None:
-        tensors = out if isinstance(out, (tuple, list)) else (out,)
-        outputs[0] += sum(t.numel() for t in tensors if isinstance(t, torch.Tensor))
-
-    leaves = [m for m in module.modules() if not any(True for _ in m.children())]
-    handles = [m.register_forward_hook(count) for m in leaves]
-    try:
-        with torch.inference_mode():
-            module(*inputs)
-    finally:
-        for h in handles:
-            h.remove()
-    return Footprint(int(weights), outputs[0] / batch_size)
-
-
-def model_footprints(pairs: list[tuple[str, str]], batch_size: int = 8) -> pd.DataFrame:
-    """``task, model, weight_elements, activation_elements_per_item`` of each (task, model), built
-    without weights at the input shapes :mod:`planner.models.flops` counts FLOPs at."""
-    from planner.models import flops as model_flops  # torch and transformers: loaded only when asked
-
-    rows = []
-    for task, model in pairs:
-        module, kind = model_flops.build_for_count(model)
-        fp = footprint(module, model_flops.count_inputs(task, model, kind, batch_size), batch_size)
-        rows.append({"task": task, "model": model, "weight_elements": fp.weight_elements,
-                     "activation_elements_per_item": fp.activation_elements_per_item})
-    return pd.DataFrame(rows, columns=["task", "model", "weight_elements", "activation_elements_per_item"])
 
 
 def bytes_per_item(weight_elements: float | np.ndarray, activation_elements_per_item: float | np.ndarray,
