@@ -12,7 +12,7 @@ export TOKENIZERS_PARALLELISM := false
 # Without it, 2-thread torch spins in OpenMP barriers whenever another process shares a core (~9x slower).
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: venv data test unit validate-sim live-fault report book clean-quick train profile evaluate notebooks notebooks-quick book-quick browser-deps browser-check readme
+.PHONY: venv data test unit nbval-quick validate-sim live-fault report book clean-quick train profile evaluate notebooks notebooks-quick book-quick browser-deps browser-check readme
 
 venv: $(STAMP)
 
@@ -31,7 +31,7 @@ unit: $(STAMP)
 
 # CI: unit tests, then the whole quick pipeline with every notebook executed by papermill, the
 # quick book built with -W, and the browser check of the built book.
-test: $(STAMP) data unit notebooks-quick book-quick browser-check
+test: $(STAMP) data unit notebooks-quick nbval-quick book-quick browser-check
 
 # ---- the report pipeline; each step skips work that is already done ----------------------------
 # Models with weights to train (a pretrained-classifier entry such as DistilBERT is only loaded).
@@ -62,6 +62,13 @@ notebooks: evaluate validate-sim live-fault
 notebooks-quick:
 	$(MAKE) notebooks PRESET=quick
 
+# Strict nbval over the quick notebooks just executed: each re-run must reproduce its committed outputs
+# after nbval_sanitize.cfg (paths, last float digits). The warning filter is the one the report's
+# kernels run with (planner.report.book.KERNEL_WARNING_FILTERS).
+nbval-quick: $(STAMP)
+	PYTHONWARNINGS="ignore:IProgress not found" $(PY) -m pytest -q -p no:cacheprovider --nbval \
+	  --nbval-sanitize-with nbval_sanitize.cfg results/quick/notebooks/
+
 # The book of $(PRESET) from its executed notebooks, with -W, into _build/html.
 book: $(STAMP)
 	$(PY) -m planner report --preset $(PRESET) --book-only
@@ -83,7 +90,7 @@ browser-deps:
 	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver; fi
 
 browser-check: $(STAMP) browser-deps
-	$(PY) -m pytest -q tests/test_book_browser.py
+	$(PY) -m pytest -q tests/test_book_browser.py tests/test_book_html.py
 
 clean-quick:
 	rm -rf results/quick

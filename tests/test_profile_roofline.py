@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from planner.profile.fingerprint import fingerprint, set_threads
@@ -43,3 +44,27 @@ def test_fingerprint_records_machine_threads_versions_and_date():
     for key in ("machine_tag", "cpu_model", "logical_cpus", "torch_version", "onnxruntime_version", "date"):
         assert env[key], key
     assert env["machine_tag"].startswith("cpu-")
+
+
+def test_bytes_per_item_shares_weights_across_the_batch_and_sizes_by_precision():
+    from planner.profile.roofline import arithmetic_intensity, bytes_per_item
+
+    b = bytes_per_item([1000, 1000, 1000], [10, 10, 10], [1, 4, 4], pd.Series(["fp32", "fp32", "int8"]))
+    assert b.tolist() == [4000 + 80, 1000 + 80, 250 + 80]  # int8 weights 1 byte, activations stay fp32
+    ai = arithmetic_intensity(100.0, b)
+    assert ai[1] > ai[0]  # a larger batch moves fewer weight bytes per item
+    with pytest.raises(ValueError, match="unknown precision"):
+        bytes_per_item(1, 1, 1, "fp8")
+    with pytest.raises(ValueError, match="batch sizes must be >= 1"):
+        bytes_per_item(1, 1, 0, "fp32")
+
+
+def test_footprint_counts_non_embedding_weights_and_leaf_outputs_per_item():
+    import torch
+
+    from planner.models.flops import footprint
+
+    module = torch.nn.Sequential(torch.nn.Embedding(50, 4), torch.nn.Linear(4, 3), torch.nn.ReLU())
+    fp = footprint(module, (torch.zeros(2, 5, dtype=torch.long),), batch_size=2)
+    assert fp.weight_elements == 4 * 3 + 3  # the 50 x 4 table is not read whole
+    assert fp.activation_elements_per_item == 5 * 4 + 5 * 3 + 5 * 3  # embedding, linear and relu outputs

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import os
+import re
 import time
 
 import jupytext
@@ -15,6 +17,7 @@ from planner.schema import SchemaError
 from planner.tables import refresh_manifest
 from planner.evaluation import ablation
 from planner.analysis import plots, results
+from planner.plan import registry
 from planner.report import book as report
 from planner.commands import readme
 from planner.paths import REPO_ROOT, results_dir
@@ -224,3 +227,213 @@ def test_ablation_rerun_scores_choices_on_measured_data():
     generous = table[table["deadline_ms"] == 50.0]
     full, fp32 = generous.set_index("ablation").loc[["full space", "fp32 only"], "accuracy"]
     assert full >= fp32  # the full space contains the fp32-only space
+
+
+# ------------------------------------------------------------------ glue placeholders
+# myst-nb (>= 0.14) resolves a glue role or directive against the keys glued by the same notebook;
+# another page's key must be written `path/to/notebook.ipynb::key`, which this book does not use.
+GLUE_ROLE = re.compile(r"\{glue(?::\w+)?\}`([^`]+)`")
+GLUE_DIRECTIVE = re.compile(r"^`{3,}\{glue(?::\w+)?\}[ \t]+(\S+)", re.MULTILINE)
+# A role inside an inline code span (`` `{glue:text}`x`` ``) is printed literally: the cause of the
+# "{glue:text}" placeholders left in the built HTML.
+GLUE_IN_CODE_SPAN = re.compile(r"(?<!`)`\{glue")
+
+
+def glued_names(code: str) -> set[str]:
+    """Keys passed as a literal first argument to ``glue(...)`` in a code cell."""
+    names = set()
+    for node in ast.walk(ast.parse(code)):
+        if (isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == "glue"
+                and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+            names.add(node.args[0].value)
+    return names
+
+
+def pasted_names(markdown: str) -> set[str]:
+    """Keys a markdown cell pastes with a glue role (format spec dropped) or a glue directive."""
+    keys = [k.strip() for k in GLUE_ROLE.findall(markdown)] + GLUE_DIRECTIVE.findall(markdown)
+    return {k if "::" in k else k.split(":", 1)[0] for k in keys}
+
+
+def test_glue_scanners_see_roles_directives_and_calls():
+    md = "a {glue:text}`x:.1%` b {glue}`y` c\n```{glue:md} z\n:format: myst\n```\n"
+    assert pasted_names(md) == {"x", "y", "z"}
+    assert glued_names('glue("x", 1, display=False)\nmyst_nb.glue("y", 2)\nprint("z")') == {"x", "y"}
+    assert GLUE_IN_CODE_SPAN.search("machine `{glue:text}`m``") and not GLUE_IN_CODE_SPAN.search(md)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_pasted_glue_key_is_glued_by_the_same_chapter(path):
+    nb = jupytext.read(path)
+    glued: set[str] = set()
+    pasted: set[str] = set()
+    in_code_span = []
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            source = "\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!")))
+            glued |= glued_names(source)
+        elif cell.cell_type == "markdown":
+            pasted |= pasted_names(cell.source)
+            in_code_span += [m.group(0) for m in GLUE_IN_CODE_SPAN.finditer(cell.source)]
+    assert not in_code_span, f"{path.name}: a glue role inside `...` renders as literal text; drop the outer backticks"
+    cross_page = {k for k in pasted if "::" in k}
+    missing = sorted(pasted - cross_page - glued)
+    assert not missing, f"{path.name} pastes glue keys it never glues (rendered as unresolved): {missing}"
+
+
+# ------------------------------------------------------------------ machine-independent executed notebooks
+# A warning names the file that raised it by absolute path; a committed notebook must not carry them.
+ABSOLUTE_PATH = re.compile(r"(?<![\w.~<>/])/(?:[\w.+-]+/)+[\w.+-]+\.py\b|(?<![\w.~<>/])/(?:[\w.+-]+/)+site-packages/")
+TEXT_MIMES = ("text/plain", "text/html", "text/markdown", "text/latex")
+
+
+def _output_texts(nb):
+    for i, cell in enumerate(nb.cells):
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream":
+                yield i, out.get("text", "")
+            yield from ((i, line) for line in out.get("traceback", []))
+            for mime, value in (out.get("data") or {}).items():
+                if mime.endswith(TEXT_MIMES):
+                    yield i, value if isinstance(value, str) else "".join(value)
+
+
+def test_machine_paths_are_rewritten_in_text_outputs():
+    import nbformat
+
+    site = report.machine_paths()[0][0]
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x", outputs=[
+        nbformat.v4.new_output("stream", name="stderr", text=f"{site}/tqdm/auto.py:21: TqdmWarning: x\n"
+                                                             f"{report.REPO_ROOT}/planner/a.py:3: UserWarning\n"),
+        nbformat.v4.new_output("display_data", data={"text/plain": f"'{report.REPO_ROOT}/results/x.csv'"}),
+    ])]
+    report._machine_independent(nb)
+    texts = [t for _, t in _output_texts(nb)]
+    assert texts == ["<site-packages>/tqdm/auto.py:21: TqdmWarning: x\n./planner/a.py:3: UserWarning\n",
+                     "'./results/x.csv'"]
+    assert not any(ABSOLUTE_PATH.search(t) for t in texts)
+
+
+def test_kernel_environment_adds_filters_and_restores(monkeypatch):
+    monkeypatch.setenv("PYTHONWARNINGS", "default")
+    with report.kernel_environment():
+        assert os.environ["PYTHONWARNINGS"].split(",") == ["default", *report.KERNEL_WARNING_FILTERS]
+    assert os.environ["PYTHONWARNINGS"] == "default"
+    monkeypatch.delenv("PYTHONWARNINGS")
+    with report.kernel_environment():
+        pass
+    assert "PYTHONWARNINGS" not in os.environ
+
+
+def test_nbval_sanitize_file_maps_any_machine_to_the_committed_form():
+    import configparser
+
+    cfg = configparser.ConfigParser()
+    cfg.read(report.NBVAL_SANITIZE)
+    rules = [(cfg[s]["regex"], cfg[s]["replace"]) for s in cfg.sections()]
+
+    def sanitize(text):
+        for regex, replace in rules:
+            text = re.sub(regex, replace, text)
+        return text
+
+    here = [("/srv/a/.venv/lib/python3.11/site-packages", "<site-packages>"), ("/usr/lib/python3.11", "<stdlib>"),
+            ("/srv/a", ".")]
+    raw = ("/srv/a/.venv/lib/python3.11/site-packages/tqdm/auto.py:21: W\n/srv/a/planner/plots.py:57: U\n"
+           "/usr/lib/python3.11/warnings.py:3\n9.156074337272578\n")
+    committed = report.strip_machine_paths(raw, here)
+    elsewhere = (raw.replace("/srv/a", "/home/u/clone").replace("/usr/lib/python3.11", "/opt/py/lib/python3.11")
+                 .replace("578", "580"))
+    assert sanitize(committed) == sanitize(elsewhere)
+    assert sanitize("0.880 and 12 ms") == "0.880 and 12 ms"
+
+
+EXECUTED = sorted(p for preset in ("full", "quick")
+                  for p in (REPO_ROOT / "results" / preset / "notebooks").glob("*.ipynb")
+                  if not p.name.endswith(".partial.ipynb"))
+
+
+@pytest.mark.parametrize("path", EXECUTED, ids=lambda p: f"{p.parent.parent.name}/{p.stem}")
+def test_executed_notebooks_hold_no_absolute_paths(path):
+    """nbval on a fresh clone compares outputs verbatim: a path of the executing machine fails it."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    found = [(i, m.group(0)) for i, text in _output_texts(nb) for m in ABSOLUTE_PATH.finditer(text)]
+    found += [(i, str(REPO_ROOT)) for i, text in _output_texts(nb) if str(REPO_ROOT) in text]
+    assert not found, f"{path.relative_to(REPO_ROOT)}: absolute paths in outputs (cell, path): {found[:5]}"
+
+
+def test_reproducibility_commit_cell_is_ignored_by_nbval():
+    nb = jupytext.read(REPO_ROOT / "notebooks" / "reproducibility.md")
+    commit_cells = [c for c in nb.cells if c.cell_type == "code" and "rev-parse" in c.source]
+    assert len(commit_cells) == 1 and "# NBVAL_IGNORE_OUTPUT" in commit_cells[0].source
+
+
+# ------------------------------------------------------------------ issue #17 figure helpers
+def test_roofline_plot_has_log_axes_ceilings_and_a_legend():
+    points = pd.DataFrame({"arithmetic_intensity": [1.0, 10.0, 50.0], "achieved_gflops": [2.0, 30.0, 300.0],
+                           "precision": ["fp32", "fp32", "int8"], "runtime": ["torch", "onnxruntime", "onnxruntime"]})
+    ax = plots.roofline(points, {"fp32": 170e9, "int8": 790e9})
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+    ceilings = sorted(round(seg[0][1]) for coll in ax.collections if hasattr(coll, "get_segments")
+                      for seg in coll.get_segments() if len(seg) == 2 and seg[0][1] == seg[1][1])
+    assert ceilings == [170, 790]
+    assert len(ax.get_legend().get_texts()) == 3
+    assert len(set(points["arithmetic_intensity"])) > 1
+    plots.plt.close("all")
+
+
+def test_identity_scatter_log_keeps_small_points_visible():
+    frame = pd.DataFrame({"sim": [2.0, 10.0, 40.0], "live": [2.1, 11.0, 533.0], "point": ["a", "b", "c"]})
+    ax = plots.identity_scatter_log(frame, "sim", "live", band=0.1, annotate="point")
+    assert ax.get_yscale() == "log"
+    assert any(t.get_text().startswith("c\n") for t in ax.texts)  # the outlier is named
+    plots.plt.close("all")
+
+
+def test_method_fronts_draw_the_proposed_method_last_and_on_top():
+    proposed = registry.proposed()
+    baseline = next(m for m in registry.METHODS if m != proposed)
+    points = pd.DataFrame({"method": [proposed, proposed, baseline, baseline], "lat_p95_ms": [1, 5, 1, 5],
+                           "effective_accuracy": [0.8, 0.85, 0.8, 0.86]})
+    ax = plots.method_fronts(points)
+    lines = ax.get_lines()
+    assert lines[-1].get_label().startswith(plots.method_label(proposed))
+    assert lines[-1].get_zorder() > max(line.get_zorder() for line in lines[:-1])
+    assert lines[-1].get_linewidth() > lines[0].get_linewidth()
+    plots.plt.close("all")
+
+
+def test_honest_accuracy_axis_starts_at_a_round_value_and_states_the_spread():
+    fig, ax = plots.plt.subplots()
+    assert plots.honest_accuracy_axis(ax, [0.874, 0.893]) == pytest.approx((0.8, 0.9))
+    assert "1.9 points" in ax.texts[0].get_text()
+    with pytest.raises(ValueError, match="no finite"):
+        plots.honest_accuracy_axis(ax, [float("nan")])
+    plots.plt.close("all")
+
+
+def test_line_styles_differ_between_neighbouring_curves():
+    styles = [plots.line_style(i) for i in range(4)]
+    assert len({(s["color"], s["marker"], s["linestyle"]) for s in styles}) == 4
+    assert len({s["linestyle"] for s in styles}) == 4
+
+
+def test_figure_problems_names_single_valued_axes_missing_legends_and_overlapping_ticks():
+    fig, axes = plots.plt.subplots(1, 3, figsize=(9, 2.5))
+    axes[0].plot([0.5, 0.5, 0.5], [1, 2, 3], label="a")
+    axes[0].legend()
+    axes[1].plot([1, 2], [1, 2], label="a")
+    axes[1].plot([1, 2], [2, 1], label="b")
+    axes[2].set_xticks(range(8), [f"a long tick label {i}" for i in range(8)])
+    found = " | ".join(plots.figure_problems(fig))
+    assert "same x value" in found and "2 labelled series and no legend" in found and "overlapping x tick" in found
+    plots.plt.close(fig)
+    ok, ax = plots.plt.subplots()
+    plots.roofline(pd.DataFrame({"arithmetic_intensity": [1.0, 10.0], "achieved_gflops": [2.0, 30.0],
+                                 "precision": ["fp32", "int8"], "runtime": ["torch", "torch"]}),
+                   {"fp32": 170e9, "int8": 790e9}, ax=ax)
+    assert plots.figure_problems(ok) == []
+    plots.plt.close("all")

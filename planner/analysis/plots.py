@@ -317,3 +317,164 @@ def attainment_over_time(timeline: pd.DataFrame, fault_s: tuple[float, float] | 
     if title:
         ax.set_title(title)
     return ax
+
+
+# ---------------------------------------------------------------- figures of the paper review
+# Kept in one block: the roofline, a log-scale identity plot, distinguishable numbered curves, method
+# fronts with the proposed method on top, and an accuracy axis that does not exaggerate small gaps.
+
+LINESTYLES: tuple[str, ...] = ("-", "--", "-.", ":")
+
+
+def line_style(i: int) -> dict:
+    """Colour, marker and line style of the ``i``-th curve, so curves differ even in greyscale."""
+    return {**series_style(i), "linestyle": LINESTYLES[i % len(LINESTYLES)]}
+
+
+def roofline(points: pd.DataFrame, peaks: dict[str, float], ax=None, title: str | None = None):
+    """Log-log roofline: achieved GFLOP/s against arithmetic intensity (FLOPs per byte), one colour per
+    precision shared by its points and its measured compute ceiling (a horizontal line), one marker
+    per runtime. ``points`` needs ``arithmetic_intensity``, ``achieved_gflops``, ``precision``, ``runtime``."""
+    _require(points, ["arithmetic_intensity", "achieved_gflops", "precision", "runtime"], "roofline")
+    data = points.dropna(subset=["arithmetic_intensity", "achieved_gflops"])
+    if data.empty:
+        raise ValueError("roofline: no point has both an arithmetic intensity and an achieved rate")
+    if ax is None:
+        _, ax = plt.subplots()
+    precisions = sorted(set(data["precision"]) | set(peaks))
+    runtimes = sorted(data["runtime"].unique())
+    colour = {p: series_style(i)["color"] for i, p in enumerate(precisions)}
+    for j, runtime in enumerate(runtimes):
+        for p in precisions:
+            part = data[(data["runtime"] == runtime) & (data["precision"] == p)]
+            if not part.empty:
+                ax.scatter(part["arithmetic_intensity"], part["achieved_gflops"], s=18, color=colour[p],
+                           marker=series_style(j)["marker"], alpha=0.8, label=f"{runtime}/{p}", zorder=3)
+    lo, hi = data["arithmetic_intensity"].min() / 2, data["arithmetic_intensity"].max() * 2
+    for p, peak in sorted(peaks.items(), key=lambda kv: -kv[1]):
+        gflops = peak / 1e9
+        ax.hlines(gflops, lo, hi, color=colour[p], lw=1.2, ls="--", zorder=2)
+        ax.text(hi, gflops, f" {p} peak {gflops:.0f}", color=colour[p], fontsize=7, va="center", ha="left")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(lo, hi)
+    ax.set_xlabel("Arithmetic intensity (FLOPs per byte moved, estimated)")
+    ax.set_ylabel("Achieved GFLOP/s")
+    if title:
+        ax.set_title(title)
+    ax.legend(ncol=2, fontsize=7, loc="lower right")
+    return ax
+
+
+def identity_scatter_log(frame: pd.DataFrame, x: str, y: str, band: float, ax=None, label: str | None = None,
+                         annotate: str | None = None, title: str | None = None):
+    """``y`` against ``x`` on log-log axes with the identity and a relative tolerance band, so one
+    large point does not squash the rest; the point farthest from the identity is labelled by
+    ``annotate`` (a column) with its values."""
+    _require(frame, [x, y, *([annotate] if annotate else [])], "identity_scatter_log")
+    data = frame[(frame[x] > 0) & (frame[y] > 0)]
+    if data.empty:
+        raise ValueError(f"identity_scatter_log: no positive ({x}, {y}) pairs to draw on log axes")
+    if ax is None:
+        _, ax = plt.subplots()
+    ax.scatter(data[x], data[y], s=18, color=PALETTE[0], label=label, zorder=3)
+    lo = float(data[[x, y]].min().min()) / 1.5
+    hi = float(data[[x, y]].max().max()) * 1.5
+    grid = np.geomspace(lo, hi, 50)
+    ax.plot(grid, grid, color="black", lw=0.8, label="y = x")
+    ax.fill_between(grid, grid * (1 - band), grid * (1 + band), color="grey", alpha=0.2, lw=0, label="tolerance")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    if annotate:
+        far = (np.log(data[y]) - np.log(data[x])).abs().idxmax()
+        row = data.loc[far]
+        ax.annotate(f"{row[annotate]}\n{row[x]:.0f} vs {row[y]:.0f}", (row[x], row[y]), xytext=(8, -4),
+                    textcoords="offset points", fontsize=6.5, va="top")
+    ax.set_xlabel(x.replace("_", " "))
+    ax.set_ylabel(y.replace("_", " "))
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize=7)
+    return ax
+
+
+def method_fronts(points: pd.DataFrame, ax=None, latency: str = "lat_p95_ms", accuracy: str = "effective_accuracy",
+                  fronts: dict[str, pd.DataFrame] | None = None, title: str | None = None):
+    """Each method's points and Pareto front (steps) in its registry style; the proposed method is
+    drawn last, on top, with a thicker line and larger marker, so no baseline hides it. ``fronts``
+    maps a method to its front (``planner.analysis.pareto.pareto_front``); without it the points
+    are joined in latency order."""
+    _require(points, ["method", latency, accuracy], "method_fronts")
+    if ax is None:
+        _, ax = plt.subplots()
+    methods = list(points["method"].unique())
+    proposed = [m for m in methods if m in registry.METHODS and registry.METHODS[m].role == "proposed"]
+    order = [m for m in method_order(methods) if m not in proposed] + proposed
+    for k, method in enumerate(order):
+        pts = points[points["method"] == method]
+        front = (fronts or {}).get(method, pts.sort_values(latency))
+        style = method_style(method, methods)
+        top = method in proposed
+        z = 10 + k + (100 if top else 0)
+        ax.scatter(pts[latency], pts[accuracy], s=26 if top else 10, color=style["color"], marker=style["marker"],
+                   alpha=0.9 if top else 0.45, zorder=z, edgecolors="black" if top else "none", linewidths=0.5)
+        ax.step(front[latency], front[accuracy], where="post", color=style["color"], lw=2.2 if top else 1.0,
+                zorder=z, label=method_label(method) + (" (proposed)" if top else ""))
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def honest_accuracy_axis(ax, values: Iterable[float], step: float = 0.1, annotate: bool = True) -> tuple[float, float]:
+    """Set a y range from a round value below ``values`` to one above (multiples of ``step``), so a
+    gap of a few points is drawn at its size, and note the actual spread in points. Returns the limits."""
+    vals = np.asarray([v for v in values if np.isfinite(v)], dtype=float)
+    if vals.size == 0:
+        raise ValueError("honest_accuracy_axis: no finite values")
+    if step <= 0:
+        raise ValueError(f"honest_accuracy_axis: step must be positive, got {step!r}")
+    low = np.floor(vals.min() / step - 1e-9) * step
+    high = min(np.ceil(vals.max() / step + 1e-9) * step, 1.0 if vals.max() <= 1.0 else np.inf)
+    if high <= low:
+        high = low + step
+    ax.set_ylim(low, high)
+    if annotate:
+        ax.annotate(f"range {vals.min():.3f}–{vals.max():.3f} ({100 * (vals.max() - vals.min()):.1f} points)",
+                    xy=(0.02, 0.03), xycoords="axes fraction", fontsize=7, color="dimgray")
+    return float(low), float(high)
+
+
+def figure_problems(fig: Figure) -> list[str]:
+    """What a reader could not read off ``fig``: an axis whose data take a single value, several
+    labelled series without a legend (on the axes or the figure), or tick labels that overlap."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None] + list(fig.legends)
+    legend_texts = {t.get_text() for leg in legends for t in leg.get_texts()}
+    problems = []
+    for n, ax in enumerate(fig.axes):
+        name = ax.get_title() or f"axes {n}"
+        xs, ys = [], []
+        for line in ax.get_lines():
+            if not line.get_label().startswith("_"):
+                xs.extend(np.asarray(line.get_xdata(), dtype=float))
+                ys.extend(np.asarray(line.get_ydata(), dtype=float))
+        for coll in ax.collections:
+            offsets = np.asarray(coll.get_offsets(), dtype=float)
+            if offsets.ndim == 2 and len(offsets) and not coll.get_label().startswith("_"):
+                xs.extend(offsets[:, 0]); ys.extend(offsets[:, 1])
+        for axis, values in (("x", xs), ("y", ys)):
+            finite = np.asarray(values, dtype=float)
+            finite = finite[np.isfinite(finite)]
+            if finite.size > 1 and np.unique(finite).size == 1:
+                problems.append(f"{name}: every point has the same {axis} value ({finite[0]:g})")
+        labelled = set(ax.get_legend_handles_labels()[1])
+        if len(labelled) > 1 and not labelled <= legend_texts:  # a legend anywhere in the figure may name them
+            problems.append(f"{name}: {len(labelled)} labelled series and no legend")
+        for axis in (ax.xaxis, ax.yaxis):
+            boxes = [t.get_window_extent(renderer) for t in axis.get_ticklabels() if t.get_visible() and t.get_text()]
+            if any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:]):
+                problems.append(f"{name}: overlapping {axis.axis_name} tick labels")
+    return problems

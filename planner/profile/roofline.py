@@ -9,6 +9,15 @@ The matrix size grows until one product takes a measurable time, then products a
 ``seconds`` after a warm-up; short runs under-read the bf16 peak, so the preset keeps this several
 seconds long, and the sweep measures at its start and its end and keeps the best reading.
 ``pct_roofline = flops_per_item x throughput / peak(precision) x 100``.
+
+Bytes moved are not measured (no hardware counters here), so the roofline's arithmetic intensity is
+an estimate (:func:`bytes_per_item`, from the sizes :func:`planner.models.flops.model_footprints`
+counts): every weight read once per batch at the variant's precision, and every leaf module's
+output written once and read once per item. Embedding tables are
+not counted as weights (a batch reads only the rows it looks up, which the embedding's output
+counts). Activations are kept at fp32 for int8 variants (dynamic quantisation quantises them on the
+fly and returns fp32) and at the compute type otherwise. Attention's functional products are not
+leaf modules, so activation traffic is a lower bound and the intensity an upper estimate.
 """
 
 from __future__ import annotations
@@ -132,3 +141,30 @@ def pct_roofline(flops_per_item: float | np.ndarray, throughput_items_s: float |
     """Achieved FLOP/s as a percentage of the peak (NaN when FLOPs or the peak are unknown)."""
     return np.asarray(flops_per_item, dtype=float) * np.asarray(throughput_items_s, dtype=float) \
         / np.asarray(peak_flops_per_s, dtype=float) * 100.0
+
+
+# Bytes of one weight / one activation element per precision (see the module docstring).
+WEIGHT_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "int8": 1}
+ACTIVATION_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "int8": 4}
+
+
+def bytes_per_item(weight_elements: float | np.ndarray, activation_elements_per_item: float | np.ndarray,
+                   batch_size: float | np.ndarray, precision: str | pd.Series) -> np.ndarray:
+    """Estimated bytes moved per example: the weights once per batch, shared by its examples, plus
+    each activation written and read once."""
+    precision = pd.Series(precision if isinstance(precision, pd.Series) else [precision])
+    unknown = sorted(set(precision) - set(WEIGHT_BYTES))
+    if unknown:
+        raise ValueError(f"bytes_per_item: unknown precision(s) {unknown}; known {sorted(WEIGHT_BYTES)}")
+    wb = precision.map(WEIGHT_BYTES).to_numpy(dtype=float)
+    ab = precision.map(ACTIVATION_BYTES).to_numpy(dtype=float)
+    batch = np.asarray(batch_size, dtype=float)
+    if np.any(batch < 1):
+        raise ValueError(f"bytes_per_item: batch sizes must be >= 1, got {batch_size!r}")
+    return np.asarray(weight_elements, dtype=float) * wb / batch \
+        + 2.0 * np.asarray(activation_elements_per_item, dtype=float) * ab
+
+
+def arithmetic_intensity(flops_per_item: float | np.ndarray, bytes_moved_per_item: float | np.ndarray) -> np.ndarray:
+    """FLOPs per byte moved (the roofline's x axis)."""
+    return np.asarray(flops_per_item, dtype=float) / np.asarray(bytes_moved_per_item, dtype=float)

@@ -13,12 +13,14 @@ given both, and the HTML is copied to ``_build/html`` either way.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +39,15 @@ KERNEL_NAME = "python3"
 SHARED_INPUTS = ("planner", "configs")
 # Inputs inside results/<preset>/ (produced by profile and evaluate).
 RESULT_INPUTS = ("profiles", "eval")
+
+
+# Warning filters for the notebook kernel (PYTHONWARNINGS syntax; a message prefix, since a category in
+# another module cannot be named there). tqdm.auto warns on import inside a kernel without ipywidgets,
+# with the absolute path of the environment; it says nothing about the results and made every executed
+# notebook machine-dependent (issue #17: nbval failed on it in 10 cells).
+KERNEL_WARNING_FILTERS = ("ignore:IProgress not found",)
+# nbval's sanitize file: the same normalisation applied to committed and re-executed outputs.
+NBVAL_SANITIZE = REPO_ROOT / "nbval_sanitize.cfg"
 
 
 class ReportError(RuntimeError):
@@ -126,6 +137,51 @@ def _tidy_for_book(nb) -> None:
             tags.append("remove-cell")
 
 
+@contextlib.contextmanager
+def kernel_environment() -> Iterator[None]:
+    """Environment of a kernel papermill starts: :data:`KERNEL_WARNING_FILTERS` added to PYTHONWARNINGS."""
+    old = os.environ.get("PYTHONWARNINGS")
+    os.environ["PYTHONWARNINGS"] = ",".join([*(old.split(",") if old else []), *KERNEL_WARNING_FILTERS])
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("PYTHONWARNINGS", None)
+        else:
+            os.environ["PYTHONWARNINGS"] = old
+
+
+def machine_paths() -> list[tuple[str, str]]:
+    """``(absolute prefix, placeholder)`` pairs of this machine, longest first: the environment's
+    site-packages, the standard library, the repository and the home folder."""
+    pairs = {sysconfig.get_paths()["purelib"]: "<site-packages>", sysconfig.get_paths()["platlib"]: "<site-packages>",
+             sysconfig.get_paths()["stdlib"]: "<stdlib>", str(REPO_ROOT): ".", str(Path.home()): "~"}
+    return sorted(((k.rstrip("/"), v) for k, v in pairs.items() if len(k.rstrip("/")) > 1),
+                  key=lambda kv: -len(kv[0]))
+
+
+def strip_machine_paths(text: str, pairs: Sequence[tuple[str, str]] | None = None) -> str:
+    """``text`` with every absolute path prefix of this machine replaced by its placeholder."""
+    for prefix, placeholder in (machine_paths() if pairs is None else pairs):
+        text = text.replace(prefix + "/", placeholder + "/")
+    return text
+
+
+def _machine_independent(nb) -> None:
+    """Rewrite this machine's absolute paths in text outputs (warnings name the file that raised them),
+    so a committed notebook is the same wherever it was executed."""
+    pairs = machine_paths()
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream":
+                out["text"] = strip_machine_paths(out.get("text", ""), pairs)
+            elif out.get("output_type") == "error":
+                out["traceback"] = [strip_machine_paths(line, pairs) for line in out.get("traceback", [])]
+            for mime, value in (out.get("data") or {}).items():
+                if mime.startswith("text/") or mime.endswith(("text/plain", "text/html", "text/markdown")):
+                    out["data"][mime] = strip_machine_paths(value if isinstance(value, str) else "".join(value), pairs)
+
+
 def execute_notebook(source: Path, output: Path, params: dict, kernel_name: str = KERNEL_NAME) -> None:
     """Convert ``source`` with jupytext and execute it with papermill into ``output``.
 
@@ -142,12 +198,14 @@ def execute_notebook(source: Path, output: Path, params: dict, kernel_name: str 
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_suffix(".partial.ipynb")
     try:
-        executed = papermill.execute_notebook(nb, str(partial), parameters=params, kernel_name=kernel_name,
-                                              cwd=str(REPO_ROOT), progress_bar=False, log_output=False)
+        with kernel_environment():
+            executed = papermill.execute_notebook(nb, str(partial), parameters=params, kernel_name=kernel_name,
+                                                  cwd=str(REPO_ROOT), progress_bar=False, log_output=False)
     except papermill.PapermillExecutionError as exc:
         raise ReportError(f"{source.name} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue} "
                           f"(partial output kept in {partial})") from None
     _tidy_for_book(executed)
+    _machine_independent(executed)
     nbformat.write(executed, str(partial))
     os.replace(partial, output)  # atomic: a killed run never leaves a half-written output behind
 
