@@ -421,7 +421,7 @@ def method_fronts(points: pd.DataFrame, ax=None, latency: str = "lat_p95_ms", ac
         ax.scatter(pts[latency], pts[accuracy], s=26 if top else 10, color=style["color"], marker=style["marker"],
                    alpha=0.9 if top else 0.45, zorder=z, edgecolors="black" if top else "none", linewidths=0.5)
         ax.step(front[latency], front[accuracy], where="post", color=style["color"], lw=2.2 if top else 1.0,
-                zorder=z, label=method_label(method) + (" (proposed)" if top else ""))
+                zorder=z, label=method_label(method))
     if title:
         ax.set_title(title)
     return ax

@@ -29,7 +29,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from planner.config import EvaluatePreset
 from planner.metrics import RUN_METRICS

@@ -23,7 +23,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from planner import config
 from planner.models.base import EXPORT_PARAMS

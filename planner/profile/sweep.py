@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from planner import config
 from planner.models.base import ModelUnavailableError, UnsupportedVariantError, VariantSpec

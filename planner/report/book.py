@@ -227,7 +227,7 @@ def execute_all(preset: str, force: bool = False, only: Iterable[str] | None = N
                 seeds: Sequence[int] | None = None, kernel_name: str = KERNEL_NAME,
                 progress: bool = True) -> list[NotebookRun]:
     """Execute every (or the selected) notebook for ``preset``; skip up-to-date outputs unless ``force``."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     params = parameters(preset, task, seeds)
     runs = []
