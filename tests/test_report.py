@@ -167,6 +167,20 @@ def test_key_results_from_runs(tmp_path, monkeypatch):
     assert "| sst2 | 0.5 | 2 × 3 | 0.830" in text
 
 
+def test_grid_scorecard_counts_cells_within_the_margin_and_late_cells():
+    runs = _runs().assign(late_rate=0.002)
+    other = _runs().assign(workload="bursty", kind="gamma", late_rate=0.02)
+    other.loc[other["method"] == "anytime", "effective_accuracy"] += 0.2  # anytime best in this cell
+    bound = pd.concat([runs, other]).query("method == 'anytime'").assign(method="clairvoyant",
+                                                                            effective_accuracy=1.0, late_rate=np.nan)
+    cells = results.grid_cells(pd.concat([runs, other, bound], ignore_index=True)).set_index("workload")
+    assert cells.loc["steady", "best_other_method"] == "slack_aware"  # the ablation and hindsight count here
+    assert cells.loc["steady", "margin"] == pytest.approx(0.83 - 0.93)
+    assert cells.loc["bursty", "margin"] == pytest.approx(1.03 - 0.93)
+    assert cells.loc["bursty", "share_of_bound"] == pytest.approx(1.03)
+    assert cells.loc["bursty", "late_rate"] == pytest.approx(0.02)
+
+
 def test_an_edited_results_table_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("PLANNER_RESULTS_DIR", str(tmp_path))
     eval_dir = tmp_path / "quick" / "eval"

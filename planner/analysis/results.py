@@ -219,3 +219,73 @@ def key_results_markdown(table: pd.DataFrame, preset: str) -> str:
                  f"references no online method is expected to reach. Preset `{preset}`, generated from "
                  f"`results/{preset}/eval/` by `python -m planner readme --preset {preset}`.")
     return "\n".join(lines)
+
+
+SCORECARD_MARGIN = 0.005   # issue 13: anytime >= the best other non-bound method minus this, per cell
+SCORECARD_BOUND_SHARE = 0.95  # ... and >= this share of the clairvoyant bound, averaged over a task's cells
+SCORECARD_LATE = 0.01      # ... and serves at most this share late at loads <= 1
+
+
+def grid_cells(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per (task, workload, load) cell: each method's effective accuracy and late rate averaged over
+    the deadline sweep within a seed, then over seeds; the proposed method's margin over the best
+    other online or hindsight method (bounds excluded) and its share of the clairvoyant bound."""
+    cell = ["task", "workload", "load"]
+    metrics = [m for m in ("effective_accuracy", "late_rate") if m in runs.columns]
+    per_seed = per_seed_means(runs, metrics, by=(*cell, "method"))
+    mean = per_seed.groupby([*cell, "method"])[metrics].mean().reset_index()
+    wide = mean.pivot_table(index=cell, columns="method", values="effective_accuracy")
+    if PLANNER_METHOD not in wide.columns:
+        raise ValueError(f"no runs of the proposed method {PLANNER_METHOD!r}")
+    others = [m for m in wide.columns if m != PLANNER_METHOD and m not in BOUND_METHODS]
+    bound = next((m for m in BOUND_METHODS if m in wide.columns), None)
+    out = pd.DataFrame({"proposed": wide[PLANNER_METHOD]})
+    out["best_other"] = wide[others].max(axis=1)
+    out["best_other_method"] = wide[others].idxmax(axis=1)
+    out["margin"] = out["proposed"] - out["best_other"]
+    out["bound"] = wide[bound] if bound else np.nan
+    out["share_of_bound"] = out["proposed"] / out["bound"]
+    late = mean[mean["method"] == PLANNER_METHOD].set_index(cell)
+    out["late_rate"] = late["late_rate"] if "late_rate" in late else np.nan
+    return out.reset_index()
+
+
+def grid_scorecard(preset: str) -> pd.DataFrame:
+    """Per task, over every (workload, load) cell of the evaluation: how many cells the proposed
+    method is within :data:`SCORECARD_MARGIN` of the best other method, its mean share of the
+    clairvoyant bound, and how many cells at load <= 1 serve more than :data:`SCORECARD_LATE` late."""
+    cells = grid_cells(load_runs(preset))
+    rows = []
+    for task_name, part in cells.groupby("task", sort=False):
+        light = part[part["load"] <= 1.0]
+        worst = part.loc[part["margin"].idxmin()]
+        rows.append({
+            "task": task_name,
+            "n_cells": len(part),
+            "n_workloads": part["workload"].nunique(),
+            "cells_within_margin": int((part["margin"] >= -SCORECARD_MARGIN).sum()),
+            "worst_margin": float(worst["margin"]),
+            "worst_cell": f"{worst['workload']} @ {worst['load']:g} vs {worst['best_other_method']}",
+            "mean_share_of_bound": float(part["share_of_bound"].mean()),
+            "n_light_cells": len(light),
+            "light_cells_late_over": int((light["late_rate"] > SCORECARD_LATE).sum()),
+            "max_light_late_rate": float(light["late_rate"].max()) if len(light) else np.nan,
+        })
+    return pd.DataFrame(rows)
+
+
+def grid_scorecard_markdown(card: pd.DataFrame, preset: str) -> str:
+    """The scorecard as Markdown under the key-results table (README and book)."""
+    lines = [f"| task | cells (workloads × loads) | {PLANNER_METHOD} ≥ best other − {SCORECARD_MARGIN:g} | worst cell "
+             f"(margin) | share of clairvoyant (mean over cells) | cells at load ≤ 1 with > {SCORECARD_LATE:.0%} late "
+             "(max late) |", "|---|---|---|---|---|---|"]
+    for r in card.itertuples(index=False):
+        lines.append(f"| {r.task} | {r.n_cells} ({r.n_workloads} × {r.n_cells // max(r.n_workloads, 1)}) "
+                     f"| {r.cells_within_margin} of {r.n_cells} | {r.worst_cell} ({r.worst_margin:+.3f}) "
+                     f"| {r.mean_share_of_bound:.3f} | {r.light_cells_late_over} of {r.n_light_cells} "
+                     f"({r.max_light_late_rate:.1%}) |")
+    lines.append("")
+    lines.append(f"Every workload of the `{preset}` evaluation (steady, bursty, spike, Twitter replays, mixed deadlines); "
+                 "best other = the best of every non-bound method in the registry (baselines, the slack-aware "
+                 "ablation and the best fixed configuration in hindsight).")
+    return "\n".join(lines)

@@ -14,8 +14,10 @@ README = REPO_ROOT / "README.md"
 
 
 def render(preset: str) -> str:
-    """The block that belongs between the markers, computed from ``results/<preset>/eval/``."""
-    return results.key_results_markdown(results.key_results(preset), preset)
+    """The block that belongs between the markers, computed from ``results/<preset>/eval/``: the steady
+    key results, then the scorecard over every workload of the grid."""
+    return "\n\n".join([results.key_results_markdown(results.key_results(preset), preset),
+                         results.grid_scorecard_markdown(results.grid_scorecard(preset), preset)])
 
 
 def replace_block(text: str, block: str, path: Path = README) -> str:
