@@ -320,6 +320,15 @@ def test_a_taken_port_is_refused_clearly():
             bind_socket("127.0.0.1", port)
 
 
+def test_the_listening_socket_says_tcp_so_answers_are_not_held_by_nagle():
+    """asyncio sets TCP_NODELAY only on sockets whose proto is TCP (accepted ones inherit it)."""
+    sock = bind_socket("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+    finally:
+        sock.close()
+
+
 def test_serve_command_refuses_a_taken_port_before_loading_anything(capsys):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

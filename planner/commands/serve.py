@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
     sock = bind_socket(args.host, args.port)  # a taken port fails here, before minutes of loading
     try:
-        app, about = _build(args)
+        app, batcher, about = _build(args)
     except BaseException:
         sock.close()
         raise
@@ -54,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"serving {about} on {socket_url(sock)}  (POST /v1/predict, GET /healthz, GET /metrics; Ctrl-C stops)",
           flush=True)
     run_server(app, sock)
+    counts = {k: v for k, v in batcher.metrics.outcomes.items() if v}
+    print(f"stopped after answering {sum(counts.values())} request(s): {counts}", flush=True)
     return 0
 
 
@@ -88,4 +90,4 @@ def _build(args: argparse.Namespace):
     batcher = Batcher(policy, configs, args.task, bundle.profiles, server_settings, settings.percentile)
     info = {"preset": args.preset, "method": args.policy, "threads": threads}
     about = f"{args.task} with {args.policy} ({len(configs)} configurations, {len(inputs)} evaluation examples)"
-    return create_app(batcher, inputs, info), about
+    return create_app(batcher, inputs, info), batcher, about
