@@ -11,14 +11,15 @@ What differs between stacks is only the server side: parsing, routing, the respo
 loop. Stacks:
 
 - ``fastapi-model``: FastAPI with a pydantic body model (how FastAPI is usually written);
-- ``fastapi-raw``: FastAPI reading the raw body (what the planner's server would do, since it
-  validates the body itself to name each problem);
+- ``fastapi-raw``: FastAPI reading the raw body (the planner's server validates the body itself,
+  to name each problem);
 - ``starlette``: a bare Starlette route (FastAPI's base), same handler;
-- ``stdlib``: ``http.server.ThreadingHTTPServer`` with HTTP/1.1 keep-alive (no framework at all).
+- ``stdlib``: ``http.server.ThreadingHTTPServer`` with HTTP/1.1 keep-alive and Nagle off, no
+  framework at all (what :mod:`planner.serving.server` runs on, chosen by this measurement).
 
 ``--concurrency`` (default 32) also measures requests/s with that many requests always in flight
-from an async client (what an open-loop load generator does; the stdlib server then needs one
-thread per connection). The three ASGI stacks run on uvicorn (h11, asyncio: no httptools/uvloop installed here). The
+from the trace client's asyncio HTTP client (what an open-loop load generator does; the stdlib
+server then needs one thread per connection). The three ASGI stacks run on uvicorn (h11, asyncio: no httptools/uvloop installed here). The
 ratio column is each stack's median round trip over the fastest stack's.
 
 ``--clients`` measures the other side: the trace client's two async HTTP clients
@@ -168,31 +169,9 @@ def measure(url: str, n: int) -> np.ndarray:
 
 
 def measure_concurrent(url: str, n: int, concurrency: int) -> tuple[float, np.ndarray]:
-    """Requests/s and round trips (us) with ``concurrency`` requests always in flight (async client)."""
-    import asyncio
-
-    import httpx
-
-    async def main() -> tuple[float, np.ndarray]:
-        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-        headers = {"Content-Type": "application/json"}
-        out: list[float] = []
-        async with httpx.AsyncClient(base_url=url, timeout=30.0, limits=limits) as client:
-            async def stream(k: int) -> None:
-                for _ in range(k):
-                    t0 = time.perf_counter()
-                    r = await client.post("/v1/predict", content=BODY, headers=headers)
-                    out.append((time.perf_counter() - t0) * 1e6)
-                    if r.status_code != 200:
-                        raise RuntimeError(f"{url}: HTTP {r.status_code}")
-            await asyncio.gather(*(stream(5) for _ in range(concurrency)))  # open the connections
-            out.clear()
-            t0 = time.perf_counter()
-            await asyncio.gather(*(stream(n // concurrency) for _ in range(concurrency)))
-            wall = time.perf_counter() - t0
-        return len(out) / wall, np.asarray(out)
-
-    return asyncio.run(main())
+    """Requests/s and round trips (us) with ``concurrency`` requests always in flight, sent by the
+    trace client's asyncio HTTP client (httpx's async pool is slower than every server here: ``--clients``)."""
+    return measure_client(url, "stream", n, concurrency)
 
 
 def measure_client(url: str, kind: str, n: int, concurrency: int) -> tuple[float, np.ndarray]:

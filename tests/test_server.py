@@ -197,6 +197,30 @@ def test_a_burst_of_200_concurrent_requests_each_get_exactly_one_answer(server):
     assert batcher.state()["queue_len"] == 0
 
 
+def test_two_batchers_edf_and_cut_off_arrival_lists_still_answer_each_request_once(bundle, monkeypatch):
+    """The arrival lists are cut back while requests wait (a tiny threshold here): EDF order, two
+    batcher threads, and still one answer per request, none lost."""
+    from planner.serving import server as server_module
+
+    monkeypatch.setattr(server_module, "COMPACT_AT", 16)
+    ids = bundle.profiles["config_id"].tolist()
+    configs = {c: fake_config(c, 2, sleep_ms=2.0) for c in ids}
+    app, batcher = make_app(bundle, configs=configs, policy=policies.fixed(ids[0]),
+                            settings=ServerSettings(servers=2, queue="edf", rate_window_s=0.01))
+    with ServerThread(app) as running:
+        async def burst():
+            async with StreamClient(running.url, max_connections=100) as client:
+                return await asyncio.gather(*(client.post("/v1/predict", {"example_id": i % N_EX,
+                                                                           "deadline_ms": 1000.0 - i})
+                                              for i in range(120)))
+
+        answers = asyncio.run(burst())
+    assert [code for code, _ in answers] == [200] * 120
+    assert len({a["request_id"] for _, a in answers}) == 120
+    assert all(a["label"] == (i % N_EX) % 2 for i, (_, a) in enumerate(answers))
+    assert len(batcher._pending) < 120  # cut back at least once
+
+
 # ---------------------------------------------------------------- failures
 
 def test_a_model_that_raises_mid_batch_is_answered_by_the_fallback(bundle):
@@ -320,13 +344,15 @@ def test_a_taken_port_is_refused_clearly():
             bind_socket("127.0.0.1", port)
 
 
-def test_the_listening_socket_says_tcp_so_answers_are_not_held_by_nagle():
-    """asyncio sets TCP_NODELAY only on sockets whose proto is TCP (accepted ones inherit it)."""
-    sock = bind_socket("127.0.0.1", 0)
-    try:
-        assert sock.proto == socket.IPPROTO_TCP
-    finally:
-        sock.close()
+def test_missing_content_length_and_unknown_routes_are_refused(server):
+    running, _ = server
+    host, port = running.host, running.port
+    with socket.create_connection((host, port)) as conn:
+        conn.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+        reply = conn.recv(65536).decode()
+    assert reply.startswith("HTTP/1.1 411") and "Content-Length" in reply
+    assert httpx.get(running.url + "/nope").status_code == 404
+    assert httpx.post(running.url + "/v2/predict", json={}).status_code == 404
 
 
 def test_serve_command_refuses_a_taken_port_before_loading_anything(capsys):
@@ -374,7 +400,7 @@ def test_trace_replay_client_stops_at_its_wall_limit(bundle):
     configs = {c: fake_config(c, 1, sleep_ms=200.0) for c in ids}
     app, _ = make_app(bundle, configs=configs, policy=policies.fixed(ids[0]), settings=ServerSettings(drain_s=0.5))
     trace = workloads.poisson(50.0, 20, 10_000.0, N_EX, seed=1)
-    with ServerThread(app, graceful_s=0.5) as running:
+    with ServerThread(app, graceful_s=1.0) as running:
         rows = replay_http(running.url, trace, limits=ClientLimits(max_requests=1000, max_wall_s=1.0))
     assert len(rows) == len(trace[trace["arrival_s"] < 0.8])
     assert (rows["reason"] == "client_wall_limit").sum() == rows.attrs["n_abandoned"] > 0

@@ -15,7 +15,7 @@ import argparse
 import sys
 import time
 
-# the event loop must get the GIL promptly while a batcher thread runs Python code (the replay's value)
+# handler threads must get the GIL promptly while a batcher thread runs Python code (the replay's value)
 SWITCH_INTERVAL_S = 0.0005
 
 
