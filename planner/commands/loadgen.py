@@ -31,9 +31,10 @@ def register(subparsers) -> None:
     lg = subparsers.add_parser("loadgen", parents=[common],
                                help="MLPerf LoadGen Server scenario against a running server (logs + per-query rows)")
     lg.add_argument("--qps", type=float, required=True, help="LoadGen's server_target_qps (Poisson arrivals)")
-    lg.add_argument("--min-queries", type=int, default=100)
+    lg.add_argument("--min-queries", type=int, default=1000,
+                    help="LoadGen's min_query_count (its p99 early stopping needs several hundred; default 1000)")
     lg.add_argument("--max-queries", type=int, default=5000, help="stop after this many queries")
-    lg.add_argument("--min-seconds", type=float, default=1.0)
+    lg.add_argument("--min-seconds", type=float, default=10.0, help="LoadGen's min_duration (default 10 s)")
     lg.add_argument("--max-seconds", type=float, default=60.0, help="stop after this long")
     lg.add_argument("--percentile", type=float, default=0.99, help="latency percentile LoadGen judges (default 0.99)")
     lg.add_argument("--seed", type=int, default=0, help="LoadGen's schedule and sample seeds")
@@ -99,7 +100,8 @@ def run_loadgen_command(args: argparse.Namespace) -> int:
     result = run_loadgen(args.url, settings, ids, out, labels)
     (Path(out) / "server.json").write_text(json.dumps(info, indent=2))
     refresh_manifest(Path(out))
-    keys = ["Scenario", "Result is", "Completed samples per second", "Scheduled samples per second",
+    keys = ["Scenario", "Result is", "Performance constraints satisfied", "Early stopping satisfied",
+            "Completed samples per second", "Scheduled samples per second", "50.00 percentile latency (ns)",
             "99.00 percentile latency (ns)", "Early stopping 99th percentile estimate"]
     for key in keys:
         if key in result.summary:
