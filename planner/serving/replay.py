@@ -48,7 +48,7 @@ import pandas as pd
 
 from planner.models import zoo
 from planner.models.base import VariantSpec
-from planner.models.cascade import Cascade
+from planner.models.cascade import Cascade, escalate_mask
 from planner.plan.policies import Policy, as_policy, fixed
 from planner.schema import REQUEST_RESULT_COLUMNS
 from planner.serving.batching import QUEUES, RequestQueue, TraceArrays, check_trace, pick_batch
@@ -71,16 +71,31 @@ class ReplayError(RuntimeError):
 # ---------------------------------------------------------------- what a worker can run
 
 @dataclass(frozen=True)
+class CascadeStages:
+    """A cascade's two stages callable apart, for a server that answers from the first stage when
+    the second would be late (``needs.early_answers``); the replay itself always calls ``run``.
+
+    ``first(inputs)`` / ``second(inputs)`` -> probabilities; ``escalate(first_probs)`` -> bool mask.
+    """
+
+    first: Callable[[Any], np.ndarray]
+    second: Callable[[Any], np.ndarray]
+    escalate: Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
 class LiveConfig:
     """One servable configuration: its batch size and a call answering a batch of raw inputs.
 
     ``run(inputs) -> (probabilities (n, classes), stage or None)``; ``stage`` (1 or 2 per input)
-    comes from a cascade and marks escalated requests.
+    comes from a cascade and marks escalated requests. ``stages`` (cascades only, optional) runs
+    the two stages apart.
     """
 
     config_id: str
     batch_size: int
     run: Callable[[Any], tuple[np.ndarray, np.ndarray | None]]
+    stages: CascadeStages | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, (int, np.integer)) \
@@ -102,7 +117,9 @@ def from_cascade(config_id: str, cascade: Any, batch_size: int) -> LiveConfig:
         probs, _confidence, stage = cascade.predict_with_stages(inputs, b)
         return probs, np.asarray(stage)
 
-    return LiveConfig(config_id, b, run)
+    stages = CascadeStages(lambda inputs: cascade.small.predict(inputs, b), lambda inputs: cascade.large.predict(inputs, b),
+                           lambda probs: escalate_mask(probs, cascade.threshold))
+    return LiveConfig(config_id, b, run, stages)
 
 
 def take(inputs: Sequence[Any] | np.ndarray, index: Sequence[int] | np.ndarray) -> Any:

@@ -1,0 +1,232 @@
+"""MLPerf LoadGen, Server scenario, against the HTTP server over loopback.
+
+LoadGen (``mlcommons-loadgen``, imported as ``mlperf_loadgen``) is the field's load generator: in
+the Server scenario it issues queries with Poisson arrivals at ``target_qps`` and judges the
+``server_target_latency_percentile`` (99 % by default) of their latency against
+``server_target_latency_ns``, with its own early-stopping rule. Nobody here wrote it, so its numbers
+check ours.
+
+The system under test (SUT) sends each query as one ``POST /v1/predict`` with the query's sample
+as ``example_id`` and the run's deadline as ``deadline_ms`` (the LoadGen latency target), from an
+asyncio loop in a helper thread, and tells LoadGen the query is complete when the answer arrives
+(or fails: LoadGen must hear about every query). Each answer is also kept: one row per query with
+the client's latency, the server's outcome and configuration, so attainment can be read next to
+LoadGen's verdict.
+
+LoadGen writes ``mlperf_log_summary.txt`` and ``mlperf_log_detail.txt`` (and an accuracy log,
+empty in performance mode) into the output folder; :func:`parse_summary` reads the summary's
+``key : value`` lines. The run is bounded by ``max_queries`` and ``max_duration_s`` (both handed to
+LoadGen), and every HTTP request by ``timeout_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import mlperf_loadgen as lg
+import numpy as np
+import pandas as pd
+
+from planner.serving.clients import http_client
+from planner.serving.server import STATUS_OF
+
+SUMMARY_FILE = "mlperf_log_summary.txt"
+DETAIL_FILE = "mlperf_log_detail.txt"
+
+
+class LoadGenError(RuntimeError):
+    """LoadGen cannot run as asked (the message says why)."""
+
+
+@dataclass(frozen=True)
+class LoadGenSettings:
+    """One Server-scenario run: target rate, latency target (= every request's deadline) and bounds."""
+
+    target_qps: float
+    deadline_ms: float
+    min_queries: int = 100
+    max_queries: int = 5000
+    min_duration_s: float = 1.0
+    max_duration_s: float = 60.0
+    latency_percentile: float = 0.99
+    timeout_s: float = 30.0
+    seed: int = 0
+    client: str = "stream"
+    max_connections: int = 1000
+
+    def __post_init__(self) -> None:
+        for name in ("target_qps", "deadline_ms", "min_duration_s", "max_duration_s", "timeout_s"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise LoadGenError(f"{name} must be a positive finite number, got {value!r}")
+        if not 1 <= self.min_queries <= self.max_queries:
+            raise LoadGenError(f"need 1 <= min_queries <= max_queries, got {self.min_queries} and {self.max_queries}")
+        if self.min_duration_s > self.max_duration_s:
+            raise LoadGenError(f"min_duration_s {self.min_duration_s} exceeds max_duration_s {self.max_duration_s}")
+        if not 0 < self.latency_percentile < 1:
+            raise LoadGenError(f"latency_percentile must be in (0, 1), got {self.latency_percentile!r}")
+
+
+@dataclass
+class LoadGenResult:
+    summary: dict[str, str]      # LoadGen's summary, key -> value (strings as written)
+    requests: pd.DataFrame       # one row per query the SUT sent
+    out_dir: Path
+
+
+def parse_summary(path: Path) -> dict[str, str]:
+    """The ``key : value`` lines of LoadGen's summary log (``Result is``, percentiles, QPS, ...)."""
+    out: dict[str, str] = {}
+    for line in Path(path).read_text().splitlines():
+        match = re.match(r"^\s*([^:=]+?)\s*:\s*(.+?)\s*$", line)
+        if match and not line.lstrip().startswith("*"):
+            out.setdefault(match.group(1), match.group(2))
+    return out
+
+
+class _AsyncThread:
+    """An asyncio loop in a daemon thread: LoadGen's issue thread hands coroutines to it."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="loadgen-sut", daemon=True)
+        self.thread.start()
+
+    def submit(self, coro) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+def run_loadgen(url: str, settings: LoadGenSettings, example_ids: np.ndarray, out_dir: Path,
+                labels: np.ndarray | None = None) -> LoadGenResult:
+    """Run LoadGen's Server scenario (performance mode) against the server at ``url``.
+
+    ``example_ids``: the evaluation examples LoadGen samples from (its query sample library);
+    ``labels`` (by example id) give ``correct``. Logs and ``requests.csv`` go to ``out_dir``.
+    """
+    ids = np.asarray(example_ids, dtype=np.int64)
+    if ids.ndim != 1 or len(ids) == 0 or (ids < 0).any():
+        raise LoadGenError("example_ids must be a non-empty list of example ids >= 0")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    records: list[dict[str, Any]] = []
+    lock = threading.Lock()
+    worker = _AsyncThread()
+    origin = time.perf_counter()
+
+    async def open_client() -> Any:
+        client = http_client(url, settings.client, settings.max_connections, settings.timeout_s)
+        await client.__aenter__()
+        return client
+
+    client = worker.submit(open_client()).result(30)
+
+    async def one(query_id: int, index: int) -> None:
+        example = int(ids[index])
+        sent = time.perf_counter() - origin
+        row: dict[str, Any] = {"query_id": query_id, "example_id": example, "sent_s": sent,
+                               "deadline_ms": settings.deadline_ms}
+        try:
+            code, answer = await client.post("/v1/predict", {"example_id": example, "deadline_ms": settings.deadline_ms})
+            row["http_status"] = code
+            if code == 200 and isinstance(answer, dict):
+                row.update({k: answer.get(k) for k in ("label", "confidence", "config_id", "outcome", "reason",
+                                                       "queue_ms", "service_ms")})
+            else:
+                row["reason"] = f"http_{code}"
+        except Exception as exc:  # noqa: BLE001 - LoadGen must hear of every query, whatever failed
+            row["http_status"] = 0
+            row["reason"] = f"client_error:{type(exc).__name__}"
+        finally:
+            row["finish_s"] = time.perf_counter() - origin
+            with lock:
+                records.append(row)
+            lg.QuerySamplesComplete([lg.QuerySampleResponse(query_id, 0, 0)])
+
+    def issue_queries(samples: list) -> None:
+        for s in samples:
+            worker.submit(one(s.id, s.index))
+
+    def flush_queries() -> None:
+        pass
+
+    def noop(_samples: list) -> None:
+        pass
+
+    test = lg.TestSettings()
+    test.scenario = lg.TestScenario.Server
+    test.mode = lg.TestMode.PerformanceOnly
+    test.server_target_qps = float(settings.target_qps)
+    test.server_target_latency_ns = int(settings.deadline_ms * 1e6)
+    test.server_target_latency_percentile = float(settings.latency_percentile)
+    test.min_query_count = int(settings.min_queries)
+    test.max_query_count = int(settings.max_queries)
+    test.min_duration_ms = int(settings.min_duration_s * 1000)
+    test.max_duration_ms = int(settings.max_duration_s * 1000)
+    test.qsl_rng_seed = test.sample_index_rng_seed = test.schedule_rng_seed = int(settings.seed)
+    log_output = lg.LogOutputSettings()
+    log_output.outdir = str(out)
+    log_output.copy_summary_to_stdout = False
+    log_settings = lg.LogSettings()
+    log_settings.log_output = log_output
+    log_settings.enable_trace = False
+    sut = lg.ConstructSUT(issue_queries, flush_queries)
+    qsl = lg.ConstructQSL(len(ids), min(len(ids), 1024), noop, noop)
+    try:
+        lg.StartTestWithLogSettings(sut, qsl, test, log_settings)
+    finally:
+        lg.DestroyQSL(qsl)
+        lg.DestroySUT(sut)
+
+        async def close_client() -> None:
+            await client.__aexit__(None, None, None)
+
+        try:
+            worker.submit(close_client()).result(10)
+        finally:
+            worker.close()
+    summary_path = out / SUMMARY_FILE
+    if not summary_path.exists():
+        raise LoadGenError(f"LoadGen wrote no {SUMMARY_FILE} in {out}")
+    requests = _requests(records, labels)
+    requests.to_csv(out / "requests.csv", index=False)
+    (out / "settings.json").write_text(pd.Series(asdict(settings)).to_json(indent=2))
+    return LoadGenResult(parse_summary(summary_path), requests, out)
+
+
+def _requests(records: list[dict[str, Any]], labels: np.ndarray | None) -> pd.DataFrame:
+    columns = ["query_id", "example_id", "sent_s", "finish_s", "latency_ms", "deadline_ms", "http_status", "status",
+               "hit", "correct", "label", "confidence", "config_id", "outcome", "reason", "queue_ms", "service_ms"]
+    frame = pd.DataFrame(records)
+    if frame.empty:
+        return pd.DataFrame(columns=columns)
+    for column in columns:
+        if column not in frame:
+            frame[column] = None
+    frame["latency_ms"] = (frame["finish_s"] - frame["sent_s"]) * 1000.0
+    answered = frame["label"].notna()
+    on_time = frame["latency_ms"] <= frame["deadline_ms"]
+    server = frame["outcome"].map(STATUS_OF).fillna("dropped")
+    frame["status"] = np.where(answered, np.where(on_time, np.where(frame["outcome"] == "degraded", "degraded", "served"),
+                                                  "late"), server)
+    frame["hit"] = answered & on_time
+    if labels is not None:
+        label = pd.to_numeric(frame["label"], errors="coerce")
+        frame["correct"] = answered & (label.to_numpy() == np.asarray(labels)[frame["example_id"].to_numpy()])
+    else:
+        frame["correct"] = False
+    return frame[columns].sort_values("sent_s", kind="stable").reset_index(drop=True)
+
+
+__all__ = ["LoadGenError", "LoadGenResult", "LoadGenSettings", "parse_summary", "run_loadgen"]

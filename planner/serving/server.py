@@ -1,0 +1,919 @@
+"""A deadline-aware inference server over HTTP: one dynamic batcher, the one batch-pick rule.
+
+Requests arrive over a socket (``POST /v1/predict``), each with its own deadline. They join one
+queue; ``servers`` batcher threads take batches from it by :func:`planner.serving.batching.pick_batch`,
+the rule the simulator and the in-process replay use, so the policy sees the same
+:class:`~planner.plan.policies.PolicyContext` here as there. A request's clock starts when its
+body has been read and checked (``arrival``); ``queue_ms`` runs from there to the start of its
+batch, ``service_ms`` from there to its answer, and the outcome compares the sum with its deadline:
+
+- ``on_time`` / ``late``: a model's answer, before / after the deadline (statuses ``served`` / ``late``);
+- ``degraded``: a cascade's first-stage answer sent on time because its second stage would have
+  been late (policies whose needs say ``early_answers``); requests the first stage is sure about
+  are answered as soon as it returns, the escalated ones after the second stage (the simulator
+  charges every member the whole batch: it is conservative there);
+- ``shed``: refused at once by the policy's admission control (no label);
+- ``dropped``: expired before its batch started (``drop_expired``), no configuration left after
+  failures, or still waiting when a shutdown's drain time ran out (no label).
+
+Failures: a configuration that raises during a batch does not stop the server. Its requests are
+answered by the fallback (:meth:`planner.plan.planner.DeadlinePlanner.fallback` over the loaded
+configurations, given the tightest remaining budget; reason ``fallback`` or
+``fallback_no_feasible``), and the configuration is skipped for ``failure_cooldown_s`` (the
+policy's picks of it go to the fallback meanwhile). A policy that raises, or picks a configuration
+that is not loaded, gets the same treatment for that batch (reason ``policy_error``). Every request
+is answered exactly once.
+
+The web layer is the standard library's ``ThreadingHTTPServer`` (HTTP/1.1 keep-alive, a thread
+per connection, Nagle off): measured against Starlette and FastAPI on uvicorn in
+``benchmarks/bench_http.py`` it had the lowest per-request overhead and the highest rate with 32
+and 256 requests in flight here (see the method chapter). ``GET /healthz`` reports state,
+``GET /metrics`` counters per outcome and configuration and a latency histogram in the Prometheus
+text format (written here: a few dozen lines, no client library). A shutdown (Ctrl-C, SIGTERM,
+:meth:`ServerThread.stop`) stops accepting connections, serves the queue for at most
+``drain_s`` seconds, answers whatever is left as ``dropped`` (reason ``shutdown``) and waits for
+the handler threads to write their answers.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import errno
+import json
+import math
+import signal
+import socket
+import sys
+import threading
+import time
+from bisect import bisect_left
+from collections import Counter
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable, Literal, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from planner.plan.failure import NoConfigurationLeftError, PlannerError, ReasonCode
+from planner.plan.planner import DeadlinePlanner
+from planner.plan.policies import OnlinePolicy, Policy, PolicyContext, as_policy
+from planner.plan.registry import METHODS, TraceContext, method_params
+from planner.schema import REQUEST_STATUSES, ProfileBundle, check_deadline
+from planner.serving.batching import QUEUES, RequestQueue, TraceArrays, pick_batch
+from planner.serving.replay import LiveConfig
+
+# the API's outcome for each per-request status of the study's tables
+OUTCOMES: dict[str, str] = {"served": "on_time", "late": "late", "degraded": "degraded", "shed": "shed",
+                            "dropped": "dropped"}
+assert set(OUTCOMES) == set(REQUEST_STATUSES)
+STATUS_OF: dict[str, str] = {v: k for k, v in OUTCOMES.items()}
+FIELDS = ("input", "example_id", "deadline_ms")
+INPUT_KINDS: dict[str, Literal["text", "image"]] = {"sst2": "text", "cifar10": "image"}
+IMAGE_SHAPE = (32, 32, 3)
+LATENCY_BUCKETS_MS = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0)
+# positions kept in the growing arrival lists before old ones are cut off (see Batcher._compact)
+COMPACT_AT = 8192
+
+
+class ServerError(RuntimeError):
+    """The server cannot start or run as asked (the message says why)."""
+
+
+class PortTakenError(ServerError):
+    """The address to listen on is already in use."""
+
+
+class ServerClosed(ServerError):
+    """A request arrived while the server shuts down."""
+
+
+class RequestError(ValueError):
+    """A request the server refuses: ``status`` is the HTTP code, the message names the problem."""
+
+    status = 400
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        if status is not None:
+            self.status = status
+
+
+class FieldError(RequestError):
+    """A field of a well-formed JSON body is missing or invalid (HTTP 422)."""
+
+    status = 422
+
+
+# ---------------------------------------------------------------- settings and request checks
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """How the batcher serves (the same knobs as the simulator and the replay) and what it accepts."""
+
+    servers: int = 1
+    queue: Literal["fifo", "edf"] = "fifo"
+    drop_expired: bool = False
+    rate_window_s: float = 1.0
+    max_text_chars: int = 2000
+    max_body_bytes: int = 1 << 20
+    failure_cooldown_s: float = 1.0
+    drain_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.servers, bool) or not isinstance(self.servers, int) or self.servers < 1:
+            raise ServerError(f"servers must be an integer >= 1, got {self.servers!r}")
+        if self.queue not in QUEUES:
+            raise ServerError(f"queue must be one of {QUEUES}, got {self.queue!r}")
+        for name in ("rate_window_s", "failure_cooldown_s", "drain_s"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ServerError(f"{name} must be a finite number >= 0, got {value!r}")
+        if not self.rate_window_s > 0:
+            raise ServerError(f"rate_window_s must be positive, got {self.rate_window_s!r}")
+        for name in ("max_text_chars", "max_body_bytes"):
+            if getattr(self, name) < 1:
+                raise ServerError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+
+
+def input_kind(task: str) -> Literal["text", "image"]:
+    if task not in INPUT_KINDS:
+        raise ServerError(f"unknown task {task!r}; the server knows {list(INPUT_KINDS)}")
+    return INPUT_KINDS[task]
+
+
+def parse_predict(body: bytes, kind: Literal["text", "image"], n_examples: int | None,
+                  max_text_chars: int = 2000) -> tuple[Any, int | None, float]:
+    """``(raw input or None, example id or None, deadline_ms)`` of a predict body, or a
+    :class:`RequestError` naming the problem. Exactly one of ``input`` and ``example_id``."""
+    try:
+        payload = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RequestError(f"malformed JSON body: {exc}") from None
+    if not isinstance(payload, dict):
+        raise RequestError(f"the body must be a JSON object with {list(FIELDS)}, got a {type(payload).__name__}")
+    unknown = sorted(set(payload) - set(FIELDS))
+    if unknown:
+        raise FieldError(f"unknown field(s) {unknown}; a predict request has 'deadline_ms' and one of "
+                         "'input' or 'example_id'")
+    if "deadline_ms" not in payload:
+        raise FieldError("missing field 'deadline_ms' (a positive number of milliseconds)")
+    deadline = check_deadline(payload["deadline_ms"], "deadline_ms", FieldError)
+    has_input, has_id = "input" in payload, "example_id" in payload
+    if has_input == has_id:
+        raise FieldError("give exactly one of 'input' (the raw input) and 'example_id' (an evaluation example), "
+                         f"got {'both' if has_input else 'neither'}")
+    if has_id:
+        return None, _example_id(payload["example_id"], n_examples), deadline
+    value = payload["input"]
+    return (_text(value, max_text_chars) if kind == "text" else _image(value)), None, deadline
+
+
+def _example_id(value: Any, n_examples: int | None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise FieldError(f"example_id must be an integer, got {value!r}")
+    if not n_examples:
+        raise FieldError("this server has no evaluation set loaded: send the raw 'input' instead of an example_id")
+    if not 0 <= value < n_examples:
+        raise FieldError(f"unknown example_id {value}: the evaluation set has {n_examples} examples "
+                         f"(ids 0..{n_examples - 1})")
+    return value
+
+
+def _text(value: Any, max_chars: int) -> str:
+    if not isinstance(value, str):
+        raise FieldError(f"input must be a string of text for this task, got {type(value).__name__}")
+    if not value.strip():
+        raise FieldError("input text is empty")
+    if len(value) > max_chars:
+        raise FieldError(f"input text is too long: {len(value)} characters, at most {max_chars}")
+    return value
+
+
+def _image(value: Any) -> np.ndarray:
+    """A uint8 32x32x3 image from a nested list of integers 0..255 or a base64 string of its 3072 bytes."""
+    n_bytes = int(np.prod(IMAGE_SHAPE))
+    if isinstance(value, str):
+        try:
+            raw = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise FieldError(f"input is a string but not valid base64 ({exc}); send a 32x32x3 uint8 image as "
+                             "base64 of its 3072 bytes or as a nested list") from None
+        if len(raw) != n_bytes:
+            raise FieldError(f"wrong image size: base64 input decodes to {len(raw)} bytes, expected {n_bytes} "
+                             "(32x32x3 uint8, row-major HWC)")
+        return np.frombuffer(raw, dtype=np.uint8).reshape(IMAGE_SHAPE).copy()
+    if not isinstance(value, list):
+        raise FieldError(f"input must be a 32x32x3 uint8 image (nested list or base64 string), got {type(value).__name__}")
+    try:
+        arr = np.asarray(value)
+    except ValueError:
+        raise FieldError("wrong image shape: the nested list is ragged; expected 32x32x3") from None
+    if arr.dtype == object or arr.shape != IMAGE_SHAPE:
+        raise FieldError(f"wrong image shape {arr.shape if arr.dtype != object else 'ragged'}: expected "
+                         f"{'x'.join(map(str, IMAGE_SHAPE))} (height, width, RGB)")
+    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
+        raise FieldError(f"wrong image dtype {arr.dtype}: pixel values must be integers 0..255 (uint8)")
+    if arr.min() < 0 or arr.max() > 255:
+        raise FieldError(f"image values out of the uint8 range 0..255 (min {arr.min()}, max {arr.max()})")
+    return arr.astype(np.uint8)
+
+
+# ---------------------------------------------------------------- metrics (Prometheus text format)
+
+def _label(value: str) -> str:
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+class ServerMetrics:
+    """Counters and a latency histogram, rendered in the Prometheus text exposition format."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.outcomes: Counter[str] = Counter({o: 0 for o in OUTCOMES.values()})
+        self.by_config: Counter[tuple[str, str]] = Counter()
+        self.batches: Counter[str] = Counter()
+        self.model_errors: Counter[str] = Counter()
+        self.policy_errors = 0
+        self.rejected: Counter[int] = Counter()
+        self.buckets = [0] * len(LATENCY_BUCKETS_MS)
+        self.latency_sum_ms = 0.0
+        self.latency_count = 0
+
+    def answered(self, outcome: str, config_id: str | None, latency_ms: float | None) -> None:
+        with self._lock:
+            self.outcomes[outcome] += 1
+            if config_id is not None:
+                self.by_config[(config_id, outcome)] += 1
+            if latency_ms is not None:
+                self.latency_sum_ms += latency_ms
+                self.latency_count += 1
+                i = bisect_left(LATENCY_BUCKETS_MS, latency_ms)
+                if i < len(self.buckets):
+                    self.buckets[i] += 1
+
+    def count(self, counter: str, key: Any) -> None:
+        with self._lock:
+            getattr(self, counter)[key] += 1
+
+    def render(self, gauges: Mapping[str, float]) -> str:
+        with self._lock:
+            lines = ["# HELP planner_requests_total Predict requests answered, by outcome.",
+                     "# TYPE planner_requests_total counter"]
+            lines += [f'planner_requests_total{{outcome="{o}"}} {n}' for o, n in sorted(self.outcomes.items())]
+            lines += ["# HELP planner_config_requests_total Requests answered by a configuration, by outcome.",
+                      "# TYPE planner_config_requests_total counter"]
+            lines += [f'planner_config_requests_total{{config_id="{_label(c)}",outcome="{o}"}} {n}'
+                      for (c, o), n in sorted(self.by_config.items())]
+            lines += ["# HELP planner_batches_total Batches run, by configuration.", "# TYPE planner_batches_total counter"]
+            lines += [f'planner_batches_total{{config_id="{_label(c)}"}} {n}' for c, n in sorted(self.batches.items())]
+            lines += ["# HELP planner_model_errors_total Batches whose configuration raised, by configuration.",
+                      "# TYPE planner_model_errors_total counter"]
+            lines += [f'planner_model_errors_total{{config_id="{_label(c)}"}} {n}'
+                      for c, n in sorted(self.model_errors.items())]
+            lines += ["# HELP planner_policy_errors_total Batches whose policy raised or chose an unloaded configuration.",
+                      "# TYPE planner_policy_errors_total counter", f"planner_policy_errors_total {self.policy_errors}"]
+            lines += ["# HELP planner_rejected_total Requests refused before queueing, by HTTP status.",
+                      "# TYPE planner_rejected_total counter"]
+            lines += [f'planner_rejected_total{{code="{c}"}} {n}' for c, n in sorted(self.rejected.items())]
+            lines += ["# HELP planner_request_latency_ms Arrival to answer of model-answered requests (ms).",
+                      "# TYPE planner_request_latency_ms histogram"]
+            cumulative = 0
+            for edge, n in zip(LATENCY_BUCKETS_MS, self.buckets):
+                cumulative += n
+                lines.append(f'planner_request_latency_ms_bucket{{le="{edge:g}"}} {cumulative}')
+            lines += [f'planner_request_latency_ms_bucket{{le="+Inf"}} {self.latency_count}',
+                      f"planner_request_latency_ms_sum {self.latency_sum_ms:.6f}",
+                      f"planner_request_latency_ms_count {self.latency_count}"]
+        for name, value in gauges.items():
+            lines += [f"# TYPE planner_{name} gauge", f"planner_{name} {value:g}"]
+        return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- the policy, guarded
+
+class _Guarded(OnlinePolicy):
+    """The policy as the batcher calls it: a raise, an unloaded pick or a configuration cooling
+    down after a failure becomes the fallback's choice, with the reason kept for the answer."""
+
+    def __init__(self, policy: OnlinePolicy, loaded: Mapping[str, LiveConfig], fallback: Callable[[float, set], Any],
+                 cooling: Callable[[], set], metrics: ServerMetrics):
+        self.policy, self.loaded, self.fallback, self.cooling, self.metrics = policy, loaded, fallback, cooling, metrics
+        self.name, self.task, self.needs = policy.name, policy.task, policy.needs
+        self.reason = str(ReasonCode.OK)
+
+    def __call__(self, ctx: PolicyContext) -> str:
+        self.reason = str(ReasonCode.OK)
+        try:
+            choice = self.policy(ctx)
+        except Exception:  # noqa: BLE001 - any policy failure is answered by the fallback
+            choice = None
+        if not isinstance(choice, str) or choice not in self.loaded:
+            self.metrics.policy_errors += 1
+            decision = self.fallback(ctx.oldest_slack_ms, self.cooling())
+            self.reason = "policy_error"
+            return decision.config_id
+        cooling = self.cooling()
+        if choice in cooling:
+            decision = self.fallback(ctx.oldest_slack_ms, cooling)
+            self.reason = str(decision.reason)
+            return decision.config_id
+        return choice
+
+    def observe(self, config_id: str, batch_n: int, service_ms: float) -> None:
+        self.policy.observe(config_id, batch_n, service_ms)
+
+    def shed_below_ms(self) -> float:
+        return self.policy.shed_below_ms()
+
+    def member_cutoff_ms(self, config_id: str) -> float:
+        try:
+            return self.policy.member_cutoff_ms(config_id)
+        except (KeyError, PlannerError):  # a fallback configuration the policy does not know
+            return -math.inf
+
+
+# ---------------------------------------------------------------- the batcher
+
+@dataclass(eq=False)
+class _Pending:
+    rid: int
+    value: Any
+    arrival: float
+    deadline_ms: float
+    reply: Callable[[dict], None]
+    done: bool = False
+
+    @property
+    def abs_deadline(self) -> float:
+        return self.arrival + self.deadline_ms / 1000.0
+
+
+@dataclass
+class _Stage2Estimate:
+    ms: float
+    alpha: float = 0.2
+
+    def update(self, observed_ms: float) -> None:
+        self.ms += self.alpha * (observed_ms - self.ms)
+
+
+class Batcher:
+    """The dynamic batcher: a growing arrival list, one queue, ``settings.servers`` worker threads.
+
+    ``configs`` are loaded (and warmed up) by the caller; ``profiles`` hold their rows, from which
+    the fallback planner is fitted over the loaded configurations only. ``clock`` is monotonic.
+    """
+
+    def __init__(self, policy: Policy, configs: Mapping[str, LiveConfig] | Sequence[LiveConfig], task: str,
+                 profiles: pd.DataFrame, settings: ServerSettings = ServerSettings(), percentile: int = 95,
+                 clock: Callable[[], float] = time.perf_counter):
+        self.policy = as_policy(policy)
+        self.configs = dict(configs) if isinstance(configs, Mapping) else {c.config_id: c for c in configs}
+        if not self.configs:
+            raise ServerError("no configurations to serve")
+        self.task, self.settings, self.clock = task, settings, clock
+        self.kind = input_kind(task)
+        rows = profiles[profiles["config_id"].isin(self.configs)]
+        missing = sorted(set(self.configs) - set(rows["config_id"]))
+        if missing:
+            raise ServerError(f"loaded configuration(s) {missing[:5]} have no profile row (the fallback needs them)")
+        self.profiles = rows
+        self._all_profiles = profiles.drop_duplicates("config_id").set_index("config_id")
+        self.planner = DeadlinePlanner(percentile).fit(rows)
+        self.metrics = ServerMetrics()
+        self._cond = threading.Condition()
+        self._arrays = TraceArrays([], [], [], [])
+        self._pending: list[_Pending] = []
+        self._queue = RequestQueue(settings.queue, self._arrays.abs_deadline_s)
+        self._next_id = 0
+        self._busy = 0
+        self._closed = self._stopping = self._abort = False
+        self._cooling: dict[str, float] = {}
+        self._stage2 = {cid: _Stage2Estimate(self._second_stage_ms(cid)) for cid, c in self.configs.items()
+                        if c.stages is not None}
+        self._guard = _Guarded(self.policy, self.configs, self._fallback_choice, self._cooling_now, self.metrics)
+        self._workers: list[threading.Thread] = []
+        self.origin = clock()
+
+    # ---- public ----------------------------------------------------------------------------
+    def start(self) -> "Batcher":
+        if self._workers:
+            return self
+        self._workers = [threading.Thread(target=self._worker, name=f"batcher-{s}", daemon=True)
+                         for s in range(self.settings.servers)]
+        for w in self._workers:
+            w.start()
+        return self
+
+    def now(self) -> float:
+        """Seconds since the batcher was built (the clock of arrivals, deadlines and batches)."""
+        return self.clock() - self.origin
+
+    def submit(self, value: Any, deadline_ms: float, reply: Callable[[dict], None]) -> int:
+        """Queue one checked request; ``reply(answer)`` is called exactly once, from a batcher thread
+        (or from :meth:`close`). Raises :class:`ServerClosed` once shutdown began."""
+        with self._cond:
+            if self._closed:
+                raise ServerClosed("the server is shutting down")
+            t = self.now()
+            rid = self._next_id
+            self._next_id += 1
+            if len(self._pending) >= COMPACT_AT:
+                self._compact(t)
+            position = len(self._pending)
+            self._pending.append(_Pending(rid, value, t, float(deadline_ms), reply))
+            arrays = self._arrays
+            arrays.arrival_s.append(t)
+            arrays.abs_deadline_s.append(t + deadline_ms / 1000.0)
+            arrays.rel_deadline_ms.append(float(deadline_ms))
+            arrays.request_ids.append(rid)
+            self._queue.push(position)
+            self._cond.notify()
+        return rid
+
+    def state(self) -> dict[str, Any]:
+        with self._cond:
+            return {"queue_len": len(self._queue), "busy_servers": self._busy, "servers": self.settings.servers,
+                    "closed": self._closed, "cooling": sorted(self._cooling_now())}
+
+    def close(self, drain_s: float | None = None) -> None:
+        """Stop taking requests, serve the waiting ones for at most ``drain_s`` seconds, answer what is
+        left as ``dropped`` (reason ``shutdown``) and stop the workers."""
+        drain = self.settings.drain_s if drain_s is None else float(drain_s)
+        with self._cond:
+            self._closed = self._stopping = True
+            self._cond.notify_all()
+        end = time.monotonic() + drain
+        for w in self._workers:
+            w.join(max(0.0, end - time.monotonic()))
+        with self._cond:
+            self._abort = True
+            left = [self._pending[self._queue.pop()] for _ in range(len(self._queue))]
+            self._cond.notify_all()
+        t = self.now()
+        for r in left:
+            self._answer(r, None, None, "dropped", "shutdown", t, t)
+        for w in self._workers:
+            w.join(max(0.0, end - time.monotonic()) + 1.0)  # a batch in progress finishes its call
+
+    # ---- internals ---------------------------------------------------------------------------
+    def _cooling_now(self) -> set[str]:
+        t = self.now()
+        return {c for c, until in self._cooling.items() if until > t}
+
+    def _fallback_choice(self, budget_ms: float, failed: set[str]):
+        return self.planner.fallback(self.task, float(budget_ms), failed)
+
+    def _second_stage_ms(self, cid: str) -> float:
+        """Initial estimate of a cascade's second stage (then learned from each one run): its large
+        member's profiled median at the same batch size, else the cascade's median minus the small
+        member's, else half the cascade's median."""
+        row = self._all_profiles.loc[cid]
+        task, _model, *rest = cid.split("/")
+        small, large = ("/".join([task, str(m), *rest]) for m in (row["cascade_small"], row["cascade_large"]))
+        median = self._all_profiles["lat_p50_ms"]
+        if large in median.index:
+            return float(median[large])
+        if small in median.index:
+            return max(float(row["lat_p50_ms"]) - float(median[small]), 0.0)
+        return float(row["lat_p50_ms"]) / 2.0
+
+    def _batch_size_of(self, config_id: str) -> int:
+        return self.configs[config_id].batch_size
+
+    def _compact(self, t: float) -> None:
+        """Cut off positions no longer needed: not waiting and older than the rate window (under the lock)."""
+        arrays = self._arrays
+        k = bisect_left(arrays.arrival_s, t - self.settings.rate_window_s)
+        waiting = [self._queue.pop() for _ in range(len(self._queue))]
+        if waiting:
+            k = min(k, min(waiting))
+        if k > 0:
+            for values in (arrays.arrival_s, arrays.abs_deadline_s, arrays.rel_deadline_ms, arrays.request_ids,
+                           self._pending):
+                del values[:k]
+        for position in waiting:
+            self._queue.push(position - k)
+
+    def _worker(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._stopping:
+                    self._cond.wait()
+                if self._abort or (self._stopping and not self._queue):
+                    return
+                t = self.now()
+                pick = pick_batch(self._queue, t, len(self._arrays.arrival_s), self._arrays, self._guard, self.task,
+                                  self.settings.servers - self._busy, self.settings.servers,
+                                  self.settings.rate_window_s, self.settings.drop_expired, self._batch_size_of)
+                reason = self._guard.reason
+                shed = [self._pending[i] for i in pick.shed]
+                expired = [self._pending[i] for i in pick.expired]
+                members = [self._pending[i] for i in pick.members]
+                if members:
+                    self._busy += 1
+            for r in shed:
+                self._answer(r, None, None, "shed", "shed_unreachable", t, t)
+            for r in expired:
+                self._answer(r, None, None, "dropped", "expired", t, t)
+            if not members:
+                continue
+            try:
+                self._serve(pick.config_id, members, t, reason)
+            except BaseException as exc:  # never leave a request unanswered, whatever happened
+                now = self.now()
+                for r in members:
+                    self._answer(r, None, None, "dropped", f"server_error:{type(exc).__name__}", t, now)
+                if not isinstance(exc, Exception):
+                    raise
+            finally:
+                with self._cond:
+                    self._busy -= 1
+
+    def _serve(self, config_id: str, members: list[_Pending], start: float, reason: str) -> None:
+        """Run the batch; on a raise, the fallback serves the members not yet answered."""
+        remaining, cid, failed = members, config_id, set()
+        while remaining:
+            cfg = self.configs[cid]
+            try:
+                while remaining:
+                    chunk, remaining = remaining[: cfg.batch_size], remaining[cfg.batch_size:]
+                    self._run(cfg, chunk, start, reason)
+                    start = self.now()  # a fallback's next chunk starts when the previous one ends
+            except Exception:  # noqa: BLE001 - a configuration's failure is answered by the fallback
+                remaining = [r for r in (chunk + remaining) if not r.done]
+                now = self.now()
+                self.metrics.count("model_errors", cid)
+                with self._cond:
+                    self._cooling[cid] = now + self.settings.failure_cooldown_s
+                failed.add(cid)
+                budget = min(r.abs_deadline for r in remaining) - now if remaining else 0.0
+                try:
+                    decision = self._fallback_choice(budget * 1000.0, failed | self._cooling_now())
+                except NoConfigurationLeftError:
+                    for r in remaining:
+                        self._answer(r, None, None, "dropped", "no_configuration_left", start, now)
+                    return
+                cid, reason, start = decision.config_id, str(decision.reason), now
+
+    def _inputs(self, requests: list[_Pending]) -> Any:
+        values = [r.value for r in requests]
+        return np.stack(values) if self.kind == "image" else values
+
+    def _run(self, cfg: LiveConfig, chunk: list[_Pending], start: float, reason: str) -> None:
+        batch = self._inputs(chunk)
+        early = self.policy.needs.early_answers and cfg.stages is not None
+        if not early:
+            probs, _stage = cfg.run(batch)
+            finish = self.now()
+            self._finished(cfg.config_id, len(chunk), (finish - start) * 1000.0)
+            probs = np.asarray(probs)
+            for r, p in zip(chunk, probs):
+                self._answer(r, cfg.config_id, p, None, reason, start, finish)
+            return
+        # a cascade run stage by stage: sure answers go out at once, doomed escalations degrade
+        stages = cfg.stages
+        first = np.asarray(stages.first(batch))
+        t1 = self.now()
+        escalate = np.asarray(stages.escalate(first), dtype=bool)
+        estimate = self._stage2[cfg.config_id]
+        second_at = t1 + estimate.ms / 1000.0
+        go_on = [i for i in np.flatnonzero(escalate) if chunk[i].abs_deadline >= second_at]
+        for i, r in enumerate(chunk):
+            if not escalate[i]:
+                self._answer(r, cfg.config_id, first[i], None, reason, start, t1)
+            elif i not in go_on:
+                self._answer(r, cfg.config_id, first[i], "degraded", "early_answer", start, t1)
+        finish = t1
+        if go_on:
+            second = np.asarray(stages.second(self._inputs([chunk[i] for i in go_on])))
+            finish = self.now()
+            estimate.update((finish - t1) * 1000.0)
+            for i, p in zip(go_on, second):
+                self._answer(chunk[i], cfg.config_id, p, None, reason, start, finish)
+        self._finished(cfg.config_id, len(chunk), (finish - start) * 1000.0)
+
+    def _finished(self, config_id: str, n: int, service_ms: float) -> None:
+        self.metrics.count("batches", config_id)
+        if self.policy.needs.observes:
+            with self._cond:
+                self._guard.observe(config_id, n, service_ms)
+
+    def _answer(self, r: _Pending, config_id: str | None, probs: np.ndarray | None, outcome: str | None,
+                reason: str, start: float, finish: float) -> None:
+        """Build and send one request's answer (``outcome`` None: on time or late, by its latency)."""
+        if r.done:
+            return
+        r.done = True
+        latency_ms = (finish - r.arrival) * 1000.0
+        if outcome is None or outcome == "degraded":
+            on_time = latency_ms <= r.deadline_ms
+            outcome = ("degraded" if outcome else "on_time") if on_time else "late"
+        label = confidence = None
+        if probs is not None:
+            p = np.asarray(probs, dtype=float)
+            label, confidence = int(p.argmax()), float(p.max())
+            if not math.isfinite(confidence):
+                confidence = None
+        answer = {"request_id": r.rid, "label": label, "confidence": confidence, "config_id": config_id,
+                  "outcome": outcome, "reason": reason, "queue_ms": max(0.0, (start - r.arrival) * 1000.0),
+                  "service_ms": max(0.0, (finish - start) * 1000.0), "latency_ms": latency_ms}
+        model_answered = probs is not None
+        self.metrics.answered(outcome, config_id, latency_ms if model_answered else None)
+        try:
+            r.reply(answer)
+        except Exception:  # noqa: BLE001 - a gone client must not stop the batcher
+            pass
+
+
+# ---------------------------------------------------------------- policies for a server
+
+def server_policy(method: str, bundle: ProfileBundle, task: str, percentile: int = 95,
+                  params: Mapping[str, Any] | None = None,
+                  workload_class: Literal["steady", "bursty"] = "steady") -> tuple[OnlinePolicy, list[str]]:
+    """The registered method's policy for live requests, fitted once, and the configurations it may
+    choose (which the server loads before its first request).
+
+    Hindsight and bound methods need the whole trace before choosing, which a server never has:
+    they are refused with the list of methods that can serve. ``workload_class`` is the hint a
+    static method gets (the evaluation passes the trace's class)."""
+    if method not in METHODS:
+        raise ServerError(f"unknown method {method!r}; methods that can serve: {servable_methods()}")
+    entry = METHODS[method]
+    if entry.role in ("hindsight", "bound") or entry.policy is None:
+        raise ServerError(f"method {method!r} is a {entry.role} reference: it chooses after seeing the whole trace, "
+                          f"which a server answering requests as they come never has; methods that can serve: "
+                          f"{servable_methods()}")
+    if workload_class not in ("steady", "bursty"):
+        raise ServerError(f"workload_class must be 'steady' or 'bursty', got {workload_class!r}")
+    fitted = entry.fit(bundle, task, int(percentile), method_params(method, dict(params or {})))
+
+    def no_trace(*_args: Any) -> float:
+        raise ServerError(f"method {method!r} asked to score the trace; a server has none")
+
+    policy = entry.policy(fitted, TraceContext(task, math.nan, workload_class, pd.DataFrame(), no_trace, no_trace))
+    table = getattr(policy, "table_", None)
+    if isinstance(table, pd.DataFrame):              # anytime, slack-aware: their candidate table
+        configs = list(dict.fromkeys(table["config_id"]))
+    elif callable(getattr(fitted, "decision_table", None)):  # a static planner: its step function
+        below = fitted.select(task, 1e-9, workload_class).config_id  # below every breakpoint
+        configs = list(dict.fromkeys([below, *fitted.decision_table(task, workload_class)["config_id"]]))
+    else:
+        profiles = bundle.profiles
+        configs = profiles.loc[(profiles["task"] == task) & (profiles["accuracy_source"] == "measured"),
+                               "config_id"].tolist()
+    return policy, configs
+
+
+def servable_methods() -> list[str]:
+    """Registered methods a server can run (every role but hindsight and bound)."""
+    return [m.name for m in METHODS.values() if m.role not in ("hindsight", "bound") and m.policy is not None]
+
+
+# ---------------------------------------------------------------- the web app
+
+class App:
+    """The HTTP API over a batcher, independent of the socket: ``predict``, ``healthz``, ``metrics``.
+
+    ``inputs`` (the evaluation set) make ``example_id`` requests possible. A handler thread calls
+    :meth:`predict` and blocks until the batcher answers (it always does; ``answer_timeout_s`` only
+    bounds a bug)."""
+
+    def __init__(self, batcher: Batcher, inputs: Sequence[Any] | np.ndarray | None = None,
+                 info: Mapping[str, Any] | None = None, answer_timeout_s: float = 300.0):
+        self.batcher, self.inputs = batcher, inputs
+        self.n_examples = len(inputs) if inputs is not None else None
+        self.answer_timeout_s = float(answer_timeout_s)
+        self.about = {"task": batcher.task, "policy": batcher.policy.name, "configs": len(batcher.configs),
+                      "examples": self.n_examples, **dict(info or {})}
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._idle = threading.Condition(self._lock)
+
+    def refuse(self, exc: RequestError) -> tuple[int, dict]:
+        self.batcher.metrics.count("rejected", exc.status)
+        return exc.status, {"error": str(exc)}
+
+    def predict(self, body: bytes) -> tuple[int, dict]:
+        """``(HTTP status, JSON object)`` for one predict body."""
+        settings = self.batcher.settings
+        if len(body) > settings.max_body_bytes:
+            return self.refuse(RequestError(f"body of {len(body)} bytes exceeds the limit of "
+                                            f"{settings.max_body_bytes}", 413))
+        try:
+            value, example_id, deadline_ms = parse_predict(body, self.batcher.kind, self.n_examples,
+                                                           settings.max_text_chars)
+        except RequestError as exc:
+            return self.refuse(exc)
+        if example_id is not None:
+            value = self.inputs[example_id]
+        done = threading.Event()
+        box: list[dict] = []
+
+        def reply(answer: dict) -> None:
+            box.append(answer)
+            done.set()
+
+        with self._lock:
+            self._in_flight += 1
+        try:
+            try:
+                self.batcher.submit(value, deadline_ms, reply)
+            except ServerClosed as exc:
+                return self.refuse(RequestError(str(exc), 503))
+            if not done.wait(self.answer_timeout_s):
+                return 500, {"error": f"no answer within {self.answer_timeout_s} s (a server bug; please report)"}
+            return 200, box[0]
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+                self._idle.notify_all()
+
+    def healthz(self) -> tuple[int, dict]:
+        state = self.batcher.state()
+        closed = state["closed"]
+        return (503 if closed else 200), {"status": "shutting_down" if closed else "ok", **self.about, **state}
+
+    def metrics(self) -> str:
+        state = self.batcher.state()
+        return self.batcher.metrics.render({"queue_length": state["queue_len"], "busy_servers": state["busy_servers"],
+                                            "servers": state["servers"]})
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until no predict call is in progress (their answers written or about to be)."""
+        end = time.monotonic() + timeout_s
+        with self._idle:
+            while self._in_flight:
+                left = end - time.monotonic()
+                if left <= 0:
+                    return False
+                self._idle.wait(left)
+        return True
+
+
+def create_app(batcher: Batcher, inputs: Sequence[Any] | np.ndarray | None = None,
+               info: Mapping[str, Any] | None = None) -> App:
+    """The API over ``batcher`` (see :class:`App`); serve it with :func:`run_server` or :class:`ServerThread`."""
+    return App(batcher, inputs, info)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """HTTP/1.1 keep-alive; one thread per connection (``ThreadingHTTPServer``)."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True   # status line + headers and body are two writes
+    timeout = 120                    # an idle keep-alive connection is closed after this long
+    server: "_HTTPServer"
+
+    def _send(self, status: int, body: bytes, kind: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        if self.server.closing:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _json(self, status: int, payload: dict) -> None:
+        self._send(status, json.dumps(payload).encode(), "application/json")
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        app = self.server.app
+        if self.path.split("?")[0] != "/v1/predict":
+            self._json(*app.refuse(RequestError(f"no POST route {self.path!r}; use /v1/predict", 404)))
+            return
+        length = self.headers.get("Content-Length")
+        if length is None or not length.strip().isdigit():
+            self.close_connection = True  # the body's end is unknown: this connection cannot be reused
+            self._json(*app.refuse(RequestError("a predict request needs a Content-Length header "
+                                                "(chunked bodies are not accepted)", 411)))
+            return
+        n = int(length)
+        if n > app.batcher.settings.max_body_bytes:
+            self.close_connection = True
+            self._json(*app.refuse(RequestError(f"body of {n} bytes exceeds the limit of "
+                                                f"{app.batcher.settings.max_body_bytes}", 413)))
+            return
+        self._json(*app.predict(self.rfile.read(n)))
+
+    def do_GET(self) -> None:  # noqa: N802
+        app = self.server.app
+        route = self.path.split("?")[0]
+        if route == "/healthz":
+            self._json(*app.healthz())
+        elif route == "/metrics":
+            self._send(200, app.metrics().encode(), "text/plain; version=0.0.4; charset=utf-8")
+        else:
+            self._json(*app.refuse(RequestError(f"no GET route {self.path!r}; use /healthz or /metrics", 404)))
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet: /metrics counts instead
+        pass
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True        # idle keep-alive threads never hold up a shutdown
+    request_queue_size = 2048    # the default backlog of 5 resets concurrent connects
+
+    def __init__(self, sock: socket.socket, app: App):
+        super().__init__(sock.getsockname()[:2], _Handler, bind_and_activate=False)
+        self.socket.close()
+        self.socket, self.server_address = sock, sock.getsockname()
+        self.server_activate()   # listen on the socket bound by bind_socket
+        self.app, self.closing = app, False
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away before its answer (a cancelled load run) is no server error."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
+
+# ---------------------------------------------------------------- listening
+
+def bind_socket(host: str = "127.0.0.1", port: int = 8000) -> socket.socket:
+    """A bound socket for ``host:port`` (port 0: any free one), or :class:`PortTakenError` saying so."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, int(port)))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise PortTakenError(f"port {port} on {host} is already in use (another server is listening there); "
+                                 "stop it or choose another with --port (0 picks a free one)") from None
+        raise ServerError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
+def socket_url(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _shut_down(httpd: _HTTPServer, app: App, graceful_s: float) -> None:
+    """After the accept loop stopped: answer every queued and in-flight request, then close."""
+    httpd.closing = True
+    app.batcher.close()                 # no new requests; the queue is served (drain_s), the rest answered
+    app.wait_idle(graceful_s)           # handler threads write the answers they were waiting for
+    httpd.server_close()
+
+
+def run_server(app: App, sock: socket.socket, graceful_s: float = 10.0) -> None:
+    """Serve ``app`` on a socket from :func:`bind_socket` in this thread until Ctrl-C or SIGTERM,
+    then stop accepting, answer the requests queued and in flight, and return."""
+    httpd = _HTTPServer(sock, app)
+    app.batcher.start()
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        def terminate(signum: int, frame: Any) -> None:
+            raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        httpd.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        _shut_down(httpd, app, graceful_s)
+
+
+class ServerThread:
+    """The app on a loopback port in a background thread (tests, in-process load runs)::
+
+        with ServerThread(app) as server:
+            httpx.get(server.url + "/healthz")
+    """
+
+    def __init__(self, app: App, host: str = "127.0.0.1", port: int = 0, graceful_s: float = 10.0):
+        self.app, self.graceful_s = app, graceful_s
+        self.sock = bind_socket(host, port)
+        self.host, self.port = host, self.sock.getsockname()[1]
+        self.httpd = _HTTPServer(self.sock, app)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                       name="http-server", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> "ServerThread":
+        self.app.batcher.start()
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()           # the accept loop ends; connections in progress go on
+        self.thread.join()
+        _shut_down(self.httpd, self.app, self.graceful_s)
+
+    def __enter__(self) -> "ServerThread":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()

@@ -1,0 +1,422 @@
+"""The HTTP server on a loopback port with tiny fake models: the API, bad input, failures, load.
+
+Fake configurations sleep a fraction of a millisecond and answer fixed labels; profiles come from
+the synthetic bundle. Times are never asserted as absolute values: counts, outcomes and codes only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import socket
+import threading
+import time
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from bundles import synthetic_bundle
+from planner import workloads
+from planner.cli import main as cli_main
+from planner.plan import policies
+from planner.serving.clients import ClientLimits, StreamClient, replay_http
+from planner.serving.outcomes import run_metrics
+from planner.serving.replay import CascadeStages, LiveConfig
+from planner.serving.server import (Batcher, FieldError, PortTakenError, RequestError, ServerError, ServerSettings,
+                                    ServerThread, bind_socket, create_app, parse_predict, server_policy)
+
+N_EX = 40
+TEXTS = [f"sentence number {i}" for i in range(N_EX)]
+LABELS = np.arange(N_EX) % 2
+IMAGES = np.random.default_rng(0).integers(0, 256, (N_EX, 32, 32, 3), dtype=np.uint8)
+
+
+def fake_config(config_id: str, batch_size: int, sleep_ms: float = 0.3, fail: threading.Event | None = None,
+                calls: list | None = None) -> LiveConfig:
+    """Sleeps, then answers label = (index of the text's number) % 2 (images: pixel[0,0,0] % 2)."""
+
+    def run(inputs):
+        if fail is not None and fail.is_set():
+            raise RuntimeError(f"{config_id} is broken")
+        time.sleep(sleep_ms / 1000.0)
+        if calls is not None:
+            calls.append(len(inputs))
+        if isinstance(inputs, np.ndarray):
+            labels = inputs[:, 0, 0, 0].astype(int) % 2
+        else:
+            labels = np.array([int(t.split()[-1]) % 2 if t.split()[-1].isdigit() else 0 for t in inputs])
+        return np.eye(2, dtype=np.float32)[labels] * 0.9 + 0.05, None
+
+    return LiveConfig(config_id, batch_size, run)
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    return synthetic_bundle(n_configs=8, task="sst2", n_examples=N_EX)
+
+
+def make_app(bundle, method="anytime", configs=None, settings=ServerSettings(), task="sst2", inputs=TEXTS,
+             policy=None):
+    if policy is None:
+        policy, ids = server_policy(method, bundle, task)
+    else:
+        ids = bundle.profiles["config_id"].tolist()
+    configs = configs or {c: fake_config(c, int(bundle.profiles.set_index("config_id").at[c, "batch_size"]))
+                          for c in ids}
+    batcher = Batcher(policy, configs, task, bundle.profiles, settings)
+    return create_app(batcher, inputs), batcher
+
+
+@pytest.fixture(scope="module")
+def server(bundle):
+    app, batcher = make_app(bundle)
+    with ServerThread(app) as running:
+        yield running, batcher
+
+
+def post(url, body, raw=False):
+    return httpx.post(url + "/v1/predict", content=body if raw else json.dumps(body),
+                      headers={"Content-Type": "application/json"}, timeout=10)
+
+
+# ---------------------------------------------------------------- the API
+
+def test_predict_by_example_id_and_by_raw_text(server):
+    running, _ = server
+    by_id = post(running.url, {"example_id": 3, "deadline_ms": 500})
+    assert by_id.status_code == 200, by_id.text
+    answer = by_id.json()
+    assert {"label", "confidence", "config_id", "outcome", "reason", "queue_ms", "service_ms"} <= set(answer)
+    assert answer["label"] == 1 and answer["outcome"] in ("on_time", "late") and answer["reason"] == "ok"
+    assert answer["config_id"].startswith("sst2/")
+    raw = post(running.url, {"input": "a raw sentence 4", "deadline_ms": 500}).json()
+    assert raw["label"] == 0 and raw["queue_ms"] >= 0 and raw["service_ms"] >= 0
+
+
+@pytest.mark.parametrize("body, code, words", [
+    (b"{not json", 400, "malformed JSON"),
+    (b"[1, 2]", 400, "JSON object"),
+    ({"example_id": 1}, 422, "missing field 'deadline_ms'"),
+    ({"example_id": 1, "deadline_ms": 0}, 422, "positive finite"),
+    ({"example_id": 1, "deadline_ms": -5}, 422, "positive finite"),
+    (b'{"example_id": 1, "deadline_ms": NaN}', 422, "positive finite"),
+    (b'{"example_id": 1, "deadline_ms": 1e999}', 422, "positive finite"),
+    ({"example_id": 1, "deadline_ms": "50"}, 422, "number of ms"),
+    ({"example_id": 1, "deadline_ms": True}, 422, "number of ms"),
+    ({"input": "", "deadline_ms": 50}, 422, "empty"),
+    ({"input": "   ", "deadline_ms": 50}, 422, "empty"),
+    ({"input": "x" * 2001, "deadline_ms": 50}, 422, "too long"),
+    ({"input": [1, 2], "deadline_ms": 50}, 422, "string"),
+    ({"example_id": N_EX, "deadline_ms": 50}, 422, "unknown example_id"),
+    ({"example_id": -1, "deadline_ms": 50}, 422, "unknown example_id"),
+    ({"example_id": 1.5, "deadline_ms": 50}, 422, "integer"),
+    ({"example_id": 1, "deadline_ms": 50, "priority": 1}, 422, "unknown field(s) ['priority']"),
+    ({"example_id": 1, "input": "hi", "deadline_ms": 50}, 422, "exactly one"),
+    ({"deadline_ms": 50}, 422, "exactly one"),
+])
+def test_bad_requests_get_a_4xx_naming_the_problem(server, body, code, words):
+    running, _ = server
+    response = post(running.url, body, raw=isinstance(body, bytes))
+    assert response.status_code == code, response.text
+    assert words in response.json()["error"]
+
+
+@pytest.mark.parametrize("value, words", [
+    (np.zeros((32, 32), dtype=int).tolist(), "wrong image shape"),
+    (np.zeros((32, 32, 4), dtype=int).tolist(), "wrong image shape"),
+    ([[[0, 0, 0]] * 32] * 31 + [[[0, 0]] * 32], "ragged"),
+    (np.full((32, 32, 3), 0.5).tolist(), "wrong image dtype float64"),
+    (np.full((32, 32, 3), 300).tolist(), "out of the uint8 range"),
+    (base64.b64encode(b"\x00" * 100).decode(), "decodes to 100 bytes"),
+    ("not base64!!", "not valid base64"),
+    ({"pixels": 1}, "32x32x3 uint8 image"),
+])
+def test_image_checks_name_shape_and_dtype(value, words):
+    body = json.dumps({"input": value, "deadline_ms": 50}).encode()
+    with pytest.raises(FieldError, match=None) as info:
+        parse_predict(body, "image", None)
+    assert words in str(info.value)
+
+
+def test_images_by_nested_list_and_base64_are_served():
+    bundle = synthetic_bundle(n_configs=4, task="cifar10", n_examples=N_EX)
+    app, _ = make_app(bundle, method="seed_p95", task="cifar10", inputs=IMAGES)
+    with ServerThread(app) as running:
+        image = IMAGES[5]
+        nested = post(running.url, {"input": image.tolist(), "deadline_ms": 1000}).json()
+        b64 = post(running.url, {"input": base64.b64encode(image.tobytes()).decode(), "deadline_ms": 1000}).json()
+        by_id = post(running.url, {"example_id": 5, "deadline_ms": 1000}).json()
+    assert nested["label"] == b64["label"] == by_id["label"] == int(image[0, 0, 0]) % 2
+
+
+def test_healthz_and_metrics_counters_move(server):
+    running, _ = server
+    health = httpx.get(running.url + "/healthz").json()
+    assert health["status"] == "ok" and health["task"] == "sst2" and health["policy"] == "anytime"
+
+    def counter(text, name):
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+    before = httpx.get(running.url + "/metrics").text
+    for i in range(3):
+        assert post(running.url, {"example_id": i, "deadline_ms": 1000}).status_code == 200
+    assert post(running.url, {"example_id": 1}).status_code == 422
+    after = httpx.get(running.url + "/metrics")
+    assert after.headers["content-type"].startswith("text/plain")
+    text = after.text
+    assert counter(text, "planner_requests_total") == counter(before, "planner_requests_total") + 3
+    assert counter(text, "planner_config_requests_total") == counter(before, "planner_config_requests_total") + 3
+    assert counter(text, "planner_request_latency_ms_count") == counter(before, "planner_request_latency_ms_count") + 3
+    assert counter(text, 'planner_rejected_total{code="422"}') == counter(before, 'planner_rejected_total{code="422"}') + 1
+    buckets = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("planner_request_latency_ms_bucket")]
+    assert buckets == sorted(buckets)  # cumulative
+    assert "# TYPE planner_request_latency_ms histogram" in text
+
+
+def test_a_burst_of_200_concurrent_requests_each_get_exactly_one_answer(server):
+    running, batcher = server
+    before = sum(batcher.metrics.outcomes.values())
+
+    async def burst():
+        async with StreamClient(running.url, max_connections=200) as client:
+            return await asyncio.gather(*(client.post("/v1/predict", {"example_id": i % N_EX, "deadline_ms": 20.0 + i})
+                                          for i in range(200)))
+
+    answers = asyncio.run(burst())
+    assert [code for code, _ in answers] == [200] * 200
+    ids = [a["request_id"] for _, a in answers]
+    assert len(set(ids)) == 200
+    outcomes = {a["outcome"] for _, a in answers}
+    assert outcomes <= {"on_time", "late", "shed", "degraded", "dropped"}
+    assert all((a["label"] is None) == (a["outcome"] in ("shed", "dropped")) for _, a in answers)
+    assert sum(batcher.metrics.outcomes.values()) == before + 200
+    assert batcher.state()["queue_len"] == 0
+
+
+def test_two_batchers_edf_and_cut_off_arrival_lists_still_answer_each_request_once(bundle, monkeypatch):
+    """The arrival lists are cut back while requests wait (a tiny threshold here): EDF order, two
+    batcher threads, and still one answer per request, none lost."""
+    from planner.serving import server as server_module
+
+    monkeypatch.setattr(server_module, "COMPACT_AT", 16)
+    ids = bundle.profiles["config_id"].tolist()
+    configs = {c: fake_config(c, 2, sleep_ms=2.0) for c in ids}
+    app, batcher = make_app(bundle, configs=configs, policy=policies.fixed(ids[0]),
+                            settings=ServerSettings(servers=2, queue="edf", rate_window_s=0.01))
+    with ServerThread(app) as running:
+        async def burst():
+            async with StreamClient(running.url, max_connections=100) as client:
+                return await asyncio.gather(*(client.post("/v1/predict", {"example_id": i % N_EX,
+                                                                           "deadline_ms": 1000.0 - i})
+                                              for i in range(120)))
+
+        answers = asyncio.run(burst())
+    assert [code for code, _ in answers] == [200] * 120
+    assert len({a["request_id"] for _, a in answers}) == 120
+    assert all(a["label"] == (i % N_EX) % 2 for i, (_, a) in enumerate(answers))
+    assert len(batcher._pending) < 120  # cut back at least once
+
+
+# ---------------------------------------------------------------- failures
+
+def test_a_model_that_raises_mid_batch_is_answered_by_the_fallback(bundle):
+    broken = bundle.profiles.sort_values("accuracy")["config_id"].iloc[-1]
+    fail = threading.Event()
+    fail.set()
+    configs = {c: fake_config(c, int(b), fail=fail if c == broken else None)
+               for c, b in zip(bundle.profiles["config_id"], bundle.profiles["batch_size"])}
+    always_broken = policies.fixed(broken, "always_broken")
+    app, batcher = make_app(bundle, configs=configs, policy=always_broken,
+                            settings=ServerSettings(failure_cooldown_s=0.05))
+    with ServerThread(app) as running:
+        answers = [post(running.url, {"example_id": i, "deadline_ms": 1000}).json() for i in range(5)]
+        time.sleep(0.1)  # past the cool-down: the policy's pick is tried (and fails) again
+        answers.append(post(running.url, {"example_id": 5, "deadline_ms": 1000}).json())
+        fail.clear()
+        time.sleep(0.1)
+        healed = post(running.url, {"example_id": 6, "deadline_ms": 1000}).json()
+        assert httpx.get(running.url + "/healthz").status_code == 200
+        metrics = httpx.get(running.url + "/metrics").text
+    for a in answers:
+        assert a["config_id"] != broken and a["label"] is not None
+        assert a["reason"] in ("fallback", "fallback_no_feasible")
+    assert healed["config_id"] == broken and healed["reason"] == "ok"
+    errors = [float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+              if line.startswith(f'planner_model_errors_total{{config_id="{broken}"}}')]
+    assert errors and errors[0] >= 2  # the first call and the one after the cool-down (more if requests were slow)
+
+
+def test_a_policy_that_raises_is_answered_by_the_fallback(bundle):
+    def bad(ctx):
+        raise ValueError("policy bug")
+
+    app, _ = make_app(bundle, policy=policies.FunctionPolicy(bad, "bad"))
+    with ServerThread(app) as running:
+        answer = post(running.url, {"example_id": 2, "deadline_ms": 1000}).json()
+    assert answer["reason"] == "policy_error" and answer["label"] == 0
+
+
+def test_no_configuration_left_still_answers(bundle):
+    fail = threading.Event()
+    fail.set()
+    configs = {c: fake_config(c, int(b), fail=fail)
+               for c, b in zip(bundle.profiles["config_id"], bundle.profiles["batch_size"])}
+    app, _ = make_app(bundle, configs=configs, policy=policies.fixed(bundle.profiles["config_id"].iloc[0]))
+    with ServerThread(app) as running:
+        answer = post(running.url, {"example_id": 2, "deadline_ms": 1000}).json()
+        assert httpx.get(running.url + "/healthz").status_code == 200
+    assert answer["outcome"] == "dropped" and answer["reason"] == "no_configuration_left" and answer["label"] is None
+
+
+def test_early_answers_from_a_cascade_first_stage_are_degraded():
+    """A cascade whose second stage is far slower than any deadline: escalated requests get the
+    first stage's answer on time (degraded), sure ones a normal answer."""
+    bundle = synthetic_bundle(n_configs=4, task="sst2", n_examples=N_EX)
+    cid = bundle.profiles["config_id"].iloc[0]
+
+    def first(inputs):
+        ids = np.array([int(t.split()[-1]) for t in inputs])
+        confident = ids % 4 != 0  # every fourth example escalates
+        return np.where(confident[:, None], [[0.95, 0.05]], [[0.55, 0.45]]).astype(np.float32)
+
+    def second(inputs):
+        time.sleep(0.3)
+        return np.tile([[0.1, 0.9]], (len(inputs), 1)).astype(np.float32)
+
+    stages = CascadeStages(first, second, lambda probs: probs.max(axis=1) < 0.9)
+    cascade = LiveConfig(cid, 1, lambda x: (first(x), None), stages)
+
+    class Early(policies.OnlinePolicy):
+        name, needs = "early", policies.PolicyNeeds(early_answers=True)
+
+        def __call__(self, ctx):
+            return cid
+
+    batcher = Batcher(Early(), {cid: cascade}, "sst2", bundle.profiles)
+    batcher._stage2[cid].ms = 300.0  # what the server would have learned after one slow second stage
+    with ServerThread(create_app(batcher, TEXTS)) as running:
+        sure = post(running.url, {"example_id": 1, "deadline_ms": 100}).json()
+        doomed = post(running.url, {"example_id": 4, "deadline_ms": 100}).json()
+        patient = post(running.url, {"example_id": 8, "deadline_ms": 5000}).json()
+    assert sure["outcome"] == "on_time" and sure["label"] == 0
+    assert doomed["outcome"] == "degraded" and doomed["reason"] == "early_answer" and doomed["label"] == 0
+    assert patient["label"] == 1  # waited for the second stage
+
+
+def test_graceful_shutdown_answers_every_request_in_flight(bundle):
+    ids = bundle.profiles["config_id"].tolist()
+    configs = {c: fake_config(c, 1, sleep_ms=20.0) for c in ids}
+    app, batcher = make_app(bundle, configs=configs, policy=policies.fixed(ids[0]))
+    running = ServerThread(app).start()
+
+    async def load():
+        async with StreamClient(running.url, max_connections=30) as client:
+            calls = [asyncio.create_task(client.post("/v1/predict", {"example_id": i, "deadline_ms": 5000}))
+                     for i in range(15)]
+            await asyncio.sleep(0.1)
+            stopper = threading.Thread(target=running.stop)
+            stopper.start()
+            out = await asyncio.gather(*calls, return_exceptions=True)
+            stopper.join()
+            return out
+
+    answers = asyncio.run(load())
+    assert all(not isinstance(a, BaseException) for a in answers), answers
+    assert [code for code, _ in answers] == [200] * 15
+    assert all(a["label"] is not None for _, a in answers)
+    assert batcher.state()["closed"]
+    with pytest.raises(ServerError, match="shutting down"):
+        batcher.submit("late text", 100.0, lambda answer: None)
+
+
+# ---------------------------------------------------------------- starting
+
+def test_a_taken_port_is_refused_clearly():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        with pytest.raises(PortTakenError, match=f"port {port} on 127.0.0.1 is already in use"):
+            bind_socket("127.0.0.1", port)
+
+
+def test_missing_content_length_and_unknown_routes_are_refused(server):
+    running, _ = server
+    host, port = running.host, running.port
+    with socket.create_connection((host, port)) as conn:
+        conn.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+        reply = conn.recv(65536).decode()
+    assert reply.startswith("HTTP/1.1 411") and "Content-Length" in reply
+    assert httpx.get(running.url + "/nope").status_code == 404
+    assert httpx.post(running.url + "/v2/predict", json={}).status_code == 404
+
+
+def test_serve_command_refuses_a_taken_port_before_loading_anything(capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        code = cli_main(["serve", "--preset", "quick", "--task", "sst2", "--port", str(port)])
+    assert code == 2
+    assert "already in use" in capsys.readouterr().err
+
+
+def test_hindsight_and_bound_methods_are_refused(bundle):
+    for method in ("best_fixed_hindsight", "clairvoyant"):
+        with pytest.raises(ServerError, match="whole trace"):
+            server_policy(method, bundle, "sst2")
+    with pytest.raises(ServerError, match="unknown method"):
+        server_policy("nope", bundle, "sst2")
+
+
+def test_static_methods_load_only_their_decision_table(bundle):
+    policy, configs = server_policy("seed_p95", bundle, "sst2")
+    assert set(configs) <= set(bundle.profiles["config_id"]) and 1 <= len(configs) <= len(bundle.profiles)
+    assert policy.config_for(1e-6) in configs and policy.config_for(1e6) in configs
+
+
+# ---------------------------------------------------------------- load
+
+def test_trace_replay_client_against_the_server(server):
+    running, _ = server
+    trace = workloads.poisson(200.0, 60, 50.0, N_EX, seed=3)
+    rows = replay_http(running.url, trace, labels=LABELS, limits=ClientLimits(max_requests=1000, max_wall_s=20.0))
+    assert sorted(rows["request_id"]) == sorted(trace["request_id"])
+    assert set(rows["status"]) <= {"served", "late", "shed", "degraded", "dropped"}
+    assert (rows["http_status"] == 200).all()
+    answered = rows["status"].isin(["served", "late", "degraded"])
+    assert (rows.loc[answered, "latency_ms"] >= rows.loc[answered, "server_latency_ms"]).all()
+    metrics = run_metrics(rows)
+    assert 0 <= metrics["effective_accuracy"] <= metrics["hit_rate"] <= 1
+    assert rows.loc[answered, "correct"].mean() > 0.9  # the fakes answer every label right
+
+
+def test_trace_replay_client_stops_at_its_wall_limit(bundle):
+    ids = bundle.profiles["config_id"].tolist()
+    configs = {c: fake_config(c, 1, sleep_ms=200.0) for c in ids}
+    app, _ = make_app(bundle, configs=configs, policy=policies.fixed(ids[0]), settings=ServerSettings(drain_s=0.5))
+    trace = workloads.poisson(50.0, 20, 10_000.0, N_EX, seed=1)
+    with ServerThread(app, graceful_s=1.0) as running:
+        rows = replay_http(running.url, trace, limits=ClientLimits(max_requests=1000, max_wall_s=1.0))
+    assert len(rows) == len(trace[trace["arrival_s"] < 0.8])
+    assert (rows["reason"] == "client_wall_limit").sum() == rows.attrs["n_abandoned"] > 0
+
+
+def test_loadgen_server_scenario_smoke(server, tmp_path):
+    lg = pytest.importorskip("mlperf_loadgen", reason="mlcommons-loadgen is not installed")
+    del lg
+    from planner.evaluation.loadgen import LoadGenSettings, run_loadgen
+
+    running, _ = server
+    settings = LoadGenSettings(target_qps=200.0, deadline_ms=200.0, min_queries=100, max_queries=200,
+                               min_duration_s=0.5, max_duration_s=5.0)
+    result = run_loadgen(running.url, settings, np.arange(N_EX), tmp_path, labels=LABELS)
+    assert (tmp_path / "mlperf_log_summary.txt").exists() and (tmp_path / "mlperf_log_detail.txt").exists()
+    assert "Result is" in result.summary and result.summary["Scenario"] == "Server"
+    assert 100 <= len(result.requests) <= 200
+    assert (result.requests["http_status"] == 200).all()
+    assert result.requests["correct"].mean() > 0.9
