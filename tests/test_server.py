@@ -25,8 +25,9 @@ from planner.plan import policies
 from planner.serving.clients import ClientLimits, StreamClient, replay_http
 from planner.serving.outcomes import run_metrics
 from planner.serving.replay import CascadeStages, LiveConfig
-from planner.serving.server import (Batcher, FieldError, PortTakenError, RequestError, ServerError, ServerSettings,
-                                    ServerThread, bind_socket, create_app, parse_predict, server_policy)
+from planner.serving.api import FieldError, RequestError, parse_predict
+from planner.serving.server import (Batcher, PortTakenError, ServerError, ServerSettings, ServerThread, bind_socket,
+                                    create_app, server_policy)
 
 N_EX = 40
 TEXTS = [f"sentence number {i}" for i in range(N_EX)]

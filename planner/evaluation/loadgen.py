@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from planner.serving.clients import http_client
-from planner.serving.server import STATUS_OF
+from planner.serving.api import STATUS_OF
 
 SUMMARY_FILE = "mlperf_log_summary.txt"
 DETAIL_FILE = "mlperf_log_detail.txt"

@@ -46,7 +46,7 @@ from urllib.parse import urlsplit
 
 from planner.schema import REQUEST_RESULT_COLUMNS
 from planner.serving.batching import check_trace
-from planner.serving.server import STATUS_OF
+from planner.serving.api import STATUS_OF
 
 CLIENT_COLUMNS = ("arrival_s", "deadline_ms", "example_id", "sent_lag_ms", "http_status", "server_outcome", "reason",
                   "label", "queue_ms", "service_ms", "server_latency_ms")
