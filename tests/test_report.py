@@ -451,3 +451,15 @@ def test_figure_problems_names_single_valued_axes_missing_legends_and_overlappin
                    {"fp32": 170e9, "int8": 790e9}, ax=ax)
     assert plots.figure_problems(ok) == []
     plots.plt.close("all")
+
+
+def test_cell_heatmap_annotates_every_cell_with_readable_text():
+    frame = pd.DataFrame({"workload": ["a", "a", "b", "b"], "load": [0.5, 1.0, 0.5, 1.0],
+                          "margin": [-0.02, 0.01, 0.05, np.nan]})
+    fig, ax = plots.plt.subplots()
+    plots.cell_heatmap(frame, "margin", row="workload", col="load", ax=ax)
+    texts = {t.get_text(): t.get_color() for t in ax.texts}
+    assert set(texts) == {"-0.020", "+0.010", "+0.050"}  # the missing cell gets no number
+    assert texts["+0.050"] == "white" and texts["+0.010"] == "black"  # the extreme is dark, near zero light
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b"]
+    plots.plt.close(fig)

@@ -225,6 +225,36 @@ def grouped_bars(frame: pd.DataFrame, x: str, y: str, hue: str, ax=None, err: tu
     return ax
 
 
+def cell_heatmap(frame: pd.DataFrame, value: str, row: str, col: str, ax=None, fmt: str = "{:+.3f}",
+                 cmap: str = "RdBu", center: float | None = 0.0, title: str | None = None):
+    """One value per (row, col) cell as an annotated heatmap (rows and columns in first-seen order);
+    with ``center`` the colour scale is symmetric around it, so sign reads as colour."""
+    _require(frame, [value, row, col], "cell_heatmap")
+    grid = frame.pivot_table(index=row, columns=col, values=value, sort=False)
+    if ax is None:
+        _, ax = plt.subplots()
+    data = grid.to_numpy(dtype=float)
+    finite = data[np.isfinite(data)]
+    if center is not None and finite.size:
+        span = float(np.max(np.abs(finite - center))) or 1.0
+        vmin, vmax = center - span, center + span
+    else:
+        vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    image = ax.imshow(data, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
+    ax.grid(False)
+    for (i, j), v in np.ndenumerate(data):
+        if np.isfinite(v):
+            r, g, b, _ = image.cmap(image.norm(v))
+            dark = 0.299 * r + 0.587 * g + 0.114 * b < 0.5  # white text on dark cells
+            ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=6.5, color="white" if dark else "black")
+    ax.set_xticks(range(grid.shape[1]), [f"{c:g}" if isinstance(c, float) else str(c) for c in grid.columns])
+    ax.set_yticks(range(grid.shape[0]), [str(r) for r in grid.index])
+    ax.set_xlabel(col)
+    if title:
+        ax.set_title(title)
+    return image
+
+
 def shared_legend(fig: Figure, ax, ncol: int = 4) -> None:
     """One legend for a multi-panel figure, below the panels, from the handles of ``ax``."""
     handles, labels = ax.get_legend_handles_labels()
