@@ -33,7 +33,7 @@ from pathlib import Path
 import pandas as pd
 
 from planner import config
-from planner.evaluation.cluster import DaskPool, default_workers, task_overhead
+from planner.cluster import DaskPool, default_workers, task_overhead
 from planner.evaluation.grid import evaluate, grid_cells, resolve_dispatch_overhead
 from planner.paths import cpu_model, results_dir
 from planner.plan.registry import check_methods

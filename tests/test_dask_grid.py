@@ -20,7 +20,8 @@ from planner import config
 from planner.cli import main
 from planner.config import EvaluatePreset
 from planner.evaluation import grid
-from planner.evaluation.cluster import DaskPool, size_from_benchmark, workers_needed
+from planner.cluster import DaskPool
+from planner.evaluation.cluster import size_from_benchmark, workers_needed
 from planner.plan import registry
 from planner.tables import write_manifest
 

@@ -26,7 +26,7 @@ from planner.schema import ProfileBundle
 from planner.tables import atomic_write_text, read_rows, refresh_manifest
 
 if TYPE_CHECKING:  # the evaluation (and Dask) load when the command runs, not with every `planner --help`
-    from planner.evaluation.cluster import DaskPool
+    from planner.cluster import DaskPool
 
 
 def register(subparsers) -> None:
@@ -63,7 +63,7 @@ def _load_bundle(preset: str, machine_tag: str | None):
 
 
 def run(args: argparse.Namespace) -> int:
-    from planner.evaluation.cluster import DaskPool
+    from planner.cluster import DaskPool
     from planner.evaluation.grid import resolve_dispatch_overhead
 
     settings = config.preset(args.preset).evaluate

@@ -1,4 +1,10 @@
-"""``planner profile``: latency and accuracy of every configuration, resumable after an interruption."""
+"""``planner profile``: latency and accuracy of every configuration, resumable after an interruption.
+
+Without ``--scheduler`` the sweep runs in this process, on this machine. With ``--scheduler
+tcp://HOST:PORT`` it runs on every machine of that Dask cluster, one sweep per machine (one worker
+per host), each into ``results/<preset>/profiles/<its machine tag>/`` on its own disk; copy such a
+folder next to this machine's (or share ``results/``) and select it with ``--machine-tag``.
+"""
 
 from __future__ import annotations
 
@@ -31,7 +37,10 @@ def register(subparsers) -> None:
                              "made before manifests existed")
     parser.add_argument("--machine-tag", default=None, metavar="TAG",
                         help="with --rehash: the folder results/<preset>/profiles/TAG (default: this machine's, "
-                             "else the first)")
+                             "else the first); a sweep always writes the folder of the machine it runs on")
+    parser.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
+                        help="profile on every machine of this existing Dask cluster, one sweep per machine, "
+                             "each into its own results/<preset>/profiles/<machine-tag>/ on that machine")
     parser.set_defaults(func=run)
 
 
@@ -39,22 +48,40 @@ def run(args: argparse.Namespace) -> int:
     from planner.profile.sweep import run_sweep
 
     config.preset(args.preset)  # unknown preset -> clear error before any work
+    if args.scheduler is not None and args.rehash:
+        raise ValueError("--rehash checks a folder on this machine; it does not go with --scheduler")
     if args.rehash:
         from planner.profile.store import rehash
 
         print(f"wrote {rehash(args.preset, args.machine_tag)}")
         return 0
     if args.machine_tag is not None:
-        raise ValueError("--machine-tag goes with --rehash (a sweep profiles this machine's own folder)")
+        raise ValueError(f"--machine-tag {args.machine_tag} goes with --rehash: a sweep writes the folder named by "
+                         f"the machine it runs on (use --scheduler to profile other machines)")
     tasks = list(config.TASKS) if args.task == "all" else [args.task]
+    if args.remeasure_noisy is not None and not 0 <= args.remeasure_noisy < 1:
+        raise ValueError(f"--remeasure-noisy must be a CPU share in [0, 1), got {args.remeasure_noisy}")
+    options = {"remeasure_noisy": args.remeasure_noisy, "remeasure": args.remeasure, "reprofile": args.reprofile}
+    if args.scheduler is not None:
+        return _on_cluster(args.scheduler, tasks, args.preset, args.device, options)
     devices = [args.device] if args.device else available_devices()
     if "cuda" in devices and "cuda" not in available_devices():
         raise RuntimeError("--device cuda requested but torch.cuda.is_available() is False on this machine")
-    if args.remeasure_noisy is not None and not 0 <= args.remeasure_noisy < 1:
-        raise ValueError(f"--remeasure-noisy must be a CPU share in [0, 1), got {args.remeasure_noisy}")
-    results = run_sweep(tasks, args.preset, devices, progress=not args.no_progress,
-                        remeasure_noisy=args.remeasure_noisy, remeasure=args.remeasure,
-                        reprofile=args.reprofile)
+    results = run_sweep(tasks, args.preset, devices, progress=not args.no_progress, **options)
     for device, profiles in results.items():
         print(f"{device}: {len(profiles)} configurations in profiles.csv")
+    return 0
+
+
+def _on_cluster(scheduler: str, tasks: list[str], preset: str, device: str | None, options: dict) -> int:
+    """One sweep per machine of the cluster; prints where each machine's profiles are."""
+    from planner.cluster import DaskPool
+    from planner.profile.sweep import sweep_per_machine
+
+    with DaskPool(scheduler=scheduler) as pool:
+        done = sweep_per_machine(pool.client, tasks, preset, [device] if device else None, **options)
+    for row in done.itertuples():
+        print(f"{row.host}: {row.device}: {row.configurations} configurations in {row.folder} "
+              f"(on that machine; --machine-tag {row.machine_tag})")
+    print(f"profiled machine tags: {', '.join(sorted(set(done['machine_tag'])))}")
     return 0

@@ -13,16 +13,18 @@ from __future__ import annotations
 
 import fnmatch
 import gc
+import socket
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
 from planner import config
+from planner.cluster import once_per_host
 from planner.models.base import ModelUnavailableError, UnsupportedVariantError, VariantSpec
 from planner.paths import cpu_model, machine_tag, results_dir
 from planner.profile import accuracy as acc
@@ -32,6 +34,9 @@ from planner.profile.roofline import measure_peaks, peak_by_precision
 from planner.models.base import PRECISIONS
 from planner.profile.space import Configuration, Zoo, available_devices, enumerate_space, infeasible_frame, load_zoo
 from planner.profile.store import ProfileStore
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 LOAD_ERRORS = (UnsupportedVariantError, ModelUnavailableError)
 # above this share of CPU time used by other processes a configuration's timing is flagged as disturbed
@@ -377,3 +382,38 @@ def run_sweep(tasks: list[str], preset: str, devices: list[str] | None = None, z
         out[device] = _Sweep(list(tasks), preset, device, zoo, profile, progress, remeasure_noisy, remeasure,
                              reprofile).run()
     return out
+
+
+def sweep_this_machine(tasks: list[str], preset: str, devices: list[str] | None = None,
+                       profile: config.ProfilePreset | None = None, remeasure_noisy: float | None = None,
+                       remeasure: str | None = None, reprofile: str | None = None) -> list[dict[str, Any]]:
+    """:func:`run_sweep` on the machine this runs on (a Dask worker), into that machine's own folder.
+
+    ``devices`` None means the devices this machine offers (a GPU machine profiles cuda too). No
+    progress bar (it would land in the worker's log). Returns one small record per device (host,
+    machine tag, folder, configurations), since the tables themselves stay on this machine's disk.
+    """
+    offered = available_devices()
+    missing = [d for d in devices or [] if d not in offered]
+    if missing:
+        raise RuntimeError(f"{socket.gethostname()}: cannot profile {missing}, this machine offers {offered}")
+    results = run_sweep(tasks, preset, devices, profile=profile, progress=False, remeasure_noisy=remeasure_noisy,
+                        remeasure=remeasure, reprofile=reprofile)
+    return [{"host": socket.gethostname(), "device": device, "machine_tag": machine_tag(device),
+             "folder": str(profile_dir(preset, device)), "configurations": len(frame)}
+            for device, frame in results.items()]
+
+
+def sweep_per_machine(client: Client, tasks: list[str], preset: str, devices: list[str] | None = None,
+                      profile: config.ProfilePreset | None = None, **options: Any) -> pd.DataFrame:
+    """Profile on every machine of a Dask cluster, one sweep per machine, machines side by side.
+
+    Exactly one worker per host runs :func:`sweep_this_machine` (see
+    :func:`planner.cluster.once_per_host`): within a machine the configurations stay sequential and
+    no second sweep competes for its cores, so its timings are as clean as a serial run's. Each
+    machine writes ``results/<preset>/profiles/<its machine tag>/`` on its own disk. Returns one row
+    per (machine, device): host (as the scheduler sees it), device, machine_tag, folder, configurations.
+    """
+    per_host = once_per_host(client, sweep_this_machine, list(tasks), preset, devices, profile, **options)
+    rows = [{**record, "host": host} for host, records in per_host.items() for record in records]
+    return pd.DataFrame(rows, columns=["host", "device", "machine_tag", "folder", "configurations"])
