@@ -1,7 +1,7 @@
 """Sizing the evaluation's Dask cluster from a measured per-cell cost.
 
-The cluster plumbing itself (:class:`DaskPool`, :func:`stream`, :func:`task_overhead`) lives in
-:mod:`planner.cluster`, shared with the profiler; it is re-exported here for existing callers.
+The cluster plumbing itself (:class:`~planner.cluster.DaskPool`, :func:`~planner.cluster.stream`,
+:func:`~planner.cluster.task_overhead`) lives in :mod:`planner.cluster`, shared with the profiler.
 """
 
 from __future__ import annotations
@@ -10,10 +10,7 @@ import math
 
 import pandas as pd
 
-from planner.cluster import LOCALHOST, DaskPool, default_workers, stream, task_overhead
-
-__all__ = ["LOCALHOST", "DaskPool", "default_workers", "stream", "task_overhead", "workers_needed",
-           "size_from_benchmark"]
+__all__ = ["workers_needed", "size_from_benchmark"]
 
 
 def workers_needed(n_cells: int, seconds_per_cell: float, budget_s: float = 600.0, overhead_s_per_cell: float = 0.0,

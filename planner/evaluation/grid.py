@@ -10,7 +10,7 @@ replay the trace with fixed configurations, which are simulated once per trace a
 
 One cell is one call of :func:`run_cell`, a pure function of the bundle, the settings and the cell;
 the serial runner calls it in a loop, and with ``workers``/``scheduler`` each cell is a Dask task
-(:mod:`planner.evaluation.cluster`) and the rows come back as cells finish. Either way runs are
+(:mod:`planner.cluster`) and the rows come back as cells finish. Either way runs are
 appended to a CSV per cell (whole rows, fsynced: :func:`planner.tables.append_rows`) by this process
 and skipped when the file already has them, so an interrupted evaluation resumes where it stopped; a
 row torn by a kill mid-write is cut off on resume and run again. Sorted by their keys, the rows are
@@ -41,7 +41,7 @@ from planner.tables import append_rows, read_rows
 from planner.serving.outcomes import run_metrics
 from planner.serving.replay import harness_overhead
 from planner.evaluation.clairvoyant import clairvoyant_bound
-from planner.evaluation.cluster import DaskPool, stream
+from planner.cluster import DaskPool, stream
 from planner.serving.simulator import Catalog, SimulationError, prepare, simulate
 from planner.workloads import analyze, rate_for_load, spec_trace, workload_class
 
