@@ -417,6 +417,10 @@ class LiveServerPreset(_Strict):
     deadline_quantiles: list[float] = Field(min_length=1)
     # load relative to this machine's speed at start-up ("machine") or to the profiled capacity
     rate_basis: Literal["machine", "profile"] = "machine"
+    # requests/s the HTTP path itself sustains here (server, client and models share one process and
+    # its GIL): when set, a load is relative to min(the model's capacity, this), so "load 0.8" does not
+    # overload the sockets before the models; None: the model's capacity alone (as the evaluation)
+    server_capacity_rps: float | None = Field(default=None, gt=0)
     seed: int = Field(default=0, ge=0)
     warmup_calls: int = Field(default=10, ge=1)
     # calls timed per loaded configuration just before the runs: the validation's fresh service times
@@ -428,6 +432,8 @@ class LiveServerPreset(_Strict):
     fault_raise_s: float = Field(default=5.0, gt=0)
     fault_hog_s: float = Field(default=10.0, gt=0)
     fault_spike_s: float = Field(default=5.0, gt=0)
+    # how long the client waits for answers after a fault trace's last arrival (a spike's backlog drains)
+    fault_wall_margin_s: float = Field(default=60.0, gt=0)
     spike_factor: float = Field(default=5.0, gt=1)
     # a tiny MLPerf LoadGen Server-scenario run per task against the anytime server (0 = none)
     loadgen_queries: int = Field(default=0, ge=0)

@@ -11,7 +11,8 @@ Per task, in one process (the server runs in a thread, the client in the calling
    :class:`~planner.serving.server.ServerThread` on 127.0.0.1 (ephemeral port) serves that method's
    freshly built policy; :func:`planner.serving.clients.replay_http` sends a Poisson trace open loop
    (rate: ``load`` x the capacity of the seed rule's choice at the deadline, on this machine unless
-   ``rate_basis="profile"``), bounded by count and wall time. One rows file per run, written
+   ``rate_basis="profile"``; with ``server_capacity_rps`` set, ``load`` x the smaller of that and
+   what the HTTP path sustains), bounded by count and wall time. One rows file per run, written
    atomically, so a finished run is skipped on resume.
 3. **Overhead.** One configuration (the seed rule's choice at the first deadline) and one trace
    (``overhead_load``) replayed in-process (:func:`planner.serving.replay.replay`) and over HTTP;
@@ -69,7 +70,7 @@ from planner.workloads import poisson, rate_for_load, spike
 FAULTS = ("raise", "hog", "spike")
 OUTCOMES = ("on_time", "late", "degraded", "shed", "dropped")
 # what must match for stored runs to be resumed
-_SPEC_KEYS = ("task", "duration_s", "loads", "deadlines_ms", "rate_basis", "seed", "servers", "queue", "drop_expired",
+_SPEC_KEYS = ("task", "duration_s", "fault_wall_margin_s", "loads", "deadlines_ms", "rate_basis", "server_capacity_rps", "seed", "servers", "queue", "drop_expired",
               "fault_trace_s", "fault_raise_s", "fault_hog_s", "fault_spike_s", "spike_factor", "overhead_load")
 
 
@@ -170,6 +171,8 @@ def fault_table(rows: pd.DataFrame) -> pd.DataFrame:
                     "fault_start_s": float(part["fault_start_s"].iloc[0]),
                     "fault_end_s": float(part["fault_end_s"].iloc[0]),
                     "n_sent": len(part), "n_answered": int(answered.sum()), "n_lost": int((~answered).sum()),
+                    # of the lost: the client stopped waiting (its wall limit), not an error
+                    "n_client_wall_limit": int((part["reason"] == "client_wall_limit").sum()),
                     **{f"n_{o}": int((part["server_outcome"] == o).sum()) for o in OUTCOMES},
                     "n_fallback": int(part["reason"].astype(str).str.startswith("fallback").sum()),
                     "n_during": int((part["phase"] == "during").sum()),
@@ -319,8 +322,10 @@ def run_live_server(bundle: ProfileBundle, task: str, methods: Sequence[str], se
             f.unlink()
         for key in ("record", "summary", "overhead", "validation", "faults", "timeline"):
             where[key].unlink(missing_ok=True)
-    spec = {"task": task, "duration_s": float(settings.duration_s), "loads": [float(x) for x in settings.loads],
-            "deadlines_ms": deadlines, "rate_basis": settings.rate_basis, "seed": int(settings.seed),
+    spec = {"task": task, "duration_s": float(settings.duration_s),
+            "fault_wall_margin_s": float(settings.fault_wall_margin_s), "loads": [float(x) for x in settings.loads],
+            "deadlines_ms": deadlines, "rate_basis": settings.rate_basis,
+            "server_capacity_rps": settings.server_capacity_rps, "seed": int(settings.seed),
             "servers": serving.servers, "queue": serving.queue, "drop_expired": bool(serving.drop_expired),
             "fault_trace_s": float(settings.fault_trace_s), "fault_raise_s": float(settings.fault_raise_s),
             "fault_hog_s": float(settings.fault_hog_s), "fault_spike_s": float(settings.fault_spike_s),
@@ -343,10 +348,15 @@ def run_live_server(bundle: ProfileBundle, task: str, methods: Sequence[str], se
 
 
 def _rate(bundle: ProfileBundle, task: str, deadline: float, load_: float, serving: Serving, scale: float,
-          basis: str) -> float:
+          settings: LiveServerPreset) -> float:
+    """``load_`` x the capacity of the seed rule's choice at ``deadline`` (on this machine unless
+    ``rate_basis="profile"``), capped by ``server_capacity_rps`` x ``load_`` when that is set."""
     reference = DeadlinePlanner(serving.percentile).fit(bundle.profiles).select(task, deadline).config_id
     profiled = rate_for_load(bundle.profiles, reference, load_, serving.servers)
-    return profiled / scale if basis == "machine" else profiled
+    rate = profiled / scale if settings.rate_basis == "machine" else profiled
+    if settings.server_capacity_rps is not None:
+        rate = min(rate, load_ * settings.server_capacity_rps)
+    return rate
 
 
 def _run(bundle: ProfileBundle, task: str, methods: list[str], settings: LiveServerPreset, spec: dict[str, Any],
@@ -386,7 +396,7 @@ def _run(bundle: ProfileBundle, task: str, methods: list[str], settings: LiveSer
         return build_policies(bundle, task, deadline, [method], candidates, scale, params, serving.percentile)[method]
 
     for method, load_, deadline in todo_runs:
-        rate = _rate(bundle, task, deadline, load_, serving, scale, settings.rate_basis)
+        rate = _rate(bundle, task, deadline, load_, serving, scale, settings)
         trace = trace_for(rate, settings.duration_s, deadline, settings.seed)
         warm_up(configs.values(), data.inputs, 1, seed=settings.seed + 1)
         began = time.perf_counter()
@@ -402,7 +412,7 @@ def _run(bundle: ProfileBundle, task: str, methods: list[str], settings: LiveSer
     if todo_overhead:
         choice = policy_for("seed_p95", deadline0)
         config_id = choice.config_for(deadline0) if choice.needs.static else candidates[0]
-        rate = _rate(bundle, task, deadline0, settings.overhead_load, serving, scale, settings.rate_basis)
+        rate = _rate(bundle, task, deadline0, settings.overhead_load, serving, scale, settings)
         trace = trace_for(rate, settings.duration_s, deadline0, settings.seed + 7)
         fixed = policies.fixed(config_id, "fixed")
         inproc = replay(trace, fixed, configs, data.inputs, data.labels, serving.servers, serving.queue,
@@ -419,7 +429,7 @@ def _run(bundle: ProfileBundle, task: str, methods: list[str], settings: LiveSer
         say(f"overhead ({config_id}, {rate:.0f}/s): added p50 {row['added_p50_ms']:.2f} ms, "
             f"p95 {row['added_p95_ms']:.2f} ms")
 
-    base_rate = _rate(bundle, task, deadline0, load0, serving, scale, settings.rate_basis)
+    base_rate = _rate(bundle, task, deadline0, load0, serving, scale, settings)
     runs = _read_runs(where["runs"], "run_")
     for kind in todo_faults:
         trace, window = fault_trace(kind, base_rate, settings, deadline0, len(ids), settings.seed + 11)
@@ -443,7 +453,7 @@ def _run(bundle: ProfileBundle, task: str, methods: list[str], settings: LiveSer
 
         with hog as hog_window:
             rows = serve_trace(policy_for(proposed(), deadline0), served, bundle, task, data, trace, serving,
-                               proposed(), settings.wall_margin_s, on_start=armed)
+                               proposed(), settings.fault_wall_margin_s, on_start=armed)
         actual = window
         if kind == "hog" and hog_window is not None and math.isfinite(hog_window.start):
             actual = (hog_window.start - origin[0], hog_window.end - origin[0])
