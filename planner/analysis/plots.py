@@ -499,6 +499,8 @@ def server_overhead(overhead: pd.DataFrame, ax=None, title: str | None = None):
                color=PALETTE[i // 2], alpha=1.0 if i % 2 else 0.45)
     ax.set_xticks(x, overhead["task"])
     ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(plt.NullFormatter())
     ax.set_ylabel("Latency (ms, log)")
     ax.legend(fontsize=7)
     if title:
