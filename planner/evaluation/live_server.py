@@ -155,6 +155,7 @@ def summarize_runs(rows: pd.DataFrame) -> pd.DataFrame:
         out.append({"task": task, "method": method, "load": load, "deadline_ms": deadline,
                     "rate_rps": float(part["rate_rps"].iloc[0]), "n_sent": len(part), "n_answered": int(answered.sum()),
                     "n_lost": int((~answered).sum()),
+                    "n_client_wall_limit": int((part["reason"] == "client_wall_limit").sum()),
                     **{f"n_{o}": int((part["server_outcome"] == o).sum()) for o in OUTCOMES},
                     **run_metrics(part)})
     return pd.DataFrame(out)
@@ -410,8 +411,8 @@ def _run(bundle: ProfileBundle, task: str, methods: list[str], settings: LiveSer
 
     deadline0, load0 = deadlines[0], spec["loads"][0]
     if todo_overhead:
-        choice = policy_for("seed_p95", deadline0)
-        config_id = choice.config_for(deadline0) if choice.needs.static else candidates[0]
+        seed_choice = DeadlinePlanner(serving.percentile).fit(bundle.profiles).select(task, deadline0).config_id
+        config_id = seed_choice if seed_choice in configs else candidates[0]  # else the fastest loaded
         rate = _rate(bundle, task, deadline0, settings.overhead_load, serving, scale, settings)
         trace = trace_for(rate, settings.duration_s, deadline0, settings.seed + 7)
         fixed = policies.fixed(config_id, "fixed")
