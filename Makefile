@@ -12,7 +12,7 @@ export TOKENIZERS_PARALLELISM := false
 # Without it, 2-thread torch spins in OpenMP barriers whenever another process shares a core (~9x slower).
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: venv data test unit nbval-quick validate-sim live-fault report book clean-quick train profile evaluate notebooks notebooks-quick book-quick browser-deps browser-check readme
+.PHONY: venv data test unit nbval-quick validate-sim live-fault live-server report book clean-quick train profile evaluate notebooks notebooks-quick book-quick browser-deps browser-check readme
 
 venv: $(STAMP)
 
@@ -56,7 +56,13 @@ LIVE_FAULT_ARGS_quick := --duration-s 12 --fault-duration-s 4
 live-fault: evaluate
 	$(PY) -m planner live-fault --task all --preset $(PRESET) $(LIVE_FAULT_ARGS_$(PRESET))
 
-notebooks: evaluate validate-sim live-fault
+# The methods behind the HTTP server over loopback at the preset's loads and deadlines, its overhead
+# against the in-process replay, the simulator checked on its rows, three faults and (quick) a tiny
+# MLPerf LoadGen Server-scenario run (results/$(PRESET)/live/; sizes: the preset's live_server section).
+live-server: evaluate
+	$(PY) -m planner live-server --task all --preset $(PRESET)
+
+notebooks: evaluate validate-sim live-fault live-server
 	$(PY) -m planner report --preset $(PRESET) --notebooks-only
 
 notebooks-quick:

@@ -402,11 +402,61 @@ class ValidationPreset(_Strict):
         return self
 
 
+class LiveServerPreset(_Strict):
+    """Live numbers over HTTP (planner/evaluation/live_server.py, `planner live-server`).
+
+    Per task: ``anytime``, ``seed_p95`` and the best baseline behind the HTTP server at each of
+    ``loads`` x the deadlines picked from the sweep by ``deadline_quantiles`` (0 = tightest, 1 =
+    loosest), each on a ``duration_s`` Poisson trace; then the server's overhead against the
+    in-process replay, and the three fault injections (raising configuration, CPU hog, load spike)
+    on a ``fault_trace_s`` trace at the first load and deadline.
+    """
+
+    duration_s: float = Field(gt=0)
+    loads: list[float] = Field(min_length=1)
+    deadline_quantiles: list[float] = Field(min_length=1)
+    # load relative to this machine's speed at start-up ("machine") or to the profiled capacity
+    rate_basis: Literal["machine", "profile"] = "machine"
+    # requests/s the HTTP path itself sustains here (server, client and models share one process and
+    # its GIL): when set, a load is relative to min(the model's capacity, this), so "load 0.8" does not
+    # overload the sockets before the models; None: the model's capacity alone (as the evaluation)
+    server_capacity_rps: float | None = Field(default=None, gt=0)
+    seed: int = Field(default=0, ge=0)
+    warmup_calls: int = Field(default=10, ge=1)
+    # calls timed per loaded configuration just before the runs: the validation's fresh service times
+    calibration_calls: int = Field(default=30, ge=0)
+    sim_seeds: int = Field(default=5, ge=1)
+    wall_margin_s: float = Field(default=10.0, gt=0)
+    overhead_load: float = Field(default=0.5, gt=0)
+    fault_trace_s: float = Field(gt=0)
+    fault_raise_s: float = Field(default=5.0, gt=0)
+    fault_hog_s: float = Field(default=10.0, gt=0)
+    fault_spike_s: float = Field(default=5.0, gt=0)
+    # how long the client waits for answers after a fault trace's last arrival (a spike's backlog drains)
+    fault_wall_margin_s: float = Field(default=60.0, gt=0)
+    spike_factor: float = Field(default=5.0, gt=1)
+    # a tiny MLPerf LoadGen Server-scenario run per task against the anytime server (0 = none)
+    loadgen_queries: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "LiveServerPreset":
+        bad = [q for q in self.deadline_quantiles if not 0 <= q <= 1]
+        if bad:
+            raise ValueError(f"deadline_quantiles must lie in [0, 1], got {bad}")
+        if any(not load > 0 for load in self.loads):
+            raise ValueError(f"loads must be positive, got {self.loads}")
+        longest = max(self.fault_raise_s, self.fault_hog_s, self.fault_spike_s)
+        if longest >= self.fault_trace_s:
+            raise ValueError(f"fault windows (longest {longest} s) must fit inside fault_trace_s {self.fault_trace_s}")
+        return self
+
+
 class Preset(_Strict):
     train: TrainPreset
     profile: ProfilePreset
     evaluate: EvaluatePreset
     validation: ValidationPreset | None = None
+    live_server: LiveServerPreset | None = None
 
 
 class PresetsConfig(_Strict):

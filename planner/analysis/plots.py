@@ -508,3 +508,72 @@ def figure_problems(fig: Figure) -> list[str]:
             if any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:]):
                 problems.append(f"{name}: overlapping {axis.axis_name} tick labels")
     return problems
+
+
+# ---------------------------------------------------------------- serving over the network
+# The live server experiment (planner/evaluation/live_server.py): server overhead, the simulator checked
+# on the server's rows, and attainment over time through each injected fault.
+
+def server_overhead(overhead: pd.DataFrame, ax=None, title: str | None = None):
+    """In-process replay against the HTTP server on the same trace: p50 and p95 latency per task."""
+    _require(overhead, ["task", "inproc_lat_p50_ms", "inproc_lat_p95_ms", "http_lat_p50_ms", "http_lat_p95_ms"],
+             "server_overhead")
+    if ax is None:
+        _, ax = plt.subplots()
+    x = np.arange(len(overhead))
+    bars = [("inproc_lat_p50_ms", "in-process p50"), ("http_lat_p50_ms", "HTTP p50"),
+            ("inproc_lat_p95_ms", "in-process p95"), ("http_lat_p95_ms", "HTTP p95")]
+    width = 0.8 / len(bars)
+    for i, (column, label) in enumerate(bars):
+        ax.bar(x + (i - (len(bars) - 1) / 2) * width, overhead[column], width, label=label,
+               color=PALETTE[i // 2], alpha=1.0 if i % 2 else 0.45)
+    ax.set_xticks(x, overhead["task"])
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(plt.NullFormatter())
+    ax.set_ylabel("Latency (ms, log)")
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def server_validation(validation: pd.DataFrame, ax=None, title: str | None = None):
+    """Live (server) hit-rate against the simulated one per run, for each of the three simulated sides."""
+    _require(validation, ["live_hit_rate"], "server_validation")
+    if ax is None:
+        _, ax = plt.subplots()
+    sides = [(s, f"{s}_sim_hit_rate") for s in ("profiled", "fresh", "served") if f"{s}_sim_hit_rate" in validation]
+    for i, (side, column) in enumerate(sides):
+        ax.scatter(validation[column], validation["live_hit_rate"], marker=("o", "s", "^")[i % 3],
+                   color=PALETTE[i], label=f"simulated on {side} service times")
+    ax.plot([0, 1], [0, 1], color="0.5", lw=0.8, ls="--", label="_identity")
+    ax.set_xlim(-0.02, 1.02); ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("Simulated hit-rate"); ax.set_ylabel("Server hit-rate (client side)")
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def fault_attainment(timeline: pd.DataFrame, windows: dict[str, tuple[float, float]], ax=None,
+                     title: str | None = None, window_s: float | None = None):
+    """Rolling deadline attainment through each injected fault (``fault, t_s, hit_rate``), the windows
+    drawn as bars under the curves in the faults' colours."""
+    _require(timeline, ["fault", "t_s", "hit_rate"], "fault_attainment")
+    if ax is None:
+        _, ax = plt.subplots()
+    for i, fault in enumerate(timeline["fault"].unique()):
+        part = timeline[timeline["fault"] == fault].sort_values("t_s")
+        style = line_style(i)
+        ax.plot(part["t_s"], part["hit_rate"], color=style["color"], linestyle=style["linestyle"], lw=1.2, label=fault)
+        start, end = windows.get(fault, (np.nan, np.nan))
+        if np.isfinite(start) and np.isfinite(end):
+            ax.hlines(-0.05 - 0.04 * i, start, end, color=style["color"], lw=4)
+    ax.set_ylim(-0.05 - 0.04 * len(windows) - 0.02, 1.02)
+    ax.set_xlabel("Trace time (s)")
+    ax.set_ylabel("Deadline attainment" + (f" (last {window_s:g} s)" if window_s else ""))
+    ax.legend(fontsize=7, title="fault (bar: its window)", title_fontsize=7)
+    if title:
+        ax.set_title(title)
+    return ax

@@ -1,0 +1,138 @@
+"""The live server experiment end to end on sleeping toy models behind the real HTTP server: runs, resume,
+overhead, validation and the three faults on ~1-2 s traces.
+
+Times are never asserted as absolute values: counts, outcomes, reason codes and files.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bundles import toy_bundle
+from planner.config import LiveServerPreset
+from planner.evaluation.live_server import (FAULTS, LiveServerError, fault_trace, paths, pick_deadlines,
+                                            run_live_server)
+from planner.evaluation.validation import TaskData
+from planner.schema import config_id
+from planner.serving.replay import from_predictor
+
+N_EX = 60
+INPUTS = np.arange(N_EX)
+LABELS = INPUTS % 2
+RIGHT = INPUTS % 3 != 0
+METHODS = ["anytime", "seed_p95"]
+
+
+class Sleeper:
+    """Sleeps ``ms`` per call; answers right except on every third example (the accurate one: always)."""
+
+    def __init__(self, ms: float, always_right: bool = False):
+        self.ms, self.always_right = ms, always_right
+
+    def predict(self, inputs, batch_size):
+        time.sleep(self.ms / 1000.0)
+        ids = np.asarray(inputs)
+        right = np.ones(len(ids), bool) if self.always_right else ids % 3 != 0
+        return np.eye(2, dtype=np.float32)[np.where(right, ids % 2, 1 - ids % 2)]
+
+
+def cid(model, b):
+    return config_id("sst2", model, "torch", "fp32", b, "cpu")
+
+
+@pytest.fixture()
+def toy():
+    bundle = toy_bundle("sst2", [
+        dict(model="acc", batch_size=1, samples_ms=np.full(40, 4.0), correct=np.ones(N_EX, bool)),
+        dict(model="fast", batch_size=4, samples_ms=np.full(40, 2.0), correct=RIGHT)])
+    preds = bundle.predictions
+    preds["label"] = LABELS[preds["example_id"]]
+    preds["prediction"] = np.where(preds["correct"], preds["label"], 1 - preds["label"])
+    predictors = {cid("acc", 1): Sleeper(4.0, always_right=True), cid("fast", 4): Sleeper(2.0)}
+    configs = {c: from_predictor(c, p, int(c.split("/b")[1].split("/")[0])) for c, p in predictors.items()}
+    loaded: list[list[str]] = []
+
+    def load(ids):
+        loaded.append(list(ids))
+        return {c: configs[c] for c in ids}, TaskData(INPUTS, LABELS)
+
+    return bundle, load, loaded
+
+
+SETTINGS = LiveServerPreset(duration_s=1.0, loads=[0.4], deadline_quantiles=[0.5], rate_basis="profile",
+                            warmup_calls=1, calibration_calls=5, sim_seeds=2, wall_margin_s=3.0, fault_trace_s=2.0,
+                            fault_raise_s=1.0, fault_hog_s=0.5, fault_spike_s=0.5)
+
+
+def test_runner_end_to_end_faults_and_resume(toy, tmp_path):
+    bundle, load, loaded = toy
+    result = run_live_server(bundle, "sst2", METHODS, SETTINGS, tmp_path, load, [20.0])
+    where = paths(tmp_path, "sst2")
+    for key in ("record", "summary", "overhead", "validation", "faults", "timeline"):
+        assert where[key].exists(), key
+    runs = sorted(p.name for p in where["runs"].glob("*.parquet"))
+    assert runs == sorted(["run_anytime_load0.4_20ms.parquet", "run_seed_p95_load0.4_20ms.parquet",
+                           "overhead_http.parquet", "overhead_inproc.parquet",
+                           *(f"fault_{f}.parquet" for f in FAULTS)])
+    # one summary row per method, every sent request answered by the server
+    summary = result.summary
+    assert set(summary["method"]) == set(METHODS) and (summary["n_lost"] == 0).all()
+    assert (summary["n_sent"] == summary["n_answered"]).all() and (summary["n_sent"] > 10).all()
+    assert set(result.validation["method"]) == set(METHODS)
+    assert {"profiled_hit_rate_diff_pp", "fresh_hit_rate_diff_pp", "served_hit_rate_diff_pp"} <= set(result.validation)
+    assert len(result.overhead) == 1 and np.isfinite(result.overhead["added_p50_ms"]).all()
+
+    # faults: no request lost; the raising window's requests are answered by the fallback with a reason code
+    faults = result.faults.set_index("fault")
+    assert set(faults.index) == set(FAULTS) and (faults["n_lost"] == 0).all()
+    assert (faults["n_sent"] == faults["n_answered"]).all() and (faults["n_client_wall_limit"] == 0).all()
+    rows = pd.read_parquet(where["runs"] / "fault_raise.parquet")
+    target = rows["fault_config"].iloc[0]
+    fell_back = rows[rows["reason"].astype(str).str.startswith("fallback")]
+    assert len(fell_back) > 0 and faults.loc["raise", "n_fallback"] == len(fell_back)
+    assert fell_back["label"].ge(0).all() and (fell_back["config_id"] != target).all()
+    # answered while the configuration raised (batches that started in the window; arrival may precede it)
+    assert (fell_back["finish_s"] >= rows["fault_start_s"].iloc[0] - 0.05).all()
+    assert (fell_back["phase"] == "during").mean() > 0.5
+    assert set(result.timeline["fault"]) == set(FAULTS)
+    before = {p.name: p.read_bytes() for p in where["runs"].glob("*.parquet")}
+
+    # resume: nothing left, nothing loaded or served again, the rows stay byte for byte
+    run_live_server(bundle, "sst2", METHODS, SETTINGS, tmp_path, load, [20.0])
+    assert len(loaded) == 1
+    assert {p.name: p.read_bytes() for p in where["runs"].glob("*.parquet")} == before
+
+    # a missing run file (killed mid-run) is served again; the others are kept
+    (where["runs"] / "run_seed_p95_load0.4_20ms.parquet").unlink()
+    again = run_live_server(bundle, "sst2", METHODS, SETTINGS, tmp_path, load, [20.0])
+    assert len(loaded) == 2 and set(again.summary["method"]) == set(METHODS)
+    assert (where["runs"] / "run_anytime_load0.4_20ms.parquet").read_bytes() == before["run_anytime_load0.4_20ms.parquet"]
+
+    # other settings on top of stored runs are refused
+    with pytest.raises(LiveServerError, match="--fresh"):
+        run_live_server(bundle, "sst2", METHODS, SETTINGS.model_copy(update={"duration_s": 2.0}), tmp_path, load,
+                        [20.0])
+
+
+def test_spike_trace_has_the_extra_arrivals():
+    rate = 200.0
+    base, _ = fault_trace("hog", rate, SETTINGS, 20.0, N_EX, 3)
+    burst, (start, end) = fault_trace("spike", rate, SETTINGS, 20.0, N_EX, 3)
+    inside = burst["arrival_s"].between(start, end, inclusive="left").sum()
+    outside = burst["arrival_s"].between(0.0, start, inclusive="left").sum()
+    # about spike_factor x the base rate inside the window, the base rate before it
+    assert inside > 2.5 * rate * (end - start) and outside < 2.0 * rate * start
+    assert len(burst) > len(base)
+
+
+def test_pick_deadlines_and_settings_checks():
+    assert pick_deadlines([2, 3, 5, 8, 12, 20, 35, 60, 100], [0.375, 0.625]) == [8.0, 20.0]
+    assert pick_deadlines([5, 1, 3], [0.0, 1.0]) == [1.0, 5.0]
+    with pytest.raises(ValueError, match="fault_trace_s"):
+        LiveServerPreset(duration_s=1, loads=[0.5], deadline_quantiles=[0.5], fault_trace_s=2, fault_hog_s=3)
+    with pytest.raises(ValueError, match="extra"):
+        LiveServerPreset(duration_s=1, loads=[0.5], deadline_quantiles=[0.5], fault_trace_s=9, colour="red")
