@@ -165,6 +165,13 @@ def test_key_results_from_runs(tmp_path, monkeypatch):
     assert row["planner_ci_low"] < 0.83 < row["planner_ci_high"]
     text = results.key_results_markdown(table, "quick")
     assert "| sst2 | 0.5 | 2 × 3 | 0.830" in text
+    # a mixed-deadline workload of the preset (Poisson arrivals too) is not steady traffic
+    mixed = results.mixed_workloads("quick")
+    assert mixed, "the quick preset should carry a mixed-deadline workload"
+    both = pd.concat([_runs(), _runs().assign(workload=mixed[0], effective_accuracy=0.1)], ignore_index=True)
+    both.to_csv(tmp_path / "quick" / "eval" / "runs_sst2.csv", index=False)
+    refresh_manifest(tmp_path / "quick" / "eval")
+    assert results.key_results("quick").iloc[0]["planner_eff_acc"] == pytest.approx(0.83)
 
 
 def test_grid_scorecard_counts_cells_within_the_margin_and_late_cells():

@@ -136,8 +136,16 @@ def load_runs(preset: str) -> pd.DataFrame:
     return runs
 
 
-def steady(runs: pd.DataFrame) -> pd.DataFrame:
-    """The runs under steady (Poisson) load: trace kind ``poisson`` (or workload ``steady`` without a kind)."""
+def mixed_workloads(preset: str) -> list[str]:
+    """The preset's workloads whose traces mix deadline classes (``deadline_classes``)."""
+    return [name for name, spec in config.preset(preset).evaluate.workloads.items() if spec.deadline_classes]
+
+
+def steady(runs: pd.DataFrame, preset: str) -> pd.DataFrame:
+    """The runs under steady (Poisson) load with one deadline per trace: trace kind ``poisson`` (or
+    workload ``steady`` without a kind), leaving out the preset's mixed-deadline workloads, whose
+    ``deadline_ms`` is only the base of each request's class deadline."""
+    runs = runs[~runs["workload"].isin(mixed_workloads(preset))]
     if "kind" in runs.columns:
         return runs[runs["kind"] == STEADY_KIND]
     return runs[runs["workload"] == "steady"]
@@ -158,7 +166,7 @@ def key_results(preset: str, confidence: float | None = None) -> pd.DataFrame:
     two cannot disagree.
     """
     confidence = confidence or config.protocol().confidence
-    runs = steady(load_runs(preset))
+    runs = steady(load_runs(preset), preset)
     if runs.empty:
         raise ResultsMissingError(f"no steady-load ({STEADY_KIND}) runs in the {preset!r} evaluation")
     for column in ("effective_accuracy", "hit_rate"):
