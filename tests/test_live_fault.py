@@ -8,59 +8,20 @@ from __future__ import annotations
 import os
 import time
 
-import numpy as np
 import pandas as pd
 import pytest
 
-from bundles import toy_bundle
 from planner.evaluation.live_fault import (PHASES, ROW_COLUMNS, SUMMARY_COLUMNS, LiveFaultError, LiveFaultSettings,
                                            attainment_timeline, best_baseline, candidate_configs, cpu_hog, paths,
                                            read_results, run_live_fault)
-from planner.evaluation.validation import TaskData
-from planner.schema import REQUEST_STATUSES, config_id
-from planner.serving.replay import from_predictor
+from planner.schema import REQUEST_STATUSES
 
-N_EX = 60
-INPUTS = np.arange(N_EX)
-LABELS = INPUTS % 2
-RIGHT = INPUTS % 3 != 0
-
-
-class Sleeper:
-    """Sleeps ``ms`` per call and answers right except on every third example (the accurate one: always)."""
-
-    def __init__(self, ms: float, always_right: bool = False):
-        self.ms, self.always_right, self.calls = ms, always_right, 0
-
-    def predict(self, inputs, batch_size):
-        self.calls += 1
-        time.sleep(self.ms / 1000.0)
-        ids = np.asarray(inputs)
-        right = np.ones(len(ids), bool) if self.always_right else ids % 3 != 0
-        return np.eye(2, dtype=np.float32)[np.where(right, ids % 2, 1 - ids % 2)]
-
-
-def cid(model, b):
-    return config_id("sst2", model, "torch", "fp32", b, "cpu")
+from live_fakes import cid, sleeper_toy
 
 
 @pytest.fixture()
 def toy():
-    bundle = toy_bundle("sst2", [
-        dict(model="acc", batch_size=1, samples_ms=np.full(40, 6.0), correct=np.ones(N_EX, bool)),
-        dict(model="fast", batch_size=4, samples_ms=np.full(40, 3.0), correct=RIGHT)])
-    preds = bundle.predictions
-    preds["label"] = LABELS[preds["example_id"]]
-    preds["prediction"] = np.where(preds["correct"], preds["label"], 1 - preds["label"])
-    predictors = {cid("acc", 1): Sleeper(6.0, always_right=True), cid("fast", 4): Sleeper(3.0)}
-    configs = {c: from_predictor(c, p, int(c.split("/b")[1].split("/")[0])) for c, p in predictors.items()}
-    loaded: list[list[str]] = []
-
-    def load(ids):
-        loaded.append(list(ids))
-        return {c: configs[c] for c in ids}, TaskData(INPUTS, LABELS)
-
-    return bundle, load, loaded
+    return sleeper_toy(6.0, 3.0)
 
 
 SETTINGS = LiveFaultSettings(duration_s=2.0, load=0.5, fault_start_s=0.5, fault_duration_s=1.0, reference_n=2,

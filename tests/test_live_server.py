@@ -6,61 +6,23 @@ Times are never asserted as absolute values: counts, outcomes, reason codes and 
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from bundles import toy_bundle
 from planner.config import LiveServerPreset
 from planner.evaluation.live_server import (FAULTS, LiveServerError, fault_trace, paths, pick_deadlines,
                                             run_live_server)
-from planner.evaluation.validation import TaskData
-from planner.schema import config_id
-from planner.serving.replay import from_predictor
 
-N_EX = 60
-INPUTS = np.arange(N_EX)
-LABELS = INPUTS % 2
-RIGHT = INPUTS % 3 != 0
+from live_fakes import N_EX, sleeper_toy
+
 METHODS = ["anytime", "seed_p95"]
-
-
-class Sleeper:
-    """Sleeps ``ms`` per call; answers right except on every third example (the accurate one: always)."""
-
-    def __init__(self, ms: float, always_right: bool = False):
-        self.ms, self.always_right = ms, always_right
-
-    def predict(self, inputs, batch_size):
-        time.sleep(self.ms / 1000.0)
-        ids = np.asarray(inputs)
-        right = np.ones(len(ids), bool) if self.always_right else ids % 3 != 0
-        return np.eye(2, dtype=np.float32)[np.where(right, ids % 2, 1 - ids % 2)]
-
-
-def cid(model, b):
-    return config_id("sst2", model, "torch", "fp32", b, "cpu")
 
 
 @pytest.fixture()
 def toy():
-    bundle = toy_bundle("sst2", [
-        dict(model="acc", batch_size=1, samples_ms=np.full(40, 4.0), correct=np.ones(N_EX, bool)),
-        dict(model="fast", batch_size=4, samples_ms=np.full(40, 2.0), correct=RIGHT)])
-    preds = bundle.predictions
-    preds["label"] = LABELS[preds["example_id"]]
-    preds["prediction"] = np.where(preds["correct"], preds["label"], 1 - preds["label"])
-    predictors = {cid("acc", 1): Sleeper(4.0, always_right=True), cid("fast", 4): Sleeper(2.0)}
-    configs = {c: from_predictor(c, p, int(c.split("/b")[1].split("/")[0])) for c, p in predictors.items()}
-    loaded: list[list[str]] = []
-
-    def load(ids):
-        loaded.append(list(ids))
-        return {c: configs[c] for c in ids}, TaskData(INPUTS, LABELS)
-
-    return bundle, load, loaded
+    return sleeper_toy(4.0, 2.0)
 
 
 SETTINGS = LiveServerPreset(duration_s=1.0, loads=[0.4], deadline_quantiles=[0.5], rate_basis="profile",
