@@ -24,7 +24,7 @@ def _edit(path: Path, old: str, new: str) -> None:
 
 
 def test_shipped_configs_are_valid():
-    assert config.protocol().seeds == [42, 43, 44, 45, 46]
+    assert config.protocol().seeds == list(range(42, 52)) == config.preset("full").evaluate.seeds
     assert {"minilm-l6", "minilm-l3", "distilbert", "mobilenet_v2", "resnet18"} <= set(config.models().models)
     assert config.preset("quick").profile.min_passes >= 100
     assert all(d > 0 for d in config.deadlines().deadlines["sst2"])
@@ -47,7 +47,7 @@ def test_negative_deadline_names_file_field_and_value(config_copy):
 
 
 def test_empty_seed_list_is_rejected(config_copy):
-    _edit(config_copy / "experimental_protocol.yaml", "seeds: [42, 43, 44, 45, 46]", "seeds: []")
+    _edit(config_copy / "experimental_protocol.yaml", "seeds: [42, 43, 44, 45, 46, 47, 48, 49, 50, 51]", "seeds: []")
     with pytest.raises(config.ConfigError, match=r"experimental_protocol\.yaml: field 'seeds' = \[\]"):
         config.protocol(config_copy)
 
