@@ -114,6 +114,7 @@ class TrainPreset(_Strict):
     train_subset: int | None = Field(default=None, ge=1)
     eval_subset: int | None = Field(default=None, ge=1)
     model_time_budget_s: dict[str, float] = Field(default_factory=dict)
+    model_max_epochs: dict[str, int] = Field(default_factory=dict)
     checkpoint_every_s: float = Field(default=120.0, gt=0)
 
     @field_validator("model_time_budget_s")
@@ -127,6 +128,18 @@ class TrainPreset(_Strict):
     def budget_for(self, model: str) -> float:
         """Training time budget (s) for ``model``: its own entry, else the preset default."""
         return float(self.model_time_budget_s.get(model, self.time_budget_s))
+
+    @field_validator("model_max_epochs")
+    @classmethod
+    def _positive_epochs(cls, value: dict[str, int]) -> dict[str, int]:
+        bad = {k: v for k, v in value.items() if v < 1}
+        if bad:
+            raise ValueError(f"per-model epoch caps must be >= 1, got {bad}")
+        return value
+
+    def epochs_for(self, model: str) -> int:
+        """Epoch cap for ``model``: its own entry, else the preset default."""
+        return int(self.model_max_epochs.get(model, self.max_epochs))
 
 
 class ProfilePreset(_Strict):

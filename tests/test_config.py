@@ -120,3 +120,11 @@ def test_bad_seeds_fail_when_the_preset_is_read(config_copy, seeds):
     (config_copy / "presets.yaml").write_text(text.replace("seeds: [42, 43]", f"seeds: {seeds}", 1))
     with pytest.raises(config.ConfigError, match=r"presets\.yaml: field 'presets\.quick\.evaluate\.seeds"):
         config.presets(config_copy)
+
+
+def test_per_model_epoch_caps_override_the_preset_and_must_be_positive():
+    train = config.preset("full").train
+    assert train.epochs_for("resnet18") == train.model_max_epochs["resnet18"]
+    assert train.epochs_for("not-listed") == train.max_epochs
+    with pytest.raises(ValueError, match="per-model epoch caps must be >= 1"):
+        config.TrainPreset(time_budget_s=1, max_epochs=1, model_max_epochs={"resnet18": 0})

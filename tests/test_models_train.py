@@ -85,3 +85,45 @@ def test_wrong_task_and_untrainable_model_fail_clearly(tiny_env):
         train_mod.recipe("distilbert", "quick")
     with pytest.raises(ValueError, match="unknown model 'nope'"):
         train_mod.train("sst2", "nope", "quick", progress=False)
+
+
+def test_every_finished_epoch_is_scored_and_recorded(tiny_env):
+    side = train_mod.train("cifar10", "mobilenet_v2", "quick", progress=False).sidecar
+    curve = side["epoch_losses"]
+    assert [row["epoch"] for row in curve] == list(range(6))
+    assert all(0.0 <= row["eval_accuracy"] <= 1.0 and row["mean_loss"] > 0 for row in curve)
+    assert [row["train_seconds"] for row in curve] == sorted(row["train_seconds"] for row in curve)
+
+
+def test_a_run_capped_by_max_run_s_pauses_and_the_next_run_finishes_it(tiny_env, monkeypatch):
+    clock = {"t": 0.0}
+
+    def fake_clock():  # every call advances 1 s: the cap of 5 s stops the first run after a few steps
+        clock["t"] += 1.0
+        return clock["t"]
+
+    monkeypatch.setattr(train_mod.time, "perf_counter", fake_clock)
+    paused = train_mod.train("cifar10", "mobilenet_v2", "quick", progress=False, max_run_s=5)
+    assert not paused.finished and paused.weights is None and 0 < paused.sidecar["steps"] < 6
+    assert ckpt.read_sidecar("quick", "mobilenet_v2") is None
+    monkeypatch.setattr(train_mod.time, "perf_counter", __import__("time").perf_counter)
+    done = train_mod.train("cifar10", "mobilenet_v2", "quick", progress=False)
+    assert done.finished and done.weights.exists() and done.sidecar["steps"] == 6
+    with pytest.raises(ValueError, match="max_run_s must be positive"):
+        train_mod.train("cifar10", "mobilenet_v2", "quick", progress=False, max_run_s=0)
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v2"])
+def test_the_cifar_stem_keeps_the_full_32x32_image_in_the_first_block(arch):
+    from planner.models.vision import build_cnn
+
+    for stem, size in (("cifar", 32), ("imagenet", 8 if arch == "resnet18" else 16)):
+        module = build_cnn(arch, stem=stem).eval()
+        stages = module.layer1 if arch == "resnet18" else module.features[1]
+        seen = {}
+        stages.register_forward_hook(lambda m, i, o: seen.update(hw=tuple(o.shape[-2:])))
+        with torch.no_grad():
+            assert module(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+        assert seen["hw"] == (size, size), (stem, seen)
+    with pytest.raises(ValueError, match="unknown CNN stem 'tiny'"):
+        build_cnn(arch, stem="tiny")

@@ -25,11 +25,11 @@ def cache(tiny_data_dir, tmp_path, monkeypatch):
 
 def _fake_checkpoint(model: str) -> None:
     from planner.models.text import build_minilm
-    from planner.models.vision import build_cnn
+    from planner.models.vision import cnn_from_params
 
     torch.manual_seed(0)
     params = config.model_spec(model).params
-    module = build_cnn(params["arch"]) if "arch" in params else build_minilm(int(params["num_layers"]), pretrained=False)
+    module = cnn_from_params(params) if "arch" in params else build_minilm(int(params["num_layers"]), pretrained=False)
     torch.save(module.state_dict(), ckpt.checkpoint_dir("quick", model) / ckpt.WEIGHTS_FILE)
 
 

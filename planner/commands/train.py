@@ -16,6 +16,8 @@ def register(subparsers) -> None:
     parser.add_argument("--preset", default="quick", help="preset in configs/presets.yaml (quick|full)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch intra-op threads")
     parser.add_argument("--force", action="store_true", help="retrain even if a matching checkpoint exists")
+    parser.add_argument("--max-run-minutes", type=float, default=None,
+                        help="pause after this many minutes with the state saved; run again to resume")
     parser.set_defaults(func=run)
 
 
@@ -25,8 +27,13 @@ def run(args: argparse.Namespace) -> int:
     from planner.models.train import train
 
     torch.set_num_threads(max(1, args.threads))
-    result = train(args.task, args.model, args.preset, force=args.force)
+    max_run_s = None if args.max_run_minutes is None else 60.0 * args.max_run_minutes
+    result = train(args.task, args.model, args.preset, force=args.force, max_run_s=max_run_s)
     side = result.sidecar
+    if not result.finished:
+        print(json.dumps({"status": "paused", "steps": side["steps"], "train_seconds": side["train_seconds"],
+                          "epochs": round(side["epochs"], 3)}))
+        return 3
     status = "reused" if result.reused else "trained"
     print(json.dumps({"status": status, "weights": str(result.weights), "train_seconds": side["train_seconds"],
                       "epochs": round(side["epochs"], 3), "eval_split": side["eval_split"],

@@ -25,9 +25,9 @@ def build_for_count(model: str) -> tuple[torch.nn.Module, str]:
     spec = config.model_spec(model)
     params = spec.params
     if spec.kind == "torchvision_scratch":
-        from planner.models.vision import build_cnn
+        from planner.models.vision import cnn_from_params
 
-        return build_cnn(params["arch"]).eval(), "vision"
+        return cnn_from_params(params).eval(), "vision"
     if spec.kind == "hf_encoder_finetune":
         from planner.models.text import build_minilm
 

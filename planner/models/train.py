@@ -8,7 +8,10 @@ speeds up or slows down mid-run (a step count calibrated from the first steps un
 a competing process finished). ``planned_steps`` (the step count the first steps' speed predicts) is
 recorded for reference. Training stops when progress reaches 1. A resumable ``state.pt`` is written every ``checkpoint_every_s`` seconds and at the end
 of every epoch; data order, augmentation and dropout are seeded per epoch/step so a resumed run
-continues the same sequence.
+continues the same sequence. ``max_run_s`` stops a run early with its state saved, so a long recipe is
+trained in several resumed runs. After every epoch the model is scored on the evaluation set (under
+the training autocast, so the curve costs little) and the curve goes into the sidecar; the final
+accuracy is the fp32 one.
 """
 
 from __future__ import annotations
@@ -30,15 +33,16 @@ from planner.models.base import EXPORT_PARAMS
 from planner.models import checkpoints as ckpt
 from planner.models.datasets import EVAL_SPLIT, eval_inputs, train_inputs
 
-RECIPE_VERSION = 2  # 2: seeded random eval subsets (the CIFAR files are class-sorted)
+RECIPE_VERSION = 3  # 2: seeded random eval subsets (the CIFAR files are class-sorted); 3: per-model epochs, CIFAR stems
 CALIBRATION_STEPS = 10  # steps timed (after 2 warm-up steps) to plan the step count
 
 
 @dataclass(frozen=True)
 class TrainResult:
-    weights: Path
+    weights: Path | None  # None while a run paused by ``max_run_s`` leaves the recipe unfinished
     sidecar: dict[str, Any]
     reused: bool
+    finished: bool = True
 
 
 def recipe(model: str, preset: str) -> dict[str, Any]:
@@ -53,7 +57,7 @@ def recipe(model: str, preset: str) -> dict[str, Any]:
         "version": RECIPE_VERSION, "task": spec.task, "model": model, "kind": spec.kind, "source": spec.source,
         "params": {k: v for k, v in spec.params.items() if k not in EXPORT_PARAMS},
         "time_budget_s": train_cfg.budget_for(model),
-        "max_epochs": train_cfg.max_epochs, "train_subset": train_cfg.train_subset,
+        "max_epochs": train_cfg.epochs_for(model), "train_subset": train_cfg.train_subset,
         "eval_subset": train_cfg.eval_subset,
     }
 
@@ -69,7 +73,7 @@ class _Adapter:
 
     def batch(self, indices: np.ndarray, generator: torch.Generator) -> tuple[Any, torch.Tensor]: ...
     def logits(self, model: nn.Module, inputs: Any) -> torch.Tensor: ...
-    def evaluate(self, model: nn.Module, n: int | None) -> tuple[float, int]: ...
+    def evaluate(self, model: nn.Module, n: int | None, autocast: bool = False) -> tuple[float, int]: ...
 
 
 class _TextAdapter(_Adapter):
@@ -100,7 +104,7 @@ class _TextAdapter(_Adapter):
         return model(*inputs)
 
     @torch.inference_mode()
-    def evaluate(self, model, n):
+    def evaluate(self, model, n, autocast=False):
         from planner.models.text import encode
 
         sentences, labels = eval_inputs("sst2", n)
@@ -108,7 +112,8 @@ class _TextAdapter(_Adapter):
         preds = []
         for start in range(0, len(sentences), 64):
             batch = encode(self.tokenizer, sentences[start : start + 64], self.max_length)
-            out = model(torch.from_numpy(batch["input_ids"]), torch.from_numpy(batch["attention_mask"]))
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                out = model(torch.from_numpy(batch["input_ids"]), torch.from_numpy(batch["attention_mask"]))
             preds.append(out.float().argmax(1).numpy())
         return float((np.concatenate(preds) == labels).mean()), len(labels)
 
@@ -131,12 +136,15 @@ class _VisionAdapter(_Adapter):
         return model(inputs)
 
     @torch.inference_mode()
-    def evaluate(self, model, n):
+    def evaluate(self, model, n, autocast=False):
         from planner.models.vision import normalize
 
         images, labels = eval_inputs("cifar10", n)
         model.eval()
-        preds = [model(normalize(images[s : s + 256])).argmax(1).numpy() for s in range(0, len(labels), 256)]
+        preds = []
+        for s in range(0, len(labels), 256):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                preds.append(model(normalize(images[s : s + 256])).float().argmax(1).numpy())
         return float((np.concatenate(preds) == labels).mean()), len(labels)
 
 
@@ -158,9 +166,9 @@ def _build(rec: dict) -> tuple[nn.Module, _Adapter, torch.optim.Optimizer, Calla
         def factor(p: float) -> float:  # linear warm-up then linear decay to 0
             return p / warm if p < warm else max(0.0, (1.0 - p) / (1.0 - warm))
     else:
-        from planner.models.vision import build_cnn
+        from planner.models.vision import cnn_from_params
 
-        model = build_cnn(params["arch"]).to(memory_format=torch.channels_last)
+        model = cnn_from_params(params).to(memory_format=torch.channels_last)
         adapter = _VisionAdapter(params, rec["train_subset"])
         optimizer = torch.optim.SGD(model.parameters(), lr=float(params["lr"]), momentum=float(params["momentum"]),
                                     nesterov=True, weight_decay=float(params["weight_decay"]))
@@ -177,8 +185,15 @@ def _build(rec: dict) -> tuple[nn.Module, _Adapter, torch.optim.Optimizer, Calla
 # ----------------------------------------------------------------------------- the loop
 
 
-def train(task: str, model_name: str, preset: str, force: bool = False, progress: bool = True) -> TrainResult:
-    """Train ``model_name`` for ``preset`` (reusing a matching finished checkpoint unless ``force``)."""
+def train(task: str, model_name: str, preset: str, force: bool = False, progress: bool = True,
+          max_run_s: float | None = None) -> TrainResult:
+    """Train ``model_name`` for ``preset`` (reusing a matching finished checkpoint unless ``force``).
+
+    ``max_run_s`` pauses this run after that many seconds with its state saved (``finished=False``);
+    calling again resumes it.
+    """
+    if max_run_s is not None and not max_run_s > 0:
+        raise ValueError(f"max_run_s must be positive seconds, got {max_run_s}")
     config.validate_task(task)
     spec = config.model_spec(model_name)
     if spec.task != task:
@@ -204,6 +219,7 @@ def train(task: str, model_name: str, preset: str, force: bool = False, progress
     loss_fn = nn.CrossEntropyLoss(label_smoothing=float(params.get("label_smoothing", 0.0)))
 
     state = {"step": 0, "train_seconds": 0.0, "planned_steps": max_steps, "calibrated": False, "epoch_losses": []}
+    run_start = time.perf_counter()
     state_path = folder / ckpt.STATE_FILE
     if state_path.exists() and not force:
         saved = torch.load(state_path, map_location="cpu", weights_only=False)
@@ -226,7 +242,7 @@ def train(task: str, model_name: str, preset: str, force: bool = False, progress
     calib_times: list[float] = []
     running = float("nan")
     model.train()
-    stop = False
+    stop = paused = False
     while not stop:
         epoch, offset = divmod(state["step"], steps_per_epoch)
         if epoch >= int(rec["max_epochs"]):
@@ -237,6 +253,9 @@ def train(task: str, model_name: str, preset: str, force: bool = False, progress
             progress_frac = max(state["step"] / max_steps, state["train_seconds"] / budget)
             if progress_frac >= 1.0:
                 stop = True
+                break
+            if max_run_s is not None and time.perf_counter() - run_start >= max_run_s:
+                stop = paused = True
                 break
             t0 = time.perf_counter()
             for group, base in zip(optimizer.param_groups, base_lrs):
@@ -271,11 +290,25 @@ def train(task: str, model_name: str, preset: str, force: bool = False, progress
             if time.perf_counter() - last_save > config.preset(preset).train.checkpoint_every_s:
                 save_state()
                 last_save = time.perf_counter()
-        if epoch_n:
-            state["epoch_losses"].append({"epoch": epoch, "mean_loss": epoch_loss / epoch_n, "steps": epoch_n})
+        if epoch_n and not paused:
+            # An epoch's row is written once it ends (a resumed epoch reports the steps of its last run).
+            finished_epoch = state["step"] % steps_per_epoch == 0 or stop
+            entry = {"epoch": epoch, "mean_loss": epoch_loss / epoch_n, "steps": epoch_n,
+                     "train_seconds": round(state["train_seconds"], 2)}
+            if finished_epoch:
+                acc, _ = adapter.evaluate(model, rec["eval_subset"], autocast=autocast)
+                entry["eval_accuracy"] = acc
+                model.train()
+            state["epoch_losses"].append(entry)
         save_state()
         last_save = time.perf_counter()
     bar.close()
+    if paused:
+        print(f"paused {model_name} ({preset}) at step {state['step']} after {state['train_seconds']:.0f}s of "
+              f"training; run again to resume", file=sys.stderr)
+        return TrainResult(None, {"steps": state["step"], "train_seconds": round(state["train_seconds"], 2),
+                                  "epochs": state["step"] / steps_per_epoch, "epoch_losses": state["epoch_losses"]},
+                           reused=False, finished=False)
 
     eval_acc, eval_n = adapter.evaluate(model, rec["eval_subset"])
     weights = folder / ckpt.WEIGHTS_FILE

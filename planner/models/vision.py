@@ -1,7 +1,10 @@
 """CIFAR-10 CNNs: torchvision architectures trained from scratch, and their input pipeline.
 
-The ImageNet stems are kept at 32x32 (see configs/models.yaml for the measured reason). Inputs are
-uint8 N×32×32×3 RGB; normalisation happens inside the predictor, as a served request pays for it.
+Stems (``params.stem`` in configs/models.yaml): ``imagenet`` keeps torchvision's stem, which shrinks a
+32x32 image to 8x8 (ResNet18) or 16x16 (MobileNetV2) before the first block; ``cifar`` is the standard
+CIFAR adaptation: a 3x3 stride-1 first convolution, and for ResNet18 no max-pool, so the first blocks
+see the full 32x32 image. Inputs are uint8 N×32×32×3 RGB; normalisation happens inside the predictor,
+as a served request pays for it.
 """
 
 from __future__ import annotations
@@ -14,15 +17,36 @@ N_CLASSES = 10
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
 ARCHS = ("resnet18", "mobilenet_v2")
+STEMS = ("imagenet", "cifar")
 
 
-def build_cnn(arch: str, n_classes: int = N_CLASSES) -> nn.Module:
-    """A torchvision CNN with random init (``weights=None``: nothing is downloaded)."""
+def build_cnn(arch: str, n_classes: int = N_CLASSES, stem: str = "imagenet") -> nn.Module:
+    """A torchvision CNN with random init (``weights=None``: nothing is downloaded), with ``stem``."""
     import torchvision
 
     if arch not in ARCHS:
         raise ValueError(f"unknown CNN architecture {arch!r}; known: {list(ARCHS)}")
-    return getattr(torchvision.models, arch)(weights=None, num_classes=n_classes)
+    if stem not in STEMS:
+        raise ValueError(f"unknown CNN stem {stem!r}; known: {list(STEMS)}")
+    module = getattr(torchvision.models, arch)(weights=None, num_classes=n_classes)
+    if stem == "cifar":
+        if arch == "resnet18":
+            module.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+            module.maxpool = nn.Identity()
+        else:
+            first = module.features[0][0]
+            module.features[0][0] = nn.Conv2d(3, first.out_channels, kernel_size=3, stride=1, padding=1, bias=False)
+        nn.init.kaiming_normal_(_first_conv(module).weight, mode="fan_out", nonlinearity="relu")
+    return module
+
+
+def _first_conv(module: nn.Module) -> nn.Conv2d:
+    return module.conv1 if hasattr(module, "conv1") else module.features[0][0]
+
+
+def cnn_from_params(params: dict) -> nn.Module:
+    """The CNN a model's ``params`` (configs/models.yaml) describe: ``arch`` and ``stem``."""
+    return build_cnn(params["arch"], stem=str(params.get("stem", "imagenet")))
 
 
 def normalize(images: np.ndarray | torch.Tensor, channels_last: bool = True) -> torch.Tensor:

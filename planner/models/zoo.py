@@ -126,9 +126,9 @@ def base_model(task: str, model: str, preset: str) -> BaseModel:
         max_length = int(params["max_length"])
         preprocess = lambda xs: encode(tokenizer, xs, max_length)  # noqa: E731
     else:
-        from planner.models.vision import build_cnn, normalize_numpy
+        from planner.models.vision import cnn_from_params, normalize_numpy
 
-        module = build_cnn(params["arch"])
+        module = cnn_from_params(params)
         preprocess = lambda xs: {"pixels": normalize_numpy(xs)}  # noqa: E731
     module.load_state_dict(state)
     return BaseModel(module.eval(), preprocess, True, folder, ckpt.source_key_of(weights), spec.kind, params)
