@@ -15,6 +15,7 @@ from planner.models import train as train_mod
 @pytest.fixture
 def tiny_env(tiny_data_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("PLANNER_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("PLANNER_RESULTS_DIR", str(tmp_path / "results"))
     torch.set_num_threads(1)
     return tiny_data_dir
 
@@ -127,3 +128,64 @@ def test_the_cifar_stem_keeps_the_full_32x32_image_in_the_first_block(arch):
         assert seen["hw"] == (size, size), (stem, seen)
     with pytest.raises(ValueError, match="unknown CNN stem 'tiny'"):
         build_cnn(arch, stem="tiny")
+
+
+def test_finished_training_publishes_verified_half_precision_weights_a_fresh_cache_installs(tiny_env, tmp_path,
+                                                                                            monkeypatch):
+    from planner.models import published
+
+    trained = train_mod.train("cifar10", "mobilenet_v2", "quick", progress=False)
+    entry = published.read_manifest("quick")["models"]["mobilenet_v2"]
+    stored = published.load_verified("quick", "mobilenet_v2", entry)
+    assert {str(t.dtype) for t in stored.values() if t.is_floating_point()} == {"torch.float16"}
+    cached = torch.load(trained.weights, weights_only=True)
+    assert all(torch.equal(cached[k], stored[k].float() if stored[k].is_floating_point() else stored[k])
+               for k in stored)  # what is cached (and profiled) is exactly what is published
+    assert entry["record"]["eval_accuracy"] == trained.sidecar["eval_accuracy"]
+
+    monkeypatch.setenv("PLANNER_CACHE_DIR", str(tmp_path / "fresh-cache"))  # a fresh clone: no cache
+    installed = train_mod.train("cifar10", "mobilenet_v2", "quick", progress=False)
+    assert installed.reused and "published mobilenet_v2.safetensors" in installed.sidecar["installed_from"]
+    assert all(torch.equal(v, cached[k]) for k, v in torch.load(installed.weights, weights_only=True).items())
+    again = train_mod.train("cifar10", "mobilenet_v2", "quick", progress=False, force=True)
+    assert not again.reused  # --from-scratch trains anew even with published weights present
+
+    path = published.weights_dir("quick") / entry["file"]
+    path.write_bytes(path.read_bytes()[:-8])
+    monkeypatch.setenv("PLANNER_CACHE_DIR", str(tmp_path / "third-cache"))
+    with pytest.raises(published.PublishedWeightsError, match="has sha256 .* but MANIFEST.json records"):
+        published.load_verified("quick", "mobilenet_v2", published.read_manifest("quick")["models"]["mobilenet_v2"]
+                                | {"sha256": entry["sha256"]})
+
+
+def test_published_weights_are_used_only_for_the_same_recipe_and_data(tiny_env):
+    from planner.models import published
+
+    train_mod.train("cifar10", "mobilenet_v2", "quick", progress=False)
+    rec = train_mod.recipe("mobilenet_v2", "quick")
+    checksum = ckpt.data_checksum("cifar10")
+    assert published.matching_entry("quick", "mobilenet_v2", rec, checksum) is not None
+    assert published.matching_entry("quick", "mobilenet_v2", {**rec, "max_epochs": 99}, checksum) is None
+    assert published.matching_entry("quick", "mobilenet_v2", rec, "0" * 64) is None
+
+
+def test_rounding_for_publishing_falls_back_to_bf16_only_where_fp16_overflows():
+    from planner.models import published
+
+    state = {"w": torch.tensor([0.1, -2.0]), "huge": torch.tensor([1e6, 1.0]), "count": torch.tensor(7)}
+    stored = published.round_for_publishing(state)
+    assert stored["w"].dtype == torch.float16 and stored["huge"].dtype == torch.bfloat16
+    assert stored["count"].dtype == torch.int64 and published.upcast(stored)["huge"][0] == pytest.approx(1e6, rel=1e-2)
+
+
+def test_a_checkpoint_finished_before_publishing_is_rounded_rescored_and_published(tiny_env):
+    from planner.models import published
+
+    trained = train_mod.train("cifar10", "mobilenet_v2", "quick", progress=False)
+    side = dict(trained.sidecar)
+    side.pop("weights_rounding")
+    ckpt.write_sidecar("quick", "mobilenet_v2", side)
+    (published.weights_dir("quick") / published.MANIFEST_FILE).unlink()
+    result = train_mod.train("cifar10", "mobilenet_v2", "quick", progress=False)
+    assert "weights_rounding" in result.sidecar and "eval_accuracy_before_rounding" in result.sidecar
+    assert "mobilenet_v2" in published.read_manifest("quick")["models"]

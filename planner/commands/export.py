@@ -2,7 +2,8 @@
 
 Writes ``results/<preset>/models/variant_accuracy.csv`` (accuracy of each runtime x precision and its
 delta vs torch fp32 on the evaluation set), ``int8_remedies.csv`` (attempts for lossy CNN int8) and
-``checkpoints.csv`` (training time and accuracy of each checkpoint, from the sidecars).
+``checkpoints.csv`` (training time and accuracy of each checkpoint, from the sidecars) and
+``training_curves.csv`` (loss and evaluation accuracy after every epoch, from the sidecars).
 """
 
 from __future__ import annotations
@@ -56,15 +57,18 @@ def run(args: argparse.Namespace) -> int:
         remedies = _merge(out / "int8_remedies.csv", remedies, models)
         remedies.to_csv(out / "int8_remedies.csv", index=False)
         print(remedies.to_string(index=False))
-    sidecars = []
+    sidecars, curves = [], []
     for task, model in [(t, m) for t in TASKS for m in zoo.task_models(t)]:  # every trained model, always
         side = ckpt.read_sidecar(args.preset, model)
         if side:
+            curves += [{"task": task, "model": model, **row} for row in side.get("epoch_losses", [])]
             sidecars.append({k: side.get(k) for k in ("task", "model", "preset", "train_seconds", "steps", "epochs",
                                                       "eval_split", "eval_n", "eval_accuracy", "seed",
                                                       "torch_threads", "autocast_bf16", "finished_at")})
     if sidecars:
         pd.DataFrame(sidecars).to_csv(out / "checkpoints.csv", index=False)
+    if curves:
+        pd.DataFrame(curves).to_csv(out / "training_curves.csv", index=False)
     print(f"wrote {out}")
     return 0
 

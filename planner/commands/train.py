@@ -1,4 +1,7 @@
-"""``planner train``: train/fine-tune a zoo model on its task for a preset (resumable, cached)."""
+"""``planner train``: train/fine-tune a zoo model on its task for a preset (resumable, cached, published).
+
+Without ``--from-scratch`` a matching cached checkpoint or verified published weights file is used as is.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +18,9 @@ def register(subparsers) -> None:
     parser.add_argument("--model", required=True, help="model name from configs/models.yaml")
     parser.add_argument("--preset", default="quick", help="preset in configs/presets.yaml (quick|full)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch intra-op threads")
-    parser.add_argument("--force", action="store_true", help="retrain even if a matching checkpoint exists")
+    parser.add_argument("--from-scratch", "--force", dest="force", action="store_true",
+                        help="train anew even if a matching cached checkpoint or published weights file exists "
+                             "(reproduces and republishes results/<preset>/models/weights/)")
     parser.add_argument("--max-run-minutes", type=float, default=None,
                         help="pause after this many minutes with the state saved; run again to resume")
     parser.set_defaults(func=run)

@@ -31,6 +31,7 @@ from tqdm import tqdm
 from planner import config
 from planner.models.base import EXPORT_PARAMS
 from planner.models import checkpoints as ckpt
+from planner.models import published
 from planner.models.datasets import EVAL_SPLIT, eval_inputs, train_inputs
 
 RECIPE_VERSION = 3  # 2: seeded random eval subsets (the CIFAR files are class-sorted); 3: per-model epochs, CIFAR stems
@@ -187,8 +188,11 @@ def _build(rec: dict) -> tuple[nn.Module, _Adapter, torch.optim.Optimizer, Calla
 
 def train(task: str, model_name: str, preset: str, force: bool = False, progress: bool = True,
           max_run_s: float | None = None) -> TrainResult:
-    """Train ``model_name`` for ``preset`` (reusing a matching finished checkpoint unless ``force``).
+    """Train ``model_name`` for ``preset``, or reuse what already exists for the same recipe and data.
 
+    Reused, in order: a finished checkpoint in the cache, then the published weights of the preset
+    (``planner.models.published``, installed after their sha256 verifies). ``force`` trains from
+    scratch regardless (no cache, no resumable state, no published weights) and republishes.
     ``max_run_s`` pauses this run after that many seconds with its state saved (``finished=False``);
     calling again resumes it.
     """
@@ -203,7 +207,13 @@ def train(task: str, model_name: str, preset: str, force: bool = False, progress
     folder = ckpt.checkpoint_dir(preset, model_name)
     existing = ckpt.matching_checkpoint(preset, model_name, rec, checksum)
     if existing is not None and not force:
-        return TrainResult(existing, ckpt.read_sidecar(preset, model_name), reused=True)
+        side = ckpt.read_sidecar(preset, model_name)
+        if "weights_rounding" not in side:  # finished before checkpoints were published: round and publish it
+            return _publish_cached(rec, checksum, preset, model_name, side)
+        return TrainResult(existing, side, reused=True)
+    entry = None if force else published.matching_entry(preset, model_name, rec, checksum)
+    if entry is not None:
+        return _install_published(preset, model_name, entry)
 
     params = rec["params"]
     seed = int(params.get("seed", 0))
@@ -310,21 +320,57 @@ def train(task: str, model_name: str, preset: str, force: bool = False, progress
                                   "epochs": state["step"] / steps_per_epoch, "epoch_losses": state["epoch_losses"]},
                            reused=False, finished=False)
 
-    eval_acc, eval_n = adapter.evaluate(model, rec["eval_subset"])
-    weights = folder / ckpt.WEIGHTS_FILE
-    model.eval()
-    torch.save(model.state_dict(), weights)
     sidecar = {
         "task": task, "model": model_name, "preset": preset, "recipe": rec, "seed": seed,
         "data_checksum": checksum, "train_seconds": round(state["train_seconds"], 2),
         "steps": state["step"], "planned_steps": state["planned_steps"],
         "epochs": state["step"] / steps_per_epoch, "n_train": adapter.n_train,
         "final_running_loss": running, "epoch_losses": state["epoch_losses"],
-        "eval_split": EVAL_SPLIT[task], "eval_n": eval_n, "eval_accuracy": eval_acc,
         "torch_threads": torch.get_num_threads(), "autocast_bf16": autocast,
         "library_versions": ckpt.library_versions(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    ckpt.write_sidecar(preset, model_name, sidecar)
+    result = _finish(model, adapter, rec, checksum, preset, model_name, sidecar)
     state_path.unlink(missing_ok=True)
+    return result
+
+
+def _finish(model: nn.Module, adapter: _Adapter, rec: dict, checksum: str, preset: str, model_name: str,
+            sidecar: dict) -> TrainResult:
+    """Round the weights as published, score the rounded weights, cache them, publish them."""
+    stored = published.round_for_publishing(model.state_dict())
+    model.load_state_dict(published.upcast(stored))  # what is evaluated, cached and profiled = what is published
+    eval_acc, eval_n = adapter.evaluate(model, rec["eval_subset"])
+    weights = ckpt.checkpoint_dir(preset, model_name) / ckpt.WEIGHTS_FILE
+    model.eval()
+    _save_atomic(model.state_dict(), weights)
+    sidecar = {**sidecar, "eval_split": EVAL_SPLIT[rec["task"]], "eval_n": eval_n, "eval_accuracy": eval_acc,
+               "weights_rounding": "published fp16 (bf16 where fp16 overflows), upcast to fp32"}
+    published.publish(preset, model_name, stored, rec, checksum, sidecar)
+    ckpt.write_sidecar(preset, model_name, sidecar)
     return TrainResult(weights, sidecar, reused=False)
+
+
+def _publish_cached(rec: dict, checksum: str, preset: str, model_name: str, sidecar: dict) -> TrainResult:
+    """A finished cached checkpoint from before publishing existed: round, re-score and publish it."""
+    model, adapter, _, _ = _build(rec)
+    model.load_state_dict(torch.load(ckpt.checkpoint_dir(preset, model_name) / ckpt.WEIGHTS_FILE,
+                                     map_location="cpu", weights_only=True))
+    sidecar = {k: v for k, v in sidecar.items() if k not in ("eval_accuracy", "eval_n", "eval_split")}
+    return _finish(model, adapter, rec, checksum, preset, model_name,
+                   {**sidecar, "eval_accuracy_before_rounding": ckpt.read_sidecar(preset, model_name)["eval_accuracy"]})
+
+
+def _save_atomic(state: dict, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def _install_published(preset: str, model_name: str, entry: dict) -> TrainResult:
+    """Cache the verified published weights as this machine's checkpoint (fp32) with their record."""
+    weights = ckpt.checkpoint_dir(preset, model_name) / ckpt.WEIGHTS_FILE
+    _save_atomic(published.upcast(published.load_verified(preset, model_name, entry)), weights)
+    sidecar = {**entry["record"], "installed_from": f"published {entry['file']} sha256 {entry['sha256']}"}
+    ckpt.write_sidecar(preset, model_name, sidecar)
+    return TrainResult(weights, sidecar, reused=True)
