@@ -470,3 +470,29 @@ def test_cell_heatmap_annotates_every_cell_with_readable_text():
     assert texts["+0.050"] == "white" and texts["+0.010"] == "black"  # the extreme is dark, near zero light
     assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b"]
     plots.plt.close(fig)
+
+
+def test_training_record_reads_recipes_and_per_epoch_curves_from_the_published_manifest(tmp_path, monkeypatch):
+    import json
+
+    from planner.analysis import results
+    from planner.models import published
+
+    monkeypatch.setenv("PLANNER_RESULTS_DIR", str(tmp_path))
+    assert all(frame.empty for frame in results.training_record("quick"))
+    folder = published.weights_dir("quick")
+    folder.mkdir(parents=True)
+    record = {"epochs": 2.0, "train_seconds": 600.0, "eval_split": "test", "eval_accuracy": 0.91,
+              "epoch_losses": [{"epoch": 0, "mean_loss": 1.2, "eval_accuracy": 0.7, "steps": 5, "train_seconds": 300},
+                               {"epoch": 1, "mean_loss": 0.8, "eval_accuracy": 0.91, "steps": 5, "train_seconds": 600}]}
+    entry = {"file": "resnet18.safetensors", "sha256": "ab" * 32, "bytes": 22_400_000,
+             "recipe": {"task": "cifar10", "params": {"arch": "resnet18", "stem": "cifar", "lr": 0.2}},
+             "data_checksum": "x", "record": record}
+    (folder / published.MANIFEST_FILE).write_text(json.dumps({"models": {"resnet18": entry}}))
+    trained, curves = results.training_record("quick")
+    assert trained.loc[0, "stem"] == "cifar" and trained.loc[0, "train_minutes"] == 10.0
+    assert trained.loc[0, "eval_accuracy"] == 0.91 and trained.loc[0, "megabytes"] == 22.4
+    assert curves["eval_accuracy"].tolist() == [0.7, 0.91]
+    fig = plots.training_curves(curves)
+    assert plots.figure_problems(fig) == []
+    plots.plt.close(fig)

@@ -577,3 +577,23 @@ def fault_attainment(timeline: pd.DataFrame, windows: dict[str, tuple[float, flo
     if title:
         ax.set_title(title)
     return ax
+
+
+def training_curves(curves: pd.DataFrame, axes=None) -> Figure:
+    """Evaluation accuracy (left) and mean training loss (right) after each epoch, one line per model."""
+    _require(curves, ("model", "epoch", "mean_loss", "eval_accuracy"), "training curves")
+    if axes is None:
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    fig = axes[0].figure
+    for i, (model, rows) in enumerate(curves.sort_values("epoch").groupby("model", sort=True)):
+        style = series_style(i)
+        scored = rows.dropna(subset=["eval_accuracy"])
+        axes[0].plot(scored["epoch"] + 1, scored["eval_accuracy"], label=model, **style)
+        axes[1].plot(rows["epoch"] + 1, rows["mean_loss"], label=model, **style)
+    axes[0].set(xlabel="epoch", ylabel="evaluation accuracy", title="accuracy after each epoch")
+    axes[1].set(xlabel="epoch", ylabel="mean training loss", title="training loss")
+    for ax in axes:
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig

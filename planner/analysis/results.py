@@ -297,3 +297,25 @@ def grid_scorecard_markdown(card: pd.DataFrame, preset: str) -> str:
                  "best other = the best of every non-bound method in the registry (baselines, the slack-aware "
                  "ablation and the best fixed configuration in hindsight).")
     return "\n".join(lines)
+
+
+def training_record(preset: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(one row per published model: recipe, time, accuracy, file; one row per model and epoch: loss and
+    evaluation accuracy), from the preset's published-weights manifest; empty frames when none."""
+    from planner.models.published import read_manifest
+
+    rows, curves = [], []
+    for model, entry in sorted(read_manifest(preset)["models"].items()):
+        rec, record = entry["recipe"], entry["record"]
+        params = rec.get("params", {})
+        rows.append({
+            "task": rec["task"], "model": model, "architecture": params.get("arch", rec.get("source")),
+            "stem": params.get("stem", "-"), "epochs": round(float(record.get("epochs", np.nan)), 2),
+            "batch_size": params.get("batch_size"), "peak_lr": params.get("lr"),
+            "label_smoothing": params.get("label_smoothing", 0.0), "bf16_autocast": params.get("autocast_bf16", False),
+            "train_minutes": round(float(record.get("train_seconds", np.nan)) / 60.0, 1),
+            "eval_split": record.get("eval_split"), "eval_accuracy": record.get("eval_accuracy"),
+            "megabytes": round(entry["bytes"] / 1e6, 1), "sha256": entry["sha256"][:12],
+        })
+        curves += [{"task": rec["task"], "model": model, **row} for row in record.get("epoch_losses", [])]
+    return pd.DataFrame(rows), pd.DataFrame(curves)

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Mapping
-
-import torch
+from typing import TYPE_CHECKING, Any, Mapping
 
 from planner.data import sha256_file
 from planner.paths import results_dir
+
+if TYPE_CHECKING:  # torch is imported where tensors are handled, so reading the manifest stays light
+    import torch
 
 MANIFEST_FILE = "MANIFEST.json"
 SUFFIX = ".safetensors"
@@ -49,6 +50,8 @@ def read_manifest(preset: str) -> dict[str, Any]:
 
 def round_for_publishing(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """fp16 copies of the floating tensors (bf16 where fp16 would overflow); other tensors unchanged."""
+    import torch
+
     stored = {}
     for name, tensor in state.items():
         tensor = tensor.detach().cpu()
