@@ -595,5 +595,4 @@ def training_curves(curves: pd.DataFrame, axes=None) -> Figure:
     for ax in axes:
         ax.xaxis.get_major_locator().set_params(integer=True)
     axes[0].legend(fontsize=8)
-    fig.tight_layout()
     return fig
