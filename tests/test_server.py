@@ -318,7 +318,11 @@ def test_graceful_shutdown_answers_every_request_in_flight(bundle):
         async with StreamClient(running.url, max_connections=30) as client:
             calls = [asyncio.create_task(client.post("/v1/predict", {"example_id": i, "deadline_ms": 5000}))
                      for i in range(15)]
-            await asyncio.sleep(0.1)
+            for _ in range(400):  # stop only once every request is in (a fixed sleep raced on a busy machine)
+                state = batcher.state()
+                if state["queue_len"] + state["busy_servers"] + sum(batcher.metrics.outcomes.values()) >= 15:
+                    break
+                await asyncio.sleep(0.025)
             stopper = threading.Thread(target=running.stop)
             stopper.start()
             out = await asyncio.gather(*calls, return_exceptions=True)

@@ -22,6 +22,12 @@ delivered on time among the requests it is about to affect, with four ingredient
    configuration's low quantile (:meth:`AnytimePolicy.shed_below_ms`) is shed at once with a reason,
    instead of being served late at the expense of requests that can still make it; a cascade's
    first-stage answer goes out on time when its second stage would be late (``early_answers``).
+   A request about to join a batch is shed when its slack is below the chosen configuration's
+   ``q``-quantile (:meth:`AnytimePolicy.member_cutoff_ms`). With ``late_target`` set, ``q`` is
+   steered online (Robbins–Monro) so that the share of served requests answered late settles at the
+   target: each late answer raises ``q`` by ``late_step``, each on-time one lowers it by
+   ``late_step * late_target / (1 - late_target)``; it stays within [0.5, 0.95], the quantile table's
+   range. Without it, ``q`` is fixed at ``member_quantile``.
 4. **Speed.** Candidates are pruned once to those no other candidate dominates (at least as
    accurate, at least as large a batch, no slower at every quantile): dominance survives a common
    scale, so the pruned set is rebuilt only when per-configuration residuals move. A decision is a
@@ -104,7 +110,8 @@ class AnytimePolicy(OnlinePolicy):
 
     def __init__(self, task: str, lookahead: int = 64, halflife: float = 8.0, shed: bool = True,
                  early_answers: bool = True, expected_arrivals: bool = False, startup_scale: float = 1.0,
-                 refront_every: int = 32, member_quantile: float | None = 0.65, name: str = "anytime"):
+                 refront_every: int = 32, member_quantile: float | None = 0.65,
+                 late_target: float | None = None, late_step: float = 0.02, name: str = "anytime"):
         if isinstance(lookahead, bool) or not isinstance(lookahead, (int, np.integer)) or lookahead < 1:
             raise PlannerError(f"lookahead must be an integer >= 1, got {lookahead!r}")
         self.task, self.lookahead, self.halflife, self.name = task, int(lookahead), float(halflife), name
@@ -118,6 +125,12 @@ class AnytimePolicy(OnlinePolicy):
         if member_quantile is not None and member_quantile not in QUANTILES:
             raise PlannerError(f"member_quantile must be one of {QUANTILES} or None, got {member_quantile!r}")
         self.member_quantile = member_quantile
+        if late_target is not None and (member_quantile is None or not 0 < late_target < 1):
+            raise PlannerError(f"late_target must be a share in (0, 1) and needs a member_quantile, got "
+                               f"late_target={late_target!r}, member_quantile={member_quantile!r}")
+        if not (isinstance(late_step, (int, float)) and 0 < late_step < 1):
+            raise PlannerError(f"late_step must lie in (0, 1), got {late_step!r}")
+        self.late_target, self.late_step = late_target, float(late_step)
         self.needs = PolicyNeeds(lookahead=self.lookahead, observes=True, sheds=self.shed,
                                  early_answers=self.early_answers)
 
@@ -142,6 +155,7 @@ class AnytimePolicy(OnlinePolicy):
             raise NotFittedError(f"{self!r} is not fitted; call fit(bundle) first")
         self.estimator_ = ServiceTimeEstimator(self._reference, self.halflife, self.startup_scale)
         self._since_refront = 0
+        self.quantile_ = self.member_quantile
         self._build_front()
         return self
 
@@ -170,8 +184,12 @@ class AnytimePolicy(OnlinePolicy):
         return table
 
     # ---- online -------------------------------------------------------------------------------
-    def observe(self, config_id: str, batch_n: int, service_ms: float) -> None:
+    def observe(self, config_id: str, batch_n: int, service_ms: float, n_late: int = 0) -> None:
         self.estimator_.observe(config_id, service_ms)
+        if self.late_target is not None:
+            on_time = batch_n - n_late
+            push = n_late - on_time * self.late_target / (1.0 - self.late_target)
+            self.quantile_ = min(QUANTILES[-1], max(0.5, self.quantile_ + self.late_step * push))
         self._since_refront += 1
         if self._since_refront >= self.refront_every:  # residuals moved: dominance may have changed
             self._since_refront = 0
@@ -187,8 +205,8 @@ class AnytimePolicy(OnlinePolicy):
         slack would more likely than not be late in this batch, so it is shed rather than served late."""
         if self.member_quantile is None:
             return -math.inf
-        i = self._all_index[config_id]
-        return float(self._all_q[i, QUANTILES.index(self.member_quantile)]) * self.estimator_.scale(config_id)
+        row = self._all_q[self._all_index[config_id]]
+        return float(np.interp(self.quantile_, QUANTILES, row)) * self.estimator_.scale(config_id)
 
     def __call__(self, ctx: PolicyContext) -> str:
         if not hasattr(self, "estimator_"):

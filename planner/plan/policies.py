@@ -90,8 +90,9 @@ class OnlinePolicy(ABC):
         """The deadline-only choice of a static policy (``needs.static``)."""
         raise PlannerError(f"{self!r} is not static: it has no deadline-only config_for")
 
-    def observe(self, config_id: str, batch_n: int, service_ms: float) -> None:
-        """A finished batch's service time (called only when ``needs.observes``)."""
+    def observe(self, config_id: str, batch_n: int, service_ms: float, n_late: int = 0) -> None:
+        """A finished batch's service time and how many of its ``batch_n`` requests were answered after
+        their deadline (called only when ``needs.observes``)."""
 
     def shed_below_ms(self) -> float:
         """Requests with less slack than this are shed (called only when ``needs.sheds``)."""

@@ -65,6 +65,10 @@ class AnytimeParams(MethodParams):
     # shed a batch member whose slack is below this quantile of the chosen configuration (None: never)
     # (measured on the full profiles: 0.65 keeps the effective accuracy of 0.5 with under 1 % late at load 0.8)
     member_quantile: float | None = 0.65
+    # steer that quantile online so the share of served requests answered late settles at this target
+    # (None: keep member_quantile fixed); late_step: how far one late answer moves the quantile
+    late_target: float | None = Field(default=None, gt=0, lt=1)
+    late_step: float = Field(default=0.02, gt=0, lt=1)
     # the service-time calibration's starting factor: the machine's speed now over the profile's.
     # 1 in the simulator (its service times come from the profile itself); a live replay sets it
     # from the re-timed reference (planner.profile.reference, planner.evaluation.live_fault)

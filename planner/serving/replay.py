@@ -264,7 +264,8 @@ def replay(trace: pd.DataFrame, policy: Policy, configs: Mapping[str, LiveConfig
                 with state.cond:
                     state.busy -= 1
                     if observes:
-                        policy.observe(cfg.config_id, len(members), (finish - t) * 1000.0)
+                        n_late = sum(finish > arrays.abs_deadline_s[m] for m in members)
+                        policy.observe(cfg.config_id, len(members), (finish - t) * 1000.0, n_late)
                     bid = len(state.batches)
                     state.batches.append((t, finish, cfg.config_id, sid, len(members)))
                     state.batch_of[members] = bid

@@ -141,8 +141,8 @@ class _Guarded(OnlinePolicy):
             return decision.config_id
         return choice
 
-    def observe(self, config_id: str, batch_n: int, service_ms: float) -> None:
-        self.policy.observe(config_id, batch_n, service_ms)
+    def observe(self, config_id: str, batch_n: int, service_ms: float, n_late: int = 0) -> None:
+        self.policy.observe(config_id, batch_n, service_ms, n_late)
 
     def shed_below_ms(self) -> float:
         return self.policy.shed_below_ms()
@@ -388,10 +388,9 @@ class Batcher:
         if not early:
             probs, _stage = cfg.run(batch)
             finish = self.now()
-            self._finished(cfg.config_id, len(chunk), (finish - start) * 1000.0)
             probs = np.asarray(probs)
-            for r, p in zip(chunk, probs):
-                self._answer(r, cfg.config_id, p, None, reason, start, finish)
+            outcomes = [self._answer(r, cfg.config_id, p, None, reason, start, finish) for r, p in zip(chunk, probs)]
+            self._finished(cfg.config_id, len(chunk), (finish - start) * 1000.0, outcomes.count("late"))
             return
         # a cascade run stage by stage: sure answers go out at once, doomed escalations degrade
         stages = cfg.stages
@@ -401,31 +400,33 @@ class Batcher:
         estimate = self._stage2[cfg.config_id]
         second_at = t1 + estimate.ms / 1000.0
         go_on = [i for i in np.flatnonzero(escalate) if chunk[i].abs_deadline >= second_at]
+        outcomes: list[str | None] = []
         for i, r in enumerate(chunk):
             if not escalate[i]:
-                self._answer(r, cfg.config_id, first[i], None, reason, start, t1)
+                outcomes.append(self._answer(r, cfg.config_id, first[i], None, reason, start, t1))
             elif i not in go_on:
-                self._answer(r, cfg.config_id, first[i], "degraded", "early_answer", start, t1)
+                outcomes.append(self._answer(r, cfg.config_id, first[i], "degraded", "early_answer", start, t1))
         finish = t1
         if go_on:
             second = np.asarray(stages.second(self._inputs([chunk[i] for i in go_on])))
             finish = self.now()
             estimate.update((finish - t1) * 1000.0)
             for i, p in zip(go_on, second):
-                self._answer(chunk[i], cfg.config_id, p, None, reason, start, finish)
-        self._finished(cfg.config_id, len(chunk), (finish - start) * 1000.0)
+                outcomes.append(self._answer(chunk[i], cfg.config_id, p, None, reason, start, finish))
+        self._finished(cfg.config_id, len(chunk), (finish - start) * 1000.0, outcomes.count("late"))
 
-    def _finished(self, config_id: str, n: int, service_ms: float) -> None:
+    def _finished(self, config_id: str, n: int, service_ms: float, n_late: int = 0) -> None:
         self.metrics.count("batches", config_id)
         if self.policy.needs.observes:
             with self._cond:
-                self._guard.observe(config_id, n, service_ms)
+                self._guard.observe(config_id, n, service_ms, n_late)
 
     def _answer(self, r: _Pending, config_id: str | None, probs: np.ndarray | None, outcome: str | None,
-                reason: str, start: float, finish: float) -> None:
-        """Build and send one request's answer (``outcome`` None: on time or late, by its latency)."""
+                reason: str, start: float, finish: float) -> str | None:
+        """Build and send one request's answer (``outcome`` None: on time or late, by its latency);
+        returns the outcome sent (None when the request was already answered)."""
         if r.done:
-            return
+            return None
         r.done = True
         latency_ms = (finish - r.arrival) * 1000.0
         if outcome is None or outcome == "degraded":
@@ -446,6 +447,7 @@ class Batcher:
             r.reply(answer)
         except Exception:  # noqa: BLE001 - a gone client must not stop the batcher
             pass
+        return outcome
 
 
 # ---------------------------------------------------------------- policies for a server

@@ -394,8 +394,10 @@ def _event_loop(trace: TraceArrays, run: _Run, policy: OnlinePolicy, task: str, 
         out.finish.append(fin)
         out.config.append(cfg)
         out.server.append(sid)
-        if observes:
-            policy.observe(pick.config_id, len(members), svc * 1000.0)
+        if observes:  # late: answered (at the finish, or early by the first stage) after the deadline
+            answered = [out.early_at[r] if out.early_at[r] == out.early_at[r] else fin for r in members]
+            n_late = sum(a > abs_deadline[r] for a, r in zip(answered, members))
+            policy.observe(pick.config_id, len(members), svc * 1000.0, n_late)
     return out, batch_of
 
 
