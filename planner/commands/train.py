@@ -29,8 +29,18 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from planner import config
+    from planner.models.extras import unavailable_reason
     from planner.models.train import train
 
+    spec = config.models().models.get(args.model)
+    if spec is not None and spec.requires_extra is not None:  # skipped with a one-line reason, exit 0
+        reason = (unavailable_reason(args.model) if spec.requires_extra in config.preset(args.preset).extras else
+                  f"{args.model} is not part of preset {args.preset!r}: it needs the optional extra "
+                  f"{spec.requires_extra!r}, which the preset's `extras` (configs/presets.yaml) do not list")
+        if reason:
+            print(json.dumps({"status": "skipped", "reason": reason}))
+            return 0
     torch.set_num_threads(max(1, args.threads))
     max_run_s = None if args.max_run_minutes is None else 60.0 * args.max_run_minutes
     result = train(args.task, args.model, args.preset, force=args.force, max_run_s=max_run_s)

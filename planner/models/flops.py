@@ -29,9 +29,9 @@ def build_for_count(model: str) -> tuple[torch.nn.Module, str]:
 
         return cnn_from_params(params).eval(), "vision"
     if spec.kind == "hf_encoder_finetune":
-        from planner.models.text import build_minilm
+        from planner.models.text import encoder_from_params
 
-        return build_minilm(int(params["num_layers"]), pretrained=False).eval(), "text"
+        return encoder_from_params(spec.source, params, pretrained=False).eval(), "text"
     from planner.models.text import load_distilbert
 
     module, _, _ = load_distilbert(spec.source)
@@ -39,13 +39,14 @@ def build_for_count(model: str) -> tuple[torch.nn.Module, str]:
 
 
 @lru_cache(maxsize=None)
-def mean_sequence_length(task: str = "sst2", max_length: int = 64) -> int:
-    """Mean tokenised length (with special tokens, truncated at ``max_length``) of the eval sentences."""
+def mean_sequence_length(task: str = "sst2", max_length: int = 64, model: str = "minilm-l6") -> int:
+    """Mean tokenised length (with special tokens, truncated at ``max_length``) of the eval sentences
+    under ``model``'s own tokenizer."""
     from planner.models.datasets import eval_inputs
-    from planner.models.text import load_tokenizer
+    from planner.models.text import tokenizer_for
 
     sentences, _ = eval_inputs(task)
-    lengths = [len(ids) for ids in load_tokenizer()(sentences, truncation=True, max_length=max_length)["input_ids"]]
+    lengths = [len(ids) for ids in tokenizer_for(model)(sentences, truncation=True, max_length=max_length)["input_ids"]]
     return int(round(sum(lengths) / len(lengths)))
 
 
@@ -68,7 +69,7 @@ def count_inputs(task: str, model: str, kind: str, batch_size: int) -> tuple[tor
     """The input batch FLOPs are counted on: 32x32 images, or token ids and mask at the mean length."""
     if kind == "vision":
         return (torch.zeros(batch_size, 3, 32, 32),)
-    length = mean_sequence_length(task, int(config.model_spec(model).params.get("max_length", 64)))
+    length = mean_sequence_length(task, int(config.model_spec(model).params.get("max_length", 64)), model)
     return (torch.ones(batch_size, length, dtype=torch.long), torch.ones(batch_size, length, dtype=torch.long))
 
 

@@ -78,12 +78,10 @@ class _Adapter:
 
 
 class _TextAdapter(_Adapter):
-    def __init__(self, params: dict, subset: int | None):
-        from planner.models.text import load_tokenizer
-
+    def __init__(self, params: dict, subset: int | None, tokenizer: Any):
         self.max_length = int(params["max_length"])
         self.batch_size = int(params["batch_size"])
-        self.tokenizer = load_tokenizer()
+        self.tokenizer = tokenizer  # the model's own (planner.models.text.tokenizer_for)
         sentences, labels = train_inputs("sst2", subset)
         encoded = self.tokenizer(sentences, truncation=True, max_length=self.max_length)["input_ids"]
         self.ids = [np.asarray(row, dtype=np.int64) for row in encoded]
@@ -152,10 +150,10 @@ class _VisionAdapter(_Adapter):
 def _build(rec: dict) -> tuple[nn.Module, _Adapter, torch.optim.Optimizer, Callable[[float], float]]:
     params = rec["params"]
     if rec["kind"] == "hf_encoder_finetune":
-        from planner.models.text import build_minilm
+        from planner.models.text import encoder_from_params, tokenizer_for
 
-        model = build_minilm(int(params["num_layers"]), pretrained=True)
-        adapter: _Adapter = _TextAdapter(params, rec["train_subset"])
+        model = encoder_from_params(rec["source"], params, pretrained=True)
+        adapter: _Adapter = _TextAdapter(params, rec["train_subset"], tokenizer_for(rec["model"]))
         decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
         no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
         optimizer = torch.optim.AdamW(

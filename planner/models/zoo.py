@@ -24,6 +24,7 @@ import numpy as np
 
 from planner import config
 from planner.models import checkpoints as ckpt
+from planner.models import extras
 from planner.models.base import (
     DEVICES, PRECISIONS, RUNTIMES, ModelUnavailableError, Predictor, UnsupportedVariantError, VariantSpec,
 )
@@ -33,10 +34,9 @@ VERIFY_EXAMPLES = 24
 DEFAULT_CALIBRATION = 512
 
 
-def task_models(task: str) -> list[str]:
-    """Models of a task, in configs/models.yaml order."""
-    config.validate_task(task)
-    return [name for name, spec in config.models().models.items() if spec.task == task]
+def task_models(task: str, preset: str | None = None) -> list[str]:
+    """Models of a task, in configs/models.yaml order (with ``preset``: those it uses, :func:`config.task_models`)."""
+    return config.task_models(task, preset)
 
 
 def _cuda_reason(runtime: str) -> str | None:
@@ -63,6 +63,9 @@ def variant_support(spec: VariantSpec) -> str | None:
         return f"unknown precision {spec.precision!r}; known: {list(PRECISIONS)}"
     if spec.device not in DEVICES:
         return f"unknown device {spec.device!r}; known: {list(DEVICES)}"
+    missing_extra = extras.unavailable_reason(spec.model)
+    if missing_extra:
+        return missing_extra
     if spec.device == "cuda":
         reason = _cuda_reason(spec.runtime)
         if reason:
@@ -119,10 +122,10 @@ def base_model(task: str, model: str, preset: str) -> BaseModel:
             f"`python -m planner train --task {spec.task} --model {model} --preset {preset}`")
     state = torch.load(weights, map_location="cpu", weights_only=True)
     if spec.kind == "hf_encoder_finetune":
-        from planner.models.text import build_minilm, encode, load_tokenizer
+        from planner.models.text import encode, encoder_from_params, tokenizer_for
 
-        module = build_minilm(int(params["num_layers"]), pretrained=False)
-        tokenizer = load_tokenizer()
+        module = encoder_from_params(spec.source, params, pretrained=False)
+        tokenizer = tokenizer_for(model)
         max_length = int(params["max_length"])
         preprocess = lambda xs: encode(tokenizer, xs, max_length)  # noqa: E731
     else:

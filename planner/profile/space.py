@@ -33,7 +33,7 @@ INFEASIBLE_COLUMNS = {**{c: "str" for c in IDENTITY_COLUMNS}, "batch_size": "int
 class Zoo(Protocol):
     """What the profiler needs from the model zoo (planner.models.zoo + planner.models.flops)."""
 
-    def task_models(self, task: str) -> list[str]: ...
+    def task_models(self, task: str, preset: str | None = None) -> list[str]: ...
     def variant_support(self, spec: VariantSpec) -> str | None: ...
     def load_predictor(self, spec: VariantSpec, preset: str) -> Any: ...
     def eval_inputs(self, task: str, n: int | None = None) -> tuple[Any, np.ndarray]: ...
@@ -133,14 +133,16 @@ def enumerate_space(tasks: Sequence[str], batch_sizes: Sequence[int], devices: S
                     models_config: config.ModelsConfig | None = None,
                     thresholds: Sequence[float] | None = None,
                     cascade_precisions: Sequence[str] | None = None,
-                    cascade_runtimes: Sequence[str] | None = None) -> Space:
+                    cascade_runtimes: Sequence[str] | None = None, preset: str | None = None) -> Space:
     """Every combination, split into feasible configurations and recorded infeasible ones.
 
     ``precisions`` and ``thresholds`` let a preset (quick) profile a slice of the space;
     ``thresholds=None`` means every cascade threshold in ``configs/models.yaml``.
     ``cascade_precisions`` prunes cascades at other precisions; each pruned one is still recorded
     in ``infeasible.csv`` with that reason (its members' single-model rows are profiled);
-    ``cascade_runtimes`` does the same by runtime.
+    ``cascade_runtimes`` does the same by runtime. Models (and cascades with a member) that ``preset``
+    does not use (:func:`planner.config.task_models`: a model needing an optional extra the preset
+    does not list) are not part of its space.
     """
     cfg = models_config or config.models()
     taus = list(thresholds) if thresholds is not None else list(cfg.thresholds)
@@ -148,8 +150,8 @@ def enumerate_space(tasks: Sequence[str], batch_sizes: Sequence[int], devices: S
     infeasible: list[tuple[Configuration, str]] = []
     for task in tasks:
         config.validate_task(task)
-        models = list(zoo.task_models(task))
-        pairs = [tuple(p) for p in cfg.cascades.get(task, [])]
+        models = list(zoo.task_models(task, preset))
+        pairs = [tuple(p) for p in cfg.cascades.get(task, []) if set(p) <= set(config.task_models(task, preset))]
         for device in devices:
             for runtime in runtimes:
                 for precision in precisions:

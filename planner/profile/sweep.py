@@ -118,7 +118,7 @@ class _Sweep:
         known = set(zip(have["task"], have["model"]))
         rows = have.to_dict("records")
         for task in self.tasks:
-            for model in self.zoo.task_models(task):
+            for model in self.zoo.task_models(task, self.preset):
                 if (task, model) in known:
                     continue
                 try:
@@ -141,7 +141,7 @@ class _Sweep:
                                 precisions=self.profile.precisions or PRECISIONS,
                                 thresholds=self.profile.thresholds,
                                 cascade_precisions=self.profile.cascade_precisions,
-                                cascade_runtimes=self.profile.cascade_runtimes)
+                                cascade_runtimes=self.profile.cascade_runtimes, preset=self.preset)
         # a run over some tasks leaves the other tasks' rows alone (infeasible list and merged files)
         others = self.store.infeasible_rows() if self.store.path("infeasible").exists() else space.infeasible.iloc[:0]
         others = others[~others["task"].isin(self.tasks)]

@@ -32,8 +32,8 @@ _SHARPNESS = {"sst2": 2.0, "cifar10": 8.0}
 _RUNTIME_COST = {"torch_compile": 3.0}
 
 
-def task_models(task: str) -> list[str]:
-    return [name for name, spec in config.models().models.items() if spec.task == task]
+def task_models(task: str, preset: str | None = None) -> list[str]:
+    return config.task_models(task, preset)
 
 
 def variant_support(spec: VariantSpec) -> str | None:
@@ -119,6 +119,6 @@ def load_predictor(spec: VariantSpec, preset: str) -> ToyPredictor:
         from planner.models.base import UnsupportedVariantError
 
         raise UnsupportedVariantError(reason)
-    if spec.model not in task_models(spec.task):
+    if spec.model not in task_models(spec.task, preset):
         raise ValueError(f"toy zoo: unknown model {spec.model!r} for {spec.task}")
     return ToyPredictor(spec)
