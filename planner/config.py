@@ -145,6 +145,9 @@ class TrainPreset(_Strict):
         return int(self.model_max_epochs.get(model, self.max_epochs))
 
 
+Runtime = Literal["torch", "onnxruntime", "torch_compile", "onnxruntime_trt"]
+
+
 class ProfilePreset(_Strict):
     """How hard the profiler measures; see planner/profile/latency.py for the stopping rule."""
 
@@ -172,7 +175,9 @@ class ProfilePreset(_Strict):
     # cascades are profiled only at these precisions (null = all); pruned ones land in infeasible.csv
     cascade_precisions: list[Literal["fp32", "bf16", "fp16", "int8"]] | None = Field(default=None, min_length=1)
     # ... and only on these runtimes (null = all)
-    cascade_runtimes: list[Literal["torch", "onnxruntime", "torch_compile"]] | None = Field(default=None, min_length=1)
+    cascade_runtimes: list[Runtime] | None = Field(default=None, min_length=1)
+    # runtimes profiled at all (null = every runtime of the device); pruned ones land in infeasible.csv
+    runtimes: list[Runtime] | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")
     def _ordered(self) -> "ProfilePreset":
@@ -470,6 +475,8 @@ class LiveServerPreset(_Strict):
 class Preset(_Strict):
     train: TrainPreset
     profile: ProfilePreset
+    # the profiler's settings for device cuda (a GPU session is short: benchmarks/gpu_profile.sh); null = profile
+    profile_cuda: ProfilePreset | None = None
     evaluate: EvaluatePreset
     validation: ValidationPreset | None = None
     live_server: LiveServerPreset | None = None

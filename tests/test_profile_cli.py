@@ -16,7 +16,7 @@ def test_profile_subcommand_runs_a_toy_sweep(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PLANNER_RESULTS_DIR", str(tmp_path))
     monkeypatch.setenv("PLANNER_PROFILE_ZOO", "planner.profile.toy")
     monkeypatch.setenv("PLANNER_TOY_VARIANTS", "torch/fp32")
-    monkeypatch.setattr("planner.profile.sweep.load_profile_preset", lambda preset: TINY)
+    monkeypatch.setattr("planner.profile.sweep.load_profile_preset", lambda preset, device="cpu": TINY)
     assert cli.main(["profile", "--task", "cifar10", "--preset", "quick", "--device", "cpu", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "cpu: 6 configurations in profiles.csv" in out  # 2 models + 4 cascade thresholds, batch 1

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from planner import config
-from planner.models.base import PRECISIONS, RUNTIMES
+from planner.models.base import PRECISIONS
 from planner.profile import toy
-from planner.profile.space import Configuration, enumerate_space, load_zoo
+from planner.profile.space import Configuration, enumerate_space, load_zoo, runtimes_for
 
 
 def test_every_combination_is_either_feasible_or_recorded_with_a_reason():
@@ -17,7 +17,8 @@ def test_every_combination_is_either_feasible_or_recorded_with_a_reason():
     expected = 0
     for task in ("sst2", "cifar10"):
         n_models = len(toy.task_models(task)) + len(cfg.cascades[task]) * len(cfg.thresholds)
-        expected += n_models * len(RUNTIMES) * len(PRECISIONS) * 2 * 2
+        # 2 batch sizes; cuda adds the GPU-only runtimes (ONNX Runtime's TensorRT provider)
+        expected += n_models * (len(runtimes_for("cpu")) + len(runtimes_for("cuda"))) * len(PRECISIONS) * 2
     ids = [c.config_id for c in space.feasible] + space.infeasible["config_id"].tolist()
     assert len(ids) == expected == len(set(ids))
     assert space.infeasible["reason"].str.len().gt(0).all()

@@ -11,6 +11,9 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 import numpy as np
 
 RUNTIMES = ("torch", "onnxruntime", "torch_compile")
+# runtimes that exist only on a GPU (ONNX Runtime's TensorRT execution provider): the space enumerates
+# them for device cuda alone (planner.profile.space.runtimes_for)
+CUDA_RUNTIMES = ("onnxruntime_trt",)
 # model params (configs/models.yaml) that shape only the ONNX export/quantization, never the trained
 # weights: changing them must not invalidate a training checkpoint (planner.models.train.recipe)
 EXPORT_PARAMS = ("per_channel", "quant_exclude_nodes", "calibration_method", "calibration_examples")

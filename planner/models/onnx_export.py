@@ -11,6 +11,13 @@
   time).
 Files live in ``<checkpoint dir>/onnx/`` with a JSON note of the source weights' sha256, so a retrained
 checkpoint gets a fresh export.
+
+Execution providers (:func:`session`): on cpu the CPU provider; on cuda runtime ``onnxruntime`` is the
+CUDA provider and runtime ``onnxruntime_trt`` the TensorRT provider (fp16 through ``trt_fp16_enable`` on
+the fp32 graph, int8 from the static QDQ graph). A GPU provider is used only where
+``onnxruntime.get_available_providers()`` lists it (:func:`provider_reason`), and a session whose
+provider did not load (ORT then silently runs everything on the CPU) is refused, so CPU timings are
+never labelled cuda. The CPU-only ``onnxruntime`` wheel lists neither GPU provider.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import torch
 from torch import nn
 
 from planner.data import sha256_file
+from planner.models.base import UnsupportedVariantError
 
 MAX_REL_L2 = 1e-4
 OPSET = 17
@@ -76,17 +84,84 @@ def export_fp32(module: nn.Module, path: Path, feeds: dict[str, np.ndarray]) -> 
     tmp.replace(path)
 
 
-def session(path: Path, device: str = "cpu", n_threads: int = 2):
-    """An ORT session with ``n_threads`` intra-op threads (CUDA provider first when device='cuda')."""
+# the execution provider each ONNX Runtime runtime uses on a GPU
+GPU_PROVIDERS = {"onnxruntime": "CUDAExecutionProvider", "onnxruntime_trt": "TensorrtExecutionProvider"}
+
+
+def provider_reason(runtime: str) -> str | None:
+    """None when this onnxruntime offers ``runtime``'s GPU provider, else why not (names what it lists)."""
     import onnxruntime as ort
 
+    provider = GPU_PROVIDERS[runtime]
+    available = ort.get_available_providers()
+    if provider in available:
+        return None
+    build = "onnxruntime-gpu with TensorRT" if runtime == "onnxruntime_trt" else "onnxruntime-gpu"
+    return f"onnxruntime {ort.__version__} here has no {provider} (it lists {available}); it needs {build}"
+
+
+def ort_support(kind: str, runtime: str, precision: str, device: str) -> str | None:
+    """None when ONNX Runtime runs (kind, runtime, precision) on ``device`` in this zoo, else why not.
+
+    ``kind`` is the model kind of configs/models.yaml; GPU providers are checked by :func:`provider_reason`.
+    """
+    if runtime == "onnxruntime_trt":
+        if device != "cuda":
+            return "runtime onnxruntime_trt is ONNX Runtime's TensorRT provider, which runs on CUDA GPUs only"
+        if precision == "bf16":
+            return "ONNX Runtime's TensorRT provider has no bf16 switch (it offers fp32, fp16 and QDQ int8)"
+        if precision == "int8" and kind != "torchvision_scratch":
+            return ("TensorRT runs static QDQ int8 graphs only; the transformers' int8 graph is dynamic "
+                    "(DynamicQuantizeLinear), which TensorRT does not implement")
+        return None
+    if precision in ("bf16", "fp16"):
+        if device == "cpu":
+            return (f"ONNX Runtime's CPU execution provider has no {precision} kernels for these graphs "
+                    f"(a converted model falls back to casts around fp32 ops), so {precision} is not offered on CPU")
+        return f"ONNX Runtime {precision} on CUDA is not implemented in this zoo"
+    if precision == "int8" and device == "cuda":
+        return ("ONNX Runtime's CUDA provider runs the int8 graphs' quantized nodes (QDQ convolutions, "
+                "DynamicQuantizeLinear) on CPU kernels; the GPU int8 path is runtime onnxruntime_trt")
+    return None
+
+
+def providers_for(device: str, runtime: str = "onnxruntime", precision: str = "fp32",
+                  engine_cache: Path | None = None) -> list:
+    """The ``providers`` argument of an ORT session for a variant (CPU provider alone on cpu)."""
+    if device != "cuda":
+        return ["CPUExecutionProvider"]
+    if runtime == "onnxruntime_trt":
+        options = {"trt_fp16_enable": precision == "fp16", "trt_int8_enable": precision == "int8"}
+        if engine_cache is not None:
+            options.update(trt_engine_cache_enable=True, trt_engine_cache_path=str(engine_cache))
+        return [("TensorrtExecutionProvider", options), "CUDAExecutionProvider"]
+    return ["CUDAExecutionProvider"]
+
+
+def session(path: Path, device: str = "cpu", n_threads: int = 2, runtime: str = "onnxruntime",
+            precision: str = "fp32"):
+    """An ORT session with ``n_threads`` intra-op threads on ``device``'s provider for ``runtime``.
+
+    On cuda an unlisted provider, or one that failed to load, raises UnsupportedVariantError.
+    """
+    import onnxruntime as ort
+
+    if device == "cuda":
+        reason = provider_reason(runtime)
+        if reason:
+            raise UnsupportedVariantError(reason)
     options = ort.SessionOptions()
     options.intra_op_num_threads = n_threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
-    return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    providers = providers_for(device, runtime, precision, Path(path).parent / "trt_engines")
+    sess = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    if device == "cuda" and GPU_PROVIDERS[runtime] not in sess.get_providers():
+        raise UnsupportedVariantError(
+            f"{GPU_PROVIDERS[runtime]} is listed but did not load for {Path(path).name} (the session runs on "
+            f"{sess.get_providers()}); refusing to time CPU execution as cuda")
+    return sess
 
 
 def verify(path: Path, module: nn.Module, preprocess: Callable[[Any], dict[str, np.ndarray]],

@@ -16,6 +16,12 @@
   convolutions fp32), so it is reported infeasible; the CNN int8 variant is the ONNX Runtime static
   QDQ model (planner.models.onnx_export).
 
+On cuda every float precision is the same ``module.to(device, dtype)``; the predictor moves each batch
+to the GPU and casts floating inputs (``TorchPredictor._tensor``), and the profiler synchronizes the
+GPU inside every timed call. fp16 runs on any CUDA GPU (tensor cores); bf16 needs native support
+(compute capability >= 8.0, ``torch.cuda.is_bf16_supported(including_emulation=False)``), else the
+variant is infeasible rather than emulated. int8 has no torch CUDA path here (see below).
+
 Runtime ``torch_compile`` (issue 8) is the same module passed through ``torch.compile`` (inductor,
 default mode, automatic dynamic shapes: a second batch size or sequence length triggers one dynamic
 recompile instead of one per shape). Offered at fp32 and bf16; on CPU the profiles keep it only where
@@ -47,6 +53,9 @@ def torch_support(kind: str, precision: str, device: str) -> str | None:
             return "torch dynamic int8 (quantize_dynamic) has CPU kernels only; no CUDA int8 path here"
     if precision == "fp16" and device == "cpu":
         return None  # runs (slowly); recorded, not hidden
+    if precision == "bf16" and device == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
+        return (f"bf16 needs a GPU with native bf16 (compute capability >= 8.0); "
+                f"{torch.cuda.get_device_name(0)} would only emulate it")
     return None
 
 

@@ -25,8 +25,10 @@ import numpy as np
 from planner import config
 from planner.models import checkpoints as ckpt
 from planner.models import extras
+from planner.models import onnx_export as ox
 from planner.models.base import (
-    DEVICES, PRECISIONS, RUNTIMES, ModelUnavailableError, Predictor, UnsupportedVariantError, VariantSpec,
+    CUDA_RUNTIMES, DEVICES, PRECISIONS, RUNTIMES, ModelUnavailableError, Predictor, UnsupportedVariantError,
+    VariantSpec,
 )
 from planner.models.datasets import eval_inputs, train_inputs  # noqa: F401  (eval_inputs is public API)
 
@@ -40,15 +42,13 @@ def task_models(task: str, preset: str | None = None) -> list[str]:
 
 
 def _cuda_reason(runtime: str) -> str | None:
+    """Why ``runtime`` cannot run on this machine's GPU (no CUDA; an ONNX Runtime provider not listed)."""
     import torch
 
     if not torch.cuda.is_available():
         return "CUDA is not available on this machine (torch.cuda.is_available() is False)"
-    if runtime == "onnxruntime":
-        import onnxruntime as ort
-
-        if "CUDAExecutionProvider" not in ort.get_available_providers():
-            return "onnxruntime here has no CUDAExecutionProvider (install onnxruntime-gpu)"
+    if runtime in ox.GPU_PROVIDERS:
+        return ox.provider_reason(runtime)
     return None
 
 
@@ -57,8 +57,8 @@ def variant_support(spec: VariantSpec) -> str | None:
     model = config.model_spec(spec.model)
     if model.task != spec.task:
         raise config.ConfigError(f"model {spec.model!r} is a {model.task} model, not a {spec.task} model")
-    if spec.runtime not in RUNTIMES:
-        return f"unknown runtime {spec.runtime!r}; known: {list(RUNTIMES)}"
+    if spec.runtime not in RUNTIMES + CUDA_RUNTIMES:
+        return f"unknown runtime {spec.runtime!r}; known: {list(RUNTIMES + CUDA_RUNTIMES)}"
     if spec.precision not in PRECISIONS:
         return f"unknown precision {spec.precision!r}; known: {list(PRECISIONS)}"
     if spec.device not in DEVICES:
@@ -66,6 +66,8 @@ def variant_support(spec: VariantSpec) -> str | None:
     missing_extra = extras.unavailable_reason(spec.model)
     if missing_extra:
         return missing_extra
+    if spec.runtime in CUDA_RUNTIMES and spec.device != "cuda":
+        return ox.ort_support(model.kind, spec.runtime, spec.precision, spec.device)
     if spec.device == "cuda":
         reason = _cuda_reason(spec.runtime)
         if reason:
@@ -78,12 +80,7 @@ def variant_support(spec: VariantSpec) -> str | None:
         from planner.models.variants import compile_support
 
         return compile_support(model.kind, spec.precision, spec.device)
-    if spec.precision in ("bf16", "fp16"):
-        if spec.device == "cpu":
-            return (f"ONNX Runtime's CPU execution provider has no {spec.precision} kernels for these graphs "
-                    f"(a converted model falls back to casts around fp32 ops), so {spec.precision} is not offered on CPU")
-        return f"ONNX Runtime {spec.precision} on CUDA is not implemented in this zoo"
-    return None
+    return ox.ort_support(model.kind, spec.runtime, spec.precision, spec.device)
 
 
 @dataclass
@@ -138,13 +135,12 @@ def base_model(task: str, model: str, preset: str) -> BaseModel:
 
 
 def onnx_path(spec: VariantSpec, preset: str, n_threads: int = 2, base: BaseModel | None = None) -> Path:
-    """Cached, verified ONNX file of a variant (fp32 export, or its int8 quantization)."""
-    from planner.models import onnx_export as ox
-
+    """Cached, verified ONNX file of a variant (fp32 export, or its int8 quantization; TensorRT's fp16
+    builds from the fp32 graph)."""
     base = base or base_model(spec.task, spec.model, preset)
     verify_inputs, _ = eval_inputs(spec.task, VERIFY_EXAMPLES)
     fp32 = ox.ensure_fp32(base.folder, base.source_key, base.module, base.preprocess, verify_inputs, n_threads)
-    if spec.precision == "fp32":
+    if spec.precision == "fp32" or (spec.runtime == "onnxruntime_trt" and spec.precision == "fp16"):
         return fp32
     if base.kind == "torchvision_scratch":
         n_calib = int(base.params.get("calibration_examples", DEFAULT_CALIBRATION))
@@ -180,9 +176,8 @@ def load_predictor(spec: VariantSpec, preset: str, n_threads: int | None = None)
         return TorchPredictor(spec, module, base.preprocess, input_dtype=variant.input_dtype,
                               autocast_dtype=variant.autocast_dtype, channels_last=variant.channels_last,
                               accuracy_available=base.accuracy_available, n_threads=threads)
-    from planner.models import onnx_export as ox
     from planner.models.predictors import OrtPredictor
 
     path = onnx_path(spec, preset, threads, base)
-    return OrtPredictor(spec, ox.session(path, spec.device, threads), base.preprocess,
+    return OrtPredictor(spec, ox.session(path, spec.device, threads, spec.runtime, spec.precision), base.preprocess,
                         accuracy_available=base.accuracy_available, n_threads=threads, model_path=str(path))

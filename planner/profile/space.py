@@ -4,6 +4,11 @@ Every combination is either a :class:`Configuration` to profile or a row of ``in
 reason the zoo gave (``zoo.variant_support``); nothing is dropped silently. Cascades come from
 ``configs/models.yaml`` (small->large pairs, each threshold); a cascade shares runtime, precision,
 batch size and device with both of its members and is infeasible when either member is.
+
+Runtimes per device (:func:`runtimes_for`): every device has ``RUNTIMES``; cuda adds the GPU-only
+``CUDA_RUNTIMES`` (ONNX Runtime's TensorRT execution provider). On a GPU the zoo offers torch at
+fp32/fp16/bf16 and an ONNX Runtime provider only where ``onnxruntime.get_available_providers()``
+lists it; otherwise the rows are infeasible with that reason, never CPU timings labelled cuda.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from planner import config
-from planner.models.base import PRECISIONS, RUNTIMES, VariantSpec
+from planner.models.base import CUDA_RUNTIMES, PRECISIONS, RUNTIMES, VariantSpec
 from planner.schema import config_id
 
 # Hidden hook for tests and dry runs: a module path providing the Zoo functions (e.g. planner.profile.toy).
@@ -57,6 +62,11 @@ def available_devices() -> list[str]:
     import torch
 
     return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+
+
+def runtimes_for(device: str) -> tuple[str, ...]:
+    """The runtimes enumerated on ``device``: all of them, plus the GPU-only ones on cuda."""
+    return RUNTIMES + CUDA_RUNTIMES if device == "cuda" else RUNTIMES
 
 
 @dataclass(frozen=True)
@@ -129,17 +139,20 @@ def infeasible_frame(rows: Sequence[tuple[Configuration, str]]) -> pd.DataFrame:
 
 
 def enumerate_space(tasks: Sequence[str], batch_sizes: Sequence[int], devices: Sequence[str], zoo: Zoo,
-                    runtimes: Sequence[str] = RUNTIMES, precisions: Sequence[str] = PRECISIONS,
+                    runtimes: Sequence[str] | None = None, precisions: Sequence[str] = PRECISIONS,
                     models_config: config.ModelsConfig | None = None,
                     thresholds: Sequence[float] | None = None,
                     cascade_precisions: Sequence[str] | None = None,
-                    cascade_runtimes: Sequence[str] | None = None, preset: str | None = None) -> Space:
+                    cascade_runtimes: Sequence[str] | None = None,
+                    profile_runtimes: Sequence[str] | None = None, preset: str | None = None) -> Space:
     """Every combination, split into feasible configurations and recorded infeasible ones.
 
-    ``precisions`` and ``thresholds`` let a preset (quick) profile a slice of the space;
-    ``thresholds=None`` means every cascade threshold in ``configs/models.yaml``.
-    ``cascade_precisions`` prunes cascades at other precisions; each pruned one is still recorded
-    in ``infeasible.csv`` with that reason (its members' single-model rows are profiled);
+    ``runtimes`` None means :func:`runtimes_for` each device. ``precisions`` and ``thresholds`` let a
+    preset (quick) profile a slice of the space; ``thresholds=None`` means every cascade threshold in
+    ``configs/models.yaml``. ``profile_runtimes`` (a preset's ``runtimes``) prunes the other runtimes,
+    recording each pruned configuration in ``infeasible.csv`` with that reason (e.g. torch.compile,
+    whose compilation alone would outlast a GPU session). ``cascade_precisions`` prunes cascades at
+    other precisions, likewise recorded (their members' single-model rows are profiled);
     ``cascade_runtimes`` does the same by runtime. Models (and cascades with a member) that ``preset``
     does not use (:func:`planner.config.task_models`: a model needing an optional extra the preset
     does not list) are not part of its space.
@@ -153,9 +166,13 @@ def enumerate_space(tasks: Sequence[str], batch_sizes: Sequence[int], devices: S
         models = list(zoo.task_models(task, preset))
         pairs = [tuple(p) for p in cfg.cascades.get(task, []) if set(p) <= set(config.task_models(task, preset))]
         for device in devices:
-            for runtime in runtimes:
+            for runtime in (runtimes if runtimes is not None else runtimes_for(device)):
+                pruned = None
+                if profile_runtimes is not None and runtime not in profile_runtimes:
+                    pruned = (f"runtime {runtime} not profiled on {device}: pruned by the preset's profiler "
+                              f"settings (runtimes = {list(profile_runtimes)})")
                 for precision in precisions:
-                    reasons = {m: zoo.variant_support(VariantSpec(task, m, runtime, precision, device))
+                    reasons = {m: zoo.variant_support(VariantSpec(task, m, runtime, precision, device)) or pruned
                                for m in sorted({*models, *(n for p in pairs for n in p)})}
                     for b in batch_sizes:
                         for m in models:

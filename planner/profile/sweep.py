@@ -43,8 +43,10 @@ LOAD_ERRORS = (UnsupportedVariantError, ModelUnavailableError)
 NOISY_SHARE = 0.05
 
 
-def load_profile_preset(preset: str) -> config.ProfilePreset:
-    return config.preset(preset).profile
+def load_profile_preset(preset: str, device: str = "cpu") -> config.ProfilePreset:
+    """The preset's profiler settings; on cuda its ``profile_cuda`` section where it has one."""
+    settings = config.preset(preset)
+    return settings.profile_cuda if device == "cuda" and settings.profile_cuda is not None else settings.profile
 
 
 def profile_dir(preset: str, device: str) -> Path:
@@ -141,7 +143,8 @@ class _Sweep:
                                 precisions=self.profile.precisions or PRECISIONS,
                                 thresholds=self.profile.thresholds,
                                 cascade_precisions=self.profile.cascade_precisions,
-                                cascade_runtimes=self.profile.cascade_runtimes, preset=self.preset)
+                                cascade_runtimes=self.profile.cascade_runtimes,
+                                profile_runtimes=self.profile.runtimes, preset=self.preset)
         # a run over some tasks leaves the other tasks' rows alone (infeasible list and merged files)
         others = self.store.infeasible_rows() if self.store.path("infeasible").exists() else space.infeasible.iloc[:0]
         others = others[~others["task"].isin(self.tasks)]
@@ -373,14 +376,14 @@ def run_sweep(tasks: list[str], preset: str, devices: list[str] | None = None, z
     ``remeasure_noisy``: re-time configurations whose background_cpu_share exceeded it (or is unknown).
     ``remeasure``: re-time configurations whose config_id matches this glob (e.g. after a change to the
     serving path); their accuracy and predictions are kept. ``reprofile``: the same, but latency and
-    accuracy both (e.g. after a model file changed).
+    accuracy both (e.g. after a model file changed). ``profile`` None: the preset's settings per device
+    (its ``profile_cuda`` section on cuda, see :func:`load_profile_preset`).
     """
-    profile = profile or load_profile_preset(preset)
     zoo = zoo or load_zoo()
     out = {}
     for device in devices or available_devices():
-        out[device] = _Sweep(list(tasks), preset, device, zoo, profile, progress, remeasure_noisy, remeasure,
-                             reprofile).run()
+        out[device] = _Sweep(list(tasks), preset, device, zoo, profile or load_profile_preset(preset, device),
+                             progress, remeasure_noisy, remeasure, reprofile).run()
     return out
 
 
