@@ -20,6 +20,7 @@ import pandas as pd
 
 from planner import config
 from planner.metrics import METRICS
+from planner.models.published import read_manifest
 from planner.plan import registry
 from planner.paths import results_dir
 from planner.analysis.stats import mean_ci
@@ -302,8 +303,6 @@ def grid_scorecard_markdown(card: pd.DataFrame, preset: str) -> str:
 def training_record(preset: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(one row per published model: recipe, time, accuracy, file; one row per model and epoch: loss and
     evaluation accuracy), from the preset's published-weights manifest; empty frames when none."""
-    from planner.models.published import read_manifest
-
     rows, curves = [], []
     for model, entry in sorted(read_manifest(preset)["models"].items()):
         rec, record = entry["recipe"], entry["record"]
