@@ -189,3 +189,26 @@ def test_a_checkpoint_finished_before_publishing_is_rounded_rescored_and_publish
     result = train_mod.train("cifar10", "mobilenet_v2", "quick", progress=False)
     assert "weights_rounding" in result.sidecar and "eval_accuracy_before_rounding" in result.sidecar
     assert "mobilenet_v2" in published.read_manifest("quick")["models"]
+
+
+def test_a_recipe_that_freezes_layers_trains_and_publishes_only_the_rest(tiny_env, tmp_path, monkeypatch):
+    """Frozen tensors keep their pretrained values, are left out of the published file and come back
+    from the pretrained model when a fresh cache installs it."""
+    from planner.models import published
+
+    rec = train_mod.recipe("minilm-l3", "quick")
+    assert train_mod.frozen_prefixes(rec["params"]) == ("encoder.embeddings.",)
+    pretrained = train_mod._module(rec, pretrained=True).state_dict()
+    trained = train_mod.train("sst2", "minilm-l3", "quick", progress=False)
+    cached = torch.load(trained.weights, weights_only=True)
+    frozen = [k for k in cached if k.startswith("encoder.embeddings.")]
+    assert frozen and all(torch.equal(cached[k], pretrained[k]) for k in frozen)
+    assert not torch.equal(cached["head.weight"], pretrained["head.weight"])
+    entry = published.read_manifest("quick")["models"]["minilm-l3"]
+    stored = published.load_verified("quick", "minilm-l3", entry)
+    assert not any(k.startswith("encoder.embeddings.") for k in stored) and "head.weight" in stored
+    monkeypatch.setenv("PLANNER_CACHE_DIR", str(tmp_path / "fresh-cache"))
+    installed = train_mod.train("sst2", "minilm-l3", "quick", progress=False)
+    assert installed.reused
+    assert all(torch.equal(v, cached[k]) for k, v in torch.load(installed.weights, weights_only=True).items())
+    assert train_mod.frozen_prefixes({"freeze_layers_below": 2}) == ("encoder.encoder.layer.0.", "encoder.encoder.layer.1.")

@@ -132,7 +132,7 @@ def test_unknown_source_is_a_config_error():
 
 
 def test_each_text_model_gets_its_own_tokenizer(tiny_mpnet):
-    minilm, mp = text.tokenizer_for("minilm-l6"), text.tokenizer_for("mpnet-l6")
+    minilm, mp = text.tokenizer_for("minilm-l6"), text.tokenizer_for("mpnet-l12")
     assert Path(minilm.name_or_path) == text.minilm_dir() and minilm.pad_token_id == 0
     assert Path(mp.name_or_path) == tiny_mpnet and (mp.pad_token_id, mp.cls_token_id) == (1, 0)
     assert Path(text.tokenizer_for("distilbert").name_or_path) == text.minilm_dir()  # no checkpoint: BERT vocab
@@ -143,14 +143,14 @@ def test_each_text_model_gets_its_own_tokenizer(tiny_mpnet):
 def test_training_and_serving_tokenise_with_the_models_tokenizer(tiny_mpnet, tiny_data_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("PLANNER_CACHE_DIR", str(tmp_path / "cache"))
     torch.set_num_threads(1)
-    rec = dict(train_mod.recipe("mpnet-l6", "quick"), train_subset=16)
+    rec = dict(train_mod.recipe("mpnet-l12", "quick"), train_subset=16)
     torch.manual_seed(0)
     model, adapter, _, _ = train_mod._build(rec)
     assert Path(adapter.tokenizer.name_or_path) == tiny_mpnet and adapter.pad_id == 1
     (ids, mask), _ = adapter.batch(np.arange(4), torch.Generator())
     assert (ids[:, 0] == 0).all() and (ids[mask == 0] == 1).all()
-    torch.save(model.state_dict(), ckpt.checkpoint_dir("quick", "mpnet-l6") / ckpt.WEIGHTS_FILE)
-    base = zoo.base_model("sst2", "mpnet-l6", "quick")
+    torch.save(model.state_dict(), ckpt.checkpoint_dir("quick", "mpnet-l12") / ckpt.WEIGHTS_FILE)
+    base = zoo.base_model("sst2", "mpnet-l12", "quick")
     feeds = base.preprocess(["the movie was good", "bad"])
     assert feeds["input_ids"].tolist() == [[0, 5, 7, 12, 9, 2], [0, 10, 2, 1, 1, 1]]
     with torch.inference_mode():
@@ -165,7 +165,7 @@ def test_presets_use_extra_models_only_when_they_list_the_extra():
     assert config.task_models("sst2") == core == config.task_models("sst2", "quick") == zoo.task_models("sst2")
     assert "mpnet" in config.preset("full").extras and "mpnet" not in config.preset("quick").extras
     full = config.task_models("sst2", "full")
-    assert {"mpnet-l6", "mpnet-l12"} <= set(full) and set(core) <= set(full)
+    assert "mpnet-l12" in full and set(core) <= set(full)
     assert config.task_models("cifar10", "full") == config.task_models("cifar10")
 
 
@@ -177,7 +177,7 @@ def test_profile_space_of_a_preset():
     singles = {p: {c.model for c in s.feasible if c.model} for p, s in spaces.items()}
     cascades = {p: {c.cascade[:2] for c in s.feasible if c.cascade} for p, s in spaces.items()}
     assert singles["quick"] == {"minilm-l6", "minilm-l3", "distilbert"} and cascades["quick"] == {("minilm-l3", "minilm-l6")}
-    assert singles["full"] == singles["quick"] | {"mpnet-l6", "mpnet-l12"}
+    assert singles["full"] == singles["quick"] | {"mpnet-l12"}
     assert cascades["full"] == {("minilm-l3", "minilm-l6"), ("minilm-l6", "mpnet-l12")}
     assert spaces["quick"].infeasible.empty
 
@@ -185,11 +185,11 @@ def test_profile_space_of_a_preset():
 def test_missing_extra_is_a_one_line_skip_everywhere(monkeypatch, capsys):
     monkeypatch.setattr(mpnet, "missing_packages", lambda: [mpnet.PACKAGES[2]])
     monkeypatch.setitem(extras.EXTRAS, mpnet.EXTRA, (mpnet.missing_packages, mpnet.INSTALL_HINT))
-    reason = extras.unavailable_reason("mpnet-l6")
+    reason = extras.unavailable_reason("mpnet-l12")
     assert "optional extra 'mpnet'" in reason and mpnet.PACKAGES[2] in reason and "\n" not in reason
     assert extras.unavailable_reason("minilm-l6") is None
     assert zoo.variant_support(VariantSpec("sst2", "mpnet-l12")) == extras.unavailable_reason("mpnet-l12")
-    args = argparse.Namespace(task="sst2", model="mpnet-l6", preset="full", threads=1, force=False, max_run_minutes=None)
+    args = argparse.Namespace(task="sst2", model="mpnet-l12", preset="full", threads=1, force=False, max_run_minutes=None)
     assert train_cmd.run(args) == 0
     line = json.loads(capsys.readouterr().out)
     assert line == {"status": "skipped", "reason": reason}
@@ -268,7 +268,7 @@ def test_real_archive_config_parameters_and_weights_checksum():
     assert sum(p.numel() for p in full.encoder.parameters()) == 108_895_872
     half = text.build_encoder(mpnet.SOURCE, 6, "alternate", pretrained=False)
     assert sum(p.numel() for p in half.encoder.parameters()) == 66_368_640
-    assert type(text.tokenizer_for("mpnet-l6")).__name__.startswith("MPNetTokenizer")
+    assert type(text.tokenizer_for("mpnet-l12")).__name__.startswith("MPNetTokenizer")
 
 
 @needs_extra

@@ -147,15 +147,38 @@ class _VisionAdapter(_Adapter):
         return float((np.concatenate(preds) == labels).mean()), len(labels)
 
 
+def frozen_prefixes(params: dict) -> tuple[str, ...]:
+    """State-dict prefixes a text recipe keeps at their pretrained values (``freeze_embeddings``,
+    ``freeze_layers_below``). Why: the frozen tensors need not be published (they come from the
+    verified pretrained package), which keeps the shipped weights small, and they cost no backward pass."""
+    prefixes = ["encoder.embeddings."] if params.get("freeze_embeddings") else []
+    prefixes += [f"encoder.encoder.layer.{i}." for i in range(int(params.get("freeze_layers_below", 0)))]
+    return tuple(prefixes)
+
+
+def _module(rec: dict, pretrained: bool) -> nn.Module:
+    """The recipe's network: a pretrained text encoder with its head, or a CNN (random init)."""
+    if rec["kind"] == "hf_encoder_finetune":
+        from planner.models.text import encoder_from_params
+
+        return encoder_from_params(rec["source"], rec["params"], pretrained=pretrained)
+    from planner.models.vision import cnn_from_params
+
+    return cnn_from_params(rec["params"])
+
+
 def _build(rec: dict) -> tuple[nn.Module, _Adapter, torch.optim.Optimizer, Callable[[float], float]]:
     params = rec["params"]
     if rec["kind"] == "hf_encoder_finetune":
-        from planner.models.text import encoder_from_params, tokenizer_for
+        from planner.models.text import tokenizer_for
 
-        model = encoder_from_params(rec["source"], params, pretrained=True)
+        model = _module(rec, pretrained=True)
         adapter: _Adapter = _TextAdapter(params, rec["train_subset"], tokenizer_for(rec["model"]))
-        decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-        no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+        frozen = frozen_prefixes(params)
+        for name, weight in model.named_parameters():
+            weight.requires_grad_(not name.startswith(frozen) if frozen else True)
+        decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and p.requires_grad]
+        no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 and p.requires_grad]
         optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": float(params["weight_decay"])}, {"params": no_decay, "weight_decay": 0.0}],
             lr=float(params["lr"]),
@@ -165,9 +188,7 @@ def _build(rec: dict) -> tuple[nn.Module, _Adapter, torch.optim.Optimizer, Calla
         def factor(p: float) -> float:  # linear warm-up then linear decay to 0
             return p / warm if p < warm else max(0.0, (1.0 - p) / (1.0 - warm))
     else:
-        from planner.models.vision import cnn_from_params
-
-        model = cnn_from_params(params).to(memory_format=torch.channels_last)
+        model = _module(rec, pretrained=False).to(memory_format=torch.channels_last)
         adapter = _VisionAdapter(params, rec["train_subset"])
         optimizer = torch.optim.SGD(model.parameters(), lr=float(params["lr"]), momentum=float(params["momentum"]),
                                     nesterov=True, weight_decay=float(params["weight_decay"]))
@@ -335,9 +356,13 @@ def train(task: str, model_name: str, preset: str, force: bool = False, progress
 
 def _finish(model: nn.Module, adapter: _Adapter, rec: dict, checksum: str, preset: str, model_name: str,
             sidecar: dict) -> TrainResult:
-    """Round the weights as published, score the rounded weights, cache them, publish them."""
-    stored = published.round_for_publishing(model.state_dict())
-    model.load_state_dict(published.upcast(stored))  # what is evaluated, cached and profiled = what is published
+    """Round the weights as published, score the rounded weights, cache them, publish them (without
+    the tensors the recipe froze: those stay the verified pretrained ones)."""
+    frozen = frozen_prefixes(rec["params"]) if rec["kind"] == "hf_encoder_finetune" else ()
+    trained = {k: v for k, v in model.state_dict().items() if not (frozen and k.startswith(frozen))}
+    stored = published.round_for_publishing(trained)
+    # what is evaluated, cached and profiled = what is published (+ the frozen pretrained tensors)
+    model.load_state_dict(published.upcast(stored), strict=not frozen)
     eval_acc, eval_n = adapter.evaluate(model, rec["eval_subset"])
     weights = ckpt.checkpoint_dir(preset, model_name) / ckpt.WEIGHTS_FILE
     model.eval()
@@ -368,7 +393,18 @@ def _save_atomic(state: dict, path: Path) -> None:
 def _install_published(preset: str, model_name: str, entry: dict) -> TrainResult:
     """Cache the verified published weights as this machine's checkpoint (fp32) with their record."""
     weights = ckpt.checkpoint_dir(preset, model_name) / ckpt.WEIGHTS_FILE
-    _save_atomic(published.upcast(published.load_verified(preset, model_name, entry)), weights)
+    state = published.upcast(published.load_verified(preset, model_name, entry))
+    rec = entry["recipe"]
+    frozen = frozen_prefixes(rec["params"]) if rec["kind"] == "hf_encoder_finetune" else ()
+    if frozen:  # the published file lacks the frozen tensors: start from the verified pretrained model
+        module = _module(rec, pretrained=True)
+        missing, unexpected = module.load_state_dict(state, strict=False)
+        stray = [k for k in missing if not k.startswith(frozen)]
+        if stray or unexpected:
+            raise published.PublishedWeightsError(
+                f"published {entry['file']} does not fit {model_name}: missing {stray[:5]}, unexpected {unexpected[:5]}")
+        state = module.state_dict()
+    _save_atomic(state, weights)
     sidecar = {**entry["record"], "installed_from": f"published {entry['file']} sha256 {entry['sha256']}"}
     ckpt.write_sidecar(preset, model_name, sidecar)
     return TrainResult(weights, sidecar, reused=True)
