@@ -40,8 +40,16 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class CalibrationSplit(_Strict):
+    """The calibration/scored partition of every evaluation set (:mod:`planner.splits`)."""
+
+    # fraction of each class's evaluation examples that methods may fit on (the rest is scored)
+    share: float = Field(gt=0, lt=1)
+    seed: Seed
+
+
 class Protocol(_Strict):
-    """Statistical protocol: seeds, metrics, significance level and tests."""
+    """Statistical protocol: seeds, metrics, significance level and tests, and the calibration split."""
 
     seeds: Seeds = Field(min_length=1)
     primary_metrics: list[str] = Field(min_length=1)
@@ -49,6 +57,7 @@ class Protocol(_Strict):
     confidence: float = Field(gt=0, lt=1)
     tests: list[Literal["paired_t", "wilcoxon"]] = Field(min_length=1)
     multiple_comparison: Literal["holm", "bonferroni", "none"] = "holm"
+    calibration: CalibrationSplit
 
     @field_validator("primary_metrics")
     @classmethod

@@ -25,11 +25,14 @@ PROFILE_COLUMNS: dict[str, str] = {
     "batch_size": "int", "device": "str", "cascade_small": "str?", "cascade_large": "str?",
     "threshold": "float?", "lat_p50_ms": "float", "lat_p95_ms": "float", "lat_p99_ms": "float",
     "lat_mean_ms": "float", "lat_p95_ci_low_ms": "float", "lat_p95_ci_high_ms": "float",
-    "n_samples": "int", "throughput_items_s": "float", "accuracy": "float?",
+    "n_samples": "int", "throughput_items_s": "float", "accuracy": "float?", "calibration_accuracy": "float?",
     "accuracy_source": "str", "coverage": "float?", "flops_per_item": "float?",
     "pct_roofline": "float?", "machine_tag": "str", "cpu_model": "str", "n_threads": "int",
     "torch_version": "str", "profiled_at": "str",
 }
+# Accuracy is split (planner.splits): ``accuracy`` is the evaluation set's scored part (what is reported
+# and credited), ``calibration_accuracy`` its calibration part, the only accuracy a method may choose by
+PLANNING_ACCURACY = "calibration_accuracy"
 # measured rows pruned as dominated (planner.profile.dominance): a profile row plus its dominator's id
 DOMINATED_COLUMNS: dict[str, str] = {**PROFILE_COLUMNS, "dominated_by": "str"}
 LATENCY_SAMPLE_COLUMNS = {"config_id": "str", "call_index": "int", "latency_ms": "float"}
@@ -166,11 +169,12 @@ def _profile_row_rules(out: pd.DataFrame, name: str) -> None:
     if bad_source:
         raise SchemaError(f"{name}: accuracy_source must be one of {ACCURACY_SOURCES}, got {bad_source}")
     measured = out["accuracy_source"] == "measured"
-    acc = out.loc[measured, "accuracy"]
-    if acc.isna().any() or ((acc < 0) | (acc > 1)).any():
-        raise SchemaError(f"{name}: measured accuracy must lie in [0, 1]")
-    if out.loc[~measured, "accuracy"].notna().any():
-        raise SchemaError(f"{name}: rows with accuracy_source='unavailable' must have no accuracy")
+    for column in ("accuracy", PLANNING_ACCURACY):
+        bad = measured & (out[column].isna() | (out[column] < 0) | (out[column] > 1))
+        if bad.any():
+            raise SchemaError(f"{name}: measured {column} must lie in [0, 1], bad for {_bad_rows(out, bad, column)}")
+        if out.loc[~measured, column].notna().any():
+            raise SchemaError(f"{name}: rows with accuracy_source='unavailable' must have no {column}")
 
 
 def validate_profiles(frame: pd.DataFrame, name: str = "profiles") -> pd.DataFrame:

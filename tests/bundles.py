@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from planner.profile.accuracy import apply_split
 from planner.schema import (LATENCY_SAMPLE_COLUMNS, PREDICTION_COLUMNS, PROFILE_COLUMNS, ProfileBundle, config_id,
                             validate, validate_profiles)
 
@@ -19,7 +20,8 @@ __all__ = ["synthetic_profiles", "synthetic_predictions", "synthetic_bundle", "t
 
 def synthetic_profiles(n_configs: int = 40, task: str = "sst2", seed: int = 0,
                        n_samples: int = 200) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Random but plausible ``(profiles, latency_samples)``: bigger models are slower and more accurate."""
+    """Random but plausible ``(profiles, latency_samples)``: bigger models are slower and more accurate
+    (``calibration_accuracy`` equals ``accuracy``: there are no per-example outcomes to split)."""
     rng = np.random.default_rng(seed)
     rows, samples = [], []
     runtimes, precisions, batches = ["torch", "onnxruntime"], ["fp32", "bf16", "int8"], [1, 4, 8]
@@ -39,7 +41,7 @@ def synthetic_profiles(n_configs: int = 40, task: str = "sst2", seed: int = 0,
             lat_p50_ms=float(np.percentile(draws, 50)), lat_p95_ms=p95,
             lat_p99_ms=float(np.percentile(draws, 99)), lat_mean_ms=float(draws.mean()),
             lat_p95_ci_low_ms=p95 * 0.97, lat_p95_ci_high_ms=p95 * 1.03, n_samples=n_samples,
-            throughput_items_s=1000.0 * batch / float(draws.mean()), accuracy=acc,
+            throughput_items_s=1000.0 * batch / float(draws.mean()), accuracy=acc, calibration_accuracy=acc,
             accuracy_source="measured", coverage=np.nan, flops_per_item=np.nan, pct_roofline=np.nan,
             machine_tag="synthetic", cpu_model="synthetic", n_threads=2, torch_version="synthetic",
             profiled_at="1970-01-01T00:00:00",
@@ -83,7 +85,8 @@ def toy_bundle(task: str, specs: list[dict]) -> ProfileBundle:
     Each spec: ``model``, ``batch_size``, ``samples_ms`` (array), ``correct`` (bool array by example
     id), optional ``confidence`` (array), ``runtime``/``precision``/``device`` and, for a cascade,
     ``cascade=(small, large, tau)`` (its members must be specs too, with the same batch size).
-    Profile statistics are computed from the samples.
+    Profile statistics are computed from the samples, and both accuracy columns from ``correct`` over
+    the protocol's calibration split (:func:`planner.profile.accuracy.apply_split`), as in real profiles.
     """
     rows, samples, preds = [], [], []
     for spec in specs:
@@ -100,8 +103,8 @@ def toy_bundle(task: str, specs: list[dict]) -> ProfileBundle:
             cascade_small=cascade[0] if cascade else None, cascade_large=cascade[1] if cascade else None,
             threshold=cascade[2] if cascade else np.nan, lat_p50_ms=p50, lat_p95_ms=p95, lat_p99_ms=p99,
             lat_mean_ms=draws.mean(), lat_p95_ci_low_ms=p95, lat_p95_ci_high_ms=p95, n_samples=len(draws),
-            throughput_items_s=1000.0 * spec["batch_size"] / draws.mean(), accuracy=float(correct.mean()),
-            accuracy_source="measured", coverage=np.nan, flops_per_item=np.nan, pct_roofline=np.nan,
+            throughput_items_s=1000.0 * spec["batch_size"] / draws.mean(), accuracy=np.nan,
+            calibration_accuracy=np.nan, accuracy_source="measured", coverage=np.nan, flops_per_item=np.nan, pct_roofline=np.nan,
             machine_tag="toy", cpu_model="toy", n_threads=1, torch_version="n/a", profiled_at="1970-01-01T00:00:00",
         ))
         samples.append(pd.DataFrame({"config_id": cid, "call_index": np.arange(len(draws)), "latency_ms": draws}))
@@ -109,7 +112,8 @@ def toy_bundle(task: str, specs: list[dict]) -> ProfileBundle:
             "config_id": cid, "example_id": np.arange(len(correct)), "label": 0,
             "prediction": np.where(correct, 0, 1), "confidence": confidence, "correct": correct, "stage": 1,
         }))
-    profiles = validate_profiles(pd.DataFrame(rows, columns=list(PROFILE_COLUMNS)), "toy profiles")
-    return ProfileBundle(profiles, validate(pd.concat(samples, ignore_index=True), LATENCY_SAMPLE_COLUMNS, "toy samples"),
-                         validate(pd.concat(preds, ignore_index=True), PREDICTION_COLUMNS, "toy predictions"),
-                         {"machine_tag": "toy"})
+    predictions = validate(pd.concat(preds, ignore_index=True), PREDICTION_COLUMNS, "toy predictions")
+    profiles = apply_split(pd.DataFrame(rows, columns=list(PROFILE_COLUMNS)), predictions)
+    return ProfileBundle(validate_profiles(profiles, "toy profiles"),
+                         validate(pd.concat(samples, ignore_index=True), LATENCY_SAMPLE_COLUMNS, "toy samples"),
+                         predictions, {"machine_tag": "toy"})

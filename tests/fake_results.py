@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from planner import config
+from planner.profile.accuracy import apply_split
 from planner.profile.store import FILES, ProfileBundle
 from planner.tables import refresh_manifest, write_manifest
 from planner.schema import (LATENCY_SAMPLE_COLUMNS, PREDICTION_COLUMNS, PROFILE_COLUMNS, config_id, validate,
@@ -95,12 +96,15 @@ def fake_bundle(seed: int = 0) -> ProfileBundle:
                 draws = 9.0 * (1 + 0.35 * (batch - 1)) * rng.lognormal(0, 0.12, N_SAMPLES)
                 add(_row(task, "unavailable-model", "torch", "fp32", batch, draws, np.nan), draws, None)
 
-    profiles = validate_profiles(pd.DataFrame(rows, columns=list(PROFILE_COLUMNS)), "fake profiles")
+    predictions = validate(pd.concat(preds, ignore_index=True), PREDICTION_COLUMNS, "fake predictions")
+    # both accuracy columns from the predictions over the protocol's calibration split, as in real profiles
+    profiles = validate_profiles(apply_split(pd.DataFrame(rows, columns=list(PROFILE_COLUMNS)), predictions),
+                                 "fake profiles")
     profiles["pct_roofline"] = 100 * profiles["flops_per_item"] * profiles["throughput_items_s"] / 2.7e11
     return ProfileBundle(
         profiles,
         validate(pd.concat(samples, ignore_index=True), LATENCY_SAMPLE_COLUMNS, "fake samples"),
-        validate(pd.concat(preds, ignore_index=True), PREDICTION_COLUMNS, "fake predictions"),
+        predictions,
         {"machine_tag": MACHINE_TAG, "device": "cpu", "cpu_model": "synthetic CPU", "logical_cpus": 2,
          "torch_threads": 2, "torch_version": "synthetic", "onnxruntime_version": "synthetic",
          "python_version": "3.11", "platform": "synthetic", "date": "1970-01-01T00:00:00+00:00"},

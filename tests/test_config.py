@@ -75,11 +75,11 @@ def test_not_yaml_mapping_is_rejected(config_copy):
 @pytest.mark.parametrize("kind", sorted(config.WORKLOAD_PARAMS))
 def test_workload_params_match_the_generator_keywords(kind):
     """A preset's ``params`` are passed to the generator as keywords: the typed model must list exactly
-    the generator's keyword parameters (after rate_rps, n, deadline_ms, n_examples, seed), with the
+    the generator's keyword parameters (after rate_rps, n, deadline_ms, example_ids, seed), with the
     same defaults, or a valid preset fails at generation time (or a generator option is unreachable)."""
     assert set(config.WORKLOAD_PARAMS) == set(workloads.GENERATORS) == set(workloads.TRACE_KINDS)
     params = list(inspect.signature(workloads.GENERATORS[kind]).parameters.values())
-    assert [p.name for p in params[:5]] == ["rate_rps", "n", "deadline_ms", "n_examples", "seed"]
+    assert [p.name for p in params[:5]] == ["rate_rps", "n", "deadline_ms", "example_ids", "seed"]
     fields = config.WORKLOAD_PARAMS[kind].model_fields
     assert [p.name for p in params[5:]] == list(fields)
     for p in params[5:]:

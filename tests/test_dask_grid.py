@@ -23,6 +23,7 @@ from planner.evaluation import grid
 from planner.cluster import DaskPool
 from planner.evaluation.cluster import size_from_benchmark, workers_needed
 from planner.plan import registry
+from planner.profile.accuracy import apply_split
 from planner.tables import write_manifest
 
 DEADLINES = [2.0, 5.0]
@@ -130,8 +131,8 @@ def test_cli_runs_on_an_existing_cluster(bundle, pool, tmp_path, monkeypatch, ca
     monkeypatch.setenv("PLANNER_RESULTS_DIR", str(tmp_path))
     root = tmp_path / "quick" / "profiles" / "synthetic"
     root.mkdir(parents=True)
-    accuracy = bundle.profiles["config_id"].map(bundle.predictions.groupby("config_id")["correct"].mean())
-    bundle.profiles.assign(torch_version="synthetic", accuracy=accuracy).to_csv(root / "profiles.csv", index=False)
+    apply_split(bundle.profiles, bundle.predictions).assign(torch_version="synthetic").to_csv(root / "profiles.csv",
+                                                                                              index=False)
     bundle.samples.to_parquet(root / "latency_samples.parquet", index=False)
     bundle.predictions.to_parquet(root / "predictions.parquet", index=False)
     (root / "environment.json").write_text(json.dumps({"machine_tag": "synthetic"}))

@@ -17,6 +17,7 @@ from planner.config import EvaluatePreset
 from planner.metrics import METRICS
 from planner.config import ConfigError
 from planner.plan.registry import check_method_params, check_methods, default_methods
+from planner.profile.accuracy import apply_split
 from planner.tables import write_manifest
 
 STATIC = ["seed_p95", "static_small", "static_large", "throughput_autotuner", "infaas"]
@@ -168,9 +169,9 @@ def test_cli_writes_eval_csvs(bundle, tmp_path, monkeypatch):
     root = tmp_path / "quick" / "profiles" / "synthetic"
     root.mkdir(parents=True)
     # bundles writes torch_version "n/a", which read_csv would parse as missing
-    # load_bundle checks each accuracy against its predictions: store the synthetic predictions' own mean
-    accuracy = bundle.profiles["config_id"].map(bundle.predictions.groupby("config_id")["correct"].mean())
-    bundle.profiles.assign(torch_version="synthetic", accuracy=accuracy).to_csv(root / "profiles.csv", index=False)
+    # load_bundle checks both accuracy columns against the predictions: store the split's own means
+    apply_split(bundle.profiles, bundle.predictions).assign(torch_version="synthetic").to_csv(root / "profiles.csv",
+                                                                                              index=False)
     bundle.samples.to_parquet(root / "latency_samples.parquet", index=False)
     bundle.predictions.to_parquet(root / "predictions.parquet", index=False)
     (root / "environment.json").write_text(json.dumps({"machine_tag": "synthetic"}))

@@ -21,7 +21,8 @@ MODULES = sorted(m.name for m in pkgutil.walk_packages([str(PACKAGE_DIR)], prefi
                  if m.name != "planner.__main__")  # running it is the CLI itself
 # layers in pipeline order; a module may import its own layer or lower ones only
 LAYERS = [
-    {"planner.paths", "planner.metrics", "planner.schema", "planner.tables", "planner.config", "planner.cluster"},
+    {"planner.paths", "planner.metrics", "planner.schema", "planner.tables", "planner.config", "planner.cluster",
+     "planner.splits"},
     {"planner.data"}, {"planner.models"}, {"planner.profile"}, {"planner.plan"}, {"planner.workloads"},
     {"planner.serving"}, {"planner.evaluation"}, {"planner.analysis"}, {"planner.theory"}, {"planner.report"},
     {"planner.commands", "planner.cli", "planner.__main__"},

@@ -42,7 +42,10 @@ def make_profiles(rows: list[dict], task: str = "sst2") -> pd.DataFrame:
             lat_p50_ms=r.get("p50", lat * 0.8), lat_p95_ms=lat, lat_p99_ms=r.get("p99", lat * 1.2),
             lat_mean_ms=lat * 0.85, lat_p95_ci_low_ms=lat * 0.97, lat_p95_ci_high_ms=lat * 1.03,
             throughput_items_s=float(r.get("thr", 1000.0 * batch / (lat * 0.85))),
-            accuracy=np.nan if acc is None else float(acc),
+            # methods choose by calibration accuracy; the scored accuracy is reversed on purpose, so a
+            # method that read it would fail every reference below
+            calibration_accuracy=np.nan if acc is None else float(acc),
+            accuracy=np.nan if acc is None else 1.0 - float(acc),
             accuracy_source="unavailable" if acc is None else "measured",
         )
         out.append(row)
@@ -59,11 +62,11 @@ def brute_force(frame: pd.DataFrame, deadline: float, workload=None, tolerance: 
         return best["config_id"], best[latency] <= deadline
     feasible = [r for r in measured if r[latency] <= deadline]
     if not feasible:
-        best = min(measured, key=lambda r: (r[latency], -r["accuracy"], r["config_id"]))
+        best = min(measured, key=lambda r: (r[latency], -r["calibration_accuracy"], r["config_id"]))
         return best["config_id"], False
-    top = max(r["accuracy"] for r in feasible)
+    top = max(r["calibration_accuracy"] for r in feasible)
     tol = tolerance if workload else 0.0
-    level = [r for r in feasible if r["accuracy"] >= top - tol]
+    level = [r for r in feasible if r["calibration_accuracy"] >= top - tol]
     key = {
         None: lambda r: (r[latency], r["config_id"]),
         "steady": lambda r: (-r["throughput_items_s"], -r["batch_size"], r[latency], r["config_id"]),
@@ -123,8 +126,8 @@ def test_select_never_violates_deadline_when_feasible_and_is_most_accurate(rows,
     feasible = measured[measured["lat_p95_ms"] <= deadline]
     if not feasible.empty:
         assert decision.expected_latency_ms <= deadline
-        assert decision.expected_accuracy == feasible["accuracy"].max()
-        same = feasible[feasible["accuracy"] == feasible["accuracy"].max()]
+        assert decision.expected_accuracy == feasible["calibration_accuracy"].max()
+        same = feasible[feasible["calibration_accuracy"] == feasible["calibration_accuracy"].max()]
         assert decision.expected_latency_ms == same["lat_p95_ms"].min()
         assert decision.reason is ReasonCode.OK
     elif not measured.empty:

@@ -72,7 +72,7 @@ def abc():
     ]
     bundle = toy_bundle("sst2", specs)
     d = bundle.profiles["model"] == "d"
-    bundle.profiles.loc[d, "accuracy"] = np.nan
+    bundle.profiles.loc[d, ["accuracy", "calibration_accuracy"]] = np.nan
     bundle.profiles.loc[d, "accuracy_source"] = "unavailable"
     return bundle
 
@@ -115,7 +115,7 @@ def test_slack_aware_candidates_and_errors(abc):
     cid = {m: c for m, c in zip(abc.profiles["model"], abc.profiles["config_id"])}
     table = policies.candidate_table(abc, "sst2")
     assert cid["d"] not in set(table["config_id"])               # unavailable accuracy is never picked
-    assert table["accuracy"].is_monotonic_decreasing
+    assert table["calibration_accuracy"].is_monotonic_decreasing and "accuracy" not in table  # never the scored one
     with pytest.raises(ValueError, match="task 'cifar10' has no profiled"):
         policies.slack_aware(abc, "cifar10")
     with pytest.raises(ValueError, match="rule must be"):

@@ -9,6 +9,7 @@ import pytest
 from planner.models.base import VariantSpec
 from planner.profile import accuracy as acc
 from planner.profile import toy
+from planner.splits import partition
 
 
 def test_prediction_frame_takes_argmax_and_max_softmax():
@@ -31,8 +32,8 @@ def test_compose_cascade_escalates_below_tau_only():
     assert out["stage"].tolist() == [1, 2, 1]
     assert out["prediction"].tolist() == [0, 1, 1]
     assert out["confidence"].tolist() == pytest.approx([0.95, 0.9, 0.8])
-    s = acc.summary(out)
-    assert s["accuracy"] == 1.0 and s["coverage"] == pytest.approx(2 / 3)
+    s = acc.summary(out, "sst2")
+    assert s["accuracy"] == s["calibration_accuracy"] == 1.0 and s["coverage"] == pytest.approx(2 / 3)
 
 
 def _toy_pair(task):
@@ -83,3 +84,33 @@ def test_precision_deltas_compare_with_the_same_model_runtime_and_batch():
     delta = acc.precision_deltas(rows)
     assert delta.iloc[:4].tolist() == pytest.approx([0.0, -0.02, 0.0, -0.005])
     assert np.isnan(delta.iloc[4])  # no fp32 reference for model n
+
+
+def test_split_accuracies_are_the_means_over_the_right_example_ids():
+    """accuracy = mean of correct over the scored ids, calibration_accuracy over the calibration ids,
+    per configuration and per task (each task with its own split)."""
+    rng = np.random.default_rng(7)
+    frames, expected = [], {}
+    for task, n, classes in (("sst2", 60, 2), ("cifar10", 90, 10)):
+        labels = rng.integers(0, classes, n)
+        split = partition(task, labels)
+        for model in ("a", "b"):
+            correct = rng.random(n) < 0.7
+            cid = f"{task}/{model}/torch/fp32/b1/cpu"
+            frames.append(pd.DataFrame({"config_id": cid, "example_id": np.arange(n), "label": labels,
+                                        "prediction": 0, "confidence": 0.9, "correct": correct, "stage": 1}))
+            expected[cid] = (correct[split.scored].mean(), correct[split.calibration].mean())
+            one = acc.summary(frames[-1], task)
+            assert (one["accuracy"], one["calibration_accuracy"]) == pytest.approx(expected[cid])
+    predictions = pd.concat(frames, ignore_index=True).sample(frac=1.0, random_state=1)  # order does not matter
+    table = acc.split_accuracy(predictions)
+    for cid, (scored, calibration) in expected.items():
+        assert table.loc[cid, "accuracy"] == pytest.approx(scored)
+        assert table.loc[cid, "calibration_accuracy"] == pytest.approx(calibration)
+    rows = pd.DataFrame({"config_id": list(expected) + ["sst2/c/torch/fp32/b1/cpu"],
+                         "accuracy_source": ["measured"] * 4 + ["unavailable"]})
+    applied = acc.apply_split(rows, predictions)
+    assert applied["calibration_accuracy"].iloc[:4].tolist() == pytest.approx([v[1] for v in expected.values()])
+    assert applied.iloc[4][["accuracy", "calibration_accuracy"]].isna().all()
+    with pytest.raises(ValueError, match="no predictions for measured"):
+        acc.apply_split(rows.assign(accuracy_source="measured"), predictions)

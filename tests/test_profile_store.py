@@ -11,6 +11,7 @@ import pytest
 
 from planner.config import ProfilePreset
 from planner import cli
+from planner import splits
 from planner.profile.store import ProfileStore, atomic_write, load_bundle, rehash
 from planner.profile.sweep import run_sweep
 from planner.schema import SchemaError
@@ -96,6 +97,58 @@ def test_sweep_writes_every_table_with_the_contract_schema(swept):
     assert bundle.environment["machine_tag"] == folder and bundle.environment["n_threads"] >= 1
     # infeasible combinations are listed with a reason
     assert len(bundle.infeasible) and bundle.infeasible["reason"].str.contains("PLANNER_TOY_VARIANTS").any()
+
+
+def test_profiles_hold_the_split_accuracies_of_their_predictions(swept):
+    """accuracy is the scored part's mean of correct, calibration_accuracy the calibration part's."""
+    _, _, bundle = swept
+    split = splits.predictions_split(bundle.predictions, "sst2")
+    assert len(split.calibration) + len(split.scored) == 96 and abs(len(split.calibration) - 48) <= 1
+    preds = bundle.predictions.assign(calibration=bundle.predictions["example_id"].isin(split.calibration))
+    means = preds.groupby(["config_id", "calibration"])["correct"].mean().unstack()
+    measured = bundle.profiles[bundle.profiles["accuracy_source"] == "measured"].set_index("config_id")
+    np.testing.assert_allclose(measured["accuracy"], means.loc[measured.index, False])
+    np.testing.assert_allclose(measured["calibration_accuracy"], means.loc[measured.index, True])
+    assert bundle.profiles.loc[bundle.profiles["accuracy_source"] == "unavailable", "calibration_accuracy"].isna().all()
+
+
+def _before_the_split(folder):
+    """Make ``folder`` look profiled before the calibration split: accuracy over every example and no
+    calibration_accuracy column, under a manifest that vouches for those files."""
+    preds = pd.read_parquet(folder / "predictions.parquet")
+    everything = preds.groupby("config_id")["correct"].mean()
+    for name in ("profiles.csv", "dominated.csv", "accuracy_profiles.csv"):
+        frame = pd.read_csv(folder / name)
+        measured = frame["accuracy_source"] == "measured"
+        frame["accuracy"] = frame["config_id"].map(everything).where(measured)
+        frame.drop(columns="calibration_accuracy").to_csv(folder / name, index=False)
+    _reseal(folder)
+
+
+def test_resplit_gives_a_folder_profiled_before_the_split_its_columns_without_re_timing(copy, capsys):
+    split_files = {n: (copy / n).read_bytes() for n in ("profiles.csv", "dominated.csv", "accuracy_profiles.csv")}
+    data_files = {n: (copy / n).read_bytes() for n in ("latency_samples.parquet", "predictions.parquet")}
+    _before_the_split(copy)
+    with pytest.raises(SchemaError, match=r"profiles\.csv: no calibration_accuracy column .*--resplit"):
+        load_bundle("quick")
+    assert cli.main(["profile", "--resplit", "--preset", "quick", "--machine-tag", copy.name]) == 0
+    assert "calibration_accuracy of" in capsys.readouterr().out
+    load_bundle("quick")  # hashes, schemas and every cross-check pass
+    for name, content in {**split_files, **data_files}.items():  # what a fresh sweep wrote; samples untouched
+        assert (copy / name).read_bytes() == content, name
+    assert cli.main(["profile", "--resplit", "--preset", "quick", "--machine-tag", copy.name]) == 0
+    assert (copy / "profiles.csv").read_bytes() == split_files["profiles.csv"]  # idempotent
+
+
+def test_resplit_refuses_a_folder_whose_predictions_changed_after_hashing(copy, capsys):
+    _before_the_split(copy)
+    path = copy / "predictions.parquet"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    assert cli.main(["profile", "--resplit", "--preset", "quick", "--machine-tag", copy.name]) == 2
+    assert "predictions.parquet: content differs" in capsys.readouterr().err
+    assert "calibration_accuracy" not in pd.read_csv(copy / "profiles.csv").columns  # nothing rewritten
 
 
 def test_rerunning_a_finished_sweep_measures_nothing_new(swept, copy, monkeypatch):

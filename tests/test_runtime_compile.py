@@ -13,7 +13,8 @@ from planner.profile.dominance import dominated_by, split_dominated
 
 def _rows(*rows):
     cols = ["config_id", "task", "model", "runtime", "precision", "batch_size", "device", "accuracy", "lat_p95_ms"]
-    return pd.DataFrame([dict(zip(cols, r)) for r in rows])
+    frame = pd.DataFrame([dict(zip(cols, r)) for r in rows])
+    return frame.assign(calibration_accuracy=frame["accuracy"])  # pruning compares calibration accuracy
 
 
 def test_a_compiled_configuration_is_dropped_only_when_another_is_as_accurate_and_faster():

@@ -35,8 +35,12 @@ def register(subparsers) -> None:
                         help="profile nothing: check an existing profile folder (schemas, samples vs statistics, "
                              "predictions vs accuracy) and write its MANIFEST.json of sha256 hashes, for a folder "
                              "made before manifests existed")
+    parser.add_argument("--resplit", action="store_true",
+                        help="profile nothing: apply the calibration split (configs/experimental_protocol.yaml) to an "
+                             "existing profile folder, recomputing accuracy (scored part), calibration_accuracy and "
+                             "the dominance pruning from its stored predictions, then its MANIFEST.json")
     parser.add_argument("--machine-tag", default=None, metavar="TAG",
-                        help="with --rehash: the folder results/<preset>/profiles/TAG (default: this machine's, "
+                        help="with --rehash or --resplit: the folder results/<preset>/profiles/TAG (default: this machine's, "
                              "else the first); a sweep always writes the folder of the machine it runs on")
     parser.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
                         help="profile on every machine of this existing Dask cluster, one sweep per machine, "
@@ -48,15 +52,25 @@ def run(args: argparse.Namespace) -> int:
     from planner.profile.sweep import run_sweep
 
     config.preset(args.preset)  # unknown preset -> clear error before any work
-    if args.scheduler is not None and args.rehash:
-        raise ValueError("--rehash checks a folder on this machine; it does not go with --scheduler")
+    if args.rehash and args.resplit:
+        raise ValueError("--rehash and --resplit are two separate commands: run --resplit (it rewrites the manifest)")
+    if args.scheduler is not None and (args.rehash or args.resplit):
+        raise ValueError("--rehash and --resplit work on a folder on this machine; they do not go with --scheduler")
+    if args.resplit:
+        from planner.profile.store import profile_root, resplit
+
+        profiles = resplit(args.preset, args.machine_tag)
+        measured = profiles[profiles["accuracy_source"] == "measured"]
+        print(f"{profile_root(args.preset, args.machine_tag)}: accuracy (scored part) and calibration_accuracy of "
+              f"{len(measured)} measured configurations recomputed from their predictions; {len(profiles)} kept")
+        return 0
     if args.rehash:
         from planner.profile.store import rehash
 
         print(f"wrote {rehash(args.preset, args.machine_tag)}")
         return 0
     if args.machine_tag is not None:
-        raise ValueError(f"--machine-tag {args.machine_tag} goes with --rehash: a sweep writes the folder named by "
+        raise ValueError(f"--machine-tag {args.machine_tag} goes with --rehash or --resplit: a sweep writes the folder named by "
                          f"the machine it runs on (use --scheduler to profile other machines)")
     tasks = list(config.TASKS) if args.task == "all" else [args.task]
     if args.remeasure_noisy is not None and not 0 <= args.remeasure_noisy < 1:

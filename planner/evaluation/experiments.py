@@ -27,11 +27,8 @@ from planner.workloads import make_trace, rate_for_load
 
 def trace_for(bundle: ProfileBundle, task: str, deadline_ms: float, rate_rps: float, n: int, seed: int,
               kind: str = "poisson", **params) -> pd.DataFrame:
-    """A seeded trace whose example ids are ones every measured configuration has predictions for."""
-    ids = example_ids(bundle, task)
-    trace = make_trace(kind, rate_rps, n, float(deadline_ms), len(ids), int(seed), **params)
-    trace["example_id"] = ids[trace["example_id"].to_numpy()]
-    return trace
+    """A seeded trace drawing the scored examples every measured configuration has predictions for."""
+    return make_trace(kind, rate_rps, n, float(deadline_ms), example_ids(bundle, task), int(seed), **params)
 
 
 def _run(trace, policy, catalog, settings: EvaluatePreset, seed: int, task: str) -> pd.DataFrame:

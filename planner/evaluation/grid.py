@@ -37,6 +37,7 @@ from planner.plan import policies
 from planner.plan.planner import DeadlinePlanner
 from planner.plan.registry import METHODS, TraceContext, check_method_params, check_methods, method_params
 from planner.schema import ProfileBundle
+from planner.splits import predictions_split
 from planner.tables import append_rows, read_rows
 from planner.serving.outcomes import run_metrics
 from planner.serving.replay import harness_overhead
@@ -83,7 +84,9 @@ def _single_config(policy: policies.OnlinePolicy, deadlines: np.ndarray) -> str 
 
 
 def example_ids(bundle: ProfileBundle, task: str) -> np.ndarray:
-    """Example ids every measured configuration of ``task`` has a prediction for (traces draw from these)."""
+    """The example ids traces draw from: the evaluation set's scored part (:mod:`planner.splits`), of
+    those every measured configuration of ``task`` has a prediction for. Methods were fitted on the
+    calibration part, so no request is credited on an example a method chose by."""
     profiles = bundle.profiles
     measured = profiles.loc[(profiles["task"] == task) & (profiles["accuracy_source"] == "measured"), "config_id"]
     preds = bundle.predictions[bundle.predictions["config_id"].isin(measured)]
@@ -91,9 +94,10 @@ def example_ids(bundle: ProfileBundle, task: str) -> np.ndarray:
         raise SimulationError(f"no predictions for any measured {task} configuration")
     counts = preds.groupby("example_id")["config_id"].nunique()
     common = np.sort(counts.index[counts == preds["config_id"].nunique()].to_numpy(dtype=np.int64))
-    if len(common) == 0:
-        raise SimulationError(f"the measured {task} configurations share no example id")
-    return common
+    scored = np.intersect1d(common, predictions_split(preds, task).scored)
+    if len(scored) == 0:
+        raise SimulationError(f"the measured {task} configurations share no example id in the scored part")
+    return scored
 
 
 def _key(frame: pd.DataFrame) -> pd.Series:
@@ -205,9 +209,8 @@ def run_cell(bundle: ProfileBundle, cell: Cell, task: str, settings: EvaluatePre
     base = _base(task, settings, cell)
     ref_config = state.reference.select(task, float(cell.deadline_ms)).config_id
     rate = rate_for_load(bundle.profiles, ref_config, float(cell.load), settings.servers)
-    trace = spec_trace(spec, rate, settings.n_requests, float(cell.deadline_ms), len(state.ids), int(cell.seed),
+    trace = spec_trace(spec, rate, settings.n_requests, float(cell.deadline_ms), state.ids, int(cell.seed),
                        name=cell.workload)
-    trace["example_id"] = state.ids[trace["example_id"].to_numpy()]
     mix = None if not spec.deadline_classes else json.dumps(
         {k: [c.share, c.scale] for k, c in spec.deadline_classes.items()})
     trace_row = {**base, "kind": spec.kind, "target_rate_rps": rate, "reference_config": ref_config,

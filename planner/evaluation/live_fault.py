@@ -184,7 +184,8 @@ def candidate_configs(bundle: ProfileBundle, task: str, deadline_ms: float, meth
     methods = check_methods(methods)
     params = _params([*methods, proposed()], params)
     table = AnytimePolicy(task, **params[proposed()].model_dump()).fit(bundle).table_
-    front = dominance_front(table["accuracy"].to_numpy(dtype=float), table["batch_size"].to_numpy(dtype=np.int64),
+    front = dominance_front(table["calibration_accuracy"].to_numpy(dtype=float),
+                            table["batch_size"].to_numpy(dtype=np.int64),
                             table[[f"q{q:g}" for q in QUANTILES]].to_numpy(dtype=float))
     chosen = list(table["config_id"].iloc[front])
     context = _context(task, deadline_ms)

@@ -102,7 +102,12 @@ def fit_per_class_thresholds(small_probs: np.ndarray, small_correct: np.ndarray,
                              max_escalation: float, grid: Sequence[float] = tuple(np.linspace(0.5, 1.0, 26))
                              ) -> dict[int, float]:
     """FrugalML-style per-predicted-class taus: maximise cascade accuracy on held-out predictions
-    subject to escalating at most ``max_escalation`` of inputs (coordinate ascent over classes)."""
+    subject to escalating at most ``max_escalation`` of inputs (coordinate ascent over classes).
+
+    Pass the rows of the evaluation set's calibration part only (``planner.splits``, e.g.
+    ``small_probs[split.calibration]``) and report the cascade on the scored part; thresholds fitted
+    on the examples they are scored on overstate the cascade's accuracy. (No profiled cascade uses
+    per-class thresholds yet: the configured ones have one global tau.)"""
     if not 0.0 <= max_escalation <= 1.0:
         raise ValueError(f"max_escalation must be in [0, 1], got {max_escalation}")
     predicted = small_probs.argmax(axis=1)

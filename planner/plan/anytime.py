@@ -8,7 +8,8 @@ delivered on time among the requests it is about to affect, with four ingredient
    server) padded with the arrivals expected while they are served (recent rate, the head's relative
    deadline). Configuration ``c`` (batch ``B_c``, ``k`` servers) serves window position ``p`` in round
    ``r_c(p) = ceil(ceil((p + 1) / B_c) / k)``; its value is
-   ``accuracy_c * sum_p P(r_c(p) * X_c <= slack_p)``, with ``X_c`` the configuration's *current*
+   ``accuracy_c * sum_p P(r_c(p) * X_c <= slack_p)`` (``accuracy_c``: the calibration part's,
+   :mod:`planner.splits`), with ``X_c`` the configuration's *current*
    single-batch service time. The probability comes from the profiled latency distribution (a
    quantile table), not from one percentile, so a configuration whose tail is long but whose median
    is short is valued for what it delivers on average.
@@ -43,7 +44,7 @@ import numpy as np
 
 from planner.plan.failure import NotFittedError, PlannerError
 from planner.plan.policies import OnlinePolicy, PolicyContext, PolicyNeeds, candidate_table
-from planner.schema import ProfileBundle
+from planner.schema import PLANNING_ACCURACY, ProfileBundle
 
 # the latency distribution each candidate is valued with (six points: the decision stays cheap)
 QUANTILES: tuple[float, ...] = (0.05, 0.25, 0.5, 0.65, 0.8, 0.95)
@@ -143,7 +144,7 @@ class AnytimePolicy(OnlinePolicy):
         self.table_ = table.assign(**{f"q{q:g}": grid.loc[table["config_id"], q].to_numpy() for q in QUANTILES})
         self._all_ids = table["config_id"].tolist()
         self._all_index = {c: i for i, c in enumerate(self._all_ids)}
-        self._all_acc = table["accuracy"].to_numpy(dtype=float)
+        self._all_acc = table[PLANNING_ACCURACY].to_numpy(dtype=float)
         self._all_batch = table["batch_size"].to_numpy(dtype=np.int64)
         self._all_q = grid.loc[table["config_id"], list(QUANTILES)].to_numpy(dtype=float)
         self._reference = dict(zip(self._all_ids, grid.loc[table["config_id"], 0.5].to_numpy(dtype=float)))

@@ -3,7 +3,10 @@
 
 They reuse the planner's step-table machinery, so every ``select`` is O(log n) too. None of them
 looks at the workload (the argument is accepted so they are drop-in replacements). Like the planner,
-they only consider configurations with a measured accuracy; the rest are a last resort.
+they only consider configurations with a measured accuracy; the rest are a last resort. As for the
+planner, every accuracy they compare is the calibration part's (:mod:`planner.splits`).
+:class:`Oracle` is the exception by design: a hindsight reference that scores configurations on the
+trace it is judged on (the scored part), so it is reported as a reference, never as a method.
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ class ThroughputAutotuner(_TablePlanner):
 class INFaaSStyle(_TablePlanner):
     """The cheapest configuration that meets both the deadline and an accuracy floor.
 
-    The floor is learned by :meth:`fit` per task: the task's best measured accuracy minus
+    The floor is learned by :meth:`fit` per task: the task's best calibration accuracy minus
     ``accuracy_margin`` (``accuracy_floor_[task]``), so one setting fits every profile set.
 
     As in INFaaS (Romero et al., USENIX ATC'21), "cheapest" means the least resource use. On one

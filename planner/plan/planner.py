@@ -2,7 +2,10 @@
 
 ``DeadlinePlanner(percentile=95).fit(profiles).select(task, deadline_ms, workload=None)`` returns the
 configuration with the highest measured accuracy whose latency percentile (p95 by default) is
-<= the deadline; ties go to the lower latency. Why it is fast: the chosen configuration only changes
+<= the deadline; ties go to the lower latency. "Accuracy" for every choice here and in the
+baselines is the profiles' ``calibration_accuracy`` (the evaluation set's calibration part,
+:mod:`planner.splits`), never the scored ``accuracy`` the study reports, so a method never chooses
+on the examples it is scored on; ``Decision.expected_accuracy`` is that calibration estimate. Why it is fast: the chosen configuration only changes
 when the deadline crosses one of the profiled latencies, so ``fit`` evaluates the rule once per
 distinct latency and stores a step function — a sorted Python list of breakpoints and a list of
 pre-built frozen :class:`Decision` objects. ``select`` is then a float check, a dict lookup and a
@@ -46,7 +49,7 @@ from planner.plan.failure import (
     fallback_reason,
     first_by_rank,
 )
-from planner.schema import validate_profiles
+from planner.schema import PLANNING_ACCURACY, validate_profiles
 
 Workload = Literal["steady", "bursty"] | None
 WORKLOADS: tuple[Workload, ...] = (None, "steady", "bursty")
@@ -81,7 +84,8 @@ def _rank(*keys: np.ndarray) -> np.ndarray:
 class TaskCandidates:
     """The configurations of one task as aligned numpy arrays, plus the orders the rules use.
 
-    Every order ends with the config_id, so all choices are deterministic.
+    ``accuracy`` is the calibration accuracy (:data:`planner.schema.PLANNING_ACCURACY`). Every order
+    ends with the config_id, so all choices are deterministic.
     """
 
     task: str
@@ -100,7 +104,7 @@ class TaskCandidates:
     def from_frame(cls, frame: pd.DataFrame, task: str, latency_column: str) -> "TaskCandidates":
         ids = frame["config_id"].to_numpy(dtype=object)
         latency = frame[latency_column].to_numpy(dtype=float)
-        accuracy = frame["accuracy"].to_numpy(dtype=float)
+        accuracy = frame[PLANNING_ACCURACY].to_numpy(dtype=float)
         throughput = frame["throughput_items_s"].to_numpy(dtype=float)
         batch = frame["batch_size"].to_numpy(dtype=np.int64)
         measured = (frame["accuracy_source"] == "measured").to_numpy(dtype=bool)

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from planner.plan.failure import NotFittedError, PlannerError
-from planner.schema import ProfileBundle
+from planner.schema import PLANNING_ACCURACY, ProfileBundle
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +174,7 @@ def fixed(config_id: str, name: str | None = None) -> StaticPolicy:
 class SlackAwarePolicy(OnlinePolicy):
     """Per-batch choice from the queue and the slack of the waiting requests (see :func:`slack_aware`).
 
-    Candidates are sorted by accuracy (descending, ties by lower latency). With ``k`` servers,
+    Candidates are sorted by calibration accuracy (descending, ties by lower latency). With ``k`` servers,
     configuration ``c`` (batch ``b_c``, latency percentile ``L_c`` of one batch call) serves the
     request at queue position ``p`` (0-based, service order) in round ``r_c(p) = ceil(ceil((p + 1)
     / b_c) / k)``, i.e. it is predicted to finish ``r_c(p) * L_c`` from now.
@@ -211,7 +211,7 @@ class SlackAwarePolicy(OnlinePolicy):
         self.table_ = candidate_table(bundle, self.task, self.percentile)
         self._ids = self.table_["config_id"].tolist()
         self._lat = self.table_["latency_ms"].to_numpy(dtype=float)
-        self._acc = self.table_["accuracy"].to_numpy(dtype=float)
+        self._acc = self.table_[PLANNING_ACCURACY].to_numpy(dtype=float)
         self._batch = self.table_["batch_size"].to_numpy(dtype=np.int64)
         self._drain = int(np.argmax(self._batch / self._lat))
         self._finish: dict[int, np.ndarray] = {}
@@ -261,7 +261,8 @@ class SlackAwarePolicy(OnlinePolicy):
 def candidate_table(bundle: ProfileBundle, task: str, percentile: float = 95.0) -> pd.DataFrame:
     """Configurations of ``task`` a policy may pick: measured accuracy and latency samples present.
 
-    ``latency_ms`` is the ``percentile`` of the configuration's per-call samples (the profile's own
+    Sorted by ``calibration_accuracy`` (the only accuracy a method may choose by, :mod:`planner.splits`;
+    the scored ``accuracy`` is left out so no policy can read it), then latency. ``latency_ms`` is the ``percentile`` of the configuration's per-call samples (the profile's own
     column for 50/95/99, so the policy and the static planner read the same number).
     """
     profiles = bundle.profiles
@@ -270,7 +271,7 @@ def candidate_table(bundle: ProfileBundle, task: str, percentile: float = 95.0) 
     if not 0 < percentile < 100:
         raise ValueError(f"percentile must lie in (0, 100), got {percentile!r}")
     rows = profiles[(profiles["task"] == task) & (profiles["accuracy_source"] == "measured")
-                    & profiles["accuracy"].notna()].copy()
+                    & profiles[PLANNING_ACCURACY].notna()].copy()
     sampled = set(bundle.samples["config_id"].unique())
     rows = rows[rows["config_id"].isin(sampled)]
     if rows.empty:
@@ -282,8 +283,9 @@ def candidate_table(bundle: ProfileBundle, task: str, percentile: float = 95.0) 
         samples = bundle.samples[bundle.samples["config_id"].isin(rows["config_id"])]
         q = samples.groupby("config_id")["latency_ms"].quantile(percentile / 100.0)
         rows["latency_ms"] = rows["config_id"].map(q).astype(float)
-    rows = rows.sort_values(["accuracy", "latency_ms", "config_id"], ascending=[False, True, True])
-    return rows[["config_id", "batch_size", "accuracy", "latency_ms", "throughput_items_s"]].reset_index(drop=True)
+    rows = rows.sort_values([PLANNING_ACCURACY, "latency_ms", "config_id"], ascending=[False, True, True])
+    columns = ["config_id", "batch_size", PLANNING_ACCURACY, "latency_ms", "throughput_items_s"]
+    return rows[columns].reset_index(drop=True)
 
 
 def slack_aware(bundle: ProfileBundle, task: str, percentile: float = 95.0, name: str = "slack_aware",

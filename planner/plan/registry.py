@@ -28,7 +28,9 @@ from planner.schema import ProfileBundle
 
 # proposed: the method the study puts forward; baseline: what it is compared against; hindsight: a
 # reference that sees the trace before choosing (not an online method); bound: an upper bound no
-# online method can exceed; ablation: the proposed method or a predecessor with a part removed
+# online method can exceed; ablation: the proposed method or a predecessor with a part removed.
+# Every method fits on the profiles' calibration accuracy (planner.splits); hindsight and bound
+# entries see the scored trace itself by definition, which is why they are references, not methods.
 Role = Literal["proposed", "baseline", "hindsight", "bound", "ablation"]
 ROLES: tuple[Role, ...] = ("proposed", "baseline", "hindsight", "bound", "ablation")
 
@@ -44,7 +46,7 @@ class NoParams(MethodParams):
 
 
 class InfaasParams(MethodParams):
-    # accuracy floor = the task's best measured accuracy minus this margin (learned in fit)
+    # accuracy floor = the task's best calibration accuracy minus this margin (learned in fit)
     accuracy_margin: float = Field(default=0.02, ge=0, le=1)
 
 

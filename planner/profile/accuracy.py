@@ -6,6 +6,13 @@ sizes; :func:`batch_agreement` measures, on a sample, how often batch-1 and batc
 agree, and the sweep records it next to the accuracy. A cascade's per-example outcome is composed
 exactly from its members' predictions (:func:`compose_cascade`), which is what the cascade computes:
 stage 1 answers when the small model's confidence reaches tau, otherwise the large model answers.
+
+Accuracy is split (:mod:`planner.splits`): a configuration's ``accuracy`` is the mean correctness
+over the evaluation set's *scored* part, its ``calibration_accuracy`` the mean over the
+*calibration* part, which is the only accuracy a method may choose by. Both are computed here, from
+the per-example predictions, by :func:`split_means` (one configuration) and :func:`split_accuracy`
+(a whole predictions table); predictions always cover every evaluation example, so the split can be
+applied to (or changed on) stored profiles without running a model again.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from planner.schema import PREDICTION_COLUMNS, validate
+from planner.splits import CALIBRATION, SCORED, Split, labels_by_example, partition, predictions_split, task_of
 
 # per-variant prediction parts: the prediction columns without config_id
 PART_COLUMNS = {k: v for k, v in PREDICTION_COLUMNS.items() if k != "config_id"}
@@ -50,10 +58,60 @@ def compose_cascade(small: pd.DataFrame, large: pd.DataFrame, threshold: float) 
     return validate(out, PART_COLUMNS, "cascade predictions")
 
 
-def summary(frame: pd.DataFrame) -> dict[str, float]:
-    """Accuracy and coverage (fraction answered by stage 1) of a prediction frame."""
-    return {"accuracy": float(frame["correct"].mean()), "coverage": float((frame["stage"] == 1).mean()),
-            "n_eval": int(len(frame))}
+# the accuracy columns a split gives each measured configuration: part -> column
+SPLIT_COLUMNS: dict[str, str] = {SCORED: "accuracy", CALIBRATION: "calibration_accuracy"}
+
+
+def split_means(frame: pd.DataFrame, split: Split) -> dict[str, float]:
+    """``accuracy`` (scored part) and ``calibration_accuracy`` of one configuration's prediction frame."""
+    ids = frame["example_id"].to_numpy()
+    if len(ids) and (ids.min() < 0 or ids.max() >= split.n_examples):
+        raise ValueError(f"example ids outside the {split.n_examples} examples of the {split.task} split")
+    correct = frame["correct"].to_numpy(dtype=bool)
+    calibration = split.mask(CALIBRATION)[ids]
+    return {SPLIT_COLUMNS[SCORED]: float(correct[~calibration].mean()),
+            SPLIT_COLUMNS[CALIBRATION]: float(correct[calibration].mean())}
+
+
+def summary(frame: pd.DataFrame, task: str) -> dict[str, float]:
+    """Split accuracies (:func:`split_means`), coverage (fraction answered by stage 1, over every
+    evaluation example: a cost, not a score) and size of one configuration's prediction frame."""
+    split = partition(task, labels_by_example(frame, f"{task} prediction frame"))
+    return {**split_means(frame, split), "coverage": float((frame["stage"] == 1).mean()), "n_eval": int(len(frame))}
+
+
+def split_accuracy(predictions: pd.DataFrame) -> pd.DataFrame:
+    """Per ``config_id`` of a predictions table (any tasks): ``accuracy`` and ``calibration_accuracy``.
+
+    Each task's split comes from its predictions' labels (:func:`planner.splits.predictions_split`),
+    so the numbers depend only on the stored predictions and the protocol's split.
+    """
+    frames = []
+    tasks = task_of(predictions["config_id"])
+    for task in sorted(tasks.unique()):
+        rows = predictions[tasks == task]
+        calibration = predictions_split(rows, task).mask(CALIBRATION)[rows["example_id"].to_numpy()]
+        part = np.where(calibration, SPLIT_COLUMNS[CALIBRATION], SPLIT_COLUMNS[SCORED])
+        frames.append(rows.assign(_part=part).groupby(["config_id", "_part"])["correct"].mean().unstack("_part"))
+    if not frames:
+        return pd.DataFrame(columns=list(SPLIT_COLUMNS.values()), dtype=float).rename_axis("config_id")
+    out = pd.concat(frames)[list(SPLIT_COLUMNS.values())].astype(float)
+    out.columns.name = None
+    return out
+
+
+def apply_split(rows: pd.DataFrame, predictions: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` (profile or accuracy rows) with both accuracy columns recomputed from ``predictions``
+    for every measured row (NaN for ``unavailable`` ones); a measured row without predictions is an error."""
+    means = split_accuracy(predictions)
+    measured = (rows["accuracy_source"] == "measured").to_numpy()
+    missing = sorted(set(rows.loc[measured, "config_id"]) - set(means.index))
+    if missing:
+        raise ValueError(f"no predictions for measured configuration(s) {missing[:5]}")
+    out = rows.copy()
+    for column in SPLIT_COLUMNS.values():
+        out[column] = np.where(measured, out["config_id"].map(means[column]).to_numpy(dtype=float), np.nan)
+    return out
 
 
 def take(inputs: Sequence[Any] | np.ndarray, index: np.ndarray) -> Any:

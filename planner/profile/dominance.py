@@ -6,6 +6,8 @@ dominates A when B's accuracy is at least A's and B's p95 latency at most A's, o
 A planner maximising accuracy under a deadline never needs a dominated configuration (B is as
 accurate and meets every deadline A meets, also under queueing, since B's batch is served faster).
 Where accuracy was not measured (latency-only models), only the same model at a lower p95 dominates.
+Pruning is a choice, so it compares ``calibration_accuracy`` (:mod:`planner.splits`), never the
+scored ``accuracy`` that the study reports.
 Dominated rows leave ``profiles.csv`` for ``dominated.csv`` with the id of their dominator; their
 samples and predictions stay on disk, so nothing measured is lost.
 """
@@ -17,16 +19,18 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from planner.schema import PLANNING_ACCURACY
+
 PRUNED_RUNTIMES: tuple[str, ...] = ("torch_compile",)
 GROUP = ["task", "batch_size", "device"]
 
 
 def dominated_by(profiles: pd.DataFrame, runtimes: Sequence[str] = PRUNED_RUNTIMES,
-                 latency: str = "lat_p95_ms") -> pd.Series:
+                 latency: str = "lat_p95_ms", accuracy: str = PLANNING_ACCURACY) -> pd.Series:
     """For each row of ``runtimes``: the config_id of its fastest dominator, else None (other rows: None)."""
     out = pd.Series([None] * len(profiles), index=profiles.index, dtype=object)
     for _, group in profiles.groupby(GROUP, sort=False):
-        acc = group["accuracy"].to_numpy(dtype=float)
+        acc = group[accuracy].to_numpy(dtype=float)
         lat = group[latency].to_numpy(dtype=float)
         models = group["model"].to_numpy()
         ids = group["config_id"].to_numpy()

@@ -13,6 +13,13 @@ Integrity: finalize ends by writing ``MANIFEST.json`` (sha256 and size of every 
 :func:`load_bundle` reads, :mod:`planner.tables`). :func:`load_bundle` checks the hashes first, then
 the schemas, then every row against its data: latency statistics recomputed from the samples with
 the sweep's own :func:`planner.profile.latency.summarize`, accuracy and coverage from the predictions.
+
+Calibration split (:mod:`planner.splits`): ``accuracy`` is the mean correctness over the evaluation
+set's scored part and ``calibration_accuracy`` over its calibration part, both computed from the
+stored predictions of every evaluation example (:func:`planner.profile.accuracy.apply_split`) when a
+folder is finalized and checked on load. :func:`resplit` gives an existing folder the split (or a
+changed one) by recomputing those columns and the dominance pruning that depends on them, without
+timing or running a model again.
 """
 
 from __future__ import annotations
@@ -28,14 +35,14 @@ import pandas as pd
 
 from planner.paths import machine_tag as this_machine_tag
 from planner.paths import results_dir
-from planner.profile.accuracy import PART_COLUMNS, precision_deltas
+from planner.profile.accuracy import PART_COLUMNS, SPLIT_COLUMNS, apply_split, precision_deltas, split_accuracy
 from planner.profile.dominance import split_dominated
 from planner.profile.latency import summarize
 from planner.profile.roofline import PEAK_COLUMNS, pct_roofline, peak_by_precision
 from planner.profile.space import IDENTITY_COLUMNS, INFEASIBLE_COLUMNS
 from planner.schema import (DOMINATED_COLUMNS, LATENCY_SAMPLE_COLUMNS, PREDICTION_COLUMNS, PROFILE_COLUMNS,
                             ProfileBundle, SchemaError, read_json, read_table, validate, validate_profiles)
-from planner.tables import MANIFEST, atomic_write, atomic_write_text, verify_manifest, write_manifest
+from planner.tables import MANIFEST, atomic_write, atomic_write_text, manifest_names, verify_manifest, write_manifest
 
 _IDENTITY = {**{c: "str" for c in IDENTITY_COLUMNS}, "batch_size": "int", "cascade_small": "str?",
              "cascade_large": "str?", "threshold": "float?"}
@@ -48,7 +55,8 @@ LATENCY_PROFILE_COLUMNS: dict[str, str] = {
     "cpu_model": "str", "torch_version": "str", "profiled_at": "str",
 }
 ACCURACY_PROFILE_COLUMNS: dict[str, str] = {
-    **_IDENTITY, "accuracy": "float?", "accuracy_source": "str", "coverage": "float?", "n_eval": "int",
+    **_IDENTITY, "accuracy": "float?", "calibration_accuracy": "float?", "accuracy_source": "str",
+    "coverage": "float?", "n_eval": "int",
     "prediction_key": "str?", "prediction_batch_size": "int", "batch_agreement": "float?",
     "batch_max_abs_diff": "float?", "agreement_n": "float?", "cascade_check_agreement": "float?",
     "accuracy_delta_vs_fp32": "float?",
@@ -70,6 +78,9 @@ BUNDLE_FILES = ("profiles", "samples", "predictions", "environment", "infeasible
 # profile columns that summarize() derives from a configuration's latency samples
 SAMPLE_STATISTICS = ("lat_p50_ms", "lat_p95_ms", "lat_p99_ms", "lat_mean_ms", "throughput_items_s")
 RTOL = 1e-9  # stored statistic vs recomputed: a CSV round trip, not a different computation
+RESPLIT_HINT = "`python -m planner profile --resplit --preset <preset> --machine-tag <tag>` recomputes them"
+# the files resplit rewrites (everything else it reads is checked against MANIFEST.json first)
+RESPLIT_FILES = ("accuracy", "profiles", "dominated")
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> None:
@@ -88,6 +99,16 @@ def _empty(columns: Mapping[str, str]) -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype="float64" if k.rstrip("?") == "float" else
                                       "int64" if k.rstrip("?") == "int" else "object")
                          for c, k in columns.items()})
+
+
+def _split_rows(acc: pd.DataFrame, predictions: pd.DataFrame, name: str) -> pd.DataFrame:
+    """Accuracy rows with the split's two accuracy columns recomputed from ``predictions``
+    (:func:`planner.profile.accuracy.apply_split`) and the fp32 deltas that follow from them."""
+    try:
+        out = apply_split(acc, predictions)
+    except ValueError as exc:
+        raise SchemaError(f"{name}: {exc}") from None
+    return out.assign(accuracy_delta_vs_fp32=precision_deltas(out))
 
 
 class ProfileStore:
@@ -249,7 +270,6 @@ class ProfileStore:
         if only_lat or only_acc:
             raise SchemaError(f"{self.root}: latency and accuracy rows disagree; latency only {only_lat[:3]}, "
                               f"accuracy only {only_acc[:3]} (rerun the sweep to complete them)")
-        acc = acc.assign(accuracy_delta_vs_fp32=precision_deltas(acc))
         samples = self._samples(lat["config_id"].tolist())
         counts = samples.groupby("config_id").size()
         bad = [c for c, n in zip(lat["config_id"], lat["n_samples"]) if counts.get(c, 0) != n]
@@ -265,6 +285,7 @@ class ProfileStore:
             predictions.append(cache[row.prediction_key].assign(config_id=row.config_id))
         predictions = (validate(pd.concat(predictions, ignore_index=True), PREDICTION_COLUMNS, "predictions")
                        [list(PREDICTION_COLUMNS)] if predictions else _empty(PREDICTION_COLUMNS))
+        acc = _split_rows(acc, predictions, str(self.path("accuracy")))
         merged, dominated = split_dominated(self._merge(lat, acc))
         # samples and predictions of dominated rows stay in the Parquet files (load_bundle filters them)
         write_parquet(samples[list(LATENCY_SAMPLE_COLUMNS)], self.path("samples"))
@@ -283,8 +304,8 @@ class ProfileStore:
         return write_manifest(self.root, [FILES[n] for n in BUNDLE_FILES if self.path(n).exists()])
 
     def _merge(self, lat: pd.DataFrame, acc: pd.DataFrame) -> pd.DataFrame:
-        acc_cols = ["config_id", "accuracy", "accuracy_source", "coverage", "n_eval", "accuracy_delta_vs_fp32",
-                    "batch_agreement", "cascade_check_agreement"]
+        acc_cols = ["config_id", "accuracy", "calibration_accuracy", "accuracy_source", "coverage", "n_eval",
+                    "accuracy_delta_vs_fp32", "batch_agreement", "cascade_check_agreement"]
         merged = lat.merge(acc[acc_cols], on="config_id", how="left", validate="one_to_one")
         flops = self.flops()
         per_model = {(t, m): f for t, m, f in flops[["task", "model", "flops_per_item"]].itertuples(index=False)}
@@ -356,7 +377,71 @@ def rehash(preset: str, machine_tag: str | None = None) -> Path:
     return store.write_manifest()
 
 
+def resplit(preset: str, machine_tag: str | None = None) -> pd.DataFrame:
+    """Apply the protocol's calibration split to an existing profile folder; returns the new profiles.
+
+    From the stored predictions (every evaluation example, :mod:`planner.splits`) it recomputes each
+    measured row's ``accuracy`` (scored part), ``calibration_accuracy`` and fp32 delta, then the
+    dominance pruning, which compares calibration accuracies (a row may move between
+    ``profiles.csv`` and ``dominated.csv``). Nothing is timed or run again. The files it reads are
+    checked against ``MANIFEST.json`` first; the result passes :func:`load_bundle`'s checks in memory
+    before ``accuracy_profiles.csv``, ``profiles.csv`` and ``dominated.csv`` and the manifest are
+    rewritten. Running it twice gives the same files.
+    """
+    root = profile_root(preset, machine_tag)
+    store = ProfileStore(root, create=False)
+    rewritten = [FILES[n] for n in RESPLIT_FILES]
+    if (root / MANIFEST).exists():
+        verify_manifest(root, skip=rewritten)
+        unlisted = [FILES[n] for n in BUNDLE_FILES if store.path(n).exists() and FILES[n] not in rewritten
+                    and FILES[n] not in manifest_names(root)]
+        if unlisted:
+            raise SchemaError(f"{root / MANIFEST}: does not cover {unlisted}; " + _manifest_hint(preset, root))
+    predictions = read_table(store.path("predictions"), PREDICTION_COLUMNS)
+    acc = _split_rows(store.accuracy_rows(), predictions, str(store.path("accuracy")))
+    frames = [_raw_csv(store.path("profiles"))]
+    if store.path("dominated").exists():
+        frames.append(_raw_csv(store.path("dominated")).drop(columns="dominated_by", errors="ignore"))
+    rows = pd.concat(frames, ignore_index=True)
+    unknown = sorted(set(rows["config_id"]) - set(acc["config_id"]))
+    if unknown:
+        raise SchemaError(f"{store.path('accuracy')}: no accuracy rows for profiled configuration(s) {unknown[:5]}")
+    by_id = acc.set_index("config_id")
+    for column in (*SPLIT_COLUMNS.values(), "accuracy_delta_vs_fp32"):
+        rows[column] = rows["config_id"].map(by_id[column]).astype(float)
+    if store.path("latency").exists():  # finalize's order: the latency rows'
+        order = {c: i for i, c in enumerate(store.latency_rows()["config_id"])}
+        rows = rows.iloc[np.argsort(rows["config_id"].map(order).fillna(len(order)).to_numpy(), kind="stable")]
+    rows = validate_profiles(rows[list(PROFILE_COLUMNS) + MERGED_EXTRAS].reset_index(drop=True), str(root))
+    merged, dominated = split_dominated(rows)  # the frames finalize writes, in its column order
+    validate(dominated, DOMINATED_COLUMNS, str(store.path("dominated")))
+    samples = read_table(store.path("samples"), LATENCY_SAMPLE_COLUMNS)
+    data = _DataSummary(samples, store.path("samples"), predictions, store.path("predictions"))
+    data.check(merged, store.path("profiles"))
+    data.check(dominated, store.path("dominated"))
+    write_csv(acc[list(ACCURACY_PROFILE_COLUMNS)], store.path("accuracy"))
+    write_csv(merged, store.path("profiles"))
+    write_csv(dominated, store.path("dominated"))
+    store.write_manifest()
+    _read_bundle(store)
+    return merged
+
+
+def _raw_csv(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path)
+    except Exception as exc:
+        raise SchemaError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None
+
+
 def _read_bundle(store: ProfileStore) -> ProfileBundle:
+    try:
+        header = pd.read_csv(store.path("profiles"), nrows=0).columns
+    except Exception:  # missing or unreadable: read_table below names the problem
+        header = None
+    if header is not None and "calibration_accuracy" not in header:
+        raise SchemaError(f"{store.path('profiles')}: no calibration_accuracy column (profiled before the "
+                          f"calibration split, planner.splits); {RESPLIT_HINT}")
     profiles = read_table(store.path("profiles"), PROFILE_COLUMNS)
     all_samples = read_table(store.path("samples"), LATENCY_SAMPLE_COLUMNS)
     all_predictions = read_table(store.path("predictions"), PREDICTION_COLUMNS)
@@ -400,15 +485,19 @@ class _DataSummary:
                  predictions_path: Path):
         ordered = samples.sort_values(["config_id", "call_index"], kind="stable")
         self.samples = dict(tuple(ordered.groupby("config_id", sort=False)["latency_ms"]))
-        self.means = (predictions[["config_id", "correct"]].assign(stage1=predictions["stage"] == 1)
-                      .groupby("config_id", sort=False).mean())
+        self.coverage = (predictions["stage"] == 1).groupby(predictions["config_id"], sort=False).mean()
         self.samples_path, self.predictions_path = samples_path, predictions_path
+        try:
+            self.means = split_accuracy(predictions)
+        except ValueError as exc:
+            raise SchemaError(f"{predictions_path}: {exc}") from None
 
     def check(self, rows: pd.DataFrame, rows_path: Path) -> None:
         """Each row's numbers are what its data says: the latency statistics are
         :func:`planner.profile.latency.summarize` of its samples (in call order, as the sweep timed
-        them), a measured accuracy is the mean of ``correct`` in its predictions and a cascade's
-        coverage is its stage-1 share."""
+        them), a measured ``accuracy`` and ``calibration_accuracy`` are the means of ``correct`` in its
+        predictions over the split's scored and calibration parts, and a cascade's coverage is its
+        stage-1 share."""
         for row in rows.itertuples(index=False):
             x = self.samples.get(row.config_id)
             if x is None or len(x) != row.n_samples:
@@ -429,10 +518,13 @@ class _DataSummary:
             raise SchemaError(f"{self.predictions_path}: no predictions for measured configuration(s) {missing[:5]} "
                               f"of {rows_path}")
         for row in measured.itertuples(index=False):
-            accuracy, coverage = (float(v) for v in self.means.loc[row.config_id, ["correct", "stage1"]])
-            if not np.isclose(row.accuracy, accuracy, rtol=RTOL, atol=0.0):
-                raise SchemaError(f"{rows_path}: {row.config_id}: accuracy = {row.accuracy!r}, but its predictions "
-                                  f"in {self.predictions_path.name} give {accuracy!r} (mean of 'correct')")
+            for part, column in SPLIT_COLUMNS.items():
+                stored, value = getattr(row, column), float(self.means.loc[row.config_id, column])
+                if not np.isclose(stored, value, rtol=RTOL, atol=0.0):
+                    raise SchemaError(f"{rows_path}: {row.config_id}: {column} = {stored!r}, but its predictions in "
+                                      f"{self.predictions_path.name} give {value!r} (mean of 'correct' over the "
+                                      f"{part} part; a folder profiled before the split: {RESPLIT_HINT})")
+            coverage = float(self.coverage.loc[row.config_id])
             if row.coverage == row.coverage and not np.isclose(row.coverage, coverage, rtol=RTOL, atol=0.0):
                 raise SchemaError(f"{rows_path}: {row.config_id}: coverage = {row.coverage!r}, but its predictions "
                                   f"in {self.predictions_path.name} give {coverage!r} (share answered by stage 1)")

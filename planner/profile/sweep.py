@@ -274,13 +274,16 @@ class _Sweep:
         return [self._row(member, values) for member in self.by_variant[c.variant_key]]
 
     def _unavailable(self, c: Configuration) -> None:
-        self.store.add_accuracy(self._variant_rows(c, {"accuracy": np.nan, "accuracy_source": "unavailable",
+        self.store.add_accuracy(self._variant_rows(c, {"accuracy": np.nan, "calibration_accuracy": np.nan,
+                                                       "accuracy_source": "unavailable",
                                                        "n_eval": 0, "prediction_key": None}), {})
 
-    def _measured(self, frame: pd.DataFrame, key: str, batch: int) -> dict[str, Any]:
-        s = acc.summary(frame)
-        return {"accuracy": s["accuracy"], "accuracy_source": "measured", "n_eval": s["n_eval"],
-                "prediction_key": key, "prediction_batch_size": batch}
+    def _measured(self, c: Configuration, frame: pd.DataFrame, key: str, batch: int) -> dict[str, Any]:
+        """Scored and calibration accuracy (planner.splits) and, for a cascade, its coverage."""
+        s = acc.summary(frame, c.task)
+        return {"accuracy": s["accuracy"], "calibration_accuracy": s["calibration_accuracy"],
+                "accuracy_source": "measured", "n_eval": s["n_eval"], "prediction_key": key,
+                "prediction_batch_size": batch, **({"coverage": s["coverage"]} if c.cascade else {})}
 
     def _accuracy_single(self, c: Configuration, predictor: Any) -> None:
         """Predictions once per variant; per batch size only where batch-1 and batch-max disagree."""
@@ -303,7 +306,7 @@ class _Sweep:
             else:  # batch-dependent numerics (e.g. dynamic int8 activation scales): evaluate at this batch
                 key, batch = f"{c.variant_key}@b{m.batch_size}", m.batch_size
                 parts[key] = acc.prediction_frame(predictor.predict(self.inputs, batch), self.labels)
-            rows.append(self._row(m, agreement, self._measured(parts[key], key, batch)))
+            rows.append(self._row(m, agreement, self._measured(m, parts[key], key, batch)))
         self.store.add_accuracy(rows, parts)
 
     def _accuracy_cascade(self, c: Configuration, small: Any, large: Any, model: Any) -> None:
@@ -327,8 +330,7 @@ class _Sweep:
                                         c.cascade[2])
             parts[key] = frame
             check = acc.cascade_check(model, self.inputs, self.sample, batch, frame)
-            values = {**self._measured(frame, key, batch), "coverage": acc.summary(frame)["coverage"],
-                      "cascade_check_agreement": check}
+            values = {**self._measured(c, frame, key, batch), "cascade_check_agreement": check}
             rows += [self._row(m, values) for m in members]
         self.store.add_accuracy(rows, parts)
 

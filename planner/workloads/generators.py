@@ -1,9 +1,13 @@
 """Seeded request-trace generators: steady, bursty, modulated, spiky and replayed (Azure, Twitter) arrivals.
 
 A trace is a DataFrame ``[request_id, arrival_s, deadline_ms, example_id, workload, seed]`` sorted by
-arrival. Every generator takes a mean rate, a request count, a deadline, the number of dataset
-examples to draw ids from and a seed, and returns the same trace for the same arguments: arrival
-times and example ids come from two independent child streams of ``np.random.SeedSequence(seed)``.
+arrival. Every generator takes a mean rate, a request count, a deadline, the example ids to draw
+from and a seed, and returns the same trace for the same arguments: arrival times and example ids
+come from two independent child streams of ``np.random.SeedSequence(seed)``.
+
+``example_ids`` is the evaluation set's *scored* part (:mod:`planner.splits`; the evaluation passes
+``planner.evaluation.grid.example_ids``), so no request is ever credited on an example a method was
+calibrated on. An integer ``n`` stands for all ids ``0..n-1`` (synthetic data without a split).
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ from planner.config import WorkloadSpec
 from planner.data import TRACE_FILES as TWITTER_TRACES
 from planner.data import DataFileError, trace_path
 from planner.schema import TRACE_COLUMNS, validate
+
+# the example ids a trace draws from: an array of ids, or n for all of 0..n-1
+ExampleIds = int | Sequence[int] | np.ndarray
 
 TRACE_KINDS = ("poisson", "gamma", "mmpp", "spike", "azure", "twitter")
 AZURE_ID_COLUMNS = ("HashOwner", "HashApp", "HashFunction", "Trigger")
@@ -52,6 +59,19 @@ def _count(name: str, value: int) -> int:
     return int(value)
 
 
+def example_pool(example_ids: ExampleIds) -> np.ndarray:
+    """The ids a trace draws from, checked: distinct integers >= 0 (an integer n: ``0..n-1``)."""
+    if isinstance(example_ids, (int, np.integer)) and not isinstance(example_ids, (bool, np.bool_)):
+        return np.arange(_count("example_ids", example_ids), dtype=np.int64)
+    ids = np.asarray(example_ids)
+    if ids.ndim != 1 or len(ids) == 0 or ids.dtype.kind not in "iu":
+        raise WorkloadError(f"example_ids must be a non-empty 1-D array of integer ids or a count, got "
+                            f"{type(example_ids).__name__} of shape {ids.shape} and dtype {ids.dtype}")
+    if (ids < 0).any() or len(np.unique(ids)) != len(ids):
+        raise WorkloadError("example_ids must be distinct ids >= 0")
+    return ids.astype(np.int64)
+
+
 def _streams(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
     """Independent arrival and example-id streams, so changing one never shifts the other."""
     arrivals, examples = np.random.SeedSequence(int(seed)).spawn(2)
@@ -68,22 +88,22 @@ def _deadlines(deadline_ms: float | Sequence[float], n: int) -> np.ndarray:
     return values.copy()
 
 
-def make_frame(arrival_s: np.ndarray, deadline_ms: float | Sequence[float], n_examples: int, seed: int,
+def make_frame(arrival_s: np.ndarray, deadline_ms: float | Sequence[float], example_ids: ExampleIds, seed: int,
                workload: str, example_rng: np.random.Generator | None = None) -> pd.DataFrame:
-    """Wrap sorted arrival times into a validated trace, drawing example ids uniformly."""
+    """Wrap sorted arrival times into a validated trace, drawing example ids uniformly from ``example_ids``."""
     arrival_s = np.asarray(arrival_s, dtype=float)
     n = len(arrival_s)
     if n == 0:
         raise WorkloadError("a trace needs at least one request")
     if np.any(np.diff(arrival_s) < 0) or not np.isfinite(arrival_s).all():
         raise WorkloadError("arrival times must be finite and non-decreasing")
-    n_examples = _count("n_examples", n_examples)
+    pool = example_pool(example_ids)
     rng = example_rng if example_rng is not None else _streams(seed)[1]
     frame = pd.DataFrame({
         "request_id": np.arange(n, dtype=np.int64),
         "arrival_s": arrival_s,
         "deadline_ms": _deadlines(deadline_ms, n),
-        "example_id": rng.integers(0, n_examples, n, dtype=np.int64),
+        "example_id": pool[rng.integers(0, len(pool), n, dtype=np.int64)],
         "workload": workload,
         "seed": int(seed),
     })
@@ -109,25 +129,25 @@ def _piecewise_poisson(rng: np.random.Generator, edges_s: np.ndarray, rates: np.
 
 # ---------------------------------------------------------------- generators
 
-def poisson(rate_rps: float, n: int, deadline_ms: float | Sequence[float], n_examples: int,
+def poisson(rate_rps: float, n: int, deadline_ms: float | Sequence[float], example_ids: ExampleIds,
             seed: int) -> pd.DataFrame:
     """Steady load: exponential inter-arrival times with mean ``1/rate`` (CV = 1)."""
     rate, n = _positive("rate_rps", rate_rps), _count("n", n)
     arrivals, examples = _streams(seed)
-    return make_frame(np.cumsum(arrivals.exponential(1.0 / rate, n)), deadline_ms, n_examples, seed,
+    return make_frame(np.cumsum(arrivals.exponential(1.0 / rate, n)), deadline_ms, example_ids, seed,
                       "steady", examples)
 
 
-def gamma(rate_rps: float, n: int, deadline_ms: float | Sequence[float], n_examples: int, seed: int,
+def gamma(rate_rps: float, n: int, deadline_ms: float | Sequence[float], example_ids: ExampleIds, seed: int,
           cv: float = 4.0) -> pd.DataFrame:
     """Bursty load: Gamma inter-arrivals with shape ``1/CV^2`` and scale ``CV^2/rate`` (mean ``1/rate``)."""
     rate, n, cv = _positive("rate_rps", rate_rps), _count("n", n), _positive("cv", cv)
     arrivals, examples = _streams(seed)
     gaps = arrivals.gamma(1.0 / cv**2, cv**2 / rate, n)
-    return make_frame(np.cumsum(gaps), deadline_ms, n_examples, seed, f"bursty-cv{cv:g}", examples)
+    return make_frame(np.cumsum(gaps), deadline_ms, example_ids, seed, f"bursty-cv{cv:g}", examples)
 
 
-def mmpp(rate_rps: float, n: int, deadline_ms: float | Sequence[float], n_examples: int, seed: int,
+def mmpp(rate_rps: float, n: int, deadline_ms: float | Sequence[float], example_ids: ExampleIds, seed: int,
          peak_ratio: float = 4.0, high_share: float = 0.2, mean_high_s: float = 1.0) -> pd.DataFrame:
     """Two-state Markov-modulated Poisson process with long-run mean rate ``rate_rps``.
 
@@ -158,10 +178,10 @@ def mmpp(rate_rps: float, n: int, deadline_ms: float | Sequence[float], n_exampl
     edges = np.concatenate([[0.0], np.cumsum(durations)])
     rates = state_rates[np.concatenate([o for _, o in blocks])]
     times = _piecewise_poisson(arrivals, edges, rates, n)
-    return make_frame(times, deadline_ms, n_examples, seed, "mmpp", examples)
+    return make_frame(times, deadline_ms, example_ids, seed, "mmpp", examples)
 
 
-def spike(rate_rps: float, n: int, deadline_ms: float | Sequence[float], n_examples: int, seed: int,
+def spike(rate_rps: float, n: int, deadline_ms: float | Sequence[float], example_ids: ExampleIds, seed: int,
           factor: float = 4.0, start_frac: float = 0.4, duration_frac: float = 0.1,
           start_s: float | None = None, duration_s: float | None = None) -> pd.DataFrame:
     """Poisson load at ``rate_rps`` with one window at ``factor`` times the rate.
@@ -182,7 +202,7 @@ def spike(rate_rps: float, n: int, deadline_ms: float | Sequence[float], n_examp
         edges, rates = edges[1:], rates[1:]
     arrivals, examples = _streams(seed)
     times = _piecewise_poisson(arrivals, edges, rates, n)
-    return make_frame(times, deadline_ms, n_examples, seed, f"spike-x{factor:g}", examples)
+    return make_frame(times, deadline_ms, example_ids, seed, f"spike-x{factor:g}", examples)
 
 
 # ---------------------------------------------------------------- Azure Functions replay
@@ -270,7 +290,7 @@ def read_azure_counts(path: str | Path, function: str | int | None = None) -> np
     return counts[int(hits[0])]
 
 
-def azure(rate_rps: float | None, n: int | None, deadline_ms: float | Sequence[float], n_examples: int,
+def azure(rate_rps: float | None, n: int | None, deadline_ms: float | Sequence[float], example_ids: ExampleIds,
           seed: int, path: str | Path, function: str | int | None = None,
           minute_s: float = 60.0) -> pd.DataFrame:
     """Replay per-minute invocation counts of the CSV at ``path`` (required): each minute's count is
@@ -299,7 +319,7 @@ def azure(rate_rps: float | None, n: int | None, deadline_ms: float | Sequence[f
     times = np.sort((minute_of + arrivals.random(total)) * minute_s)
     if n is not None:
         times = times[:n]
-    return make_frame(times, deadline_ms, n_examples, seed, "azure", examples)
+    return make_frame(times, deadline_ms, example_ids, seed, "azure", examples)
 
 
 # ---------------------------------------------------------------- Twitter arrival traces (Proteus)
@@ -342,7 +362,7 @@ def read_arrivals_ms(path: str | Path) -> np.ndarray:
     return ms
 
 
-def twitter(rate_rps: float, n: int, deadline_ms: float | Sequence[float], n_examples: int, seed: int,
+def twitter(rate_rps: float, n: int, deadline_ms: float | Sequence[float], example_ids: ExampleIds, seed: int,
             trace: str = "a", path: str | Path | None = None) -> pd.DataFrame:
     """Replay a real arrival process: Twitter-derived traces published with Proteus (ASPLOS'24).
 
@@ -386,7 +406,7 @@ def twitter(rate_rps: float, n: int, deadline_ms: float | Sequence[float], n_exa
     duration_ms = times_ms[-1] - times_ms[0]
     window_rate = (n - 1) / (duration_ms / 1000.0) if n > 1 and duration_ms > 0 else 1000.0 / mean_gap_ms
     times_s = times_ms / 1000.0 * (window_rate / rate)
-    return make_frame(times_s, deadline_ms, n_examples, seed, label, examples)
+    return make_frame(times_s, deadline_ms, example_ids, seed, label, examples)
 
 
 # ---------------------------------------------------------------- registry and rate sweeps
@@ -396,13 +416,13 @@ GENERATORS: dict[str, Callable[..., pd.DataFrame]] = {
 }
 
 
-def make_trace(kind: str, rate_rps: float, n: int, deadline_ms: float | Sequence[float], n_examples: int,
+def make_trace(kind: str, rate_rps: float, n: int, deadline_ms: float | Sequence[float], example_ids: ExampleIds,
                seed: int, name: str | None = None, **params) -> pd.DataFrame:
     """Dispatch to a generator by name; ``name`` overrides the trace's ``workload`` label."""
     if kind not in GENERATORS:
         raise WorkloadError(f"unknown workload kind {kind!r}; known: {list(GENERATORS)}")
     try:
-        trace = GENERATORS[kind](rate_rps, n, deadline_ms, n_examples, seed, **params)
+        trace = GENERATORS[kind](rate_rps, n, deadline_ms, example_ids, seed, **params)
     except TypeError as exc:
         raise WorkloadError(f"bad parameters for workload kind {kind!r}: {exc}") from None
     if name is not None:
@@ -433,10 +453,10 @@ def class_deadlines(n: int, deadline_ms: float, shares: Sequence[float], scales:
     return index, deadline_ms * scales[index]
 
 
-def spec_trace(spec: WorkloadSpec, rate_rps: float, n: int, deadline_ms: float, n_examples: int, seed: int,
+def spec_trace(spec: WorkloadSpec, rate_rps: float, n: int, deadline_ms: float, example_ids: ExampleIds, seed: int,
                name: str | None = None) -> pd.DataFrame:
     """The trace of a preset's workload spec: its generator, and its deadline classes if it has any."""
-    trace = make_trace(spec.kind, rate_rps, n, deadline_ms, n_examples, seed, name=name, **spec.params)
+    trace = make_trace(spec.kind, rate_rps, n, deadline_ms, example_ids, seed, name=name, **spec.params)
     if spec.deadline_classes:
         classes = list(spec.deadline_classes.values())
         _, trace["deadline_ms"] = class_deadlines(len(trace), deadline_ms, [c.share for c in classes],
@@ -463,14 +483,14 @@ def capacity_rps(profiles: pd.DataFrame, config_id: str, servers: int = 1) -> fl
 
 
 def rate_sweep(kind: str, fractions: Sequence[float], profiles: pd.DataFrame, config_id: str, n: int,
-               deadline_ms: float | Sequence[float], n_examples: int, seed: int, servers: int = 1,
+               deadline_ms: float | Sequence[float], example_ids: ExampleIds, seed: int, servers: int = 1,
                **params) -> dict[float, pd.DataFrame]:
     """One trace per load fraction, with mean rate ``fraction * capacity(config_id)``."""
     capacity = capacity_rps(profiles, config_id, servers)
     out = {}
     for fraction in fractions:
         fraction = _positive("load fraction", fraction)
-        trace = make_trace(kind, fraction * capacity, n, deadline_ms, n_examples, seed, **params)
+        trace = make_trace(kind, fraction * capacity, n, deadline_ms, example_ids, seed, **params)
         trace["load"] = fraction
         out[fraction] = trace
     return out
