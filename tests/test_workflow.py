@@ -96,7 +96,7 @@ def test_make_book_full_is_the_in_place_book_only_build_with_warnings_as_errors(
     ("https://someone:token@github.com/someone/anytime-planner.git\n", URL),  # credentials never reach the book
     ("git@github.com:someone/anytime-planner.git", URL),
     ("ssh://git@github.com:22/someone/anytime-planner.git", URL),
-    ("https://gitlab.example.org:8443/group/sub/anytime-planner.git", "https://gitlab.example.org:8443/group/sub/anytime-planner"),
+    ("https://git.example.org:8443/group/sub/planner.git", "https://git.example.org:8443/group/sub/planner"),
     ("/work/main", None),
     ("../anytime-planner", None),
     ("file:///srv/git/anytime-planner.git", None),
@@ -155,7 +155,8 @@ def test_full_book_config_carries_the_buttons_to_the_theme(tmp_path, monkeypatch
     root, toc, cfg_path = report.book_inputs("full", url)
     assert root == REPO_ROOT and toc == report.BOOK_TOC and cfg_path.is_relative_to(tmp_path)
     # Jupyter Book's own translation of the written config (it raises on buttons without a url)
-    sphinx_config, _ = get_final_config(user_yaml=cfg_path, sourcedir=REPO_ROOT, cli_config={"latex_individualpages": False})
+    sphinx_config, _ = get_final_config(user_yaml=cfg_path, sourcedir=REPO_ROOT,
+                                        cli_config={"latex_individualpages": False})
     theme = sphinx_config["html_theme_options"]
     assert theme["repository_url"] == (url or "")
     assert theme["use_repository_button"] is theme["use_issues_button"] is bool(url)

@@ -62,7 +62,9 @@ def repository_url(explicit: str | None = None, root: Path = REPO_ROOT) -> str |
     An explicit or environment address that is not a web repository raises :class:`ConfigError`: the
     caller asked for buttons, so building silently without them would hide the mistake.
     """
-    for value, source in ((explicit, "the repository_url argument"), (os.environ.get(REPOSITORY_URL_ENV), f"${REPOSITORY_URL_ENV}")):
+    requested = ((explicit, "the repository_url argument"),
+                 (os.environ.get(REPOSITORY_URL_ENV), f"${REPOSITORY_URL_ENV}"))
+    for value, source in requested:
         if value:
             url = web_url(value)
             if url is None:
