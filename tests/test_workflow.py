@@ -149,11 +149,18 @@ def test_with_repository_switches_the_buttons_with_the_url():
     assert off == committed  # the committed config is the no-address one
 
 
-@pytest.mark.parametrize("url", [URL, None])
-def test_full_book_config_carries_the_buttons_to_the_theme(tmp_path, monkeypatch, url):
-    monkeypatch.setattr(report, "BUILD_DIR", tmp_path)
-    root, toc, cfg_path = report.book_inputs("full", url)
-    assert root == REPO_ROOT and toc == report.BOOK_TOC and cfg_path.is_relative_to(tmp_path)
+@pytest.mark.parametrize("preset, url", [("full", URL), ("full", None), ("quick", URL)])
+def test_book_config_carries_the_buttons_to_the_theme(tmp_path, monkeypatch, preset, url):
+    monkeypatch.setattr(report, "BUILD_DIR", tmp_path / "_build")
+    if preset == "full":  # the committed study builds in place
+        root, toc, cfg_path = report.book_inputs(preset, url)
+        assert root == REPO_ROOT and toc == report.BOOK_TOC
+    else:  # any other preset is staged, with its own title
+        monkeypatch.setenv("PLANNER_RESULTS_DIR", str(tmp_path / "results"))
+        root, toc, cfg_path = report.book_inputs(preset, url)
+        assert root == tmp_path / "_build" / "stage" / preset
+        assert "(quick run)" in yaml.safe_load(cfg_path.read_text())["title"]
+    assert cfg_path.is_relative_to(tmp_path)
     # Jupyter Book's own translation of the written config (it raises on buttons without a url)
     sphinx_config, _ = get_final_config(user_yaml=cfg_path, sourcedir=REPO_ROOT,
                                         cli_config={"latex_individualpages": False})
