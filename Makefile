@@ -16,7 +16,7 @@ export TOKENIZERS_PARALLELISM := false
 # Without it, 2-thread torch spins in OpenMP barriers whenever another process shares a core (~9x slower).
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: venv data test unit nbval-quick validate-sim live-fault live-server report book clean-quick train profile evaluate notebooks notebooks-quick book-quick browser-deps browser-check readme
+.PHONY: venv data test unit nbval-quick nbval-full validate-sim live-fault live-server report book clean-quick train profile evaluate notebooks notebooks-quick book-quick browser-deps browser-check readme
 
 venv: $(STAMP)
 
@@ -34,9 +34,10 @@ data: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest -q
 
-# CI: unit tests, then the whole quick pipeline with every notebook executed by papermill, the
-# quick book built with -W, and the browser check of the built book.
-test: $(STAMP) data unit notebooks-quick nbval-quick book-quick browser-check
+# CI: unit tests, then the whole quick pipeline with every notebook executed by papermill, strict nbval
+# over those and over the committed full notebooks, the quick book built with -W, and the browser check
+# of the built book.
+test: $(STAMP) data unit notebooks-quick nbval-quick nbval-full book-quick browser-check
 
 # ---- the report pipeline; each step skips work that is already done ----------------------------
 # Models with weights to train (a pretrained-classifier entry such as DistilBERT is only loaded).
@@ -79,6 +80,21 @@ notebooks-quick:
 nbval-quick: $(STAMP)
 	PYTHONWARNINGS="ignore:IProgress not found" $(PY) -m pytest -q -p no:cacheprovider --nbval \
 	  --nbval-sanitize-with nbval_sanitize.cfg results/quick/notebooks/
+
+# Strict nbval over the committed full notebooks: each re-executes, on any machine, to its committed
+# outputs (after nbval_sanitize.cfg, with the kernels' warning filter). They read the committed files
+# under results/full/ and two things `make data` copies: the SST-2 dev sentences (mean token length for
+# the roofline in 01) and the Twitter arrival traces (replays); no checkpoints. They run on a copy of
+# results/full (PLANNER_RESULTS_DIR), so the figures they save never overwrite the committed ones.
+# About 6 CPU-minutes: 25-31 min wall on the 2 shared cores of this machine at load 5-9 (20% CPU).
+NBVAL_FULL_DIR := _build/nbval-full
+nbval-full: $(STAMP) data
+	rm -rf $(NBVAL_FULL_DIR)
+	mkdir -p $(NBVAL_FULL_DIR)/results
+	cp -R results/full $(NBVAL_FULL_DIR)/results/full
+	PLANNER_RESULTS_DIR="$(CURDIR)/$(NBVAL_FULL_DIR)/results" PYTHONWARNINGS="ignore:IProgress not found" \
+	  $(PY) -m pytest -q -p no:cacheprovider --nbval --nbval-sanitize-with nbval_sanitize.cfg \
+	  $(NBVAL_FULL_DIR)/results/full/notebooks/
 
 # The book of $(PRESET) from its executed notebooks, with -W, into _build/html.
 book: $(STAMP)

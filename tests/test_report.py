@@ -386,10 +386,30 @@ def test_executed_notebooks_hold_no_absolute_paths(path):
     assert not found, f"{path.relative_to(REPO_ROOT)}: absolute paths in outputs (cell, path): {found[:5]}"
 
 
+def _nbval_options(cell) -> dict:
+    """The options nbval itself reads from a code cell: its tags, then its comment markers."""
+    from nbval.plugin import find_comment_markers, find_metadata_tags
+
+    return {**dict(find_metadata_tags(cell.metadata)), **dict(find_comment_markers(cell.source))}
+
+
 def test_reproducibility_commit_cell_is_ignored_by_nbval():
     nb = jupytext.read(REPO_ROOT / "notebooks" / "reproducibility.md")
     commit_cells = [c for c in nb.cells if c.cell_type == "code" and "rev-parse" in c.source]
-    assert len(commit_cells) == 1 and "# NBVAL_IGNORE_OUTPUT" in commit_cells[0].source
+    assert len(commit_cells) == 1 and _nbval_options(commit_cells[0]).get("check") is False
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_nbval_markers_in_sources_are_ones_nbval_reads(path):
+    """A misspelt marker (e.g. "# NBVAL_IGNORE_OUTPUT (why)") is silently ignored by nbval."""
+    from nbval.plugin import comment_markers, metadata_tags
+
+    for i, cell in enumerate(c for c in jupytext.read(path).cells if c.cell_type == "code"):
+        markers = [line.strip().lstrip("#").strip() for line in cell.source.splitlines()
+                   if re.match(r"\s*#\s*(NBVAL|PYTEST_VALIDATE)_", line)]
+        tags = [t for t in cell.metadata.get("tags", []) if t.startswith("nbval")]
+        assert set(markers) <= set(comment_markers), f"{path.name} code cell {i}: {markers}"
+        assert set(tags) <= set(metadata_tags), f"{path.name} code cell {i}: {tags}"
 
 
 # ------------------------------------------------------------------ issue #17 figure helpers

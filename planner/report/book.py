@@ -5,10 +5,11 @@ with papermill into ``results/<preset>/notebooks/<name>.ipynb``. A notebook is s
 output is newer than every input it depends on (its source, the ``planner`` package, the configs
 and the preset's profiles and evaluation tables) and was run with the same parameters.
 
-The committed ``_toc.yml`` / ``_config.yml`` describe the full study and build in place. Any other
-preset is staged under ``_build/stage/<preset>/`` with a toc pointing at that preset's executed
-notebooks and a config whose title and banner label it as a quick run; ``jupyter-book build`` is
-given both, and the HTML is copied to ``_build/html`` either way.
+The committed ``_toc.yml`` / ``_config.yml`` describe the full study and build in place (the config
+with the repository's address filled in, :mod:`planner.report.repository`). Any other preset is staged
+under ``_build/stage/<preset>/`` with a toc pointing at that preset's executed notebooks and a config
+whose title and banner label it as a quick run; ``jupyter-book build`` is given both, and the HTML is
+copied to ``_build/html`` either way.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import yaml
 
 from planner import config
 from planner.paths import REPO_ROOT, results_dir
+from planner.report import repository
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 BOOK_TOC = REPO_ROOT / "_toc.yml"
@@ -294,19 +296,24 @@ def _staged(preset: str) -> bool:
     return not (preset == COMMITTED_PRESET and results_dir(preset).resolve() == (REPO_ROOT / "results" / preset).resolve())
 
 
-def book_inputs(preset: str) -> tuple[Path, Path, Path]:
+def book_inputs(preset: str, repository_url: str | None = None) -> tuple[Path, Path, Path]:
     """``(book root, toc, config)`` to build ``preset``'s book from.
 
-    The full study uses the repo root and the committed files. Any other preset (or a results folder
-    moved by ``PLANNER_RESULTS_DIR``) is staged under ``_build/stage/<preset>/``: the prose chapters,
-    the bibliography, that preset's executed notebooks at ``results/<preset>/notebooks/``, a toc
-    pointing there and a config whose title and banner say which run it is.
+    The full study builds in the repo root from the committed toc, with the committed config plus the
+    repository settings (:func:`planner.report.repository.with_repository`: buttons on only when
+    ``repository_url`` is given) written to ``_build/config/<preset>/_config.yml``. Any other preset (or a
+    results folder moved by ``PLANNER_RESULTS_DIR``) is staged under ``_build/stage/<preset>/``: the prose
+    chapters, the bibliography, that preset's executed notebooks at ``results/<preset>/notebooks/``, a
+    toc pointing there and a config whose title and banner say which run it is.
     """
+    cfg = repository.with_repository(_load_yaml(BOOK_CONFIG), repository_url)
     if not _staged(preset):
-        return REPO_ROOT, BOOK_TOC, BOOK_CONFIG
+        cfg_path = BUILD_DIR / "config" / preset / "_config.yml"
+        cfg_path.parent.mkdir(parents=True, exist_ok=True)
+        cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        return REPO_ROOT, BOOK_TOC, cfg_path
     config.preset(preset)
     toc = _retarget(_load_yaml(BOOK_TOC), COMMITTED_PRESET, preset)
-    cfg = _load_yaml(BOOK_CONFIG)
     if preset != COMMITTED_PRESET:
         cfg["title"] = f"{cfg.get('title', 'Report')} ({preset} run)"
         cfg.setdefault("html", {})["announcement"] = (
@@ -339,9 +346,13 @@ def missing_documents(root: Path, toc_path: Path) -> list[str]:
     return missing
 
 
-def build_book(preset: str, warnings_as_errors: bool = True) -> Path:
-    """``jupyter-book build`` of ``preset``'s book; the HTML always ends up in ``_build/html``."""
-    root, toc_path, cfg_path = book_inputs(preset)
+def build_book(preset: str, warnings_as_errors: bool = True, repository_url: str | None = None) -> Path:
+    """``jupyter-book build`` of ``preset``'s book; the HTML always ends up in ``_build/html``.
+
+    The repository and issue buttons link to ``repository_url``, else ``$PLANNER_REPOSITORY_URL``, else
+    the ``origin`` remote's web address (:func:`planner.report.repository.repository_url`); none: no buttons.
+    """
+    root, toc_path, cfg_path = book_inputs(preset, repository.repository_url(repository_url))
     missing = missing_documents(root, toc_path)
     if missing:
         raise ReportError(f"the {preset} book names documents that do not exist yet: {missing}; "
