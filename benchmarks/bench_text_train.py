@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from planner.models.train import _build, recipe
+from planner.models.train import _build, recipe, train_step
 
 
 def main() -> None:
@@ -48,12 +48,7 @@ def main() -> None:
             bs = adapter.batch_size
             inputs, labels = adapter.batch(order[step * bs: (step + 1) * bs], torch.Generator().manual_seed(step))
             t0 = time.perf_counter()
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-                logits = adapter.logits(model, inputs)
-            loss = loss_fn(logits.float(), labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            train_step(model, adapter, optimizer, loss_fn, inputs, labels, autocast)
             if step >= args.warmup:
                 times[name].append(time.perf_counter() - t0)
     base = args.models[0]

@@ -4,6 +4,8 @@ installed, the real all-mpnet-base-v2 archive."""
 
 from __future__ import annotations
 
+from planner.tables import file_sha256
+
 import argparse
 import io
 import json
@@ -263,7 +265,7 @@ def test_real_archive_config_parameters_and_weights_checksum():
     folder = mpnet.model_dir()
     cfg = AutoConfig.from_pretrained(str(folder), local_files_only=True)
     assert (cfg.model_type, cfg.hidden_size, cfg.num_hidden_layers, cfg.vocab_size) == ("mpnet", 768, 12, 30527)
-    assert mpnet.sha256_of(folder / mpnet.WEIGHTS_FILE) == mpnet.WEIGHTS_SHA256
+    assert file_sha256(folder / mpnet.WEIGHTS_FILE) == mpnet.WEIGHTS_SHA256
     full = text.build_encoder(mpnet.SOURCE, 12, pretrained=False)
     assert sum(p.numel() for p in full.encoder.parameters()) == 108_895_872
     half = text.build_encoder(mpnet.SOURCE, 6, "alternate", pretrained=False)

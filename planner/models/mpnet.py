@@ -22,6 +22,7 @@ from pathlib import Path
 
 from planner.models.base import ModelUnavailableError
 from planner.paths import cache_dir
+from planner.tables import file_sha256
 
 EXTRA = "mpnet"
 SOURCE = "all-mpnet-base-v2"
@@ -62,14 +63,6 @@ def part_files() -> list[Path]:
             raise ModelUnavailableError(f"package {name} does not hold {suffix}; reinstall it ({INSTALL_HINT})")
         parts.append(path)
     return parts
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _join(parts: list[Path], target: Path) -> str:
@@ -133,7 +126,7 @@ def model_dir() -> Path:
         files = work / "files"
         _extract(archive, files)
         archive.unlink()
-        weights = sha256_of(files / WEIGHTS_FILE)
+        weights = file_sha256(files / WEIGHTS_FILE)
         if weights != WEIGHTS_SHA256:
             raise ModelUnavailableError(f"{SOURCE}/{WEIGHTS_FILE} has sha256 {weights}, expected {WEIGHTS_SHA256}")
         (files / NOTE_FILE).write_text(json.dumps({

@@ -205,6 +205,18 @@ def _build(rec: dict) -> tuple[nn.Module, _Adapter, torch.optim.Optimizer, Calla
 # ----------------------------------------------------------------------------- the loop
 
 
+def train_step(model: nn.Module, adapter: _Adapter, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
+               inputs: Any, labels: torch.Tensor, autocast: bool) -> torch.Tensor:
+    """One optimisation step (forward under bf16 autocast when asked, loss in fp32); returns the loss."""
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        logits = adapter.logits(model, inputs)
+    loss = loss_fn(logits.float(), labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
 def train(task: str, model_name: str, preset: str, force: bool = False, progress: bool = True,
           max_run_s: float | None = None) -> TrainResult:
     """Train ``model_name`` for ``preset``, or reuse what already exists for the same recipe and data.
@@ -292,12 +304,7 @@ def train(task: str, model_name: str, preset: str, force: bool = False, progress
             torch.manual_seed(seed * 1_000_003 + state["step"])  # dropout: same on resume
             generator = torch.Generator().manual_seed(seed * 7_919 + state["step"])
             inputs, labels = adapter.batch(order[b * adapter.batch_size : (b + 1) * adapter.batch_size], generator)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-                logits = adapter.logits(model, inputs)
-            loss = loss_fn(logits.float(), labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            loss = train_step(model, adapter, optimizer, loss_fn, inputs, labels, autocast)
             dt = time.perf_counter() - t0
             state["step"] += 1
             state["train_seconds"] += dt
