@@ -37,7 +37,7 @@ from planner.plan import policies
 from planner.plan.planner import DeadlinePlanner
 from planner.plan.registry import METHODS, TraceContext, check_method_params, check_methods, method_params
 from planner.schema import ProfileBundle
-from planner.splits import predictions_split
+from planner.splits import labels_by_example, partition
 from planner.tables import append_rows, read_rows
 from planner.serving.outcomes import run_metrics
 from planner.serving.replay import harness_overhead
@@ -94,7 +94,7 @@ def example_ids(bundle: ProfileBundle, task: str) -> np.ndarray:
         raise SimulationError(f"no predictions for any measured {task} configuration")
     counts = preds.groupby("example_id")["config_id"].nunique()
     common = np.sort(counts.index[counts == preds["config_id"].nunique()].to_numpy(dtype=np.int64))
-    scored = np.intersect1d(common, predictions_split(preds, task).scored)
+    scored = np.intersect1d(common, partition(task, labels_by_example(preds, f"{task} predictions")).scored)
     if len(scored) == 0:
         raise SimulationError(f"the measured {task} configurations share no example id in the scored part")
     return scored
