@@ -56,6 +56,7 @@ if str(REPO_ROOT) not in sys.path:  # run as a script from any folder
 
 from planner import config, data  # noqa: E402
 from planner.data import sha256_file  # noqa: E402
+from planner.models.published import round_for_publishing  # noqa: E402
 from planner.models import checkpoints as ckpt  # noqa: E402
 from planner.models.datasets import EVAL_SPLIT, eval_inputs, split_inputs  # noqa: E402
 from planner.models.text import load_tokenizer, minilm_dir  # noqa: E402
@@ -113,8 +114,9 @@ def pack_state(state: dict[str, torch.Tensor], rows: dict[str, Iterable[int]] | 
                 raise StageError(f"row ids of {name} outside 0..{value.shape[0] - 1}")
             kept[name] = {"index": index, "shape": list(value.shape)}
             value = value[index]
-        tensors[name] = value.to(torch.float16) if value.is_floating_point() else value.clone()
-    return {"format": FORMAT, "tensors": tensors, "dtypes": dtypes, "rows": kept}
+        tensors[name] = value
+    # the publishing rounding (fp16, bf16 where fp16 would overflow): exact for published weights
+    return {"format": FORMAT, "tensors": round_for_publishing(tensors), "dtypes": dtypes, "rows": kept}
 
 
 def unpack_state(packed: dict[str, Any]) -> dict[str, torch.Tensor]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from types import SimpleNamespace
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -251,3 +252,20 @@ def test_mixed_deadline_workload_plans_per_request(bundle):
     assert runs.loc["seed_p95", "n_configs_used"] >= 2
     assert runs.loc["anytime", "effective_accuracy"] <= runs.loc["clairvoyant", "effective_accuracy"] + 1e-9
     assert json.loads(out.traces["deadline_classes"].iloc[0]) == {"tight": [0.5, 0.4], "relaxed": [0.5, 3.0]}
+
+
+@pytest.mark.parametrize("task", ["cifar10", "sst2"])
+def test_committed_full_summaries_are_the_summary_of_the_committed_runs(task):
+    """Every summary row is what summarize_runs computes from runs_<task>.csv (a row edited or copied
+    in by hand, or runs changed without the summary, fails); ~12 s per task."""
+    from planner.paths import results_dir
+
+    eval_dir = results_dir("full") / "eval"
+    summary = pd.read_csv(eval_dir / f"summary_{task}.csv")
+    runs = pd.read_csv(eval_dir / f"runs_{task}.csv")
+    keys = ["task", "workload", "load", "deadline_ms", "method", "metric"]
+    again = summarize_runs(runs, confidence=config.protocol().confidence)
+    both = summary.merge(again, on=keys, suffixes=("", "_again"), validate="one_to_one")
+    assert len(both) == len(summary) == len(again) > 0
+    for column in ("mean", "sd", "n", "ci_low", "ci_high"):
+        np.testing.assert_allclose(both[column], both[f"{column}_again"], rtol=1e-9, equal_nan=True, err_msg=column)

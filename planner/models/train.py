@@ -149,7 +149,7 @@ class _VisionAdapter(_Adapter):
 
 def frozen_prefixes(params: dict) -> tuple[str, ...]:
     """State-dict prefixes a text recipe keeps at their pretrained values (``freeze_embeddings``,
-    ``freeze_layers_below``). Why: the frozen tensors need not be published (they come from the
+    ``freeze_layers_below``; none for a recipe without them, e.g. every CNN's). Why: the frozen tensors need not be published (they come from the
     verified pretrained package), which keeps the shipped weights small, and they cost no backward pass."""
     prefixes = ["encoder.embeddings."] if params.get("freeze_embeddings") else []
     prefixes += [f"encoder.encoder.layer.{i}." for i in range(int(params.get("freeze_layers_below", 0)))]
@@ -176,7 +176,7 @@ def _build(rec: dict) -> tuple[nn.Module, _Adapter, torch.optim.Optimizer, Calla
         adapter: _Adapter = _TextAdapter(params, rec["train_subset"], tokenizer_for(rec["model"]))
         frozen = frozen_prefixes(params)
         for name, weight in model.named_parameters():
-            weight.requires_grad_(not name.startswith(frozen) if frozen else True)
+            weight.requires_grad_(not name.startswith(frozen))
         decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and p.requires_grad]
         no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 and p.requires_grad]
         optimizer = torch.optim.AdamW(
@@ -365,8 +365,8 @@ def _finish(model: nn.Module, adapter: _Adapter, rec: dict, checksum: str, prese
             sidecar: dict) -> TrainResult:
     """Round the weights as published, score the rounded weights, cache them, publish them (without
     the tensors the recipe froze: those stay the verified pretrained ones)."""
-    frozen = frozen_prefixes(rec["params"]) if rec["kind"] == "hf_encoder_finetune" else ()
-    trained = {k: v for k, v in model.state_dict().items() if not (frozen and k.startswith(frozen))}
+    frozen = frozen_prefixes(rec["params"])
+    trained = {k: v for k, v in model.state_dict().items() if not k.startswith(frozen)}
     stored = published.round_for_publishing(trained)
     # what is evaluated, cached and profiled = what is published (+ the frozen pretrained tensors)
     model.load_state_dict(published.upcast(stored), strict=not frozen)
@@ -402,7 +402,7 @@ def _install_published(preset: str, model_name: str, entry: dict) -> TrainResult
     weights = ckpt.checkpoint_dir(preset, model_name) / ckpt.WEIGHTS_FILE
     state = published.upcast(published.load_verified(preset, model_name, entry))
     rec = entry["recipe"]
-    frozen = frozen_prefixes(rec["params"]) if rec["kind"] == "hf_encoder_finetune" else ()
+    frozen = frozen_prefixes(rec["params"])
     if frozen:  # the published file lacks the frozen tensors: start from the verified pretrained model
         module = _module(rec, pretrained=True)
         missing, unexpected = module.load_state_dict(state, strict=False)
