@@ -211,3 +211,45 @@ def test_a_recipe_that_freezes_layers_trains_and_publishes_only_the_rest(tiny_en
     assert installed.reused
     assert all(torch.equal(v, cached[k]) for k, v in torch.load(installed.weights, weights_only=True).items())
     assert train_mod.frozen_prefixes({"freeze_layers_below": 2}) == ("encoder.encoder.layer.0.", "encoder.encoder.layer.1.")
+
+
+def test_learning_rate_cycles_repeat_the_schedule_scaled_and_reject_bad_shapes():
+    schedule = train_mod.cycled(lambda q: 1.0 - q, [(3, 1.0), (1, 0.5)])
+    assert schedule(0.0) == 1.0 and schedule(0.5) == pytest.approx(1 / 3)
+    assert schedule(0.75) == 0.5 and schedule(0.875) == pytest.approx(0.25)
+    assert train_mod.lr_cycles({}) == [(1.0, 1.0)]
+    for bad in ([[8, 0.0]], [[8]], "8,6", []):
+        with pytest.raises(ValueError, match="params.cycles"):
+            train_mod.lr_cycles({"cycles": bad})
+
+
+def _schedule(monkeypatch, original, cycles, epochs):
+    """Train with ``cycles`` (None: one cycle) over ``epochs`` epochs instead of the configured schedule."""
+    def patched(model, preset):
+        rec = original(model, preset)
+        params = {k: v for k, v in rec["params"].items() if k != "cycles"}
+        return {**rec, "params": params if cycles is None else {**params, "cycles": cycles}, "max_epochs": epochs}
+    monkeypatch.setattr(train_mod, "recipe", patched)
+
+
+def test_a_longer_recipe_continues_from_the_finished_checkpoint_of_its_first_cycle(tiny_env, monkeypatch, capsys):
+    """A second learning-rate cycle added to a finished recipe trains only the new epochs, and ends with
+    the weights a from-scratch run of the longer recipe ends with."""
+    original = train_mod.recipe
+    _schedule(monkeypatch, original, None, 3)
+    first = train_mod.train("cifar10", "mobilenet_v2", "quick", progress=False)
+    assert first.sidecar["steps"] == 3
+    _schedule(monkeypatch, original, [[3, 1.0], [3, 0.3]], 6)
+    continued = train_mod.train("cifar10", "mobilenet_v2", "quick", progress=False)
+    err = capsys.readouterr().err
+    assert "continuing mobilenet_v2 (quick) from its finished checkpoint of the first 1 learning-rate" in err
+    assert continued.sidecar["steps"] == 6 and [r["epoch"] for r in continued.sidecar["epoch_losses"]] == list(range(6))
+    assert continued.sidecar["epoch_losses"][:3] == first.sidecar["epoch_losses"]
+    kept = torch.load(continued.weights, weights_only=True)
+    scratch = train_mod.train("cifar10", "mobilenet_v2", "quick", progress=False, force=True)
+    assert "continuing" not in capsys.readouterr().err
+    fresh = torch.load(scratch.weights, weights_only=True)
+    for name, tensor in fresh.items():
+        torch.testing.assert_close(kept[name], tensor, rtol=1e-4, atol=1e-5, msg=name)
+    _schedule(monkeypatch, original, [[3, 1.0], [3, 0.3]], 5)  # the first cycle would end mid-epoch: no reuse
+    assert train_mod._prefix_recipe(train_mod.recipe("mobilenet_v2", "quick"), 1) is None

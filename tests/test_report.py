@@ -513,6 +513,17 @@ def test_training_record_reads_recipes_and_per_epoch_curves_from_the_published_m
     assert trained.loc[0, "stem"] == "cifar" and trained.loc[0, "train_minutes"] == 10.0
     assert trained.loc[0, "eval_accuracy"] == 0.91 and trained.loc[0, "megabytes"] == 22.4
     assert curves["eval_accuracy"].tolist() == [0.7, 0.91]
+    assert trained.loc[0, "lr_cycles"] == "1"
     fig = plots.training_curves(curves)
     assert plots.figure_problems(fig) == []
     plots.plt.close(fig)
+
+    # the book flags profiles measured on another checkpoint than the published one
+    profile = pd.DataFrame({"model": ["resnet18", "resnet18"], "runtime": ["torch", "onnxruntime"],
+                            "precision": ["fp32", "fp32"], "cascade_small": [None, None], "accuracy": [0.743, 0.91]})
+    stale = results.models_profiled_before_publishing("quick", profile)
+    assert stale[["model", "published_accuracy", "profiled_accuracy"]].values.tolist() == [["resnet18", 0.91, 0.743]]
+    assert results.models_profiled_before_publishing("quick", profile.assign(accuracy=0.91)).empty
+    entry["recipe"]["params"]["cycles"] = [[8, 1.0], [6, 0.3]]
+    (folder / published.MANIFEST_FILE).write_text(json.dumps({"models": {"resnet18": entry}}))
+    assert results.training_record("quick")[0].loc[0, "lr_cycles"] == "8@1 + 6@0.3"

@@ -310,6 +310,7 @@ def training_record(preset: str) -> tuple[pd.DataFrame, pd.DataFrame]:
         rows.append({
             "task": rec["task"], "model": model, "architecture": params.get("arch", rec.get("source")),
             "stem": params.get("stem", "-"), "epochs": round(float(record.get("epochs", np.nan)), 2),
+            "lr_cycles": " + ".join(f"{length:g}@{scale:g}" for length, scale in params.get("cycles", [])) or "1",
             "batch_size": params.get("batch_size"), "peak_lr": params.get("lr"),
             "label_smoothing": params.get("label_smoothing", 0.0), "bf16_autocast": params.get("autocast_bf16", False),
             "train_minutes": round(float(record.get("train_seconds", np.nan)) / 60.0, 1),
@@ -318,3 +319,22 @@ def training_record(preset: str) -> tuple[pd.DataFrame, pd.DataFrame]:
         })
         curves += [{"task": rec["task"], "model": model, **row} for row in record.get("epoch_losses", [])]
     return pd.DataFrame(rows), pd.DataFrame(curves)
+
+
+def models_profiled_before_publishing(preset: str, profiles: pd.DataFrame, tol: float = 5e-4) -> pd.DataFrame:
+    """Published models whose fp32 PyTorch accuracy in ``profiles`` is not the published weights' own
+    (same evaluation set): the profiles, and everything planned from them, still describe an earlier
+    checkpoint. One row per such model: published and profiled accuracy."""
+    trained, _ = training_record(preset)
+    if trained.empty or profiles.empty:
+        return pd.DataFrame(columns=["task", "model", "published_accuracy", "profiled_accuracy"])
+    single = profiles[(profiles["runtime"] == "torch") & (profiles["precision"] == "fp32")
+                      & profiles["cascade_small"].isna()] if "cascade_small" in profiles else profiles.iloc[0:0]
+    profiled = single.groupby("model")["accuracy"].first()
+    rows = []
+    for r in trained.itertuples(index=False):
+        seen = profiled.get(r.model, np.nan)
+        if not (abs(float(seen) - float(r.eval_accuracy)) <= tol):
+            rows.append({"task": r.task, "model": r.model, "published_accuracy": r.eval_accuracy,
+                         "profiled_accuracy": None if pd.isna(seen) else float(seen)})
+    return pd.DataFrame(rows, columns=["task", "model", "published_accuracy", "profiled_accuracy"])

@@ -9,7 +9,11 @@ a competing process finished). ``planned_steps`` (the step count the first steps
 recorded for reference. Training stops when progress reaches 1. A resumable ``state.pt`` is written every ``checkpoint_every_s`` seconds and at the end
 of every epoch; data order, augmentation and dropout are seeded per epoch/step so a resumed run
 continues the same sequence. ``max_run_s`` stops a run early with its state saved, so a long recipe is
-trained in several resumed runs. After every epoch the model is scored on the evaluation set (under
+trained in several resumed runs. A recipe may split its schedule into several learning-rate cycles
+(``params.cycles``: relative length and peak-lr scale of each, warm restarts): at each cycle's start the
+weights are rounded as published and the optimizer state is reset, so a longer recipe continues from the
+finished checkpoint of its first cycles exactly as a from-scratch run would pass through it (the
+preset's time budget is not binding there). After every epoch the model is scored on the evaluation set (under
 the training autocast, so the curve costs little) and the curve goes into the sidecar; the final
 accuracy is the fp32 one.
 """
@@ -54,6 +58,7 @@ def recipe(model: str, preset: str) -> dict[str, Any]:
         raise ValueError(
             f"model {model!r} ({spec.kind}) is not trained here: it loads a fine-tuned checkpoint from {spec.source!r}"
         )
+    lr_cycles(spec.params)  # a malformed schedule fails here, before any data is loaded
     return {
         "version": RECIPE_VERSION, "task": spec.task, "model": model, "kind": spec.kind, "source": spec.source,
         "params": {k: v for k, v in spec.params.items() if k not in EXPORT_PARAMS},
@@ -61,6 +66,42 @@ def recipe(model: str, preset: str) -> dict[str, Any]:
         "max_epochs": train_cfg.epochs_for(model), "train_subset": train_cfg.train_subset,
         "eval_subset": train_cfg.eval_subset,
     }
+
+
+def lr_cycles(params: dict) -> list[tuple[float, float]]:
+    """(relative length, peak-lr scale) of each learning-rate cycle; one full-scale cycle by default."""
+    raw = params.get("cycles")
+    if raw is None:
+        return [(1.0, 1.0)]
+    try:
+        cycles = [(float(length), float(scale)) for length, scale in raw]
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"params.cycles must be a list of [relative length, lr scale] pairs, got {raw!r}") from exc
+    if not cycles or any(not (length > 0 and scale > 0) for length, scale in cycles):
+        raise ValueError(f"params.cycles needs positive lengths and lr scales, got {raw!r}")
+    return cycles
+
+
+def cycle_starts(cycles: list[tuple[float, float]]) -> list[float]:
+    """Schedule progress (0..1) at which each cycle starts."""
+    total = sum(length for length, _ in cycles)
+    return [sum(length for length, _ in cycles[:k]) / total for k in range(len(cycles))]
+
+
+def cycle_index(progress: float, starts: list[float]) -> int:
+    """The cycle that schedule progress ``progress`` falls in."""
+    return max(k for k, start in enumerate(starts) if progress >= start or k == 0)
+
+
+def cycled(factor: Callable[[float], float], cycles: list[tuple[float, float]]) -> Callable[[float], float]:
+    """``factor`` (one cycle over progress 0..1) repeated over each cycle's share of the schedule, scaled."""
+    starts = cycle_starts(cycles) + [1.0]
+
+    def schedule(p: float) -> float:
+        k = cycle_index(p, starts[:-1])
+        q = (p - starts[k]) / (starts[k + 1] - starts[k])
+        return cycles[k][1] * factor(min(1.0, max(0.0, q)))
+    return schedule
 
 
 # ----------------------------------------------------------------------------- task adapters
@@ -199,7 +240,50 @@ def _build(rec: dict) -> tuple[nn.Module, _Adapter, torch.optim.Optimizer, Calla
                 return 1 / 25 + (1 - 1 / 25) * (1 - math.cos(math.pi * p / pct)) / 2
             q = min(1.0, (p - pct) / (1 - pct))
             return 1e-4 + (1 - 1e-4) * (1 + math.cos(math.pi * q)) / 2
-    return model, adapter, optimizer, factor
+    return model, adapter, optimizer, cycled(factor, lr_cycles(params))
+
+
+def _restart_cycle(model: nn.Module, optimizer: torch.optim.Optimizer, params: dict) -> None:
+    """A new learning-rate cycle starts from the weights as published (rounded) with a fresh optimizer
+    state, so it can equally start from a published or cached checkpoint of the earlier cycles."""
+    frozen = frozen_prefixes(params)
+    trained = {k: v for k, v in model.state_dict().items() if not k.startswith(frozen)}
+    model.load_state_dict(published.upcast(published.round_for_publishing(trained)), strict=not frozen)
+    optimizer.state.clear()
+
+
+def _prefix_recipe(rec: dict, k: int) -> dict | None:
+    """The recipe of the first ``k`` cycles of ``rec`` (None where they do not end on an epoch)."""
+    cycles = lr_cycles(rec["params"])
+    epochs = rec["max_epochs"] * sum(length for length, _ in cycles[:k]) / sum(length for length, _ in cycles)
+    if abs(epochs - round(epochs)) > 1e-9 or round(epochs) < 1:
+        return None
+    params = {p: v for p, v in rec["params"].items() if p != "cycles"}
+    if k > 1 or cycles[0][1] != 1.0:
+        params["cycles"] = [list(c) for c in rec["params"]["cycles"][:k]]
+    return {**rec, "params": params, "max_epochs": int(round(epochs))}
+
+
+def _finished_prefix(rec: dict, checksum: str, preset: str, model_name: str,
+                     steps_per_epoch: int) -> tuple[dict, dict, int] | None:
+    """(weights, loop state, cycles done) of a cached finished checkpoint of this recipe's first cycles:
+    same recipe but for the epoch count and time budget, same data, ended by its epoch count."""
+    n_cycles = len(lr_cycles(rec["params"]))
+    side = ckpt.read_sidecar(preset, model_name)
+    weights = ckpt.checkpoint_dir(preset, model_name) / ckpt.WEIGHTS_FILE
+    if n_cycles < 2 or not side or side.get("data_checksum") != checksum or not weights.exists():
+        return None
+    for k in range(n_cycles - 1, 0, -1):
+        want = _prefix_recipe(rec, k)
+        if want is None:
+            continue
+        same = {**side.get("recipe", {}), "time_budget_s": None} == {**want, "time_budget_s": None}
+        if same and side.get("steps") == want["max_epochs"] * steps_per_epoch:
+            loop = {"step": int(side["steps"]), "train_seconds": float(side["train_seconds"]), "cycle": k - 1,
+                    "planned_steps": steps_per_epoch * int(rec["max_epochs"]), "calibrated": False,
+                    "epoch_losses": list(side.get("epoch_losses", []))}
+            return torch.load(weights, map_location="cpu", weights_only=True), loop, k
+    return None
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -259,17 +343,27 @@ def train(task: str, model_name: str, preset: str, force: bool = False, progress
     autocast = bool(params.get("autocast_bf16", False))
     loss_fn = nn.CrossEntropyLoss(label_smoothing=float(params.get("label_smoothing", 0.0)))
 
-    state = {"step": 0, "train_seconds": 0.0, "planned_steps": max_steps, "calibrated": False, "epoch_losses": []}
+    state = {"step": 0, "train_seconds": 0.0, "planned_steps": max_steps, "calibrated": False, "epoch_losses": [],
+             "cycle": 0}
     run_start = time.perf_counter()
     state_path = folder / ckpt.STATE_FILE
+    resumed = False
     if state_path.exists() and not force:
         saved = torch.load(state_path, map_location="cpu", weights_only=False)
         if saved.get("recipe") == rec and saved.get("data_checksum") == checksum:
             model.load_state_dict(saved["model"])
             optimizer.load_state_dict(saved["optimizer"])
             state = saved["loop"]
+            resumed = True
             print(f"resuming {model_name} ({preset}) at step {state['step']} after {state['train_seconds']:.0f}s",
                   file=sys.stderr)
+    prefix = None if resumed or force else _finished_prefix(rec, checksum, preset, model_name, steps_per_epoch)
+    if prefix is not None:
+        weights_k, state, k = prefix
+        model.load_state_dict(weights_k)
+        print(f"continuing {model_name} ({preset}) from its finished checkpoint of the first {k} learning-rate "
+              f"cycle(s) ({state['step'] // steps_per_epoch} epochs)", file=sys.stderr)
+    starts = cycle_starts(lr_cycles(params))
 
     def save_state() -> None:
         tmp = state_path.with_suffix(".tmp")
@@ -299,6 +393,9 @@ def train(task: str, model_name: str, preset: str, force: bool = False, progress
                 stop = paused = True
                 break
             t0 = time.perf_counter()
+            if cycle_index(progress_frac, starts) > state.get("cycle", 0):
+                _restart_cycle(model, optimizer, params)
+                state["cycle"] = cycle_index(progress_frac, starts)
             for group, base in zip(optimizer.param_groups, base_lrs):
                 group["lr"] = base * factor(progress_frac)
             torch.manual_seed(seed * 1_000_003 + state["step"])  # dropout: same on resume
