@@ -253,3 +253,30 @@ def test_a_longer_recipe_continues_from_the_finished_checkpoint_of_its_first_cyc
         torch.testing.assert_close(kept[name], tensor, rtol=1e-4, atol=1e-5, msg=name)
     _schedule(monkeypatch, original, [[3, 1.0], [3, 0.3]], 5)  # the first cycle would end mid-epoch: no reuse
     assert train_mod._prefix_recipe(train_mod.recipe("mobilenet_v2", "quick"), 1) is None
+
+
+PUBLISHED_BUDGET_BYTES = 150_000_000  # issue #14: all published checkpoints together
+
+
+def test_committed_full_weights_verify_and_are_the_ones_make_report_installs(monkeypatch):
+    """Every committed full-preset checkpoint verifies by sha256, was trained by the current recipe on the
+    current data (so `make report PRESET=full` installs it instead of retraining), fits its network,
+    and all of them stay within the publication budget."""
+    from planner import config
+    from planner.models import extras, published
+
+    monkeypatch.delenv("PLANNER_RESULTS_DIR", raising=False)  # the committed results/full
+    manifest = published.read_manifest("full")["models"]
+    if not manifest:
+        pytest.skip("no full-preset weights are published")
+    assert sum(entry["bytes"] for entry in manifest.values()) <= PUBLISHED_BUDGET_BYTES
+    for model, entry in manifest.items():
+        spec = config.model_spec(model)
+        assert published.matching_entry("full", model, train_mod.recipe(model, "full"),
+                                        ckpt.data_checksum(spec.task)) is not None, model
+        stored = published.load_verified("full", model, entry)
+        if extras.unavailable_reason(model) is None:
+            frozen = train_mod.frozen_prefixes(entry["recipe"]["params"])
+            module = train_mod._module(entry["recipe"], pretrained=False)
+            missing, unexpected = module.load_state_dict(published.upcast(stored), strict=False)
+            assert not unexpected and all(k.startswith(frozen) for k in missing), model

@@ -518,12 +518,17 @@ def test_training_record_reads_recipes_and_per_epoch_curves_from_the_published_m
     assert plots.figure_problems(fig) == []
     plots.plt.close(fig)
 
-    # the book flags profiles measured on another checkpoint than the published one
+    # the book flags profiles measured on another checkpoint than the published one (whole evaluation set)
     profile = pd.DataFrame({"model": ["resnet18", "resnet18"], "runtime": ["torch", "onnxruntime"],
-                            "precision": ["fp32", "fp32"], "cascade_small": [None, None], "accuracy": [0.743, 0.91]})
-    stale = results.models_profiled_before_publishing("quick", profile)
-    assert stale[["model", "published_accuracy", "profiled_accuracy"]].values.tolist() == [["resnet18", 0.91, 0.743]]
-    assert results.models_profiled_before_publishing("quick", profile.assign(accuracy=0.91)).empty
+                            "precision": ["fp32", "fp32"], "cascade_small": [None, None],
+                            "config_id": ["c/r/torch", "c/r/ort"]})
+    hits = [True] * 91 + [False] * 9
+    predictions = pd.DataFrame({"config_id": ["c/r/torch"] * 100 + ["c/r/ort"] * 100, "correct": hits + hits})
+    assert results.models_profiled_before_publishing("quick", profile, predictions).empty
+    predictions["correct"] = [True] * 74 + [False] * 126
+    stale = results.models_profiled_before_publishing("quick", profile, predictions)
+    assert stale[["model", "published_accuracy", "profiled_accuracy"]].values.tolist() == [["resnet18", 0.91, 0.74]]
+    assert results.models_profiled_before_publishing("quick", profile, predictions.iloc[0:0]).loc[0, "model"] == "resnet18"
     entry["recipe"]["params"]["cycles"] = [[8, 1.0], [6, 0.3]]
     (folder / published.MANIFEST_FILE).write_text(json.dumps({"models": {"resnet18": entry}}))
     assert results.training_record("quick")[0].loc[0, "lr_cycles"] == "8@1 + 6@0.3"

@@ -321,20 +321,24 @@ def training_record(preset: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     return pd.DataFrame(rows), pd.DataFrame(curves)
 
 
-def models_profiled_before_publishing(preset: str, profiles: pd.DataFrame, tol: float = 5e-4) -> pd.DataFrame:
-    """Published models whose fp32 PyTorch accuracy in ``profiles`` is not the published weights' own
-    (same evaluation set): the profiles, and everything planned from them, still describe an earlier
-    checkpoint. One row per such model: published and profiled accuracy."""
+def models_profiled_before_publishing(preset: str, profiles: pd.DataFrame, predictions: pd.DataFrame,
+                                      tol: float = 5e-4) -> pd.DataFrame:
+    """Published models whose profiled fp32 PyTorch predictions do not score the published weights' own
+    accuracy on the whole evaluation set (both halves, as training scored it): the profiles, and
+    everything planned from them, still describe an earlier checkpoint. One row per such model."""
+    columns = ["task", "model", "published_accuracy", "profiled_accuracy"]
     trained, _ = training_record(preset)
     if trained.empty or profiles.empty:
-        return pd.DataFrame(columns=["task", "model", "published_accuracy", "profiled_accuracy"])
+        return pd.DataFrame(columns=columns)
     single = profiles[(profiles["runtime"] == "torch") & (profiles["precision"] == "fp32")
-                      & profiles["cascade_small"].isna()] if "cascade_small" in profiles else profiles.iloc[0:0]
-    profiled = single.groupby("model")["accuracy"].first()
+                      & profiles["cascade_small"].isna()]
+    first_config = single.groupby("model")["config_id"].first()
     rows = []
     for r in trained.itertuples(index=False):
-        seen = profiled.get(r.model, np.nan)
-        if not (abs(float(seen) - float(r.eval_accuracy)) <= tol):
+        config_id = first_config.get(r.model)
+        correct = predictions.loc[predictions["config_id"] == config_id, "correct"] if config_id else pd.Series([])
+        seen = float(correct.mean()) if len(correct) else np.nan
+        if not abs(seen - float(r.eval_accuracy)) <= tol:
             rows.append({"task": r.task, "model": r.model, "published_accuracy": r.eval_accuracy,
-                         "profiled_accuracy": None if pd.isna(seen) else float(seen)})
-    return pd.DataFrame(rows, columns=["task", "model", "published_accuracy", "profiled_accuracy"])
+                         "profiled_accuracy": None if np.isnan(seen) else seen})
+    return pd.DataFrame(rows, columns=columns)
