@@ -30,3 +30,37 @@ def test_unknown_preset_and_task_are_clear_errors(capsys):
     assert "unknown preset 'nope'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(["profile", "--task", "imagenet"])
+
+
+def test_a_retrained_model_is_profiled_again_and_the_others_are_kept(tmp_path, monkeypatch, capsys):
+    """Done-markers name a configuration, not its weights: the sweep records each model's weights
+    identity and profiles again every configuration (cascades included) of a model whose weights changed."""
+    import json
+
+    from planner.profile.sweep import models_of
+
+    monkeypatch.setenv("PLANNER_RESULTS_DIR", str(tmp_path))
+    monkeypatch.setenv("PLANNER_PROFILE_ZOO", "planner.profile.toy")
+    monkeypatch.setenv("PLANNER_TOY_VARIANTS", "torch/fp32")
+    monkeypatch.setattr("planner.profile.sweep.load_profile_preset", lambda preset, device="cpu": TINY)
+    clock = iter(range(10_000))  # profiled_at: a counter instead of the second-resolution clock
+    monkeypatch.setattr("planner.profile.sweep.now_iso", lambda: f"t{next(clock):05d}")
+    args = ["profile", "--task", "cifar10", "--preset", "quick", "--device", "cpu", "--no-progress"]
+    assert cli.main(args) == 0
+    folder = next((tmp_path / "quick" / "profiles").iterdir())
+    env = json.loads((folder / "environment.json").read_text())
+    assert env["weights"] == {"mobilenet_v2": "toy:mobilenet_v2", "resnet18": "toy:resnet18"}
+    first = pd.read_csv(folder / "profiles.csv").set_index("config_id")["profiled_at"]
+    capsys.readouterr()
+
+    assert cli.main(args) == 0  # same weights: nothing is profiled again
+    assert "profiling their" not in capsys.readouterr().out
+    monkeypatch.setenv("PLANNER_TOY_WEIGHTS", "resnet18=retrained")
+    assert cli.main(args) == 0
+    assert "the weights of resnet18 differ from the ones profiled: profiling their 5 configuration(s) again" \
+        in capsys.readouterr().out  # resnet18 + its 4 cascades; mobilenet_v2 alone is kept
+    again = pd.read_csv(folder / "profiles.csv").set_index("config_id")["profiled_at"]
+    redone = {cid for cid in first.index if again[cid] != first[cid]}
+    assert redone == {cid for cid in first.index if "resnet18" in models_of(cid)}
+    assert json.loads((folder / "environment.json").read_text())["weights"]["resnet18"] == "retrained"
+    assert models_of("sst2/cascade:minilm-l3>minilm-l6@0.8/torch/fp32/b1/cpu") == {"minilm-l3", "minilm-l6"}

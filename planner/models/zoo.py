@@ -96,6 +96,14 @@ class BaseModel:
     params: dict
 
 
+def weights_key(task: str, model: str, preset: str) -> str | None:
+    """sha256 of ``model``'s trained ``preset`` checkpoint (None without one, e.g. DistilBERT): the
+    identity the profiler records, so that retrained weights are profiled again."""
+    config.validate_task(task)
+    weights = ckpt.weights_path(preset, model)
+    return None if weights is None else ckpt.source_key_of(weights)
+
+
 def base_model(task: str, model: str, preset: str) -> BaseModel:
     """The fp32 module of ``model`` with trained weights of ``preset`` (ModelUnavailableError if untrained)."""
     import torch

@@ -62,6 +62,15 @@ def _ort_threads(predictor: Any) -> float:
     return float("nan")
 
 
+def models_of(config_id: str) -> set[str]:
+    """The models a configuration runs: its model, or both stages of a cascade
+    (``task/cascade:small>large@threshold/...``)."""
+    name = config_id.split("/")[1] if config_id.count("/") >= 1 else ""
+    if name.startswith("cascade:"):
+        return set(name.removeprefix("cascade:").split("@", 1)[0].split(">"))
+    return {name}
+
+
 class _Sweep:
     def __init__(self, tasks: list[str], preset: str, device: str, zoo: Zoo, profile: config.ProfilePreset,
                  progress: bool, remeasure_noisy: float | None = None, remeasure: str | None = None,
@@ -85,6 +94,7 @@ class _Sweep:
     def _environment(self, n_threads: int) -> None:
         env = fingerprint(self.device)
         previous = self.store.environment() if self.store.path("environment").exists() else {}
+        self.previous_env = previous
         env.update({
             "preset": self.preset, "n_threads": n_threads, "profile_settings": self.profile.model_dump(),
             "stopping_rule": "bootstrap percentile CI of p95 (scipy.stats.bootstrap); stop when half-width "
@@ -168,6 +178,7 @@ class _Sweep:
             print(f"profiling again (latency and accuracy) {len(chosen)} configuration(s) matching {self.reprofile!r}")
             self.store.forget_latency(chosen)
             self.store.forget_accuracy(chosen)
+        self._forget_retrained()
         self.lat_done, self.acc_done = self.store.latency_done(), self.store.accuracy_done()
         done = sum(c.config_id in self.lat_done and c.config_id in self.acc_done for c in space.feasible)
         print(f"{self.store.root}: {len(space.feasible)} configurations ({done} already done), "
@@ -200,6 +211,30 @@ class _Sweep:
             print(f"{len(dominated)} measured configuration(s) dominated by another one (same task, batch, device) "
                   f"moved to {self.store.path('dominated').name}: " + ", ".join(sorted(set(dominated["runtime"]))))
         return merged
+
+    def _forget_retrained(self) -> None:
+        """Profile again every configuration of a model whose weights changed since it was profiled.
+
+        Why: done-markers are per configuration id, which names the model but not its weights, so a
+        retrained (or newly installed) checkpoint would otherwise keep the old checkpoint's accuracy and
+        latency. The identity of each model's weights (``zoo.weights_key``: the checkpoint's sha256) is
+        recorded in ``environment.json``; a folder from before this record counts as changed."""
+        weights_key = getattr(self.zoo, "weights_key", None)
+        if weights_key is None:
+            return
+        recorded = dict(self.previous_env.get("weights", {}))
+        current = {model: weights_key(task, model, self.preset)
+                   for task in self.tasks for model in self.zoo.task_models(task, self.preset)}
+        changed = {model for model, key in current.items() if key is not None and recorded.get(model) != key}
+        measured = set(self.store.latency_rows()["config_id"]) | set(self.store.accuracy_rows()["config_id"])
+        stale = {cid for cid in measured if models_of(cid) & changed}
+        if stale:
+            print(f"the weights of {', '.join(sorted({m for cid in stale for m in models_of(cid) & changed}))} "
+                  f"differ from the ones profiled: profiling their {len(stale)} configuration(s) again")
+            self.store.forget_latency(stale)
+            self.store.forget_accuracy(stale)
+        self.env["weights"] = {**recorded, **{model: key for model, key in current.items() if key is not None}}
+        self.store.write_environment(self.env)
 
     def _measured_matching(self, pattern: str) -> set[str]:
         """Config ids with a latency or accuracy row whose id matches the glob ``pattern``."""

@@ -21,6 +21,7 @@ from planner.models.base import VariantSpec
 DELAY_ENV = "PLANNER_TOY_DELAY_MS"
 # optional comma list of runtime/precision pairs to offer (others infeasible), to keep test sweeps small
 VARIANTS_ENV = "PLANNER_TOY_VARIANTS"
+WEIGHTS_ENV = "PLANNER_TOY_WEIGHTS"
 N_EVAL = {"sst2": 96, "cifar10": 120}
 N_CLASSES = {"sst2": 2, "cifar10": 10}
 _DIM = 8
@@ -30,6 +31,13 @@ _SIZE = {"minilm-l6": 2.0, "minilm-l3": 1.0, "distilbert": 6.0, "mobilenet_v2": 
 _SHARPNESS = {"sst2": 2.0, "cifar10": 8.0}
 # with PLANNER_TOY_DELAY_MS set, a call of this runtime sleeps this multiple of the delay (a slower runtime)
 _RUNTIME_COST = {"torch_compile": 3.0}
+
+
+def weights_key(task: str, model: str, preset: str) -> str | None:
+    """The toy weights' identity: ``toy:<model>``, or what ``PLANNER_TOY_WEIGHTS`` (``model=key,...``)
+    says, to stand for a retrained checkpoint."""
+    given = dict(item.split("=", 1) for item in os.environ.get(WEIGHTS_ENV, "").split(",") if "=" in item)
+    return given.get(model, f"toy:{model}")
 
 
 def task_models(task: str, preset: str | None = None) -> list[str]:
