@@ -37,7 +37,7 @@ def test_a_retrained_model_is_profiled_again_and_the_others_are_kept(tmp_path, m
     identity and profiles again every configuration (cascades included) of a model whose weights changed."""
     import json
 
-    from planner.profile.sweep import models_of
+    from planner.profile.sweep import models_used
 
     monkeypatch.setenv("PLANNER_RESULTS_DIR", str(tmp_path))
     monkeypatch.setenv("PLANNER_PROFILE_ZOO", "planner.profile.toy")
@@ -61,6 +61,7 @@ def test_a_retrained_model_is_profiled_again_and_the_others_are_kept(tmp_path, m
         in capsys.readouterr().out  # resnet18 + its 4 cascades; mobilenet_v2 alone is kept
     again = pd.read_csv(folder / "profiles.csv").set_index("config_id")["profiled_at"]
     redone = {cid for cid in first.index if again[cid] != first[cid]}
-    assert redone == {cid for cid in first.index if "resnet18" in models_of(cid)}
+    used = models_used(pd.read_csv(folder / "profiles.csv"))
+    assert redone == {cid for cid in first.index if "resnet18" in used[cid]}
     assert json.loads((folder / "environment.json").read_text())["weights"]["resnet18"] == "retrained"
-    assert models_of("sst2/cascade:minilm-l3>minilm-l6@0.8/torch/fp32/b1/cpu") == {"minilm-l3", "minilm-l6"}
+    assert used["cifar10/cascade:mobilenet_v2>resnet18@0.9/torch/fp32/b1/cpu"] == {"mobilenet_v2", "resnet18"}

@@ -243,12 +243,20 @@ def _build(rec: dict) -> tuple[nn.Module, _Adapter, torch.optim.Optimizer, Calla
     return model, adapter, optimizer, cycled(factor, lr_cycles(params))
 
 
+def _round_as_published(model: nn.Module, params: dict) -> dict[str, torch.Tensor]:
+    """Round ``model``'s trained tensors as published (in place: the model keeps the rounded values)
+    and return the rounded tensors; the tensors the recipe froze stay the pretrained ones."""
+    frozen = frozen_prefixes(params)
+    trained = {k: v for k, v in model.state_dict().items() if not k.startswith(frozen)}
+    stored = published.round_for_publishing(trained)
+    model.load_state_dict(published.upcast(stored), strict=not frozen)
+    return stored
+
+
 def _restart_cycle(model: nn.Module, optimizer: torch.optim.Optimizer, params: dict) -> None:
     """A new learning-rate cycle starts from the weights as published (rounded) with a fresh optimizer
     state, so it can equally start from a published or cached checkpoint of the earlier cycles."""
-    frozen = frozen_prefixes(params)
-    trained = {k: v for k, v in model.state_dict().items() if not k.startswith(frozen)}
-    model.load_state_dict(published.upcast(published.round_for_publishing(trained)), strict=not frozen)
+    _round_as_published(model, params)
     optimizer.state.clear()
 
 
@@ -393,9 +401,10 @@ def train(task: str, model_name: str, preset: str, force: bool = False, progress
                 stop = paused = True
                 break
             t0 = time.perf_counter()
-            if cycle_index(progress_frac, starts) > state.get("cycle", 0):
+            cycle = cycle_index(progress_frac, starts)
+            if cycle > state.get("cycle", 0):
                 _restart_cycle(model, optimizer, params)
-                state["cycle"] = cycle_index(progress_frac, starts)
+                state["cycle"] = cycle
             for group, base in zip(optimizer.param_groups, base_lrs):
                 group["lr"] = base * factor(progress_frac)
             torch.manual_seed(seed * 1_000_003 + state["step"])  # dropout: same on resume
@@ -462,11 +471,8 @@ def _finish(model: nn.Module, adapter: _Adapter, rec: dict, checksum: str, prese
             sidecar: dict) -> TrainResult:
     """Round the weights as published, score the rounded weights, cache them, publish them (without
     the tensors the recipe froze: those stay the verified pretrained ones)."""
-    frozen = frozen_prefixes(rec["params"])
-    trained = {k: v for k, v in model.state_dict().items() if not k.startswith(frozen)}
-    stored = published.round_for_publishing(trained)
     # what is evaluated, cached and profiled = what is published (+ the frozen pretrained tensors)
-    model.load_state_dict(published.upcast(stored), strict=not frozen)
+    stored = _round_as_published(model, rec["params"])
     eval_acc, eval_n = adapter.evaluate(model, rec["eval_subset"])
     weights = ckpt.checkpoint_dir(preset, model_name) / ckpt.WEIGHTS_FILE
     model.eval()

@@ -62,13 +62,14 @@ def _ort_threads(predictor: Any) -> float:
     return float("nan")
 
 
-def models_of(config_id: str) -> set[str]:
-    """The models a configuration runs: its model, or both stages of a cascade
-    (``task/cascade:small>large@threshold/...``)."""
-    name = config_id.split("/")[1] if config_id.count("/") >= 1 else ""
-    if name.startswith("cascade:"):
-        return set(name.removeprefix("cascade:").split("@", 1)[0].split(">"))
-    return {name}
+def models_used(rows: pd.DataFrame) -> dict[str, set[str]]:
+    """config_id -> the models it runs (its model, or a cascade's two stages), from the rows' own columns."""
+    used: dict[str, set[str]] = defaultdict(set)
+    for column in ("model", "cascade_small", "cascade_large"):
+        for cid, name in zip(rows["config_id"], rows[column]):
+            if isinstance(name, str) and not name.startswith("cascade:"):
+                used[cid].add(name)
+    return used
 
 
 class _Sweep:
@@ -226,10 +227,10 @@ class _Sweep:
         current = {model: weights_key(task, model, self.preset)
                    for task in self.tasks for model in self.zoo.task_models(task, self.preset)}
         changed = {model for model, key in current.items() if key is not None and recorded.get(model) != key}
-        measured = set(self.store.latency_rows()["config_id"]) | set(self.store.accuracy_rows()["config_id"])
-        stale = {cid for cid in measured if models_of(cid) & changed}
+        used = models_used(pd.concat([self.store.latency_rows(), self.store.accuracy_rows()], ignore_index=True))
+        stale = {cid for cid, models in used.items() if models & changed}
         if stale:
-            print(f"the weights of {', '.join(sorted({m for cid in stale for m in models_of(cid) & changed}))} "
+            print(f"the weights of {', '.join(sorted({m for cid in stale for m in used[cid] & changed}))} "
                   f"differ from the ones profiled: profiling their {len(stale)} configuration(s) again")
             self.store.forget_latency(stale)
             self.store.forget_accuracy(stale)
