@@ -118,6 +118,14 @@ class DeadlinesConfig(_Strict):
         return value
 
 
+class DistillSpec(_Strict):
+    """A student trained against a teacher's softened logits as well as the labels (planner/models/distill.py)."""
+
+    teacher: str
+    alpha: float = Field(gt=0, le=1)  # weight of the soft (teacher) term; 1 - alpha on the labels
+    temperature: float = Field(gt=0)
+
+
 class TrainPreset(_Strict):
     """How long and on how much data ``planner train`` runs; per-model budgets override the default."""
 
@@ -128,6 +136,8 @@ class TrainPreset(_Strict):
     model_time_budget_s: dict[str, float] = Field(default_factory=dict)
     model_max_epochs: dict[str, int] = Field(default_factory=dict)
     checkpoint_every_s: float = Field(default=120.0, gt=0)
+    # student model -> its teacher and loss weights; a model absent here learns from the labels alone
+    distill: dict[str, DistillSpec] = Field(default_factory=dict)
 
     @field_validator("model_time_budget_s")
     @classmethod

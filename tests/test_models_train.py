@@ -280,3 +280,83 @@ def test_committed_full_weights_verify_and_are_the_ones_make_report_installs(mon
             module = train_mod._module(entry["recipe"], pretrained=False)
             missing, unexpected = module.load_state_dict(published.upcast(stored), strict=False)
             assert not unexpected and all(k.startswith(frozen) for k in missing), model
+
+
+def test_the_distillation_loss_is_the_label_loss_when_the_teacher_agrees_and_pulls_toward_the_teacher():
+    from planner.models.distill import DistillationLoss
+
+    logits = torch.tensor([[2.0, -1.0], [0.5, 0.3]], requires_grad=True)
+    labels = torch.tensor([0, 1])
+    loss = DistillationLoss(alpha=0.5, temperature=2.0)
+    hard = torch.nn.functional.cross_entropy(logits, labels)
+    torch.testing.assert_close(loss(logits, (labels, logits.detach())), 0.5 * hard)
+    teacher = torch.tensor([[-3.0, 3.0], [-3.0, 3.0]])  # the teacher says class 1 for both
+    DistillationLoss(alpha=1.0, temperature=2.0)(logits, (labels, teacher)).backward()
+    assert (logits.grad[:, 1] < 0).all()  # descending the gradient raises the teacher's class
+    for bad in ({"alpha": 0.0, "temperature": 1.0}, {"alpha": 0.5, "temperature": 0.0}):
+        with pytest.raises(ValueError, match="distillation"):
+            DistillationLoss(**bad)
+
+
+def test_a_distilled_student_trains_on_its_teachers_cached_logits(tiny_env, monkeypatch):
+    """The teacher is trained first; its logits over the training set (its own tokenizer) are cached
+    beside the student and reused on the next run; the recipe names the teacher's recipe, so a changed
+    teacher or loss weight is a different recipe, never a reused checkpoint."""
+    from planner import config
+    from planner.models import distill, published
+    from planner.models.text import tokenizer_for
+
+    train_cfg = config.preset("quick").train
+    monkeypatch.setitem(train_cfg.distill, "minilm-l3",
+                        config.DistillSpec(teacher="minilm-l6", alpha=0.7, temperature=2.0))
+    rec = train_mod.recipe("minilm-l3", "quick")
+    assert rec["distill"] == {"teacher": train_mod.recipe("minilm-l6", "quick"), "alpha": 0.7, "temperature": 2.0}
+    clock = {"t": 0.0}
+
+    def fake_clock():  # every call advances 1 s: a 3 s cap pauses the teacher's own training
+        clock["t"] += 1.0
+        return clock["t"]
+    monkeypatch.setattr(train_mod.time, "perf_counter", fake_clock)
+    waiting = train_mod.train("sst2", "minilm-l3", "quick", progress=False, max_run_s=3)
+    assert not waiting.finished and waiting.sidecar["waiting_for_teacher"] == "minilm-l6"
+    monkeypatch.setattr(train_mod.time, "perf_counter", __import__("time").perf_counter)
+    student = train_mod.train("sst2", "minilm-l3", "quick", progress=False)
+    assert student.finished and not student.reused
+    teacher_weights = ckpt.checkpoint_dir("quick", "minilm-l6") / ckpt.WEIGHTS_FILE
+    assert teacher_weights.exists()  # trained on the way
+    cache = ckpt.checkpoint_dir("quick", "minilm-l3") / distill.LOGITS_FILE
+    key = distill.logits_key(teacher_weights, ckpt.data_checksum("sst2"), 64, rec["train_subset"])
+    logits = distill.load_cached(cache, key)
+    adapter = train_mod._TextAdapter(rec["distill"]["teacher"]["params"], rec["train_subset"], tokenizer_for("minilm-l6"))
+    assert logits is not None and logits.shape == (adapter.n_train, 2)
+    teacher = train_mod._module(rec["distill"]["teacher"], pretrained=False)
+    teacher.load_state_dict(torch.load(teacher_weights, weights_only=True))
+    teacher.eval()
+    with torch.inference_mode():
+        direct = teacher(*adapter.batch(np.arange(3), None)[0]).numpy()
+    np.testing.assert_allclose(logits[:3], direct, rtol=0.05, atol=0.05)  # bf16 autocast in the cached pass
+    assert published.read_manifest("quick")["models"]["minilm-l3"]["recipe"]["distill"]["alpha"] == 0.7
+
+    def no_teacher_pass(*args, **kwargs):
+        raise AssertionError("the cached teacher logits should have been reused")
+    monkeypatch.setattr(distill, "compute_logits", no_teacher_pass)
+    again = train_mod.train("sst2", "minilm-l3", "quick", progress=False, force=True)  # its teacher's logits: cached
+    assert again.finished and not again.reused
+    monkeypatch.setitem(train_cfg.distill, "minilm-l3",
+                        config.DistillSpec(teacher="minilm-l6", alpha=0.3, temperature=2.0))
+    assert published.matching_entry("quick", "minilm-l3", train_mod.recipe("minilm-l3", "quick"),
+                                    ckpt.data_checksum("sst2")) is None
+
+
+@pytest.mark.parametrize("student, teacher, match", [
+    ("minilm-l3", "minilm-l3", "cannot learn from"),
+    ("minilm-l3", "resnet18", "cannot learn from"),
+    ("minilm-l3", "mpnet-l12", "needs an extra"),
+])
+def test_a_teacher_that_cannot_teach_is_a_clear_config_error(monkeypatch, student, teacher, match):
+    from planner import config
+
+    monkeypatch.setitem(config.preset("quick").train.distill, student,
+                        config.DistillSpec(teacher=teacher, alpha=0.5, temperature=2.0))
+    with pytest.raises(config.ConfigError, match=match):
+        train_mod.recipe(student, "quick")

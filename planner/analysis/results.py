@@ -312,6 +312,7 @@ def training_record(preset: str) -> tuple[pd.DataFrame, pd.DataFrame]:
             "stem": params.get("stem", "-"), "epochs": round(float(record.get("epochs", np.nan)), 2),
             "lr_cycles": " + ".join(f"{length:g}@{scale:g}" for length, scale in params.get("cycles", [])) or "1",
             "batch_size": params.get("batch_size"), "peak_lr": params.get("lr"),
+            "distilled_from": _teacher_label(rec.get("distill")),
             "label_smoothing": params.get("label_smoothing", 0.0), "bf16_autocast": params.get("autocast_bf16", False),
             "train_minutes": round(float(record.get("train_seconds", np.nan)) / 60.0, 1),
             "eval_split": record.get("eval_split"), "eval_accuracy": record.get("eval_accuracy"),
@@ -319,6 +320,13 @@ def training_record(preset: str) -> tuple[pd.DataFrame, pd.DataFrame]:
         })
         curves += [{"task": rec["task"], "model": model, **row} for row in record.get("epoch_losses", [])]
     return pd.DataFrame(rows), pd.DataFrame(curves)
+
+
+def _teacher_label(distill: dict | None) -> str:
+    """``teacher (alpha a, T t)`` for a distilled recipe, ``-`` for one trained on labels alone."""
+    if not distill:
+        return "-"
+    return f"{distill['teacher']['model']} (alpha {distill['alpha']:g}, T {distill['temperature']:g})"
 
 
 def models_profiled_before_publishing(preset: str, profiles: pd.DataFrame, predictions: pd.DataFrame,

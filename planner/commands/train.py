@@ -47,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     side = result.sidecar
     if not result.finished:
         print(json.dumps({"status": "paused", "steps": side["steps"], "train_seconds": side["train_seconds"],
-                          "epochs": round(side["epochs"], 3)}))
+                          "epochs": round(side["epochs"], 3),
+                          **{k: side[k] for k in ("waiting_for_teacher",) if k in side}}))
         return 3
     status = "reused" if result.reused else "trained"
     print(json.dumps({"status": status, "weights": str(result.weights), "train_seconds": side["train_seconds"],

@@ -35,6 +35,7 @@ from tqdm import tqdm
 from planner import config
 from planner.models.base import EXPORT_PARAMS
 from planner.models import checkpoints as ckpt
+from planner.models import distill
 from planner.models import published
 from planner.models.datasets import EVAL_SPLIT, eval_inputs, train_inputs
 
@@ -59,13 +60,33 @@ def recipe(model: str, preset: str) -> dict[str, Any]:
             f"model {model!r} ({spec.kind}) is not trained here: it loads a fine-tuned checkpoint from {spec.source!r}"
         )
     lr_cycles(spec.params)  # a malformed schedule fails here, before any data is loaded
-    return {
+    rec = {
         "version": RECIPE_VERSION, "task": spec.task, "model": model, "kind": spec.kind, "source": spec.source,
         "params": {k: v for k, v in spec.params.items() if k not in EXPORT_PARAMS},
         "time_budget_s": train_cfg.budget_for(model),
         "max_epochs": train_cfg.epochs_for(model), "train_subset": train_cfg.train_subset,
         "eval_subset": train_cfg.eval_subset,
     }
+    distill = train_cfg.distill.get(model)
+    if distill is not None:  # only then: a recipe without a teacher stays what it was before distillation existed
+        rec["distill"] = {"teacher": _teacher_recipe(model, distill.teacher, preset),
+                          "alpha": distill.alpha, "temperature": distill.temperature}
+    return rec
+
+
+def _teacher_recipe(student: str, teacher: str, preset: str) -> dict[str, Any]:
+    """The teacher's own recipe (what determines its weights, hence the student's targets)."""
+    spec, student_spec = config.model_spec(teacher), config.model_spec(student)
+    if teacher == student or spec.task != student_spec.task or spec.kind != "hf_encoder_finetune" \
+            or student_spec.kind != "hf_encoder_finetune":
+        raise config.ConfigError(f"presets.{preset}.train.distill: {student!r} cannot learn from {teacher!r}: "
+                                 "teacher and student must be two different text encoders trained here")
+    if teacher in config.preset(preset).train.distill:
+        raise config.ConfigError(f"presets.{preset}.train.distill: teacher {teacher!r} is itself distilled")
+    if teacher not in config.task_models(spec.task, preset):
+        raise config.ConfigError(f"presets.{preset}.train.distill: teacher {teacher!r} needs an extra the "
+                                 f"{preset!r} preset does not list ({spec.requires_extra})")
+    return recipe(teacher, preset)
 
 
 def lr_cycles(params: dict) -> list[tuple[float, float]]:
@@ -298,11 +319,12 @@ def _finished_prefix(rec: dict, checksum: str, preset: str, model_name: str,
 
 
 def train_step(model: nn.Module, adapter: _Adapter, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
-               inputs: Any, labels: torch.Tensor, autocast: bool) -> torch.Tensor:
-    """One optimisation step (forward under bf16 autocast when asked, loss in fp32); returns the loss."""
+               inputs: Any, targets: Any, autocast: bool) -> torch.Tensor:
+    """One optimisation step (forward under bf16 autocast when asked, loss in fp32); returns the loss.
+    ``targets``: the labels, or (labels, teacher logits) for a distillation loss."""
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
         logits = adapter.logits(model, inputs)
-    loss = loss_fn(logits.float(), labels)
+    loss = loss_fn(logits.float(), targets)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -338,6 +360,16 @@ def train(task: str, model_name: str, preset: str, force: bool = False, progress
     if entry is not None:
         return _install_published(preset, model_name, entry)
 
+    teacher_logits = None
+    if "distill" in rec:
+        started = time.perf_counter()
+        teacher_logits = _teacher_logits(rec, preset, checksum, progress, max_run_s)
+        if teacher_logits is None:
+            return TrainResult(None, {"steps": 0, "train_seconds": 0.0, "epochs": 0.0,
+                                      "waiting_for_teacher": rec["distill"]["teacher"]["model"]},
+                               reused=False, finished=False)
+        if max_run_s is not None:
+            max_run_s = max(1e-9, max_run_s - (time.perf_counter() - started))
     params = rec["params"]
     seed = int(params.get("seed", 0))
     torch.manual_seed(seed)
@@ -349,7 +381,13 @@ def train(task: str, model_name: str, preset: str, force: bool = False, progress
     if steps_per_epoch < 1:
         raise ValueError(f"{adapter.n_train} training examples < batch size {adapter.batch_size}")
     autocast = bool(params.get("autocast_bf16", False))
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=float(params.get("label_smoothing", 0.0)))
+    smoothing = float(params.get("label_smoothing", 0.0))
+    loss_fn: nn.Module = nn.CrossEntropyLoss(label_smoothing=smoothing)
+    if teacher_logits is not None:
+        if len(teacher_logits) != adapter.n_train:
+            raise RuntimeError(f"{len(teacher_logits)} teacher logits for {adapter.n_train} training examples")
+        loss_fn = distill.DistillationLoss(rec["distill"]["alpha"], rec["distill"]["temperature"], smoothing)
+        soft_targets = torch.from_numpy(teacher_logits)
 
     state = {"step": 0, "train_seconds": 0.0, "planned_steps": max_steps, "calibrated": False, "epoch_losses": [],
              "cycle": 0}
@@ -409,8 +447,10 @@ def train(task: str, model_name: str, preset: str, force: bool = False, progress
                 group["lr"] = base * factor(progress_frac)
             torch.manual_seed(seed * 1_000_003 + state["step"])  # dropout: same on resume
             generator = torch.Generator().manual_seed(seed * 7_919 + state["step"])
-            inputs, labels = adapter.batch(order[b * adapter.batch_size : (b + 1) * adapter.batch_size], generator)
-            loss = train_step(model, adapter, optimizer, loss_fn, inputs, labels, autocast)
+            indices = order[b * adapter.batch_size : (b + 1) * adapter.batch_size]
+            inputs, labels = adapter.batch(indices, generator)
+            targets = labels if teacher_logits is None else (labels, soft_targets[indices])
+            loss = train_step(model, adapter, optimizer, loss_fn, inputs, targets, autocast)
             dt = time.perf_counter() - t0
             state["step"] += 1
             state["train_seconds"] += dt
@@ -465,6 +505,42 @@ def train(task: str, model_name: str, preset: str, force: bool = False, progress
     result = _finish(model, adapter, rec, checksum, preset, model_name, sidecar)
     state_path.unlink(missing_ok=True)
     return result
+
+
+def _teacher_logits(rec: dict, preset: str, checksum: str, progress: bool,
+                    max_run_s: float | None) -> np.ndarray | None:
+    """The distillation teacher's logits over this recipe's training set (cached beside the student's
+    checkpoint); the teacher is trained first, or reused/installed as any model is. None while the
+    teacher's own training is paused by ``max_run_s``."""
+    from planner.models.text import tokenizer_for
+
+    from planner.models.extras import unavailable_reason
+
+    teacher_rec = rec["distill"]["teacher"]
+    name = teacher_rec["model"]
+    missing = unavailable_reason(name)
+    if missing:
+        raise RuntimeError(f"{rec['model']} ({preset}) is distilled from {name}, which cannot be trained here: {missing}")
+    trained = train(rec["task"], name, preset, progress=progress, max_run_s=max_run_s)
+    if not trained.finished:
+        print(f"{rec['model']} ({preset}) waits for its teacher {name}; run again to resume", file=sys.stderr)
+        return None
+    path = ckpt.checkpoint_dir(preset, rec["model"]) / distill.LOGITS_FILE
+    key = distill.logits_key(trained.weights, checksum, int(teacher_rec["params"]["max_length"]), rec["train_subset"])
+    cached = distill.load_cached(path, key)
+    if cached is not None:
+        return cached
+    teacher = _module(teacher_rec, pretrained=False)
+    teacher.load_state_dict(torch.load(trained.weights, map_location="cpu", weights_only=True))
+    adapter = _TextAdapter(teacher_rec["params"], rec["train_subset"], tokenizer_for(name))
+    by_length = np.argsort([len(ids) for ids in adapter.ids], kind="stable")  # little padding per batch
+    batches = [by_length[i : i + 128] for i in range(0, len(by_length), 128)]
+    logits = distill.compute_logits(teacher, lambda idx: adapter.batch(idx, None)[0], batches, adapter.n_train,
+                                    autocast=bool(teacher_rec["params"].get("autocast_bf16", False)),
+                                    progress=progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    distill.save_cached(path, key, logits)
+    return logits
 
 
 def _finish(model: nn.Module, adapter: _Adapter, rec: dict, checksum: str, preset: str, model_name: str,
