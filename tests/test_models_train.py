@@ -255,6 +255,49 @@ def test_a_longer_recipe_continues_from_the_finished_checkpoint_of_its_first_cyc
     assert train_mod._prefix_recipe(train_mod.recipe("mobilenet_v2", "quick"), 1) is None
 
 
+def test_averaged_cycle_ends_are_published_and_a_longer_recipe_continues_from_the_kept_ends(tiny_env, monkeypatch,
+                                                                                          capsys):
+    """``average_cycles: k`` publishes the mean of the last k cycle ends (batch-norm statistics included);
+    each cycle end is kept, so a longer averaged recipe trains only its new cycle and ends where a
+    from-scratch run of it ends."""
+    from planner.models import published
+
+    original = train_mod.recipe
+
+    def schedule(cycles, epochs, average):
+        def patched(model, preset):
+            rec = original(model, preset)
+            return {**rec, "params": {**rec["params"], "cycles": cycles, "average_cycles": average}, "max_epochs": epochs}
+        monkeypatch.setattr(train_mod, "recipe", patched)
+
+    schedule([[3, 1.0], [3, 0.3]], 6, 1)
+    plain = train_mod.train("cifar10", "mobilenet_v2", "quick", progress=False)
+    assert plain.sidecar["averaged_cycle_ends"] == 1
+    ends = [torch.load(ckpt.checkpoint_dir("quick", "mobilenet_v2") / f"cycle_end_{k}.pt", weights_only=True)
+            for k in (1, 2)]
+    assert [e["steps"] for e in ends] == [3, 6] and ends[0]["recipe"]["max_epochs"] == 3
+    last = torch.load(plain.weights, weights_only=True)
+    assert all(torch.equal(last[n], t) for n, t in ends[1]["weights"].items())
+
+    schedule([[3, 1.0], [3, 0.3], [3, 0.1]], 9, 2)
+    averaged = train_mod.train("cifar10", "mobilenet_v2", "quick", progress=False)
+    assert "from its finished checkpoint of the first 2 learning-rate" in capsys.readouterr().err
+    assert averaged.sidecar["steps"] == 9 and averaged.sidecar["averaged_cycle_ends"] == 2
+    third = torch.load(ckpt.checkpoint_dir("quick", "mobilenet_v2") / "cycle_end_3.pt", weights_only=True)["weights"]
+    kept = torch.load(averaged.weights, weights_only=True)
+    name = "features.1.conv.0.1.running_mean"  # a batch-norm statistic is averaged like a weight
+    expected = published.upcast(published.round_for_publishing({name: (ends[1]["weights"][name] + third[name]) / 2}))
+    torch.testing.assert_close(kept[name], expected[name])
+    assert not torch.equal(kept[name], third[name])
+    scratch = train_mod.train("cifar10", "mobilenet_v2", "quick", progress=False, force=True)
+    fresh = torch.load(scratch.weights, weights_only=True)
+    for key, tensor in fresh.items():
+        torch.testing.assert_close(kept[key], tensor, rtol=1e-3, atol=1e-4, msg=key)
+    for bad in (0, 4, 1.5, True):
+        with pytest.raises(ValueError, match="params.average_cycles"):
+            train_mod.averaged_cycles({"cycles": [[3, 1.0], [3, 0.3], [3, 0.1]], "average_cycles": bad})
+
+
 PUBLISHED_BUDGET_BYTES = 150_000_000  # issue #14: all published checkpoints together
 
 
