@@ -343,7 +343,7 @@ def test_the_distillation_loss_is_the_label_loss_when_the_teacher_agrees_and_pul
 
 def test_a_distilled_student_trains_on_its_teachers_cached_logits(tiny_env, monkeypatch):
     """The teacher is trained first; its logits over the training set (its own tokenizer) are cached
-    beside the student and reused on the next run; the recipe names the teacher's recipe, so a changed
+    beside the teacher and reused on the next run; the recipe names the teacher's recipe, so a changed
     teacher or loss weight is a different recipe, never a reused checkpoint."""
     from planner import config
     from planner.models import distill, published
@@ -367,7 +367,7 @@ def test_a_distilled_student_trains_on_its_teachers_cached_logits(tiny_env, monk
     assert student.finished and not student.reused
     teacher_weights = ckpt.checkpoint_dir("quick", "minilm-l6") / ckpt.WEIGHTS_FILE
     assert teacher_weights.exists()  # trained on the way
-    cache = ckpt.checkpoint_dir("quick", "minilm-l3") / distill.LOGITS_FILE
+    cache = ckpt.checkpoint_dir("quick", "minilm-l6") / distill.LOGITS_FILE
     key = distill.logits_key(teacher_weights, ckpt.data_checksum("sst2"), 64, rec["train_subset"])
     logits = distill.load_cached(cache, key)
     adapter = train_mod._TextAdapter(rec["distill"]["teacher"]["params"], rec["train_subset"], tokenizer_for("minilm-l6"))

@@ -532,6 +532,7 @@ def test_training_record_reads_recipes_and_per_epoch_curves_from_the_published_m
     entry["recipe"]["params"]["cycles"] = [[8, 1.0], [6, 0.3]]
     (folder / published.MANIFEST_FILE).write_text(json.dumps({"models": {"resnet18": entry}}))
     assert results.training_record("quick")[0].loc[0, "lr_cycles"] == "8@1 + 6@0.3"
+    assert results.training_record("quick")[0].loc[0, "averaged_cycle_ends"] == 1
     assert results.training_record("quick")[0].loc[0, "distilled_from"] == "-"
     entry["recipe"]["distill"] = {"teacher": {"model": "mpnet-l12"}, "alpha": 0.8, "temperature": 2.0}
     (folder / published.MANIFEST_FILE).write_text(json.dumps({"models": {"resnet18": entry}}))

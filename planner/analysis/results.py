@@ -311,6 +311,7 @@ def training_record(preset: str) -> tuple[pd.DataFrame, pd.DataFrame]:
             "task": rec["task"], "model": model, "architecture": params.get("arch", rec.get("source")),
             "stem": params.get("stem", "-"), "epochs": round(float(record.get("epochs", np.nan)), 2),
             "lr_cycles": " + ".join(f"{length:g}@{scale:g}" for length, scale in params.get("cycles", [])) or "1",
+            "averaged_cycle_ends": int(params.get("average_cycles", 1)),
             "batch_size": params.get("batch_size"), "peak_lr": params.get("lr"),
             "distilled_from": _teacher_label(rec.get("distill")),
             "label_smoothing": params.get("label_smoothing", 0.0), "bf16_autocast": params.get("autocast_bf16", False),

@@ -3,8 +3,8 @@
 Why: the small encoders fine-tuned on SST-2's labels alone plateau below what a larger encoder
 reaches (issue #14); DistilBERT, TinyBERT and MiniLM close much of that gap by matching a teacher's
 softened output distribution as well as the labels (Hinton et al., 2015). The teacher's logits over
-the training set are computed once, with the teacher's own tokenizer, and cached beside the student's
-checkpoint keyed by the teacher's weights and the data, so a resumed student sees the same targets.
+the training set are computed once, with the teacher's own tokenizer, and cached beside the teacher's
+checkpoint keyed by its weights and the data, so every student of it and a resumed student see the same targets.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from torch import nn
 
 from planner.tables import file_sha256
 
-LOGITS_FILE = "teacher_logits.npz"
+LOGITS_FILE = "train_logits.npz"  # in the teacher's checkpoint folder
 
 
 class DistillationLoss(nn.Module):

@@ -580,8 +580,8 @@ def train(task: str, model_name: str, preset: str, force: bool = False, progress
 
 def _teacher_logits(rec: dict, preset: str, checksum: str, progress: bool,
                     max_run_s: float | None) -> np.ndarray | None:
-    """The distillation teacher's logits over this recipe's training set (cached beside the student's
-    checkpoint); the teacher is trained first, or reused/installed as any model is. None while the
+    """The distillation teacher's logits over this recipe's training set (cached beside the teacher's
+    checkpoint, shared by its students); the teacher is trained first, or reused/installed as any model is. None while the
     teacher's own training is paused by ``max_run_s``."""
     from planner.models.text import tokenizer_for
 
@@ -596,7 +596,7 @@ def _teacher_logits(rec: dict, preset: str, checksum: str, progress: bool,
     if not trained.finished:
         print(f"{rec['model']} ({preset}) waits for its teacher {name}; run again to resume", file=sys.stderr)
         return None
-    path = ckpt.checkpoint_dir(preset, rec["model"]) / distill.LOGITS_FILE
+    path = ckpt.checkpoint_dir(preset, name) / distill.LOGITS_FILE  # with the teacher: its students share them
     key = distill.logits_key(trained.weights, checksum, int(teacher_rec["params"]["max_length"]), rec["train_subset"])
     cached = distill.load_cached(path, key)
     if cached is not None:
