@@ -293,6 +293,9 @@ def test_averaged_cycle_ends_are_published_and_a_longer_recipe_continues_from_th
     fresh = torch.load(scratch.weights, weights_only=True)
     for key, tensor in fresh.items():
         torch.testing.assert_close(kept[key], tensor, rtol=1e-3, atol=1e-4, msg=key)
+    schedule([[8, 1.0], [6, 0.3], [4, 0.1], [3, 0.05], [3, 0.05]], 6, 3)  # ends between epochs, two in one step
+    short = train_mod.train("cifar10", "mobilenet_v2", "quick", progress=False, force=True)
+    assert short.finished and short.sidecar["steps"] == 6 and short.sidecar["averaged_cycle_ends"] == 3
     for bad in (0, 4, 1.5, True):
         with pytest.raises(ValueError, match="params.average_cycles"):
             train_mod.averaged_cycles({"cycles": [[3, 1.0], [3, 0.3], [3, 0.1]], "average_cycles": bad})

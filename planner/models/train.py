@@ -342,23 +342,26 @@ def _cycle_end_path(preset: str, model_name: str, k: int) -> Path:
 
 def _save_cycle_end(rec: dict, k: int, checksum: str, preset: str, model_name: str, model: nn.Module,
                     state: dict) -> None:
-    """Keep the (rounded) weights at the end of cycle ``k`` with the recipe of the first ``k`` cycles:
-    a longer recipe continues from them, and ``average_cycles`` averages them."""
-    prefix = _prefix_recipe(rec, k)
-    if prefix is None:
-        return
-    _save_atomic({"recipe": prefix, "data_checksum": checksum, "steps": int(state["step"]),
-                  "train_seconds": float(state["train_seconds"]), "epoch_losses": list(state["epoch_losses"]),
-                  "weights": model.state_dict()}, _cycle_end_path(preset, model_name, k))
+    """Keep the (rounded) weights at the end of cycle ``k`` with the recipe of this run and, where the
+    cycle ends on an epoch, the recipe of the first ``k`` cycles: a longer recipe continues from them,
+    and ``average_cycles`` averages them."""
+    _save_atomic({"recipe": _prefix_recipe(rec, k), "run": rec, "data_checksum": checksum,
+                  "steps": int(state["step"]), "train_seconds": float(state["train_seconds"]),
+                  "epoch_losses": list(state["epoch_losses"]), "weights": model.state_dict()},
+                 _cycle_end_path(preset, model_name, k))
 
 
-def _cycle_end(rec: dict, k: int, checksum: str, preset: str, model_name: str, steps_per_epoch: int) -> dict | None:
-    """The kept end of cycle ``k`` of this recipe (same first ``k`` cycles, data and step count), or None."""
+def _cycle_end(rec: dict, k: int, checksum: str, preset: str, model_name: str, steps_per_epoch: int,
+               this_run: bool = False) -> dict | None:
+    """The kept end of cycle ``k`` of a finished run of this recipe's first ``k`` cycles (same data and
+    step count), or with ``this_run`` also one kept by a run of this very recipe; None otherwise."""
     want, path = _prefix_recipe(rec, k), _cycle_end_path(preset, model_name, k)
-    if want is None or not path.exists():
+    if not path.exists():
         return None
     saved = torch.load(path, map_location="cpu", weights_only=True)
-    return saved if _same_run(saved, want, checksum, steps_per_epoch) else None
+    if want is not None and _same_run(saved, want, checksum, steps_per_epoch):
+        return saved
+    return saved if this_run and saved.get("run") == rec and saved.get("data_checksum") == checksum else None
 
 
 def _average_cycle_ends(model: nn.Module, rec: dict, checksum: str, preset: str, model_name: str,
@@ -368,7 +371,7 @@ def _average_cycle_ends(model: nn.Module, rec: dict, checksum: str, preset: str,
     n, k = len(lr_cycles(rec["params"])), averaged_cycles(rec["params"])
     states = [model.state_dict()]
     for cycle in range(n - 1, n - k, -1):
-        snapshot = _cycle_end(rec, cycle, checksum, preset, model_name, steps_per_epoch)
+        snapshot = _cycle_end(rec, cycle, checksum, preset, model_name, steps_per_epoch, this_run=True)
         if snapshot is None:
             raise RuntimeError(f"{model_name} ({preset}): the end of learning-rate cycle {cycle} that average_cycles "
                                f"needs is not in {ckpt.checkpoint_dir(preset, model_name)}; train with --from-scratch")
@@ -505,7 +508,8 @@ def train(task: str, model_name: str, preset: str, force: bool = False, progress
             cycle = cycle_index(progress_frac, starts)
             if cycle > state.get("cycle", 0):
                 _restart_cycle(model, optimizer, params)
-                _save_cycle_end(rec, cycle, checksum, preset, model_name, model, state)
+                for ended in range(state.get("cycle", 0) + 1, cycle + 1):  # a short cycle may pass within one step
+                    _save_cycle_end(rec, ended, checksum, preset, model_name, model, state)
                 state["cycle"] = cycle
             for group, base in zip(optimizer.param_groups, base_lrs):
                 group["lr"] = base * factor(progress_frac)
@@ -557,9 +561,10 @@ def train(task: str, model_name: str, preset: str, force: bool = False, progress
                            reused=False, finished=False)
 
     n_cycles = len(lr_cycles(params))
-    if n_cycles > 1:  # the last cycle's end, kept like the others: a longer recipe continues from it
+    if n_cycles > 1:  # the last cycle's end (and any a short run never reached), kept like the others
         _round_as_published(model, params)
-        _save_cycle_end(rec, n_cycles, checksum, preset, model_name, model, state)
+        for ended in range(state.get("cycle", 0) + 1, n_cycles + 1):
+            _save_cycle_end(rec, ended, checksum, preset, model_name, model, state)
     if averaged_cycles(params) > 1:
         _average_cycle_ends(model, rec, checksum, preset, model_name, steps_per_epoch)
     sidecar = {
