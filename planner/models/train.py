@@ -67,10 +67,10 @@ def recipe(model: str, preset: str) -> dict[str, Any]:
         "max_epochs": train_cfg.epochs_for(model), "train_subset": train_cfg.train_subset,
         "eval_subset": train_cfg.eval_subset,
     }
-    distill = train_cfg.distill.get(model)
-    if distill is not None:  # only then: a recipe without a teacher stays what it was before distillation existed
-        rec["distill"] = {"teacher": _teacher_recipe(model, distill.teacher, preset),
-                          "alpha": distill.alpha, "temperature": distill.temperature}
+    teaching = train_cfg.distill.get(model)
+    if teaching is not None:  # only then: a recipe without a teacher stays what it was before distillation existed
+        rec["distill"] = {"teacher": _teacher_recipe(model, teaching.teacher, preset),
+                          "alpha": teaching.alpha, "temperature": teaching.temperature}
     return rec
 
 
@@ -586,11 +586,10 @@ def train(task: str, model_name: str, preset: str, force: bool = False, progress
 def _teacher_logits(rec: dict, preset: str, checksum: str, progress: bool,
                     max_run_s: float | None) -> np.ndarray | None:
     """The distillation teacher's logits over this recipe's training set (cached beside the teacher's
-    checkpoint, shared by its students); the teacher is trained first, or reused/installed as any model is. None while the
-    teacher's own training is paused by ``max_run_s``."""
-    from planner.models.text import tokenizer_for
-
+    checkpoint, shared by its students); the teacher is trained first, or reused/installed as any
+    model is. None while the teacher's own training is paused by ``max_run_s``."""
     from planner.models.extras import unavailable_reason
+    from planner.models.text import tokenizer_for
 
     teacher_rec = rec["distill"]["teacher"]
     name = teacher_rec["model"]
