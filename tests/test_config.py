@@ -31,7 +31,7 @@ def test_shipped_configs_are_valid():
 
 
 def test_unknown_model_is_named(config_copy):
-    _edit(config_copy / "models.yaml", "sst2: [[minilm-l3, minilm-l6]]", "sst2: [[minilm-l3, bert-huge]]")
+    _edit(config_copy / "models.yaml", "sst2: [[minilm-l3, minilm-l6],", "sst2: [[minilm-l3, bert-huge],")
     with pytest.raises(config.ConfigError, match=r"models\.yaml.*unknown model 'bert-huge'"):
         config.models(config_copy)
     with pytest.raises(config.ConfigError, match="unknown model 'bert-huge'; known models"):

@@ -16,7 +16,7 @@ def test_every_combination_is_either_feasible_or_recorded_with_a_reason():
     cfg = config.models()
     expected = 0
     for task in ("sst2", "cifar10"):
-        n_models = len(toy.task_models(task)) + len(cfg.cascades[task]) * len(cfg.thresholds)
+        n_models = len(toy.task_models(task)) + len(_pairs_without_extras(task)) * len(cfg.thresholds)
         # 2 batch sizes; cuda adds the GPU-only runtimes (ONNX Runtime's TensorRT provider)
         expected += n_models * (len(runtimes_for("cpu")) + len(runtimes_for("cuda"))) * len(PRECISIONS) * 2
     ids = [c.config_id for c in space.feasible] + space.infeasible["config_id"].tolist()
@@ -42,11 +42,30 @@ def test_config_ids_follow_the_contract_and_are_stable():
     assert first == [c.config_id for c in enumerate_space(["sst2"], [1, 4], ["cpu"], toy).feasible]
 
 
+def _pairs_without_extras(task: str) -> set[tuple[str, str]]:
+    """The configured cascade pairs whose members need no optional extra."""
+    plain = set(config.task_models(task))
+    return {tuple(p) for p in config.models().cascades[task] if set(p) <= plain}
+
+
 def test_cascades_use_the_configured_pairs_and_thresholds():
     space = enumerate_space(["sst2"], [1], ["cpu"], toy, runtimes=["torch"], precisions=["fp32"])
     taus = sorted(c.cascade[2] for c in space.feasible if c.is_cascade)
-    assert taus == sorted(config.models().thresholds)
-    assert {c.cascade[:2] for c in space.feasible if c.is_cascade} == {tuple(p) for p in config.models().cascades["sst2"]}
+    assert taus == sorted(config.models().thresholds * len(_pairs_without_extras("sst2")))
+    assert {c.cascade[:2] for c in space.feasible if c.is_cascade} == _pairs_without_extras("sst2")
+
+
+def test_a_cascade_with_a_member_from_an_extra_is_in_the_space_only_of_presets_listing_the_extra():
+    pairs = {tuple(p) for p in config.models().cascades["sst2"]}
+    assert ("minilm-l6", "mpnet-l12") in pairs and ("minilm-l6", "mpnet-l12") not in _pairs_without_extras("sst2")
+    quick = enumerate_space(["sst2"], [1], ["cpu"], toy, runtimes=["torch"], precisions=["fp32"], preset="quick")
+    full = enumerate_space(["sst2"], [1], ["cpu"], toy, runtimes=["torch"], precisions=["fp32"], preset="full")
+    def cascades(space) -> set:  # feasible or recorded infeasible (e.g. the extra is not installed here)
+        rows = {c.cascade[:2] for c in space.feasible if c.is_cascade}
+        infeasible = space.infeasible[space.infeasible["model"].str.startswith("cascade:")]["model"]
+        return rows | {tuple(m.removeprefix("cascade:").split("@")[0].split(">")) for m in infeasible}
+    assert cascades(quick) == _pairs_without_extras("sst2")
+    assert cascades(full) == pairs
 
 
 def test_unknown_task_is_a_clear_error():
