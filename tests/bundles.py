@@ -8,14 +8,18 @@ Tests import this module directly (``tests/`` is on ``sys.path`` under pytest); 
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
 from planner.profile.accuracy import apply_split
+from planner.tables import write_manifest
 from planner.schema import (LATENCY_SAMPLE_COLUMNS, PREDICTION_COLUMNS, PROFILE_COLUMNS, ProfileBundle, config_id,
                             validate, validate_profiles)
 
-__all__ = ["synthetic_profiles", "synthetic_predictions", "synthetic_bundle", "toy_bundle"]
+__all__ = ["synthetic_profiles", "synthetic_predictions", "synthetic_bundle", "toy_bundle", "write_bundle_folder"]
 
 
 def synthetic_profiles(n_configs: int = 40, task: str = "sst2", seed: int = 0,
@@ -117,3 +121,23 @@ def toy_bundle(task: str, specs: list[dict]) -> ProfileBundle:
     return ProfileBundle(validate_profiles(profiles, "toy profiles"),
                          validate(pd.concat(samples, ignore_index=True), LATENCY_SAMPLE_COLUMNS, "toy samples"),
                          predictions, {"machine_tag": "toy"})
+
+
+def write_bundle_folder(root: Path, bundle: ProfileBundle, profiles: pd.DataFrame | None = None,
+                        environment: dict | None = None) -> Path:
+    """Store ``bundle`` as a profile folder ``load_bundle`` accepts (manifest included); returns ``root``.
+
+    ``profiles`` replaces the bundle's rows (samples and predictions are cut to its configurations);
+    the accuracy columns are the calibration split's own means, as ``load_bundle`` checks them.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    table = apply_split(bundle.profiles, bundle.predictions) if profiles is None else profiles
+    ids = set(table["config_id"])
+    # synthetic rows carry torch_version "n/a", which read_csv would parse as missing
+    table.assign(torch_version="synthetic").to_csv(root / "profiles.csv", index=False)
+    bundle.samples[bundle.samples["config_id"].isin(ids)].to_parquet(root / "latency_samples.parquet", index=False)
+    bundle.predictions[bundle.predictions["config_id"].isin(ids)].to_parquet(root / "predictions.parquet", index=False)
+    (root / "environment.json").write_text(json.dumps(environment or {"machine_tag": root.name}))
+    write_manifest(root, ["profiles.csv", "latency_samples.parquet", "predictions.parquet", "environment.json"])
+    return root

@@ -8,14 +8,13 @@ requests, one method per kind of work (an online policy, the hindsight oracle, t
 from __future__ import annotations
 
 import dataclasses
-import json
 from types import SimpleNamespace
 
 import pandas as pd
 import psutil
 import pytest
 
-from bundles import synthetic_bundle
+from bundles import synthetic_bundle, write_bundle_folder
 from planner import config
 from planner.cli import main
 from planner.config import EvaluatePreset
@@ -23,8 +22,6 @@ from planner.evaluation import grid
 from planner.cluster import DaskPool
 from planner.evaluation.cluster import size_from_benchmark, workers_needed
 from planner.plan import registry
-from planner.profile.accuracy import apply_split
-from planner.tables import write_manifest
 
 DEADLINES = [2.0, 5.0]
 
@@ -129,14 +126,7 @@ def test_a_killed_run_resumes_to_the_same_table(bundle, serial, pool, tmp_path):
 
 def test_cli_runs_on_an_existing_cluster(bundle, pool, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PLANNER_RESULTS_DIR", str(tmp_path))
-    root = tmp_path / "quick" / "profiles" / "synthetic"
-    root.mkdir(parents=True)
-    apply_split(bundle.profiles, bundle.predictions).assign(torch_version="synthetic").to_csv(root / "profiles.csv",
-                                                                                              index=False)
-    bundle.samples.to_parquet(root / "latency_samples.parquet", index=False)
-    bundle.predictions.to_parquet(root / "predictions.parquet", index=False)
-    (root / "environment.json").write_text(json.dumps({"machine_tag": "synthetic"}))
-    write_manifest(root, ["profiles.csv", "latency_samples.parquet", "predictions.parquet", "environment.json"])
+    write_bundle_folder(tmp_path / "quick" / "profiles" / "synthetic", bundle)
     small = settings(methods=["seed_p95", "slack_aware"], deadlines={"sst2": DEADLINES})
     monkeypatch.setattr(config, "preset", lambda name: SimpleNamespace(evaluate=small))
     args = ["evaluate", "--task", "sst2", "--preset", "quick", "--machine-tag", "synthetic", "--no-progress"]

@@ -12,14 +12,14 @@ import pytest
 from planner import config
 from planner.analysis.summary import summarize_runs
 from planner.evaluation import grid as ev
-from bundles import synthetic_bundle
+from bundles import synthetic_bundle, write_bundle_folder
 from planner.cli import main
 from planner.config import EvaluatePreset
 from planner.metrics import METRICS
 from planner.config import ConfigError
+from planner.evaluation.provenance import profiles_digest
 from planner.plan.registry import check_method_params, check_methods, default_methods
 from planner.profile.accuracy import apply_split
-from planner.tables import write_manifest
 
 STATIC = ["seed_p95", "static_small", "static_large", "throughput_autotuner", "infaas"]
 
@@ -167,16 +167,7 @@ def test_preset_validation_names_the_problem(bundle):
 def test_cli_writes_eval_csvs(bundle, tmp_path, monkeypatch):
     """``planner evaluate`` reads a profile bundle from results/<preset>/profiles/<tag>/ and writes eval/."""
     monkeypatch.setenv("PLANNER_RESULTS_DIR", str(tmp_path))
-    root = tmp_path / "quick" / "profiles" / "synthetic"
-    root.mkdir(parents=True)
-    # bundles writes torch_version "n/a", which read_csv would parse as missing
-    # load_bundle checks both accuracy columns against the predictions: store the split's own means
-    apply_split(bundle.profiles, bundle.predictions).assign(torch_version="synthetic").to_csv(root / "profiles.csv",
-                                                                                              index=False)
-    bundle.samples.to_parquet(root / "latency_samples.parquet", index=False)
-    bundle.predictions.to_parquet(root / "predictions.parquet", index=False)
-    (root / "environment.json").write_text(json.dumps({"machine_tag": "synthetic"}))
-    write_manifest(root, ["profiles.csv", "latency_samples.parquet", "predictions.parquet", "environment.json"])
+    write_bundle_folder(tmp_path / "quick" / "profiles" / "synthetic", bundle)
     small = settings(methods=["seed_p95", "slack_aware", "best_fixed_hindsight"], workloads={"steady": {"kind": "poisson"}})
     monkeypatch.setattr(config, "preset", lambda name: SimpleNamespace(evaluate=small))
     args = ["evaluate", "--task", "sst2", "--preset", "quick", "--machine-tag", "synthetic", "--no-progress",
@@ -195,6 +186,44 @@ def test_cli_writes_eval_csvs(bundle, tmp_path, monkeypatch):
     assert main(args + ["--methods", "nonsense"]) == 2
     assert main(["evaluate", "--task", "cifar10", "--preset", "quick", "--machine-tag", "synthetic",
                  "--no-progress"]) == 2  # no cifar10 profiles: a clear one-line error
+
+
+def test_cli_evaluates_afresh_when_the_profiles_changed_and_never_splices_two_profile_sets(bundle, tmp_path,
+                                                                                           monkeypatch, capsys):
+    """Runs are resumed only on the profiles they were planned from (inputs.json records which)."""
+    monkeypatch.setenv("PLANNER_RESULTS_DIR", str(tmp_path))
+    root = tmp_path / "quick" / "profiles" / "synthetic"
+    profiles = apply_split(bundle.profiles, bundle.predictions)
+    write_bundle_folder(root, bundle, profiles)
+    small = settings(methods=["seed_p95", "static_small"], workloads={"steady": {"kind": "poisson"}})
+    monkeypatch.setattr(config, "preset", lambda name: SimpleNamespace(evaluate=small))
+    args = ["evaluate", "--task", "sst2", "--preset", "quick", "--machine-tag", "synthetic", "--no-progress",
+            "--workers", "0"]
+    eval_dir = tmp_path / "quick" / "eval"
+    assert main(args) == 0
+    first = (eval_dir / "runs_sst2.csv").read_bytes()
+    recorded = json.loads((eval_dir / "inputs.json").read_text())["runs_sst2.csv"]
+    assert recorded["profiles"] == "quick/profiles/synthetic"
+    # a sweep that rewrites only its environment (a re-run with nothing to do) keeps the runs
+    write_bundle_folder(root, bundle, profiles, {"machine_tag": "synthetic", "note": "re-run"})
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "evaluating sst2 afresh" not in capsys.readouterr().out and (eval_dir / "runs_sst2.csv").read_bytes() == first
+    # other profiles (here: the most accurate sst2 configuration is gone): the grid runs again, once
+    best = profiles.loc[profiles["task"] == "sst2", "accuracy"].idxmax()
+    write_bundle_folder(root, bundle, profiles.drop(index=best))
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "runs_sst2.csv in" in out and "was computed from other profiles" in out and "evaluating sst2 afresh" in out
+    runs = pd.read_csv(eval_dir / "runs_sst2.csv")
+    assert len(runs) == 2 * 2 * 2  # replaced, not appended to
+    assert len(pd.read_csv(eval_dir / "traces_sst2.csv")) == 2 * 2
+    now = json.loads((eval_dir / "inputs.json").read_text())["runs_sst2.csv"]["profiles_sha256"]
+    assert now != recorded["profiles_sha256"] and now == profiles_digest(root)
+    # runs with no record of their profiles (written before inputs.json existed) are not trusted either
+    (eval_dir / "inputs.json").unlink()
+    assert main(args) == 0
+    assert "records no profiles it was computed from" in capsys.readouterr().out
 
 
 def test_dispatch_overhead_slows_every_batch_is_recorded_and_is_not_mixed_on_resume(bundle, tmp_path):

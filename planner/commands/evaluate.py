@@ -65,6 +65,8 @@ def _load_bundle(preset: str, machine_tag: str | None):
 def run(args: argparse.Namespace) -> int:
     from planner.cluster import DaskPool
     from planner.evaluation.grid import resolve_dispatch_overhead
+    from planner.evaluation.provenance import profiles_digest
+    from planner.profile.store import profile_root
 
     settings = config.preset(args.preset).evaluate
     if args.methods:
@@ -73,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
     check_methods(settings.methods, f"{where}.methods" if not args.methods else "--methods")
     check_method_params(settings.method_params, f"{where}.method_params")
     bundle = _load_bundle(args.preset, args.machine_tag)
+    profile_folder = profile_root(args.preset, args.machine_tag)
+    digest = profiles_digest(profile_folder)
     profiled = sorted(set(bundle.profiles["task"]))
     tasks = profiled if args.task == "all" else [args.task]
     out_dir = results_dir(args.preset) / "eval"
@@ -86,14 +90,19 @@ def run(args: argparse.Namespace) -> int:
     # one cluster for every task, started only when a cell is left to run
     with nullcontext(None) if serial else DaskPool(args.workers, args.scheduler) as pool:
         for task in tasks:
-            _evaluate_task(args, task, settings, bundle, out_dir, overhead, pool)
+            _evaluate_task(args, task, settings, bundle, out_dir, overhead, pool, (digest, profile_folder))
     refresh_manifest(out_dir)  # content hashes of the finished tables, checked when they are read
     return 0
 
 
 def _evaluate_task(args: argparse.Namespace, task: str, settings: EvaluatePreset, bundle: ProfileBundle,
-                   out_dir: Path, overhead: float, pool: DaskPool | None) -> None:
-    """One task's grid into ``out_dir`` (runs, traces, summary), resuming from the runs already there."""
+                   out_dir: Path, overhead: float, pool: DaskPool | None, profiles: tuple[str, Path]) -> None:
+    """One task's grid into ``out_dir`` (runs, traces, summary), resuming from the runs already there.
+
+    ``profiles`` is (digest, folder) of the bundle: runs planned on other profiles are not resumed
+    (:mod:`planner.evaluation.provenance`), they are discarded and the grid runs afresh.
+    """
+    from planner.evaluation.provenance import record_inputs, stale_reason
     from planner.analysis.summary import summarize_runs
     from planner.evaluation.grid import evaluate
 
@@ -102,9 +111,13 @@ def _evaluate_task(args: argparse.Namespace, task: str, settings: EvaluatePreset
         raise ValueError(f"no deadlines configured for {task}")
     runs_csv = out_dir / f"runs_{task}.csv"
     traces_csv = out_dir / f"traces_{task}.csv"
-    if args.fresh:
+    stale = stale_reason(out_dir, runs_csv.name, profiles[0], runs_csv.exists() or traces_csv.exists())
+    if stale:
+        print(f"{stale}: evaluating {task} afresh")
+    if args.fresh or stale:
         runs_csv.unlink(missing_ok=True)
         traces_csv.unlink(missing_ok=True)
+    record_inputs(out_dir, runs_csv.name, *profiles)
     result = evaluate(bundle, task, settings, list(deadlines), out_csv=runs_csv, progress=not args.no_progress,
                       dispatch_overhead_ms=overhead, traces_csv=traces_csv, workers=0, pool=pool)
     _dedupe_traces(traces_csv)

@@ -43,12 +43,13 @@ def run(args: argparse.Namespace) -> int:
     from planner import config
     from planner.evaluation.live_fault import (LiveFaultSettings, best_baseline, middle_deadline, paths,
                                                run_live_fault)
+    from planner.evaluation.provenance import profiles_digest, record_inputs, stale_reason
     from planner.evaluation.validation import TaskData
     from planner.models.zoo import eval_inputs
     from planner.paths import results_dir
     from planner.plan.registry import check_method_params, proposed
     from planner.profile.fingerprint import set_threads
-    from planner.profile.store import load_bundle
+    from planner.profile.store import load_bundle, profile_root
     from planner.serving.replay import load_live_configs
     from planner.tables import refresh_manifest
 
@@ -66,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
     if busy > 0.5:
         print(f"warning: 1-minute load average {busy:.2f}: other work on this CPU contaminates live timings")
     bundle = load_bundle(args.preset, args.machine_tag)
+    profile_folder = profile_root(args.preset, args.machine_tag)
+    digest = profiles_digest(profile_folder)
     threads = set_threads(preset.profile.threads)  # as the profiler did, before any session is built
     eval_subset = bundle.environment.get("profile_settings", {}).get("eval_subset", preset.profile.eval_subset)
     steady = next((name for name, spec in preset.evaluate.workloads.items() if spec.kind == "poisson"), "steady")
@@ -80,6 +83,10 @@ def run(args: argparse.Namespace) -> int:
             if not summary_csv.exists():
                 raise FileNotFoundError(f"missing {summary_csv} to choose the best baseline from; run `python -m "
                                         f"planner evaluate --task {task} --preset {args.preset}` or pass --baseline")
+            unfit = stale_reason(out_dir, f"runs_{task}.csv", digest, True)
+            if unfit:
+                raise ValueError(f"{unfit}, so {summary_csv.name} cannot choose the best baseline: run `python -m "
+                                 f"planner evaluate --task {task} --preset {args.preset}` first or pass --baseline")
             name, score = best_baseline(pd.read_csv(summary_csv), steady, settings.load)
             baseline = {"name": name, "effective_accuracy": score, "workload": steady, "load": settings.load,
                         "source": f"{summary_csv.name}: mean over deadlines; roles baseline/ablation; seed_p95 "
@@ -93,8 +100,12 @@ def run(args: argparse.Namespace) -> int:
             inputs, labels = eval_inputs(task, n=eval_subset)
             return configs, TaskData(inputs, labels)
 
+        stale = stale_reason(out_dir, f"live_fault_{task}", digest, any(p.exists() for p in paths(out_dir, task)))
+        if stale:
+            print(f"{stale}: replaying {task} afresh", flush=True)
+        record_inputs(out_dir, f"live_fault_{task}", digest, profile_folder)
         result = run_live_fault(bundle, task, methods, settings, out_dir, load, middle_deadline(deadlines[task]),
-                                params=params, threads=threads, baseline=baseline, fresh=args.fresh,
+                                params=params, threads=threads, baseline=baseline, fresh=args.fresh or bool(stale),
                                 report=lambda line: print(line, flush=True))
         table = result.summary.pivot_table(index="method", columns="phase", values="hit_rate", sort=False)
         print(table.round(3).to_string())

@@ -36,14 +36,15 @@ def run(args: argparse.Namespace) -> int:
     from planner import config
     from planner.evaluation.grid import example_ids
     from planner.evaluation.live_fault import best_baseline
-    from planner.evaluation.live_server import Serving, pick_deadlines, run_live_server
+    from planner.evaluation.live_server import Serving, paths, pick_deadlines, run_live_server
     from planner.evaluation.loadgen import LoadGenSettings, run_loadgen
+    from planner.evaluation.provenance import profiles_digest, record_inputs, stale_reason
     from planner.evaluation.validation import TaskData
     from planner.models.zoo import eval_inputs
     from planner.paths import results_dir
     from planner.plan.registry import check_method_params, proposed
     from planner.profile.fingerprint import set_threads
-    from planner.profile.store import load_bundle
+    from planner.profile.store import load_bundle, profile_root
     from planner.serving.replay import load_live_configs
     from planner.tables import refresh_manifest
 
@@ -59,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
     if busy > 0.5:
         print(f"warning: 1-minute load average {busy:.2f}: other work on this CPU contaminates live timings")
     bundle = load_bundle(args.preset, args.machine_tag)
+    profile_folder = profile_root(args.preset, args.machine_tag)
+    digest = profiles_digest(profile_folder)
     threads = set_threads(preset.profile.threads)
     eval_subset = bundle.environment.get("profile_settings", {}).get("eval_subset", preset.profile.eval_subset)
     steady = next((name for name, spec in preset.evaluate.workloads.items() if spec.kind == "poisson"), "steady")
@@ -73,6 +76,10 @@ def run(args: argparse.Namespace) -> int:
             if not summary_csv.exists():
                 raise FileNotFoundError(f"missing {summary_csv} to choose the best baseline from; run `python -m "
                                         f"planner evaluate --task {task} --preset {args.preset}` or pass --baseline")
+            unfit = stale_reason(eval_dir, f"runs_{task}.csv", digest, True)
+            if unfit:
+                raise ValueError(f"{unfit}, so {summary_csv.name} cannot choose the best baseline: run `python -m "
+                                 f"planner evaluate --task {task} --preset {args.preset}` first or pass --baseline")
             load0 = settings.loads[0]
             summary = pd.read_csv(summary_csv)
             if not np.isclose(summary["load"].astype(float), load0).any():  # the evaluation's nearest load
@@ -101,8 +108,14 @@ def run(args: argparse.Namespace) -> int:
                 print(f"loadgen: {len(result.requests)} queries, result {result.summary.get('Result is')}, "
                       f"p99 {result.summary.get('99.00 percentile latency (ns)')} ns", flush=True)
 
+        stored = paths(out_dir, task)
+        stale = stale_reason(out_dir, f"server_{task}", digest, any(p.exists() for p in stored.values()))
+        if stale:
+            print(f"{stale}: serving {task} afresh", flush=True)
+        record_inputs(out_dir, f"server_{task}", digest, profile_folder)
         result = run_live_server(bundle, task, methods, settings, out_dir, load, deadlines, serving, params,
-                                 baseline, loadgen, fresh=args.fresh, report=lambda line: print(line, flush=True))
+                                 baseline, loadgen, fresh=args.fresh or bool(stale),
+                                 report=lambda line: print(line, flush=True))
         if not result.summary.empty:
             print(result.summary[["method", "load", "deadline_ms", "n_sent", "n_lost", "hit_rate",
                                   "lat_p95_ms"]].round(3).to_string(index=False))

@@ -25,8 +25,9 @@ def run(args: argparse.Namespace) -> int:
     from planner.models.zoo import eval_inputs
     from planner.paths import results_dir
     from planner.profile.fingerprint import set_threads
-    from planner.profile.store import load_bundle
+    from planner.profile.store import load_bundle, profile_root
     from planner.serving.replay import load_live_configs
+    from planner.evaluation.provenance import profiles_digest, record_inputs
     from planner.evaluation.validation import TaskData, format_row, run_validation, summary_lines
     from planner.tables import refresh_manifest
 
@@ -58,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
     out_csv = out_dir / "simulator_validation.csv"
     result.table.to_csv(out_csv, index=False)
     result.live_requests.to_parquet(out_dir / "simulator_validation_live.parquet", index=False)
+    record_inputs(out_dir, out_csv.name, profiles_digest(profile_root(args.preset, args.machine_tag)),
+                  profile_root(args.preset, args.machine_tag))
     refresh_manifest(out_dir)
     for line in summary_lines(result.table, settings):
         print(line)
