@@ -103,7 +103,7 @@ book: $(STAMP)
 book-quick:
 	$(MAKE) book PRESET=quick
 
-# The README's key-results table is generated from results/full/eval/ (never typed).
+# The README's key-results and trained-weights tables are generated from results/full/ (never typed).
 readme: $(STAMP)
 	$(PY) -m planner readme --preset full
 

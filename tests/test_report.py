@@ -19,6 +19,7 @@ from planner.evaluation import ablation
 from planner.analysis import plots, results
 from planner.plan import registry
 from planner.report import book as report
+from planner.cli import main
 from planner.commands import readme
 from planner.paths import REPO_ROOT, results_dir
 
@@ -212,6 +213,21 @@ def test_readme_block_replacement():
     assert readme.current_block(out) == "| new |" and out.startswith("intro") and out.endswith("tail\n")
     with pytest.raises(ValueError, match="exactly one"):
         readme.replace_block("no markers", "x")
+
+
+def test_readme_training_table_is_the_published_weights_manifest(tmp_path):
+    """The README's trained-weights table is generated from the committed weights manifest, and `--check` notices
+    when it is not."""
+    text = (REPO_ROOT / "README.md").read_text()
+    block = readme.render("full", "training")
+    assert readme.current_block(text, name="training") == block.strip(), \
+        "README trained-weights table is stale: run `python -m planner readme --preset full`"
+    trained = results.training_record("full")[0]
+    for row in trained.itertuples():  # every published model, with its own measured accuracy
+        assert f"| {row.model} | {row.task} |" in block and f"{100 * row.eval_accuracy:.2f} %" in block
+    stale = tmp_path / "README.md"
+    stale.write_text(readme.replace_block(text, "| old |", stale, "training"))
+    assert main(["readme", "--preset", "full", "--check", "--readme", str(stale)]) == 1
 
 
 def test_readme_key_results_match_full_results():
