@@ -141,6 +141,40 @@ def test_transformer_onnx_int8_is_dynamic_quantized(cache):
     assert predictor.predict(sentences, 3).shape == (4, 2)
 
 
+def test_int8_keep_fp32_leaves_the_same_linear_layers_fp32_in_torch_and_onnx_runtime(cache, monkeypatch):
+    """``int8_keep_fp32`` (model params) names Linear layers by glob; both int8 runtimes keep exactly those in
+    fp32 (the lossy feed-forward output projections of MPNet, here of a tiny MiniLM), and a pattern that
+    matches nothing is an error, not a silently fully quantized model."""
+    import onnx
+
+    from planner.models.variants import quantized_linear_count
+
+    real = config.model_spec
+
+    def keep(patterns):
+        spec = real("minilm-l3")
+        patched = spec.model_copy(update={"params": {**spec.params, "int8_keep_fp32": patterns}})
+        monkeypatch.setattr(config, "model_spec", lambda name: patched if name == "minilm-l3" else real(name))
+
+    _fake_checkpoint("minilm-l3")
+    keep(["*.layer.?.output.dense"])  # the second feed-forward Linear of each of the 3 layers, not attention's
+    torch_int8 = zoo.load_predictor(VariantSpec("sst2", "minilm-l3", "torch", "int8"), preset="quick")
+    assert quantized_linear_count(torch_int8.module) == (3 * 6 + 1 - 3, 3)
+    assert type(torch_int8.module.encoder.encoder.layer[0].output.dense) is torch.nn.Linear
+    ort_int8 = zoo.load_predictor(VariantSpec("sst2", "minilm-l3", "onnxruntime", "int8"), preset="quick", n_threads=1)
+    nodes = onnx.load(ort_int8.model_path).graph.node
+    float_matmuls = {n.name for n in nodes if n.op_type == "MatMul" and "/dense/" in n.name}
+    assert float_matmuls == {f"/encoder/encoder/layer.{i}/output/dense/MatMul" for i in range(3)}
+    assert sum(n.op_type == "MatMulInteger" for n in nodes) >= 3 * 6 - 3
+    sentences, _ = zoo.eval_inputs("sst2", 4)
+    fp32 = zoo.load_predictor(VariantSpec("sst2", "minilm-l3", "onnxruntime", "fp32"), preset="quick", n_threads=1)
+    assert ort_int8.predict(sentences, 2).shape == torch_int8.predict(sentences, 2).shape == (4, 2)
+    assert ox.Path(fp32.model_path) != ox.Path(ort_int8.model_path)
+    keep(["*.layer.?.output.dence"])
+    with pytest.raises(ValueError, match=r"int8_keep_fp32 pattern\(s\) \['\*.layer.\?.output.dence'\] match no nn.Linear"):
+        zoo.load_predictor(VariantSpec("sst2", "minilm-l3", "torch", "int8"), preset="quick")
+
+
 def test_distilbert_loads_a_saved_finetuned_checkpoint(cache, tmp_path, monkeypatch):
     from transformers import DistilBertConfig, DistilBertForSequenceClassification
 

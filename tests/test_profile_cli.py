@@ -65,3 +65,34 @@ def test_a_retrained_model_is_profiled_again_and_the_others_are_kept(tmp_path, m
     assert redone == {cid for cid in first.index if "resnet18" in used[cid]}
     assert json.loads((folder / "environment.json").read_text())["weights"]["resnet18"] == "retrained"
     assert used["cifar10/cascade:mobilenet_v2>resnet18@0.9/torch/fp32/b1/cpu"] == {"mobilenet_v2", "resnet18"}
+
+
+def test_changed_int8_settings_profile_only_that_models_int8_configurations_again(tmp_path, monkeypatch, capsys):
+    """int8 variants come from the weights *and* the model's quantization settings (layers kept fp32,
+    per-channel, calibration): the sweep records the settings and re-profiles the int8 rows they shape."""
+    import json
+
+    from planner.profile.sweep import models_used
+
+    monkeypatch.setenv("PLANNER_RESULTS_DIR", str(tmp_path))
+    monkeypatch.setenv("PLANNER_PROFILE_ZOO", "planner.profile.toy")
+    monkeypatch.setenv("PLANNER_TOY_VARIANTS", "torch/fp32,torch/int8")
+    monkeypatch.setattr("planner.profile.sweep.load_profile_preset", lambda preset, device="cpu": TINY)
+    clock = iter(range(10_000))
+    monkeypatch.setattr("planner.profile.sweep.now_iso", lambda: f"t{next(clock):05d}")
+    args = ["profile", "--task", "cifar10", "--preset", "quick", "--device", "cpu", "--no-progress"]
+    assert cli.main(args) == 0
+    folder = next((tmp_path / "quick" / "profiles").iterdir())
+    assert json.loads((folder / "environment.json").read_text())["quantization"] == {
+        "mobilenet_v2": "toy-int8", "resnet18": "toy-int8"}
+    first = pd.read_csv(folder / "profiles.csv").set_index("config_id")["profiled_at"]
+    capsys.readouterr()
+    monkeypatch.setenv("PLANNER_TOY_QUANTIZATION", "resnet18=head-kept-fp32")
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert "the int8 settings of resnet18 differ from the ones profiled" in out
+    again = pd.read_csv(folder / "profiles.csv").set_index("config_id")["profiled_at"]
+    used = models_used(pd.read_csv(folder / "profiles.csv"))
+    redone = {cid for cid in first.index if again[cid] != first[cid]}
+    assert redone and redone == {cid for cid in first.index if "resnet18" in used[cid] and "/int8/" in cid}
+    assert json.loads((folder / "environment.json").read_text())["quantization"]["resnet18"] == "head-kept-fp32"

@@ -23,6 +23,7 @@ never labelled cuda. The CPU-only ``onnxruntime`` wheel lists neither GPU provid
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -233,6 +234,7 @@ def ensure_int8_static(fp32_path: Path, key: str, preprocess: Callable[[Any], di
     calibration_inputs = calibration_inputs() if callable(calibration_inputs) else calibration_inputs
     prepped = fp32_path.with_name("model.fp32.prep.onnx")
     quant_pre_process(str(fp32_path), str(prepped), skip_symbolic_shape=True)
+    _check_nodes(prepped, exclude_nodes)
     batches = [preprocess(calibration_inputs[s : s + 64]) for s in range(0, len(calibration_inputs), 64)]
     quantize_static(str(prepped), str(path), _Calibration(batches), quant_format=QuantFormat.QDQ,
                     per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
@@ -258,11 +260,48 @@ def ensure_int8_dynamic(fp32_path: Path, key: str, per_channel: bool = False,
         return path
     prepped = fp32_path.with_name("model.fp32.prep.onnx")
     quant_pre_process(str(fp32_path), str(prepped), skip_symbolic_shape=True)  # symbolic inference fails on HF masks
+    _check_nodes(prepped, exclude_nodes)
     quantize_dynamic(str(prepped), str(path), weight_type=QuantType.QInt8, per_channel=per_channel,
                      nodes_to_exclude=list(exclude_nodes or []))
     _write_note(path, {"source_key": full_key, "format": "dynamic", "weights": "int8", "per_channel": per_channel,
                        "nodes_excluded": list(exclude_nodes or [])})
     return path
+
+
+def _check_nodes(path: Path, names: list[str] | None) -> None:
+    """Every node to keep out of quantization exists in the graph about to be quantized (ORT would
+    silently ignore an unknown name and quantize the layer)."""
+    import onnx
+
+    if not names:
+        return
+    present = {n.name for n in onnx.load(str(path), load_external_data=False).graph.node}
+    missing = [n for n in names if n not in present]
+    if missing:
+        raise ValueError(f"{path}: nodes to keep in fp32 are not in the graph: {missing[:3]}")
+
+
+def onnx_scope(module_name: str) -> str:
+    """The node-name prefix the TorchScript ONNX exporter gives a module's operators: ``encoder.layer.0.output``
+    -> ``/encoder/layer.0/output/`` (a ModuleList index stays joined to its list by a dot)."""
+    return "/" + re.sub(r"\.(?!\d)", "/", module_name) + "/"
+
+
+def matmul_nodes_of(path: Path, module_names: list[str]) -> list[str]:
+    """MatMul/Gemm node names of the ONNX graph at ``path`` that belong to the named modules (each must
+    own at least one, else a ValueError: the export's naming changed and the exclusion would be lost)."""
+    import onnx
+
+    nodes = [n.name for n in onnx.load(str(path), load_external_data=False).graph.node
+             if n.op_type in ("MatMul", "Gemm")]
+    found, missing = [], []
+    for name in module_names:
+        mine = [n for n in nodes if n.startswith(onnx_scope(name))]
+        (found.extend(mine) if mine else missing.append(name))
+    if missing:
+        raise ValueError(f"{path}: no MatMul/Gemm node under {[onnx_scope(m) for m in missing[:3]]}; "
+                         f"node names look like {nodes[:2]}")
+    return found
 
 
 def quantized_conv_report(path: Path) -> dict[str, int]:

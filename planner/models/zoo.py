@@ -27,7 +27,7 @@ from planner.models import checkpoints as ckpt
 from planner.models import extras
 from planner.models import onnx_export as ox
 from planner.models.base import (
-    CUDA_RUNTIMES, DEVICES, PRECISIONS, RUNTIMES, ModelUnavailableError, Predictor, UnsupportedVariantError,
+    CUDA_RUNTIMES, DEVICES, EXPORT_PARAMS, PRECISIONS, RUNTIMES, ModelUnavailableError, Predictor, UnsupportedVariantError,
     VariantSpec,
 )
 from planner.models.datasets import eval_inputs, train_inputs  # noqa: F401  (eval_inputs is public API)
@@ -150,16 +150,37 @@ def onnx_path(spec: VariantSpec, preset: str, n_threads: int = 2, base: BaseMode
     fp32 = ox.ensure_fp32(base.folder, base.source_key, base.module, base.preprocess, verify_inputs, n_threads)
     if spec.precision == "fp32" or (spec.runtime == "onnxruntime_trt" and spec.precision == "fp16"):
         return fp32
+    exclude = list(base.params.get("quant_exclude_nodes", [])) + _kept_fp32_nodes(base, fp32)
     if base.kind == "torchvision_scratch":
         n_calib = int(base.params.get("calibration_examples", DEFAULT_CALIBRATION))
         return ox.ensure_int8_static(fp32, base.source_key, base.preprocess,
                                      lambda: train_inputs(spec.task, n_calib)[0],
                                      method=str(base.params.get("calibration_method", "MinMax")),
                                      per_channel=bool(base.params.get("per_channel", True)),
-                                     exclude_nodes=list(base.params.get("quant_exclude_nodes", [])),
-                                     n_calibration=n_calib)
+                                     exclude_nodes=exclude, n_calibration=n_calib)
     return ox.ensure_int8_dynamic(fp32, base.source_key, per_channel=bool(base.params.get("per_channel", False)),
-                                  exclude_nodes=list(base.params.get("quant_exclude_nodes", [])))
+                                  exclude_nodes=exclude)
+
+
+def _kept_fp32_nodes(base: BaseModel, fp32: Path) -> list[str]:
+    """The ONNX MatMul/Gemm nodes of the Linear layers ``int8_keep_fp32`` keeps in fp32 (the torch int8
+    variant keeps the same layers, :func:`planner.models.variants.build_torch_variant`)."""
+    patterns = list(base.params.get("int8_keep_fp32", []))
+    if not patterns:
+        return []
+    from planner.models.variants import int8_linear_names
+
+    return ox.matmul_nodes_of(fp32, int8_linear_names(base.module, patterns)[1])
+
+
+def quantization_key(task: str, model: str) -> str:
+    """The model's export and quantization settings (``EXPORT_PARAMS``), as recorded by the profiler: a
+    change profiles the model's int8 configurations again (they are the ones these settings shape)."""
+    import json
+
+    params = config.model_spec(model).params
+    config.validate_task(task)
+    return json.dumps({k: params[k] for k in EXPORT_PARAMS if k in params}, sort_keys=True)
 
 
 def load_predictor(spec: VariantSpec, preset: str, n_threads: int | None = None) -> Predictor:
@@ -179,7 +200,8 @@ def load_predictor(spec: VariantSpec, preset: str, n_threads: int | None = None)
         from planner.models.predictors import TorchPredictor
         from planner.models.variants import build_torch_variant, compile_module
 
-        variant = build_torch_variant(base.module, base.kind, spec.precision, spec.device)
+        variant = build_torch_variant(base.module, base.kind, spec.precision, spec.device,
+                                      keep_fp32=list(base.params.get("int8_keep_fp32", [])))
         module = compile_module(variant.module) if spec.runtime == "torch_compile" else variant.module
         return TorchPredictor(spec, module, base.preprocess, input_dtype=variant.input_dtype,
                               autocast_dtype=variant.autocast_dtype, channels_last=variant.channels_last,

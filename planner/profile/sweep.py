@@ -180,6 +180,7 @@ class _Sweep:
             self.store.forget_latency(chosen)
             self.store.forget_accuracy(chosen)
         self._forget_retrained()
+        self._forget_requantized()
         self.lat_done, self.acc_done = self.store.latency_done(), self.store.accuracy_done()
         done = sum(c.config_id in self.lat_done and c.config_id in self.acc_done for c in space.feasible)
         print(f"{self.store.root}: {len(space.feasible)} configurations ({done} already done), "
@@ -235,6 +236,30 @@ class _Sweep:
             self.store.forget_latency(stale)
             self.store.forget_accuracy(stale)
         self.env["weights"] = {**recorded, **{model: key for model, key in current.items() if key is not None}}
+        self.store.write_environment(self.env)
+
+    def _forget_requantized(self) -> None:
+        """Profile again the int8 configurations of a model whose quantization settings changed.
+
+        Why: the int8 variant is built from the same weights with the model's export parameters
+        (``zoo.quantization_key``: per-channel, layers kept fp32, calibration), which the weights'
+        identity does not cover. Recorded in ``environment.json``; a folder from before this record
+        counts as changed."""
+        quantization_key = getattr(self.zoo, "quantization_key", None)
+        if quantization_key is None:
+            return
+        recorded = dict(self.previous_env.get("quantization", {}))
+        current = {model: quantization_key(task, model)
+                   for task in self.tasks for model in self.zoo.task_models(task, self.preset)}
+        changed = {model for model, key in current.items() if recorded.get(model) != key}
+        used = models_used(pd.concat([self.store.latency_rows(), self.store.accuracy_rows()], ignore_index=True))
+        stale = {cid for cid, models in used.items() if models & changed and "/int8/" in cid}
+        if stale:
+            print(f"the int8 settings of {', '.join(sorted({m for cid in stale for m in used[cid] & changed}))} "
+                  f"differ from the ones profiled: profiling their {len(stale)} int8 configuration(s) again")
+            self.store.forget_latency(stale)
+            self.store.forget_accuracy(stale)
+        self.env["quantization"] = {**recorded, **current}
         self.store.write_environment(self.env)
 
     def _measured_matching(self, pattern: str) -> set[str]:

@@ -22,6 +22,7 @@ DELAY_ENV = "PLANNER_TOY_DELAY_MS"
 # optional comma list of runtime/precision pairs to offer (others infeasible), to keep test sweeps small
 VARIANTS_ENV = "PLANNER_TOY_VARIANTS"
 WEIGHTS_ENV = "PLANNER_TOY_WEIGHTS"
+QUANTIZATION_ENV = "PLANNER_TOY_QUANTIZATION"
 N_EVAL = {"sst2": 96, "cifar10": 120}
 N_CLASSES = {"sst2": 2, "cifar10": 10}
 _DIM = 8
@@ -38,6 +39,13 @@ def weights_key(task: str, model: str, preset: str) -> str | None:
     says, to stand for a retrained checkpoint."""
     given = dict(item.split("=", 1) for item in os.environ.get(WEIGHTS_ENV, "").split(",") if "=" in item)
     return given.get(model, f"toy:{model}")
+
+
+def quantization_key(task: str, model: str) -> str:
+    """The toy int8 settings' identity: ``toy-int8``, or what ``PLANNER_TOY_QUANTIZATION`` (``model=key,...``)
+    says, to stand for changed quantization settings."""
+    given = dict(item.split("=", 1) for item in os.environ.get(QUANTIZATION_ENV, "").split(",") if "=" in item)
+    return given.get(model, "toy-int8")
 
 
 def task_models(task: str, preset: str | None = None) -> list[str]:
