@@ -76,3 +76,15 @@ def test_unknown_task_is_a_clear_error():
 def test_the_hidden_hook_selects_a_zoo_module(monkeypatch):
     monkeypatch.setenv("PLANNER_PROFILE_ZOO", "planner.profile.toy")
     assert load_zoo() is toy
+
+
+def test_the_real_zoo_gives_the_sweep_both_identities_it_guards_on(monkeypatch):
+    """The sweep re-profiles a model whose weights or int8 settings changed only if the zoo reports them."""
+    import json
+
+    monkeypatch.delenv("PLANNER_PROFILE_ZOO", raising=False)
+    real = load_zoo()
+    assert callable(real.weights_key)
+    assert json.loads(real.quantization_key("sst2", "minilm-l3")) == {
+        "int8_keep_fp32": ["*.attention.output.dense"], "per_channel": True}
+    assert json.loads(real.quantization_key("cifar10", "resnet18")) == {}

@@ -57,7 +57,8 @@ def load_zoo(module: str | None = None) -> Zoo:
     return SimpleNamespace(task_models=zoo.task_models, variant_support=zoo.variant_support,
                            load_predictor=zoo.load_predictor, eval_inputs=zoo.eval_inputs,
                            flops_per_item=flops.flops_per_item,
-                           weights_key=zoo.weights_key)  # type: ignore[return-value]
+                           weights_key=zoo.weights_key,
+                           quantization_key=zoo.quantization_key)  # type: ignore[return-value]
 
 
 def available_devices() -> list[str]:
