@@ -24,7 +24,7 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import pandas as pd
 
@@ -230,6 +230,11 @@ def write_manifest(folder: Path, names: Iterable[str]) -> Path:
 
 def manifest_names(folder: Path) -> list[str]:
     """The file names ``folder/MANIFEST.json`` covers (SchemaError if it is missing or malformed)."""
+    return sorted(manifest_entries(folder))
+
+
+def manifest_entries(folder: Path) -> dict[str, dict[str, Any]]:
+    """``folder/MANIFEST.json``'s files: name -> {'sha256', 'bytes'} (SchemaError if missing or malformed)."""
     path = Path(folder) / MANIFEST
     manifest = read_json(path)
     files = manifest.get("files")
@@ -237,7 +242,7 @@ def manifest_names(folder: Path) -> list[str]:
             isinstance(v, dict) and isinstance(v.get("sha256"), str) and isinstance(v.get("bytes"), int)
             for v in files.values()):
         raise SchemaError(f"{path}: expected {{'algorithm': 'sha256', 'files': {{name: {{'sha256', 'bytes'}}}}}}")
-    return sorted(files)
+    return files
 
 
 def verify_manifest(folder: Path, skip: Iterable[str] = ()) -> list[str]:

@@ -57,24 +57,26 @@ def training_markdown(trained: pd.DataFrame, preset: str) -> str:
     return "\n".join(lines)
 
 
-def replace_block(text: str, block: str, path: Path = README, name: str = "key-results") -> str:
-    """``text`` with the content between the markers of block ``name`` replaced by ``block``."""
+def _block_pattern(text: str, path: Path, name: str) -> tuple[re.Pattern, str, str, str]:
+    """The regex of block ``name``'s markers, the markers, and what lies between them now (a ValueError
+    unless ``text`` holds exactly one such block)."""
     start, end = markers(name)
     pattern = re.compile(re.escape(start) + r"(.*?)" + re.escape(end), re.S)
     matches = pattern.findall(text)
     if len(matches) != 1:
         raise ValueError(f"{path}: expected exactly one {start} ... {end} block, found {len(matches)}")
+    return pattern, start, end, matches[0]
+
+
+def replace_block(text: str, block: str, path: Path = README, name: str = "key-results") -> str:
+    """``text`` with the content between the markers of block ``name`` replaced by ``block``."""
+    pattern, start, end, _ = _block_pattern(text, path, name)
     return pattern.sub(lambda _: f"{start}\n{block}\n{end}", text)
 
 
 def current_block(text: str, path: Path = README, name: str = "key-results") -> str:
     """What the README holds between the markers of block ``name`` now (stripped)."""
-    start, end = markers(name)
-    pattern = re.compile(re.escape(start) + r"(.*?)" + re.escape(end), re.S)
-    matches = pattern.findall(text)
-    if len(matches) != 1:
-        raise ValueError(f"{path}: expected exactly one {start} ... {end} block, found {len(matches)}")
-    return matches[0].strip()
+    return _block_pattern(text, path, name)[3].strip()
 
 
 def register(subparsers) -> None:

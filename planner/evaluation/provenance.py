@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from planner.schema import SchemaError, read_json
-from planner.tables import MANIFEST, atomic_write_text
+from planner.tables import MANIFEST, atomic_write_text, manifest_entries
 
 INPUTS = "inputs.json"
 # the bundle files a simulated or live result depends on (environment.json changes on every sweep run)
@@ -29,8 +29,7 @@ DIGEST_FILES = ("profiles.csv", "latency_samples.parquet", "predictions.parquet"
 
 def profiles_digest(profile_folder: Path) -> str:
     """One sha256 over the manifest entries of :data:`DIGEST_FILES` in ``profile_folder``."""
-    manifest = read_json(Path(profile_folder) / MANIFEST)
-    files = manifest.get("files", {})
+    files = manifest_entries(profile_folder)
     missing = [name for name in DIGEST_FILES if name not in files]
     if missing:
         raise SchemaError(f"{Path(profile_folder) / MANIFEST}: does not list {missing}")

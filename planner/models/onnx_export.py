@@ -22,6 +22,7 @@ never labelled cuda. The CPU-only ``onnxruntime`` wheel lists neither GPU provid
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import warnings
@@ -290,10 +291,8 @@ def onnx_scope(module_name: str) -> str:
 def matmul_nodes_of(path: Path, module_names: list[str]) -> list[str]:
     """MatMul/Gemm node names of the ONNX graph at ``path`` that belong to the named modules (each must
     own at least one, else a ValueError: the export's naming changed and the exclusion would be lost)."""
-    import onnx
-
-    nodes = [n.name for n in onnx.load(str(path), load_external_data=False).graph.node
-             if n.op_type in ("MatMul", "Gemm")]
+    stat = Path(path).stat()
+    nodes = _matmul_node_names(str(path), stat.st_mtime_ns, stat.st_size)
     found, missing = [], []
     for name in module_names:
         mine = [n for n in nodes if n.startswith(onnx_scope(name))]
@@ -302,6 +301,16 @@ def matmul_nodes_of(path: Path, module_names: list[str]) -> list[str]:
         raise ValueError(f"{path}: no MatMul/Gemm node under {[onnx_scope(m) for m in missing[:3]]}; "
                          f"node names look like {nodes[:2]}")
     return found
+
+
+@functools.lru_cache(maxsize=8)
+def _matmul_node_names(path: str, mtime_ns: int, size: int) -> tuple[str, ...]:
+    """The graph's MatMul/Gemm node names, parsed once per file version: every int8 load of a model asks
+    for them, and parsing a 400 MB fp32 graph each time costs seconds (the file's mtime and size key it)."""
+    import onnx
+
+    return tuple(n.name for n in onnx.load(path, load_external_data=False).graph.node
+                 if n.op_type in ("MatMul", "Gemm"))
 
 
 def quantized_conv_report(path: Path) -> dict[str, int]:

@@ -222,21 +222,9 @@ class _Sweep:
         latency. The identity of each model's weights (``zoo.weights_key``: the checkpoint's sha256) is
         recorded in ``environment.json``; a folder from before this record counts as changed."""
         weights_key = getattr(self.zoo, "weights_key", None)
-        if weights_key is None:
-            return
-        recorded = dict(self.previous_env.get("weights", {}))
-        current = {model: weights_key(task, model, self.preset)
-                   for task in self.tasks for model in self.zoo.task_models(task, self.preset)}
-        changed = {model for model, key in current.items() if key is not None and recorded.get(model) != key}
-        used = models_used(pd.concat([self.store.latency_rows(), self.store.accuracy_rows()], ignore_index=True))
-        stale = {cid for cid, models in used.items() if models & changed}
-        if stale:
-            print(f"the weights of {', '.join(sorted({m for cid in stale for m in used[cid] & changed}))} "
-                  f"differ from the ones profiled: profiling their {len(stale)} configuration(s) again")
-            self.store.forget_latency(stale)
-            self.store.forget_accuracy(stale)
-        self.env["weights"] = {**recorded, **{model: key for model, key in current.items() if key is not None}}
-        self.store.write_environment(self.env)
+        if weights_key is not None:
+            self._forget_changed("weights", lambda task, model: weights_key(task, model, self.preset),
+                                 what="weights", int8_only=False)
 
     def _forget_requantized(self) -> None:
         """Profile again the int8 configurations of a model whose quantization settings changed.
@@ -246,20 +234,28 @@ class _Sweep:
         identity does not cover. Recorded in ``environment.json``; a folder from before this record
         counts as changed."""
         quantization_key = getattr(self.zoo, "quantization_key", None)
-        if quantization_key is None:
-            return
-        recorded = dict(self.previous_env.get("quantization", {}))
-        current = {model: quantization_key(task, model)
+        if quantization_key is not None:
+            self._forget_changed("quantization", quantization_key, what="int8 settings", int8_only=True)
+
+    def _forget_changed(self, record: str, key_of: Callable[[str, str], str | None], *, what: str,
+                        int8_only: bool) -> None:
+        """Forget the measured configurations whose models' ``key_of(task, model)`` differs from the one
+        recorded under ``environment.json[record]``, then record the current keys. A ``None`` key means
+        "nothing to compare" (e.g. no checkpoint installed) and forgets nothing."""
+        recorded = dict(self.previous_env.get(record, {}))
+        current = {model: key_of(task, model)
                    for task in self.tasks for model in self.zoo.task_models(task, self.preset)}
+        current = {model: key for model, key in current.items() if key is not None}
         changed = {model for model, key in current.items() if recorded.get(model) != key}
         used = models_used(pd.concat([self.store.latency_rows(), self.store.accuracy_rows()], ignore_index=True))
-        stale = {cid for cid, models in used.items() if models & changed and "/int8/" in cid}
+        stale = {cid for cid, models in used.items() if models & changed and (not int8_only or "/int8/" in cid)}
         if stale:
-            print(f"the int8 settings of {', '.join(sorted({m for cid in stale for m in used[cid] & changed}))} "
-                  f"differ from the ones profiled: profiling their {len(stale)} int8 configuration(s) again")
+            kind = "int8 configuration(s)" if int8_only else "configuration(s)"
+            print(f"the {what} of {', '.join(sorted({m for cid in stale for m in used[cid] & changed}))} "
+                  f"differ from the ones profiled: profiling their {len(stale)} {kind} again")
             self.store.forget_latency(stale)
             self.store.forget_accuracy(stale)
-        self.env["quantization"] = {**recorded, **current}
+        self.env[record] = {**recorded, **current}
         self.store.write_environment(self.env)
 
     def _measured_matching(self, pattern: str) -> set[str]:
