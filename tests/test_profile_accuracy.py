@@ -114,3 +114,35 @@ def test_split_accuracies_are_the_means_over_the_right_example_ids():
     assert applied.iloc[4][["accuracy", "calibration_accuracy"]].isna().all()
     with pytest.raises(ValueError, match="no predictions for measured"):
         acc.apply_split(rows.assign(accuracy_source="measured"), predictions)
+
+
+def test_precision_cost_pairs_each_variant_with_its_fp32_on_the_scored_examples():
+    from bundles import toy_bundle
+
+    from planner import splits
+    from planner.analysis.results import precision_cost
+
+    n = 400
+    rng = np.random.default_rng(0)
+    fp32 = rng.random(n) < 0.85
+    int8 = fp32.copy()
+    int8[np.flatnonzero(fp32)[:12]] = False  # the int8 model loses 12 examples the fp32 one got right
+    samples = np.full(20, 5.0)
+    specs = [dict(model="m", batch_size=b, precision=p, samples_ms=samples, correct=c)
+             for b in (1, 4) for p, c in (("fp32", fp32), ("int8", int8 if b == 1 else fp32))]
+    specs.append(dict(model="m", batch_size=8, precision="int8", samples_ms=samples, correct=int8))  # no fp32 peer
+    bundle = toy_bundle("sst2", specs)
+    split = splits.predictions_split(bundle.predictions, "sst2")
+    table = precision_cost(bundle.profiles, bundle.predictions)
+    assert list(table["batch_size"]) == [1, 4]  # one row per batch size with an fp32 peer
+    b1, b4 = table.iloc[0], table.iloc[1]
+    lost = int((fp32 & ~int8)[split.scored].sum())
+    assert 0 < lost < 12  # some of the losses fall in the calibration part and are not counted
+    assert (b1["n"], b1["fp32_only"], b1["variant_only"]) == (len(split.scored), lost, 0)
+    assert b1["delta_points"] == pytest.approx(100 * (int8[split.scored].mean() - fp32[split.scored].mean()))
+    assert b1["p"] == pytest.approx(2 * 0.5 ** lost)
+    assert (b4["delta_points"], b4["p"]) == (0.0, 1.0)
+    calibration = precision_cost(bundle.profiles, bundle.predictions, part="calibration").iloc[0]
+    assert calibration["fp32_only"] == 12 - lost
+    with pytest.raises(ValueError, match="part must be"):
+        precision_cost(bundle.profiles, bundle.predictions, part="train")

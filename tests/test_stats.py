@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats as sps
 
-from planner.analysis.stats import (cohen_magnitude, describe, holm, mean_ci, paired_comparison,
+from planner.analysis.stats import (cohen_magnitude, describe, holm, mcnemar_exact, mean_ci, paired_comparison,
                                     paired_comparisons)
 
 
@@ -222,3 +222,22 @@ def test_holm_properties(p):
                                     (math.inf, "large")])
 def test_cohen_bands(d, band):
     assert cohen_magnitude(d) == band
+
+
+def test_mcnemar_exact_tests_only_the_discordant_examples():
+    # 8 examples only a gets right, none only b: two-sided p = 2 * 0.5**8
+    a = np.array([True] * 8 + [True] * 50 + [False] * 10)
+    b = np.array([False] * 8 + [True] * 50 + [False] * 10)
+    out = mcnemar_exact(a, b)
+    assert (out["n"], out["a_only"], out["b_only"]) == (68, 8, 0)
+    assert out["p"] == pytest.approx(2 * 0.5 ** 8)
+    # adding agreeing examples changes nothing; swapping the roles mirrors the counts, same p
+    more = mcnemar_exact(np.r_[a, [True] * 100], np.r_[b, [True] * 100])
+    assert more["p"] == pytest.approx(out["p"])
+    swapped = mcnemar_exact(b, a)
+    assert (swapped["a_only"], swapped["b_only"], swapped["p"]) == (0, 8, pytest.approx(out["p"]))
+    assert mcnemar_exact(a, a)["p"] == 1.0
+    assert mcnemar_exact(np.r_[a, False], np.r_[b, True])["p"] == pytest.approx(
+        sps.binomtest(8, 9, 0.5).pvalue)
+    with pytest.raises(ValueError, match="equal lengths"):
+        mcnemar_exact(a, b[:-1])

@@ -351,3 +351,48 @@ def models_profiled_before_publishing(preset: str, profiles: pd.DataFrame, predi
             rows.append({"task": r.task, "model": r.model, "published_accuracy": r.eval_accuracy,
                          "profiled_accuracy": None if np.isnan(seen) else seen})
     return pd.DataFrame(rows, columns=columns)
+
+
+def precision_cost(profiles: pd.DataFrame, predictions: pd.DataFrame, part: str = "scored") -> pd.DataFrame:
+    """Each lower-precision single-model configuration against the fp32 one of the same model, runtime,
+    batch size and device, on the same examples of ``part`` ("scored" or "calibration").
+
+    Why per batch size and paired: dynamic int8 computes its activation scales per batch, so each
+    batch size is its own variant; and the two variants agree on most examples, so the exact McNemar
+    test on the discordant ones (Holm-adjusted over the table's rows) says whether a loss is more than
+    the noise of a few hundred sentences. One row per variant: accuracies, ``delta_points`` (variant
+    minus fp32), the discordant counts, ``p`` and ``p_holm``.
+    """
+    from planner import splits
+    from planner.analysis.stats import holm, mcnemar_exact
+
+    if part not in ("scored", "calibration"):
+        raise ValueError(f"precision_cost: part must be 'scored' or 'calibration', not {part!r}")
+    columns = ["task", "model", "runtime", "batch_size", "device", "precision", "n", "accuracy", "fp32_accuracy",
+               "delta_points", "fp32_only", "variant_only", "p", "p_holm"]
+    single = profiles[(profiles["accuracy_source"] == "measured") & profiles["cascade_small"].isna()]
+    keys = ["task", "model", "runtime", "batch_size", "device"]
+    fp32 = single[single["precision"] == "fp32"].set_index(keys)["config_id"]
+    correct = predictions.set_index(["config_id", "example_id"])["correct"]
+    examples: dict[str, np.ndarray] = {}
+    rows = []
+    for r in single[single["precision"] != "fp32"].itertuples(index=False):
+        reference = fp32.get(tuple(getattr(r, k) for k in keys))
+        if reference is None:
+            continue
+        if r.task not in examples:
+            split = splits.predictions_split(predictions, r.task)
+            examples[r.task] = np.asarray(getattr(split, part))
+        ids = examples[r.task]
+        a = correct.loc[reference].reindex(ids).to_numpy()
+        b = correct.loc[r.config_id].reindex(ids).to_numpy()
+        if pd.isna(a).any() or pd.isna(b).any():
+            raise ValueError(f"precision_cost: {r.config_id} or {reference} lacks predictions for some {part} examples")
+        test = mcnemar_exact(a.astype(bool), b.astype(bool))
+        rows.append({**{k: getattr(r, k) for k in keys}, "precision": r.precision, "n": test["n"],
+                     "accuracy": float(b.mean()), "fp32_accuracy": float(a.mean()),
+                     "delta_points": 100 * (float(b.mean()) - float(a.mean())),
+                     "fp32_only": test["a_only"], "variant_only": test["b_only"], "p": test["p"]})
+    out = pd.DataFrame(rows, columns=columns[:-1])
+    out["p_holm"] = holm(out["p"].to_numpy()) if len(out) else pd.Series(dtype=float)
+    return out.sort_values(["task", "model", "runtime", "precision", "batch_size"]).reset_index(drop=True)

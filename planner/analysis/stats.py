@@ -25,7 +25,7 @@ from planner.config import protocol
 
 __all__ = [
     "COHEN_BANDS", "mean_ci", "describe", "paired_statistics", "paired_comparison", "paired_comparisons", "holm",
-    "cohen_magnitude",
+    "cohen_magnitude", "mcnemar_exact",
 ]
 
 NanPolicy = Literal["raise", "omit"]
@@ -185,6 +185,24 @@ def paired_statistics(x: np.ndarray, y: np.ndarray, confidence: float = 0.95) ->
         "t": t_stat, "p_t": p_t, "w": w, "p_wilcoxon": p_w,
         "d_z": d_z, "d_pooled": _ratio(mean_diff, pooled_sd), "magnitude": cohen_magnitude(d_z),
     }
+
+
+def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, float]:
+    """Exact McNemar test of two classifiers scored on the same examples.
+
+    Why: two variants of one model (fp32 and int8) agree on most examples, so their accuracies are
+    paired; only the discordant examples carry evidence. ``a_only`` (a right, b wrong) and ``b_only``
+    count them; under "same accuracy" each discordant example is a fair coin, so ``p`` is the two-sided
+    binomial test of ``a_only`` out of ``a_only + b_only`` (1 when there is none).
+    """
+    a = np.asarray(correct_a, dtype=bool).ravel()
+    b = np.asarray(correct_b, dtype=bool).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"mcnemar_exact: {a.size} examples against {b.size}; pairs need equal lengths")
+    a_only, b_only = int((a & ~b).sum()), int((~a & b).sum())
+    n = a_only + b_only
+    p = 1.0 if n == 0 else float(sps.binomtest(a_only, n, 0.5).pvalue)
+    return {"n": int(a.size), "a_only": a_only, "b_only": b_only, "p": p}
 
 
 Test = Literal["paired_t", "wilcoxon"]
