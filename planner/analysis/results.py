@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from planner import config
+from planner import config, splits
 from planner.metrics import METRICS
 from planner.models.published import read_manifest
 from planner.plan import registry
 from planner.paths import results_dir
-from planner.analysis.stats import mean_ci
+from planner.analysis.stats import holm, mcnemar_exact, mean_ci
 from planner.analysis.summary import per_seed_means
 from planner.schema import read_json
 from planner.tables import MANIFEST, verify_manifest
@@ -363,9 +363,6 @@ def precision_cost(profiles: pd.DataFrame, predictions: pd.DataFrame, part: str 
     the noise of a few hundred sentences. One row per variant: accuracies, ``delta_points`` (variant
     minus fp32), the discordant counts, ``p`` and ``p_holm``.
     """
-    from planner import splits
-    from planner.analysis.stats import holm, mcnemar_exact
-
     if part not in ("scored", "calibration"):
         raise ValueError(f"precision_cost: part must be 'scored' or 'calibration', not {part!r}")
     columns = ["task", "model", "runtime", "batch_size", "device", "precision", "n", "accuracy", "fp32_accuracy",
