@@ -60,3 +60,20 @@ def test_live_runs_refuse_a_best_baseline_chosen_on_other_profiles(command, fold
     err = capsys.readouterr().err
     assert "runs_sst2.csv in" in err and "records no profiles it was computed from" in err
     assert "cannot choose the best baseline: run `python -m planner evaluate --task sst2 --preset quick` first" in err
+
+
+@pytest.mark.parametrize("stage, expected", [
+    ("eval", ["runs_cifar10.csv", "runs_sst2.csv", "simulator_validation.csv", "live_fault_cifar10", "live_fault_sst2"]),
+    ("live", ["server_cifar10", "server_sst2"]),
+])
+def test_the_committed_full_results_record_the_committed_profiles(stage, expected, monkeypatch):
+    """Every result of the committed study names, by digest, the committed profiles it was computed
+    from: a result planned on other (older) profiles, or on unrecorded ones, cannot sit in results/full."""
+    from planner.paths import results_dir
+
+    monkeypatch.delenv("PLANNER_RESULTS_DIR", raising=False)
+    entries = recorded_inputs(results_dir("full") / stage)
+    assert sorted(entries) == sorted(expected)
+    for result, entry in entries.items():
+        folder = results_dir("full").parent / entry["profiles"]
+        assert entry["profiles_sha256"] == profiles_digest(folder), f"{stage}/{result}: computed from other profiles"
