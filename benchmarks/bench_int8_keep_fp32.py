@@ -32,9 +32,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from planner import config
-from planner.models import onnx_export as ox
 from planner.models.base import VariantSpec
-from planner.models.zoo import BaseModel, base_model, eval_inputs, load_predictor, onnx_path
+from planner.models.zoo import BaseModel, base_model, eval_inputs, onnx_path, predictor_from_base
 from planner.paths import results_dir
 from planner.splits import partition
 from planner.tables import atomic_write_text
@@ -53,33 +52,19 @@ def _accuracy(predictor, xs: list, ys: np.ndarray, batch_size: int) -> float:
     return float((predictor.predict(xs, batch_size).argmax(1) == ys).mean())
 
 
-def _ort_predictor(base: BaseModel, spec: VariantSpec, keep: list[str], work: Path, threads: int):
-    """ORT dynamic int8 of ``base`` with ``keep`` left fp32, built under ``work`` (a copy of the cached
-    fp32 graph), so that the profiler's cached int8 graphs stay as they are."""
-    from planner.models.predictors import OrtPredictor
-
-    fp32 = onnx_path(dataclasses.replace(spec, precision="fp32"), "full", threads, base)
-    folder = work / spec.model / (str(abs(hash(tuple(keep)))) if keep else "none")
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in (fp32.name, fp32.with_suffix(".json").name):
-        if not (folder / name).exists():
-            shutil.copy2(fp32.parent / name, folder / name)
-    trial = dataclasses.replace(base, folder=folder, params={**base.params, "int8_keep_fp32": keep})
-    path = onnx_path(spec, "full", threads, trial)
-    return OrtPredictor(spec, ox.session(path, spec.device, threads, spec.runtime, spec.precision), base.preprocess,
-                        accuracy_available=True, n_threads=threads, model_path=str(path))
-
-
-def _torch_predictor(base: BaseModel, spec: VariantSpec, keep: list[str], threads: int):
-    import copy
-
-    from planner.models.predictors import TorchPredictor
-    from planner.models.variants import build_torch_variant
-
-    variant = build_torch_variant(copy.deepcopy(base.module), base.kind, "int8", "cpu", keep_fp32=keep)
-    return TorchPredictor(spec, variant.module, base.preprocess, input_dtype=variant.input_dtype,
-                          autocast_dtype=variant.autocast_dtype, channels_last=variant.channels_last,
-                          accuracy_available=True, n_threads=threads)
+def _trial_predictor(base: BaseModel, spec: VariantSpec, keep: list[str], folder: Path, preset: str, threads: int):
+    """The zoo's int8 predictor of ``base`` with ``keep`` left fp32. ORT quantizes next to its fp32 graph,
+    so the trial base points at ``folder``, holding a copy of the cached fp32 graph: the profiler's
+    cached int8 graphs stay as they are."""
+    trial = dataclasses.replace(base, params={**base.params, "int8_keep_fp32": keep})
+    if spec.runtime == "onnxruntime":
+        fp32 = onnx_path(dataclasses.replace(spec, precision="fp32"), preset, threads, base)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in (fp32.name, fp32.with_suffix(".json").name):
+            if not (folder / name).exists():
+                shutil.copy2(fp32.parent / name, folder / name)
+        trial = dataclasses.replace(trial, folder=folder)
+    return predictor_from_base(spec, trial, preset, threads)
 
 
 def measure(models: list[str], preset: str, runtimes: list[str], threads: int) -> pd.DataFrame:
@@ -94,13 +79,12 @@ def measure(models: list[str], preset: str, runtimes: list[str], threads: int) -
             committed = list(config.model_spec(model).params.get("int8_keep_fp32", []))
             candidates = {**CANDIDATES.get(model, {"every Linear int8": []}), "committed": committed}
             for runtime in runtimes:
-                fp32 = load_predictor(VariantSpec("sst2", model, runtime, "fp32"), preset, threads)
+                fp32 = predictor_from_base(VariantSpec("sst2", model, runtime, "fp32"), base, preset, threads)
                 reference = {b: _accuracy(fp32, xs, ys, b) for b in BATCH_SIZES}
-                for label, keep in tqdm(candidates.items(), desc=f"{model} {runtime}"):
+                for i, (label, keep) in enumerate(tqdm(candidates.items(), desc=f"{model} {runtime}")):
                     spec = VariantSpec("sst2", model, runtime, "int8")
                     start = time.monotonic()
-                    predictor = (_torch_predictor(base, spec, keep, threads) if runtime == "torch"
-                                 else _ort_predictor(base, spec, keep, Path(tmp), threads))
+                    predictor = _trial_predictor(base, spec, keep, Path(tmp) / model / str(i), preset, threads)
                     for b in BATCH_SIZES:
                         accuracy = _accuracy(predictor, xs, ys, b)
                         rows.append({"model": model, "runtime": runtime, "candidate": label,

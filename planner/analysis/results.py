@@ -22,6 +22,7 @@ from planner import config, splits
 from planner.metrics import METRICS
 from planner.models.published import read_manifest
 from planner.plan import registry
+from planner.profile.accuracy import FP32_PEER_KEYS
 from planner.paths import results_dir
 from planner.analysis.stats import holm, mcnemar_exact, mean_ci
 from planner.analysis.summary import per_seed_means
@@ -365,10 +366,10 @@ def precision_cost(profiles: pd.DataFrame, predictions: pd.DataFrame, part: str 
     """
     if part not in ("scored", "calibration"):
         raise ValueError(f"precision_cost: part must be 'scored' or 'calibration', not {part!r}")
+    keys = FP32_PEER_KEYS
     columns = ["task", "model", "runtime", "batch_size", "device", "precision", "n", "accuracy", "fp32_accuracy",
-               "delta_points", "fp32_only", "variant_only", "p", "p_holm"]
+               "delta_points", "fp32_only", "variant_only", "p"]
     single = profiles[(profiles["accuracy_source"] == "measured") & profiles["cascade_small"].isna()]
-    keys = ["task", "model", "runtime", "batch_size", "device"]
     fp32 = single[single["precision"] == "fp32"].set_index(keys)["config_id"]
     correct = predictions.set_index(["config_id", "example_id"])["correct"]
     examples: dict[str, np.ndarray] = {}
@@ -390,6 +391,6 @@ def precision_cost(profiles: pd.DataFrame, predictions: pd.DataFrame, part: str 
                      "accuracy": float(b.mean()), "fp32_accuracy": float(a.mean()),
                      "delta_points": 100 * (float(b.mean()) - float(a.mean())),
                      "fp32_only": test["a_only"], "variant_only": test["b_only"], "p": test["p"]})
-    out = pd.DataFrame(rows, columns=columns[:-1])
+    out = pd.DataFrame(rows, columns=columns)
     out["p_holm"] = holm(out["p"].to_numpy()) if len(out) else pd.Series(dtype=float)
     return out.sort_values(["task", "model", "runtime", "precision", "batch_size"]).reset_index(drop=True)

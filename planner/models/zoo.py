@@ -195,7 +195,12 @@ def load_predictor(spec: VariantSpec, preset: str, n_threads: int | None = None)
     if reason:
         raise UnsupportedVariantError(f"unsupported variant {spec.describe()}: {reason}")
     threads = int(n_threads or torch.get_num_threads())
-    base = base_model(spec.task, spec.model, preset)
+    return predictor_from_base(spec, base_model(spec.task, spec.model, preset), preset, threads)
+
+
+def predictor_from_base(spec: VariantSpec, base: BaseModel, preset: str, threads: int) -> Predictor:
+    """The predictor of ``spec`` built from ``base`` (its module, params and checkpoint folder): one
+    construction for the zoo and for studies that vary a base's export params (e.g. ``int8_keep_fp32``)."""
     if spec.runtime in ("torch", "torch_compile"):
         from planner.models.predictors import TorchPredictor
         from planner.models.variants import build_torch_variant, compile_module

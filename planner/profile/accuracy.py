@@ -144,9 +144,13 @@ def cascade_check(cascade: Any, inputs: Sequence[Any] | np.ndarray, index: np.nd
     return float(same.mean())
 
 
+# a lower-precision configuration is compared with the fp32 one sharing these (its "fp32 peer")
+FP32_PEER_KEYS = ["task", "model", "runtime", "device", "batch_size"]
+
+
 def precision_deltas(rows: pd.DataFrame) -> pd.Series:
     """Accuracy minus the same model/runtime/device/batch's fp32 accuracy (NaN when none)."""
-    keys = ["task", "model", "runtime", "device", "batch_size"]
+    keys = FP32_PEER_KEYS
     fp32 = rows.loc[rows["precision"] == "fp32", keys + ["accuracy"]].rename(columns={"accuracy": "_fp32"})
     merged = rows[keys].merge(fp32, on=keys, how="left")
     return pd.Series(rows["accuracy"].to_numpy() - merged["_fp32"].to_numpy(), index=rows.index,
