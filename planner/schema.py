@@ -245,3 +245,4 @@ class ProfileBundle:
     infeasible: pd.DataFrame | None = None
     peaks: pd.DataFrame | None = None
     dominated: pd.DataFrame | None = None  # measured, then pruned as dominated (planner.profile.dominance)
+    model_sizes: pd.DataFrame | None = None  # per model: FLOPs and sizes (planner.models.flops), for the roofline

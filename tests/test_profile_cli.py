@@ -51,6 +51,8 @@ def test_a_retrained_model_is_profiled_again_and_the_others_are_kept(tmp_path, m
     env = json.loads((folder / "environment.json").read_text())
     assert env["weights"] == {"mobilenet_v2": "toy:mobilenet_v2", "resnet18": "toy:resnet18"}
     first = pd.read_csv(folder / "profiles.csv").set_index("config_id")["profiled_at"]
+    sizes_before = pd.read_csv(folder / "model_sizes.csv").set_index("model")
+    assert sizes_before[["flops_per_item", "weight_elements", "activation_elements_per_item"]].notna().all().all()
     capsys.readouterr()
 
     assert cli.main(args) == 0  # same weights: nothing is profiled again
@@ -64,6 +66,12 @@ def test_a_retrained_model_is_profiled_again_and_the_others_are_kept(tmp_path, m
     used = models_used(pd.read_csv(folder / "profiles.csv"))
     assert redone == {cid for cid in first.index if "resnet18" in used[cid]}
     assert json.loads((folder / "environment.json").read_text())["weights"]["resnet18"] == "retrained"
+    # the retrained model's FLOPs and sizes are counted again (the toy's doubled), the others' kept
+    sizes = pd.read_csv(folder / "model_sizes.csv").set_index("model")
+    assert sizes.loc["resnet18", "flops_per_item"] == 2 * sizes_before.loc["resnet18", "flops_per_item"]
+    assert sizes.loc["mobilenet_v2", "flops_per_item"] == sizes_before.loc["mobilenet_v2", "flops_per_item"]
+    profiled = pd.read_csv(folder / "profiles.csv").set_index("config_id")["flops_per_item"]
+    assert profiled["cifar10/resnet18/torch/fp32/b1/cpu"] == sizes.loc["resnet18", "flops_per_item"]
     assert used["cifar10/cascade:mobilenet_v2>resnet18@0.9/torch/fp32/b1/cpu"] == {"mobilenet_v2", "resnet18"}
 
 

@@ -68,3 +68,28 @@ def test_footprint_counts_non_embedding_weights_and_leaf_outputs_per_item():
     fp = footprint(module, (torch.zeros(2, 5, dtype=torch.long),), batch_size=2)
     assert fp.weight_elements == 4 * 3 + 3  # the 50 x 4 table is not read whole
     assert fp.activation_elements_per_item == 5 * 4 + 5 * 3 + 5 * 3  # embedding, linear and relu outputs
+
+
+def test_rows_with_stale_flops_are_left_out_of_the_roofline_and_the_others_are_placed():
+    """A model retrained with a new architecture after it was profiled carries stale FLOPs (and a wrong
+    share of the roofline): the chapter leaves its rows out, cascades built on it included."""
+    from planner.profile.roofline import confirmed_rows, roofline_points
+
+    profiles = pd.DataFrame({
+        "task": ["cifar10"] * 4, "model": ["a", "b", "cascade:a>b@0.9", "a"],
+        "cascade_small": [None, None, "a", None], "cascade_large": [None, None, "b", None],
+        "coverage": [np.nan, np.nan, 0.75, np.nan], "flops_per_item": [1e6, 3e6, 1e6 + 0.25 * 3e6, 1e6],
+        "pct_roofline": [1.0, 2.0, 3.0, 4.0], "batch_size": [1, 1, 1, 8], "precision": ["fp32"] * 3 + ["int8"],
+        "throughput_items_s": [1000.0, 500.0, 800.0, 4000.0]})
+    sizes = pd.DataFrame({"task": ["cifar10"] * 2, "model": ["a", "b"], "flops_per_item": [1e6, 3e6],
+                          "weight_elements": [100.0, 300.0], "activation_elements_per_item": [10.0, 30.0]})
+    rows, left_out = confirmed_rows(profiles, sizes)
+    assert len(rows) == 4 and left_out == []
+    sizes.loc[1, "flops_per_item"] = 12e6  # b has a new architecture since it was profiled
+    rows, left_out = confirmed_rows(profiles, sizes)
+    assert list(rows["model"]) == ["a", "a"] and left_out == ["b"]  # and the cascade built on b
+    points = roofline_points(rows, sizes)
+    # weights once per batch at the precision's width, activations written and read once
+    assert points["bytes_per_item"].tolist() == [100 * 4 / 1 + 2 * 10 * 4, 100 * 1 / 8 + 2 * 10 * 4]
+    assert points["achieved_gflops"].tolist() == [1e6 * 1000 / 1e9, 1e6 * 4000 / 1e9]
+    assert roofline_points(rows, None).empty  # no sizes recorded: nothing placed, no error

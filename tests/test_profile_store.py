@@ -303,8 +303,8 @@ def test_a_space_that_shrinks_and_grows_again_stays_consistent(tmp_path, monkeyp
 def test_the_sweep_records_a_hash_of_every_bundle_file(swept):
     folder = next((swept[0] / "quick" / "profiles").iterdir())
     assert manifest_names(folder) == sorted(["dominated.csv", "environment.json", "infeasible.csv",
-                                             "latency_samples.parquet", "predictions.parquet", "profiles.csv",
-                                             "roofline_peaks.csv"])
+                                             "latency_samples.parquet", "model_sizes.csv", "predictions.parquet",
+                                             "profiles.csv", "roofline_peaks.csv"])
 
 
 @pytest.mark.parametrize("name", ["latency_samples.parquet", "predictions.parquet"])

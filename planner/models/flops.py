@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-import pandas as pd
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -104,14 +103,10 @@ def footprint(module: torch.nn.Module, inputs: tuple, batch_size: int) -> Footpr
     return Footprint(int(weights), outputs[0] / batch_size)
 
 
-def model_footprints(pairs: list[tuple[str, str]], batch_size: int = 8) -> pd.DataFrame:
-    """``task, model, weight_elements, activation_elements_per_item`` of each (task, model), built
-    without weights at the input shapes FLOPs are counted at (for the roofline's bytes moved,
-    :func:`planner.profile.roofline.bytes_per_item`)."""
-    rows = []
-    for task, model in pairs:
-        module, kind = build_for_count(model)
-        fp = footprint(module, count_inputs(task, model, kind, batch_size), batch_size)
-        rows.append({"task": task, "model": model, "weight_elements": fp.weight_elements,
-                     "activation_elements_per_item": fp.activation_elements_per_item})
-    return pd.DataFrame(rows, columns=["task", "model", "weight_elements", "activation_elements_per_item"])
+@lru_cache(maxsize=None)
+def model_footprint(task: str, model: str, batch_size: int = COUNT_BATCH) -> Footprint:
+    """``model``'s :class:`Footprint`, built without weights at the input shapes FLOPs are counted at
+    (for the roofline's bytes moved, :func:`planner.profile.roofline.bytes_per_item`). The sweep
+    records it beside the FLOPs, so the roofline is drawn from the profile folder alone."""
+    module, kind = build_for_count(model)
+    return footprint(module, count_inputs(task, model, kind, batch_size), batch_size)

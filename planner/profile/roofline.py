@@ -11,8 +11,8 @@ seconds long, and the sweep measures at its start and its end and keeps the best
 ``pct_roofline = flops_per_item x throughput / peak(precision) x 100``.
 
 Bytes moved are not measured (no hardware counters here), so the roofline's arithmetic intensity is
-an estimate (:func:`bytes_per_item`, from the sizes :func:`planner.models.flops.model_footprints`
-counts): every weight read once per batch at the variant's precision, and every leaf module's
+an estimate (:func:`bytes_per_item`, from the sizes :func:`planner.models.flops.model_footprint`
+counts and the sweep records in ``model_sizes.csv``): every weight read once per batch at the variant's precision, and every leaf module's
 output written once and read once per item. Embedding tables are
 not counted as weights (a batch reads only the rows it looks up, which the embedding's output
 counts). Activations are kept at fp32 for int8 variants (dynamic quantisation quantises them on the
@@ -168,3 +168,44 @@ def bytes_per_item(weight_elements: float | np.ndarray, activation_elements_per_
 def arithmetic_intensity(flops_per_item: float | np.ndarray, bytes_moved_per_item: float | np.ndarray) -> np.ndarray:
     """FLOPs per byte moved (the roofline's x axis)."""
     return np.asarray(flops_per_item, dtype=float) / np.asarray(bytes_moved_per_item, dtype=float)
+
+
+def confirmed_rows(profiles: pd.DataFrame, model_sizes: pd.DataFrame | None) -> tuple[pd.DataFrame, list[str]]:
+    """(rows, left out): the profile rows with a roofline estimate whose FLOPs agree (1 %) with the ones
+    the profile folder records per model (``model_sizes.csv``; a cascade: small + (1 - coverage) x
+    large), and the models of the others (a cascade built on a left-out model goes unnamed with it). Why: a model whose architecture changed after it was
+    profiled carries stale FLOPs, hence a wrong share of the roofline; it is left out, not shown."""
+    rows = profiles[profiles["pct_roofline"].notna() & profiles["flops_per_item"].notna()]
+    sizes = model_sizes if model_sizes is not None else pd.DataFrame(columns=["task", "model", "flops_per_item"])
+    recorded = {(t, m): f for t, m, f in sizes[["task", "model", "flops_per_item"]].itertuples(index=False)}
+    nan = float("nan")
+
+    def expected(row) -> float:
+        if pd.isna(row.cascade_small):
+            return recorded.get((row.task, row.model), nan)
+        return recorded.get((row.task, row.cascade_small), nan) \
+            + (1.0 - row.coverage) * recorded.get((row.task, row.cascade_large), nan)
+
+    want = np.array([expected(r) for r in rows.itertuples(index=False)], dtype=float)
+    ok = np.isclose(want, rows["flops_per_item"].to_numpy(dtype=float), rtol=0.01)
+    single = rows["cascade_small"].isna().to_numpy()
+    stale = set(rows.loc[~ok & single, "model"])
+    # a cascade is named only when neither of its members explains it (their rows are named instead)
+    odd = {r.model for r in rows[~ok & ~single].itertuples(index=False)
+           if not {r.cascade_small, r.cascade_large} & stale}
+    return rows[ok].reset_index(drop=True), sorted(stale | odd)
+
+
+def roofline_points(rows: pd.DataFrame, model_sizes: pd.DataFrame | None) -> pd.DataFrame:
+    """The single-model ``rows`` (from :func:`confirmed_rows`) with their estimated ``bytes_per_item``,
+    ``arithmetic_intensity`` and ``achieved_gflops``, from the sizes the sweep recorded per model
+    (none recorded: no points)."""
+    single = rows[rows["cascade_small"].isna()]
+    columns = ["task", "model", "weight_elements", "activation_elements_per_item"]
+    sizes = (model_sizes if model_sizes is not None else pd.DataFrame(columns=columns))[columns].dropna()
+    points = single.merge(sizes, on=["task", "model"], how="inner", validate="many_to_one")
+    points["bytes_per_item"] = bytes_per_item(points["weight_elements"], points["activation_elements_per_item"],
+                                              points["batch_size"], points["precision"])
+    points["arithmetic_intensity"] = arithmetic_intensity(points["flops_per_item"], points["bytes_per_item"])
+    points["achieved_gflops"] = points["flops_per_item"] * points["throughput_items_s"] / 1e9
+    return points

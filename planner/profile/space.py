@@ -43,6 +43,8 @@ class Zoo(Protocol):
     def load_predictor(self, spec: VariantSpec, preset: str) -> Any: ...
     def eval_inputs(self, task: str, n: int | None = None) -> tuple[Any, np.ndarray]: ...
     def flops_per_item(self, task: str, model: str) -> float: ...
+    # optional: the model's planner.models.flops.Footprint (weights and activation sizes, for the roofline)
+    # def model_footprint(self, task: str, model: str) -> Footprint: ...
     # optional: identity of a model's trained weights (None: none here); a change re-profiles the model
     # def weights_key(self, task: str, model: str, preset: str) -> str | None: ...
 
@@ -56,7 +58,7 @@ def load_zoo(module: str | None = None) -> Zoo:
     flops = importlib.import_module("planner.models.flops")
     return SimpleNamespace(task_models=zoo.task_models, variant_support=zoo.variant_support,
                            load_predictor=zoo.load_predictor, eval_inputs=zoo.eval_inputs,
-                           flops_per_item=flops.flops_per_item,
+                           flops_per_item=flops.flops_per_item, model_footprint=flops.model_footprint,
                            weights_key=zoo.weights_key,
                            quantization_key=zoo.quantization_key)  # type: ignore[return-value]
 

@@ -61,7 +61,9 @@ ACCURACY_PROFILE_COLUMNS: dict[str, str] = {
     "batch_max_abs_diff": "float?", "agreement_n": "float?", "cascade_check_agreement": "float?",
     "accuracy_delta_vs_fp32": "float?",
 }
-FLOPS_COLUMNS = {"task": "str", "model": "str", "flops_per_item": "float?"}
+# per model: FLOPs per example and the sizes that set the bytes a call moves (planner.models.flops)
+MODEL_SIZE_COLUMNS = {"task": "str", "model": "str", "flops_per_item": "float?", "weight_elements": "float?",
+                      "activation_elements_per_item": "float?"}
 # extra columns carried into profiles.csv after the contract's PROFILE_COLUMNS
 MERGED_EXTRAS = ["ci_rel_halfwidth", "stop_reason", "background_cpu_share", "n_eval", "accuracy_delta_vs_fp32",
                  "batch_agreement", "cascade_check_agreement"]
@@ -69,12 +71,13 @@ MERGED_EXTRAS = ["ci_rel_halfwidth", "stop_reason", "background_cpu_share", "n_e
 FILES = {
     "latency": "latency_profiles.csv", "accuracy": "accuracy_profiles.csv", "profiles": "profiles.csv",
     "samples": "latency_samples.parquet", "predictions": "predictions.parquet", "infeasible": "infeasible.csv",
-    "environment": "environment.json", "peaks": "roofline_peaks.csv", "flops": "model_flops.csv",
+    "environment": "environment.json", "peaks": "roofline_peaks.csv", "model_sizes": "model_sizes.csv",
     "dominated": "dominated.csv",
 }
 # the files load_bundle reads; MANIFEST.json holds their sha256 (profiles, samples, predictions and
 # environment always, the others where present). The done-marker tables are the sweep's working state.
-BUNDLE_FILES = ("profiles", "samples", "predictions", "environment", "infeasible", "peaks", "dominated")
+BUNDLE_FILES = ("profiles", "samples", "predictions", "environment", "infeasible", "peaks", "dominated",
+                "model_sizes")
 # profile columns that summarize() derives from a configuration's latency samples
 SAMPLE_STATISTICS = ("lat_p50_ms", "lat_p95_ms", "lat_p99_ms", "lat_mean_ms", "throughput_items_s")
 RTOL = 1e-9  # stored statistic vs recomputed: a CSV round trip, not a different computation
@@ -215,11 +218,13 @@ class ProfileStore:
     def peaks(self) -> pd.DataFrame | None:
         return read_table(self.path("peaks"), PEAK_COLUMNS) if self.path("peaks").exists() else None
 
-    def write_flops(self, frame: pd.DataFrame) -> None:
-        write_csv(validate(frame, FLOPS_COLUMNS, str(self.path("flops"))), self.path("flops"))
+    def write_model_sizes(self, frame: pd.DataFrame) -> None:
+        path = self.path("model_sizes")
+        write_csv(validate(frame, MODEL_SIZE_COLUMNS, str(path))[list(MODEL_SIZE_COLUMNS)], path)
 
-    def flops(self) -> pd.DataFrame:
-        return read_table(self.path("flops"), FLOPS_COLUMNS) if self.path("flops").exists() else _empty(FLOPS_COLUMNS)
+    def model_sizes(self) -> pd.DataFrame:
+        path = self.path("model_sizes")
+        return read_table(path, MODEL_SIZE_COLUMNS) if path.exists() else _empty(MODEL_SIZE_COLUMNS)
 
     # ---- reading parts back -------------------------------------------------------------------
     def prediction_part(self, key: str) -> pd.DataFrame:
@@ -307,7 +312,7 @@ class ProfileStore:
         acc_cols = ["config_id", "accuracy", "calibration_accuracy", "accuracy_source", "coverage", "n_eval",
                     "accuracy_delta_vs_fp32", "batch_agreement", "cascade_check_agreement"]
         merged = lat.merge(acc[acc_cols], on="config_id", how="left", validate="one_to_one")
-        flops = self.flops()
+        flops = self.model_sizes()
         per_model = {(t, m): f for t, m, f in flops[["task", "model", "flops_per_item"]].itertuples(index=False)}
         nan = float("nan")
 
@@ -475,7 +480,8 @@ def _read_bundle(store: ProfileStore) -> ProfileBundle:
     infeasible = (read_table(store.path("infeasible"), INFEASIBLE_COLUMNS)
                   if store.path("infeasible").exists() else None)
     peaks = read_table(store.path("peaks"), PEAK_COLUMNS) if store.path("peaks").exists() else None
-    return ProfileBundle(profiles, samples, predictions, environment, infeasible, peaks, dominated)
+    sizes = read_table(store.path("model_sizes"), MODEL_SIZE_COLUMNS) if store.path("model_sizes").exists() else None
+    return ProfileBundle(profiles, samples, predictions, environment, infeasible, peaks, dominated, sizes)
 
 
 class _DataSummary:

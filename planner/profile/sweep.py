@@ -126,21 +126,36 @@ class _Sweep:
         self.env["peaks_flops_per_s"] = peak_by_precision(peaks)
         self.store.write_environment(self.env)
 
-    def _flops(self) -> None:
-        have = self.store.flops()
-        known = set(zip(have["task"], have["model"]))
-        rows = have.to_dict("records")
+    def _model_sizes(self) -> None:
+        """FLOPs per example and the sizes that set the bytes moved, per model (``model_sizes.csv``),
+        so the roofline reads the profile folder alone (no model source needed to draw it). A model
+        counted before is not counted again unless a value is missing; a retrained model's row is
+        dropped by :meth:`_forget_changed` and counted afresh."""
+        have = self.store.model_sizes()
+        footprint = getattr(self.zoo, "model_footprint", None)  # optional: a toy zoo may not size its models
+        rows = []
         for task in self.tasks:
             for model in self.zoo.task_models(task, self.preset):
-                if (task, model) in known:
+                old = have[(have["task"] == task) & (have["model"] == model)]
+                if len(old) and old.iloc[0].notna().all():
                     continue
+                row = {"task": task, "model": model, "flops_per_item": float("nan"), "weight_elements": float("nan"),
+                       "activation_elements_per_item": float("nan")}
                 try:
-                    value = float(self.zoo.flops_per_item(task, model))
+                    row["flops_per_item"] = float(self.zoo.flops_per_item(task, model))
+                    if footprint is not None:
+                        fp = footprint(task, model)
+                        row["weight_elements"] = float(fp.weight_elements)
+                        row["activation_elements_per_item"] = float(fp.activation_elements_per_item)
                 except LOAD_ERRORS as exc:
-                    print(f"flops of {task}/{model} unavailable: {exc}")
-                    value = float("nan")
-                rows.append({"task": task, "model": model, "flops_per_item": value})
-        self.store.write_flops(pd.DataFrame(rows, columns=["task", "model", "flops_per_item"]))
+                    print(f"flops and sizes of {task}/{model} unavailable: {exc}")
+                rows.append(row)
+        if not rows and self.store.path("model_sizes").exists():
+            return
+        counted = {(r["task"], r["model"]) for r in rows}
+        kept = have[np.array([(t, m) not in counted for t, m in zip(have["task"], have["model"])], dtype=bool)]
+        self.store.write_model_sizes(pd.concat([kept, pd.DataFrame(rows, columns=list(kept.columns))],
+                                               ignore_index=True) if rows else kept)
 
     # ---- main loop ----------------------------------------------------------------------------
     def run(self) -> pd.DataFrame:
@@ -149,7 +164,6 @@ class _Sweep:
         self.n_threads = n_threads
         self._environment(n_threads)
         self._peaks("start")
-        self._flops()
         space = enumerate_space(self.tasks, self.batch_sizes, [self.device], self.zoo,
                                 precisions=self.profile.precisions or PRECISIONS,
                                 thresholds=self.profile.thresholds,
@@ -181,6 +195,7 @@ class _Sweep:
             self.store.forget_accuracy(chosen)
         self._forget_retrained()
         self._forget_requantized()
+        self._model_sizes()
         self.lat_done, self.acc_done = self.store.latency_done(), self.store.accuracy_done()
         done = sum(c.config_id in self.lat_done and c.config_id in self.acc_done for c in space.feasible)
         print(f"{self.store.root}: {len(space.feasible)} configurations ({done} already done), "
@@ -255,6 +270,10 @@ class _Sweep:
                   f"differ from the ones profiled: profiling their {len(stale)} {kind} again")
             self.store.forget_latency(stale)
             self.store.forget_accuracy(stale)
+        if not int8_only and changed:  # a new architecture has new FLOPs and sizes
+            sizes = self.store.model_sizes()
+            if sizes["model"].isin(changed).any():
+                self.store.write_model_sizes(sizes[~sizes["model"].isin(changed)])
         self.env[record] = {**recorded, **current}
         self.store.write_environment(self.env)
 

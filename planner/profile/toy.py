@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 import zlib
+from types import SimpleNamespace
 from typing import Any, Sequence
 
 import numpy as np
@@ -97,7 +98,15 @@ def eval_inputs(task: str, n: int | None = None) -> tuple[Any, np.ndarray]:
 
 
 def flops_per_item(task: str, model: str) -> float:
-    return 1e6 * _SIZE.get(model, 1.0)
+    """Proportional to the toy size; a retrained model (``PLANNER_TOY_WEIGHTS``) stands for a new
+    architecture too (the real CNNs got a CIFAR stem with their retraining), so its FLOPs double."""
+    retrained = weights_key(task, model, "") != f"toy:{model}"
+    return 1e6 * _SIZE.get(model, 1.0) * (2.0 if retrained else 1.0)
+
+
+def model_footprint(task: str, model: str) -> SimpleNamespace:
+    """Weight and activation sizes, shaped like :class:`planner.models.flops.Footprint`."""
+    return SimpleNamespace(weight_elements=_DIM * N_CLASSES[task], activation_elements_per_item=float(_DIM))
 
 
 class ToyPredictor:
