@@ -61,8 +61,8 @@ class AnytimeParams(MethodParams):
     halflife: float = Field(default=8.0, gt=0)
     shed: bool = True
     early_answers: bool = True
-    # pad the window with the arrivals expected while it is served (measured: it lowers effective
-    # accuracy, so off by default; see the ablations)
+    # pad the window with the arrivals expected while it is served, valued over the recent deadline mix
+    # (alone it lowers effective accuracy; with continuation it is what prices a slow choice)
     expected_arrivals: bool = False
     # shed a batch member whose slack is below this quantile of the chosen configuration (None: never)
     # (measured on the full profiles: 0.65 keeps the effective accuracy of 0.5 with under 1 % late at load 0.8)
@@ -71,6 +71,9 @@ class AnytimeParams(MethodParams):
     # (None: keep member_quantile fixed); late_step: how far one late answer moves the quantile
     late_target: float | None = Field(default=None, gt=0, lt=1)
     late_step: float = Field(default=0.02, gt=0, lt=1)
+    # value a candidate on the head batch only, the positions behind it served after it by the drain
+    # configuration, with the expected arrivals padded at the recent mix of deadlines (opportunity cost)
+    continuation: bool = False
     # the service-time calibration's starting factor: the machine's speed now over the profile's.
     # 1 in the simulator (its service times come from the profile itself); a live replay sets it
     # from the re-timed reference (planner.profile.reference, planner.evaluation.live_fault)
