@@ -36,14 +36,14 @@ def _ctx(deadline_ms: float, rate_rps: float) -> PolicyContext:
 
 
 def test_a_relaxed_request_gets_the_slow_model_only_when_no_tight_arrival_pays_for_it(bundle):
-    plain = anytime(bundle, TASK)
-    costed = anytime(bundle, TASK, continuation=True, expected_arrivals=True)
+    plain = anytime(bundle, TASK, continuation=False, expected_arrivals=False)
+    costed = anytime(bundle, TASK)  # the defaults: continuation and expected arrivals
     for _ in range(8):  # the recent mix: tight requests (5 ms) at the head
         costed(_ctx(5.0, 100.0))
     relaxed = _ctx(100.0, 100.0)
     assert "mpnet-l12" in plain(relaxed)      # alone in the queue, it fits: the whole window looks free
     assert "minilm-l3" in costed(relaxed)     # 3 tight arrivals expected during its 30 ms: they would miss
-    quiet = anytime(bundle, TASK, continuation=True, expected_arrivals=True)
+    quiet = anytime(bundle, TASK)
     assert "mpnet-l12" in quiet(_ctx(100.0, 0.0))  # nothing arriving: the accuracy gain costs nobody
 
 
@@ -54,6 +54,6 @@ def test_on_a_trace_of_tight_and_relaxed_requests_the_continuation_answers_more_
     trace = workloads.poisson(60.0, n, deadlines, np.arange(N_EXAMPLES), seed=5)
     catalog = prepare(bundle)
     result = {}
-    for name, params in {"plain": {}, "continuation": {"continuation": True, "expected_arrivals": True}}.items():
+    for name, params in {"plain": {"continuation": False, "expected_arrivals": False}, "continuation": {}}.items():
         result[name] = run_metrics(simulate(trace, anytime(bundle, TASK, **params), catalog, seed=5, task=TASK))
     assert result["continuation"]["effective_accuracy"] > result["plain"]["effective_accuracy"] + 0.05, result

@@ -184,6 +184,17 @@ def test_cli_writes_eval_csvs(bundle, tmp_path, monkeypatch):
     assert len(pd.read_csv(eval_dir / "runs_sst2.csv")) == len(runs) + 2 * 2
     assert "slack_aware_drain" in set(pd.read_csv(eval_dir / "summary_sst2.csv")["method"])
     assert main(args + ["--methods", "nonsense"]) == 2
+    # a changed method runs again on its own: its rows are replaced, the others' kept byte for byte
+    before = pd.read_csv(eval_dir / "runs_sst2.csv")
+    assert main(args + ["--rerun", "slack_aware"]) == 0
+    after = pd.read_csv(eval_dir / "runs_sst2.csv")
+    assert len(after) == len(before) and (after["method"] == "slack_aware").sum() == 2 * 2
+    others = ["seed_p95", "best_fixed_hindsight", "slack_aware_drain"]
+    key = ["method", "load", "deadline_ms", "seed"]
+    pd.testing.assert_frame_equal(before[before["method"].isin(others)].sort_values(key).reset_index(drop=True),
+                                  after[after["method"].isin(others)].sort_values(key).reset_index(drop=True))
+    assert len(pd.read_csv(eval_dir / "traces_sst2.csv")) == 2 * 2  # the cells' traces once each
+    assert main(args + ["--rerun", "static_large"]) == 2  # not run by this evaluation: nothing dropped
     assert main(["evaluate", "--task", "cifar10", "--preset", "quick", "--machine-tag", "synthetic",
                  "--no-progress"]) == 2  # no cifar10 profiles: a clear one-line error
 

@@ -21,7 +21,7 @@ import pandas as pd
 from planner import config
 from planner.config import TASKS, EvaluatePreset
 from planner.paths import results_dir
-from planner.plan.registry import check_method_params, check_methods
+from planner.plan.registry import check_method_params, check_methods, default_methods
 from planner.schema import ProfileBundle
 from planner.tables import atomic_write_text, read_rows, refresh_manifest
 
@@ -37,6 +37,9 @@ def register(subparsers) -> None:
     parser.add_argument("--methods", nargs="+", default=None,
                         help="registered methods to run (default: the preset's, else the registry's defaults)")
     parser.add_argument("--fresh", action="store_true", help="discard earlier runs instead of resuming")
+    parser.add_argument("--rerun", nargs="+", default=None, metavar="METHOD",
+                        help="discard the earlier runs of these methods and run them again, keeping the others "
+                             "(a method whose code or parameters changed: runs are keyed by cell and method name)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--workers", type=_workers, default=None, metavar="N",
                         help="worker processes of a local Dask cluster on 127.0.0.1 (default: one per core); "
@@ -73,6 +76,11 @@ def run(args: argparse.Namespace) -> int:
         settings = settings.model_validate({**settings.model_dump(), "methods": args.methods})
     where = f"configs/presets.yaml: presets.{args.preset}.evaluate"
     check_methods(settings.methods, f"{where}.methods" if not args.methods else "--methods")
+    if args.rerun:
+        check_methods(args.rerun, "--rerun")
+        missing = sorted(set(args.rerun) - set(settings.methods or default_methods()))
+        if missing:
+            raise ValueError(f"--rerun {missing}: not among the methods this evaluation runs; add them to --methods")
     check_method_params(settings.method_params, f"{where}.method_params")
     bundle = _load_bundle(args.preset, args.machine_tag)
     profile_folder = profile_root(args.preset, args.machine_tag)
@@ -117,6 +125,8 @@ def _evaluate_task(args: argparse.Namespace, task: str, settings: EvaluatePreset
     if args.fresh or stale:
         runs_csv.unlink(missing_ok=True)
         traces_csv.unlink(missing_ok=True)
+    elif args.rerun and runs_csv.exists():
+        _forget_methods(runs_csv, args.rerun)
     record_inputs(out_dir, runs_csv.name, *profiles)
     result = evaluate(bundle, task, settings, list(deadlines), out_csv=runs_csv, progress=not args.no_progress,
                       dispatch_overhead_ms=overhead, traces_csv=traces_csv, workers=0, pool=pool)
@@ -125,6 +135,17 @@ def _evaluate_task(args: argparse.Namespace, task: str, settings: EvaluatePreset
         summary = summarize_runs(result.runs, confidence=config.protocol().confidence)
         atomic_write_text(out_dir / f"summary_{task}.csv", summary.to_csv(index=False))
     print(f"{task}: {len(result.runs)} runs in {runs_csv}")
+
+
+def _forget_methods(runs_csv: Path, methods: list[str]) -> None:
+    """Drop the rows of ``methods`` from ``runs_csv`` (rewritten atomically: a kill leaves the old file
+    or the new one), so that the resume runs them again."""
+    from planner.evaluation.grid import KEY_COLUMNS
+
+    runs = read_rows(runs_csv, KEY_COLUMNS)
+    drop = runs["method"].isin(methods)
+    print(f"{runs_csv.name}: running {int(drop.sum())} run(s) of {sorted(set(methods))} again")
+    atomic_write_text(runs_csv, runs[~drop].to_csv(index=False))
 
 
 def _dedupe_traces(path: Path) -> None:

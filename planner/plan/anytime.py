@@ -12,15 +12,18 @@ delivered on time among the requests it is about to affect, with four ingredient
    :mod:`planner.splits`), with ``X_c`` the configuration's *current*
    single-batch service time. The probability comes from the profiled latency distribution (a
    quantile table), not from one percentile, so a configuration whose tail is long but whose median
-   is short is valued for what it delivers on average. With ``expected_arrivals`` the window goes on
-   with the arrivals expected while it is served (one every ``1/recent rate``), each valued over the
-   recent mix of relative deadlines met at the head (:data:`MIX_LEVELS` quantiles), not at the head's
-   own. With ``continuation`` a candidate serves only the head batch and every later position is
-   valued as served after it by the drain configuration: a slow choice pays for the server time it
-   takes from the requests behind it (measured on the committed full profiles, 2 seeds: SST-2
-   mixed-deadline cells gain 0.07-0.09 effective accuracy). It is off by default: the committed grid
-   was run without it, and its decision costs 32 us (median, 300 configurations, 64 waiting) against
-   17 us without it, measured side by side, above the 20 us budget.
+   is short is valued for what it delivers on average.
+
+   With ``continuation`` (the default) a candidate serves only the head batch, and every later
+   position is valued as served after it at the per-item service time the policy has been achieving
+   (the drain configuration's before the first batch) and at the drain configuration's accuracy:
+   a slow choice pays for the server time it takes from the requests behind it. With
+   ``expected_arrivals`` (the default) the window goes on with the nearest
+   :data:`EXPECTED_ARRIVALS` arrivals expected while it is served (one every ``1/recent rate``),
+   each valued over the recent mix of relative deadlines met at the head (:data:`MIX_LEVELS`
+   quantiles), not at the head's own. Together they price the relaxed request of a mixed trace that
+   would take the large model while tight requests arrive behind it. Without both, the whole window
+   is valued at the candidate (the rule of ``slack_aware``).
 2. **Online calibration.** :class:`ServiceTimeEstimator` keeps a machine-wide scale and a
    per-configuration residual (exponentially weighted, in log space) from the service times the
    server reports after every batch (``observe``); ``X_c`` is the profiled distribution times that
@@ -59,6 +62,8 @@ QUANTILES: tuple[float, ...] = (0.05, 0.25, 0.5, 0.65, 0.8, 0.95)
 # head deadlines remembered for the expected arrivals' mix, and the levels of that mix they are valued at
 DEADLINE_MEMORY = 64
 MIX_LEVELS = np.array([0.125, 0.375, 0.625, 0.875])
+# how many expected arrivals pad a short window (the nearest ones: a head batch's choice delays them most)
+EXPECTED_ARRIVALS = 16
 
 
 class ServiceTimeEstimator:
@@ -121,9 +126,9 @@ class AnytimePolicy(OnlinePolicy):
     time (its calibration state belongs to that trace: use :meth:`fresh` for the next)."""
 
     def __init__(self, task: str, lookahead: int = 64, halflife: float = 8.0, shed: bool = True,
-                 early_answers: bool = True, expected_arrivals: bool = False, startup_scale: float = 1.0,
+                 early_answers: bool = True, expected_arrivals: bool = True, startup_scale: float = 1.0,
                  refront_every: int = 32, member_quantile: float | None = 0.65,
-                 late_target: float | None = None, late_step: float = 0.02, continuation: bool = False,
+                 late_target: float | None = None, late_step: float = 0.02, continuation: bool = True,
                  name: str = "anytime"):
         if isinstance(lookahead, bool) or not isinstance(lookahead, (int, np.integer)) or lookahead < 1:
             raise PlannerError(f"lookahead must be an integer >= 1, got {lookahead!r}")
@@ -160,6 +165,7 @@ class AnytimePolicy(OnlinePolicy):
         self._all_acc = table[PLANNING_ACCURACY].to_numpy(dtype=float)
         self._all_batch = table["batch_size"].to_numpy(dtype=np.int64)
         self._all_q = grid.loc[table["config_id"], list(QUANTILES)].to_numpy(dtype=float)
+        self._ones = np.ones(len(QUANTILES) * self.lookahead * len(MIX_LEVELS), dtype=np.float32)
         self._reference = dict(zip(self._all_ids, grid.loc[table["config_id"], 0.5].to_numpy(dtype=float)))
         return self.fresh()
 
@@ -173,6 +179,7 @@ class AnytimePolicy(OnlinePolicy):
         self._seen_deadlines = np.full(DEADLINE_MEMORY, np.nan)
         self._n_seen = 0
         self._pad_deadlines: np.ndarray | None = None
+        self._item_ms: float | None = None
         self._build_front()
         return self
 
@@ -188,6 +195,8 @@ class AnytimePolicy(OnlinePolicy):
         self._rl: dict[int, np.ndarray] = {}
         self._ct: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         self._drain = int(np.argmax(self._batch / self._q[:, QUANTILES.index(0.5)]))
+        self._max_batch = int(self._batch.max())
+        self._gain_over_drain = self._acc - self._acc[self._drain]  # a head position's worth beyond a tail one
         self._fastest_low = float(self._q[:, 0].min())
 
     def _round_latency(self, servers: int) -> np.ndarray:
@@ -204,24 +213,34 @@ class AnytimePolicy(OnlinePolicy):
     def _continuation_latency(self, servers: int, waiting: int) -> tuple[np.ndarray, np.ndarray]:
         """((C, Q, lookahead) finish times, (C, 1, lookahead) head mask) when candidate ``c`` serves
         only the head batch (the first ``min(B_c, waiting)`` positions, done after ``X_c``) and every
-        later position is served after it by the drain configuration (fastest clearing, at its
-        median): ``X_c / k + r_drain(p - n_c) * median_drain``. Why: a slow configuration costs the
-        requests behind it the server time it takes, which valuing the whole window at ``c`` misses
-        when the window is short (light load, the arrivals still to come)."""
-        key = (servers, min(waiting, int(self._batch.max())))
+        later position is served after it at the per-item service time this policy has been
+        achieving (:meth:`observe`; before any, the drain configuration's):
+        ``X_c / k + (p - n_c + 1) * item / k``. Why: a slow configuration costs the requests behind it
+        the server time it takes, which valuing the whole window at ``c`` misses when the window is
+        short (light load, arrivals still to come); and the positions behind are served by what the
+        policy will choose for them, not by the fastest configuration (too hopeful: more late)."""
+        key = (servers, min(waiting, self._max_batch))
         tables = self._ct.get(key)
         if tables is None:
             p = np.arange(self.lookahead)
             head_n = np.minimum(self._batch, key[1])[:, None]                        # (C, 1)
             after = np.maximum(p[None, :] - head_n, 0)                                # tail index
-            drain_batch = int(self._batch[self._drain])
-            drain_rounds = -(-(-(-(after + 1) // drain_batch)) // servers)
-            tail = drain_rounds * self._q[self._drain, QUANTILES.index(0.5)]          # (C, W)
+            if self._item_ms is not None:
+                tail = (after + 1) * (self._item_ms / servers)                        # (C, W)
+            else:
+                drain_rounds = -(-(-(-(after + 1) // int(self._batch[self._drain]))) // servers)
+                tail = drain_rounds * self._q[self._drain, QUANTILES.index(0.5)]
             head = p[None, :] < head_n                                                # (C, W)
             x = self._q[:, :, None]                                                   # (C, Q, 1)
             finish = np.where(head[:, None, :], x, x / servers + tail[:, None, :])
             tables = self._ct[key] = (np.ascontiguousarray(finish, dtype=np.float32), head[:, None, :])
         return tables
+
+    def _row_counts(self, hits: np.ndarray) -> np.ndarray:
+        """True entries per candidate (first axis), as a float32 product with ones: a few times faster
+        than ``count_nonzero`` over axes at these sizes, and exact (counts stay far below 2**24)."""
+        flat = hits.reshape(len(hits), -1)
+        return flat.astype(np.float32) @ self._ones[: flat.shape[1]]
 
     def _record_deadline(self, deadline_ms: float) -> None:
         """Remember the relative deadlines met at the head: the expected arrivals take the recent mix
@@ -235,6 +254,9 @@ class AnytimePolicy(OnlinePolicy):
     # ---- online -------------------------------------------------------------------------------
     def observe(self, config_id: str, batch_n: int, service_ms: float, n_late: int = 0) -> None:
         self.estimator_.observe(config_id, service_ms)
+        if math.isfinite(service_ms) and service_ms > 0 and batch_n > 0:  # per item, at the profiles' scale
+            item = service_ms / batch_n * math.exp(-self.estimator_.log_global)
+            self._item_ms = item if self._item_ms is None else self._item_ms + self.estimator_.alpha * (item - self._item_ms)
         if self.late_target is not None:
             on_time = batch_n - n_late
             push = n_late - on_time * self.late_target / (1.0 - self.late_target)
@@ -263,7 +285,7 @@ class AnytimePolicy(OnlinePolicy):
         slacks = ctx.queue_slack_ms or (ctx.oldest_slack_ms,)
         m = min(len(slacks), self.lookahead)
         machine = math.exp(-self.estimator_.log_global)        # slacks at the profiles' scale
-        scaled = (np.asarray(slacks[:m], dtype=float) * machine).astype(np.float32)
+        scaled = np.array(slacks[:m], dtype=np.float32) * np.float32(machine)
         servers = max(ctx.servers, 1)
         if self.continuation:
             finish, head = self._continuation_latency(servers, m)
@@ -271,18 +293,21 @@ class AnytimePolicy(OnlinePolicy):
             finish, head = self._round_latency(servers), None
         # expected on-time answers per candidate: (C, Q, window) compared, counted at once
         on_time = finish[:, :, :m] <= scaled
-        counts = np.count_nonzero(on_time, axis=(1, 2)).astype(float)
+        counts = self._row_counts(on_time)
         if self.expected_arrivals:
             self._record_deadline(ctx.deadline_ms)
-            if m < self.lookahead and ctx.recent_rate_rps > 0:
+            n_pad = min(self.lookahead - m, EXPECTED_ARRIVALS)
+            if n_pad > 0 and ctx.recent_rate_rps > 0:
                 # the arrivals while the window is served, one every 1/rate, each valued over the
                 # recent deadline mix (MIX_LEVELS quantiles): finish - arrival <= deadline
-                arrival = (1000.0 / ctx.recent_rate_rps * machine) * np.arange(1, self.lookahead - m + 1, dtype=np.float32)
-                wait = finish[:, :, m:] - arrival
-                counts += np.count_nonzero(wait[..., None] <= self._pad_deadlines * machine, axis=(1, 2, 3)) / len(MIX_LEVELS)
+                arrival = (1000.0 / ctx.recent_rate_rps * machine) * np.arange(1, n_pad + 1, dtype=np.float32)
+                wait = (finish[:, :, m:m + n_pad] - arrival).reshape(len(finish), 1, -1)    # (C, 1, Q x arrivals)
+                in_time = wait <= (self._pad_deadlines * machine)[None, :, None]           # (C, levels, ...)
+                counts += self._row_counts(in_time) / len(MIX_LEVELS)
         if head is not None:  # the head batch at the candidate's accuracy, the rest at the drain's
-            in_head = np.count_nonzero(on_time & head[:, :, :m], axis=(1, 2))
-            value = self._acc * in_head + self._acc[self._drain] * (counts - in_head)
+            k = min(m, self._max_batch)  # head batches are prefixes of at most the largest batch
+            in_head = self._row_counts(on_time[:, :, :k] & head[:, :, :k])
+            value = self._acc[self._drain] * counts + self._gain_over_drain * in_head
         else:
             value = self._acc * counts
         best = int(np.argmax(value))  # ties: the first, i.e. the more accurate (table order)

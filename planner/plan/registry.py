@@ -62,8 +62,8 @@ class AnytimeParams(MethodParams):
     shed: bool = True
     early_answers: bool = True
     # pad the window with the arrivals expected while it is served, valued over the recent deadline mix
-    # (alone it lowers effective accuracy; with continuation it is what prices a slow choice)
-    expected_arrivals: bool = False
+    # (with continuation, what prices a slow choice; see planner.plan.anytime)
+    expected_arrivals: bool = True
     # shed a batch member whose slack is below this quantile of the chosen configuration (None: never)
     # (measured on the full profiles: 0.65 keeps the effective accuracy of 0.5 with under 1 % late at load 0.8)
     member_quantile: float | None = 0.65
@@ -71,9 +71,9 @@ class AnytimeParams(MethodParams):
     # (None: keep member_quantile fixed); late_step: how far one late answer moves the quantile
     late_target: float | None = Field(default=None, gt=0, lt=1)
     late_step: float = Field(default=0.02, gt=0, lt=1)
-    # value a candidate on the head batch only, the positions behind it served after it by the drain
-    # configuration, with the expected arrivals padded at the recent mix of deadlines (opportunity cost)
-    continuation: bool = False
+    # value a candidate on the head batch only, the positions behind it served after it at the per-item
+    # service time the policy has been achieving (the server time a slow choice takes from them)
+    continuation: bool = True
     # the service-time calibration's starting factor: the machine's speed now over the profile's.
     # 1 in the simulator (its service times come from the profile itself); a live replay sets it
     # from the re-timed reference (planner.profile.reference, planner.evaluation.live_fault)
