@@ -120,3 +120,24 @@ def test_attainment_timeline_is_a_trailing_window():
     by_t = timeline.set_index("t_s")
     assert by_t.loc[1.0, "hit_rate"] == 1.0 and by_t.loc[1.0, "n"] == 2
     assert by_t.loc[2.0, "hit_rate"] == 0.0 and by_t.loc[2.5, "hit_rate"] == 0.5  # (1.5, 2.5]: 1.7 missed, 2.4 hit
+
+
+def test_shared_service_compares_one_configuration_across_the_methods_that_served_it():
+    """One service time per batch (not per request), only configurations two methods served, in the phase asked."""
+    from planner.evaluation.live_fault import shared_service
+
+    def batch_rows(method, config_id, batch_id, n, service_ms, phase="before"):
+        return [{"task": "cifar10", "method": method, "config_id": config_id, "batch_id": batch_id,
+                 "service_ms": service_ms, "phase": phase} for _ in range(n)]
+
+    rows = pd.DataFrame(
+        batch_rows("anytime", "a", 0, 8, 2.0) + batch_rows("anytime", "a", 1, 1, 4.0) + batch_rows("anytime", "a", 2, 1, 2.5)
+        + batch_rows("anytime", "b", 3, 1, 9.0)                       # only anytime served b: left out
+        + batch_rows("static", "a", 0, 1, 1.0) + batch_rows("static", "a", 1, 1, 1.2)
+        + batch_rows("static", "a", 2, 1, 50.0, phase="during")       # another phase: left out
+        + [{"task": "cifar10", "method": "static", "config_id": None, "batch_id": -1, "service_ms": float("nan"),
+            "phase": "before"}])                                      # shed: no batch
+    out = shared_service(rows).set_index("method")
+    assert set(out["config_id"]) == {"a"}
+    assert out.loc["anytime", "n_batches"] == 3 and out.loc["anytime", "service_median_ms"] == 2.5
+    assert out.loc["static", "n_batches"] == 2 and out.loc["static", "service_median_ms"] == 1.1
