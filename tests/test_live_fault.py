@@ -141,3 +141,4 @@ def test_shared_service_compares_one_configuration_across_the_methods_that_serve
     assert set(out["config_id"]) == {"a"}
     assert out.loc["anytime", "n_batches"] == 3 and out.loc["anytime", "service_median_ms"] == 2.5
     assert out.loc["static", "n_batches"] == 2 and out.loc["static", "service_median_ms"] == 1.1
+    assert out.loc["anytime", "method_configs"] == 2 and out.loc["static", "method_configs"] == 1  # switched or not

@@ -358,7 +358,8 @@ def summarize(rows: pd.DataFrame, scales: Mapping[str, float] | None = None) -> 
 
 def shared_service(rows: pd.DataFrame, phase: str = "before") -> pd.DataFrame:
     """Per configuration that more than one method served in ``phase``: the median service time of
-    its batches under each method (``task, config_id, method, n_batches, service_median_ms``).
+    its batches under each method (``task, config_id, method, n_batches, service_median_ms``, and
+    ``method_configs``: how many configurations that method served in the phase; 1 = it never switched).
 
     Why: the same configuration can serve slower inside one method's run than inside another's on
     the same trace and machine; a method that switches configurations pays cache misses that one
@@ -366,10 +367,11 @@ def shared_service(rows: pd.DataFrame, phase: str = "before") -> pd.DataFrame:
     served = rows[(rows["phase"] == phase) & rows["batch_id"].ge(0) & rows["config_id"].notna()]
     batches = served.drop_duplicates(["method", "batch_id"])  # one service time per batch
     shared = batches.groupby("config_id")["method"].nunique()
+    used = batches.groupby("method")["config_id"].nunique()
     batches = batches[batches["config_id"].isin(shared.index[shared > 1])]
     out = batches.groupby(["task", "config_id", "method"], sort=False).agg(
         n_batches=("batch_id", "size"), service_median_ms=("service_ms", "median")).reset_index()
-    return out
+    return out.assign(method_configs=out["method"].map(used).astype(int))
 
 
 def attainment_timeline(rows: pd.DataFrame, window_s: float = 1.0, step_s: float = 0.25) -> pd.DataFrame:
