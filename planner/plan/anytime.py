@@ -215,7 +215,8 @@ class AnytimePolicy(OnlinePolicy):
         only the head batch (the first ``min(B_c, waiting)`` positions, done after ``X_c``) and every
         later position is served after it at the per-item service time this policy has been
         achieving (:meth:`observe`; before any, the drain configuration's):
-        ``X_c / k + (p - n_c + 1) * item / k``. Why: a slow configuration costs the requests behind it
+        ``X_c / k + (p - n_c + 1) * item / k``. Cached per (servers, head size) and rebuilt with the
+        front (every ``refront_every`` observations), so ``item`` is the estimate at the last rebuild. Why: a slow configuration costs the requests behind it
         the server time it takes, which valuing the whole window at ``c`` misses when the window is
         short (light load, arrivals still to come); and the positions behind are served by what the
         policy will choose for them, not by the fastest configuration (too hopeful: more late)."""

@@ -12,8 +12,8 @@ seconds long, and the sweep measures at its start and its end and keeps the best
 
 Bytes moved are not measured (no hardware counters here), so the roofline's arithmetic intensity is
 an estimate (:func:`bytes_per_item`, from the sizes :func:`planner.models.flops.model_footprint`
-counts and the sweep records in ``model_sizes.csv``): every weight read once per batch at the variant's precision, and every leaf module's
-output written once and read once per item. Embedding tables are
+counts and the sweep records in ``model_sizes.csv``): every weight read once per batch at the
+variant's precision, and every leaf module's output written once and read once per item. Embedding tables are
 not counted as weights (a batch reads only the rows it looks up, which the embedding's output
 counts). Activations are kept at fp32 for int8 variants (dynamic quantisation quantises them on the
 fly and returns fp32) and at the compute type otherwise. Attention's functional products are not
@@ -170,24 +170,31 @@ def arithmetic_intensity(flops_per_item: float | np.ndarray, bytes_moved_per_ite
     return np.asarray(flops_per_item, dtype=float) / np.asarray(bytes_moved_per_item, dtype=float)
 
 
-def confirmed_rows(profiles: pd.DataFrame, model_sizes: pd.DataFrame | None) -> tuple[pd.DataFrame, list[str]]:
-    """(rows, left out): the profile rows with a roofline estimate whose FLOPs agree (1 %) with the ones
-    the profile folder records per model (``model_sizes.csv``; a cascade: small + (1 - coverage) x
-    large), and the models of the others (a cascade built on a left-out model goes unnamed with it). Why: a model whose architecture changed after it was
-    profiled carries stale FLOPs, hence a wrong share of the roofline; it is left out, not shown."""
-    rows = profiles[profiles["pct_roofline"].notna() & profiles["flops_per_item"].notna()]
+def item_flops(rows: pd.DataFrame, model_sizes: pd.DataFrame | None) -> np.ndarray:
+    """FLOPs per example of each profile row from the per-model FLOPs recorded in ``model_sizes``
+    (``model_sizes.csv``): a single model's own; a cascade's small + (1 - coverage) x large (the large
+    model runs only on escalated items). NaN where a model has no record. One rule for the sweep's
+    merged profiles and for the roofline's check of them."""
     sizes = model_sizes if model_sizes is not None else pd.DataFrame(columns=["task", "model", "flops_per_item"])
     recorded = {(t, m): f for t, m, f in sizes[["task", "model", "flops_per_item"]].itertuples(index=False)}
     nan = float("nan")
 
-    def expected(row) -> float:
+    def one(row) -> float:
         if pd.isna(row.cascade_small):
             return recorded.get((row.task, row.model), nan)
         return recorded.get((row.task, row.cascade_small), nan) \
             + (1.0 - row.coverage) * recorded.get((row.task, row.cascade_large), nan)
 
-    want = np.array([expected(r) for r in rows.itertuples(index=False)], dtype=float)
-    ok = np.isclose(want, rows["flops_per_item"].to_numpy(dtype=float), rtol=0.01)
+    return np.array([one(r) for r in rows.itertuples(index=False)], dtype=float)
+
+
+def confirmed_rows(profiles: pd.DataFrame, model_sizes: pd.DataFrame | None) -> tuple[pd.DataFrame, list[str]]:
+    """(rows, left out): the profile rows with a roofline estimate whose FLOPs agree (1 %) with
+    :func:`item_flops` of the sizes the profile folder records, and the models of the others (a
+    cascade built on a left-out model goes unnamed with it). Why: a model whose architecture changed
+    after it was profiled carries stale FLOPs, hence a wrong share of the roofline; it is left out."""
+    rows = profiles[profiles["pct_roofline"].notna() & profiles["flops_per_item"].notna()]
+    ok = np.isclose(item_flops(rows, model_sizes), rows["flops_per_item"].to_numpy(dtype=float), rtol=0.01)
     single = rows["cascade_small"].isna().to_numpy()
     stale = set(rows.loc[~ok & single, "model"])
     # a cascade is named only when neither of its members explains it (their rows are named instead)

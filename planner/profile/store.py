@@ -38,7 +38,7 @@ from planner.paths import results_dir
 from planner.profile.accuracy import PART_COLUMNS, SPLIT_COLUMNS, apply_split, precision_deltas, split_accuracy
 from planner.profile.dominance import split_dominated
 from planner.profile.latency import summarize
-from planner.profile.roofline import PEAK_COLUMNS, pct_roofline, peak_by_precision
+from planner.profile.roofline import PEAK_COLUMNS, item_flops, pct_roofline, peak_by_precision
 from planner.profile.space import IDENTITY_COLUMNS, INFEASIBLE_COLUMNS
 from planner.schema import (DOMINATED_COLUMNS, LATENCY_SAMPLE_COLUMNS, PREDICTION_COLUMNS, PROFILE_COLUMNS,
                             ProfileBundle, SchemaError, read_json, read_table, validate, validate_profiles)
@@ -312,18 +312,8 @@ class ProfileStore:
         acc_cols = ["config_id", "accuracy", "calibration_accuracy", "accuracy_source", "coverage", "n_eval",
                     "accuracy_delta_vs_fp32", "batch_agreement", "cascade_check_agreement"]
         merged = lat.merge(acc[acc_cols], on="config_id", how="left", validate="one_to_one")
-        flops = self.model_sizes()
-        per_model = {(t, m): f for t, m, f in flops[["task", "model", "flops_per_item"]].itertuples(index=False)}
+        merged["flops_per_item"] = item_flops(merged, self.model_sizes())
         nan = float("nan")
-
-        def item_flops(row: Any) -> float:
-            if row.cascade_small is None:
-                return per_model.get((row.task, row.model), nan)
-            small = per_model.get((row.task, row.cascade_small), nan)
-            large = per_model.get((row.task, row.cascade_large), nan)
-            return small + (1.0 - row.coverage) * large  # large runs only on escalated items
-
-        merged["flops_per_item"] = [item_flops(r) for r in merged.itertuples(index=False)]
         peaks = self.peaks()
         peak = peak_by_precision(peaks) if peaks is not None else {}
         merged["pct_roofline"] = pct_roofline(merged["flops_per_item"], merged["throughput_items_s"],

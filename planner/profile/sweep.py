@@ -151,11 +151,11 @@ class _Sweep:
                     print(f"flops and sizes of {task}/{model} unavailable: {exc}")
                 rows.append(row)
         if not rows and self.store.path("model_sizes").exists():
-            return
+            return  # every model counted already
         counted = {(r["task"], r["model"]) for r in rows}
         kept = have[np.array([(t, m) not in counted for t, m in zip(have["task"], have["model"])], dtype=bool)]
         self.store.write_model_sizes(pd.concat([kept, pd.DataFrame(rows, columns=list(kept.columns))],
-                                               ignore_index=True) if rows else kept)
+                                               ignore_index=True))
 
     # ---- main loop ----------------------------------------------------------------------------
     def run(self) -> pd.DataFrame:
