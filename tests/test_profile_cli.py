@@ -104,3 +104,27 @@ def test_changed_int8_settings_profile_only_that_models_int8_configurations_agai
     redone = {cid for cid in first.index if again[cid] != first[cid]}
     assert redone and redone == {cid for cid in first.index if "resnet18" in used[cid] and "/int8/" in cid}
     assert json.loads((folder / "environment.json").read_text())["quantization"]["resnet18"] == "head-kept-fp32"
+
+
+def test_a_sweep_refuses_to_resume_a_profile_timed_on_other_hardware(tmp_path, monkeypatch, capsys):
+    """The machine tag names the CPU model and core count only; a folder timed on a host with other CPU
+    features (e.g. no AVX-512) must not take this host's timings beside its own."""
+    import json
+
+    monkeypatch.setenv("PLANNER_RESULTS_DIR", str(tmp_path))
+    monkeypatch.setenv("PLANNER_PROFILE_ZOO", "planner.profile.toy")
+    monkeypatch.setenv("PLANNER_TOY_VARIANTS", "torch/fp32")
+    monkeypatch.setattr("planner.profile.sweep.load_profile_preset", lambda preset, device="cpu": TINY)
+    args = ["profile", "--task", "cifar10", "--preset", "quick", "--device", "cpu", "--no-progress"]
+    assert cli.main(args) == 0
+    folder = next((tmp_path / "quick" / "profiles").iterdir())
+    env = json.loads((folder / "environment.json").read_text())
+    env["cpu_flags"] = [*env["cpu_flags"], "amx_tile_from_elsewhere"]
+    (folder / "environment.json").write_text(json.dumps(env))
+    before = (folder / "latency_profiles.csv").read_bytes()
+    capsys.readouterr()
+    assert cli.main([*args, "--reprofile", "cifar10/resnet18/*"]) == 2
+    err = capsys.readouterr().err
+    assert "holds timings measured on other hardware" in err and "amx_tile_from_elsewhere" in err
+    assert (folder / "latency_profiles.csv").read_bytes() == before  # nothing forgotten or re-timed
+    assert json.loads((folder / "environment.json").read_text())["cpu_flags"] == env["cpu_flags"]

@@ -11,6 +11,9 @@ from typing import Any
 
 from planner.paths import cpu_model, machine_tag
 
+# the facts that make two machines time the same configuration differently (versions and thread
+# settings are recorded too, but a sweep may be resumed across them on the same hardware)
+HARDWARE_KEYS = ("device", "cpu_model", "cpu_flags", "logical_cpus", "gpu_name")
 _FLAGS_OF_INTEREST = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile")
 # threading knobs that change latencies (e.g. OpenMP spin-waiting steals cores from ONNX Runtime)
 _THREAD_ENV = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME", "MKL_NUM_THREADS")
@@ -58,6 +61,15 @@ def _physical_cores() -> int | None:
         return len(cores) or None
     except OSError:
         return None
+
+
+def hardware_differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """``"key: recorded -> current"`` for each :data:`HARDWARE_KEYS` fact that differs between two
+    fingerprints. Why: the machine tag names only the CPU model and core count, so two hosts sold as one
+    model (say, with and without AVX-512) share a profile folder; a sweep resumed on the other one would
+    splice its timings into the first one's profile. A fact the recorded fingerprint lacks is not compared."""
+    return [f"{key}: {recorded[key]!r} -> {current.get(key)!r}" for key in HARDWARE_KEYS
+            if key in recorded and recorded[key] != current.get(key)]
 
 
 def now_iso() -> str:

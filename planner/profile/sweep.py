@@ -28,7 +28,7 @@ from planner.cluster import once_per_host
 from planner.models.base import ModelUnavailableError, UnsupportedVariantError, VariantSpec
 from planner.paths import cpu_model, machine_tag, results_dir
 from planner.profile import accuracy as acc
-from planner.profile.fingerprint import fingerprint, now_iso, set_threads
+from planner.profile.fingerprint import fingerprint, hardware_differences, now_iso, set_threads
 from planner.profile.latency import StoppingRule, make_batches, summarize, time_predict
 from planner.profile.roofline import measure_peaks, peak_by_precision
 from planner.models.base import PRECISIONS
@@ -95,6 +95,13 @@ class _Sweep:
     def _environment(self, n_threads: int) -> None:
         env = fingerprint(self.device)
         previous = self.store.environment() if self.store.path("environment").exists() else {}
+        differences = hardware_differences(previous, env)
+        if differences and len(self.store.latency_rows()):
+            raise ValueError(
+                f"{self.store.root} holds timings measured on other hardware ({'; '.join(differences)}): "
+                "resuming here would splice two machines' latencies into one profile. Profile into another "
+                "results folder (PLANNER_RESULTS_DIR=...) or move this one away; the planner scales a stored "
+                "profile to the machine at hand at start-up (planner.profile.reference)")
         self.previous_env = previous
         env.update({
             "preset": self.preset, "n_threads": n_threads, "profile_settings": self.profile.model_dump(),
