@@ -128,3 +128,29 @@ def test_a_sweep_refuses_to_resume_a_profile_timed_on_other_hardware(tmp_path, m
     assert "holds timings measured on other hardware" in err and "amx_tile_from_elsewhere" in err
     assert (folder / "latency_profiles.csv").read_bytes() == before  # nothing forgotten or re-timed
     assert json.loads((folder / "environment.json").read_text())["cpu_flags"] == env["cpu_flags"]
+
+
+def test_a_complete_profile_from_other_hardware_is_used_as_it_is(tmp_path, monkeypatch, capsys):
+    """``make report`` on another host reuses a committed, complete profile: nothing is re-timed and no
+    file in the folder is rewritten (its fingerprint still names the host that timed it)."""
+    import json
+
+    monkeypatch.setenv("PLANNER_RESULTS_DIR", str(tmp_path))
+    monkeypatch.setenv("PLANNER_PROFILE_ZOO", "planner.profile.toy")
+    monkeypatch.setenv("PLANNER_TOY_VARIANTS", "torch/fp32")
+    monkeypatch.setattr("planner.profile.sweep.load_profile_preset", lambda preset, device="cpu": TINY)
+    args = ["profile", "--task", "cifar10", "--preset", "quick", "--device", "cpu", "--no-progress"]
+    assert cli.main(args) == 0
+    folder = next((tmp_path / "quick" / "profiles").iterdir())
+    env = json.loads((folder / "environment.json").read_text())
+    env["cpu_model"] = "Another CPU"
+    (folder / "environment.json").write_text(json.dumps(env))
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    capsys.readouterr()
+    assert cli.main(args) == 0
+    assert "complete, timed on other hardware" in capsys.readouterr().out
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before
+    monkeypatch.setenv("PLANNER_TOY_WEIGHTS", "resnet18=retrained")  # now there is work: refused
+    assert cli.main(args) == 2
+    assert "changed weights of resnet18" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before

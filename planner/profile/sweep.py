@@ -95,14 +95,12 @@ class _Sweep:
     def _environment(self, n_threads: int) -> None:
         env = fingerprint(self.device)
         previous = self.store.environment() if self.store.path("environment").exists() else {}
-        differences = hardware_differences(previous, env)
-        if differences and len(self.store.latency_rows()):
-            raise ValueError(
-                f"{self.store.root} holds timings measured on other hardware ({'; '.join(differences)}): "
-                "resuming here would splice two machines' latencies into one profile. Profile into another "
-                "results folder (PLANNER_RESULTS_DIR=...) or move this one away; the planner scales a stored "
-                "profile to the machine at hand at start-up (planner.profile.reference)")
         self.previous_env = previous
+        # timings from other hardware: the folder is read, never written (see _refuse_foreign_work)
+        self.foreign = hardware_differences(previous, env) if len(self.store.latency_rows()) else []
+        if self.foreign:
+            self.env = previous
+            return
         env.update({
             "preset": self.preset, "n_threads": n_threads, "profile_settings": self.profile.model_dump(),
             "stopping_rule": "bootstrap percentile CI of p95 (scipy.stats.bootstrap); stop when half-width "
@@ -118,6 +116,29 @@ class _Sweep:
             env["first_date"] = previous.get("first_date", previous["date"])
         self.env = env
         self.store.write_environment(env)
+
+    def _refuse_foreign_work(self, space: Any) -> None:
+        """A folder timed on other hardware is left as it is when it has nothing to do (so that
+        ``make report`` on another host reuses a committed profile, which the planner scales to the host
+        at start-up), and is refused when it has work to do: resuming it would splice two machines'
+        latencies into one profile."""
+        work = [f"options {', '.join(n for n in ('remeasure_noisy', 'remeasure', 'reprofile') if getattr(self, n) is not None)}"
+                ] if any(getattr(self, n) is not None for n in ('remeasure_noisy', 'remeasure', 'reprofile')) else []
+        for record, key_of in (("weights", self._weights_key), ("quantization", getattr(self.zoo, "quantization_key", None))):
+            changed = sorted(self._changed_models(record, key_of)) if key_of is not None else []
+            if changed:
+                work.append(f"changed {record} of {', '.join(changed)}")
+        lat_done, acc_done = self.store.latency_done(), self.store.accuracy_done()
+        todo = [c.config_id for c in space.feasible if c.config_id not in lat_done or c.config_id not in acc_done]
+        if todo:
+            work.append(f"{len(todo)} configuration(s) not profiled (e.g. {todo[0]})")
+        if work:
+            raise ValueError(
+                f"{self.store.root} holds timings measured on other hardware ({'; '.join(self.foreign)}) and "
+                f"has work to do ({'; '.join(work)}): resuming here would splice two machines' latencies into "
+                "one profile. Profile into another results folder (PLANNER_RESULTS_DIR=...) or move this one away")
+        print(f"{self.store.root}: complete, timed on other hardware ({'; '.join(self.foreign)}); "
+              "used as it is (the planner scales it to this machine at start-up)")
 
     def _peaks(self, phase: str) -> None:
         """Matmul peaks at the start of the sweep and again at its end; the best reading per precision
@@ -170,13 +191,16 @@ class _Sweep:
         n_threads = set_threads(self.profile.threads)
         self.n_threads = n_threads
         self._environment(n_threads)
-        self._peaks("start")
         space = enumerate_space(self.tasks, self.batch_sizes, [self.device], self.zoo,
                                 precisions=self.profile.precisions or PRECISIONS,
                                 thresholds=self.profile.thresholds,
                                 cascade_precisions=self.profile.cascade_precisions,
                                 cascade_runtimes=self.profile.cascade_runtimes,
                                 profile_runtimes=self.profile.runtimes, preset=self.preset)
+        if self.foreign:
+            self._refuse_foreign_work(space)
+            return pd.read_csv(self.store.path("profiles"))
+        self._peaks("start")
         # a run over some tasks leaves the other tasks' rows alone (infeasible list and merged files)
         others = self.store.infeasible_rows() if self.store.path("infeasible").exists() else space.infeasible.iloc[:0]
         others = others[~others["task"].isin(self.tasks)]
@@ -243,10 +267,13 @@ class _Sweep:
         retrained (or newly installed) checkpoint would otherwise keep the old checkpoint's accuracy and
         latency. The identity of each model's weights (``zoo.weights_key``: the checkpoint's sha256) is
         recorded in ``environment.json``; a folder from before this record counts as changed."""
+        if self._weights_key is not None:
+            self._forget_changed("weights", self._weights_key, what="weights", int8_only=False)
+
+    @property
+    def _weights_key(self) -> Callable[[str, str], str | None] | None:
         weights_key = getattr(self.zoo, "weights_key", None)
-        if weights_key is not None:
-            self._forget_changed("weights", lambda task, model: weights_key(task, model, self.preset),
-                                 what="weights", int8_only=False)
+        return None if weights_key is None else (lambda task, model: weights_key(task, model, self.preset))
 
     def _forget_requantized(self) -> None:
         """Profile again the int8 configurations of a model whose quantization settings changed.
@@ -265,10 +292,8 @@ class _Sweep:
         recorded under ``environment.json[record]``, then record the current keys. A ``None`` key means
         "nothing to compare" (e.g. no checkpoint installed) and forgets nothing."""
         recorded = dict(self.previous_env.get(record, {}))
-        current = {model: key_of(task, model)
-                   for task in self.tasks for model in self.zoo.task_models(task, self.preset)}
-        current = {model: key for model, key in current.items() if key is not None}
-        changed = {model for model, key in current.items() if recorded.get(model) != key}
+        current = self._current_keys(key_of)
+        changed = self._changed_models(record, key_of)
         used = models_used(pd.concat([self.store.latency_rows(), self.store.accuracy_rows()], ignore_index=True))
         stale = {cid for cid, models in used.items() if models & changed and (not int8_only or "/int8/" in cid)}
         if stale:
@@ -283,6 +308,16 @@ class _Sweep:
                 self.store.write_model_sizes(sizes[~sizes["model"].isin(changed)])
         self.env[record] = {**recorded, **current}
         self.store.write_environment(self.env)
+
+    def _current_keys(self, key_of: Callable[[str, str], str | None]) -> dict[str, str]:
+        current = {model: key_of(task, model)
+                   for task in self.tasks for model in self.zoo.task_models(task, self.preset)}
+        return {model: key for model, key in current.items() if key is not None}
+
+    def _changed_models(self, record: str, key_of: Callable[[str, str], str | None]) -> set[str]:
+        """Models whose ``key_of`` differs from the one recorded under ``environment.json[record]``."""
+        recorded = dict(self.previous_env.get(record, {}))
+        return {model for model, key in self._current_keys(key_of).items() if recorded.get(model) != key}
 
     def _measured_matching(self, pattern: str) -> set[str]:
         """Config ids with a latency or accuracy row whose id matches the glob ``pattern``."""
