@@ -240,3 +240,27 @@ def test_dynamic_int8_remedies_report_every_attempt_at_the_requested_batch(cache
     assert (table["batch_size"] == 1).all() and (table["n_eval"] == 12).all()
     assert np.allclose(table["delta_vs_fp32"], table["accuracy"] - table["fp32_onnx_accuracy"])
     assert table["onnx_file"].nunique() == 3  # three distinct quantized files
+
+
+def test_int8_smoothing_wraps_the_quantized_layers_of_torch_int8_only(cache, monkeypatch):
+    """``int8_smooth_alpha`` rebalances the input of every Linear torch int8 quantizes (the ones
+    ``int8_keep_fp32`` keeps stay plain fp32 layers), from training examples; fp32 and ONNX Runtime are
+    built as before."""
+    from planner.models.smoothing import SmoothedInput
+    from planner.models.variants import quantized_linear_count
+
+    real = config.model_spec
+    spec = real("minilm-l3")
+    patched = spec.model_copy(update={"params": {**spec.params, "int8_keep_fp32": ["*.layer.?.output.dense"],
+                                                 "int8_smooth_alpha": 0.75}})
+    monkeypatch.setattr(config, "model_spec", lambda name: patched if name == "minilm-l3" else real(name))
+    _fake_checkpoint("minilm-l3")
+    int8 = zoo.load_predictor(VariantSpec("sst2", "minilm-l3", "torch", "int8"), preset="quick")
+    wrapped = [name for name, m in int8.module.named_modules() if isinstance(m, SmoothedInput)]
+    assert len(wrapped) == 3 * 6 + 1 - 3 and quantized_linear_count(int8.module) == (3 * 6 + 1 - 3, 3)
+    assert type(int8.module.encoder.encoder.layer[0].output.dense) is torch.nn.Linear
+    fp32 = zoo.load_predictor(VariantSpec("sst2", "minilm-l3", "torch", "fp32"), preset="quick")
+    assert not any(isinstance(m, SmoothedInput) for m in fp32.module.modules())
+    sentences, _ = zoo.eval_inputs("sst2", 6)
+    gap = np.abs(int8.predict(sentences, 3) - fp32.predict(sentences, 3)).max()
+    assert 0 < gap < 0.02, gap  # quantized, and the same function up to int8 noise

@@ -16,7 +16,8 @@ RUNTIMES = ("torch", "onnxruntime", "torch_compile")
 CUDA_RUNTIMES = ("onnxruntime_trt",)
 # model params (configs/models.yaml) that shape only the ONNX export/quantization, never the trained
 # weights: changing them must not invalidate a training checkpoint (planner.models.train.recipe)
-EXPORT_PARAMS = ("per_channel", "quant_exclude_nodes", "calibration_method", "calibration_examples", "int8_keep_fp32")
+EXPORT_PARAMS = ("per_channel", "quant_exclude_nodes", "calibration_method", "calibration_examples", "int8_keep_fp32",
+                 "int8_smooth_alpha")
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 DEVICES = ("cpu", "cuda")
 

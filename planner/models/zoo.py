@@ -104,6 +104,10 @@ def weights_key(task: str, model: str, preset: str) -> str | None:
     return None if weights is None else ckpt.source_key_of(weights)
 
 
+# training examples whose activations set the int8 smoothing scales (smoothed_for_int8)
+SMOOTHING_EXAMPLES = 512
+
+
 def base_model(task: str, model: str, preset: str) -> BaseModel:
     """The fp32 module of ``model`` with trained weights of ``preset`` (ModelUnavailableError if untrained)."""
     import torch
@@ -183,6 +187,24 @@ def quantization_key(task: str, model: str) -> str:
     return json.dumps({k: params[k] for k in EXPORT_PARAMS if k in params}, sort_keys=True)
 
 
+def smoothed_for_int8(spec: VariantSpec, base: BaseModel) -> Any:
+    """``base.module`` with the Linear layers torch int8 quantizes smoothed (``int8_smooth_alpha``,
+    :mod:`planner.models.smoothing`), their input scales read from :data:`SMOOTHING_EXAMPLES` training
+    examples. torch only: ONNX Runtime's dynamic int8 quantizes activations with 8 bits, not fbgemm's 7."""
+    import dataclasses
+
+    from planner.models.predictors import TorchPredictor
+    from planner.models.smoothing import input_channel_max, smooth_linears
+    from planner.models.variants import int8_linear_names
+
+    names = int8_linear_names(base.module, list(base.params.get("int8_keep_fp32", [])))[0]
+    examples = train_inputs(spec.task, SMOOTHING_EXAMPLES)[0]
+    fp32 = dataclasses.replace(spec, runtime="torch", precision="fp32", device="cpu")
+    peaks = input_channel_max(base.module, names,
+                              lambda module: TorchPredictor(fp32, module, base.preprocess).predict(examples, 32))
+    return smooth_linears(base.module, peaks, float(base.params["int8_smooth_alpha"]))
+
+
 def load_predictor(spec: VariantSpec, preset: str, n_threads: int | None = None) -> Predictor:
     """Build the predictor of ``spec`` from ``preset``'s checkpoint.
 
@@ -205,7 +227,10 @@ def predictor_from_base(spec: VariantSpec, base: BaseModel, preset: str, threads
         from planner.models.predictors import TorchPredictor
         from planner.models.variants import build_torch_variant, compile_module
 
-        variant = build_torch_variant(base.module, base.kind, spec.precision, spec.device,
+        module = base.module
+        if spec.precision == "int8" and base.params.get("int8_smooth_alpha") is not None:
+            module = smoothed_for_int8(spec, base)
+        variant = build_torch_variant(module, base.kind, spec.precision, spec.device,
                                       keep_fp32=list(base.params.get("int8_keep_fp32", [])))
         module = compile_module(variant.module) if spec.runtime == "torch_compile" else variant.module
         return TorchPredictor(spec, module, base.preprocess, input_dtype=variant.input_dtype,
