@@ -2,7 +2,9 @@
 
 300 synthetic configurations (tests/bundles.py), 64 requests waiting: the anytime policy's
 per-batch decision (``policy(ctx)``, after fit) and ``DeadlinePlanner.select`` are timed in
-interleaved blocks with ``time.perf_counter_ns``; the script prints medians and their ratio and,
+interleaved blocks with ``time.perf_counter_ns``, and so is the decision of a policy that has learned
+a switching cost (cold batches at twice the warm time: the path that adds each candidate's switch
+to its finish times, idle in the simulator); the script prints medians and their ratio and,
 with ``--out``, writes ``results/full/benchmarks/decision_benchmark.csv``. Timing only: nothing
 here is an accuracy.
 
@@ -51,28 +53,42 @@ def main() -> None:
     bundle = synthetic_bundle(n_configs=args.configs, n_examples=200, n_samples=100)
     policy = anytime(bundle, "sst2", lookahead=args.waiting)
     planner = DeadlinePlanner(95).fit(bundle.profiles)
+    switching = anytime(bundle, "sst2", lookahead=args.waiting)
+    first, second = switching._ids[:2]
+    for _ in range(40):  # runs of three batches, the first of each run twice as long (cold caches)
+        for config in (first, second):
+            reference = switching.estimator_.reference_ms[config]
+            for k in range(3):
+                switching.observe(config, 1, reference * (2.0 if k == 0 else 1.0))
+    assert switching._switch_extra() is not None  # the switch-charging path is the one timed
     rng = np.random.default_rng(0)
     contexts = [PolicyContext(0.0, "sst2", args.waiting, float(s[0]), 5.0, 0, 1, 1, 200.0, tuple(s.tolist()))
                 for s in np.sort(rng.uniform(-1.0, 12.0, (64, args.waiting)), axis=1)]
     deadlines = rng.uniform(0.5, 12.0, 64).tolist()
-    i = {"a": 0, "s": 0}
+    i = {"a": 0, "s": 0, "w": 0}
 
     def decide() -> None:
         policy(contexts[i["a"] % 64])
         i["a"] += 1
 
+    def decide_switching() -> None:
+        switching(contexts[i["w"] % 64])
+        i["w"] += 1
+
     def select() -> None:
         planner.select("sst2", deadlines[i["s"] % 64])
         i["s"] += 1
 
-    anytime_us, select_us = [], []
-    for _ in range(args.blocks):  # interleaved blocks: both see the same machine state
+    anytime_us, select_us, switching_us = [], [], []
+    for _ in range(args.blocks):  # interleaved blocks: all see the same machine state
         anytime_us += _time(decide, args.calls)
         select_us += _time(select, args.calls)
-    a, s = statistics.median(anytime_us), statistics.median(select_us)
+        switching_us += _time(decide_switching, args.calls)
+    a, s, w = statistics.median(anytime_us), statistics.median(select_us), statistics.median(switching_us)
     row = {"configs": args.configs, "front": len(policy._ids), "waiting": args.waiting,
            "anytime_median_us": a, "anytime_p95_us": float(np.percentile(anytime_us, 95)),
            "select_median_us": s, "ratio_anytime_over_select": a / s,
+           "anytime_switch_cost_median_us": w, "ratio_switch_cost_over_select": w / s,
            "cpu_model": cpu_model(), "python": platform.python_version(),
            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
     print(pd.Series(row).to_string())

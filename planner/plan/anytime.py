@@ -40,7 +40,19 @@ delivered on time among the requests it is about to affect, with four ingredient
    target: each late answer raises ``q`` by ``late_step``, each on-time one lowers it by
    ``late_step * late_target / (1 - late_target)``; it stays within [0.5, 0.95], the quantile table's
    range. Without it, ``q`` is fixed at ``member_quantile``.
-4. **Speed.** Candidates are pruned once to those no other candidate dominates (at least as
+4. **Switching.** Serving a configuration right after another costs more than serving it again:
+   its weights and code are out of the caches (measured live: MobileNetV2 ONNX int8 at batch 1 took
+   2.0x as long after a ResNet18 batch, MiniLM-L3 3.4x after another text model,
+   ``benchmarks/bench_switch_cost.py``). With ``switch_aware`` (the default) the policy learns that
+   cost from what it observes: a batch whose configuration differs from the previous batch's is
+   compared with the calibrated estimate for that configuration, and the ratio feeds a second
+   estimator of the same kind (machine-wide and per configuration); such a batch teaches the service
+   time estimator its time divided by that factor. A candidate other than the one just served has its
+   head batch valued at the learned factor (when any exceeds :data:`SWITCH_MIN_FACTOR`), so a switch
+   must earn its cost. The simulator draws service times without a switching cost, so there the
+   factors stay near 1 and the rule is idle; one server is assumed (the previous batch is the last
+   one observed).
+5. **Speed.** Candidates are pruned once to those no other candidate dominates (at least as
    accurate, at least as large a batch, no slower at every quantile): dominance survives a common
    scale, so the pruned set is rebuilt only when per-configuration residuals move. A decision is a
    handful of numpy operations on (front x window x quantiles) arrays.
@@ -62,6 +74,8 @@ QUANTILES: tuple[float, ...] = (0.05, 0.25, 0.5, 0.65, 0.8, 0.95)
 # head deadlines remembered for the expected arrivals' mix, and the levels of that mix they are valued at
 DEADLINE_MEMORY = 64
 MIX_LEVELS = np.array([0.125, 0.375, 0.625, 0.875])
+# a learned switching factor below this is noise (and keeps the decision at its usual cost)
+SWITCH_MIN_FACTOR = 1.05
 # how many expected arrivals pad a short window (the nearest ones: a head batch's choice delays them most)
 EXPECTED_ARRIVALS = 16
 
@@ -129,7 +143,7 @@ class AnytimePolicy(OnlinePolicy):
                  early_answers: bool = True, expected_arrivals: bool = True, startup_scale: float = 1.0,
                  refront_every: int = 32, member_quantile: float | None = 0.65,
                  late_target: float | None = None, late_step: float = 0.02, continuation: bool = True,
-                 name: str = "anytime"):
+                 switch_aware: bool = True, name: str = "anytime"):
         if isinstance(lookahead, bool) or not isinstance(lookahead, (int, np.integer)) or lookahead < 1:
             raise PlannerError(f"lookahead must be an integer >= 1, got {lookahead!r}")
         self.task, self.lookahead, self.halflife, self.name = task, int(lookahead), float(halflife), name
@@ -149,7 +163,7 @@ class AnytimePolicy(OnlinePolicy):
         if not (isinstance(late_step, (int, float)) and 0 < late_step < 1):
             raise PlannerError(f"late_step must lie in (0, 1), got {late_step!r}")
         self.late_target, self.late_step = late_target, float(late_step)
-        self.continuation = bool(continuation)
+        self.continuation, self.switch_aware = bool(continuation), bool(switch_aware)
         self.needs = PolicyNeeds(lookahead=self.lookahead, observes=True, sheds=self.shed,
                                  early_answers=self.early_answers)
 
@@ -180,6 +194,10 @@ class AnytimePolicy(OnlinePolicy):
         self._n_seen = 0
         self._pad_deadlines: np.ndarray | None = None
         self._item_ms: float | None = None
+        # cold / warm service time after a switch, learned like the service times (log-space EWMA)
+        self.switch_ = ServiceTimeEstimator({c: 1.0 for c in self._all_ids}, self.halflife)
+        self._last_config: str | None = None
+        self._extra: np.ndarray | None = None
         self._build_front()
         return self
 
@@ -198,6 +216,9 @@ class AnytimePolicy(OnlinePolicy):
         self._max_batch = int(self._batch.max())
         self._gain_over_drain = self._acc - self._acc[self._drain]  # a head position's worth beyond a tail one
         self._fastest_low = float(self._q[:, 0].min())
+        self._front_index = {c: i for i, c in enumerate(self._ids)}
+        if hasattr(self, "switch_"):
+            self._refresh_switch_extra()
 
     def _round_latency(self, servers: int) -> np.ndarray:
         """(C, Q, lookahead): rounds to reach each window position times each latency quantile
@@ -254,7 +275,17 @@ class AnytimePolicy(OnlinePolicy):
 
     # ---- online -------------------------------------------------------------------------------
     def observe(self, config_id: str, batch_n: int, service_ms: float, n_late: int = 0) -> None:
-        self.estimator_.observe(config_id, service_ms)
+        switched = self._last_config is not None and config_id != self._last_config
+        self._last_config = config_id
+        warm_ms = service_ms
+        if self.switch_aware and switched and config_id in self._all_index and math.isfinite(service_ms) \
+                and service_ms > 0:
+            expected = self.estimator_.reference_ms[config_id] * self.estimator_.scale(config_id)
+            self.switch_.observe(config_id, service_ms / expected)
+            warm_ms = service_ms / max(self.switch_.scale(config_id), 1.0)
+        self.estimator_.observe(config_id, warm_ms)
+        if switched and self.switch_aware:
+            self._refresh_switch_extra()
         if math.isfinite(service_ms) and service_ms > 0 and batch_n > 0:  # per item, at the profiles' scale
             item = service_ms / batch_n * math.exp(-self.estimator_.log_global)
             self._item_ms = item if self._item_ms is None else self._item_ms + self.estimator_.alpha * (item - self._item_ms)
@@ -292,6 +323,9 @@ class AnytimePolicy(OnlinePolicy):
             finish, head = self._continuation_latency(servers, m)
         else:
             finish, head = self._round_latency(servers), None
+        extra = self._switch_extra()
+        if extra is not None:  # a candidate other than the one just served pays the learned switch first
+            finish = finish[:, :, :m + EXPECTED_ARRIVALS] + extra
         # expected on-time answers per candidate: (C, Q, window) compared, counted at once
         on_time = finish[:, :, :m] <= scaled
         counts = self._row_counts(on_time)
@@ -315,6 +349,30 @@ class AnytimePolicy(OnlinePolicy):
         if value[best] <= 0.0:
             return self._ids[self._drain]   # nothing can make it: clear the queue as fast as possible
         return self._ids[best]
+
+    def switch_factors(self) -> dict[str, float]:
+        """The learned cost of serving each front candidate right after another one (1: none)."""
+        return dict(zip(self._ids, np.maximum(self.switch_.scales(self._ids), 1.0).tolist()))
+
+    def _switch_extra(self) -> np.ndarray | None:
+        """(C, Q, 1) time a switch adds to each candidate's head batch (0 for the configuration just
+        served), or None while no learned factor exceeds :data:`SWITCH_MIN_FACTOR`."""
+        return self._extra
+
+    def _refresh_switch_extra(self) -> None:
+        """Recompute :meth:`_switch_extra` when it can change (a switch was observed, the front was
+        rebuilt): the bookkeeping of a switch is paid once per switch, not once per decision."""
+        self._extra = None
+        if not self.switch_aware or self._last_config is None or self.switch_.n_observed == 0:
+            return
+        factors = self.switch_.scales(self._ids)
+        if factors.max() < SWITCH_MIN_FACTOR:
+            return
+        extra = (np.maximum(factors, 1.0) - 1.0)[:, None] * self._q   # at the scale the finish times use
+        current = self._front_index.get(self._last_config)
+        if current is not None:
+            extra[current] = 0.0
+        self._extra = np.ascontiguousarray(extra[:, :, None], dtype=np.float32)
 
     def __repr__(self) -> str:
         fitted = f", {len(self._all_ids)} candidates" if hasattr(self, "table_") else ", not fitted"

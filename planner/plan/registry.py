@@ -74,6 +74,9 @@ class AnytimeParams(MethodParams):
     # value a candidate on the head batch only, the positions behind it served after it at the per-item
     # service time the policy has been achieving (the server time a slow choice takes from them)
     continuation: bool = True
+    # learn what serving a configuration right after another costs (cold caches) and charge it to a
+    # switch (idle in the simulator, whose draws carry no such cost)
+    switch_aware: bool = True
     # the service-time calibration's starting factor: the machine's speed now over the profile's.
     # 1 in the simulator (its service times come from the profile itself); a live replay sets it
     # from the re-timed reference (planner.profile.reference, planner.evaluation.live_fault)

@@ -1,0 +1,86 @@
+"""The anytime policy learns what a switch between configurations costs and makes a switch earn it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bundles import toy_bundle
+from planner import workloads
+from planner.plan.anytime import anytime
+from planner.plan.policies import PolicyContext
+from planner.serving.outcomes import run_metrics
+from planner.serving.simulator import prepare, simulate
+
+TASK = "sst2"
+N_EXAMPLES = 400
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    rng = np.random.default_rng(0)
+    ids = np.arange(N_EXAMPLES)
+    return toy_bundle(TASK, [
+        {"model": "minilm-l3", "batch_size": 1, "samples_ms": rng.normal(1.0, 0.02, 300).clip(0.9),
+         "correct": ids % 10 < 8},                       # fast, 80 % correct
+        {"model": "mpnet-l12", "batch_size": 1, "samples_ms": rng.normal(3.0, 0.06, 300).clip(2.7),
+         "correct": ids % 10 < 9},                       # 3x slower, 90 % correct
+    ])
+
+
+def _ctx(deadline_ms: float) -> PolicyContext:
+    return PolicyContext(now_s=0.0, task=TASK, queue_len=1, oldest_slack_ms=deadline_ms, deadline_ms=deadline_ms,
+                         request_id=0, idle_servers=1, servers=1, recent_rate_rps=0.0,
+                         queue_slack_ms=(deadline_ms,))
+
+
+def _ids(policy) -> tuple[str, str]:
+    small = next(c for c in policy.table_["config_id"] if "minilm-l3" in c)
+    large = next(c for c in policy.table_["config_id"] if "mpnet-l12" in c)
+    return small, large
+
+
+def _serve_in_runs(policy, small: str, large: str, cycles: int = 40) -> None:
+    """Runs of three batches per configuration; the large one's first batch of a run takes 5x its
+    3 ms (cold caches), the small one's does not."""
+    for _ in range(cycles):
+        for _ in range(3):
+            policy.observe(small, 1, 1.0)
+        for i in range(3):
+            policy.observe(large, 1, 15.0 if i == 0 else 3.0)
+
+
+def test_a_learned_switch_cost_keeps_the_policy_on_the_configuration_it_serves(bundle):
+    policy = anytime(bundle, TASK)
+    small, large = _ids(policy)
+    assert policy(_ctx(10.0)) == large          # 3 ms fits a 10 ms deadline: the accurate one
+    _serve_in_runs(policy, small, large)
+    factors = policy.switch_factors()
+    assert factors[large] == pytest.approx(5.0, rel=0.15) and factors[small] < 1.2  # (the machine-wide part settles slowly)
+    # the service-time estimate stays the warm one: the switch is charged to switching, not to the model
+    assert policy.estimator_.scale(large) == pytest.approx(1.0, rel=0.15)
+    policy.observe(small, 1, 1.0)               # just served the small one: switching would take ~15 ms
+    assert policy(_ctx(10.0)) == small
+    assert policy(_ctx(40.0)) == large          # with room for the switch, accuracy wins again
+    policy.observe(large, 1, 15.0)              # just served the large one: staying costs no switch
+    assert policy(_ctx(10.0)) == large
+    blind = anytime(bundle, TASK, switch_aware=False)
+    _serve_in_runs(blind, small, large)
+    blind.observe(small, 1, 1.0)
+    assert blind(_ctx(10.0)) == large           # blind to the switch: it takes ~15 ms and answers late
+    assert blind.estimator_.scale(large) > 1.5  # and the cold batches make the model look slow even warm
+
+
+def test_without_a_switch_cost_switch_awareness_changes_nothing_in_the_simulator(bundle):
+    """The simulator's draws carry no switching cost: the learned factors stay at noise level and the
+    results match the policy without the rule."""
+    rng = np.random.default_rng(3)
+    n = 1500
+    deadlines = np.where(rng.random(n) < 0.5, 2.5, 20.0)
+    trace = workloads.poisson(150.0, n, deadlines, np.arange(N_EXAMPLES), seed=3)
+    catalog = prepare(bundle)
+    aware, blind = anytime(bundle, TASK), anytime(bundle, TASK, switch_aware=False)
+    a = run_metrics(simulate(trace, aware, catalog, seed=3, task=TASK))
+    b = run_metrics(simulate(trace, blind, catalog, seed=3, task=TASK))
+    assert max(aware.switch_factors().values()) < 1.05
+    assert a["effective_accuracy"] == pytest.approx(b["effective_accuracy"], abs=0.005)
