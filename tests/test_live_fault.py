@@ -14,6 +14,7 @@ import pytest
 from planner.evaluation.live_fault import (PHASES, ROW_COLUMNS, SUMMARY_COLUMNS, LiveFaultError, LiveFaultSettings,
                                            attainment_timeline, best_baseline, candidate_configs, cpu_hog, paths,
                                            read_results, run_live_fault)
+from planner.profile.fingerprint import hardware
 from planner.schema import REQUEST_STATUSES
 
 from live_fakes import cid, sleeper_toy
@@ -50,6 +51,7 @@ def test_experiment_end_to_end_and_resume(toy, tmp_path):
         during = part["arrival_s"].between(run["fault_start_s"], run["fault_end_s"], inclusive="left")
         assert (part.loc[during, "phase"] == "during").all() and (part.loc[~during, "phase"] != "during").all()
     assert record["startups"][0]["startup_scale"] > 0 and len(record["startups"][0]["reference"]) == 2
+    assert record["startups"][0]["host"]["cpu_flags"] == hardware()["cpu_flags"]  # which host measured it
     assert record["trace"]["rate_rps"] > 0 and record["candidates"] == sorted(record["candidates"],
                                                                               key=lambda c: "fast" not in c)
     summary = pd.read_csv(summary_csv)

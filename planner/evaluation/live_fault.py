@@ -60,6 +60,7 @@ from planner.plan import policies
 from planner.plan.anytime import QUANTILES, AnytimePolicy, dominance_front
 from planner.plan.planner import DeadlinePlanner
 from planner.plan.registry import METHODS, MethodParams, TraceContext, method_params, proposed, with_role
+from planner.profile.fingerprint import hardware
 from planner.profile.reference import StartupScale, pick_reference, startup_scale
 from planner.schema import ProfileBundle
 from planner.serving.replay import LiveConfig, ReplayLimits, replay, warm_up
@@ -548,7 +549,8 @@ def _run_methods(bundle: ProfileBundle, task: str, methods: list[str], todo: lis
     record["methods"] = list(dict.fromkeys([*record.get("methods", []), *methods]))
     record["candidates"] = candidates
     record["startups"] = [*record.get("startups", []), {
-        "at": _now(), "startup_scale": scale.scale, "reference": scale.table.to_dict(orient="records")}]
+        "at": _now(), "host": hardware(), "startup_scale": scale.scale,
+        "reference": scale.table.to_dict(orient="records")}]
     _write_record(record_json, record)
     tr = record["trace"]
     trace = poisson(float(tr["rate_rps"]), int(tr["n_requests"]), deadline, len(ids), int(tr["seed"]))

@@ -58,6 +58,7 @@ from planner.evaluation.validation import TaskData, calibrate, check_labels, wit
 from planner.plan import policies
 from planner.plan.planner import DeadlinePlanner
 from planner.plan.registry import MethodParams, proposed
+from planner.profile.fingerprint import hardware
 from planner.schema import ProfileBundle
 from planner.serving.clients import ClientLimits, replay_http
 from planner.serving.outcomes import run_metrics
@@ -383,7 +384,7 @@ def _run(bundle: ProfileBundle, task: str, methods: list[str], settings: LiveSer
     ids = example_ids(bundle, task)
     record = record or {"spec": spec, "runs": {}}
     record.update({"candidates": candidates, "baseline": dict(baseline or {}), "methods": methods})
-    record.setdefault("startups", []).append({"startup_scale": scale,
+    record.setdefault("startups", []).append({"host": hardware(), "startup_scale": scale,
                                               "fresh_p50_ms": {c: float(np.median(v)) for c, v in fresh.items()}})
     atomic_write_text(where["record"], json.dumps(record, indent=2, default=float) + "\n")
     where["runs"].mkdir(parents=True, exist_ok=True)

@@ -72,6 +72,13 @@ def hardware_differences(recorded: dict[str, Any], current: dict[str, Any]) -> l
             if key in recorded and recorded[key] != current.get(key)]
 
 
+def hardware(device: str = "cpu") -> dict[str, Any]:
+    """The :data:`HARDWARE_KEYS` facts of this machine: recorded beside live results, which are measured
+    on the machine at hand and may come from another host than the profile they plan from."""
+    env = fingerprint(device)
+    return {key: env[key] for key in HARDWARE_KEYS if key in env}
+
+
 def now_iso() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
