@@ -93,7 +93,6 @@ def measure(models: list[str], preset: str, runtimes: list[str], threads: int) -
             base = base_model("sst2", model, preset)
             params = config.model_spec(model).params
             committed = list(params.get("int8_keep_fp32", []))
-            committed_alpha = params.get("int8_smooth_alpha")
             layer_candidates = {**CANDIDATES.get(model, {"every Linear int8": []}), "committed layers": committed}
             for runtime in runtimes:
                 fp32 = predictor_from_base(VariantSpec("sst2", model, runtime, "fp32"), base, preset, threads)
@@ -110,14 +109,23 @@ def measure(models: list[str], preset: str, runtimes: list[str], threads: int) -
                         accuracy, fp32_accuracy = float((predicted == ys).mean()), float((reference[b] == ys).mean())
                         rows.append({"model": model, "runtime": runtime, "candidate": label,
                                      "int8_keep_fp32": json.dumps(keep), "int8_smooth_alpha": alpha,
-                                     "is_committed": keep == committed and (
-                                         runtime != "torch" or alpha == committed_alpha),
                                      "batch_size": b, "split": "calibration", "n_examples": len(ys),
                                      "accuracy": accuracy, "fp32_accuracy": fp32_accuracy,
                                      "delta_pt": 100 * (accuracy - fp32_accuracy),
                                      "flips": int((predicted != reference[b]).sum()),
                                      "seconds": time.monotonic() - start})
-    return pd.DataFrame(rows)
+    return mark_committed(pd.DataFrame(rows))
+
+
+def mark_committed(frame: pd.DataFrame) -> pd.DataFrame:
+    """``is_committed``: the row's settings are the model's in ``configs/models.yaml`` now (layers, and
+    for torch the smoothing strength; ONNX Runtime is never smoothed)."""
+    def committed(row: pd.Series) -> bool:
+        params = config.model_spec(row["model"]).params
+        alpha = None if pd.isna(row["int8_smooth_alpha"]) else float(row["int8_smooth_alpha"])
+        return (json.loads(row["int8_keep_fp32"]) == list(params.get("int8_keep_fp32", []))
+                and (row["runtime"] != "torch" or alpha == params.get("int8_smooth_alpha")))
+    return frame.assign(is_committed=frame.apply(committed, axis=1) if len(frame) else [])
 
 
 def main() -> None:
@@ -126,9 +134,13 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["minilm-l3", "minilm-l6", "mpnet-l12"])
     parser.add_argument("--runtimes", nargs="+", default=["torch", "onnxruntime"])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--mark-only", action="store_true",
+                        help="measure nothing: mark the committed rows of the existing CSV again (after a "
+                             "setting in configs/models.yaml was chosen from it)")
     args = parser.parse_args()
-    frame = measure(args.models, args.preset, args.runtimes, args.threads)
     out = results_dir(args.preset) / "models" / "int8_keep_fp32.csv"
+    frame = (mark_committed(pd.read_csv(out)) if args.mark_only
+             else measure(args.models, args.preset, args.runtimes, args.threads))
     atomic_write_text(out, frame.to_csv(index=False))
     worst = frame.groupby(["model", "runtime", "candidate"], sort=False).agg(
         worst_delta_pt=("delta_pt", "min"), worst_flips=("flips", "max")).round(2)

@@ -86,5 +86,5 @@ def test_the_real_zoo_gives_the_sweep_both_identities_it_guards_on(monkeypatch):
     real = load_zoo()
     assert callable(real.weights_key)
     assert json.loads(real.quantization_key("sst2", "minilm-l3")) == {
-        "int8_keep_fp32": ["*.attention.output.dense"], "per_channel": True}
+        "int8_keep_fp32": ["*.attention.output.dense"], "int8_smooth_alpha": 0.75, "per_channel": True}
     assert json.loads(real.quantization_key("cifar10", "resnet18")) == {}
