@@ -84,3 +84,30 @@ def test_without_a_switch_cost_switch_awareness_changes_nothing_in_the_simulator
     b = run_metrics(simulate(trace, blind, catalog, seed=3, task=TASK))
     assert max(aware.switch_factors().values()) < 1.05
     assert a["effective_accuracy"] == pytest.approx(b["effective_accuracy"], abs=0.005)
+
+
+def test_a_policy_that_sheds_everything_probes_and_recovers_its_calibration(bundle):
+    """Shedding must not blind the calibration: with a start-up prior 20x too slow every request looks
+    hopeless, so without probes nothing would ever be served and the scale never corrected."""
+    trace = workloads.poisson(100.0, 1500, np.full(1500, 10.0), np.arange(N_EXAMPLES), seed=4)
+    stale = anytime(bundle, TASK, startup_scale=20.0)
+    assert stale.shed_below_ms() > 10.0  # every 10 ms request is below the threshold at first
+    stale = anytime(bundle, TASK, startup_scale=20.0)
+    rows = simulate(trace, stale, prepare(bundle), seed=4, task=TASK)
+    small, _ = _ids(stale)
+    assert stale.n_probes >= 1 and stale.estimator_.scale(small) < 1.5  # the served one is corrected
+    assert (rows["status"] == "served").mean() > 0.9
+    assert run_metrics(rows)["effective_accuracy"] > 0.7
+
+
+def test_a_probe_sheds_nothing_the_profile_says_is_answerable_and_keeps_its_members(bundle):
+    policy = anytime(bundle, TASK, startup_scale=20.0)  # a stale prior: the threshold is above 10 ms
+    high = policy.shed_below_ms()
+    assert high > 10.0
+    for _ in range(31):                         # more picks that shed everything (no decision in between)
+        assert policy.shed_below_ms() == pytest.approx(high)
+    probe = policy.shed_below_ms()              # the 33rd: a probe at the profile's speed
+    assert probe < 1.0 and policy.n_probes == 1
+    chosen = policy(_ctx(10.0))
+    assert policy.member_cutoff_ms(chosen) == -np.inf
+    assert policy.shed_below_ms() == pytest.approx(high) and policy.member_cutoff_ms(chosen) > 10.0

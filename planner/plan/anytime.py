@@ -40,6 +40,13 @@ delivered on time among the requests it is about to affect, with four ingredient
    target: each late answer raises ``q`` by ``late_step``, each on-time one lowers it by
    ``late_step * late_target / (1 - late_target)``; it stays within [0.5, 0.95], the quantile table's
    range. Without it, ``q`` is fixed at ``member_quantile``.
+   Shedding must not blind the calibration: the scale only comes down from batches served, so once a
+   slowdown (a CPU hog, a stale start-up prior) pushes the shed threshold above every deadline, a
+   policy that sheds everything would never observe that the machine has recovered (measured live:
+   hit-rate 0.000 for the 13 s after a 10 s hog ended). After :data:`PROBE_AFTER` picks in a row that
+   shed every waiting request, the next pick is a probe: it sheds only what no configuration could
+   answer even at the most hopeful speed known (the profile's, or the start-up re-timing's), and keeps
+   every member its configuration takes; its batch is the observation that lets the scale come back.
 4. **Switching.** Serving a configuration right after another costs more than serving it again:
    its weights and code are out of the caches (measured live: MobileNetV2 ONNX int8 at batch 1 took
    2.0x as long after a ResNet18 batch, MiniLM-L3 3.4x after another text model,
@@ -76,6 +83,8 @@ DEADLINE_MEMORY = 64
 MIX_LEVELS = np.array([0.125, 0.375, 0.625, 0.875])
 # a learned switching factor below this is noise (and keeps the decision at its usual cost)
 SWITCH_MIN_FACTOR = 1.05
+# picks in a row that shed every waiting request before one is served to re-measure the machine
+PROBE_AFTER = 32
 # how many expected arrivals pad a short window (the nearest ones: a head batch's choice delays them most)
 EXPECTED_ARRIVALS = 16
 
@@ -198,6 +207,9 @@ class AnytimePolicy(OnlinePolicy):
         self.switch_ = ServiceTimeEstimator({c: 1.0 for c in self._all_ids}, self.halflife)
         self._last_config: str | None = None
         self._extra: np.ndarray | None = None
+        self._empty_picks = 0      # shed_below_ms calls since the last decision (picks that shed everything)
+        self._probing = False      # this pick is a probe: neither threshold sheds its requests
+        self.n_probes = 0
         self._build_front()
         return self
 
@@ -300,13 +312,21 @@ class AnytimePolicy(OnlinePolicy):
 
     def shed_below_ms(self) -> float:
         """The fastest configuration's 5 % quantile at the current machine scale: less slack than
-        that, and no configuration is likely to answer in time."""
+        that, and no configuration is likely to answer in time. Every :data:`PROBE_AFTER` picks in a
+        row that ended without a decision (all shed), a probe: nothing is shed (see the module
+        docstring)."""
+        self._empty_picks += 1
+        self._probing = self._empty_picks > PROBE_AFTER
+        if self._probing:  # the threshold at the most hopeful speed known: the profile's or the start-up one
+            self._empty_picks = 0
+            self.n_probes += 1
+            return self._fastest_low * min(self.startup_scale, 1.0)
         return self._fastest_low * math.exp(self.estimator_.log_global)
 
     def member_cutoff_ms(self, config_id: str) -> float:
         """The chosen configuration's ``member_quantile`` at the current scale: a request with less
         slack would more likely than not be late in this batch, so it is shed rather than served late."""
-        if self.member_quantile is None:
+        if self.member_quantile is None or self._probing:
             return -math.inf
         row = self._all_q[self._all_index[config_id]]
         return float(np.interp(self.quantile_, QUANTILES, row)) * self.estimator_.scale(config_id)
@@ -314,6 +334,7 @@ class AnytimePolicy(OnlinePolicy):
     def __call__(self, ctx: PolicyContext) -> str:
         if not hasattr(self, "estimator_"):
             raise NotFittedError(f"{self!r} is not fitted; call fit(bundle) first")
+        self._empty_picks = 0  # this pick reached a decision: not everything was shed
         slacks = ctx.queue_slack_ms or (ctx.oldest_slack_ms,)
         m = min(len(slacks), self.lookahead)
         machine = math.exp(-self.estimator_.log_global)        # slacks at the profiles' scale
