@@ -56,7 +56,8 @@ def test_a_learned_switch_cost_keeps_the_policy_on_the_configuration_it_serves(b
     assert policy(_ctx(10.0)) == large          # 3 ms fits a 10 ms deadline: the accurate one
     _serve_in_runs(policy, small, large)
     factors = policy.switch_factors()
-    assert factors[large] == pytest.approx(5.0, rel=0.15) and factors[small] < 1.2  # (the machine-wide part settles slowly)
+    # the cost is learned for the configuration that pays it (the shrinkage leaves part of it machine-wide)
+    assert 3.5 < factors[large] < 5.5 and factors[small] < 1.5
     # the service-time estimate stays the warm one: the switch is charged to switching, not to the model
     assert policy.estimator_.scale(large) == pytest.approx(1.0, rel=0.15)
     policy.observe(small, 1, 1.0)               # just served the small one: switching would take ~15 ms
@@ -68,7 +69,7 @@ def test_a_learned_switch_cost_keeps_the_policy_on_the_configuration_it_serves(b
     _serve_in_runs(blind, small, large)
     blind.observe(small, 1, 1.0)
     assert blind(_ctx(10.0)) == large           # blind to the switch: it takes ~15 ms and answers late
-    assert blind.estimator_.scale(large) > 1.5  # and the cold batches make the model look slow even warm
+    assert blind.estimator_.scale(large) > 1.3  # and the cold batches make the model look slow even warm
 
 
 def test_without_a_switch_cost_switch_awareness_changes_nothing_in_the_simulator(bundle):
@@ -94,20 +95,37 @@ def test_a_policy_that_sheds_everything_probes_and_recovers_its_calibration(bund
     assert stale.shed_below_ms() > 10.0  # every 10 ms request is below the threshold at first
     stale = anytime(bundle, TASK, startup_scale=20.0)
     rows = simulate(trace, stale, prepare(bundle), seed=4, task=TASK)
-    small, _ = _ids(stale)
-    assert stale.n_probes >= 1 and stale.estimator_.scale(small) < 1.5  # the served one is corrected
+    small, large = _ids(stale)
+    assert stale.n_probes >= 1 and np.exp(stale.estimator_.log_global) < 1.2  # the machine scale is corrected
     assert (rows["status"] == "served").mean() > 0.9
-    assert run_metrics(rows)["effective_accuracy"] > 0.7
+    assert (rows["config_id"] == large).mean() > 0.8  # so the accurate model, never served at first, is back
+    assert run_metrics(rows)["effective_accuracy"] > 0.8
 
 
-def test_a_probe_sheds_nothing_the_profile_says_is_answerable_and_keeps_its_members(bundle):
+def test_a_probe_takes_both_thresholds_at_the_profiled_speed(bundle):
     policy = anytime(bundle, TASK, startup_scale=20.0)  # a stale prior: the threshold is above 10 ms
     high = policy.shed_below_ms()
     assert high > 10.0
-    for _ in range(31):                         # more picks that shed everything (no decision in between)
+    for i in range(31):                         # more picks without a batch served
         assert policy.shed_below_ms() == pytest.approx(high)
+        if i % 2:                               # a pick may reach a decision and still shed every member
+            assert policy.member_cutoff_ms(policy(_ctx(10.0))) > 10.0
     probe = policy.shed_below_ms()              # the 33rd: a probe at the profile's speed
     assert probe < 1.0 and policy.n_probes == 1
     chosen = policy(_ctx(10.0))
-    assert policy.member_cutoff_ms(chosen) == -np.inf
+    assert policy.member_cutoff_ms(chosen) < 10.0   # its members are kept
     assert policy.shed_below_ms() == pytest.approx(high) and policy.member_cutoff_ms(chosen) > 10.0
+    policy.observe(chosen, 1, 1.0)              # a batch served: the count starts again
+    assert all(policy.shed_below_ms() > 1.0 for _ in range(32))
+
+
+def test_a_slowdown_learned_by_the_machine_scale_leaves_it_when_one_configuration_runs_fast_again():
+    """Served alone, one configuration cannot tell the machine scale from its own residual; the
+    residual's shrinkage puts a shared recovery back into the machine scale."""
+    from planner.plan.anytime import ServiceTimeEstimator
+
+    estimator = ServiceTimeEstimator({"a": 1.0, "b": 5.0}, halflife=8.0, startup_scale=10.0)
+    for _ in range(200):
+        estimator.observe("a", 1.0)  # "a" runs at its profiled speed; "b" is never served
+    assert estimator.scale("a") == pytest.approx(1.0, rel=0.05)
+    assert estimator.scale("b") < 1.3  # not still 10x, as without shrinkage (it keeps coming down)

@@ -43,10 +43,12 @@ delivered on time among the requests it is about to affect, with four ingredient
    Shedding must not blind the calibration: the scale only comes down from batches served, so once a
    slowdown (a CPU hog, a stale start-up prior) pushes the shed threshold above every deadline, a
    policy that sheds everything would never observe that the machine has recovered (measured live:
-   hit-rate 0.000 for the 13 s after a 10 s hog ended). After :data:`PROBE_AFTER` picks in a row that
-   shed every waiting request, the next pick is a probe: it sheds only what no configuration could
-   answer even at the most hopeful speed known (the profile's, or the start-up re-timing's), and keeps
-   every member its configuration takes; its batch is the observation that lets the scale come back.
+   hit-rate 0.000 for the 13 s after a 10 s hog ended). After :data:`PROBE_AFTER` picks in a row
+   without a batch served (all their requests shed, at admission or as batch members), the next pick
+   is a probe: both thresholds are taken at the most hopeful speed known (the profile's, or the
+   start-up re-timing's) instead of the learned one, and its batch is the observation that lets the
+   scale come back. Where the learned speed is the profile's (the simulator), a probe sheds what any
+   pick would.
 4. **Switching.** Serving a configuration right after another costs more than serving it again:
    its weights and code are out of the caches (measured live: MobileNetV2 ONNX int8 at batch 1 took
    2.0x as long after a ResNet18 batch, MiniLM-L3 3.4x after another text model,
@@ -83,6 +85,8 @@ DEADLINE_MEMORY = 64
 MIX_LEVELS = np.array([0.125, 0.375, 0.625, 0.875])
 # a learned switching factor below this is noise (and keeps the decision at its usual cost)
 SWITCH_MIN_FACTOR = 1.05
+# how strongly each observation pulls its configuration's residual toward 0 (a share of the rate)
+RESIDUAL_SHRINK = 0.25
 # picks in a row that shed every waiting request before one is served to re-measure the machine
 PROBE_AFTER = 32
 # how many expected arrivals pad a short window (the nearest ones: a head batch's choice delays them most)
@@ -96,6 +100,13 @@ class ServiceTimeEstimator:
     (all configurations slow down together when the CPU is shared or throttled) and a residual of
     that configuration (exponentially weighted with ``halflife`` observations). ``scale(c)`` is
     ``exp(global + residual_c)``; a configuration never observed follows the machine.
+
+    Each update also shrinks the observed configuration's residual toward 0 (by
+    :data:`RESIDUAL_SHRINK` of the learning rate). Why: without it the split between the two is not
+    identified when one configuration is served alone (``global - residual`` never changes), so a
+    slowdown the global once learned (a CPU hog, a stale start-up prior) would stay attached to every
+    configuration not served since, however fast the served one runs again; with it, a change shared
+    by the served configurations settles in the global.
     """
 
     def __init__(self, reference_ms: Mapping[str, float], halflife: float = 8.0, startup_scale: float = 1.0):
@@ -119,7 +130,8 @@ class ServiceTimeEstimator:
         ratio = math.log(service_ms / reference)
         residual = self.log_residual.get(config_id, 0.0)
         self.log_global += self.alpha * ((ratio - residual) - self.log_global)
-        self.log_residual[config_id] = residual + self.alpha * ((ratio - self.log_global) - residual)
+        self.log_residual[config_id] = (residual + self.alpha * ((ratio - self.log_global) - residual)
+                                        - RESIDUAL_SHRINK * self.alpha * residual)
         self.n_observed += 1
 
     def scale(self, config_id: str) -> float:
@@ -207,7 +219,7 @@ class AnytimePolicy(OnlinePolicy):
         self.switch_ = ServiceTimeEstimator({c: 1.0 for c in self._all_ids}, self.halflife)
         self._last_config: str | None = None
         self._extra: np.ndarray | None = None
-        self._empty_picks = 0      # shed_below_ms calls since the last decision (picks that shed everything)
+        self._empty_picks = 0      # shed_below_ms calls (picks) since the last batch served
         self._probing = False      # this pick is a probe: neither threshold sheds its requests
         self.n_probes = 0
         self._build_front()
@@ -287,6 +299,7 @@ class AnytimePolicy(OnlinePolicy):
 
     # ---- online -------------------------------------------------------------------------------
     def observe(self, config_id: str, batch_n: int, service_ms: float, n_late: int = 0) -> None:
+        self._empty_picks = 0  # a batch was served: the calibration is not blind
         switched = self._last_config is not None and config_id != self._last_config
         self._last_config = config_id
         warm_ms = service_ms
@@ -312,29 +325,33 @@ class AnytimePolicy(OnlinePolicy):
 
     def shed_below_ms(self) -> float:
         """The fastest configuration's 5 % quantile at the current machine scale: less slack than
-        that, and no configuration is likely to answer in time. Every :data:`PROBE_AFTER` picks in a
-        row that ended without a decision (all shed), a probe: nothing is shed (see the module
-        docstring)."""
+        that, and no configuration is likely to answer in time. After :data:`PROBE_AFTER` picks
+        without a batch served, a probe (see the module docstring)."""
         self._empty_picks += 1
         self._probing = self._empty_picks > PROBE_AFTER
         if self._probing:  # the threshold at the most hopeful speed known: the profile's or the start-up one
             self._empty_picks = 0
             self.n_probes += 1
-            return self._fastest_low * min(self.startup_scale, 1.0)
+            return float(self._all_q[:, 0].min()) * self._hopeful_scale()
         return self._fastest_low * math.exp(self.estimator_.log_global)
 
     def member_cutoff_ms(self, config_id: str) -> float:
         """The chosen configuration's ``member_quantile`` at the current scale: a request with less
-        slack would more likely than not be late in this batch, so it is shed rather than served late."""
-        if self.member_quantile is None or self._probing:
+        slack would more likely than not be late in this batch, so it is shed rather than served late.
+        In a probe, at the most hopeful speed known instead (see :meth:`shed_below_ms`)."""
+        if self.member_quantile is None:
             return -math.inf
         row = self._all_q[self._all_index[config_id]]
-        return float(np.interp(self.quantile_, QUANTILES, row)) * self.estimator_.scale(config_id)
+        scale = self._hopeful_scale() if self._probing else self.estimator_.scale(config_id)
+        return float(np.interp(self.quantile_, QUANTILES, row)) * scale
+
+    def _hopeful_scale(self) -> float:
+        """The fastest the machine is known to run: the profile's speed or the start-up re-timing's."""
+        return min(self.startup_scale, 1.0)
 
     def __call__(self, ctx: PolicyContext) -> str:
         if not hasattr(self, "estimator_"):
             raise NotFittedError(f"{self!r} is not fitted; call fit(bundle) first")
-        self._empty_picks = 0  # this pick reached a decision: not everything was shed
         slacks = ctx.queue_slack_ms or (ctx.oldest_slack_ms,)
         m = min(len(slacks), self.lookahead)
         machine = math.exp(-self.estimator_.log_global)        # slacks at the profiles' scale
