@@ -220,7 +220,7 @@ class AnytimePolicy(OnlinePolicy):
         self._last_config: str | None = None
         self._extra: np.ndarray | None = None
         self._empty_picks = 0      # shed_below_ms calls (picks) since the last batch served
-        self._probing = False      # this pick is a probe: neither threshold sheds its requests
+        self._probing = False      # this pick is a probe: both thresholds at the most hopeful known speed
         self.n_probes = 0
         self._build_front()
         return self
