@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -106,11 +109,8 @@ def test_changed_int8_settings_profile_only_that_models_int8_configurations_agai
     assert json.loads((folder / "environment.json").read_text())["quantization"]["resnet18"] == "head-kept-fp32"
 
 
-def test_a_sweep_refuses_to_resume_a_profile_timed_on_other_hardware(tmp_path, monkeypatch, capsys):
-    """The machine tag names the CPU model and core count only; a folder timed on a host with other CPU
-    features (e.g. no AVX-512) must not take this host's timings beside its own."""
-    import json
-
+def _toy_profile_then_fingerprint(tmp_path, monkeypatch) -> tuple[list[str], Path, dict]:
+    """A complete toy CPU profile; returns the CLI arguments, its folder and its recorded fingerprint."""
     monkeypatch.setenv("PLANNER_RESULTS_DIR", str(tmp_path))
     monkeypatch.setenv("PLANNER_PROFILE_ZOO", "planner.profile.toy")
     monkeypatch.setenv("PLANNER_TOY_VARIANTS", "torch/fp32")
@@ -118,7 +118,13 @@ def test_a_sweep_refuses_to_resume_a_profile_timed_on_other_hardware(tmp_path, m
     args = ["profile", "--task", "cifar10", "--preset", "quick", "--device", "cpu", "--no-progress"]
     assert cli.main(args) == 0
     folder = next((tmp_path / "quick" / "profiles").iterdir())
-    env = json.loads((folder / "environment.json").read_text())
+    return args, folder, json.loads((folder / "environment.json").read_text())
+
+
+def test_a_sweep_refuses_to_resume_a_profile_timed_on_other_hardware(tmp_path, monkeypatch, capsys):
+    """The machine tag names the CPU model and core count only; a folder timed on a host with other CPU
+    features (e.g. no AVX-512) must not take this host's timings beside its own."""
+    args, folder, env = _toy_profile_then_fingerprint(tmp_path, monkeypatch)
     env["cpu_flags"] = [*env["cpu_flags"], "amx_tile_from_elsewhere"]
     (folder / "environment.json").write_text(json.dumps(env))
     before = (folder / "latency_profiles.csv").read_bytes()
@@ -133,16 +139,7 @@ def test_a_sweep_refuses_to_resume_a_profile_timed_on_other_hardware(tmp_path, m
 def test_a_complete_profile_from_other_hardware_is_used_as_it_is(tmp_path, monkeypatch, capsys):
     """``make report`` on another host reuses a committed, complete profile: nothing is re-timed and no
     file in the folder is rewritten (its fingerprint still names the host that timed it)."""
-    import json
-
-    monkeypatch.setenv("PLANNER_RESULTS_DIR", str(tmp_path))
-    monkeypatch.setenv("PLANNER_PROFILE_ZOO", "planner.profile.toy")
-    monkeypatch.setenv("PLANNER_TOY_VARIANTS", "torch/fp32")
-    monkeypatch.setattr("planner.profile.sweep.load_profile_preset", lambda preset, device="cpu": TINY)
-    args = ["profile", "--task", "cifar10", "--preset", "quick", "--device", "cpu", "--no-progress"]
-    assert cli.main(args) == 0
-    folder = next((tmp_path / "quick" / "profiles").iterdir())
-    env = json.loads((folder / "environment.json").read_text())
+    args, folder, env = _toy_profile_then_fingerprint(tmp_path, monkeypatch)
     env["cpu_model"] = "Another CPU"
     (folder / "environment.json").write_text(json.dumps(env))
     before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
