@@ -60,7 +60,7 @@ def main() -> None:
             reference = switching.estimator_.reference_ms[config]
             for k in range(3):
                 switching.observe(config, 1, reference * (2.0 if k == 0 else 1.0))
-    assert switching._switch_extra() is not None  # the switch-charging path is the one timed
+    assert switching._extra is not None  # the switch-charging path is the one timed
     rng = np.random.default_rng(0)
     contexts = [PolicyContext(0.0, "sst2", args.waiting, float(s[0]), 5.0, 0, 1, 1, 200.0, tuple(s.tolist()))
                 for s in np.sort(rng.uniform(-1.0, 12.0, (64, args.waiting)), axis=1)]

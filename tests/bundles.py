@@ -123,6 +123,20 @@ def toy_bundle(task: str, specs: list[dict]) -> ProfileBundle:
                          predictions, {"machine_tag": "toy"})
 
 
+def fast_and_accurate_bundle(task: str, n_examples: int, fast_ms: tuple[float, float, float],
+                              slow_ms: tuple[float, float, float]) -> ProfileBundle:
+    """Two batch-1 text models: ``minilm-l3`` 80 % correct and ``mpnet-l12`` 90 % correct, latencies
+    drawn normal (mean, sd) and clipped below at the third value (seeded: the same bundle every call)."""
+    rng = np.random.default_rng(0)
+    ids = np.arange(n_examples)
+    return toy_bundle(task, [
+        {"model": "minilm-l3", "batch_size": 1, "correct": ids % 10 < 8,
+         "samples_ms": rng.normal(fast_ms[0], fast_ms[1], 300).clip(fast_ms[2])},
+        {"model": "mpnet-l12", "batch_size": 1, "correct": ids % 10 < 9,
+         "samples_ms": rng.normal(slow_ms[0], slow_ms[1], 300).clip(slow_ms[2])},
+    ])
+
+
 def write_bundle_folder(root: Path, bundle: ProfileBundle, profiles: pd.DataFrame | None = None,
                         environment: dict | None = None) -> Path:
     """Store ``bundle`` as a profile folder ``load_bundle`` accepts (manifest included); returns ``root``.

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bundles import toy_bundle
+from bundles import fast_and_accurate_bundle
 from planner import workloads
 from planner.plan.anytime import anytime
 from planner.plan.policies import PolicyContext
@@ -19,14 +19,7 @@ N_EXAMPLES = 400
 
 @pytest.fixture(scope="module")
 def bundle():
-    rng = np.random.default_rng(0)
-    ids = np.arange(N_EXAMPLES)
-    return toy_bundle(TASK, [
-        {"model": "minilm-l3", "batch_size": 1, "samples_ms": rng.normal(1.0, 0.05, 300).clip(0.8),
-         "correct": ids % 10 < 8},                       # fast, 80 % correct
-        {"model": "mpnet-l12", "batch_size": 1, "samples_ms": rng.normal(30.0, 1.0, 300).clip(25.0),
-         "correct": ids % 10 < 9},                       # 30x slower, 90 % correct
-    ])
+    return fast_and_accurate_bundle(TASK, N_EXAMPLES, (1.0, 0.05, 0.8), (30.0, 1.0, 25.0))  # fast 80 % / 30x slower 90 %
 
 
 def _ctx(deadline_ms: float, rate_rps: float) -> PolicyContext:

@@ -361,9 +361,8 @@ class AnytimePolicy(OnlinePolicy):
             finish, head = self._continuation_latency(servers, m)
         else:
             finish, head = self._round_latency(servers), None
-        extra = self._switch_extra()
-        if extra is not None:  # a candidate other than the one just served pays the learned switch first
-            finish = finish[:, :, :m + EXPECTED_ARRIVALS] + extra
+        if self._extra is not None:  # a candidate other than the one just served pays the learned switch first
+            finish = finish[:, :, :m + EXPECTED_ARRIVALS] + self._extra
         # expected on-time answers per candidate: (C, Q, window) compared, counted at once
         on_time = finish[:, :, :m] <= scaled
         counts = self._row_counts(on_time)
@@ -392,14 +391,11 @@ class AnytimePolicy(OnlinePolicy):
         """The learned cost of serving each front candidate right after another one (1: none)."""
         return dict(zip(self._ids, np.maximum(self.switch_.scales(self._ids), 1.0).tolist()))
 
-    def _switch_extra(self) -> np.ndarray | None:
-        """(C, Q, 1) time a switch adds to each candidate's head batch (0 for the configuration just
-        served), or None while no learned factor exceeds :data:`SWITCH_MIN_FACTOR`."""
-        return self._extra
-
     def _refresh_switch_extra(self) -> None:
-        """Recompute :meth:`_switch_extra` when it can change (a switch was observed, the front was
-        rebuilt): the bookkeeping of a switch is paid once per switch, not once per decision."""
+        """``_extra``: the (C, Q, 1) time a switch adds to each candidate's head batch (0 for the
+        configuration just served), or None while no learned factor exceeds :data:`SWITCH_MIN_FACTOR`.
+        Recomputed only when it can change (a switch was observed, the front was rebuilt): the
+        bookkeeping of a switch is paid once per switch, not once per decision."""
         self._extra = None
         if not self.switch_aware or self._last_config is None or self.switch_.n_observed == 0:
             return
