@@ -197,6 +197,9 @@ class ProfilePreset(_Strict):
     cascade_runtimes: list[Runtime] | None = Field(default=None, min_length=1)
     # runtimes profiled at all (null = every runtime of the device); pruned ones land in infeasible.csv
     runtimes: list[Runtime] | None = Field(default=None, min_length=1)
+    # record variants this machine only emulates (torch bf16 without AVX512-bf16/AMX) as infeasible instead
+    # of timing them: CI's budget; a full study times them, so their cost stays visible
+    skip_emulated: bool = False
 
     @model_validator(mode="after")
     def _ordered(self) -> "ProfilePreset":

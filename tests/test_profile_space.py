@@ -88,3 +88,36 @@ def test_the_real_zoo_gives_the_sweep_both_identities_it_guards_on(monkeypatch):
     assert json.loads(real.quantization_key("sst2", "minilm-l3")) == {
         "int8_keep_fp32": ["*.attention.output.dense"], "int8_smooth_alpha": 0.75, "per_channel": True}
     assert json.loads(real.quantization_key("cifar10", "resnet18")) == {}
+
+
+@pytest.mark.parametrize("native", ["0", "1"])
+def test_a_preset_skipping_emulated_variants_records_cpu_bf16_without_bf16_arithmetic_as_infeasible(monkeypatch, native):
+    """CI's preset must not spend minutes per configuration timing bf16 a CPU only emulates (AVX2 hosts),
+    and a CPU that computes bf16 keeps its bf16 rows; a preset that times everything keeps them either way."""
+    from types import SimpleNamespace
+
+    from planner.models import zoo as real
+
+    monkeypatch.setenv("PLANNER_CPU_NATIVE_BF16", native)
+    zoo = SimpleNamespace(task_models=toy.task_models, variant_support=toy.variant_support,
+                          emulated_reason=real.emulated_reason)
+    skipped = enumerate_space(["sst2"], [1], ["cpu"], zoo, precisions=["fp32", "bf16"], skip_emulated=True)
+    timed = enumerate_space(["sst2"], [1], ["cpu"], zoo, precisions=["fp32", "bf16"])
+    bf16 = {c.config_id for c in timed.feasible if c.precision == "bf16" and c.runtime in ("torch", "torch_compile")}
+    assert bf16  # the toy zoo builds torch bf16
+    feasible = {c.config_id for c in skipped.feasible}
+    if native == "1":
+        assert feasible == {c.config_id for c in timed.feasible}
+    else:
+        assert not bf16 & feasible and feasible == {c.config_id for c in timed.feasible} - bf16
+        reasons = skipped.infeasible.set_index("config_id").loc[sorted(bf16), "reason"]
+        assert reasons.str.contains("emulated on this CPU").all()
+        assert any(c.precision == "fp32" for c in skipped.feasible)
+
+
+def test_the_native_bf16_override_rejects_anything_but_0_or_1(monkeypatch):
+    from planner.models.variants import cpu_has_native_bf16
+
+    monkeypatch.setenv("PLANNER_CPU_NATIVE_BF16", "yes")
+    with pytest.raises(ValueError, match="PLANNER_CPU_NATIVE_BF16 must be 0 or 1"):
+        cpu_has_native_bf16()

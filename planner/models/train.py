@@ -37,6 +37,7 @@ from planner.models.base import EXPORT_PARAMS
 from planner.models import checkpoints as ckpt
 from planner.models import distill
 from planner.models import published
+from planner.models.variants import cpu_has_native_bf16
 from planner.models.datasets import EVAL_SPLIT, eval_inputs, train_inputs
 
 RECIPE_VERSION = 3  # 2: seeded random eval subsets (the CIFAR files are class-sorted); 3: per-model epochs, CIFAR stems
@@ -384,6 +385,17 @@ def _average_cycle_ends(model: nn.Module, rec: dict, checksum: str, preset: str,
 # ----------------------------------------------------------------------------- the loop
 
 
+def training_autocast(params: dict[str, Any]) -> bool:
+    """bf16 autocast as the recipe asks (``autocast_bf16``), on CPUs that compute bf16 natively only:
+    emulated bf16 would turn a minute of training into hours. The checkpoint's sidecar records what ran."""
+    asked = bool(params.get("autocast_bf16", False))
+    if asked and not cpu_has_native_bf16():
+        print("bf16 autocast asked, but this CPU has no native bf16 (AVX512-bf16 or AMX): training in fp32",
+              flush=True)
+        return False
+    return asked
+
+
 def train_step(model: nn.Module, adapter: _Adapter, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
                inputs: Any, targets: Any, autocast: bool) -> torch.Tensor:
     """One optimisation step (forward under bf16 autocast when asked, loss in fp32); returns the loss.
@@ -446,7 +458,7 @@ def train(task: str, model_name: str, preset: str, force: bool = False, progress
     max_steps = steps_per_epoch * int(rec["max_epochs"])
     if steps_per_epoch < 1:
         raise ValueError(f"{adapter.n_train} training examples < batch size {adapter.batch_size}")
-    autocast = bool(params.get("autocast_bf16", False))
+    autocast = training_autocast(params)
     smoothing = float(params.get("label_smoothing", 0.0))
     loss_fn: nn.Module = nn.CrossEntropyLoss(label_smoothing=smoothing)
     if teacher_logits is not None:
@@ -611,7 +623,7 @@ def _teacher_logits(rec: dict, preset: str, checksum: str, progress: bool,
     by_length = np.argsort([len(ids) for ids in adapter.ids], kind="stable")  # little padding per batch
     batches = [by_length[i : i + 128] for i in range(0, len(by_length), 128)]
     logits = distill.compute_logits(teacher, lambda idx: adapter.batch(idx, None)[0], batches, adapter.n_train,
-                                    autocast=bool(teacher_rec["params"].get("autocast_bf16", False)),
+                                    autocast=training_autocast(teacher_rec["params"]),
                                     progress=progress)
     path.parent.mkdir(parents=True, exist_ok=True)
     distill.save_cached(path, key, logits)

@@ -47,6 +47,8 @@ class Zoo(Protocol):
     # def model_footprint(self, task: str, model: str) -> Footprint: ...
     # optional: identity of a model's trained weights (None: none here); a change re-profiles the model
     # def weights_key(self, task: str, model: str, preset: str) -> str | None: ...
+    # optional: why a buildable variant only runs emulated here (None: native); a preset may skip those
+    # def emulated_reason(self, spec: VariantSpec) -> str | None: ...
 
 
 def load_zoo(module: str | None = None) -> Zoo:
@@ -60,7 +62,8 @@ def load_zoo(module: str | None = None) -> Zoo:
                            load_predictor=zoo.load_predictor, eval_inputs=zoo.eval_inputs,
                            flops_per_item=flops.flops_per_item, model_footprint=flops.model_footprint,
                            weights_key=zoo.weights_key,
-                           quantization_key=zoo.quantization_key)  # type: ignore[return-value]
+                           quantization_key=zoo.quantization_key,
+                           emulated_reason=zoo.emulated_reason)  # type: ignore[return-value]
 
 
 def available_devices() -> list[str]:
@@ -150,7 +153,8 @@ def enumerate_space(tasks: Sequence[str], batch_sizes: Sequence[int], devices: S
                     thresholds: Sequence[float] | None = None,
                     cascade_precisions: Sequence[str] | None = None,
                     cascade_runtimes: Sequence[str] | None = None,
-                    profile_runtimes: Sequence[str] | None = None, preset: str | None = None) -> Space:
+                    profile_runtimes: Sequence[str] | None = None, preset: str | None = None,
+                    skip_emulated: bool = False) -> Space:
     """Every combination, split into feasible configurations and recorded infeasible ones.
 
     ``runtimes`` None means :func:`runtimes_for` each device. ``precisions`` and ``thresholds`` let a
@@ -161,10 +165,12 @@ def enumerate_space(tasks: Sequence[str], batch_sizes: Sequence[int], devices: S
     other precisions, likewise recorded (their members' single-model rows are profiled);
     ``cascade_runtimes`` does the same by runtime. Models (and cascades with a member) that ``preset``
     does not use (:func:`planner.config.task_models`: a model needing an optional extra the preset
-    does not list) are not part of its space.
+    does not list) are not part of its space. ``skip_emulated`` records the variants the zoo's optional
+    ``emulated_reason`` names (bf16 on a CPU without bf16 arithmetic) as infeasible with that reason.
     """
     cfg = models_config or config.models()
     taus = list(thresholds) if thresholds is not None else list(cfg.thresholds)
+    emulated = getattr(zoo, "emulated_reason", None) if skip_emulated else None
     feasible: list[Configuration] = []
     infeasible: list[tuple[Configuration, str]] = []
     for task in tasks:
@@ -178,8 +184,10 @@ def enumerate_space(tasks: Sequence[str], batch_sizes: Sequence[int], devices: S
                     pruned = (f"runtime {runtime} not profiled on {device}: pruned by the preset's profiler "
                               f"settings (runtimes = {list(profile_runtimes)})")
                 for precision in precisions:
-                    reasons = {m: zoo.variant_support(VariantSpec(task, m, runtime, precision, device)) or pruned
-                               for m in sorted({*models, *(n for p in pairs for n in p)})}
+                    specs = {m: VariantSpec(task, m, runtime, precision, device)
+                             for m in sorted({*models, *(n for p in pairs for n in p)})}
+                    reasons = {m: zoo.variant_support(spec) or pruned or (emulated(spec) if emulated else None)
+                               for m, spec in specs.items()}
                     for b in batch_sizes:
                         for m in models:
                             c = Configuration(task, m, runtime, precision, int(b), device)

@@ -122,8 +122,8 @@ class _Sweep:
         ``make report`` on another host reuses a committed profile, which the planner scales to the host
         at start-up), and is refused when it has work to do: resuming it would splice two machines'
         latencies into one profile."""
-        work = [f"options {', '.join(n for n in ('remeasure_noisy', 'remeasure', 'reprofile') if getattr(self, n) is not None)}"
-                ] if any(getattr(self, n) is not None for n in ('remeasure_noisy', 'remeasure', 'reprofile')) else []
+        options = [n for n in ("remeasure_noisy", "remeasure", "reprofile") if getattr(self, n) is not None]
+        work = [f"options {', '.join(options)}"] if options else []
         for record, key_of in (("weights", self._weights_key), ("quantization", getattr(self.zoo, "quantization_key", None))):
             changed = sorted(self._changed_models(record, key_of)) if key_of is not None else []
             if changed:
@@ -196,7 +196,8 @@ class _Sweep:
                                 thresholds=self.profile.thresholds,
                                 cascade_precisions=self.profile.cascade_precisions,
                                 cascade_runtimes=self.profile.cascade_runtimes,
-                                profile_runtimes=self.profile.runtimes, preset=self.preset)
+                                profile_runtimes=self.profile.runtimes, preset=self.preset,
+                                skip_emulated=self.profile.skip_emulated)
         if self.foreign:
             self._refuse_foreign_work(space)
             return pd.read_csv(self.store.path("profiles"))
