@@ -83,13 +83,13 @@ def variant_support(spec: VariantSpec) -> str | None:
     return ox.ort_support(model.kind, spec.runtime, spec.precision, spec.device)
 
 
-
 def emulated_reason(spec: VariantSpec) -> str | None:
     """Why a buildable variant runs only emulated on this machine (None when native); see
     :func:`planner.models.variants.emulated_reason`. The sweep skips timing these when its preset says so."""
     from planner.models.variants import emulated_reason as reason
 
     return reason(spec.runtime, spec.precision, spec.device)
+
 
 @dataclass
 class BaseModel:
