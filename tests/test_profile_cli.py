@@ -151,3 +151,26 @@ def test_a_complete_profile_from_other_hardware_is_used_as_it_is(tmp_path, monke
     assert cli.main(args) == 2
     assert "changed weights of resnet18" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before
+
+
+def test_a_variant_answering_nan_is_recorded_infeasible_and_the_sweep_goes_on(tmp_path, monkeypatch, capsys):
+    """A numerically broken build (NaN probabilities) must not stop a long sweep: its configurations and
+    the cascades built on it go to infeasible.csv with the reason; everything else is profiled."""
+    monkeypatch.setenv("PLANNER_RESULTS_DIR", str(tmp_path))
+    monkeypatch.setenv("PLANNER_PROFILE_ZOO", "planner.profile.toy")
+    monkeypatch.setenv("PLANNER_TOY_VARIANTS", "torch/fp32,onnxruntime/fp32")
+    monkeypatch.setenv("PLANNER_TOY_NONFINITE", "resnet18/onnxruntime/fp32")
+    monkeypatch.setattr("planner.profile.sweep.load_profile_preset", lambda preset, device="cpu": TINY)
+    args = ["profile", "--task", "cifar10", "--preset", "quick", "--device", "cpu", "--no-progress"]
+    assert cli.main(args) == 0
+    assert "cifar10/resnet18/onnxruntime/fp32/cpu: probabilities contain NaN or inf (1 of" in capsys.readouterr().out
+    folder = next((tmp_path / "quick" / "profiles").iterdir())
+    profiled = set(pd.read_csv(folder / "profiles.csv")["config_id"])
+    infeasible = pd.read_csv(folder / "infeasible.csv").set_index("config_id")["reason"]
+    broken = {"cifar10/resnet18/onnxruntime/fp32/b1/cpu"} | {
+        f"cifar10/cascade:mobilenet_v2>resnet18@{tau}/onnxruntime/fp32/b1/cpu" for tau in (0.7, 0.8, 0.9, 0.95)}
+    assert broken <= set(infeasible.index) and not broken & profiled
+    assert infeasible[next(iter(broken))].startswith("NonFiniteOutputs: probabilities contain NaN or inf")
+    assert all("cascade member resnet18: NonFiniteOutputs" in infeasible[c] for c in broken if "cascade" in c)
+    assert len(profiled) == 6 + 1  # torch: 2 models + 4 cascades; onnxruntime: mobilenet_v2 alone
+    assert "cifar10/mobilenet_v2/onnxruntime/fp32/b1/cpu" in profiled

@@ -29,6 +29,10 @@ from planner.splits import CALIBRATION, SCORED, Split, labels_by_example, partit
 PART_COLUMNS = {k: v for k, v in PREDICTION_COLUMNS.items() if k != "config_id"}
 
 
+class NonFiniteOutputs(ValueError):
+    """A variant answered with NaN or inf: its predictions cannot be scored (the sweep records it infeasible)."""
+
+
 def prediction_frame(probs: np.ndarray, labels: np.ndarray, stage: int | np.ndarray = 1) -> pd.DataFrame:
     """Per-example outcome from class probabilities (rows = examples in evaluation order)."""
     probs = np.asarray(probs)
@@ -36,7 +40,8 @@ def prediction_frame(probs: np.ndarray, labels: np.ndarray, stage: int | np.ndar
     if probs.ndim != 2 or len(probs) != len(labels):
         raise ValueError(f"expected probabilities (n, classes) for {len(labels)} labels, got shape {probs.shape}")
     if not np.all(np.isfinite(probs)):
-        raise ValueError("probabilities contain NaN or inf")
+        bad = int((~np.isfinite(probs)).any(axis=1).sum())
+        raise NonFiniteOutputs(f"probabilities contain NaN or inf ({bad} of {len(probs)} examples)")
     prediction = probs.argmax(axis=1)
     frame = pd.DataFrame({
         "example_id": np.arange(len(labels)), "label": labels.astype(np.int64),

@@ -90,6 +90,8 @@ class _Sweep:
             self.sync = torch.cuda.synchronize
         self.batch_sizes = sorted(int(b) for b in profile.batch_sizes)
         self.prediction_batch = self.batch_sizes[-1]
+        self.broken: dict[str, str] = {}  # variant_key -> why its answers cannot be scored (NaN or inf)
+        self.infeasible_now: set[str] = set()  # config_ids found infeasible while running
 
     # ---- setup --------------------------------------------------------------------------------
     def _environment(self, n_threads: int) -> None:
@@ -250,7 +252,7 @@ class _Sweep:
         finally:
             self.bar.close()
         self._peaks("end")
-        keep = {c.config_id for cs in self.by_variant.values() for c in cs}
+        keep = {c.config_id for cs in self.by_variant.values() for c in cs} - self.infeasible_now
         measured = pd.concat([self.store.latency_rows()["config_id"], self.store.accuracy_rows()["config_id"]])
         keep |= {c for c in measured if c.split("/", 1)[0] not in self.tasks}  # other tasks: untouched
         merged = self.store.finalize(keep=keep)
@@ -342,11 +344,17 @@ class _Sweep:
             if predictor is None:
                 self._infeasible(cs, self.failures[model])
                 continue
-            self._accuracy_single(cs[0], predictor)
+            if not self._accuracy_single(cs[0], predictor):
+                continue
             for c in cs:
                 self._latency(c, predictor.predict, _ort_threads(predictor))
         for cascade, cs in cascades.items():
             if self._all_done(cs):
+                continue
+            broken = [f"cascade member {m}: {self.broken[k]}" for m in cascade[:2]
+                      if (k := self._member(cs[0], m).variant_key) in self.broken]
+            if broken:
+                self._infeasible(cs, "; ".join(broken))
                 continue
             small, large = (self._predictor(v) for v in cs[0].members)
             if small is None or large is None:
@@ -376,6 +384,7 @@ class _Sweep:
 
     def _infeasible(self, configs: list[Configuration], reason: str) -> None:
         self.store.add_infeasible(infeasible_frame([(c, reason) for c in configs]))
+        self.infeasible_now |= {c.config_id for c in configs}
         self.bar.total -= len(configs)
         self.bar.refresh()
 
@@ -404,14 +413,29 @@ class _Sweep:
                 "accuracy_source": "measured", "n_eval": s["n_eval"], "prediction_key": key,
                 "prediction_batch_size": batch, **({"coverage": s["coverage"]} if c.cascade else {})}
 
-    def _accuracy_single(self, c: Configuration, predictor: Any) -> None:
-        """Predictions once per variant; per batch size only where batch-1 and batch-max disagree."""
+    def _accuracy_single(self, c: Configuration, predictor: Any) -> bool:
+        """Predictions once per variant; per batch size only where batch-1 and batch-max disagree.
+
+        False when the variant answers NaN or inf: its configurations (and the cascades built on it)
+        are recorded infeasible with the reason, and the sweep goes on with the rest of the space."""
         configs = self.by_variant[c.variant_key]
         if all(m.config_id in self.acc_done for m in configs):
-            return
+            return True
         if not predictor.accuracy_available:
-            return self._unavailable(c)
+            self._unavailable(c)
+            return True
         self.bar.set_postfix_str(f"accuracy {c.variant_key}", refresh=False)
+        try:
+            self._score_variant(c, predictor, configs)
+        except acc.NonFiniteOutputs as exc:
+            self.broken[c.variant_key] = f"{type(exc).__name__}: {exc}"
+            print(f"{c.variant_key}: {exc}; its configurations are recorded infeasible")
+            self.store.forget_latency({m.config_id for m in configs})
+            self._infeasible(configs, self.broken[c.variant_key])
+            return False
+        return True
+
+    def _score_variant(self, c: Configuration, predictor: Any, configs: list[Configuration]) -> None:
         frame = acc.prediction_frame(predictor.predict(self.inputs, self.prediction_batch), self.labels)
         agreement = (acc.batch_agreement(predictor, self.inputs, self.sample,
                                          (self.batch_sizes[0], self.prediction_batch))

@@ -24,6 +24,8 @@ DELAY_ENV = "PLANNER_TOY_DELAY_MS"
 VARIANTS_ENV = "PLANNER_TOY_VARIANTS"
 WEIGHTS_ENV = "PLANNER_TOY_WEIGHTS"
 QUANTIZATION_ENV = "PLANNER_TOY_QUANTIZATION"
+# optional comma list of model/runtime/precision variants that answer NaN (a numerically broken build)
+NONFINITE_ENV = "PLANNER_TOY_NONFINITE"
 N_EVAL = {"sst2": 96, "cifar10": 120}
 N_CLASSES = {"sst2": 2, "cifar10": 10}
 _DIM = 8
@@ -120,6 +122,8 @@ class ToyPredictor:
         self.weights = np.round(weights * 4) / 4 if spec.precision == "int8" else weights
         self.delay_s = float(os.environ.get(DELAY_ENV, "0")) / 1000.0 * _RUNTIME_COST.get(spec.runtime, 1.0)
         self.dynamic_int8 = spec.runtime == "torch" and spec.precision == "int8"
+        broken = os.environ.get(NONFINITE_ENV, "").split(",")
+        self.nonfinite = f"{spec.model}/{spec.runtime}/{spec.precision}" in broken
 
     def predict(self, inputs: Sequence[Any] | np.ndarray, batch_size: int) -> np.ndarray:
         out = []
@@ -135,6 +139,8 @@ class ToyPredictor:
             logits -= logits.max(axis=1, keepdims=True)
             p = np.exp(logits)
             out.append(p / p.sum(axis=1, keepdims=True))
+        if self.nonfinite:
+            out[0][0] = np.nan
         return np.concatenate(out).astype(np.float32)
 
 
