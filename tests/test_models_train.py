@@ -371,7 +371,10 @@ def test_a_distilled_student_trains_on_its_teachers_cached_logits(tiny_env, monk
     teacher_weights = ckpt.checkpoint_dir("quick", "minilm-l6") / ckpt.WEIGHTS_FILE
     assert teacher_weights.exists()  # trained on the way
     cache = ckpt.checkpoint_dir("quick", "minilm-l6") / distill.LOGITS_FILE
-    key = distill.logits_key(teacher_weights, ckpt.data_checksum("sst2"), 64, rec["train_subset"])
+    autocast = train_mod.training_autocast(rec["distill"]["teacher"]["params"])
+    key = distill.logits_key(teacher_weights, ckpt.data_checksum("sst2"), 64, rec["train_subset"], autocast)
+    assert distill.load_cached(cache, distill.logits_key(teacher_weights, ckpt.data_checksum("sst2"), 64,
+                                                         rec["train_subset"], not autocast)) is None
     logits = distill.load_cached(cache, key)
     adapter = train_mod._TextAdapter(rec["distill"]["teacher"]["params"], rec["train_subset"], tokenizer_for("minilm-l6"))
     assert logits is not None and logits.shape == (adapter.n_train, 2)

@@ -266,3 +266,33 @@ def test_int8_smoothing_wraps_the_quantized_layers_of_torch_int8_only(cache, mon
     sentences, _ = zoo.eval_inputs("sst2", 6)
     gap = np.abs(int8.predict(sentences, 3) - fp32.predict(sentences, 3)).max()
     assert 0 < gap < 0.02, gap  # quantized, and the same function up to int8 noise
+
+
+@pytest.mark.parametrize("vnni", ["0", "1"])
+def test_onnx_int8_uses_7_bit_weights_only_where_the_cpu_lacks_vnni(cache, monkeypatch, vnni):
+    """Without VNNI, ONNX Runtime's u8 x s8 kernels sum product pairs in 16 bits and saturate (a CNN lost
+    1.6 points on an AVX2 host): there the int8 graphs carry 7-bit weights, a separate cached file, and
+    the profiler's int8 settings say so (so a profile's int8 rows are redone when the build changes)."""
+    import onnx
+    from onnx import numpy_helper
+
+    monkeypatch.setenv("PLANNER_CPU_VNNI", vnni)
+    reduced = vnni == "0"
+    _fake_checkpoint("mobilenet_v2")
+    int8 = zoo.load_predictor(VariantSpec("cifar10", "mobilenet_v2", "onnxruntime", "int8"), preset="quick",
+                              n_threads=1)
+    path = ox.Path(int8.model_path)
+    assert path.name.endswith(f"{ox.REDUCED_RANGE_TAG}.onnx") is reduced
+    assert json.loads(path.with_suffix(".json").read_text())["reduce_range"] is reduced
+    weights = [numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer if t.data_type == onnx.TensorProto.INT8]
+    largest = max(int(np.abs(w.astype(np.int32)).max()) for w in weights)
+    assert (largest <= 64) if reduced else (largest > 64)
+    assert ("onnx_reduce_range" in json.loads(zoo.quantization_key("cifar10", "mobilenet_v2"))) is reduced
+
+
+def test_a_bad_vnni_override_is_named(monkeypatch):
+    from planner.models.variants import cpu_has_vnni
+
+    monkeypatch.setenv("PLANNER_CPU_VNNI", "yes")
+    with pytest.raises(ValueError, match="PLANNER_CPU_VNNI must be 0 or 1"):
+        cpu_has_vnni()

@@ -11,6 +11,8 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 import numpy as np
 
 RUNTIMES = ("torch", "onnxruntime", "torch_compile")
+# the runtimes that run a model on torch's own kernels (eager or compiled): they share its precision support
+TORCH_RUNTIMES = ("torch", "torch_compile")
 # runtimes that exist only on a GPU (ONNX Runtime's TensorRT execution provider): the space enumerates
 # them for device cuda alone (planner.profile.space.runtimes_for)
 CUDA_RUNTIMES = ("onnxruntime_trt",)

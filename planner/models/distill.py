@@ -47,10 +47,13 @@ class DistillationLoss(nn.Module):
         return (1.0 - self.alpha) * hard + self.alpha * soft
 
 
-def logits_key(teacher_weights: Path, data_checksum: str, teacher_max_length: int, train_subset: int | None) -> str:
-    """What the cached logits depend on: the teacher's weights, the data, its tokenization and the subset."""
+def logits_key(teacher_weights: Path, data_checksum: str, teacher_max_length: int, train_subset: int | None,
+               autocast_bf16: bool) -> str:
+    """What the cached logits depend on: the teacher's weights, the data, its tokenization, the subset and
+    whether the teacher ran under bf16 autocast (a CPU without native bf16 runs it in fp32)."""
     return json.dumps({"teacher_sha256": file_sha256(teacher_weights), "data": data_checksum,
-                       "max_length": teacher_max_length, "train_subset": train_subset}, sort_keys=True)
+                       "max_length": teacher_max_length, "train_subset": train_subset,
+                       "autocast_bf16": bool(autocast_bf16)}, sort_keys=True)
 
 
 @torch.inference_mode()

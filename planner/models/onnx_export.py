@@ -37,6 +37,8 @@ from planner.data import sha256_file
 from planner.models.base import UnsupportedVariantError
 
 MAX_REL_L2 = 1e-4
+# file-name mark of an int8 model with 7-bit weights (for CPUs without VNNI)
+REDUCED_RANGE_TAG = ".rr7"
 OPSET = 17
 VERIFY_BATCHES = (1, 7, 16)
 
@@ -215,21 +217,24 @@ class _Calibration:
 
 def ensure_int8_static(fp32_path: Path, key: str, preprocess: Callable[[Any], dict[str, np.ndarray]],
                        calibration_inputs: Any, method: str = "MinMax", per_channel: bool = True,
-                       exclude_nodes: list[str] | None = None, n_calibration: int | None = None) -> Path:
+                       exclude_nodes: list[str] | None = None, n_calibration: int | None = None,
+                       reduce_range: bool = False) -> Path:
     """Static QDQ int8 (per-channel s8 weights, u8 activations) calibrated on ``calibration_inputs``
     (an array, or a zero-argument callable returning one, so a cached model never loads the data).
-    ``n_calibration`` (the requested sample size) keys the cache; it defaults to ``len(calibration_inputs)``."""
+    ``n_calibration`` (the requested sample size) keys the cache; it defaults to ``len(calibration_inputs)``.
+    ``reduce_range``: 7-bit weights, for CPUs without VNNI (:func:`planner.models.variants.cpu_has_vnni`)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     tag = f"int8.static.{method.lower()}{'' if per_channel else '.pertensor'}"
     if exclude_nodes:
         tag += ".excl" + str(len(exclude_nodes))
+    tag += REDUCED_RANGE_TAG if reduce_range else ""
     path = fp32_path.with_name(f"model.{tag}.onnx")
     if n_calibration is None:
         calibration_inputs = calibration_inputs() if callable(calibration_inputs) else calibration_inputs
         n_calibration = len(calibration_inputs)
-    full_key = f"{key}:{n_calibration}:{sorted(exclude_nodes or [])}"
+    full_key = f"{key}:{n_calibration}:{sorted(exclude_nodes or [])}" + (":reduce_range" if reduce_range else "")
     if _cached(path, full_key):
         return path
     calibration_inputs = calibration_inputs() if callable(calibration_inputs) else calibration_inputs
@@ -239,32 +244,36 @@ def ensure_int8_static(fp32_path: Path, key: str, preprocess: Callable[[Any], di
     batches = [preprocess(calibration_inputs[s : s + 64]) for s in range(0, len(calibration_inputs), 64)]
     quantize_static(str(prepped), str(path), _Calibration(batches), quant_format=QuantFormat.QDQ,
                     per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    calibrate_method=getattr(CalibrationMethod, method),
+                    calibrate_method=getattr(CalibrationMethod, method), reduce_range=reduce_range,
                     nodes_to_exclude=list(exclude_nodes or []))
     _write_note(path, {"source_key": full_key, "format": "QDQ", "per_channel": per_channel,
-                       "activations": "uint8", "weights": "int8", "calibration_method": method,
+                       "activations": "uint8", "weights": "int8", "reduce_range": reduce_range,
+                       "calibration_method": method,
                        "calibration_examples": len(calibration_inputs), "calibration_split": "train",
                        "nodes_excluded": list(exclude_nodes or [])})
     return path
 
 
 def ensure_int8_dynamic(fp32_path: Path, key: str, per_channel: bool = False,
-                        exclude_nodes: list[str] | None = None) -> Path:
-    """Dynamic int8 (int8 weights; activations quantized at run time) for transformers."""
+                        exclude_nodes: list[str] | None = None, reduce_range: bool = False) -> Path:
+    """Dynamic int8 (int8 weights; activations quantized at run time) for transformers; ``reduce_range``
+    as in :func:`ensure_int8_static`."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     tag = "int8.dynamic" + (".perchannel" if per_channel else "") + (f".excl{len(exclude_nodes)}" if exclude_nodes else "")
+    tag += REDUCED_RANGE_TAG if reduce_range else ""
     path = fp32_path.with_name(f"model.{tag}.onnx")
-    full_key = f"{key}:{sorted(exclude_nodes or [])}"
+    full_key = f"{key}:{sorted(exclude_nodes or [])}" + (":reduce_range" if reduce_range else "")
     if _cached(path, full_key):
         return path
     prepped = fp32_path.with_name("model.fp32.prep.onnx")
     quant_pre_process(str(fp32_path), str(prepped), skip_symbolic_shape=True)  # symbolic inference fails on HF masks
     _check_nodes(prepped, exclude_nodes)
     quantize_dynamic(str(prepped), str(path), weight_type=QuantType.QInt8, per_channel=per_channel,
-                     nodes_to_exclude=list(exclude_nodes or []))
+                     reduce_range=reduce_range, nodes_to_exclude=list(exclude_nodes or []))
     _write_note(path, {"source_key": full_key, "format": "dynamic", "weights": "int8", "per_channel": per_channel,
+                       "reduce_range": reduce_range,
                        "nodes_excluded": list(exclude_nodes or [])})
     return path
 

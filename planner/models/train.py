@@ -613,7 +613,9 @@ def _teacher_logits(rec: dict, preset: str, checksum: str, progress: bool,
         print(f"{rec['model']} ({preset}) waits for its teacher {name}; run again to resume", file=sys.stderr)
         return None
     path = ckpt.checkpoint_dir(preset, name) / distill.LOGITS_FILE  # with the teacher: its students share them
-    key = distill.logits_key(trained.weights, checksum, int(teacher_rec["params"]["max_length"]), rec["train_subset"])
+    autocast = training_autocast(teacher_rec["params"])
+    key = distill.logits_key(trained.weights, checksum, int(teacher_rec["params"]["max_length"]), rec["train_subset"],
+                             autocast)
     cached = distill.load_cached(path, key)
     if cached is not None:
         return cached
@@ -623,8 +625,7 @@ def _teacher_logits(rec: dict, preset: str, checksum: str, progress: bool,
     by_length = np.argsort([len(ids) for ids in adapter.ids], kind="stable")  # little padding per batch
     batches = [by_length[i : i + 128] for i in range(0, len(by_length), 128)]
     logits = distill.compute_logits(teacher, lambda idx: adapter.batch(idx, None)[0], batches, adapter.n_train,
-                                    autocast=training_autocast(teacher_rec["params"]),
-                                    progress=progress)
+                                    autocast=autocast, progress=progress)
     path.parent.mkdir(parents=True, exist_ok=True)
     distill.save_cached(path, key, logits)
     return logits

@@ -27,8 +27,8 @@ from planner.models import checkpoints as ckpt
 from planner.models import extras
 from planner.models import onnx_export as ox
 from planner.models.base import (
-    CUDA_RUNTIMES, DEVICES, EXPORT_PARAMS, PRECISIONS, RUNTIMES, ModelUnavailableError, Predictor, UnsupportedVariantError,
-    VariantSpec,
+    CUDA_RUNTIMES, DEVICES, EXPORT_PARAMS, PRECISIONS, RUNTIMES, TORCH_RUNTIMES, ModelUnavailableError, Predictor,
+    UnsupportedVariantError, VariantSpec,
 )
 from planner.models.datasets import eval_inputs, train_inputs  # noqa: F401  (eval_inputs is public API)
 
@@ -163,15 +163,18 @@ def onnx_path(spec: VariantSpec, preset: str, n_threads: int = 2, base: BaseMode
     if spec.precision == "fp32" or (spec.runtime == "onnxruntime_trt" and spec.precision == "fp16"):
         return fp32
     exclude = list(base.params.get("quant_exclude_nodes", [])) + _kept_fp32_nodes(base, fp32)
+    from planner.models.variants import cpu_has_vnni
+
+    reduce_range = not cpu_has_vnni()  # 7-bit weights where u8 x s8 products would saturate
     if base.kind == "torchvision_scratch":
         n_calib = int(base.params.get("calibration_examples", DEFAULT_CALIBRATION))
         return ox.ensure_int8_static(fp32, base.source_key, base.preprocess,
                                      lambda: train_inputs(spec.task, n_calib)[0],
                                      method=str(base.params.get("calibration_method", "MinMax")),
                                      per_channel=bool(base.params.get("per_channel", True)),
-                                     exclude_nodes=exclude, n_calibration=n_calib)
+                                     exclude_nodes=exclude, n_calibration=n_calib, reduce_range=reduce_range)
     return ox.ensure_int8_dynamic(fp32, base.source_key, per_channel=bool(base.params.get("per_channel", False)),
-                                  exclude_nodes=exclude)
+                                  exclude_nodes=exclude, reduce_range=reduce_range)
 
 
 def _kept_fp32_nodes(base: BaseModel, fp32: Path) -> list[str]:
@@ -190,9 +193,14 @@ def quantization_key(task: str, model: str) -> str:
     change profiles the model's int8 configurations again (they are the ones these settings shape)."""
     import json
 
+    from planner.models.variants import cpu_has_vnni
+
     params = config.model_spec(model).params
     config.validate_task(task)
-    return json.dumps({k: params[k] for k in EXPORT_PARAMS if k in params}, sort_keys=True)
+    settings = {k: params[k] for k in EXPORT_PARAMS if k in params}
+    if not cpu_has_vnni():  # the ONNX Runtime int8 models are built with 7-bit weights here
+        settings["onnx_reduce_range"] = True
+    return json.dumps(settings, sort_keys=True)
 
 
 def smoothed_for_int8(spec: VariantSpec, base: BaseModel) -> Any:
@@ -231,7 +239,7 @@ def load_predictor(spec: VariantSpec, preset: str, n_threads: int | None = None)
 def predictor_from_base(spec: VariantSpec, base: BaseModel, preset: str, threads: int) -> Predictor:
     """The predictor of ``spec`` built from ``base`` (its module, params and checkpoint folder): one
     construction for the zoo and for studies that vary a base's export params (e.g. ``int8_keep_fp32``)."""
-    if spec.runtime in ("torch", "torch_compile"):
+    if spec.runtime in TORCH_RUNTIMES:
         from planner.models.predictors import TorchPredictor
         from planner.models.variants import build_torch_variant, compile_module
 
