@@ -184,10 +184,11 @@ def candidate_configs(bundle: ProfileBundle, task: str, deadline_ms: float, meth
     pick) plus each static method's choice at ``deadline_ms``; fastest-profiled first."""
     methods = check_methods(methods)
     params = _params([*methods, proposed()], params)
-    table = AnytimePolicy(task, **params[proposed()].model_dump()).fit(bundle).table_
+    policy = AnytimePolicy(task, **params[proposed()].model_dump()).fit(bundle)
+    table = policy.table_
     front = dominance_front(table["calibration_accuracy"].to_numpy(dtype=float),
                             table["batch_size"].to_numpy(dtype=np.int64),
-                            table[[f"q{q:g}" for q in QUANTILES]].to_numpy(dtype=float))
+                            table[[f"q{q:g}" for q in QUANTILES]].to_numpy(dtype=float), policy.accuracy_tolerance)
     chosen = list(table["config_id"].iloc[front])
     context = _context(task, deadline_ms)
     for name in methods:

@@ -141,16 +141,26 @@ class ServiceTimeEstimator:
         return np.exp(self.log_global + np.array([self.log_residual.get(c, 0.0) for c in config_ids]))
 
 
-def dominance_front(accuracy: np.ndarray, batch: np.ndarray, quantiles_ms: np.ndarray) -> np.ndarray:
+def dominance_front(accuracy: np.ndarray, batch: np.ndarray, quantiles_ms: np.ndarray,
+                    accuracy_tolerance: float = 0.0) -> np.ndarray:
     """Indices of candidates no other candidate dominates (more or equally accurate, a batch at least
-    as large, and no slower at any quantile, strictly better somewhere). Ties keep the first."""
+    as large, and no slower at any quantile, strictly better somewhere). Ties keep the first.
+
+    With ``accuracy_tolerance`` a candidate is also dominated by one that is faster (no slower at any
+    quantile, strictly faster at one, a batch at least as large) and at most that much less accurate:
+    an accuracy difference below what the calibration examples can resolve does not buy server time
+    (epsilon-dominance). Faster-and-close cannot hold both ways, so no two candidates remove each other."""
     n = len(accuracy)
     keep = np.ones(n, dtype=bool)
     for i in range(n):
-        better = ((accuracy >= accuracy[i]) & (batch >= batch[i]) & (quantiles_ms <= quantiles_ms[i]).all(axis=1))
+        no_slower = (batch >= batch[i]) & (quantiles_ms <= quantiles_ms[i]).all(axis=1)
+        better = (accuracy >= accuracy[i]) & no_slower
         strictly = (accuracy > accuracy[i]) | (batch > batch[i]) | (quantiles_ms < quantiles_ms[i]).any(axis=1)
         same = better & ~strictly
         dominated_by_other = (better & strictly).any() or same[:i].any()
+        if accuracy_tolerance > 0 and not dominated_by_other:
+            faster = no_slower & (quantiles_ms < quantiles_ms[i]).any(axis=1)
+            dominated_by_other = bool((faster & (accuracy >= accuracy[i] - accuracy_tolerance)).any())
         keep[i] = not dominated_by_other
     return np.flatnonzero(keep)
 
@@ -164,7 +174,7 @@ class AnytimePolicy(OnlinePolicy):
                  early_answers: bool = True, expected_arrivals: bool = True, startup_scale: float = 1.0,
                  refront_every: int = 32, member_quantile: float | None = 0.65,
                  late_target: float | None = None, late_step: float = 0.02, continuation: bool = True,
-                 switch_aware: bool = True, name: str = "anytime"):
+                 switch_aware: bool = True, accuracy_tolerance: float = 0.0, name: str = "anytime"):
         if isinstance(lookahead, bool) or not isinstance(lookahead, (int, np.integer)) or lookahead < 1:
             raise PlannerError(f"lookahead must be an integer >= 1, got {lookahead!r}")
         self.task, self.lookahead, self.halflife, self.name = task, int(lookahead), float(halflife), name
@@ -185,6 +195,10 @@ class AnytimePolicy(OnlinePolicy):
             raise PlannerError(f"late_step must lie in (0, 1), got {late_step!r}")
         self.late_target, self.late_step = late_target, float(late_step)
         self.continuation, self.switch_aware = bool(continuation), bool(switch_aware)
+        if isinstance(accuracy_tolerance, bool) or not isinstance(accuracy_tolerance, (int, float)) \
+                or not 0 <= accuracy_tolerance < 1:
+            raise PlannerError(f"accuracy_tolerance must be a share in [0, 1), got {accuracy_tolerance!r}")
+        self.accuracy_tolerance = float(accuracy_tolerance)
         self.needs = PolicyNeeds(lookahead=self.lookahead, observes=True, sheds=self.shed,
                                  early_answers=self.early_answers)
 
@@ -228,7 +242,7 @@ class AnytimePolicy(OnlinePolicy):
     def _build_front(self) -> None:
         residual = self.estimator_.scales(self._all_ids) / math.exp(self.estimator_.log_global)
         scaled = self._all_q * residual[:, None]
-        front = dominance_front(self._all_acc, self._all_batch, scaled)
+        front = dominance_front(self._all_acc, self._all_batch, scaled, self.accuracy_tolerance)
         self._ids = [self._all_ids[i] for i in front]
         self._acc = self._all_acc[front]
         self._batch = self._all_batch[front]

@@ -77,6 +77,9 @@ class AnytimeParams(MethodParams):
     # learn what serving a configuration right after another costs (cold caches) and charge it to a
     # switch (idle in the simulator, whose draws carry no such cost)
     switch_aware: bool = True
+    # drop a candidate that another, faster one matches within this accuracy (epsilon-dominance): a
+    # difference the calibration examples cannot resolve does not buy server time (0: exact dominance)
+    accuracy_tolerance: float = Field(default=0.0, ge=0, lt=1)
     # the service-time calibration's starting factor: the machine's speed now over the profile's.
     # 1 in the simulator (its service times come from the profile itself); a live replay sets it
     # from the re-timed reference (planner.profile.reference, planner.evaluation.live_fault)
