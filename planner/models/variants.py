@@ -65,17 +65,21 @@ CNN_FP16_CPU_REASON = (
 NATIVE_BF16_ENV = "PLANNER_CPU_NATIVE_BF16"
 
 
+def _cpu_feature(env: str, checks: tuple[str, ...]) -> bool:
+    """The override in ``env`` ("0"/"1") if set, else whether any of torch's ``torch.cpu`` checks holds."""
+    override = os.environ.get(env)
+    if override is not None:
+        if override not in ("0", "1"):
+            raise ValueError(f"{env} must be 0 or 1, got {override!r}")
+        return override == "1"
+    return any(bool(getattr(torch.cpu, name)()) for name in checks if hasattr(torch.cpu, name))
+
+
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 natively (AVX512-bf16 or AMX). Without it torch emulates bf16 and
     a bf16-autocast training step runs many times slower than fp32 (measured on an AVX2 EPYC: a
     384-1536-384 MLP forward and backward at 2,048 rows, 2.65 s against 0.15 s)."""
-    override = os.environ.get(NATIVE_BF16_ENV)
-    if override is not None:
-        if override not in ("0", "1"):
-            raise ValueError(f"{NATIVE_BF16_ENV} must be 0 or 1, got {override!r}")
-        return override == "1"
-    checks = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
-    return any(check is not None and bool(check()) for check in checks)
+    return _cpu_feature(NATIVE_BF16_ENV, ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
 
 
 VNNI_ENV = "PLANNER_CPU_VNNI"
@@ -87,13 +91,7 @@ def cpu_has_vnni() -> bool:
     (measured on an AVX2 EPYC: MobileNetV2 static int8 scored 0.8398 on the CIFAR-10 test set against
     0.8559 in fp32, and 0.8588 on an AVX-512 VNNI host); 7-bit weights (``reduce_range``) avoid the
     overflow. ``PLANNER_CPU_VNNI=0|1`` overrides the detection."""
-    override = os.environ.get(VNNI_ENV)
-    if override is not None:
-        if override not in ("0", "1"):
-            raise ValueError(f"{VNNI_ENV} must be 0 or 1, got {override!r}")
-        return override == "1"
-    checks = (getattr(torch.cpu, "_is_vnni_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
-    return any(check is not None and bool(check()) for check in checks)
+    return _cpu_feature(VNNI_ENV, ("_is_vnni_supported", "_is_amx_tile_supported"))
 
 
 def emulated_reason(runtime: str, precision: str, device: str) -> str | None:
