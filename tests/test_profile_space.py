@@ -83,11 +83,14 @@ def test_the_real_zoo_gives_the_sweep_both_identities_it_guards_on(monkeypatch):
     import json
 
     monkeypatch.delenv("PLANNER_PROFILE_ZOO", raising=False)
+    monkeypatch.setenv("PLANNER_CPU_VNNI", "1")
     real = load_zoo()
     assert callable(real.weights_key)
     assert json.loads(real.quantization_key("sst2", "minilm-l3")) == {
         "int8_keep_fp32": ["*.attention.output.dense"], "int8_smooth_alpha": 0.75, "per_channel": True}
     assert json.loads(real.quantization_key("cifar10", "resnet18")) == {}
+    monkeypatch.setenv("PLANNER_CPU_VNNI", "0")  # ONNX Runtime int8 is built with 7-bit weights there
+    assert json.loads(real.quantization_key("cifar10", "resnet18")) == {"onnx_reduce_range": True}
 
 
 @pytest.mark.parametrize("native", ["0", "1"])
