@@ -436,6 +436,7 @@ class _Sweep:
         return True
 
     def _score_variant(self, c: Configuration, predictor: Any, configs: list[Configuration]) -> None:
+        """Store the variant's accuracy rows and prediction parts (nothing is stored if scoring fails)."""
         frame = acc.prediction_frame(predictor.predict(self.inputs, self.prediction_batch), self.labels)
         agreement = (acc.batch_agreement(predictor, self.inputs, self.sample,
                                          (self.batch_sizes[0], self.prediction_batch))
