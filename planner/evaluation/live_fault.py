@@ -57,7 +57,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from planner.evaluation.grid import example_ids
 from planner.evaluation.validation import TaskData, calibrate, check_labels
 from planner.plan import policies
-from planner.plan.anytime import QUANTILES, AnytimePolicy, dominance_front
+from planner.plan.anytime import AnytimePolicy
 from planner.plan.planner import DeadlinePlanner
 from planner.plan.registry import METHODS, MethodParams, TraceContext, method_params, proposed, with_role
 from planner.profile.fingerprint import hardware
@@ -184,12 +184,7 @@ def candidate_configs(bundle: ProfileBundle, task: str, deadline_ms: float, meth
     pick) plus each static method's choice at ``deadline_ms``; fastest-profiled first."""
     methods = check_methods(methods)
     params = _params([*methods, proposed()], params)
-    policy = AnytimePolicy(task, **params[proposed()].model_dump()).fit(bundle)
-    table = policy.table_
-    front = dominance_front(table["calibration_accuracy"].to_numpy(dtype=float),
-                            table["batch_size"].to_numpy(dtype=np.int64),
-                            table[[f"q{q:g}" for q in QUANTILES]].to_numpy(dtype=float), policy.accuracy_tolerance)
-    chosen = list(table["config_id"].iloc[front])
+    chosen = AnytimePolicy(task, **params[proposed()].model_dump()).fit(bundle).front_ids()
     context = _context(task, deadline_ms)
     for name in methods:
         policy = METHODS[name].policy(METHODS[name].fit(bundle, task, percentile, params[name]), context)

@@ -215,6 +215,11 @@ class _Calibration:
         pass
 
 
+def _range_mark(reduce_range: bool) -> tuple[str, str]:
+    """(file-name suffix, cache-key suffix) of an int8 build: a 7-bit one is cached apart from an 8-bit one."""
+    return (REDUCED_RANGE_TAG, ":reduce_range") if reduce_range else ("", "")
+
+
 def ensure_int8_static(fp32_path: Path, key: str, preprocess: Callable[[Any], dict[str, np.ndarray]],
                        calibration_inputs: Any, method: str = "MinMax", per_channel: bool = True,
                        exclude_nodes: list[str] | None = None, n_calibration: int | None = None,
@@ -229,12 +234,11 @@ def ensure_int8_static(fp32_path: Path, key: str, preprocess: Callable[[Any], di
     tag = f"int8.static.{method.lower()}{'' if per_channel else '.pertensor'}"
     if exclude_nodes:
         tag += ".excl" + str(len(exclude_nodes))
-    tag += REDUCED_RANGE_TAG if reduce_range else ""
-    path = fp32_path.with_name(f"model.{tag}.onnx")
+    path = fp32_path.with_name(f"model.{tag}{_range_mark(reduce_range)[0]}.onnx")
     if n_calibration is None:
         calibration_inputs = calibration_inputs() if callable(calibration_inputs) else calibration_inputs
         n_calibration = len(calibration_inputs)
-    full_key = f"{key}:{n_calibration}:{sorted(exclude_nodes or [])}" + (":reduce_range" if reduce_range else "")
+    full_key = f"{key}:{n_calibration}:{sorted(exclude_nodes or [])}{_range_mark(reduce_range)[1]}"
     if _cached(path, full_key):
         return path
     calibration_inputs = calibration_inputs() if callable(calibration_inputs) else calibration_inputs
@@ -262,9 +266,8 @@ def ensure_int8_dynamic(fp32_path: Path, key: str, per_channel: bool = False,
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     tag = "int8.dynamic" + (".perchannel" if per_channel else "") + (f".excl{len(exclude_nodes)}" if exclude_nodes else "")
-    tag += REDUCED_RANGE_TAG if reduce_range else ""
-    path = fp32_path.with_name(f"model.{tag}.onnx")
-    full_key = f"{key}:{sorted(exclude_nodes or [])}" + (":reduce_range" if reduce_range else "")
+    path = fp32_path.with_name(f"model.{tag}{_range_mark(reduce_range)[0]}.onnx")
+    full_key = f"{key}:{sorted(exclude_nodes or [])}{_range_mark(reduce_range)[1]}"
     if _cached(path, full_key):
         return path
     prepped = fp32_path.with_name("model.fp32.prep.onnx")

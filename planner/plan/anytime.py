@@ -401,6 +401,11 @@ class AnytimePolicy(OnlinePolicy):
             return self._ids[self._drain]   # nothing can make it: clear the queue as fast as possible
         return self._ids[best]
 
+    def front_ids(self) -> list[str]:
+        """The configurations the policy can pick now (right after :meth:`fit`: its front at the profile's
+        scale), so a live run loads exactly those."""
+        return list(self._ids)
+
     def switch_factors(self) -> dict[str, float]:
         """The learned cost of serving each front candidate right after another one (1: none)."""
         return dict(zip(self._ids, np.maximum(self.switch_.scales(self._ids), 1.0).tolist()))

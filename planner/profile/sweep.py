@@ -90,7 +90,6 @@ class _Sweep:
             self.sync = torch.cuda.synchronize
         self.batch_sizes = sorted(int(b) for b in profile.batch_sizes)
         self.prediction_batch = self.batch_sizes[-1]
-        self.broken: dict[str, str] = {}  # variant_key -> why its answers cannot be scored (NaN or inf)
         self.infeasible_now: set[str] = set()  # config_ids found infeasible while running
 
     # ---- setup --------------------------------------------------------------------------------
@@ -351,11 +350,6 @@ class _Sweep:
         for cascade, cs in cascades.items():
             if self._all_done(cs):
                 continue
-            broken = [f"cascade member {m}: {self.broken[k]}" for m in cascade[:2]
-                      if (k := self._member(cs[0], m).variant_key) in self.broken]
-            if broken:
-                self._infeasible(cs, "; ".join(broken))
-                continue
             small, large = (self._predictor(v) for v in cs[0].members)
             if small is None or large is None:
                 why = "; ".join(f"cascade member {m}: {self.failures[m]}" for m in cascade[:2] if m in self.failures)
@@ -427,11 +421,11 @@ class _Sweep:
         self.bar.set_postfix_str(f"accuracy {c.variant_key}", refresh=False)
         try:
             self._score_variant(c, predictor, configs)
-        except acc.NonFiniteOutputs as exc:
-            self.broken[c.variant_key] = f"{type(exc).__name__}: {exc}"
+        except acc.NonFiniteOutputs as exc:  # a failure like a load failure: cascades on it skip too
+            self.failures[c.model] = f"{type(exc).__name__}: {exc}"
             print(f"{c.variant_key}: {exc}; its configurations are recorded infeasible")
             self.store.forget_latency({m.config_id for m in configs})
-            self._infeasible(configs, self.broken[c.variant_key])
+            self._infeasible(configs, self.failures[c.model])
             return False
         return True
 
