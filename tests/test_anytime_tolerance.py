@@ -38,7 +38,7 @@ def test_a_larger_batch_is_never_removed_by_a_smaller_one():
 def test_the_policy_prunes_with_its_tolerance():
     bundle = synthetic_bundle(n_configs=30, seed=5)
     exact, tolerant = anytime(bundle, "sst2"), anytime(bundle, "sst2", accuracy_tolerance=0.02)
-    assert set(tolerant._ids) < set(exact._ids)
+    assert set(tolerant.front_ids()) < set(exact.front_ids())
 
 
 @pytest.mark.parametrize("bad", [-0.01, 1.0, True, "0.01"])
