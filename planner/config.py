@@ -200,6 +200,11 @@ class ProfilePreset(_Strict):
     # record variants this machine only emulates (torch bf16 without AVX512-bf16/AMX) as infeasible instead
     # of timing them: CI's budget; a full study times them, so their cost stays visible
     skip_emulated: bool = False
+    # before adding timings to a folder that holds some, re-time a few of its stored configurations and
+    # refuse (or, with --rescale, correct) when this machine runs outside [1/t, t] of the folder's speed
+    # (planner/profile/drift.py); null = no check
+    drift_tolerance: float | None = Field(default=None, gt=1)
+    drift_reference: int = Field(default=3, ge=1)
 
     @model_validator(mode="after")
     def _ordered(self) -> "ProfilePreset":

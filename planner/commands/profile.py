@@ -31,6 +31,10 @@ def register(subparsers) -> None:
     parser.add_argument("--reprofile", default=None, metavar="GLOB",
                         help="profile latency and accuracy again for configurations whose config_id matches GLOB "
                              "(e.g. after a model's ONNX file changed)")
+    parser.add_argument("--rescale", action="store_true",
+                        help="when the drift check finds this machine faster or slower than the folder's stored "
+                             "timings (beyond profile.drift_tolerance), divide the new timings by the measured "
+                             "factor instead of stopping (recorded per row as timing_scale)")
     parser.add_argument("--rehash", action="store_true",
                         help="profile nothing: check an existing profile folder (schemas, samples vs statistics, "
                              "predictions vs accuracy) and write its MANIFEST.json of sha256 hashes, for a folder "
@@ -75,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
     tasks = list(config.TASKS) if args.task == "all" else [args.task]
     if args.remeasure_noisy is not None and not 0 <= args.remeasure_noisy < 1:
         raise ValueError(f"--remeasure-noisy must be a CPU share in [0, 1), got {args.remeasure_noisy}")
-    options = {"remeasure_noisy": args.remeasure_noisy, "remeasure": args.remeasure, "reprofile": args.reprofile}
+    options = {"remeasure_noisy": args.remeasure_noisy, "remeasure": args.remeasure, "reprofile": args.reprofile,
+               "rescale": args.rescale}
     if args.scheduler is not None:
         return _on_cluster(args.scheduler, tasks, args.preset, args.device, options)
     devices = [args.device] if args.device else available_devices()

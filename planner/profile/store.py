@@ -53,6 +53,8 @@ LATENCY_PROFILE_COLUMNS: dict[str, str] = {
     "n_threads": "int", "ort_intra_op_threads": "float?", "wall_s": "float", "background_cpu_share": "float?",
     "machine_tag": "str",
     "cpu_model": "str", "torch_version": "str", "profiled_at": "str",
+    # the drift factor the samples were divided by (--rescale, planner/profile/drift.py); 1 = as measured
+    "timing_scale": "float?",
 }
 ACCURACY_PROFILE_COLUMNS: dict[str, str] = {
     **_IDENTITY, "accuracy": "float?", "calibration_accuracy": "float?", "accuracy_source": "str",

@@ -28,8 +28,10 @@ from planner.cluster import once_per_host
 from planner.models.base import ModelUnavailableError, UnsupportedVariantError, VariantSpec
 from planner.paths import cpu_model, machine_tag, results_dir
 from planner.profile import accuracy as acc
+from planner.profile.drift import DriftCheck, ProfileDriftError
 from planner.profile.fingerprint import fingerprint, hardware_differences, now_iso, set_threads
 from planner.profile.latency import StoppingRule, make_batches, summarize, time_predict
+from planner.profile.reference import ReferenceTimingError, pick_reference, startup_scale
 from planner.profile.roofline import measure_peaks, peak_by_precision
 from planner.models.base import PRECISIONS
 from planner.profile.space import Configuration, Zoo, available_devices, enumerate_space, infeasible_frame, load_zoo
@@ -75,12 +77,14 @@ def models_used(rows: pd.DataFrame) -> dict[str, set[str]]:
 class _Sweep:
     def __init__(self, tasks: list[str], preset: str, device: str, zoo: Zoo, profile: config.ProfilePreset,
                  progress: bool, remeasure_noisy: float | None = None, remeasure: str | None = None,
-                 reprofile: str | None = None):
+                 reprofile: str | None = None, rescale: bool = False):
         self.tasks, self.preset, self.device, self.zoo, self.profile = tasks, preset, device, zoo, profile
         self.progress = progress
         self.remeasure_noisy = remeasure_noisy
         self.remeasure = remeasure
         self.reprofile = reprofile
+        self.rescale = rescale
+        self.timing_scale = 1.0  # what new samples are divided by (--rescale past the drift band)
         self.rule = StoppingRule.from_preset(profile)
         self.store = ProfileStore(profile_dir(preset, device))
         self.sync: Callable[[], None] | None = None
@@ -233,6 +237,7 @@ class _Sweep:
         done = sum(c.config_id in self.lat_done and c.config_id in self.acc_done for c in space.feasible)
         print(f"{self.store.root}: {len(space.feasible)} configurations ({done} already done), "
               f"{len(space.infeasible)} infeasible recorded")
+        self.timing_scale = self._check_drift(space.feasible)
         self.bar = tqdm(total=len(space.feasible), initial=done, unit="config", disable=not self.progress,
                         desc=f"profile {self.device}", dynamic_ncols=True)
         try:
@@ -320,6 +325,45 @@ class _Sweep:
         """Models whose ``key_of`` differs from the one recorded under ``environment.json[record]``."""
         recorded = dict(self.previous_env.get(record, {}))
         return {model for model, key in self._current_keys(key_of).items() if recorded.get(model) != key}
+
+    def _check_drift(self, feasible: list[Configuration]) -> float:
+        """The factor new timings are divided by: 1.0 unless ``--rescale`` and this machine runs outside the
+        folder's drift band, where without ``--rescale`` it raises :class:`ProfileDriftError`
+        (:mod:`planner.profile.drift`). No check when nothing is to be timed, the folder holds no timing
+        to compare with, or the preset sets no ``drift_tolerance``."""
+        tolerance = self.profile.drift_tolerance
+        by_id = {c.config_id: c for c in feasible}
+        todo = [cid for cid in by_id if cid not in self.lat_done]
+        stored = self.store.latency_rows()
+        stored = stored[stored["config_id"].isin(set(by_id) - set(todo))]
+        if tolerance is None or not todo or stored.empty:
+            return 1.0
+        try:
+            reference = pick_reference(stored, stored["config_id"], self.profile.drift_reference)
+        except ReferenceTimingError as exc:
+            print(f"no drift check: {exc}")
+            return 1.0
+        print(f"drift check: re-timing {len(reference)} stored configuration(s) before timing {len(todo)} new ones")
+        timings = {cid: self._retime(by_id[cid]) for cid in reference}
+        check = DriftCheck(startup_scale(stored, timings), float(tolerance), len(todo))
+        action = "within" if check.within else "rescaled" if self.rescale else "refused"
+        self.env["drift_checks"] = [*self.env.get("drift_checks", []), check.record(action, now_iso())]
+        self.store.write_environment(self.env)
+        if action == "refused":
+            raise ProfileDriftError(check.refusal(self.store.root))
+        print(f"drift check: this machine runs {check.scale:.3f}x the folder's stored speed "
+              + ("(within the band)" if action == "within" else f"; new timings divided by {check.scale:.3f} (--rescale)"))
+        return check.scale if action == "rescaled" else 1.0
+
+    def _retime(self, c: Configuration) -> np.ndarray:
+        """Service times (ms) of a stored configuration timed again as the sweep times (same rule, real inputs)."""
+        predictor = self.zoo.load_predictor(c.variant(), preset=self.preset)
+        inputs, _ = self.zoo.eval_inputs(c.task, n=self.profile.eval_subset)
+        m = time_predict(predictor.predict, make_batches(inputs, c.batch_size), c.batch_size, self.profile.warmup,
+                         self.rule, self.sync)
+        del predictor
+        gc.collect()
+        return m.samples_ms
 
     def _measured_matching(self, pattern: str) -> set[str]:
         """Config ids with a latency or accuracy row whose id matches the glob ``pattern``."""
@@ -484,12 +528,14 @@ class _Sweep:
                              self.sync)
             import torch
 
-            row = {**c.identity(), **summarize(m.samples_ms, c.batch_size, (m.ci_low, m.ci_high)),
+            samples, scale = m.samples_ms / self.timing_scale, self.timing_scale
+            row = {**c.identity(), **summarize(samples, c.batch_size, (m.ci_low / scale, m.ci_high / scale)),
                    "stop_reason": m.stop_reason, "n_warmup": self.profile.warmup, "n_threads": self.n_threads,
                    "ort_intra_op_threads": ort_threads, "wall_s": m.wall_s,
                    "background_cpu_share": m.background_cpu_share, "machine_tag": self.store.root.name,
-                   "cpu_model": cpu_model(), "torch_version": torch.__version__, "profiled_at": now_iso()}
-            self.store.add_latency(row, m.samples_ms)
+                   "cpu_model": cpu_model(), "torch_version": torch.__version__, "profiled_at": now_iso(),
+                   "timing_scale": scale}
+            self.store.add_latency(row, samples)
         self.bar.update(1)
 
 
@@ -510,26 +556,29 @@ def report(profiles: pd.DataFrame, wall_s: float, noisy_share: float = NOISY_SHA
 def run_sweep(tasks: list[str], preset: str, devices: list[str] | None = None, zoo: Zoo | None = None,
               profile: config.ProfilePreset | None = None, progress: bool = True,
               remeasure_noisy: float | None = None, remeasure: str | None = None,
-              reprofile: str | None = None) -> dict[str, pd.DataFrame]:
+              reprofile: str | None = None, rescale: bool = False) -> dict[str, pd.DataFrame]:
     """Profile ``tasks`` on each device (default: cpu, plus cuda when available); returns profiles per device.
 
     ``remeasure_noisy``: re-time configurations whose background_cpu_share exceeded it (or is unknown).
     ``remeasure``: re-time configurations whose config_id matches this glob (e.g. after a change to the
     serving path); their accuracy and predictions are kept. ``reprofile``: the same, but latency and
-    accuracy both (e.g. after a model file changed). ``profile`` None: the preset's settings per device
+    accuracy both (e.g. after a model file changed). ``rescale``: where the drift check finds this machine
+    outside the folder's band (:mod:`planner.profile.drift`), divide the new timings by the factor instead
+    of stopping. ``profile`` None: the preset's settings per device
     (its ``profile_cuda`` section on cuda, see :func:`load_profile_preset`).
     """
     zoo = zoo or load_zoo()
     out = {}
     for device in devices or available_devices():
         out[device] = _Sweep(list(tasks), preset, device, zoo, profile or load_profile_preset(preset, device),
-                             progress, remeasure_noisy, remeasure, reprofile).run()
+                             progress, remeasure_noisy, remeasure, reprofile, rescale).run()
     return out
 
 
 def sweep_this_machine(tasks: list[str], preset: str, devices: list[str] | None = None,
                        profile: config.ProfilePreset | None = None, remeasure_noisy: float | None = None,
-                       remeasure: str | None = None, reprofile: str | None = None) -> list[dict[str, Any]]:
+                       remeasure: str | None = None, reprofile: str | None = None,
+                       rescale: bool = False) -> list[dict[str, Any]]:
     """:func:`run_sweep` on the machine this runs on (a Dask worker), into that machine's own folder.
 
     ``devices`` None means the devices this machine offers (a GPU machine profiles cuda too). No
@@ -541,7 +590,7 @@ def sweep_this_machine(tasks: list[str], preset: str, devices: list[str] | None 
     if missing:
         raise RuntimeError(f"{socket.gethostname()}: cannot profile {missing}, this machine offers {offered}")
     results = run_sweep(tasks, preset, devices, profile=profile, progress=False, remeasure_noisy=remeasure_noisy,
-                        remeasure=remeasure, reprofile=reprofile)
+                        remeasure=remeasure, reprofile=reprofile, rescale=rescale)
     return [{"host": socket.gethostname(), "device": device, "machine_tag": machine_tag(device),
              "folder": str(profile_dir(preset, device)), "configurations": len(frame)}
             for device, frame in results.items()]
