@@ -71,8 +71,8 @@ class DriftCheck:
         low, high = self.band
         table = _describe(self.measured.table)
         direction = "slower" if self.scale > 1 else "faster"
-        return (f"{folder}: this machine now runs {self.scale:.2f}x the speed the folder's stored timings were "
-                f"measured at ({direction}; re-timed reference: {table}), outside the drift band "
+        return (f"{folder}: this machine now takes {self.scale:.2f}x the time of the folder's stored timings "
+                f"({direction}; re-timed reference: {table}), outside the drift band "
                 f"[{low:.2f}, {high:.2f}] (profile.drift_tolerance {self.tolerance:g}). Adding the {self.n_new} "
                 "configuration(s) still to time would mix two days' speeds in one profile. Either re-time the "
                 "whole folder in one sitting (`planner profile --task all --remeasure '*'`; accuracy and "

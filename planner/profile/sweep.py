@@ -351,7 +351,7 @@ class _Sweep:
         self.store.write_environment(self.env)
         if action == "refused":
             raise ProfileDriftError(check.refusal(self.store.root))
-        print(f"drift check: this machine runs {check.scale:.3f}x the folder's stored speed "
+        print(f"drift check: this machine takes {check.scale:.3f}x the time of the folder's stored timings "
               + ("(within the band)" if action == "within" else f"; new timings divided by {check.scale:.3f} (--rescale)"))
         return check.scale if action == "rescaled" else 1.0
 
