@@ -335,7 +335,7 @@ class _Sweep:
         by_id = {c.config_id: c for c in feasible}
         todo = [cid for cid in by_id if cid not in self.lat_done]
         stored = self.store.latency_rows()
-        stored = stored[stored["config_id"].isin(set(by_id) - set(todo))]
+        stored = stored[stored["config_id"].isin(self.lat_done & by_id.keys())]
         if tolerance is None or not todo or stored.empty:
             return 1.0
         try:
@@ -344,7 +344,9 @@ class _Sweep:
             print(f"no drift check: {exc}")
             return 1.0
         print(f"drift check: re-timing {len(reference)} stored configuration(s) before timing {len(todo)} new ones")
-        timings = {cid: self._retime(by_id[cid]) for cid in reference}
+        inputs = {task: self.zoo.eval_inputs(task, n=self.profile.eval_subset)[0]
+                  for task in {by_id[cid].task for cid in reference}}
+        timings = {cid: self._retime(by_id[cid], inputs[by_id[cid].task]) for cid in reference}
         check = DriftCheck(startup_scale(stored, timings), float(tolerance), len(todo))
         action = "within" if check.within else "rescaled" if self.rescale else "refused"
         self.env["drift_checks"] = [*self.env.get("drift_checks", []), check.record(action, now_iso())]
@@ -355,10 +357,9 @@ class _Sweep:
               + ("(within the band)" if action == "within" else f"; new timings divided by {check.scale:.3f} (--rescale)"))
         return check.scale if action == "rescaled" else 1.0
 
-    def _retime(self, c: Configuration) -> np.ndarray:
+    def _retime(self, c: Configuration, inputs: Any) -> np.ndarray:
         """Service times (ms) of a stored configuration timed again as the sweep times (same rule, real inputs)."""
         predictor = self.zoo.load_predictor(c.variant(), preset=self.preset)
-        inputs, _ = self.zoo.eval_inputs(c.task, n=self.profile.eval_subset)
         m = time_predict(predictor.predict, make_batches(inputs, c.batch_size), c.batch_size, self.profile.warmup,
                          self.rule, self.sync)
         del predictor
