@@ -553,3 +553,30 @@ def test_training_record_reads_recipes_and_per_epoch_curves_from_the_published_m
     entry["recipe"]["distill"] = {"teacher": {"model": "mpnet-l12"}, "alpha": 0.8, "temperature": 2.0}
     (folder / published.MANIFEST_FILE).write_text(json.dumps({"models": {"resnet18": entry}}))
     assert results.training_record("quick")[0].loc[0, "distilled_from"] == "mpnet-l12 (alpha 0.8, T 2)"
+
+
+def _sweep_runs(gaps: dict[float, float]) -> pd.DataFrame:
+    """Two seeds of one cell: best_fixed_hindsight at 0.8 per deadline, anytime 0.8 + gap; anytime
+    sheds where it loses (late 0) while the fixed configuration answers late there."""
+    rows = []
+    for seed in (1, 2):
+        for deadline, gap in gaps.items():
+            rows.append(dict(task="sst2", workload="steady", load=0.5, seed=seed, deadline_ms=deadline,
+                             method="best_fixed_hindsight", effective_accuracy=0.8, hit_rate=0.85,
+                             late_rate=0.15 if gap < 0 else 0.0))
+            rows.append(dict(task="sst2", workload="steady", load=0.5, seed=seed, deadline_ms=deadline,
+                             method="anytime", effective_accuracy=0.8 + gap, hit_rate=0.85 + gap, late_rate=0.0))
+    return pd.DataFrame(rows)
+
+
+def test_worst_cell_text_names_the_deadlines_where_the_margin_is_lost():
+    runs = _sweep_runs({2.0: -0.3, 10.0: 0.01, 50.0: -0.05, 100.0: 0.02})
+    cells = results.grid_cells(runs)
+    text = results.worst_cell_text(runs, cells, "sst2")
+    assert "steady at load 0.5" in text and "best_fixed_hindsight" in text and "4 deadlines" in text
+    assert "2 ms (0.500 vs 0.800; late 0.0% vs 15.0%)" in text and "50 ms (0.750 vs 0.800" in text
+    assert "10 ms" not in text and "100 ms" not in text  # deadlines it wins are not blamed
+    ahead = _sweep_runs({2.0: 0.01, 10.0: 0.02})
+    assert "ahead at every deadline" in results.worst_cell_text(ahead, results.grid_cells(ahead), "sst2")
+    with pytest.raises(ValueError, match="no runs"):
+        results.cell_by_deadline(runs, "sst2", "bursty", 0.5, ["anytime"])

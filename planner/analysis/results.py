@@ -260,6 +260,38 @@ def grid_cells(runs: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
+def cell_by_deadline(runs: pd.DataFrame, task: str, workload: str, load: float,
+                     methods: list[str]) -> pd.DataFrame:
+    """One grid cell opened up along its deadline sweep: per deadline and method, effective accuracy,
+    hit rate and late rate (means over seeds). A cell's margin is an average over deadlines; this says
+    at which deadlines it is won or lost, so the book can explain a miss from the data."""
+    part = runs[(runs["task"] == task) & (runs["workload"] == workload) & np.isclose(runs["load"], load)
+                & runs["method"].isin(methods)]
+    if part.empty:
+        raise ValueError(f"no runs of {methods} for {task} {workload} at load {load:g}")
+    metrics = ["effective_accuracy", "hit_rate", "late_rate"]
+    return part.groupby(["deadline_ms", "method"])[metrics].mean().unstack("method")
+
+
+def worst_cell_text(runs: pd.DataFrame, cells: pd.DataFrame, task: str) -> str:
+    """A sentence on the task's thinnest cell: the deadlines where the proposed method loses most to
+    the cell's best other method, with both methods' late rates there (read from ``runs``)."""
+    part = cells[cells["task"] == task]
+    worst = part.loc[part["margin"].idxmin()]
+    other = str(worst["best_other_method"])
+    table = cell_by_deadline(runs, task, str(worst["workload"]), float(worst["load"]), [PLANNER_METHOD, other])
+    gap = table[("effective_accuracy", PLANNER_METHOD)] - table[("effective_accuracy", other)]
+    losing = gap[gap < 0].sort_values().index[:2]
+    head = (f"On {task} the thinnest cell is {worst['workload']} at load {worst['load']:g} "
+            f"({worst['margin']:+.3f} against {other}, averaged over {len(table)} deadlines)")
+    if not len(losing):
+        return head + f": {PLANNER_METHOD} is ahead at every deadline there."
+    parts = [f"{d:g} ms ({table.loc[d, ('effective_accuracy', PLANNER_METHOD)]:.3f} vs "
+             f"{table.loc[d, ('effective_accuracy', other)]:.3f}; late {table.loc[d, ('late_rate', PLANNER_METHOD)]:.1%} "
+             f"vs {table.loc[d, ('late_rate', other)]:.1%})" for d in sorted(losing)]
+    return head + f"; it loses most at deadline{'s' if len(parts) > 1 else ''} " + " and ".join(parts) + "."
+
+
 def grid_scorecard(preset: str) -> pd.DataFrame:
     """Per task, over every (workload, load) cell of the evaluation: how many cells the proposed
     method is within :data:`SCORECARD_MARGIN` of the best other method, its mean share of the
