@@ -419,9 +419,54 @@ def test_loadgen_server_scenario_smoke(server, tmp_path):
     running, _ = server
     settings = LoadGenSettings(target_qps=200.0, deadline_ms=200.0, min_queries=100, max_queries=200,
                                min_duration_s=0.5, max_duration_s=5.0)
-    result = run_loadgen(running.url, settings, np.arange(N_EX), tmp_path, labels=LABELS)
-    assert (tmp_path / "mlperf_log_summary.txt").exists() and (tmp_path / "mlperf_log_detail.txt").exists()
+    result = run_loadgen(running.url, settings, np.arange(N_EX), tmp_path / "sst2_fixed", labels=LABELS)
+    assert (tmp_path / "sst2_fixed" / "mlperf_log_summary.txt").exists()
+    assert (tmp_path / "sst2_fixed" / "mlperf_log_detail.txt").exists()
     assert "Result is" in result.summary and result.summary["Scenario"] == "Server"
     assert 100 <= len(result.requests) <= 200
     assert (result.requests["http_status"] == 200).all()
     assert result.requests["correct"].mean() > 0.9
+    from planner.evaluation.loadgen import read_runs
+    kept = read_runs(tmp_path).iloc[0]  # what the book reads back: LoadGen's verdict beside both clocks
+    assert (kept["task"], kept["method"], kept["n_queries"]) == ("sst2", "fixed", len(result.requests))
+    assert kept["result"] == result.summary["Result is"] and kept["target_latency_ms"] == pytest.approx(200.0)
+    assert kept["lat_p50_ms"] <= kept["lat_p99_ms"] and kept["path_added_p50_ms"] > 0
+
+
+LOADGEN_SUMMARY = """================================================
+MLPerf Results Summary
+================================================
+Scenario : Server
+Completed samples per second    : 99.50
+Result is : INVALID
+  Performance constraints satisfied : NO
+  Early stopping satisfied: NO
+Recommendations:
+ * Reduce target QPS to improve latency.
+99.00 percentile latency (ns)   : 12500000
+50.00 percentile latency (ns)   : 2000000
+target_qps : 100
+target_latency (ns): 5000000
+"""
+
+
+def test_loadgen_read_runs_puts_the_verdict_beside_the_client_and_server_clocks(tmp_path):
+    pytest.importorskip("mlperf_loadgen", reason="mlcommons-loadgen is not installed")
+    from planner.evaluation.loadgen import LoadGenError, read_runs
+
+    assert read_runs(tmp_path).empty
+    run = tmp_path / "cifar10_anytime"
+    run.mkdir()
+    (run / "mlperf_log_summary.txt").write_text(LOADGEN_SUMMARY)
+    with pytest.raises(LoadGenError, match="requests.csv"):
+        read_runs(tmp_path)
+    pd.DataFrame({  # on time at the server but not at the client; late; shed (answered at once, no label)
+        "latency_ms": [6.0, 9.0, 1.0, 3.0], "deadline_ms": 5.0, "label": [1, 1, None, 0],
+        "status": ["late", "late", "shed", "served"], "outcome": ["on_time", "late", "shed", "on_time"],
+        "queue_ms": [1.0, 2.0, 0.0, 0.5], "service_ms": [3.0, 6.0, 0.0, 2.0]}).to_csv(run / "requests.csv", index=False)
+    row = read_runs(tmp_path).iloc[0]
+    assert (row["task"], row["method"], row["result"]) == ("cifar10", "anytime", "INVALID")
+    assert not row["latency_constraint_met"] and not row["early_stopping_met"]
+    assert (row["target_latency_ms"], row["lat_p99_ms"], row["completed_qps"]) == (5.0, 12.5, 99.5)
+    assert (row["server_on_time"], row["client_within_deadline"], row["shed"]) == (0.5, 0.5, 0.25)
+    assert row["path_added_p50_ms"] == pytest.approx(1.0)  # 2, 1, 0.5 ms over the server's queue + service

@@ -229,4 +229,48 @@ def _requests(records: list[dict[str, Any]], labels: np.ndarray | None) -> pd.Da
     return frame[columns].sort_values("sent_s", kind="stable").reset_index(drop=True)
 
 
-__all__ = ["LoadGenError", "LoadGenResult", "LoadGenSettings", "parse_summary", "run_loadgen"]
+def _ns_to_ms(summary: dict[str, str], key: str) -> float:
+    value = summary.get(key)
+    return float(value) / 1e6 if value is not None else math.nan
+
+
+def read_runs(folder: Path) -> pd.DataFrame:
+    """One row per LoadGen run kept under ``folder`` (subfolders ``<task>_<method>`` as
+    :func:`run_loadgen` writes them): LoadGen's verdict and latencies next to what the client and the
+    server recorded per query. Why both clocks: LoadGen times a query from issue to completion at the
+    client, the server plans and labels outcomes from the moment the request reaches it, so the
+    difference is what the HTTP path costs a deadline. Empty when no run was kept."""
+    rows = []
+    for summary_path in sorted(Path(folder).glob(f"*/{SUMMARY_FILE}")):
+        run = summary_path.parent
+        task, _, method = run.name.partition("_")
+        summary = parse_summary(summary_path)
+        requests_path = run / "requests.csv"
+        if not requests_path.exists():
+            raise LoadGenError(f"{run}: LoadGen summary without the client's requests.csv")
+        requests = pd.read_csv(requests_path)
+        answered = requests["label"].notna()
+        server_ms = requests["queue_ms"] + requests["service_ms"]
+        status = requests["status"].value_counts(normalize=True)
+        rows.append({
+            "task": task, "method": method, "scenario": summary.get("Scenario", ""),
+            "result": summary.get("Result is", ""),
+            "latency_constraint_met": summary.get("Performance constraints satisfied", "") == "Yes",
+            "early_stopping_met": summary.get("Early stopping satisfied", "") == "Yes",
+            "target_qps": float(summary.get("target_qps", "nan")),
+            "completed_qps": float(summary.get("Completed samples per second", "nan")),
+            "target_latency_ms": _ns_to_ms(summary, "target_latency (ns)"),
+            "lat_p50_ms": _ns_to_ms(summary, "50.00 percentile latency (ns)"),
+            "lat_p99_ms": _ns_to_ms(summary, "99.00 percentile latency (ns)"),
+            "n_queries": len(requests),
+            "client_within_deadline": float((requests["latency_ms"] <= requests["deadline_ms"]).mean()),
+            "server_on_time": float((requests["outcome"] == "on_time").mean()),
+            "server_late": float((requests["outcome"] == "late").mean()),
+            "shed": float(status.get("shed", 0.0)),
+            "degraded": float(status.get("degraded", 0.0)),
+            "path_added_p50_ms": float((requests["latency_ms"] - server_ms)[answered].median()),
+        })
+    return pd.DataFrame(rows)
+
+
+__all__ = ["LoadGenError", "LoadGenResult", "LoadGenSettings", "parse_summary", "read_runs", "run_loadgen"]
