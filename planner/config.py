@@ -48,8 +48,38 @@ class CalibrationSplit(_Strict):
     seed: Seed
 
 
+STUDY_CELL_KEYS = ("task", "workload", "load")
+
+
+class ComparisonFamily(_Strict):
+    """The pre-registered family of method comparisons (:mod:`planner.analysis.study`): which metric
+    is tested, by which test, per which cells, against which opponents. Written down before the
+    results are read, so the family cannot grow or shrink to suit them."""
+
+    metric: str
+    primary_test: Literal["paired_t", "wilcoxon"]
+    replication_unit: Literal["seed"] = "seed"
+    cells: list[Literal["task", "workload", "load"]] = Field(min_length=1)
+    opponent_roles: list[Literal["baseline", "ablation", "hindsight"]] = Field(min_length=1)
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        if value not in METRICS:
+            raise ValueError(f"unknown metric {value!r}; known: {sorted(METRICS)}")
+        return value
+
+    @field_validator("cells")
+    @classmethod
+    def _task_first(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value) or value[0] != "task":
+            raise ValueError(f"cells must be distinct keys starting with 'task', got {value}")
+        return value
+
+
 class Protocol(_Strict):
-    """Statistical protocol: seeds, metrics, significance level and tests, and the calibration split."""
+    """Statistical protocol: seeds, metrics, significance level and tests, the pre-registered family of
+    comparisons, and the calibration split."""
 
     seeds: Seeds = Field(min_length=1)
     primary_metrics: list[str] = Field(min_length=1)
@@ -57,7 +87,14 @@ class Protocol(_Strict):
     confidence: float = Field(gt=0, lt=1)
     tests: list[Literal["paired_t", "wilcoxon"]] = Field(min_length=1)
     multiple_comparison: Literal["holm", "bonferroni", "none"] = "holm"
+    family: ComparisonFamily
     calibration: CalibrationSplit
+
+    @model_validator(mode="after")
+    def _family_uses_a_listed_test(self) -> "Protocol":
+        if self.family.primary_test not in self.tests:
+            raise ValueError(f"family.primary_test {self.family.primary_test!r} is not among tests {self.tests}")
+        return self
 
     @field_validator("primary_metrics")
     @classmethod

@@ -52,6 +52,20 @@ def test_empty_seed_list_is_rejected(config_copy):
         config.protocol(config_copy)
 
 
+@pytest.mark.parametrize("old,new,names", [
+    ("metric: effective_accuracy", "metric: speed", "unknown metric 'speed'"),
+    ("primary_test: paired_t", "primary_test: sign_test", "primary_test"),
+    ("opponent_roles: [baseline, ablation, hindsight]", "opponent_roles: [baseline, bound]", "opponent_roles"),
+    ("cells: [task, workload, load]", "cells: [workload, load]", "starting with 'task'"),
+    ("tests: [paired_t, wilcoxon]", "tests: [wilcoxon]", "not among tests"),
+])
+def test_the_preregistered_family_is_checked_where_it_is_read(config_copy, old, new, names):
+    assert config.protocol().family.metric == "effective_accuracy"  # the study's family as registered
+    _edit(config_copy / "experimental_protocol.yaml", old, new)
+    with pytest.raises(config.ConfigError, match=names):
+        config.protocol(config_copy)
+
+
 @pytest.mark.parametrize("alpha", ["0", "1.5", "-0.1"])
 def test_alpha_outside_unit_interval_is_rejected(config_copy, alpha):
     _edit(config_copy / "experimental_protocol.yaml", "alpha: 0.05", f"alpha: {alpha}")

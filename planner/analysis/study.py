@@ -40,11 +40,12 @@ from planner.plan import registry
 
 __all__ = ["CELL", "FAMILY_COLUMNS", "study_family", "closest_opponents", "opponent_tally"]
 
-CELL = ["task", "workload", "load"]
+# the pre-registered family (configs/experimental_protocol.yaml, `family`): cells and opponents' roles
+CELL = list(protocol().family.cells)
 TRACE = ["deadline_ms", "seed"]
 Test = Literal["paired_t", "wilcoxon"]
 # roles that are compared with the proposed method (everything except itself and the upper bounds)
-OPPONENT_ROLES = ("baseline", "ablation", "hindsight")
+OPPONENT_ROLES = tuple(protocol().family.opponent_roles)
 FAMILY_COLUMNS = [
     *CELL, "opponent", "role", "n_seeds", "n_traces", "proposed_mean", "opponent_mean",
     "diff_pts", "ci_low_pts", "ci_high_pts", "win_share", "wins", "ties", "losses",
@@ -120,8 +121,8 @@ def _row(label: dict, proposed: pd.Series, other: pd.Series, bound: pd.Series | 
     }
 
 
-def study_family(runs: pd.DataFrame, metric: str = "effective_accuracy", proposed: str | None = None,
-                 test: Test = "paired_t", alpha: float | None = None, confidence: float | None = None,
+def study_family(runs: pd.DataFrame, metric: str | None = None, proposed: str | None = None,
+                 test: Test | None = None, alpha: float | None = None, confidence: float | None = None,
                  tie_tol: float = 0.0) -> pd.DataFrame:
     """The proposed method against every opponent in every (task, workload, load) cell, Holm over all rows.
 
@@ -137,9 +138,14 @@ def study_family(runs: pd.DataFrame, metric: str = "effective_accuracy", propose
     half), paired t and Wilcoxon over seeds, ``d_z`` (not a headline; see the module docstring),
     both tests' p-values Holm-adjusted across the whole family (``p_holm_t``, ``p_holm_wilcoxon``),
     ``p_holm`` of ``test`` (the primary test), ``significant`` (``p_holm < alpha``) and ``outcome``
-    (``win``, ``loss`` or ``n.s.``). ``alpha``/``confidence`` default to configs/experimental_protocol.yaml.
+    (``win``, ``loss`` or ``n.s.``). ``metric``, ``test`` (the primary one), ``alpha`` and ``confidence``
+    default to configs/experimental_protocol.yaml, whose ``family`` also fixes the cells and the
+    opponents' roles: the family is pre-registered there, not chosen per call.
     """
     proposed = proposed or registry.proposed()
+    family_spec = protocol().family
+    metric = family_spec.metric if metric is None else metric
+    test = family_spec.primary_test if test is None else test
     if test not in ("paired_t", "wilcoxon"):
         raise ValueError(f"study_family: test must be 'paired_t' or 'wilcoxon', got {test!r}")
     alpha = protocol().alpha if alpha is None else float(alpha)
