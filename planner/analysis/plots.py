@@ -52,8 +52,23 @@ def figure_path(name: str, preset: str) -> Path:
     return figures_dir(preset) / f"{name}.png"
 
 
+class FigureProblemError(ValueError):
+    """A figure a reader could not read (see :func:`figure_problems`); it is not saved."""
+
+
 def save(fig: Figure, name: str, preset: str) -> None:
-    """Save ``fig`` as :func:`figure_path`; returns None so a notebook cell ending in it shows only the figure."""
+    """Save ``fig`` as :func:`figure_path` once :func:`figure_problems` finds nothing wrong with it, so
+    every figure the book shows has passed the figure check (a problem stops the notebook, naming it).
+    Crowded x tick labels are first turned until they fit (:func:`fit_xtick_labels`). Returns None so
+    a notebook cell ending in it shows only the figure."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    for ax in fig.axes:  # the figure's final layout can crowd category labels that fitted when drawn
+        if _labels_overlap(ax.get_xticklabels(), renderer):
+            fit_xtick_labels(ax)
+    problems = figure_problems(fig)
+    if problems:
+        raise FigureProblemError(f"figure {name!r}: " + "; ".join(problems))
     fig.savefig(figure_path(name, preset))
 
 
@@ -213,8 +228,7 @@ def grouped_bars(frame: pd.DataFrame, x: str, y: str, hue: str, ax=None, err: tu
         color = method_style(value, hues)["color"] if hue == "method" else series_style(k)["color"]
         ax.bar(pos, part[y], width=width, label=str(value), color=color, yerr=yerr, capsize=2,
                error_kw={"lw": 0.8})
-    ax.set_xticks(np.arange(len(xs)), [str(v) for v in xs], rotation=25 if len(xs) > 3 else 0,
-                  ha="right" if len(xs) > 3 else "center")
+    ax.set_xticks(np.arange(len(xs)), [str(v) for v in xs])
     ax.set_ylabel(ylabel or metric_label(y))
     if log:
         ax.set_yscale("log")
@@ -222,6 +236,7 @@ def grouped_bars(frame: pd.DataFrame, x: str, y: str, hue: str, ax=None, err: tu
         ax.set_title(title)
     if legend:
         ax.legend(ncol=min(len(hues), 3), fontsize=7)
+    fit_xtick_labels(ax)
     return ax
 
 
@@ -476,6 +491,25 @@ def honest_accuracy_axis(ax, values: Iterable[float], step: float = 0.1, annotat
     return float(low), float(high)
 
 
+def _labels_overlap(labels, renderer) -> bool:
+    boxes = [t.get_window_extent(renderer) for t in labels if t.get_visible() and t.get_text()]
+    return any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+
+
+def fit_xtick_labels(ax, rotations: Sequence[int] = (0, 30, 45, 90)) -> None:
+    """Turn the x tick labels by the first angle of ``rotations`` at which none overlaps another (the
+    last one if none works): long category names stay level when they fit, and never collide."""
+    fig = ax.figure
+    for rotation in rotations:
+        for label in ax.get_xticklabels():
+            label.set_rotation(rotation)
+            label.set_ha("center" if rotation in (0, 90) else "right")
+            label.set_rotation_mode("anchor" if rotation not in (0, 90) else "default")
+        fig.canvas.draw()
+        if not _labels_overlap(ax.get_xticklabels(), fig.canvas.get_renderer()):
+            return
+
+
 def figure_problems(fig: Figure) -> list[str]:
     """What a reader could not read off ``fig``: an axis whose data take a single value, several
     labelled series without a legend (on the axes or the figure), or tick labels that overlap."""
@@ -504,8 +538,7 @@ def figure_problems(fig: Figure) -> list[str]:
         if len(labelled) > 1 and not labelled <= legend_texts:  # a legend anywhere in the figure may name them
             problems.append(f"{name}: {len(labelled)} labelled series and no legend")
         for axis in (ax.xaxis, ax.yaxis):
-            boxes = [t.get_window_extent(renderer) for t in axis.get_ticklabels() if t.get_visible() and t.get_text()]
-            if any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:]):
+            if _labels_overlap(axis.get_ticklabels(), renderer):
                 problems.append(f"{name}: overlapping {axis.axis_name} tick labels")
     return problems
 
