@@ -208,6 +208,11 @@ def execute_notebook(source: Path, output: Path, params: dict, kernel_name: str 
                           f"(partial output kept in {partial})") from None
     _tidy_for_book(executed)
     _machine_independent(executed)
+    record = executed.metadata.get("papermill")
+    if record is not None:  # papermill notes where it wrote: the partial file, by this machine's absolute path
+        record["output_path"] = strip_machine_paths(str(output))
+        if isinstance(record.get("input_path"), str):
+            record["input_path"] = strip_machine_paths(record["input_path"])
     nbformat.write(executed, str(partial))
     os.replace(partial, output)  # atomic: a killed run never leaves a half-written output behind
 
