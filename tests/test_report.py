@@ -400,6 +400,10 @@ def test_executed_notebooks_hold_no_absolute_paths(path):
     found = [(i, m.group(0)) for i, text in _output_texts(nb) for m in ABSOLUTE_PATH.finditer(text)]
     found += [(i, str(REPO_ROOT)) for i, text in _output_texts(nb) if str(REPO_ROOT) in text]
     assert not found, f"{path.relative_to(REPO_ROOT)}: absolute paths in outputs (cell, path): {found[:5]}"
+    record = nb.metadata.get("papermill", {})
+    paths = {k: record.get(k) for k in ("input_path", "output_path") if isinstance(record.get(k), str)}
+    assert not {k: v for k, v in paths.items() if v.startswith("/") or str(REPO_ROOT) in v}, \
+        f"{path.relative_to(REPO_ROOT)}: papermill metadata names this machine's paths: {paths}"
 
 
 def _nbval_options(cell) -> dict:
@@ -496,6 +500,20 @@ def test_figure_problems_names_single_valued_axes_missing_legends_and_overlappin
     plots.plt.close("all")
 
 
+def test_save_refuses_a_figure_with_problems_and_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("PLANNER_RESULTS_DIR", str(tmp_path))
+    fig, ax = plots.plt.subplots()
+    ax.plot([1, 2], [1, 2], label="a")
+    ax.plot([1, 2], [2, 1], label="b")
+    with pytest.raises(plots.FigureProblemError, match="'two': .*2 labelled series and no legend"):
+        plots.save(fig, "two", "quick")
+    assert not plots.figure_path("two", "quick").exists()
+    ax.legend()
+    plots.save(fig, "two", "quick")
+    assert plots.figure_path("two", "quick").exists()
+    plots.plt.close("all")
+
+
 def test_cell_heatmap_annotates_every_cell_with_readable_text():
     frame = pd.DataFrame({"workload": ["a", "a", "b", "b"], "load": [0.5, 1.0, 0.5, 1.0],
                           "margin": [-0.02, 0.01, 0.05, np.nan]})
@@ -580,3 +598,48 @@ def test_worst_cell_text_names_the_deadlines_where_the_margin_is_lost():
     assert "ahead at every deadline" in results.worst_cell_text(ahead, results.grid_cells(ahead), "sst2")
     with pytest.raises(ValueError, match="no runs"):
         results.cell_by_deadline(runs, "sst2", "bursty", 0.5, ["anytime"])
+
+
+def test_scorecard_counts_margin_misses_and_late_light_cells_from_cells():
+    runs = _runs().assign(late_rate=0.002)
+    heavy = _runs().assign(load=1.3, late_rate=0.2)                     # late, but not at a light load
+    late = _runs().assign(workload="bursty", kind="gamma", late_rate=0.03)
+    late.loc[late["method"] == "anytime", "effective_accuracy"] += 0.2  # within the margin, yet late
+    card = results.scorecard(results.grid_cells(pd.concat([runs, heavy, late], ignore_index=True))).iloc[0]
+    assert (card["n_cells"], card["cells_within_margin"]) == (3, 1)
+    assert (card["n_light_cells"], card["light_cells_late_over"]) == (2, 1)
+    assert card["max_light_late_rate"] == pytest.approx(0.03)
+    assert card["worst_margin"] == pytest.approx(0.83 - 0.93)
+
+
+def _hindsight_runs(hindsight_accuracy: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Runs at two deadlines: at the relaxed one the hindsight method serves `s/cas` in 2 traces of 3."""
+    rows = []
+    for seed, chosen in zip((1, 2, 3), ("s/cas", "s/cas", "s/big")):
+        for deadline in (5.0, 100.0):
+            rows.append(dict(task="sst2", workload="steady", load=0.5, seed=seed, deadline_ms=deadline,
+                             method="best_fixed_hindsight", main_config=chosen, accuracy=hindsight_accuracy))
+            rows.append(dict(task="sst2", workload="steady", load=0.5, seed=seed, deadline_ms=deadline,
+                             method="anytime", main_config="s/big", accuracy=0.91))
+    rows.append(dict(task="sst2", workload="steady-mixed", load=0.5, seed=1, deadline_ms=500.0,
+                     method="best_fixed_hindsight", main_config="s/small", accuracy=0.5))  # mixed: not the sweep
+    profiles = pd.DataFrame({"task": "sst2", "config_id": ["s/big", "s/cas", "s/small", "s/none"],
+                             "calibration_accuracy": [0.94, 0.89, 0.87, np.nan],
+                             "accuracy": [0.93, 0.93, 0.90, np.nan]})
+    return pd.DataFrame(rows), profiles
+
+
+def test_hindsight_choice_ranks_the_hindsight_configuration_on_the_calibration_half():
+    runs, profiles = _hindsight_runs(0.94)
+    choice = results.hindsight_choice(runs, profiles, "sst2")
+    assert choice["deadline_ms"] == 100.0 and choice["config_id"] == "s/cas"
+    assert choice["share_of_traces"] == pytest.approx(2 / 3)
+    assert (choice["calibration_rank"], choice["n_candidates"]) == (2, 3)  # unmeasured configurations not ranked
+    text = results.hindsight_choice_text(choice)
+    assert "place 2 of 3 (0.890 against 0.940" in text and "0.940 correct there against 0.910" in text
+    behind = results.hindsight_choice_text(results.hindsight_choice(*_hindsight_runs(0.90), "sst2"))
+    assert "place" not in behind  # where the proposed method answers better, nothing to explain
+    with pytest.raises(ValueError, match="no single-deadline runs"):
+        results.hindsight_choice(runs, profiles, "cifar10")
+    with pytest.raises(ValueError, match="no calibration accuracy"):
+        results.hindsight_choice(runs, profiles[profiles["config_id"] != "s/cas"], "sst2")

@@ -292,11 +292,63 @@ def worst_cell_text(runs: pd.DataFrame, cells: pd.DataFrame, task: str) -> str:
     return head + f"; it loses most at deadline{'s' if len(parts) > 1 else ''} " + " and ".join(parts) + "."
 
 
-def grid_scorecard(preset: str) -> pd.DataFrame:
-    """Per task, over every (workload, load) cell of the evaluation: how many cells the proposed
+def hindsight_choice(runs: pd.DataFrame, profiles: pd.DataFrame, task: str) -> dict:
+    """What the best fixed configuration in hindsight serves at the task's most relaxed deadline
+    (single-deadline workloads), and how the calibration half ranks it.
+
+    Why: the hindsight method picks, per trace, the configuration with the most correct on-time
+    answers on the scored examples themselves; the online methods rank configurations by their
+    calibration-half accuracy (:mod:`planner.splits`). Where the two rankings disagree, the hindsight
+    choice is a winner on the scored draw that no method choosing beforehand could have named."""
+    mixed = runs["workload"].str.endswith("-mixed")
+    part = runs[(runs["task"] == task) & ~mixed]
+    if part.empty:
+        raise ValueError(f"no single-deadline runs for {task}")
+    deadline = float(part["deadline_ms"].max())
+    at = part[part["deadline_ms"] == deadline]
+    chosen = at[at["method"] == ORACLE_METHOD]["main_config"].dropna()
+    if chosen.empty:
+        raise ValueError(f"no {ORACLE_METHOD} runs for {task} at {deadline:g} ms")
+    config_id = str(chosen.mode().iloc[0])
+    ranked = profiles[(profiles["task"] == task) & profiles["calibration_accuracy"].notna()]
+    if config_id not in set(ranked["config_id"]):
+        raise ValueError(f"{config_id} has no calibration accuracy in the profiles")
+    row = ranked.set_index("config_id").loc[config_id]
+    answered = at.groupby("method")["accuracy"].mean()
+    return {
+        "task": task, "deadline_ms": deadline, "config_id": config_id,
+        "share_of_traces": float((chosen == config_id).mean()),
+        "calibration_accuracy": float(row["calibration_accuracy"]),
+        "calibration_rank": int((ranked["calibration_accuracy"] > row["calibration_accuracy"]).sum() + 1),
+        "n_candidates": int(len(ranked)),
+        "best_calibration_accuracy": float(ranked["calibration_accuracy"].max()),
+        "scored_accuracy": float(row["accuracy"]),
+        "best_scored_accuracy": float(ranked["accuracy"].max()),
+        "hindsight_answered_accuracy": float(answered.get(ORACLE_METHOD, np.nan)),
+        "proposed_answered_accuracy": float(answered.get(PLANNER_METHOD, np.nan)),
+    }
+
+
+def hindsight_choice_text(choice: dict) -> str:
+    """:func:`hindsight_choice` as a sentence for the Limitations chapter."""
+    c = choice
+    head = (f"At {c['task']}'s most relaxed deadline ({c['deadline_ms']:g} ms) {ORACLE_METHOD} serves "
+            f"`{c['config_id']}` in {c['share_of_traces']:.0%} of the single-deadline traces; its answers are "
+            f"{c['hindsight_answered_accuracy']:.3f} correct there against {c['proposed_answered_accuracy']:.3f} "
+            f"for {PLANNER_METHOD}")
+    if not c["hindsight_answered_accuracy"] > c["proposed_answered_accuracy"]:
+        return head + "."
+    return (head + f". The calibration half puts that configuration at place {c['calibration_rank']} of "
+            f"{c['n_candidates']} ({c['calibration_accuracy']:.3f} against {c['best_calibration_accuracy']:.3f} for "
+            f"the best), while the scored half puts it at {c['scored_accuracy']:.3f} (the best there: "
+            f"{c['best_scored_accuracy']:.3f}): it wins on the examples it "
+            f"is scored on, which a method that must choose before the trace, from the calibration half, cannot see.")
+
+
+def scorecard(cells: pd.DataFrame) -> pd.DataFrame:
+    """Per task, over every (workload, load) cell of :func:`grid_cells`: how many cells the proposed
     method is within :data:`SCORECARD_MARGIN` of the best other method, its mean share of the
     clairvoyant bound, and how many cells at load <= 1 serve more than :data:`SCORECARD_LATE` late."""
-    cells = grid_cells(load_runs(preset))
     rows = []
     for task_name, part in cells.groupby("task", sort=False):
         light = part[part["load"] <= 1.0]
@@ -314,6 +366,11 @@ def grid_scorecard(preset: str) -> pd.DataFrame:
             "max_light_late_rate": float(light["late_rate"].max()) if len(light) else np.nan,
         })
     return pd.DataFrame(rows)
+
+
+def grid_scorecard(preset: str) -> pd.DataFrame:
+    """:func:`scorecard` of a preset's evaluation runs."""
+    return scorecard(grid_cells(load_runs(preset)))
 
 
 def grid_scorecard_markdown(card: pd.DataFrame, preset: str) -> str:
