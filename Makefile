@@ -86,7 +86,7 @@ nbval-quick: $(STAMP)
 # under results/full/ and two things `make data` copies: the SST-2 dev sentences (mean token length for
 # the roofline in 01) and the Twitter arrival traces (replays); no checkpoints. They run on a copy of
 # results/full (PLANNER_RESULTS_DIR), so the figures they save never overwrite the committed ones.
-# About 6 CPU-minutes: 25-31 min wall on the 2 shared cores of this machine at load 5-9 (20% CPU).
+# About 7 min wall on a quiet machine (2026-12-03); 25-31 min when the 2 cores were shared at load 5-9.
 NBVAL_FULL_DIR := _build/nbval-full
 nbval-full: $(STAMP) data
 	rm -rf $(NBVAL_FULL_DIR)
