@@ -643,3 +643,15 @@ def test_hindsight_choice_ranks_the_hindsight_configuration_on_the_calibration_h
         results.hindsight_choice(runs, profiles, "cifar10")
     with pytest.raises(ValueError, match="no calibration accuracy"):
         results.hindsight_choice(runs, profiles[profiles["config_id"] != "s/cas"], "sst2")
+
+
+def test_loadgen_sweep_figure_passes_the_figure_check():
+    rows = [dict(task="sst2", method=m, target_qps=q, lat_p99_ms=p99, target_latency_ms=20.0,
+                 result="VALID" if p99 <= 20 else "INVALID", effective_accuracy=eff)
+            for m, scale in (("anytime", 1.0), ("seed_p95", 1.5))
+            for q, p99, eff in ((25, 8 * scale, 0.9), (100, 15 * scale, 0.85), (200, 60 * scale, 0.5 / scale))]
+    fig, axes = plots.plt.subplots(1, 2)
+    plots.loadgen_sweep(pd.DataFrame(rows), axes, "sst2")
+    assert plots.figure_problems(fig) == []
+    assert [t.get_text() for t in axes[0].get_legend().get_texts()] == ["anytime", "seed_p95"]
+    plots.plt.close(fig)

@@ -462,6 +462,7 @@ def test_loadgen_read_runs_puts_the_verdict_beside_the_client_and_server_clocks(
         read_runs(tmp_path)
     pd.DataFrame({  # on time at the server but not at the client; late; shed (answered at once, no label)
         "latency_ms": [6.0, 9.0, 1.0, 3.0], "deadline_ms": 5.0, "label": [1, 1, None, 0],
+        "correct": [True, True, False, True],
         "status": ["late", "late", "shed", "served"], "outcome": ["on_time", "late", "shed", "on_time"],
         "queue_ms": [1.0, 2.0, 0.0, 0.5], "service_ms": [3.0, 6.0, 0.0, 2.0]}).to_csv(run / "requests.csv", index=False)
     row = read_runs(tmp_path).iloc[0]
@@ -470,3 +471,30 @@ def test_loadgen_read_runs_puts_the_verdict_beside_the_client_and_server_clocks(
     assert (row["target_latency_ms"], row["lat_p99_ms"], row["completed_qps"]) == (5.0, 12.5, 99.5)
     assert (row["server_on_time"], row["client_within_deadline"], row["shed"]) == (0.5, 0.5, 0.25)
     assert row["path_added_p50_ms"] == pytest.approx(1.0)  # 2, 1, 0.5 ms over the server's queue + service
+    assert row["effective_accuracy"] == 0.25  # correct and within the target at the client: the last one only
+
+
+def test_loadgen_sweep_summary_reads_the_highest_valid_rate_and_what_it_delivers(tmp_path):
+    pytest.importorskip("mlperf_loadgen", reason="mlcommons-loadgen is not installed")
+    from planner.evaluation.loadgen import SERVER_FILE, read_runs, sweep_summary
+
+    def point(policy: str, qps: int, verdict: str, correct: list[bool]) -> None:
+        run = tmp_path / f"sst2_{policy}_{qps}qps"  # the policy's own name comes from the server's file
+        run.mkdir()
+        (run / "mlperf_log_summary.txt").write_text(
+            LOADGEN_SUMMARY.replace("INVALID", verdict).replace("target_qps : 100", f"target_qps : {qps}"))
+        (run / SERVER_FILE).write_text(json.dumps({"task": "sst2", "policy": policy}))
+        pd.DataFrame({"latency_ms": 1.0, "deadline_ms": 5.0, "label": [1] * len(correct), "correct": correct,
+                      "status": "served", "outcome": "on_time", "queue_ms": 0.1, "service_ms": 0.5}
+                     ).to_csv(run / "requests.csv", index=False)
+
+    point("seed_p95", 50, "VALID", [True, True])
+    point("seed_p95", 100, "VALID", [True, False])
+    point("seed_p95", 200, "INVALID", [False, False])
+    point("anytime", 50, "INVALID", [True, True])
+    runs = read_runs(tmp_path)
+    assert set(runs["method"]) == {"seed_p95", "anytime"}
+    card = sweep_summary(runs).set_index("method")
+    assert card.loc["seed_p95", "max_valid_qps"] == 100 and card.loc["seed_p95", "effective_accuracy_at_max_valid"] == 0.5
+    assert (card.loc["seed_p95", "top_qps"], card.loc["seed_p95", "top_result"]) == (200, "INVALID")
+    assert np.isnan(card.loc["anytime", "max_valid_qps"]) and card.loc["anytime", "n_rates"] == 1

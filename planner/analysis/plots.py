@@ -589,6 +589,36 @@ def server_validation(validation: pd.DataFrame, ax=None, title: str | None = Non
     return ax
 
 
+def loadgen_sweep(runs: pd.DataFrame, axes, task: str) -> None:
+    """One task's LoadGen sweep on two axes: p99 latency against the target rate with the latency
+    target drawn (filled markers: VALID, hollow: INVALID), and the effective accuracy each method
+    delivered at that rate (a shed answer keeps latency low but is not a correct one)."""
+    _require(runs, ["task", "method", "target_qps", "lat_p99_ms", "target_latency_ms", "result",
+                    "effective_accuracy"], "loadgen_sweep")
+    part = runs[runs["task"] == task]
+    left, right = axes
+    for method in method_order(part["method"].unique()):
+        rows = part[part["method"] == method].sort_values("target_qps")
+        style = method_style(method, part["method"].unique())
+        for ax, column in ((left, "lat_p99_ms"), (right, "effective_accuracy")):
+            ax.plot(rows["target_qps"], rows[column], color=style["color"], lw=1.2, label=method)
+            valid = rows["result"] == "VALID"
+            ax.scatter(rows.loc[valid, "target_qps"], rows.loc[valid, column], color=style["color"],
+                       marker=style["marker"], zorder=3, label="_valid")
+            ax.scatter(rows.loc[~valid, "target_qps"], rows.loc[~valid, column], facecolors="none",
+                       edgecolors=style["color"], marker=style["marker"], zorder=3, label="_invalid")
+    for target in part["target_latency_ms"].unique():
+        left.axhline(target, color="0.4", ls="--", lw=0.8, label="_target")
+    left.set_yscale("log")
+    left.set_ylabel("p99 latency at the client (ms)"); right.set_ylabel("Effective accuracy (client clock)")
+    right.set_ylim(0, 1)
+    for ax in (left, right):
+        ax.set_xlabel("LoadGen target rate (queries/s)")
+        ax.legend(fontsize=7, title="filled: VALID", title_fontsize=7)
+    left.set_title(f"{task}: p99 against the target (dashed)")
+    right.set_title(f"{task}: what was delivered")
+
+
 def fault_attainment(timeline: pd.DataFrame, windows: dict[str, tuple[float, float]], ax=None,
                      title: str | None = None, window_s: float | None = None):
     """Rolling deadline attainment through each injected fault (``fault, t_s, hit_rate``), the windows

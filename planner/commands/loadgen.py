@@ -85,7 +85,7 @@ def _labels(preset_name: str, task: str, machine_tag: str | None):
 
 def run_loadgen_command(args: argparse.Namespace) -> int:
     from planner.evaluation.grid import example_ids
-    from planner.evaluation.loadgen import LoadGenSettings, run_loadgen
+    from planner.evaluation.loadgen import SERVER_FILE, LoadGenSettings, run_loadgen
     from planner.paths import results_dir
     from planner.tables import refresh_manifest
 
@@ -98,7 +98,7 @@ def run_loadgen_command(args: argparse.Namespace) -> int:
     out = args.out or (results_dir(args.preset) / "live" / "loadgen" /
                        f"{args.task}_{info.get('policy')}_{args.qps:g}qps_{args.deadline_ms:g}ms")
     result = run_loadgen(args.url, settings, ids, out, labels)
-    (Path(out) / "server.json").write_text(json.dumps(info, indent=2))
+    (Path(out) / SERVER_FILE).write_text(json.dumps(info, indent=2))
     refresh_manifest(Path(out))
     keys = ["Scenario", "Result is", "Performance constraints satisfied", "Early stopping satisfied",
             "Completed samples per second", "Scheduled samples per second", "50.00 percentile latency (ns)",

@@ -22,6 +22,7 @@ LoadGen), and every HTTP request by ``timeout_s``.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import re
 import threading
@@ -38,6 +39,7 @@ from planner.serving.clients import http_client
 from planner.serving.api import STATUS_OF
 
 SUMMARY_FILE = "mlperf_log_summary.txt"
+SERVER_FILE = "server.json"
 DETAIL_FILE = "mlperf_log_detail.txt"
 
 
@@ -244,6 +246,9 @@ def read_runs(folder: Path) -> pd.DataFrame:
     for summary_path in sorted(Path(folder).glob(f"*/{SUMMARY_FILE}")):
         run = summary_path.parent
         task, _, method = run.name.partition("_")
+        if (run / SERVER_FILE).exists():  # `planner loadgen` keeps what the server said it runs
+            server = json.loads((run / SERVER_FILE).read_text())
+            task, method = server.get("task", task), server.get("policy", method)
         summary = parse_summary(summary_path)
         requests_path = run / "requests.csv"
         if not requests_path.exists():
@@ -252,8 +257,9 @@ def read_runs(folder: Path) -> pd.DataFrame:
         answered = requests["label"].notna()
         server_ms = requests["queue_ms"] + requests["service_ms"]
         status = requests["status"].value_counts(normalize=True)
+        within = requests["latency_ms"] <= requests["deadline_ms"]
         rows.append({
-            "task": task, "method": method, "scenario": summary.get("Scenario", ""),
+            "run": run.name, "task": task, "method": method, "scenario": summary.get("Scenario", ""),
             "result": summary.get("Result is", ""),
             "latency_constraint_met": summary.get("Performance constraints satisfied", "") == "Yes",
             "early_stopping_met": summary.get("Early stopping satisfied", "") == "Yes",
@@ -263,7 +269,8 @@ def read_runs(folder: Path) -> pd.DataFrame:
             "lat_p50_ms": _ns_to_ms(summary, "50.00 percentile latency (ns)"),
             "lat_p99_ms": _ns_to_ms(summary, "99.00 percentile latency (ns)"),
             "n_queries": len(requests),
-            "client_within_deadline": float((requests["latency_ms"] <= requests["deadline_ms"]).mean()),
+            "client_within_deadline": float(within.mean()),
+            "effective_accuracy": float((within & requests["correct"].astype(bool)).mean()),
             "server_on_time": float((requests["outcome"] == "on_time").mean()),
             "server_late": float((requests["outcome"] == "late").mean()),
             "shed": float(status.get("shed", 0.0)),
@@ -273,4 +280,28 @@ def read_runs(folder: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-__all__ = ["LoadGenError", "LoadGenResult", "LoadGenSettings", "parse_summary", "read_runs", "run_loadgen"]
+def sweep_summary(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per (task, method, latency target) of a sweep over target rates (:func:`read_runs` of
+    ``benchmarks/loadgen_sweep.sh``'s folder): the highest rate LoadGen judged VALID (MLPerf's Server
+    figure; NaN when none was) with the effective accuracy delivered there, and the verdict, effective
+    accuracy and shed share at the highest rate tried. Why the accuracy: a shed answer is a completed
+    query to LoadGen, so a method that sheds can stay VALID while answering little."""
+    rows = []
+    for (task, method, target), part in runs.groupby(["task", "method", "target_latency_ms"], sort=True):
+        part = part.sort_values("target_qps")
+        valid = part[part["result"] == "VALID"]
+        top = part.iloc[-1]
+        best = valid.iloc[-1] if len(valid) else None
+        rows.append({
+            "task": task, "method": method, "target_latency_ms": float(target), "n_rates": len(part),
+            "max_valid_qps": float(best["target_qps"]) if best is not None else np.nan,
+            "effective_accuracy_at_max_valid": float(best["effective_accuracy"]) if best is not None else np.nan,
+            "shed_at_max_valid": float(best["shed"]) if best is not None else np.nan,
+            "top_qps": float(top["target_qps"]), "top_result": top["result"],
+            "effective_accuracy_at_top": float(top["effective_accuracy"]), "shed_at_top": float(top["shed"]),
+        })
+    return pd.DataFrame(rows)
+
+
+__all__ = ["LoadGenError", "LoadGenResult", "LoadGenSettings", "parse_summary", "read_runs", "run_loadgen",
+           "sweep_summary"]
