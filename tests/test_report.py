@@ -655,3 +655,18 @@ def test_loadgen_sweep_figure_passes_the_figure_check():
     assert plots.figure_problems(fig) == []
     assert [t.get_text() for t in axes[0].get_legend().get_texts()] == ["anytime", "seed_p95"]
     plots.plt.close(fig)
+
+
+def test_pareto_scatter_styles_a_runtime_precision_pair_the_same_in_every_panel():
+    def frame(precisions):
+        return pd.DataFrame({"config_id": [f"c{i}" for i in range(len(precisions))], "lat_p95_ms": [1.0, 2.0, 3.0][:len(precisions)],
+                             "accuracy": [0.8, 0.85, 0.9][:len(precisions)], "runtime": "onnxruntime",
+                             "precision": precisions})
+    fig, (a, b) = plots.plt.subplots(1, 2)
+    plots.pareto_scatter(frame(["fp32", "bf16", "int8"]), ax=a)
+    plots.pareto_scatter(frame(["fp32", "int8"]), ax=b)  # bf16 absent here: int8 must not take its marker
+    def styles(ax):
+        return {c.get_label(): (tuple(c.get_facecolor()[0]), c.get_paths()[0].vertices.tobytes()) for c in ax.collections}
+    assert styles(a)["onnxruntime/int8"] == styles(b)["onnxruntime/int8"]
+    assert styles(a)["onnxruntime/fp32"] == styles(b)["onnxruntime/fp32"]
+    plots.plt.close(fig)

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import matplotlib.ticker as mticker
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -158,6 +159,23 @@ def metric_grid(summary: pd.DataFrame, metrics: Sequence[str], facet: str, x: st
     return fig
 
 
+RUNTIME_ORDER = ("torch", "torch_compile", "onnxruntime", "onnxruntime_trt")
+PRECISION_ORDER = ("fp32", "bf16", "fp16", "int8")
+
+
+def _in_known_order(values: Iterable[str], known: Sequence[str]) -> list[str]:
+    """``values`` in the order of ``known``, unknown ones after it, sorted."""
+    values = set(values)
+    return [v for v in known if v in values] + sorted(values - set(known))
+
+
+def _known_index(value: str, known: Sequence[str], present: Sequence[str]) -> int:
+    """A style index that depends on the value only (its place in ``known``), not on which others are present."""
+    if value in known:
+        return list(known).index(value)
+    return len(known) + [v for v in present if v not in known].index(value)
+
+
 def pareto_scatter(profiles: pd.DataFrame, front_ids: Iterable[str] = (), ax=None,
                    latency: str = "lat_p95_ms", title: str | None = None):
     """Every configuration in (latency, accuracy), coloured by runtime, shaped by precision; front as steps."""
@@ -165,14 +183,17 @@ def pareto_scatter(profiles: pd.DataFrame, front_ids: Iterable[str] = (), ax=Non
     data = profiles[profiles["accuracy"].notna()]
     if ax is None:
         _, ax = plt.subplots()
-    runtimes = sorted(data["runtime"].unique())
-    precisions = sorted(data["precision"].unique())
-    for i, runtime in enumerate(runtimes):
-        for j, precision in enumerate(precisions):
+    # colour by runtime, marker by precision, from fixed orders: the same pair looks the same in every panel
+    runtimes = _in_known_order(data["runtime"].unique(), RUNTIME_ORDER)
+    precisions = _in_known_order(data["precision"].unique(), PRECISION_ORDER)
+    for runtime in runtimes:
+        for precision in precisions:
             part = data[(data["runtime"] == runtime) & (data["precision"] == precision)]
             if not part.empty:
-                ax.scatter(part[latency], part["accuracy"], s=14, color=series_style(i)["color"],
-                           marker=series_style(j)["marker"], alpha=0.75, label=f"{runtime}/{precision}")
+                ax.scatter(part[latency], part["accuracy"], s=14,
+                           color=series_style(_known_index(runtime, RUNTIME_ORDER, runtimes))["color"],
+                           marker=series_style(_known_index(precision, PRECISION_ORDER, precisions))["marker"],
+                           alpha=0.75, label=f"{runtime}/{precision}")
     front = data[data["config_id"].isin(set(front_ids))].sort_values(latency)
     if not front.empty:
         ax.step(front[latency], front["accuracy"], where="post", color="black", lw=1.0, label="Pareto front")
@@ -232,6 +253,9 @@ def grouped_bars(frame: pd.DataFrame, x: str, y: str, hue: str, ax=None, err: tu
     ax.set_ylabel(ylabel or metric_label(y))
     if log:
         ax.set_yscale("log")
+        # plain numbers ("40", not "4×10¹") on the major and the labelled minor ticks of a short log axis
+        ax.yaxis.set_major_formatter(mticker.LogFormatter())
+        ax.yaxis.set_minor_formatter(mticker.LogFormatter(minor_thresholds=(1, 0.4)))
     if title:
         ax.set_title(title)
     if legend:
