@@ -511,6 +511,11 @@ def test_save_refuses_a_figure_with_problems_and_writes_nothing(tmp_path, monkey
     ax.legend()
     plots.save(fig, "two", "quick")
     assert plots.figure_path("two", "quick").exists()
+    flat, ax = plots.plt.subplots()
+    ax.plot([0.8, 0.8], [0.5, 0.6], label="one load")  # the quick smoke run has one load by design
+    plots.save(flat, "flat", "quick")
+    with pytest.raises(plots.FigureProblemError, match="same x value"):
+        plots.save(flat, "flat", "full")
     plots.plt.close("all")
 
 
