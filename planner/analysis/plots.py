@@ -636,7 +636,7 @@ def loadgen_sweep(runs: pd.DataFrame, axes, task: str) -> None:
             valid = rows["result"] == "VALID"
             ax.scatter(rows.loc[valid, "target_qps"], rows.loc[valid, column], color=style["color"],
                        marker=style["marker"], zorder=3, label="_valid")
-            ax.scatter(rows.loc[~valid, "target_qps"], rows.loc[~valid, column], facecolors="none",
+            ax.scatter(rows.loc[~valid, "target_qps"], rows.loc[~valid, column], facecolors="white", s=36,
                        edgecolors=style["color"], marker=style["marker"], zorder=3, label="_invalid")
     for target in part["target_latency_ms"].unique():
         left.axhline(target, color="0.4", ls="--", lw=0.8, label="_target")
@@ -645,7 +645,7 @@ def loadgen_sweep(runs: pd.DataFrame, axes, task: str) -> None:
     right.set_ylim(0, 1)
     for ax in (left, right):
         ax.set_xlabel("LoadGen target rate (queries/s)")
-        ax.legend(fontsize=7, title="filled: VALID", title_fontsize=7)
+        ax.legend(fontsize=7, title="filled marker: VALID, hollow: INVALID", title_fontsize=7)
     left.set_title(f"{task}: p99 against the target (dashed)")
     right.set_title(f"{task}: what was delivered")
 
