@@ -13,6 +13,7 @@ table; other CSVs (trace summaries, validation) are read by name.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -292,16 +293,16 @@ def worst_cell_text(runs: pd.DataFrame, cells: pd.DataFrame, task: str) -> str:
     return head + f"; it loses most at deadline{'s' if len(parts) > 1 else ''} " + " and ".join(parts) + "."
 
 
-def hindsight_choice(runs: pd.DataFrame, profiles: pd.DataFrame, task: str) -> dict:
+def hindsight_choice(runs: pd.DataFrame, profiles: pd.DataFrame, task: str, mixed: Iterable[str] = ()) -> dict:
     """What the best fixed configuration in hindsight serves at the task's most relaxed deadline
     (single-deadline workloads), and how the calibration half ranks it.
 
     Why: the hindsight method picks, per trace, the configuration with the most correct on-time
     answers on the scored examples themselves; the online methods rank configurations by their
     calibration-half accuracy (:mod:`planner.splits`). Where the two rankings disagree, the hindsight
-    choice is a winner on the scored draw that no method choosing beforehand could have named."""
-    mixed = runs["workload"].str.endswith("-mixed")
-    part = runs[(runs["task"] == task) & ~mixed]
+    choice is a winner on the scored draw that no method choosing beforehand could have named.
+    ``mixed``: the workloads whose traces mix deadline classes (:func:`mixed_workloads`), left out."""
+    part = runs[(runs["task"] == task) & ~runs["workload"].isin(list(mixed))]
     if part.empty:
         raise ValueError(f"no single-deadline runs for {task}")
     deadline = float(part["deadline_ms"].max())
@@ -333,7 +334,7 @@ def hindsight_choice_text(choice: dict) -> str:
     """:func:`hindsight_choice` as a sentence for the Limitations chapter."""
     c = choice
     head = (f"At {c['task']}'s most relaxed deadline ({c['deadline_ms']:g} ms) {ORACLE_METHOD} serves "
-            f"`{c['config_id']}` in {c['share_of_traces']:.0%} of the single-deadline traces; its answers are "
+            f"{c['config_id']} in {c['share_of_traces']:.0%} of the single-deadline traces; its answers are "
             f"{c['hindsight_answered_accuracy']:.3f} correct there against {c['proposed_answered_accuracy']:.3f} "
             f"for {PLANNER_METHOD}")
     if not c["hindsight_answered_accuracy"] > c["proposed_answered_accuracy"]:

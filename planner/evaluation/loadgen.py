@@ -250,6 +250,7 @@ def read_runs(folder: Path) -> pd.DataFrame:
             server = json.loads((run / SERVER_FILE).read_text())
             task, method = server.get("task", task), server.get("policy", method)
         summary = parse_summary(summary_path)
+        settings = json.loads((run / "settings.json").read_text()) if (run / "settings.json").exists() else {}
         requests_path = run / "requests.csv"
         if not requests_path.exists():
             raise LoadGenError(f"{run}: LoadGen summary without the client's requests.csv")
@@ -266,6 +267,7 @@ def read_runs(folder: Path) -> pd.DataFrame:
             "target_qps": float(summary.get("target_qps", "nan")),
             "completed_qps": float(summary.get("Completed samples per second", "nan")),
             "target_latency_ms": _ns_to_ms(summary, "target_latency (ns)"),
+            "latency_percentile": float(settings.get("latency_percentile", math.nan)),
             "lat_p50_ms": _ns_to_ms(summary, "50.00 percentile latency (ns)"),
             "lat_p99_ms": _ns_to_ms(summary, "99.00 percentile latency (ns)"),
             "n_queries": len(requests),
