@@ -647,7 +647,7 @@ def test_hindsight_choice_ranks_the_hindsight_configuration_on_the_calibration_h
     with pytest.raises(ValueError, match="no single-deadline runs"):
         results.hindsight_choice(runs, profiles, "cifar10")
     with pytest.raises(ValueError, match="no calibration accuracy"):
-        results.hindsight_choice(runs, profiles[profiles["config_id"] != "s/cas"], "sst2")
+        results.hindsight_choice(runs, profiles[profiles["config_id"] != "s/cas"], "sst2", ["steady-mixed"])
 
 
 def test_loadgen_sweep_figure_passes_the_figure_check():
