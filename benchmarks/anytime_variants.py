@@ -1,0 +1,144 @@
+"""Parameter variants of the anytime policy on development seeds, side by side on the same traces.
+
+Why: every change to the proposed method's parameters (the late controller's step, the member
+cut-off's starting quantile, ...) trades effective accuracy against late answers, and a change
+chosen on the evaluation's own seeds would be tuned on the data it is then scored on. This runs
+the policy, and only the policy, on the full grid's cells (every workload, load and deadline) with
+*development* seeds that the preset's evaluation does not use (refused otherwise): once with the
+preset's parameters (variant ``preset``) and once per ``--variant`` (parameters changed over the
+preset's), all on the same traces and service draws. It reports, per task and variant, the change
+in mean effective accuracy over cells (a cell: the mean over its deadlines and seeds) against the
+``--reference`` variant, the worst cell's change, and how many cells at load <= 1 serve more than
+1 % of requests late (the issue's limit) (:func:`planner.analysis.tuning.compare_variants`).
+Simulation only.
+
+The committed study (results/full/benchmarks/anytime_variants/, 2026-12-03) chose ``late_step``
+0.03 over the 0.01 used before; with the preset at 0.03 it is reproduced by
+
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/anytime_variants.py --out --reference previous \
+        --variant previous='{"late_step": 0.01}' \
+        --variant start08='{"late_step": 0.01, "member_quantile": 0.8}' \
+        --variant target07='{"late_step": 0.01, "late_target": 0.007}' \
+        --variant step02start08='{"late_step": 0.02, "member_quantile": 0.8}'
+
+Each (task, variant) is written as soon as it finishes (``--out``), keyed by its full parameters,
+so a killed run resumes at the next variant and a changed preset is never read as an old run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+import pandas as pd
+
+from planner import config
+from planner.analysis.results import SCORECARD_LATE
+from planner.analysis.results import deadlines as preset_deadlines
+from planner.analysis.tuning import PRESET, compare_variants, variants_dir
+from planner.paths import results_dir
+from planner.plan.registry import method_params
+from planner.tables import atomic_write, read_rows
+
+METHOD = "anytime"
+DEV_SEEDS = (0, 1)
+
+
+def full_params(preset: str, changes: dict) -> dict:
+    """The method's parameters of a variant: the preset's, with ``changes`` (validated, so a bad
+    variant fails here, by name), every field written out."""
+    raw = {**(config.preset(preset).evaluate.method_params.get(METHOD) or {}), **changes}
+    return method_params(METHOD, raw, "--variant").model_dump()
+
+
+def _settings(preset: str, seeds: list[int], params: dict):
+    settings = config.preset(preset).evaluate
+    given = {**settings.method_params, METHOD: params}
+    return settings.model_validate({**settings.model_dump(), "method_params": given, "seeds": seeds,
+                                    "methods": [METHOD]})
+
+
+def run_variant(preset: str, task: str, name: str, params: dict, seeds: list[int]) -> pd.DataFrame:
+    """Every cell of the preset's grid on ``seeds``, served by the anytime policy with ``params``
+    (:func:`full_params`; one row per cell, the evaluation's run columns)."""
+    from planner.evaluation.grid import grid_cells, resolve_dispatch_overhead, run_cell
+    from planner.profile.store import load_bundle
+
+    settings = _settings(preset, seeds, params)
+    bundle = load_bundle(preset, None)
+    overhead = resolve_dispatch_overhead(settings, results_dir(preset) / "eval")
+    rows = [run_cell(bundle, cell, task, settings, overhead, [METHOD]).runs
+            for cell in grid_cells(settings, preset_deadlines(preset)[task])]
+    return pd.concat(rows, ignore_index=True).assign(variant=name, params=json.dumps(params, sort_keys=True))
+
+
+def _job(args: tuple) -> tuple[str, str, pd.DataFrame, float]:
+    preset, task, name, params, seeds = args
+    start = time.perf_counter()
+    return task, name, run_variant(preset, task, name, params, seeds), time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="full")
+    parser.add_argument("--task", nargs="+", default=["sst2", "cifar10"], choices=list(config.TASKS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(DEV_SEEDS))
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=JSON",
+                        help="a variant: its name and the anytime parameters it changes, as JSON")
+    parser.add_argument("--reference", default=PRESET, help="the variant the others are compared with")
+    parser.add_argument("--jobs", type=int, default=2, help="variants run at once (processes)")
+    parser.add_argument("--out", action="store_true",
+                        help="write results/<preset>/benchmarks/anytime_variants/ (and resume from it)")
+    args = parser.parse_args(argv)
+    evaluated = set(config.preset(args.preset).evaluate.seeds)
+    if evaluated & set(args.seeds):
+        parser.error(f"seeds {sorted(evaluated & set(args.seeds))} are the {args.preset} evaluation's own: "
+                     "tune on development seeds")
+    variants = {PRESET: full_params(args.preset, {})}
+    for text in args.variant:
+        name, sep, raw = text.partition("=")
+        if not sep or not name or name in variants:
+            parser.error(f"--variant takes NAME=JSON with a new name (not {sorted(variants)}), got {text!r}")
+        try:
+            changes = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            parser.error(f"--variant {name}: not JSON ({exc})")
+        if not isinstance(changes, dict):
+            parser.error(f"--variant {name}: the parameters must be a JSON object")
+        try:
+            variants[name] = full_params(args.preset, changes)
+        except config.ConfigError as exc:
+            parser.error(str(exc))
+    if args.reference not in variants:
+        parser.error(f"--reference {args.reference!r} is not a variant ({sorted(variants)})")
+    folder = variants_dir(args.preset)
+    done, todo = [], []
+    for task in args.task:
+        for name, params in variants.items():
+            path = folder / f"{task}_{name}.csv"
+            old = read_rows(path) if args.out and path.exists() else None
+            if old is not None and len(old) and set(old["seed"]) == set(args.seeds) \
+                    and json.loads(old["params"].iloc[0]) == params:
+                done.append(old)
+            else:
+                todo.append((args.preset, task, name, params, args.seeds))
+    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        for task, name, frame, seconds in pool.map(_job, todo):
+            print(f"{task} {name}: {len(frame)} cells in {seconds:.0f} s", flush=True)
+            frame["reference"] = args.reference  # what the book compares this study's variants with
+            if args.out:
+                folder.mkdir(parents=True, exist_ok=True)
+                atomic_write(folder / f"{task}_{name}.csv", lambda p, f=frame: f.to_csv(p, index=False))
+            done.append(frame)
+    summary = compare_variants(pd.concat(done, ignore_index=True), SCORECARD_LATE, args.reference)
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(summary.round(4).to_string(index=False))
+    if args.out:
+        atomic_write(folder / "summary.csv", lambda p: summary.to_csv(p, index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,121 @@
+"""Parameter variants of the proposed method, compared on development seeds (``benchmarks/anytime_variants.py``).
+
+Why a module of its own: a parameter of the proposed method chosen on the evaluation's own seeds is
+tuned on the data it is scored on. The variant benchmark runs the method on the grid's cells with
+development seeds the evaluation does not use, once with the preset's parameters (``base``) and
+once per variant; this module turns those runs into one row per (task, variant) and into the
+book's sentence. Nothing here runs a simulation.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from planner.paths import results_dir
+from planner.tables import read_rows
+
+PRESET = "preset"   # the variant with the preset's own parameters
+CELL = ["workload", "load"]
+VARIANT_COLUMNS = ("task", "variant", "params", "workload", "load", "deadline_ms", "seed",
+                   "effective_accuracy", "late_rate")
+
+
+def variants_dir(preset: str) -> Path:
+    return results_dir(preset) / "benchmarks" / "anytime_variants"
+
+
+def compare_variants(runs: pd.DataFrame, late_limit: float, reference: str = PRESET,
+                     light_load: float = 1.0) -> pd.DataFrame:
+    """One row per (task, variant): mean effective accuracy over cells (a cell: the mean over its
+    deadlines and seeds), its change against the ``reference`` variant (mean and worst cell) and how
+    many cells at load <= ``light_load`` serve more than ``late_limit`` of requests late."""
+    missing = [c for c in VARIANT_COLUMNS if c not in runs.columns]
+    if missing:
+        raise ValueError(f"variant runs lack columns {missing}")
+    per_cell = runs.groupby(["task", "variant", "params", *CELL])[["effective_accuracy", "late_rate"]].mean().reset_index()
+    rows = []
+    for task, of_task in per_cell.groupby("task", sort=False):
+        base = of_task[of_task["variant"] == reference].set_index(CELL)
+        if base.empty:
+            raise ValueError(f"no runs of the reference variant {reference!r} for {task}")
+        for (variant, params), part in of_task.groupby(["variant", "params"], sort=False):
+            part = part.set_index(CELL)
+            change = part["effective_accuracy"] - base["effective_accuracy"].reindex(part.index)
+            light = part[part.index.get_level_values("load") <= light_load]
+            worst = change.idxmin() if change.notna().any() else None
+            rows.append({"task": task, "variant": variant, "reference": reference, "params": params,
+                         "n_cells": len(part),
+                         "mean_effective_accuracy": float(part["effective_accuracy"].mean()),
+                         "mean_change": float(change.mean()), "worst_change": float(change.min()),
+                         "worst_cell": f"{worst[0]} @ {worst[1]:g}" if worst is not None else "",
+                         "n_light_cells": len(light),
+                         "light_cells_over_late_limit": int((light["late_rate"] > late_limit).sum()),
+                         "max_light_late_rate": float(light["late_rate"].max())})
+    return pd.DataFrame(rows)
+
+
+def load_variant_runs(preset: str) -> pd.DataFrame | None:
+    """Every (task, variant) run table the benchmark wrote for ``preset``; None when it never ran."""
+    folder = variants_dir(preset)
+    paths = sorted(folder.glob("*.csv")) if folder.exists() else []
+    frames = [read_rows(p, VARIANT_COLUMNS) for p in paths if p.name != "summary.csv"]
+    return pd.concat(frames, ignore_index=True) if frames else None
+
+
+def reference_of(runs: pd.DataFrame) -> str:
+    """The variant a study compared the others with: its runs carry a ``reference`` column (the
+    benchmark's ``--reference``), else the preset's own parameters."""
+    if "reference" in runs.columns and runs["reference"].notna().any():
+        return str(runs["reference"].dropna().iloc[0])
+    return PRESET
+
+
+def variant_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """The summary for the book: per task and variant, the parameters it changes against the reference,
+    the change in effective accuracy (mean, worst cell) and the light cells over the late limit."""
+    rows = []
+    for task, part in summary.groupby("task", sort=False):
+        reference = str(part["reference"].iloc[0])
+        ref = part[part["variant"] == reference].iloc[0]
+        varied = sorted({k for p in part["params"] for k in _diff(p, ref.params)})
+        for r in part.itertuples(index=False):
+            values = json.loads(r.params)
+            rows.append({"task": task, "variant": r.variant + (" (reference)" if r.variant == reference else ""),
+                         "parameters": _pairs({k: values.get(k) for k in varied}),
+                         "mean change": round(r.mean_change, 4) + 0.0, "worst cell change": round(r.worst_change, 4) + 0.0,
+                         "worst cell": r.worst_cell,
+                         "light cells over the late limit": f"{r.light_cells_over_late_limit} of {r.n_light_cells}",
+                         "max late share (light)": f"{r.max_light_late_rate:.2%}"})
+    return pd.DataFrame(rows)
+
+
+def variant_text(summary: pd.DataFrame, chosen: dict, late_limit: float) -> str:
+    """Which variant's parameters the preset uses (``chosen``: the preset's parameters of the method)
+    and what that cost and bought against the reference, per task; empty when none matches."""
+    picked = summary[[json.loads(p) == chosen for p in summary["params"]]]
+    if picked.empty:
+        return ""
+    name = str(picked["variant"].iloc[0])
+    reference = str(summary["reference"].iloc[0])
+    if name == reference:
+        return f"The preset uses the reference parameters ({reference})."
+    ref = summary[summary["variant"] == reference].set_index("task")
+    per_task = [f"{r.task}: {r.light_cells_over_late_limit} of {r.n_light_cells} light cells over {late_limit:.0%} late "
+                f"(reference: {ref.loc[r.task, 'light_cells_over_late_limit']}), {r.mean_change:+.4f} mean effective accuracy"
+                for r in picked.itertuples(index=False)]
+    changes = _pairs(_diff(picked["params"].iloc[0], ref["params"].iloc[0]))
+    return (f"The preset uses the parameters of {name} ({changes}), chosen on these development seeds against "
+            f"{reference}: " + "; ".join(per_task) + ".")
+
+
+def _diff(params_json: str, reference_json: str) -> dict:
+    given, ref = json.loads(params_json), json.loads(reference_json)
+    return {k: v for k, v in given.items() if ref.get(k) != v}
+
+
+def _pairs(values: dict) -> str:
+    return ", ".join(f"{k} {v:g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else f"{k} {v}"
+                     for k, v in sorted(values.items())) or "the same parameters"
