@@ -498,3 +498,26 @@ def test_loadgen_sweep_summary_reads_the_highest_valid_rate_and_what_it_delivers
     assert card.loc["seed_p95", "max_valid_qps"] == 100 and card.loc["seed_p95", "effective_accuracy_at_max_valid"] == 0.5
     assert (card.loc["seed_p95", "top_qps"], card.loc["seed_p95", "top_result"]) == (200, "INVALID")
     assert np.isnan(card.loc["anytime", "max_valid_qps"]) and card.loc["anytime", "n_rates"] == 1
+
+
+def test_loadgen_runs_name_the_parameters_they_ran_with_and_a_changed_preset_is_said(tmp_path):
+    pytest.importorskip("mlperf_loadgen", reason="mlcommons-loadgen is not installed")
+    from planner.evaluation.loadgen import METHOD_PARAMS_FILE, SERVER_FILE, params_note, read_runs
+
+    for policy, server_says in (("anytime", None), ("seed_p95", {"percentile": 95})):
+        run = tmp_path / f"sst2_{policy}_50qps"
+        run.mkdir()
+        (run / "mlperf_log_summary.txt").write_text(LOADGEN_SUMMARY)
+        about = {"task": "sst2", "policy": policy, **({"params": server_says} if server_says else {})}
+        (run / SERVER_FILE).write_text(json.dumps(about))
+        pd.DataFrame({"latency_ms": 1.0, "deadline_ms": 5.0, "label": [1], "correct": [True], "status": "served",
+                      "outcome": "on_time", "queue_ms": 0.1, "service_ms": 0.5}).to_csv(run / "requests.csv", index=False)
+    # the anytime server predates self-described parameters: the folder's record says what it ran with
+    (tmp_path / METHOD_PARAMS_FILE).write_text(json.dumps({"anytime": {"late_step": 0.01, "late_target": 0.009}}))
+    runs = read_runs(tmp_path).set_index("method")
+    assert json.loads(runs.loc["anytime", "method_params"]) == {"late_step": 0.01, "late_target": 0.009}
+    assert json.loads(runs.loc["seed_p95", "method_params"]) == {"percentile": 95}  # the server's own word wins
+    runs = runs.reset_index()
+    note = params_note(runs, {"anytime": {"late_step": 0.03, "late_target": 0.009}, "seed_p95": {"percentile": 95}})
+    assert "`anytime` ran with late_step 0.01 (the preset now: late_step 0.03)" in note and "seed_p95" not in note
+    assert params_note(runs, {"anytime": {"late_step": 0.01, "late_target": 0.009}, "seed_p95": {"percentile": 95}}) == ""

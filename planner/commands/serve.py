@@ -88,6 +88,10 @@ def _build(args: argparse.Namespace):
         drop_expired=settings.drop_expired if args.drop_expired is None else True,
         max_text_chars=args.max_text_chars)
     batcher = Batcher(policy, configs, args.task, bundle.profiles, server_settings, settings.percentile)
-    info = {"preset": args.preset, "method": args.policy, "threads": threads}
+    from planner.plan.registry import method_params
+
+    # the parameters the policy runs with, so a measurement names them (a preset may change later)
+    info = {"preset": args.preset, "method": args.policy, "threads": threads,
+            "params": method_params(args.policy, dict(params or {})).model_dump()}
     about = f"{args.task} with {args.policy} ({len(configs)} configurations, {len(inputs)} evaluation examples)"
     return create_app(batcher, inputs, info), batcher, about

@@ -40,6 +40,8 @@ from planner.serving.api import STATUS_OF
 
 SUMMARY_FILE = "mlperf_log_summary.txt"
 SERVER_FILE = "server.json"
+# beside runs whose servers predate the parameters in SERVER_FILE: {method: parameters} they ran with
+METHOD_PARAMS_FILE = "method_params.json"
 DETAIL_FILE = "mlperf_log_detail.txt"
 
 
@@ -241,14 +243,20 @@ def read_runs(folder: Path) -> pd.DataFrame:
     :func:`run_loadgen` writes them): LoadGen's verdict and latencies next to what the client and the
     server recorded per query. Why both clocks: LoadGen times a query from issue to completion at the
     client, the server plans and labels outcomes from the moment the request reaches it, so the
-    difference is what the HTTP path costs a deadline. Empty when no run was kept."""
+    difference is what the HTTP path costs a deadline. ``method_params``: the parameters the server's
+    method ran with (JSON; from its self-description, else from a :data:`METHOD_PARAMS_FILE` beside the
+    runs; None when neither says). Empty when no run was kept."""
     rows = []
+    recorded = Path(folder) / METHOD_PARAMS_FILE
+    by_method = json.loads(recorded.read_text()) if recorded.exists() else {}
     for summary_path in sorted(Path(folder).glob(f"*/{SUMMARY_FILE}")):
         run = summary_path.parent
         task, _, method = run.name.partition("_")
+        server = {}
         if (run / SERVER_FILE).exists():  # `planner loadgen` keeps what the server said it runs
             server = json.loads((run / SERVER_FILE).read_text())
             task, method = server.get("task", task), server.get("policy", method)
+        params = server.get("params", by_method.get(method))
         summary = parse_summary(summary_path)
         settings = json.loads((run / "settings.json").read_text()) if (run / "settings.json").exists() else {}
         requests_path = run / "requests.csv"
@@ -278,6 +286,7 @@ def read_runs(folder: Path) -> pd.DataFrame:
             "shed": float(status.get("shed", 0.0)),
             "degraded": float(status.get("degraded", 0.0)),
             "path_added_p50_ms": float((requests["latency_ms"] - server_ms)[answered].median()),
+            "method_params": json.dumps(params, sort_keys=True) if params is not None else None,
         })
     return pd.DataFrame(rows)
 
@@ -307,3 +316,24 @@ def sweep_summary(runs: pd.DataFrame) -> pd.DataFrame:
 
 __all__ = ["LoadGenError", "LoadGenResult", "LoadGenSettings", "parse_summary", "read_runs", "run_loadgen",
            "sweep_summary"]
+
+
+def params_note(runs: pd.DataFrame, current: dict[str, dict]) -> str:
+    """A sentence naming the parameters in which the runs' methods differ from ``current`` (a method's
+    parameters in the preset now), so a measurement taken before a preset changed is not read as one of
+    the present method; empty when every run's method ran as the preset says (or said nothing)."""
+    parts = []
+    if runs.empty or "method_params" not in runs.columns:
+        return ""
+    for method, ran_json in runs.dropna(subset=["method_params"]).groupby("method")["method_params"].first().items():
+        ran, now = json.loads(ran_json), current.get(method)
+        if now is None:
+            continue
+        changed = {k: (ran.get(k), now.get(k)) for k in sorted(set(ran) | set(now)) if ran.get(k) != now.get(k)}
+        if changed:
+            parts.append(f"`{method}` ran with " + ", ".join(f"{k} {a}" for k, (a, _b) in changed.items())
+                         + " (the preset now: " + ", ".join(f"{k} {b}" for k, (_a, b) in changed.items()) + ")")
+    if not parts:
+        return ""
+    return ("These runs predate a change of parameters: " + "; ".join(parts)
+            + ". They are reported as measured and were not repeated with the present parameters.")
