@@ -324,6 +324,9 @@ def run_live_server(bundle: ProfileBundle, task: str, methods: Sequence[str], se
             f.unlink()
         for key in ("record", "summary", "overhead", "validation", "faults", "timeline"):
             where[key].unlink(missing_ok=True)
+        # a record of the parameters earlier runs used (planner.evaluation.loadgen.recorded_params) no longer
+        # describes what this run writes
+        (Path(out_dir) / "method_params.json").unlink(missing_ok=True)
     spec = {"task": task, "duration_s": float(settings.duration_s),
             "fault_wall_margin_s": float(settings.fault_wall_margin_s), "loads": [float(x) for x in settings.loads],
             "deadlines_ms": deadlines, "rate_basis": settings.rate_basis,

@@ -247,8 +247,7 @@ def read_runs(folder: Path) -> pd.DataFrame:
     method ran with (JSON; from its self-description, else from a :data:`METHOD_PARAMS_FILE` beside the
     runs; None when neither says). Empty when no run was kept."""
     rows = []
-    recorded = Path(folder) / METHOD_PARAMS_FILE
-    by_method = json.loads(recorded.read_text()) if recorded.exists() else {}
+    by_method = recorded_params(folder)
     for summary_path in sorted(Path(folder).glob(f"*/{SUMMARY_FILE}")):
         run = summary_path.parent
         task, _, method = run.name.partition("_")
@@ -318,18 +317,26 @@ __all__ = ["LoadGenError", "LoadGenResult", "LoadGenSettings", "parse_summary", 
            "sweep_summary"]
 
 
-def params_note(runs: pd.DataFrame, current: dict[str, dict]) -> str:
-    """A sentence naming the parameters in which the runs' methods differ from ``current`` (a method's
+def recorded_params(folder: Path) -> dict[str, dict]:
+    """``{method: parameters}`` recorded for runs whose servers predate self-described parameters: the
+    :data:`METHOD_PARAMS_FILE` beside them, else the one in the folder above (a live stage records one
+    for all its runs); empty when neither exists."""
+    for candidate in (Path(folder) / METHOD_PARAMS_FILE, Path(folder).parent / METHOD_PARAMS_FILE):
+        if candidate.exists():
+            return {k: v for k, v in json.loads(candidate.read_text()).items() if isinstance(v, dict)}
+    return {}
+
+
+def stale_params_note(ran: dict[str, dict], current: dict[str, dict]) -> str:
+    """A sentence naming the parameters in which methods ran (``ran``) differ from ``current`` (their
     parameters in the preset now), so a measurement taken before a preset changed is not read as one of
-    the present method; empty when every run's method ran as the preset says (or said nothing)."""
+    the present method; empty when none differs."""
     parts = []
-    if runs.empty or "method_params" not in runs.columns:
-        return ""
-    for method, ran_json in runs.dropna(subset=["method_params"]).groupby("method")["method_params"].first().items():
-        ran, now = json.loads(ran_json), current.get(method)
+    for method in sorted(ran):
+        before, now = ran[method], current.get(method)
         if now is None:
             continue
-        changed = {k: (ran.get(k), now.get(k)) for k in sorted(set(ran) | set(now)) if ran.get(k) != now.get(k)}
+        changed = {k: (before.get(k), now.get(k)) for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)}
         if changed:
             parts.append(f"`{method}` ran with " + ", ".join(f"{k} {a}" for k, (a, _b) in changed.items())
                          + " (the preset now: " + ", ".join(f"{k} {b}" for k, (_a, b) in changed.items()) + ")")
@@ -337,3 +344,12 @@ def params_note(runs: pd.DataFrame, current: dict[str, dict]) -> str:
         return ""
     return ("These runs predate a change of parameters: " + "; ".join(parts)
             + ". They are reported as measured and were not repeated with the present parameters.")
+
+
+def params_note(runs: pd.DataFrame, current: dict[str, dict]) -> str:
+    """:func:`stale_params_note` of :func:`read_runs`' rows (each method's first recorded parameters)."""
+    if runs.empty or "method_params" not in runs.columns:
+        return ""
+    ran = {m: json.loads(p) for m, p in
+           runs.dropna(subset=["method_params"]).groupby("method")["method_params"].first().items()}
+    return stale_params_note(ran, current)
