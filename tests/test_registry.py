@@ -48,3 +48,26 @@ def test_unknown_methods_and_parameters_are_named():
     with pytest.raises(ConfigError, match="unknown method 'nope'"):
         registry.method("nope")
     assert registry.method_params("infaas", None).accuracy_margin == 0.02
+
+
+def test_preset_params_are_what_the_preset_sets_now():
+    """What a recorded measurement is compared with: the preset's values over the method's defaults,
+    unknown names in a results table skipped rather than refused."""
+    from planner import config
+
+    raw = config.preset("full").evaluate.method_params.get("anytime", {})
+    params = registry.preset_params("full", ["not_a_method", "anytime", "seed_p95"])
+    assert list(params) == ["anytime", "seed_p95"]
+    assert params["anytime"] == registry.method_params("anytime", None).model_copy(update=raw).model_dump(mode="json")
+    assert all(params["anytime"][k] == v for k, v in raw.items())
+    with pytest.raises(ConfigError, match="unknown method 'nope'"):
+        registry.preset_method_params("full", "nope")
+
+
+def test_changed_params_and_their_description():
+    before, after = {"late_step": 0.01, "shed": True, "gone": 1}, {"late_step": 0.03, "shed": True, "new": "x"}
+    assert registry.changed_params(before, after) == {"gone": (1, None), "late_step": (0.01, 0.03), "new": (None, "x")}
+    assert registry.changed_params(before, dict(before)) == {}
+    assert registry.describe_params({"late_step": 0.030, "shed": False, "lookahead": 64}) == \
+        "late_step 0.03, lookahead 64, shed False"
+    assert registry.describe_params({}) == "the same parameters"

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from planner.paths import results_dir
+from planner.plan.registry import changed_params, describe_params
 from planner.tables import read_rows
 
 PRESET = "preset"   # the variant with the preset's own parameters
@@ -80,11 +81,11 @@ def variant_table(summary: pd.DataFrame) -> pd.DataFrame:
     for task, part in summary.groupby("task", sort=False):
         reference = str(part["reference"].iloc[0])
         ref = part[part["variant"] == reference].iloc[0]
-        varied = sorted({k for p in part["params"] for k in _diff(p, ref.params)})
+        varied = sorted({k for p in part["params"] for k in changed_params(json.loads(ref.params), json.loads(p))})
         for r in part.itertuples(index=False):
             values = json.loads(r.params)
             rows.append({"task": task, "variant": r.variant + (" (reference)" if r.variant == reference else ""),
-                         "parameters": _pairs({k: values.get(k) for k in varied}),
+                         "parameters": describe_params({k: values.get(k) for k in varied}),
                          "mean change": round(r.mean_change, 4) + 0.0, "worst cell change": round(r.worst_change, 4) + 0.0,
                          "worst cell": r.worst_cell,
                          "light cells over the late limit": f"{r.light_cells_over_late_limit} of {r.n_light_cells}",
@@ -106,16 +107,7 @@ def variant_text(summary: pd.DataFrame, chosen: dict, late_limit: float) -> str:
     per_task = [f"{r.task}: {r.light_cells_over_late_limit} of {r.n_light_cells} light cells over {late_limit:.0%} late "
                 f"(reference: {ref.loc[r.task, 'light_cells_over_late_limit']}), {r.mean_change:+.4f} mean effective accuracy"
                 for r in picked.itertuples(index=False)]
-    changes = _pairs(_diff(picked["params"].iloc[0], ref["params"].iloc[0]))
+    changes = describe_params({k: now for k, (_was, now) in changed_params(
+        json.loads(ref["params"].iloc[0]), json.loads(picked["params"].iloc[0])).items()})
     return (f"The preset uses the parameters of {name} ({changes}), chosen on these development seeds against "
             f"{reference}: " + "; ".join(per_task) + ".")
-
-
-def _diff(params_json: str, reference_json: str) -> dict:
-    given, ref = json.loads(params_json), json.loads(reference_json)
-    return {k: v for k, v in given.items() if ref.get(k) != v}
-
-
-def _pairs(values: dict) -> str:
-    return ", ".join(f"{k} {v:g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else f"{k} {v}"
-                     for k, v in sorted(values.items())) or "the same parameters"

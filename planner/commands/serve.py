@@ -62,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
 def _build(args: argparse.Namespace):
     from planner import config
     from planner.models.datasets import eval_inputs
+    from planner.plan.registry import METHODS, preset_method_params
     from planner.profile.fingerprint import set_threads
     from planner.profile.store import load_bundle
     from planner.serving.replay import load_live_configs, warm_up
@@ -73,7 +74,9 @@ def _build(args: argparse.Namespace):
     tasks = sorted(set(bundle.profiles["task"]))
     if args.task not in tasks:
         raise ValueError(f"no {args.task} profiles in the {args.preset} bundle (profiled tasks: {tasks})")
-    params = settings.method_params.get(args.policy)
+    # validated once, here where the preset enters; an unknown name is left to server_policy, which
+    # lists the methods that can serve
+    params = preset_method_params(args.preset, args.policy) if args.policy in METHODS else None
     policy, config_ids = server_policy(args.policy, bundle, args.task, settings.percentile, params, args.workload_class)
     threads = set_threads(preset.profile.threads)  # as the profiler did, before any session is built
     started = time.perf_counter()
@@ -88,10 +91,8 @@ def _build(args: argparse.Namespace):
         drop_expired=settings.drop_expired if args.drop_expired is None else True,
         max_text_chars=args.max_text_chars)
     batcher = Batcher(policy, configs, args.task, bundle.profiles, server_settings, settings.percentile)
-    from planner.plan.registry import method_params
-
     # the parameters the policy runs with, so a measurement names them (a preset may change later)
     info = {"preset": args.preset, "method": args.policy, "threads": threads,
-            "params": method_params(args.policy, dict(params or {})).model_dump()}
+            "params": params.model_dump(mode="json") if params is not None else {}}
     about = f"{args.task} with {args.policy} ({len(configs)} configurations, {len(inputs)} evaluation examples)"
     return create_app(batcher, inputs, info), batcher, about

@@ -52,12 +52,13 @@ import pandas as pd
 
 from planner.config import LiveServerPreset
 from planner.evaluation.grid import example_ids
+from planner.evaluation.loadgen import recorded_params
 from planner.evaluation.live_fault import (attainment_timeline, build_policies, candidate_configs,
                                            check_methods, cpu_hog, phase_of, retime_reference)
 from planner.evaluation.validation import TaskData, calibrate, check_labels, with_samples
 from planner.plan import policies
 from planner.plan.planner import DeadlinePlanner
-from planner.plan.registry import MethodParams, proposed
+from planner.plan.registry import MethodParams, params_record, proposed
 from planner.profile.fingerprint import hardware
 from planner.schema import ProfileBundle
 from planner.serving.clients import ClientLimits, replay_http
@@ -72,7 +73,8 @@ FAULTS = ("raise", "hog", "spike")
 OUTCOMES = ("on_time", "late", "degraded", "shed", "dropped")
 # what must match for stored runs to be resumed
 _SPEC_KEYS = ("task", "duration_s", "fault_wall_margin_s", "loads", "deadlines_ms", "rate_basis", "server_capacity_rps", "seed", "servers", "queue", "drop_expired",
-              "fault_trace_s", "fault_raise_s", "fault_hog_s", "fault_spike_s", "spike_factor", "overhead_load")
+              "fault_trace_s", "fault_raise_s", "fault_hog_s", "fault_spike_s", "spike_factor", "overhead_load",
+              "method_params")
 
 
 class LiveServerError(ValueError):
@@ -109,6 +111,19 @@ def paths(out_dir: Path, task: str) -> dict[str, Path]:
             "summary": out / f"server_summary_{task}.csv", "overhead": out / f"server_overhead_{task}.csv",
             "validation": out / f"server_validation_{task}.csv", "faults": out / f"server_faults_{task}.csv",
             "timeline": out / f"server_faults_timeline_{task}.csv"}
+
+
+def ran_params(out_dir: Path, tasks: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``{method: parameters}`` the stage's runs under ``out_dir`` used, as their records name them
+    (the first task's where tasks differ); records written before they did fall back to a
+    ``method_params.json`` in ``out_dir`` (:func:`planner.evaluation.loadgen.recorded_params`)."""
+    ran: dict[str, dict[str, Any]] = {}
+    for task in tasks:
+        record = paths(out_dir, task)["record"]
+        if record.exists():
+            for method, values in (json.loads(record.read_text()).get("spec", {}).get("method_params") or {}).items():
+                ran.setdefault(method, values)
+    return ran or recorded_params(out_dir)
 
 
 # ---------------------------------------------------------------- one server run
@@ -334,7 +349,9 @@ def run_live_server(bundle: ProfileBundle, task: str, methods: Sequence[str], se
             "servers": serving.servers, "queue": serving.queue, "drop_expired": bool(serving.drop_expired),
             "fault_trace_s": float(settings.fault_trace_s), "fault_raise_s": float(settings.fault_raise_s),
             "fault_hog_s": float(settings.fault_hog_s), "fault_spike_s": float(settings.fault_spike_s),
-            "spike_factor": float(settings.spike_factor), "overhead_load": float(settings.overhead_load)}
+            "spike_factor": float(settings.spike_factor), "overhead_load": float(settings.overhead_load),
+            # the methods' parameters: a run names what it ran with, and a resume with others is refused
+            "method_params": params_record(methods, params)}
     record = json.loads(where["record"].read_text()) if where["record"].exists() else None
     if record is not None and {k: record["spec"].get(k) for k in _SPEC_KEYS} != {k: spec[k] for k in _SPEC_KEYS}:
         raise LiveServerError(f"{where['record']}: earlier runs used other settings ({record['spec']}); this run asks "
@@ -520,4 +537,5 @@ def _tables(where: dict[str, Path], task: str) -> LiveServerResult:
 
 __all__ = ["FAULTS", "LiveServerError", "LiveServerResult", "RaisingConfig", "Serving", "centred",
            "fault_table", "fault_timeline", "fault_trace", "overhead_row", "paths", "pick_deadlines",
-           "run_live_server", "run_name", "serve_trace", "server_batches", "summarize_runs", "validate_run"]
+           "ran_params", "run_live_server", "run_name", "serve_trace", "server_batches", "summarize_runs",
+           "validate_run"]

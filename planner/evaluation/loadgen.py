@@ -35,6 +35,7 @@ import mlperf_loadgen as lg
 import numpy as np
 import pandas as pd
 
+from planner.plan.registry import changed_params, describe_params
 from planner.serving.clients import http_client
 from planner.serving.api import STATUS_OF
 
@@ -313,10 +314,6 @@ def sweep_summary(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-__all__ = ["LoadGenError", "LoadGenResult", "LoadGenSettings", "parse_summary", "read_runs", "run_loadgen",
-           "sweep_summary"]
-
-
 def recorded_params(folder: Path) -> dict[str, dict]:
     """``{method: parameters}`` recorded for runs whose servers predate self-described parameters: the
     :data:`METHOD_PARAMS_FILE` beside them, else the one in the folder above (a live stage records one
@@ -336,10 +333,10 @@ def stale_params_note(ran: dict[str, dict], current: dict[str, dict]) -> str:
         before, now = ran[method], current.get(method)
         if now is None:
             continue
-        changed = {k: (before.get(k), now.get(k)) for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)}
+        changed = changed_params(before, now)
         if changed:
-            parts.append(f"`{method}` ran with " + ", ".join(f"{k} {a}" for k, (a, _b) in changed.items())
-                         + " (the preset now: " + ", ".join(f"{k} {b}" for k, (_a, b) in changed.items()) + ")")
+            parts.append(f"`{method}` ran with {describe_params({k: a for k, (a, _b) in changed.items()})} "
+                         f"(the preset now: {describe_params({k: b for k, (_a, b) in changed.items()})})")
     if not parts:
         return ""
     return ("These runs predate a change of parameters: " + "; ".join(parts)
@@ -353,3 +350,7 @@ def params_note(runs: pd.DataFrame, current: dict[str, dict]) -> str:
     ran = {m: json.loads(p) for m, p in
            runs.dropna(subset=["method_params"]).groupby("method")["method_params"].first().items()}
     return stale_params_note(ran, current)
+
+
+__all__ = ["METHOD_PARAMS_FILE", "LoadGenError", "LoadGenResult", "LoadGenSettings", "params_note", "parse_summary",
+           "read_runs", "recorded_params", "run_loadgen", "stale_params_note", "sweep_summary"]

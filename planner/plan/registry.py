@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Iterable, Literal, Mapping
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -263,6 +263,39 @@ def method_params(name: str, raw: dict | None, where: str = "evaluate.method_par
 def check_method_params(params: dict[str, dict], where: str = "evaluate.method_params") -> dict[str, MethodParams]:
     """Every entry of a preset's ``method_params``: known method names, valid typed values."""
     return {name: method_params(name, raw, where) for name, raw in params.items()}
+
+
+def preset_method_params(preset: str, name: str) -> MethodParams:
+    """The typed parameters ``name`` has in ``preset`` now (configs/presets.yaml; defaults where it is silent)."""
+    from planner import config
+
+    return method_params(name, config.preset(preset).evaluate.method_params.get(name),
+                         f"configs/presets.yaml: presets.{preset}.evaluate.method_params")
+
+
+def preset_params(preset: str, methods: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """``{method: parameters}`` of every registered name in ``methods`` as ``preset`` sets them now,
+    JSON-ready: what a measurement's recorded parameters are compared with (unknown names are skipped,
+    so the methods of a results table can be passed as they are)."""
+    return {m: preset_method_params(preset, m).model_dump(mode="json") for m in order(methods) if m in METHODS}
+
+
+def params_record(methods: Iterable[str], params: Mapping[str, MethodParams] | None = None) -> dict[str, dict[str, Any]]:
+    """``{method: parameters}`` a run of ``methods`` uses (``params``, else each method's defaults),
+    JSON-ready: written beside a measurement so that it names what it ran with."""
+    given = params or {}
+    return {m: (given.get(m) or method_params(m, None)).model_dump(mode="json") for m in methods}
+
+
+def changed_params(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """``{name: (before, after)}`` for every parameter whose value differs (absent counts as None)."""
+    return {k: (before.get(k), after.get(k)) for k in sorted(set(before) | set(after)) if before.get(k) != after.get(k)}
+
+
+def describe_params(values: Mapping[str, Any]) -> str:
+    """``"name value, ..."`` sorted by name, numbers in short form; "the same parameters" when empty."""
+    return ", ".join(f"{k} {v:g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else f"{k} {v}"
+                     for k, v in sorted(values.items())) or "the same parameters"
 
 
 def order(names) -> list[str]:

@@ -58,7 +58,7 @@ import pandas as pd
 from planner.plan.failure import NoConfigurationLeftError, PlannerError, ReasonCode
 from planner.plan.planner import DeadlinePlanner
 from planner.plan.policies import OnlinePolicy, Policy, PolicyContext, as_policy
-from planner.plan.registry import METHODS, TraceContext, method_params
+from planner.plan.registry import METHODS, MethodParams, TraceContext, method_params
 from planner.schema import ProfileBundle
 from planner.serving.api import RequestError, ServerMetrics, input_kind, parse_predict
 from planner.serving.batching import QUEUES, RequestQueue, TraceArrays, pick_batch
@@ -453,7 +453,7 @@ class Batcher:
 # ---------------------------------------------------------------- policies for a server
 
 def server_policy(method: str, bundle: ProfileBundle, task: str, percentile: int = 95,
-                  params: Mapping[str, Any] | None = None,
+                  params: Mapping[str, Any] | MethodParams | None = None,
                   workload_class: Literal["steady", "bursty"] = "steady") -> tuple[OnlinePolicy, list[str]]:
     """The registered method's policy for live requests, fitted once, and the configurations it may
     choose (which the server loads before its first request).
@@ -470,7 +470,8 @@ def server_policy(method: str, bundle: ProfileBundle, task: str, percentile: int
                           f"{servable_methods()}")
     if workload_class not in ("steady", "bursty"):
         raise ServerError(f"workload_class must be 'steady' or 'bursty', got {workload_class!r}")
-    fitted = entry.fit(bundle, task, int(percentile), method_params(method, dict(params or {})))
+    typed = params if isinstance(params, MethodParams) else method_params(method, dict(params or {}))
+    fitted = entry.fit(bundle, task, int(percentile), typed)
 
     def no_trace(*_args: Any) -> float:
         raise ServerError(f"method {method!r} asked to score the trace; a server has none")
