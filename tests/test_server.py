@@ -521,3 +521,31 @@ def test_loadgen_runs_name_the_parameters_they_ran_with_and_a_changed_preset_is_
     note = params_note(runs, {"anytime": {"late_step": 0.03, "late_target": 0.009}, "seed_p95": {"percentile": 95}})
     assert "`anytime` ran with late_step 0.01 (the preset now: late_step 0.03)" in note and "seed_p95" not in note
     assert params_note(runs, {"anytime": {"late_step": 0.01, "late_target": 0.009}, "seed_p95": {"percentile": 95}}) == ""
+
+
+def test_loadgen_rate_comparison_tests_each_rate_and_adjusts_over_the_sweep(tmp_path):
+    """A sweep runs each rate once: the book says a gap is real only where Fisher's test, Holm-adjusted
+    over the sweep's rates, says so; rates only one method ran are left out."""
+    pytest.importorskip("mlperf_loadgen", reason="mlcommons-loadgen is not installed")
+    from planner.evaluation.loadgen import SERVER_FILE, rate_comparison, read_runs
+
+    def point(policy: str, qps: int, n_correct: int, n: int) -> None:
+        run = tmp_path / f"sst2_{policy}_{qps}qps"
+        run.mkdir()
+        (run / "mlperf_log_summary.txt").write_text(LOADGEN_SUMMARY.replace("target_qps : 100", f"target_qps : {qps}"))
+        (run / SERVER_FILE).write_text(json.dumps({"task": "sst2", "policy": policy}))
+        pd.DataFrame({"latency_ms": 1.0, "deadline_ms": 5.0, "label": [1] * n, "correct": [True] * n_correct
+                      + [False] * (n - n_correct), "status": "served", "outcome": "on_time", "queue_ms": 0.1,
+                      "service_ms": 0.5}).to_csv(run / "requests.csv", index=False)
+
+    point("anytime", 50, 180, 200)    # 0.90 against 0.89: noise at 200 queries
+    point("seed_p95", 50, 178, 200)
+    point("anytime", 100, 180, 200)   # 0.90 against 0.40: real
+    point("seed_p95", 100, 80, 200)
+    point("anytime", 200, 10, 200)    # the baseline never ran this rate
+    table = rate_comparison(read_runs(tmp_path), "anytime", "seed_p95").set_index("target_qps")
+    assert list(table.index) == [50, 100]
+    assert table.loc[50, "difference"] == pytest.approx(0.01) and not table.loc[50, "significant"]
+    assert table.loc[100, "difference"] == pytest.approx(0.5) and table.loc[100, "significant"]
+    assert (table["p_holm"] >= table["p"]).all()
+    assert rate_comparison(read_runs(tmp_path), "anytime", "infaas").empty

@@ -281,6 +281,7 @@ def read_runs(folder: Path) -> pd.DataFrame:
             "n_queries": len(requests),
             "client_within_deadline": float(within.mean()),
             "effective_accuracy": float((within & requests["correct"].astype(bool)).mean()),
+            "n_correct_within": int((within & requests["correct"].astype(bool)).sum()),
             "server_on_time": float((requests["outcome"] == "on_time").mean()),
             "server_late": float((requests["outcome"] == "late").mean()),
             "shed": float(status.get("shed", 0.0)),
@@ -289,6 +290,36 @@ def read_runs(folder: Path) -> pd.DataFrame:
             "method_params": json.dumps(params, sort_keys=True) if params is not None else None,
         })
     return pd.DataFrame(rows)
+
+
+def rate_comparison(runs: pd.DataFrame, method: str, baseline: str, alpha: float = 0.05) -> pd.DataFrame:
+    """Per (task, latency target, target rate) where both ran: each one's correct answers within the
+    target out of its queries, the difference in effective accuracy (``method`` - ``baseline``) and
+    Fisher's exact test of it, Holm-adjusted over every row (``p_holm``, ``significant``). Why: a sweep
+    runs each rate once, on a few thousand queries at most, so a gap of a point or two can be noise;
+    the runs are independent (no pairing of queries), hence a two-sample test on the counts."""
+    from scipy.stats import fisher_exact
+
+    from planner.analysis.stats import holm
+
+    keys = ["task", "target_latency_ms", "target_qps"]
+    columns = [*keys, "n_method", "n_baseline", "effective_accuracy_method", "effective_accuracy_baseline",
+               "difference", "p", "p_holm", "significant"]
+    if runs.empty or any(c not in runs.columns for c in [*keys, "method", "n_queries", "n_correct_within"]):
+        return pd.DataFrame(columns=columns)
+    one = runs.drop_duplicates([*keys, "method"], keep="last").set_index([*keys, "method"])
+    rows = []
+    for key in sorted({k[:-1] for k in one.index if k[-1] == method} & {k[:-1] for k in one.index if k[-1] == baseline}):
+        a, b = one.loc[(*key, method)], one.loc[(*key, baseline)]
+        na, ka, nb, kb = int(a["n_queries"]), int(a["n_correct_within"]), int(b["n_queries"]), int(b["n_correct_within"])
+        rows.append({**dict(zip(keys, key)), "n_method": na, "n_baseline": nb,
+                     "effective_accuracy_method": ka / na, "effective_accuracy_baseline": kb / nb,
+                     "difference": ka / na - kb / nb,
+                     "p": float(fisher_exact([[ka, na - ka], [kb, nb - kb]]).pvalue)})
+    out = pd.DataFrame(rows, columns=columns[:-2])
+    out["p_holm"] = holm(out["p"].to_numpy())
+    out["significant"] = out["p_holm"] < alpha
+    return out
 
 
 def sweep_summary(runs: pd.DataFrame) -> pd.DataFrame:
@@ -353,4 +384,4 @@ def params_note(runs: pd.DataFrame, current: dict[str, dict]) -> str:
 
 
 __all__ = ["METHOD_PARAMS_FILE", "LoadGenError", "LoadGenResult", "LoadGenSettings", "params_note", "parse_summary",
-           "read_runs", "recorded_params", "run_loadgen", "stale_params_note", "sweep_summary"]
+           "rate_comparison", "read_runs", "recorded_params", "run_loadgen", "stale_params_note", "sweep_summary"]
