@@ -122,3 +122,30 @@ def test_a_slowdown_learned_by_the_machine_scale_leaves_it_when_one_configuratio
         estimator.observe("a", 1.0)  # "a" runs at its profiled speed; "b" is never served
     assert estimator.scale("a") == pytest.approx(1.0, rel=0.05)
     assert estimator.scale("b") < 1.3  # not still 10x, as without shrinkage (it keeps coming down)
+
+
+def test_a_probe_chooses_at_the_hopeful_speed_so_that_its_request_is_served():
+    """Measured live (CIFAR-10, 3 ms): with the learned scale blind, a probe that chose at that scale
+    valued every candidate late, fell to the drain configuration (batch 8, slower than the slack) and
+    shed its request as a batch member, so no batch was ever served again. The probe chooses at the
+    speed its thresholds use."""
+    from bundles import toy_bundle
+
+    ids = np.arange(N_EXAMPLES)
+    rng = np.random.default_rng(0)
+    bundle = toy_bundle(TASK, [
+        {"model": "minilm-l3", "batch_size": 1, "correct": ids % 10 < 8, "samples_ms": rng.normal(1.5, 0.05, 300)},
+        {"model": "minilm-l3", "batch_size": 8, "correct": ids % 10 < 8, "samples_ms": rng.normal(6.0, 0.2, 300)},
+    ])
+    policy = anytime(bundle, TASK, late_target=0.009, late_step=0.03)
+    single, drain = (next(c for c in policy.table_["config_id"] if f"/b{b}/" in c) for b in (1, 8))
+    for _ in range(60):                          # a slowdown: every batch 10x slow and late
+        policy.observe(single, 1, 15.0, n_late=1)
+    assert policy.shed_below_ms() > 3.0 and policy.quantile_ == pytest.approx(0.95)
+    assert policy(_ctx(3.0)) == drain            # blind: nothing fits, so the fastest to clear the queue
+    for _ in range(31):
+        policy.shed_below_ms()
+    assert policy.shed_below_ms() < 3.0 and policy.n_probes == 1   # the probe admits the request
+    chosen = policy(_ctx(3.0))
+    assert chosen == single and policy.member_cutoff_ms(chosen) < 3.0  # and serves it
+    assert policy.member_cutoff_ms(drain) > 3.0  # the drain's batch would have shed it
