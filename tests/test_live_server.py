@@ -81,8 +81,10 @@ def test_runner_end_to_end_faults_and_resume(toy, tmp_path):
         run_live_server(bundle, "sst2", METHODS, SETTINGS.model_copy(update={"duration_s": 2.0}), tmp_path, load,
                         [20.0])
 
-    # the record names the parameters the methods ran with; a resume with other parameters is refused
+    # the record names the parameters the methods ran with, and so does the stage's method_params.json (what
+    # loadgen.read_runs reads for the LoadGen run); a resume with other parameters is refused
     assert ran_params(tmp_path, ["sst2"]) == params_record(METHODS)
+    assert json.loads((tmp_path / "method_params.json").read_text()) == params_record(METHODS)
     other = {"anytime": method_params("anytime", {"late_step": 0.05})}
     with pytest.raises(LiveServerError, match="--fresh"):
         run_live_server(bundle, "sst2", METHODS, SETTINGS, tmp_path, load, [20.0], params=other)

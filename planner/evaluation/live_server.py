@@ -52,7 +52,7 @@ import pandas as pd
 
 from planner.config import LiveServerPreset
 from planner.evaluation.grid import example_ids
-from planner.evaluation.loadgen import recorded_params
+from planner.evaluation.loadgen import METHOD_PARAMS_FILE, recorded_params
 from planner.evaluation.live_fault import (attainment_timeline, build_policies, candidate_configs,
                                            check_methods, cpu_hog, phase_of, retime_reference)
 from planner.evaluation.validation import TaskData, calibrate, check_labels, with_samples
@@ -115,7 +115,7 @@ def paths(out_dir: Path, task: str) -> dict[str, Path]:
 
 def ran_params(out_dir: Path, tasks: Sequence[str]) -> dict[str, dict[str, Any]]:
     """``{method: parameters}`` the stage's runs under ``out_dir`` used, as their records name them
-    (the first task's where tasks differ); records written before they did fall back to a
+    (the first task's where tasks differ); records written before they did fall back to the
     ``method_params.json`` in ``out_dir`` (:func:`planner.evaluation.loadgen.recorded_params`)."""
     ran: dict[str, dict[str, Any]] = {}
     for task in tasks:
@@ -339,9 +339,8 @@ def run_live_server(bundle: ProfileBundle, task: str, methods: Sequence[str], se
             f.unlink()
         for key in ("record", "summary", "overhead", "validation", "faults", "timeline"):
             where[key].unlink(missing_ok=True)
-        # a record of the parameters earlier runs used (planner.evaluation.loadgen.recorded_params) no longer
-        # describes what this run writes
-        (Path(out_dir) / "method_params.json").unlink(missing_ok=True)
+        # a record of the parameters earlier runs used no longer describes what this run writes
+        (Path(out_dir) / METHOD_PARAMS_FILE).unlink(missing_ok=True)
     spec = {"task": task, "duration_s": float(settings.duration_s),
             "fault_wall_margin_s": float(settings.fault_wall_margin_s), "loads": [float(x) for x in settings.loads],
             "deadlines_ms": deadlines, "rate_basis": settings.rate_basis,
@@ -356,6 +355,12 @@ def run_live_server(bundle: ProfileBundle, task: str, methods: Sequence[str], se
     if record is not None and {k: record["spec"].get(k) for k in _SPEC_KEYS} != {k: spec[k] for k in _SPEC_KEYS}:
         raise LiveServerError(f"{where['record']}: earlier runs used other settings ({record['spec']}); this run asks "
                               f"for {spec}: rerun with --fresh (or move the files)")
+    # the parameters beside the stage's outputs too, where loadgen.read_runs finds them for the LoadGen run
+    # below (its in-process server writes no self-description)
+    record_path = Path(out_dir) / METHOD_PARAMS_FILE
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    stage_params = recorded_params(Path(out_dir)) if record_path.exists() else {}
+    atomic_write_text(record_path, json.dumps({**stage_params, **spec["method_params"]}, indent=2, sort_keys=True) + "\n")
     runs = [(m, ld, d) for ld in spec["loads"] for d in deadlines for m in methods]
     done = {p.stem for p in where["runs"].glob("*.parquet")} if where["runs"].exists() else set()
     todo_runs = [r for r in runs if "run_" + run_name(*r) not in done]
