@@ -527,7 +527,8 @@ def test_loadgen_rate_comparison_tests_each_rate_and_adjusts_over_the_sweep(tmp_
     """A sweep runs each rate once: the book says a gap is real only where Fisher's test, Holm-adjusted
     over the sweep's rates, says so; rates only one method ran are left out."""
     pytest.importorskip("mlperf_loadgen", reason="mlcommons-loadgen is not installed")
-    from planner.evaluation.loadgen import SERVER_FILE, rate_comparison, read_runs
+    from planner.analysis.sweep import rate_comparison
+    from planner.evaluation.loadgen import SERVER_FILE, read_runs
 
     def point(policy: str, qps: int, n_correct: int, n: int) -> None:
         run = tmp_path / f"sst2_{policy}_{qps}qps"

@@ -292,36 +292,6 @@ def read_runs(folder: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def rate_comparison(runs: pd.DataFrame, method: str, baseline: str, alpha: float = 0.05) -> pd.DataFrame:
-    """Per (task, latency target, target rate) where both ran: each one's correct answers within the
-    target out of its queries, the difference in effective accuracy (``method`` - ``baseline``) and
-    Fisher's exact test of it, Holm-adjusted over every row (``p_holm``, ``significant``). Why: a sweep
-    runs each rate once, on a few thousand queries at most, so a gap of a point or two can be noise;
-    the runs are independent (no pairing of queries), hence a two-sample test on the counts."""
-    from scipy.stats import fisher_exact
-
-    from planner.analysis.stats import holm
-
-    keys = ["task", "target_latency_ms", "target_qps"]
-    columns = [*keys, "n_method", "n_baseline", "effective_accuracy_method", "effective_accuracy_baseline",
-               "difference", "p", "p_holm", "significant"]
-    if runs.empty or any(c not in runs.columns for c in [*keys, "method", "n_queries", "n_correct_within"]):
-        return pd.DataFrame(columns=columns)
-    one = runs.drop_duplicates([*keys, "method"], keep="last").set_index([*keys, "method"])
-    rows = []
-    for key in sorted({k[:-1] for k in one.index if k[-1] == method} & {k[:-1] for k in one.index if k[-1] == baseline}):
-        a, b = one.loc[(*key, method)], one.loc[(*key, baseline)]
-        na, ka, nb, kb = int(a["n_queries"]), int(a["n_correct_within"]), int(b["n_queries"]), int(b["n_correct_within"])
-        rows.append({**dict(zip(keys, key)), "n_method": na, "n_baseline": nb,
-                     "effective_accuracy_method": ka / na, "effective_accuracy_baseline": kb / nb,
-                     "difference": ka / na - kb / nb,
-                     "p": float(fisher_exact([[ka, na - ka], [kb, nb - kb]]).pvalue)})
-    out = pd.DataFrame(rows, columns=columns[:-2])
-    out["p_holm"] = holm(out["p"].to_numpy())
-    out["significant"] = out["p_holm"] < alpha
-    return out
-
-
 def sweep_summary(runs: pd.DataFrame) -> pd.DataFrame:
     """Per (task, method, latency target) of a sweep over target rates (:func:`read_runs` of
     ``benchmarks/loadgen_sweep.sh``'s folder): the highest rate LoadGen judged VALID (MLPerf's Server
@@ -384,4 +354,4 @@ def params_note(runs: pd.DataFrame, current: dict[str, dict]) -> str:
 
 
 __all__ = ["METHOD_PARAMS_FILE", "LoadGenError", "LoadGenResult", "LoadGenSettings", "params_note", "parse_summary",
-           "rate_comparison", "read_runs", "recorded_params", "run_loadgen", "stale_params_note", "sweep_summary"]
+           "read_runs", "recorded_params", "run_loadgen", "stale_params_note", "sweep_summary"]
