@@ -14,7 +14,8 @@ import pytest
 
 from planner.config import LiveServerPreset
 from planner.evaluation.live_server import (FAULTS, LiveServerError, fault_trace, paths, pick_deadlines,
-                                            ran_params, run_live_server)
+                                            run_live_server)
+from planner.evaluation.loadgen import recorded_params
 from planner.plan.registry import method_params, params_record
 
 from live_fakes import N_EX, sleeper_toy
@@ -83,20 +84,12 @@ def test_runner_end_to_end_faults_and_resume(toy, tmp_path):
 
     # the record names the parameters the methods ran with, and so does the stage's method_params.json (what
     # loadgen.read_runs reads for the LoadGen run); a resume with other parameters is refused
-    assert ran_params(tmp_path, ["sst2"]) == params_record(METHODS)
-    assert json.loads((tmp_path / "method_params.json").read_text()) == params_record(METHODS)
+    assert json.loads(paths(tmp_path, "sst2")["record"].read_text())["spec"]["method_params"] == params_record(METHODS)
+    assert recorded_params(tmp_path) == params_record(METHODS)
     other = {"anytime": method_params("anytime", {"late_step": 0.05})}
     with pytest.raises(LiveServerError, match="--fresh"):
         run_live_server(bundle, "sst2", METHODS, SETTINGS, tmp_path, load, [20.0], params=other)
     assert len(loaded) == 2
-
-
-def test_ran_params_falls_back_to_an_older_record(tmp_path):
-    """Records written before runs named their parameters: a method_params.json beside them says."""
-    assert ran_params(tmp_path, ["sst2"]) == {}
-    paths(tmp_path, "sst2")["record"].write_text(json.dumps({"spec": {"task": "sst2"}, "runs": {}}))
-    (tmp_path / "method_params.json").write_text(json.dumps({"anytime": {"late_step": 0.01}, "source": "x"}))
-    assert ran_params(tmp_path, ["sst2", "cifar10"]) == {"anytime": {"late_step": 0.01}}
 
 
 def test_spike_trace_has_the_extra_arrivals():

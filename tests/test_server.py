@@ -527,7 +527,7 @@ def test_loadgen_rate_comparison_tests_each_rate_and_adjusts_over_the_sweep(tmp_
     """A sweep runs each rate once: the book says a gap is real only where Fisher's test, Holm-adjusted
     over the sweep's rates, says so; rates only one method ran are left out."""
     pytest.importorskip("mlperf_loadgen", reason="mlcommons-loadgen is not installed")
-    from planner.analysis.sweep import rate_comparison
+    from planner.analysis.sweep import comparison_text, rate_comparison
     from planner.evaluation.loadgen import SERVER_FILE, read_runs
 
     def point(policy: str, qps: int, n_correct: int, n: int) -> None:
@@ -550,3 +550,7 @@ def test_loadgen_rate_comparison_tests_each_rate_and_adjusts_over_the_sweep(tmp_
     assert table.loc[100, "difference"] == pytest.approx(0.5) and table.loc[100, "significant"]
     assert (table["p_holm"] >= table["p"]).all()
     assert rate_comparison(read_runs(tmp_path), "anytime", "infaas").empty
+    # the book's sentence: the significant lead counted, the noise not
+    [sentence] = comparison_text(rate_comparison(read_runs(tmp_path), "anytime", "seed_p95"), "anytime", "seed_p95")
+    assert "at 2 of the 2 rates tried" in sentence and "on 200 queries per method" in sentence
+    assert "ahead at 1 rate(s) and behind at 0." in sentence

@@ -38,4 +38,26 @@ def rate_comparison(runs: pd.DataFrame, method: str, baseline: str, alpha: float
     return out
 
 
-__all__ = ["rate_comparison"]
+def comparison_text(table: pd.DataFrame, method: str, baseline: str) -> list[str]:
+    """One sentence per task of :func:`rate_comparison`'s ``table``: at how many rates ``method``
+    delivered more than ``baseline``, the highest rate's pair, and at how many the gap is significant
+    (and, where it trails without significance, how large the gap and the smallest adjusted p)."""
+    sentences = []
+    for task, part in table.sort_values("target_qps").groupby("task", sort=False):
+        ahead, behind = part[part["difference"] > 0], part[part["difference"] < 0]
+        top = part.iloc[-1]
+        queries = "-".join(dict.fromkeys(f"{n:,}" for n in (part["n_method"].min(), part["n_method"].max())))
+        trailing = (f"; where it trails ({', '.join(f'{q:g}' for q in behind['target_qps'])} queries/s, by at most "
+                    f"{-behind['difference'].min():.3f}) the smallest adjusted p is {behind['p_holm'].min():.2f}"
+                    if len(behind) and not behind["significant"].any() else "")
+        sentences.append(
+            f"On {task}, whatever LoadGen's verdict, `{method}` delivered more correct answers within the target than "
+            f"`{baseline}` at {len(ahead)} of the {len(part)} rates tried (at the highest, "
+            f"{top.effective_accuracy_method:.3f} against {top.effective_accuracy_baseline:.3f}). Each rate ran once, "
+            f"on {queries} queries per method: Fisher's exact test of each difference, Holm-adjusted over the sweep's "
+            f"{len(table)} comparisons, finds `{method}` ahead at {int(ahead['significant'].sum())} rate(s) and behind "
+            f"at {int(behind['significant'].sum())}{trailing}.")
+    return sentences
+
+
+__all__ = ["comparison_text", "rate_comparison"]

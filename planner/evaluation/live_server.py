@@ -113,19 +113,6 @@ def paths(out_dir: Path, task: str) -> dict[str, Path]:
             "timeline": out / f"server_faults_timeline_{task}.csv"}
 
 
-def ran_params(out_dir: Path, tasks: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """``{method: parameters}`` the stage's runs under ``out_dir`` used, as their records name them
-    (the first task's where tasks differ); records written before they did fall back to the
-    ``method_params.json`` in ``out_dir`` (:func:`planner.evaluation.loadgen.recorded_params`)."""
-    ran: dict[str, dict[str, Any]] = {}
-    for task in tasks:
-        record = paths(out_dir, task)["record"]
-        if record.exists():
-            for method, values in (json.loads(record.read_text()).get("spec", {}).get("method_params") or {}).items():
-                ran.setdefault(method, values)
-    return ran or recorded_params(out_dir)
-
-
 # ---------------------------------------------------------------- one server run
 
 def serve_trace(policy: policies.OnlinePolicy, configs: Mapping[str, LiveConfig], bundle: ProfileBundle, task: str,
@@ -355,8 +342,8 @@ def run_live_server(bundle: ProfileBundle, task: str, methods: Sequence[str], se
     if record is not None and {k: record["spec"].get(k) for k in _SPEC_KEYS} != {k: spec[k] for k in _SPEC_KEYS}:
         raise LiveServerError(f"{where['record']}: earlier runs used other settings ({record['spec']}); this run asks "
                               f"for {spec}: rerun with --fresh (or move the files)")
-    # the parameters beside the stage's outputs too, where loadgen.read_runs finds them for the LoadGen run
-    # below (its in-process server writes no self-description)
+    # the parameters beside the stage's outputs too, for every table of the stage and for the LoadGen run
+    # below, whose in-process server writes no self-description (loadgen.recorded_params reads them)
     record_path = Path(out_dir) / METHOD_PARAMS_FILE
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     stage_params = recorded_params(Path(out_dir)) if record_path.exists() else {}
@@ -542,5 +529,5 @@ def _tables(where: dict[str, Path], task: str) -> LiveServerResult:
 
 __all__ = ["FAULTS", "LiveServerError", "LiveServerResult", "RaisingConfig", "Serving", "centred",
            "fault_table", "fault_timeline", "fault_trace", "overhead_row", "paths", "pick_deadlines",
-           "ran_params", "run_live_server", "run_name", "serve_trace", "server_batches", "summarize_runs",
+           "run_live_server", "run_name", "serve_trace", "server_batches", "summarize_runs",
            "validate_run"]

@@ -47,8 +47,8 @@ delivered on time among the requests it is about to affect, with four ingredient
    without a batch served (all their requests shed, at admission or as batch members), the next pick
    is a probe: both thresholds are taken at the most hopeful speed known (the profile's, or the
    start-up re-timing's) instead of the learned one, and so is its choice of configuration (the most
-   accurate whose cut-off the head meets); its batch is the observation that lets the scale come back. Where the learned speed is the profile's (the simulator), a probe sheds what any
-   pick would.
+   accurate whose cut-off the head meets); its batch is the observation that lets the scale come
+   back. Where the learned speed is the profile's (the simulator), a probe sheds what any pick would.
 4. **Switching.** Serving a configuration right after another costs more than serving it again:
    its weights and code are out of the caches (measured live: MobileNetV2 ONNX int8 at batch 1 took
    2.0x as long after a ResNet18 batch, MiniLM-L3 3.4x after another text model,
@@ -367,6 +367,7 @@ class AnytimePolicy(OnlinePolicy):
         choice falls to the drain configuration, and its large batch sheds the probe's request as a
         member (measured live, CIFAR-10 at 3 ms: one batch served in 22 s)."""
         cutoffs = np.array([np.interp(self.quantile_, QUANTILES, row) for row in self._all_q]) * self._hopeful_scale()
+        # (a probe is one pick in PROBE_AFTER + 1 at most, so the per-row interpolation stays off the hot path)
         fits = np.flatnonzero(cutoffs <= head_slack_ms)
         if len(fits) == 0:
             return self._all_ids[int(np.argmin(cutoffs))]
@@ -380,10 +381,10 @@ class AnytimePolicy(OnlinePolicy):
     def __call__(self, ctx: PolicyContext) -> str:
         if not hasattr(self, "estimator_"):
             raise NotFittedError(f"{self!r} is not fitted; call fit(bundle) first")
-        slacks = ctx.queue_slack_ms or (ctx.oldest_slack_ms,)
-        m = min(len(slacks), self.lookahead)
         if self._probing:
             return self._probe_choice(ctx.oldest_slack_ms)
+        slacks = ctx.queue_slack_ms or (ctx.oldest_slack_ms,)
+        m = min(len(slacks), self.lookahead)
         machine = math.exp(-self.estimator_.log_global)        # slacks at the profiles' scale
         scaled = np.array(slacks[:m], dtype=np.float32) * np.float32(machine)
         servers = max(ctx.servers, 1)
