@@ -71,7 +71,8 @@ delivered on time among the requests it is about to affect, with four ingredient
 5. **Speed.** Candidates are pruned once to those no other candidate dominates (at least as
    accurate, at least as large a batch, no slower at every quantile): dominance survives a common
    scale, so the pruned set is rebuilt only when per-configuration residuals move. A decision is a
-   handful of numpy operations on (front x window x quantiles) arrays.
+   handful of numpy operations on (front x window x quantiles) arrays. The member cut-off (item 3)
+   is one of them: a floor under each head-batch finish time, kept per observation.
 """
 
 from __future__ import annotations
@@ -370,16 +371,18 @@ class AnytimePolicy(OnlinePolicy):
         scale = self._hopeful_scale() if self._probing else self.estimator_.scale(config_id)
         return float(np.interp(self.quantile_, QUANTILES, row)) * scale
 
-    def _front_cutoffs(self) -> np.ndarray:
-        """(C,) each front candidate's member cut-off (:meth:`member_cutoff_ms`) at the machine scale 1,
-        the scale the decision compares slacks at; recomputed once per observation, not per pick."""
+    def _head_floor(self) -> np.ndarray:
+        """(C, 1, lookahead): each front candidate's member cut-off (:meth:`member_cutoff_ms`, at the
+        machine scale 1 the decision compares slacks at) on its head-batch positions, -inf behind them;
+        recomputed once per observation, not per pick."""
         if self._cut is None:
             q = min(max(self.quantile_, QUANTILES[0]), QUANTILES[-1])
             j = min(int(np.searchsorted(QUANTILES, q, side="right")) - 1, len(QUANTILES) - 2)
             w = (q - QUANTILES[j]) / (QUANTILES[j + 1] - QUANTILES[j])
             rows = self._all_q[self._front_rows]
             residual = self.estimator_.scales(self._ids) / math.exp(self.estimator_.log_global)
-            self._cut = ((rows[:, j] * (1.0 - w) + rows[:, j + 1] * w) * residual).astype(np.float32)
+            cut = ((rows[:, j] * (1.0 - w) + rows[:, j + 1] * w) * residual).astype(np.float32)
+            self._cut = np.where(self._first_batch, cut[:, None], -np.inf).astype(np.float32)[:, None, :]
         return self._cut
 
     def _probe_choice(self, head_slack_ms: float) -> str:
@@ -418,11 +421,14 @@ class AnytimePolicy(OnlinePolicy):
         if self._extra is not None:  # a candidate other than the one just served pays the learned switch first
             finish = finish[:, :, :m + EXPECTED_ARRIVALS] + self._extra
         # expected on-time answers per candidate: (C, Q, window) compared, counted at once
-        on_time = finish[:, :, :m] <= scaled
-        if self.shed and self.member_quantile is not None:  # a head-batch member below c's cut-off is shed
-            first = head[:, 0, :m] if head is not None else self._first_batch[:, :m]
-            on_time &= ((scaled[None, :] >= self._front_cutoffs()[:, None]) | ~first)[:, None, :]
-        counts = self._row_counts(on_time)
+        window = finish[:, :, :m]
+        if self.shed and self.member_quantile is not None:
+            # a head-batch member below c's cut-off is shed, not served: it counts nothing for c. On time
+            # and kept is finish <= slack and cut-off <= slack, i.e. max(finish, floor) <= slack, the floor
+            # being c's cut-off on its head batch and -inf behind it (one pass: the cheapest form measured)
+            window = np.maximum(window, self._head_floor()[:, :, :m])
+        on_time = window <= scaled
+        pad = np.float32(0.0)
         if self.expected_arrivals:
             self._record_deadline(ctx.deadline_ms)
             n_pad = min(self.lookahead - m, EXPECTED_ARRIVALS)
@@ -432,13 +438,14 @@ class AnytimePolicy(OnlinePolicy):
                 arrival = (1000.0 / ctx.recent_rate_rps * machine) * np.arange(1, n_pad + 1, dtype=np.float32)
                 wait = (finish[:, :, m:m + n_pad] - arrival).reshape(len(finish), 1, -1)    # (C, 1, Q x arrivals)
                 in_time = wait <= (self._pad_deadlines * machine)[None, :, None]           # (C, levels, ...)
-                counts += self._row_counts(in_time) / len(MIX_LEVELS)
-        if head is not None:  # the head batch at the candidate's accuracy, the rest at the drain's
+                pad = self._row_counts(in_time) / len(MIX_LEVELS)
+        counts = self._row_counts(on_time) + pad
+        if head is None:
+            value = self._acc * counts
+        else:  # the head batch at the candidate's accuracy, the rest at the drain's
             k = min(m, self._max_batch)  # head batches are prefixes of at most the largest batch
             in_head = self._row_counts(on_time[:, :, :k] & head[:, :, :k])
             value = self._acc[self._drain] * counts + self._gain_over_drain * in_head
-        else:
-            value = self._acc * counts
         best = int(np.argmax(value))  # ties: the first, i.e. the more accurate (table order)
         if value[best] <= 0.0:
             return self._ids[self._drain]   # nothing can make it: clear the queue as fast as possible
