@@ -235,6 +235,7 @@ def key_results_markdown(table: pd.DataFrame, preset: str) -> str:
 SCORECARD_MARGIN = 0.005   # issue 13: anytime >= the best other non-bound method minus this, per cell
 SCORECARD_BOUND_SHARE = 0.95  # ... and >= this share of the clairvoyant bound, averaged over a task's cells
 SCORECARD_LATE = 0.01      # ... and serves at most this share late at loads <= 1
+DECISION_BUDGET_US = 20.0  # ... and decides in at most this median time (300 configurations, 64 waiting)
 
 
 def grid_cells(runs: pd.DataFrame) -> pd.DataFrame:
