@@ -265,7 +265,7 @@ class AnytimePolicy(OnlinePolicy):
         self._front_index = {c: i for i, c in enumerate(self._ids)}
         self._front_rows = front
         self._first_batch = np.arange(self.lookahead)[None, :] < self._batch[:, None]   # (C, lookahead)
-        self._cut: np.ndarray | None = None
+        self._floor: np.ndarray | None = None
         if hasattr(self, "switch_"):
             self._refresh_switch_extra()
 
@@ -343,7 +343,7 @@ class AnytimePolicy(OnlinePolicy):
             on_time = batch_n - n_late
             push = n_late - on_time * self.late_target / (1.0 - self.late_target)
             self.quantile_ = min(QUANTILES[-1], max(0.5, self.quantile_ + self.late_step * push))
-        self._cut = None  # q and the scales moved: the front's cut-offs are recomputed at the next pick
+        self._floor = None  # q and the scales moved: the head floor (cut-offs) is rebuilt at the next pick
         self._since_refront += 1
         if self._since_refront >= self.refront_every:  # residuals moved: dominance may have changed
             self._since_refront = 0
@@ -375,15 +375,15 @@ class AnytimePolicy(OnlinePolicy):
         """(C, 1, lookahead): each front candidate's member cut-off (:meth:`member_cutoff_ms`, at the
         machine scale 1 the decision compares slacks at) on its head-batch positions, -inf behind them;
         recomputed once per observation, not per pick."""
-        if self._cut is None:
+        if self._floor is None:
             q = min(max(self.quantile_, QUANTILES[0]), QUANTILES[-1])
             j = min(int(np.searchsorted(QUANTILES, q, side="right")) - 1, len(QUANTILES) - 2)
             w = (q - QUANTILES[j]) / (QUANTILES[j + 1] - QUANTILES[j])
             rows = self._all_q[self._front_rows]
             residual = self.estimator_.scales(self._ids) / math.exp(self.estimator_.log_global)
             cut = ((rows[:, j] * (1.0 - w) + rows[:, j + 1] * w) * residual).astype(np.float32)
-            self._cut = np.where(self._first_batch, cut[:, None], -np.inf).astype(np.float32)[:, None, :]
-        return self._cut
+            self._floor = np.where(self._first_batch, cut[:, None], -np.inf).astype(np.float32)[:, None, :]
+        return self._floor
 
     def _probe_choice(self, head_slack_ms: float) -> str:
         """A probe's configuration, chosen as its thresholds are taken (the profile's quantiles at the
