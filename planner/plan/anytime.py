@@ -70,9 +70,11 @@ delivered on time among the requests it is about to affect, with four ingredient
    one observed).
 5. **Speed.** Candidates are pruned once to those no other candidate dominates (at least as
    accurate, at least as large a batch, no slower at every quantile): dominance survives a common
-   scale, so the pruned set is rebuilt only when per-configuration residuals move. A decision is a
-   handful of numpy operations on (front x window x quantiles) arrays. The member cut-off (item 3)
-   is one of them: a floor under each head-batch finish time, kept per observation.
+   scale, so the pruned set is rebuilt only when per-configuration residuals move. A decision is one
+   compiled pass (:func:`planner.plan.anytime_kernel.best_candidate`) over the (front x quantiles x
+   window) finish times, cached per (servers, head size); the member cut-offs (item 3) enter it as a
+   vector kept per observation, applied to the head-batch positions. The pass replaced a dozen numpy
+   calls whose per-call overhead dominated a decision, and chooses exactly as they did.
 """
 
 from __future__ import annotations
@@ -82,6 +84,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from planner.plan.anytime_kernel import best_candidate
 from planner.plan.failure import NotFittedError, PlannerError
 from planner.plan.policies import OnlinePolicy, PolicyContext, PolicyNeeds, candidate_table
 from planner.schema import PLANNING_ACCURACY, ProfileBundle
@@ -222,8 +225,8 @@ class AnytimePolicy(OnlinePolicy):
         self._all_acc = table[PLANNING_ACCURACY].to_numpy(dtype=float)
         self._all_batch = table["batch_size"].to_numpy(dtype=np.int64)
         self._all_q = grid.loc[table["config_id"], list(QUANTILES)].to_numpy(dtype=float)
-        self._ones = np.ones(len(QUANTILES) * self.lookahead * len(MIX_LEVELS), dtype=np.float32)
         self._reference = dict(zip(self._all_ids, grid.loc[table["config_id"], 0.5].to_numpy(dtype=float)))
+        self._no_pad = np.zeros(0, dtype=np.float32)  # no expected arrivals to value
         return self.fresh()
 
     def fresh(self) -> "AnytimePolicy":
@@ -257,15 +260,15 @@ class AnytimePolicy(OnlinePolicy):
         self._q = scaled[front]                      # (C, Q) at the machine scale 1
         self._rounds: dict[int, np.ndarray] = {}
         self._rl: dict[int, np.ndarray] = {}
-        self._ct: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        self._ct: dict[tuple[int, int], np.ndarray] = {}
         self._drain = int(np.argmax(self._batch / self._q[:, QUANTILES.index(0.5)]))
         self._max_batch = int(self._batch.max())
-        self._gain_over_drain = self._acc - self._acc[self._drain]  # a head position's worth beyond a tail one
         self._fastest_low = float(self._q[:, 0].min())
         self._front_index = {c: i for i, c in enumerate(self._ids)}
         self._front_rows = front
-        self._first_batch = np.arange(self.lookahead)[None, :] < self._batch[:, None]   # (C, lookahead)
-        self._floor: np.ndarray | None = None
+        self._no_extra = np.zeros(self._q.shape, dtype=np.float32)
+        self._head = (np.arange(self.lookahead)[None, :] < self._batch[:, None]).astype(np.int64)  # (C, lookahead)
+        self._cut: np.ndarray | None = None
         if hasattr(self, "switch_"):
             self._refresh_switch_extra()
 
@@ -280,8 +283,8 @@ class AnytimePolicy(OnlinePolicy):
             table = self._rl[servers] = np.ascontiguousarray(self._q[:, :, None] * rounds[:, None, :], dtype=np.float32)
         return table
 
-    def _continuation_latency(self, servers: int, waiting: int) -> tuple[np.ndarray, np.ndarray]:
-        """((C, Q, lookahead) finish times, (C, 1, lookahead) head mask) when candidate ``c`` serves
+    def _continuation_latency(self, servers: int, waiting: int) -> np.ndarray:
+        """(C, Q, lookahead) finish times when candidate ``c`` serves
         only the head batch (the first ``min(B_c, waiting)`` positions, done after ``X_c``) and every
         later position is served after it at the per-item service time this policy has been
         achieving (:meth:`observe`; before any, the drain configuration's):
@@ -291,8 +294,8 @@ class AnytimePolicy(OnlinePolicy):
         short (light load, arrivals still to come); and the positions behind are served by what the
         policy will choose for them, not by the fastest configuration (too hopeful: more late)."""
         key = (servers, min(waiting, self._max_batch))
-        tables = self._ct.get(key)
-        if tables is None:
+        table = self._ct.get(key)
+        if table is None:
             p = np.arange(self.lookahead)
             head_n = np.minimum(self._batch, key[1])[:, None]                        # (C, 1)
             after = np.maximum(p[None, :] - head_n, 0)                                # tail index
@@ -304,14 +307,8 @@ class AnytimePolicy(OnlinePolicy):
             head = p[None, :] < head_n                                                # (C, W)
             x = self._q[:, :, None]                                                   # (C, Q, 1)
             finish = np.where(head[:, None, :], x, x / servers + tail[:, None, :])
-            tables = self._ct[key] = (np.ascontiguousarray(finish, dtype=np.float32), head[:, None, :])
-        return tables
-
-    def _row_counts(self, hits: np.ndarray) -> np.ndarray:
-        """True entries per candidate (first axis), as a float32 product with ones: a few times faster
-        than ``count_nonzero`` over axes at these sizes, and exact (counts stay far below 2**24)."""
-        flat = hits.reshape(len(hits), -1)
-        return flat.astype(np.float32) @ self._ones[: flat.shape[1]]
+            table = self._ct[key] = np.ascontiguousarray(finish, dtype=np.float32)
+        return table
 
     def _record_deadline(self, deadline_ms: float) -> None:
         """Remember the relative deadlines met at the head: the expected arrivals take the recent mix
@@ -343,7 +340,7 @@ class AnytimePolicy(OnlinePolicy):
             on_time = batch_n - n_late
             push = n_late - on_time * self.late_target / (1.0 - self.late_target)
             self.quantile_ = min(QUANTILES[-1], max(0.5, self.quantile_ + self.late_step * push))
-        self._floor = None  # q and the scales moved: the head floor (cut-offs) is rebuilt at the next pick
+        self._cut = None  # q and the scales moved: the cut-offs are recomputed at the next pick
         self._since_refront += 1
         if self._since_refront >= self.refront_every:  # residuals moved: dominance may have changed
             self._since_refront = 0
@@ -371,19 +368,20 @@ class AnytimePolicy(OnlinePolicy):
         scale = self._hopeful_scale() if self._probing else self.estimator_.scale(config_id)
         return float(np.interp(self.quantile_, QUANTILES, row)) * scale
 
-    def _head_floor(self) -> np.ndarray:
-        """(C, 1, lookahead): each front candidate's member cut-off (:meth:`member_cutoff_ms`, at the
-        machine scale 1 the decision compares slacks at) on its head-batch positions, -inf behind them;
-        recomputed once per observation, not per pick."""
-        if self._floor is None:
+    def _cutoffs(self) -> np.ndarray:
+        """(C,) float32: each front candidate's member cut-off (:meth:`member_cutoff_ms`, at the machine
+        scale 1 the decision compares slacks at), -inf for all without shedding; recomputed once per
+        observation, not per pick."""
+        if self._cut is None and not (self.shed and self.member_quantile is not None):
+            self._cut = np.full(len(self._ids), -np.inf, dtype=np.float32)
+        if self._cut is None:
             q = min(max(self.quantile_, QUANTILES[0]), QUANTILES[-1])
             j = min(int(np.searchsorted(QUANTILES, q, side="right")) - 1, len(QUANTILES) - 2)
             w = (q - QUANTILES[j]) / (QUANTILES[j + 1] - QUANTILES[j])
             rows = self._all_q[self._front_rows]
             residual = self.estimator_.scales(self._ids) / math.exp(self.estimator_.log_global)
-            cut = ((rows[:, j] * (1.0 - w) + rows[:, j + 1] * w) * residual).astype(np.float32)
-            self._floor = np.where(self._first_batch, cut[:, None], -np.inf).astype(np.float32)[:, None, :]
-        return self._floor
+            self._cut = ((rows[:, j] * (1.0 - w) + rows[:, j + 1] * w) * residual).astype(np.float32)
+        return self._cut
 
     def _probe_choice(self, head_slack_ms: float) -> str:
         """A probe's configuration, chosen as its thresholds are taken (the profile's quantiles at the
@@ -412,44 +410,26 @@ class AnytimePolicy(OnlinePolicy):
         slacks = ctx.queue_slack_ms or (ctx.oldest_slack_ms,)
         m = min(len(slacks), self.lookahead)
         machine = math.exp(-self.estimator_.log_global)        # slacks at the profiles' scale
-        scaled = np.array(slacks[:m], dtype=np.float32) * np.float32(machine)
         servers = max(ctx.servers, 1)
-        if self.continuation:
-            finish, head = self._continuation_latency(servers, m)
-        else:
-            finish, head = self._round_latency(servers), None
-        if self._extra is not None:  # a candidate other than the one just served pays the learned switch first
-            finish = finish[:, :, :m + EXPECTED_ARRIVALS] + self._extra
-        # expected on-time answers per candidate: (C, Q, window) compared, counted at once
-        window = finish[:, :, :m]
-        if self.shed and self.member_quantile is not None:
-            # a head-batch member below c's cut-off is shed, not served: it counts nothing for c. On time
-            # and kept is finish <= slack and cut-off <= slack, i.e. max(finish, floor) <= slack, the floor
-            # being c's cut-off on its head batch and -inf behind it (one pass: the cheapest form measured)
-            window = np.maximum(window, self._head_floor()[:, :, :m])
-        on_time = window <= scaled
-        pad = np.float32(0.0)
+        finish = self._continuation_latency(servers, m) if self.continuation else self._round_latency(servers)
+        # a candidate other than the one just served pays the learned switch first (zeros: none learned)
+        extra = self._no_extra if self._extra is None else self._extra
+        n_pad, spacing = 0, 0.0
         if self.expected_arrivals:
             self._record_deadline(ctx.deadline_ms)
-            n_pad = min(self.lookahead - m, EXPECTED_ARRIVALS)
-            if n_pad > 0 and ctx.recent_rate_rps > 0:
+            if ctx.recent_rate_rps > 0:
                 # the arrivals while the window is served, one every 1/rate, each valued over the
                 # recent deadline mix (MIX_LEVELS quantiles): finish - arrival <= deadline
-                arrival = (1000.0 / ctx.recent_rate_rps * machine) * np.arange(1, n_pad + 1, dtype=np.float32)
-                wait = (finish[:, :, m:m + n_pad] - arrival).reshape(len(finish), 1, -1)    # (C, 1, Q x arrivals)
-                in_time = wait <= (self._pad_deadlines * machine)[None, :, None]           # (C, levels, ...)
-                pad = self._row_counts(in_time) / len(MIX_LEVELS)
-        counts = self._row_counts(on_time) + pad
-        if head is None:
-            value = self._acc * counts
-        else:  # the head batch at the candidate's accuracy, the rest at the drain's
-            k = min(m, self._max_batch)  # head batches are prefixes of at most the largest batch
-            in_head = self._row_counts(on_time[:, :, :k] & head[:, :, :k])
-            value = self._acc[self._drain] * counts + self._gain_over_drain * in_head
-        best = int(np.argmax(value))  # ties: the first, i.e. the more accurate (table order)
-        if value[best] <= 0.0:
+                n_pad, spacing = min(self.lookahead - m, EXPECTED_ARRIVALS), 1000.0 / ctx.recent_rate_rps * machine
+        # expected on-time correct answers of each candidate, over (quantile x position) in one compiled
+        # pass; a head-batch member below c's cut-off is shed, not served, so it counts nothing for c
+        best, value = best_candidate(finish, extra, self._cutoffs(), self._head,
+                                     np.fromiter(slacks, np.float32, m), np.float32(machine), np.float32(spacing),
+                                     n_pad, self._pad_deadlines if n_pad else self._no_pad, self._acc, self._drain,
+                                     self.continuation)
+        if value <= 0.0:
             return self._ids[self._drain]   # nothing can make it: clear the queue as fast as possible
-        return self._ids[best]
+        return self._ids[best]  # ties: the first, i.e. the more accurate (table order)
 
     def front_ids(self) -> list[str]:
         """The configurations the policy can pick now (right after :meth:`fit`: its front at the profile's
@@ -461,7 +441,7 @@ class AnytimePolicy(OnlinePolicy):
         return dict(zip(self._ids, np.maximum(self.switch_.scales(self._ids), 1.0).tolist()))
 
     def _refresh_switch_extra(self) -> None:
-        """``_extra``: the (C, Q, 1) time a switch adds to each candidate's head batch (0 for the
+        """``_extra``: the (C, Q) time a switch adds to each candidate's head batch (0 for the
         configuration just served), or None while no learned factor exceeds :data:`SWITCH_MIN_FACTOR`.
         Recomputed only when it can change (a switch was observed, the front was rebuilt): the
         bookkeeping of a switch is paid once per switch, not once per decision."""
@@ -475,7 +455,7 @@ class AnytimePolicy(OnlinePolicy):
         current = self._front_index.get(self._last_config)
         if current is not None:
             extra[current] = 0.0
-        self._extra = np.ascontiguousarray(extra[:, :, None], dtype=np.float32)
+        self._extra = np.ascontiguousarray(extra, dtype=np.float32)
 
     def __repr__(self) -> str:
         fitted = f", {len(self._all_ids)} candidates" if hasattr(self, "table_") else ", not fitted"
