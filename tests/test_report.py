@@ -605,6 +605,19 @@ def test_worst_cell_text_names_the_deadlines_where_the_margin_is_lost():
         results.cell_by_deadline(runs, "sst2", "bursty", 0.5, ["anytime"])
 
 
+def test_tight_deadline_text_says_which_misses_the_tightest_deadlines_explain():
+    tight_only = _sweep_runs({2.0: -0.3, 3.0: -0.1, 10.0: 0.01, 50.0: 0.0})
+    other = _sweep_runs({2.0: -0.3, 3.0: -0.1, 10.0: -0.05, 50.0: -0.05}).assign(workload="mixed")
+    runs = pd.concat([tight_only, other], ignore_index=True)
+    text = results.tight_deadline_text(runs, results.grid_cells(runs), "sst2")
+    assert "1 of the 2 cells that miss the margin are within it" in text and "(2 and 3 ms)" in text
+    assert "mixed at load 0.5 is at -0.050" in text and "steady at load 0.5 is at" not in text
+    short = _sweep_runs({2.0: -0.3, 3.0: 0.0})
+    assert "too short" in results.tight_deadline_text(short, results.grid_cells(short), "sst2")
+    fine = _sweep_runs({2.0: 0.01, 10.0: 0.0})
+    assert results.tight_deadline_text(fine, results.grid_cells(fine), "sst2") == "On sst2 no cell misses the margin."
+
+
 def test_scorecard_counts_margin_misses_and_late_light_cells_from_cells():
     runs = _runs().assign(late_rate=0.002)
     heavy = _runs().assign(load=1.3, late_rate=0.2)                     # late, but not at a light load

@@ -236,6 +236,39 @@ SCORECARD_MARGIN = 0.005   # issue 13: anytime >= the best other non-bound metho
 SCORECARD_BOUND_SHARE = 0.95  # ... and >= this share of the clairvoyant bound, averaged over a task's cells
 SCORECARD_LATE = 0.01      # ... and serves at most this share late at loads <= 1
 DECISION_BUDGET_US = 20.0  # ... and decides in at most this median time (300 configurations, 64 waiting)
+DECISION_CSV = "decision_benchmark.csv"  # this machine's run of benchmarks/bench_decision.py --out
+OTHER_DECISION_CSV = "decision_benchmark_gpu_host.csv"  # the same script on the GPU machine's host CPU (--csv)
+
+
+def decision_text(bench_dir: Path) -> str:
+    """What the decision benchmark measured, against :data:`DECISION_BUDGET_US`, in a sentence or three.
+
+    This machine's row first; where the script also ran on the GPU machine's host CPU (a second,
+    quiet machine), that row too, so that the budget is judged on more than one CPU and the ratio to
+    ``select`` (timed side by side) can be seen to travel while the microseconds do not."""
+    path = bench_dir / DECISION_CSV
+    if not path.exists():
+        return "The decision benchmark (`benchmarks/bench_decision.py --out`) has not been run for this build."
+    row = pd.read_csv(path).iloc[0]
+    text = (f"With {int(row.configs)} configurations and {int(row.waiting)} waiting requests a decision took a "
+            f"median of {row.anytime_median_us:.1f} µs on this CPU, {row.ratio_anytime_over_select:.0f} times the "
+            f"static `select` timed in the same run (`benchmarks/bench_decision.py`)")
+    if "anytime_switch_cost_median_us" in row:
+        text += (f"; once the policy has learned a switching cost, {row.anytime_switch_cost_median_us:.1f} µs "
+                 f"({row.ratio_switch_cost_over_select:.0f} times).")
+    else:
+        text += "."
+    if row.anytime_median_us > DECISION_BUDGET_US:
+        text += (f" That is over the {DECISION_BUDGET_US:g} µs budget this design set itself at that size, on this "
+                 "machine; the ratio to `select`, timed side by side, is the figure that travels between machines.")
+    other = bench_dir / OTHER_DECISION_CSV
+    if other.exists():
+        o = pd.read_csv(other).iloc[0]
+        verdict = "within" if o.anytime_median_us <= DECISION_BUDGET_US else "over"
+        text += (f" The same script on the GPU machine's host CPU ({o.cpu_model}, Python {o.python}, nothing else "
+                 f"running) measured {o.anytime_median_us:.1f} µs (p95 {o.anytime_p95_us:.1f} µs), "
+                 f"{o.ratio_anytime_over_select:.0f} times its `select`: {verdict} the budget there.")
+    return text
 
 
 def grid_cells(runs: pd.DataFrame) -> pd.DataFrame:
@@ -292,6 +325,34 @@ def worst_cell_text(runs: pd.DataFrame, cells: pd.DataFrame, task: str) -> str:
              f"{table.loc[d, ('effective_accuracy', other)]:.3f}; late {table.loc[d, ('late_rate', PLANNER_METHOD)]:.1%} "
              f"vs {table.loc[d, ('late_rate', other)]:.1%})" for d in sorted(losing)]
     return head + f"; it loses most at deadline{'s' if len(parts) > 1 else ''} " + " and ".join(parts) + "."
+
+
+def tight_deadline_text(runs: pd.DataFrame, cells: pd.DataFrame, task: str, n_tight: int = 2) -> str:
+    """A sentence on the task's cells that miss the margin: how many are within it once the ``n_tight``
+    tightest deadlines of the sweep are left out, and the margins of those that still miss.
+
+    Why: at the tightest deadlines the fastest configuration's service time nearly fills the deadline,
+    so on-time answers come only with many late ones, which the late-share target forbids the proposed
+    method; a miss made there is that trade-off, a miss made elsewhere is not (the chapter says why)."""
+    missed = cells[(cells["task"] == task) & (cells["margin"] < -SCORECARD_MARGIN)]
+    if missed.empty:
+        return f"On {task} no cell misses the margin."
+    part = runs[runs["task"] == task]
+    deadlines = sorted(part["deadline_ms"].unique())
+    if len(deadlines) <= n_tight:
+        return (f"On {task} {len(missed)} cell{'s' if len(missed) > 1 else ''} miss the margin; the sweep of "
+                f"{len(deadlines)} deadlines is too short to leave out its {n_tight} tightest.")
+    tight = deadlines[:n_tight]
+    without = grid_cells(part[~part["deadline_ms"].isin(tight)])
+    key = ["task", "workload", "load"]
+    merged = missed.merge(without[[*key, "margin"]], on=key, suffixes=("", "_without"))
+    still = merged[merged["margin_without"] < -SCORECARD_MARGIN]
+    text = (f"On {task}, {len(merged) - len(still)} of the {len(merged)} cells that miss the margin are within it "
+            f"once the {len(tight)} tightest deadlines ({' and '.join(f'{d:g}' for d in tight)} ms) are left out")
+    if still.empty:
+        return text + "."
+    return text + "; without them " + ", ".join(
+        f"{r.workload} at load {r.load:g} is at {r.margin_without:+.3f}" for r in still.itertuples()) + "."
 
 
 def hindsight_choice(runs: pd.DataFrame, profiles: pd.DataFrame, task: str, mixed: Iterable[str] = ()) -> dict:
