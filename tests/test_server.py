@@ -22,6 +22,7 @@ from bundles import synthetic_bundle
 from planner import workloads
 from planner.cli import main as cli_main
 from planner.plan import policies
+from planner.serving import clients
 from planner.serving.clients import ClientLimits, StreamClient, replay_http
 from planner.serving.outcomes import run_metrics
 from planner.serving.replay import CascadeStages, LiveConfig
@@ -398,6 +399,33 @@ def test_trace_replay_client_against_the_server(server):
     metrics = run_metrics(rows)
     assert 0 <= metrics["effective_accuracy"] <= metrics["hit_rate"] <= 1
     assert rows.loc[answered, "correct"].mean() > 0.9  # the fakes answer every label right
+
+
+def test_the_replay_reports_its_own_time_zero_after_a_slow_client_set_up(server, monkeypatch):
+    # a fault armed on the trace's clock must take the client's time 0, which is set only once the
+    # client's connections are open: a slow set-up must not shift the fault against the requests
+    running, _ = server
+    real = clients.http_client
+
+    class SlowOpen:
+        def __init__(self, *args, **kwargs):
+            self.inner = real(*args, **kwargs)
+
+        async def __aenter__(self):
+            await asyncio.sleep(0.3)
+            return await self.inner.__aenter__()
+
+        async def __aexit__(self, *exc):
+            return await self.inner.__aexit__(*exc)
+
+    monkeypatch.setattr(clients, "http_client", SlowOpen)
+    origins: list[float] = []
+    before = time.monotonic()
+    rows = replay_http(running.url, workloads.poisson(100.0, 10, 50.0, N_EX, seed=4), labels=LABELS,
+                       limits=ClientLimits(max_requests=100, max_wall_s=10.0), lead_s=0.1, on_origin=origins.append)
+    after = time.monotonic()
+    assert len(origins) == 1 and before + 0.3 + 0.1 <= origins[0] <= after
+    assert len(rows) == 10
 
 
 def test_trace_replay_client_stops_at_its_wall_limit(bundle):

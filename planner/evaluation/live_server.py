@@ -120,15 +120,15 @@ def serve_trace(policy: policies.OnlinePolicy, configs: Mapping[str, LiveConfig]
                 lead_s: float = 0.2, on_start: Callable[[float], None] | None = None) -> pd.DataFrame:
     """Serve ``trace`` with ``policy`` behind a fresh loopback server; the client's per-request rows.
 
-    ``on_start(origin)`` (if given) gets the trace's time 0 on ``time.monotonic`` just before sending."""
+    ``on_start(origin)`` (if given) gets the trace's time 0 on ``time.monotonic`` from the client, once
+    its connections are open (:func:`replay_http`'s ``on_origin``)."""
     batcher = Batcher(policy, configs, task, bundle.profiles,
                       ServerSettings(servers=serving.servers, queue=serving.queue, drop_expired=serving.drop_expired),
                       serving.percentile)
     limits = ClientLimits(max_requests=len(trace) + 1, max_wall_s=float(trace["arrival_s"].max()) + wall_margin_s)
     with ServerThread(create_app(batcher, data.inputs, {"method": method})) as server:
-        if on_start is not None:
-            on_start(time.monotonic() + lead_s)
-        rows = replay_http(server.url, trace, labels=data.labels, limits=limits, method=method, lead_s=lead_s)
+        rows = replay_http(server.url, trace, labels=data.labels, limits=limits, method=method, lead_s=lead_s,
+                           on_origin=on_start)
     return rows
 
 

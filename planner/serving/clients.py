@@ -36,7 +36,7 @@ import math
 import socket
 import time
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import httpx
 import numpy as np
@@ -188,20 +188,25 @@ def http_client(url: str, client: str = "stream", max_connections: int = 1000, t
 
 def replay_http(url: str, trace: pd.DataFrame, *, labels: np.ndarray | None = None,
                 inputs: Sequence[Any] | np.ndarray | None = None, limits: ClientLimits = ClientLimits(),
-                method: str = "server", lead_s: float = 0.2, client: str = "stream") -> pd.DataFrame:
+                method: str = "server", lead_s: float = 0.2, client: str = "stream",
+                on_origin: Callable[[float], None] | None = None) -> pd.DataFrame:
     """Send ``trace`` to the server at ``url`` in real time; one row per sent request (``request_id`` order).
 
     ``labels`` (by example id) give ``correct``; without them ``correct`` is False throughout
     (``frame.attrs["labels"]`` says which). ``inputs`` (by example id) send raw inputs instead of
     example ids (images as base64). ``lead_s``: gap between starting the clock and time 0 of the trace.
+    ``on_origin`` (if given) is called once with the trace's time 0 on ``time.monotonic``, when the
+    client's clock starts (its connections open): what runs beside the replay on the trace's clock (an
+    injected fault) takes that origin, not a guess made before the client was set up.
     """
     return asyncio.run(replay_http_async(url, trace, labels=labels, inputs=inputs, limits=limits, method=method,
-                                         lead_s=lead_s, client=client))
+                                         lead_s=lead_s, client=client, on_origin=on_origin))
 
 
 async def replay_http_async(url: str, trace: pd.DataFrame, *, labels: np.ndarray | None = None,
                             inputs: Sequence[Any] | np.ndarray | None = None, limits: ClientLimits = ClientLimits(),
-                            method: str = "server", lead_s: float = 0.2, client: str = "stream") -> pd.DataFrame:
+                            method: str = "server", lead_s: float = 0.2, client: str = "stream",
+                            on_origin: Callable[[float], None] | None = None) -> pd.DataFrame:
     """:func:`replay_http` inside a running event loop."""
     if not isinstance(limits, ClientLimits):
         raise ClientError(f"limits must be a ClientLimits, got {type(limits).__name__}")
@@ -224,6 +229,8 @@ async def replay_http_async(url: str, trace: pd.DataFrame, *, labels: np.ndarray
         clock = time.perf_counter
         origin = clock() + lead_s
         wall_end = origin - lead_s + limits.max_wall_s
+        if on_origin is not None:
+            on_origin(time.monotonic() + (origin - clock()))
 
         async def send(i: int) -> None:
             body = {"deadline_ms": float(deadline[i])}
