@@ -31,8 +31,11 @@ $(STAMP): pyproject.toml requirements.lock
 data: $(STAMP)
 	$(PY) -m planner data
 
+# TEST_WORKERS pytest-xdist workers; --dist loadfile keeps a test file on one worker, so a module's
+# fixtures (a trained toy model, a running server) are built once.
+TEST_WORKERS ?= 2
 unit: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations 25
 
 # CI: unit tests, then the whole quick pipeline with every notebook executed by papermill (a cell that
 # raises fails the run), strict nbval over the committed full notebooks, the quick book built with -W,
@@ -91,7 +94,6 @@ nbval-quick: $(STAMP)
 # About 7 min wall on a quiet machine (2026-12-03); 25-31 min when the 2 cores were shared at load 5-9.
 # Each notebook runs in its own kernel, mostly on one core: TEST_WORKERS pytest-xdist workers take whole
 # notebooks (--dist loadfile keeps a notebook's cells in order on one worker).
-TEST_WORKERS ?= 2
 NBVAL_FULL_DIR := _build/nbval-full
 nbval-full: $(STAMP) data
 	rm -rf $(NBVAL_FULL_DIR)

@@ -128,7 +128,7 @@ def write_fake_results(root: Path, preset: str = "quick", n_requests: int = 300,
                    "reason": "fp16 is not run on CPU (synthetic example)"}]).to_csv(tag_dir / FILES["infeasible"], index=False)
     write_manifest(tag_dir, [FILES[n] for n in ("profiles", "samples", "predictions", "environment", "infeasible")])
 
-    from planner.evaluation.grid import evaluate
+    from planner.evaluation.grid import evaluate, record_dispatch_overhead
 
     settings = config.preset(preset).evaluate.model_copy(update={"n_requests": n_requests})
     deadlines = config.deadlines().deadlines
@@ -137,8 +137,7 @@ def write_fake_results(root: Path, preset: str = "quick", n_requests: int = 300,
         evaluate(bundle, task, settings, chosen, out_csv=out / "eval" / f"runs_{task}.csv", progress=False)
     # the dispatch overhead the runs above were simulated with (none), where `planner evaluate` records its
     # own: without it a notebook that resolves the overhead measures one and writes it mid-report
-    (out / "eval" / "dispatch_overhead.json").write_text(json.dumps(
-        {"dispatch_overhead_ms": 0.0, "source": "synthetic: the fake runs were simulated without a dispatch overhead"}))
+    record_dispatch_overhead(out / "eval", 0.0, "synthetic: the fake runs were simulated without a dispatch overhead")
     # live-vs-simulated points in the layout of `planner validate-sim` (made-up numbers)
     rng = np.random.default_rng(seed)
     sim_hit, sim_p95 = rng.uniform(0.6, 1.0, 6), rng.uniform(1.0, 10.0, 6)

@@ -333,7 +333,7 @@ def test_fallback_after_the_deadline_passed_answers_with_the_fastest(budget):
     assert last.expected_miss_ms == pytest.approx(0.2 - float(budget))
 
 
-@pytest.mark.parametrize("failed", [None, 3, 2.5, [["a"]], object()], ids=repr)
+@pytest.mark.parametrize("failed", [None, 3, 2.5, [["a"]], object()], ids=["none", "int", "float", "nested-list", "object"])
 def test_fallback_names_a_bad_failed_argument(failed):
     planner = DeadlinePlanner().fit(make_profiles([{"lat": 1.0, "acc": 0.6}, {"lat": 2.0, "acc": 0.7}]))
     with pytest.raises(PlannerError, match="failed must be a collection of config ids"):

@@ -38,7 +38,7 @@ from planner.plan.planner import DeadlinePlanner
 from planner.plan.registry import METHODS, TraceContext, check_method_params, check_methods, method_params
 from planner.schema import ProfileBundle
 from planner.splits import labels_by_example, partition
-from planner.tables import append_rows, read_rows
+from planner.tables import append_rows, atomic_write_text, read_rows
 from planner.serving.outcomes import run_metrics
 from planner.serving.replay import harness_overhead
 from planner.evaluation.clairvoyant import clairvoyant_bound
@@ -370,7 +370,18 @@ def resolve_dispatch_overhead(settings: EvaluatePreset, out_dir: Path, fresh: bo
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{path}: malformed ({exc}); delete it to measure again") from None
     measured = harness_overhead()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"dispatch_overhead_ms": measured["harness_lat_p50_ms"], **measured,
-                                "source": "planner.serving.replay.harness_overhead (median no-op request latency)"}, indent=2))
+    record_dispatch_overhead(out_dir, measured["harness_lat_p50_ms"],
+                             "planner.serving.replay.harness_overhead (median no-op request latency)", **measured)
     return float(measured["harness_lat_p50_ms"])
+
+
+def record_dispatch_overhead(out_dir: Path, dispatch_overhead_ms: float, source: str, **details: float) -> Path:
+    """Store the per-batch cost an evaluation simulated with in ``out_dir/dispatch_overhead.json``.
+
+    Written atomically: a resume reads either the previous file or this one, never a torn one. The
+    notebooks read it back (a run without it would make them measure one mid-report)."""
+    path = Path(out_dir) / "dispatch_overhead.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps({"dispatch_overhead_ms": float(dispatch_overhead_ms), **details,
+                                        "source": source}, indent=2))
+    return path
