@@ -164,7 +164,8 @@ def test_training_and_serving_tokenise_with_the_models_tokenizer(tiny_mpnet, tin
 
 def test_presets_use_extra_models_only_when_they_list_the_extra():
     core = ["minilm-l6", "minilm-l3", "distilbert"]
-    assert config.task_models("sst2") == core == config.task_models("sst2", "quick") == zoo.task_models("sst2")
+    assert config.task_models("sst2") == core == zoo.task_models("sst2")
+    assert config.task_models("sst2", "quick") == ["minilm-l6", "minilm-l3"]  # quick skips DistilBERT
     assert "mpnet" in config.preset("full").extras and "mpnet" not in config.preset("quick").extras
     full = config.task_models("sst2", "full")
     assert "mpnet-l12" in full and set(core) <= set(full)
@@ -179,9 +180,16 @@ def test_profile_space_of_a_preset():
     singles = {p: {c.model for c in s.feasible if c.model} for p, s in spaces.items()}
     cascades = {p: {c.cascade[:2] for c in s.feasible if c.cascade} for p, s in spaces.items()}
     assert singles["quick"] == {"minilm-l6", "minilm-l3", "distilbert"} and cascades["quick"] == {("minilm-l3", "minilm-l6")}
-    assert singles["full"] == singles["quick"] | {"mpnet-l12"}
+    assert singles["full"] == singles["quick"] | {"mpnet-l12"}  # the toy zoo keeps what a preset skips
     assert cascades["full"] == {("minilm-l3", "minilm-l6"), ("minilm-l6", "mpnet-l12")}
     assert spaces["quick"].infeasible.empty
+
+
+def test_a_preset_skipping_an_unknown_model_is_a_clear_error(monkeypatch):
+    bad = config.preset("quick").model_copy(update={"skip_models": ["distilbart"]})
+    monkeypatch.setattr(config, "preset", lambda name=None: bad)
+    with pytest.raises(config.ConfigError, match=r"skip_models names unknown models \['distilbart'\]"):
+        config.task_models("sst2", "quick")
 
 
 def test_missing_extra_is_a_one_line_skip_everywhere(monkeypatch, capsys):
