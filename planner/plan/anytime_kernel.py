@@ -22,7 +22,7 @@ from numba import njit
 @njit(cache=True, nogil=True)
 def best_candidate(finish: np.ndarray, extra: np.ndarray, cut: np.ndarray, head: np.ndarray,
                    slack: np.ndarray, machine: np.float32, spacing: np.float32, n_pad: int,
-                   pad_deadline: np.ndarray, accuracy: np.ndarray, drain: int,
+                   pad_deadline: np.ndarray, pad_arrival: np.ndarray, accuracy: np.ndarray, drain: int,
                    continuation: bool) -> tuple[int, float]:
     """The candidate (first axis of ``finish``) of most expected on-time correct answers, and that value.
 
@@ -32,9 +32,12 @@ def best_candidate(finish: np.ndarray, extra: np.ndarray, cut: np.ndarray, head:
     multiplying by ``machine`` (the profiles' scale over the machine's); ``cut`` (C,) float32, each
     candidate's member cut-off (``-inf`` for none); ``head`` (C, L) int64, 1 on the head-batch
     positions. Position ``p`` at quantile ``q`` counts when ``finish + extra <= slack * machine`` and,
-    on the head batch, ``cut <= slack * machine`` (a member below the cut-off is shed, not served). The expected arrivals are positions ``m + j``, ``j < n_pad``,
-    arriving ``(j + 1) * spacing`` after now; each (level, q, j) with
-    ``finish + extra - arrival <= pad_deadline[level] * machine`` counts ``1 / levels``.
+    on the head batch, ``cut <= slack * machine`` (a member below the cut-off is shed, not served). The
+    expected arrivals are positions ``m + j``, ``j < n_pad``; ``pad_arrival`` (A, >= n_pad) float32
+    holds A equally likely arrival times of each, in units of ``spacing`` (one row ``j + 1``: evenly
+    spaced; rows of quantiles: a spread, see :mod:`planner.plan.anytime`). Each (level, a, q, j) with
+    ``finish + extra - spacing * pad_arrival[a, j] <= pad_deadline[level] * machine`` counts
+    ``1 / (levels * A)``.
 
     Value: ``accuracy[drain] * count + (accuracy[c] - accuracy[drain]) * head_count`` with
     ``continuation`` (the head batch at the candidate's accuracy, the rest at the drain's), else
@@ -43,9 +46,9 @@ def best_candidate(finish: np.ndarray, extra: np.ndarray, cut: np.ndarray, head:
     about twice as fast here.
     """
     n_cand, n_q = finish.shape[0], finish.shape[1]
-    m, n_levels = slack.shape[0], pad_deadline.shape[0]
+    m, n_levels, n_spread = slack.shape[0], pad_deadline.shape[0], pad_arrival.shape[0]
     reach = slack * machine
-    arrival = spacing * np.arange(1, n_pad + 1).astype(np.float32)
+    arrival = spacing * pad_arrival[:, :n_pad]
     in_time = pad_deadline * machine
     kept = np.empty(m, dtype=np.int64)   # per candidate: 0 where its cut-off sheds the member, else 1
     best, best_value = 0, -np.inf
@@ -63,11 +66,13 @@ def best_candidate(finish: np.ndarray, extra: np.ndarray, cut: np.ndarray, head:
                 n_head += ok * head_row[p]
             for level in range(n_levels):
                 limit = in_time[level]
-                for j in range(n_pad):
-                    n_pad_ok += (row[m + j] + e) - arrival[j] <= limit
+                for a in range(n_spread):
+                    when = arrival[a]
+                    for j in range(n_pad):
+                        n_pad_ok += (row[m + j] + e) - when[j] <= limit
         count = np.float32(n_all)
         if n_pad_ok > 0:
-            count += np.float32(n_pad_ok) / np.float32(n_levels)
+            count += np.float32(n_pad_ok) / np.float32(n_levels * n_spread)
         if continuation:
             value = accuracy[drain] * np.float64(count) + (accuracy[c] - accuracy[drain]) * np.float64(n_head)
         else:

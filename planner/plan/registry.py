@@ -80,6 +80,9 @@ class AnytimeParams(MethodParams):
     # drop a candidate that another, faster one matches within this accuracy (epsilon-dominance): a
     # difference the calibration examples cannot resolve does not buy server time (0: exact dominance)
     accuracy_tolerance: float = Field(default=0.0, ge=0, lt=1)
+    # the expected arrivals at the quantiles of a Poisson process's arrival times at the recent rate,
+    # not evenly spaced (at light load about half the arrivals come before the mean spacing)
+    arrival_spread: bool = True
     # the service-time calibration's starting factor: the machine's speed now over the profile's.
     # 1 in the simulator (its service times come from the profile itself); a live replay sets it
     # from the re-timed reference (planner.profile.reference, planner.evaluation.live_fault)
