@@ -12,15 +12,22 @@ in mean effective accuracy over cells (a cell: the mean over its deadlines and s
 1 % of requests late (the issue's limit) (:func:`planner.analysis.tuning.compare_variants`).
 Simulation only.
 
-The study (results/full/benchmarks/anytime_variants/) chose ``late_step`` 0.03 over the 0.01
-used before (2026-12-03); the committed files are its re-run of 2026-12-04, after the choice
-learned to respect its own member cut-off. With the preset at 0.03 it is reproduced by
+Each study has a folder of its own (``--study``, under results/full/benchmarks/anytime_variants/).
+The ``late_step`` study chose 0.03 over the 0.01 used before (2026-12-03); its files are its re-run
+of 2026-12-04, after the choice learned to respect its own member cut-off, and before the expected
+arrivals were spread (``arrival_spread``, which its parameters therefore lack). It was run by
 
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/anytime_variants.py --out --reference previous \
-        --variant previous='{"late_step": 0.01}' \
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/anytime_variants.py --out --study late_step \
+        --reference previous --variant previous='{"late_step": 0.01}' \
         --variant start08='{"late_step": 0.01, "member_quantile": 0.8}' \
         --variant target07='{"late_step": 0.01, "late_target": 0.007}' \
         --variant step02start08='{"late_step": 0.02, "member_quantile": 0.8}'
+
+The ``arrival_spread`` study (2026-12-05) compared the expected arrivals spread as a Poisson
+process's arrival times (the default since) with evenly spaced ones:
+
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/anytime_variants.py --out --study arrival_spread \
+        --reference spaced --variant spaced='{"arrival_spread": false}'
 
 Each (task, variant) is written as soon as it finishes (``--out``), keyed by its full parameters,
 so a killed run resumes at the next variant and a changed preset is never read as an old run.
@@ -91,8 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reference", default=PRESET, help="the variant the others are compared with")
     parser.add_argument("--jobs", type=int, default=2, help="variants run at once (processes)")
     parser.add_argument("--out", action="store_true",
-                        help="write results/<preset>/benchmarks/anytime_variants/ (and resume from it)")
+                        help="write results/<preset>/benchmarks/anytime_variants/<study>/ (and resume from it)")
+    parser.add_argument("--study", default=None, help="the study's name (its folder); needed with --out")
     args = parser.parse_args(argv)
+    if args.out and not args.study:
+        parser.error("--out needs --study NAME: each study is written to a folder of its own")
     evaluated = set(config.preset(args.preset).evaluate.seeds)
     if evaluated & set(args.seeds):
         parser.error(f"seeds {sorted(evaluated & set(args.seeds))} are the {args.preset} evaluation's own: "
@@ -114,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(str(exc))
     if args.reference not in variants:
         parser.error(f"--reference {args.reference!r} is not a variant ({sorted(variants)})")
-    folder = variants_dir(args.preset)
+    folder = variants_dir(args.preset, args.study)
     done, todo = [], []
     for task in args.task:
         for name, params in variants.items():

@@ -63,10 +63,39 @@ def test_the_text_names_the_variant_the_preset_uses_and_what_it_bought(runs):
     assert table["variant"].iloc[0] == "previous (reference)"
 
 
+def test_a_parameter_added_after_a_study_does_not_hide_the_variant_the_preset_uses(runs):
+    summary = tuning.compare_variants(runs, late_limit=0.01, reference="previous")
+    # the method gained a parameter after this study ran: the study still names its choice
+    assert "step03 (late_step 0.03)" in tuning.variant_text(summary, {**FAST, "arrival_spread": True}, late_limit=0.01)
+    # but a recorded parameter the preset no longer has is a different choice
+    assert tuning.variant_text(summary, {k: v for k, v in FAST.items() if k != "late_target"}, late_limit=0.01) == ""
+
+
+def test_each_study_is_read_from_its_own_folder_and_rendered(tmp_path, monkeypatch, runs):
+    monkeypatch.setattr(tuning, "results_dir", lambda preset: tmp_path / preset)
+    assert tuning.studies("full") == []
+    assert "no variant study" in tuning.studies_markdown("full", ["sst2"], FAST, 0.01)
+    for study, frame in {"late_step": runs,
+                         "other": runs.assign(variant=runs["variant"].str.replace("step03", "other"))}.items():
+        folder = tuning.variants_dir("full", study)
+        folder.mkdir(parents=True)
+        for variant, part in frame.groupby("variant"):
+            part.assign(reference="previous").to_csv(folder / f"sst2_{variant}.csv", index=False)
+    assert tuning.studies("full") == ["late_step", "other"]
+    assert set(tuning.load_variant_runs("full", "late_step")["variant"]) == {"previous", "step03"}
+    text = tuning.studies_markdown("full", ["sst2"], FAST, 0.01)
+    assert text.index("Study `late_step`") < text.index("Study `other`")
+    assert "development seeds 0, 1" in text and "| previous (reference) |" in text
+    assert tuning.studies_markdown("full", ["cifar10"], FAST, 0.01).startswith("This run has no variant study")
+
+
 def test_committed_variant_runs_load_with_their_full_parameters():
-    runs = tuning.load_variant_runs("full")
-    if runs is None:
+    names = tuning.studies("full")
+    if not names:
         pytest.skip("no committed variant study")
-    assert set(runs["seed"]).isdisjoint(config.preset("full").evaluate.seeds)  # development seeds only
-    for params in runs["params"].unique():
-        assert {"late_step", "late_target", "member_quantile"} <= set(json.loads(params))
+    for study in names:
+        runs = tuning.load_variant_runs("full", study)
+        assert runs is not None, study
+        assert set(runs["seed"]).isdisjoint(config.preset("full").evaluate.seeds)  # development seeds only
+        for params in runs["params"].unique():
+            assert {"late_step", "late_target", "member_quantile"} <= set(json.loads(params))

@@ -24,8 +24,10 @@ VARIANT_COLUMNS = ("task", "variant", "params", "workload", "load", "deadline_ms
                    "effective_accuracy", "late_rate")
 
 
-def variants_dir(preset: str) -> Path:
-    return results_dir(preset) / "benchmarks" / "anytime_variants"
+def variants_dir(preset: str, study: str | None = None) -> Path:
+    """Where the variant studies of ``preset`` live, one folder per study (``study``: that study's)."""
+    root = results_dir(preset) / "benchmarks" / "anytime_variants"
+    return root if study is None else root / study
 
 
 def compare_variants(runs: pd.DataFrame, late_limit: float, reference: str = PRESET,
@@ -58,12 +60,21 @@ def compare_variants(runs: pd.DataFrame, late_limit: float, reference: str = PRE
     return pd.DataFrame(rows)
 
 
-def load_variant_runs(preset: str) -> pd.DataFrame | None:
-    """Every (task, variant) run table the benchmark wrote for ``preset``; None when it never ran."""
-    folder = variants_dir(preset)
+def load_variant_runs(preset: str, study: str) -> pd.DataFrame | None:
+    """Every (task, variant) run table one study of the benchmark wrote for ``preset``; None when it
+    never ran."""
+    folder = variants_dir(preset, study)
     paths = sorted(folder.glob("*.csv")) if folder.exists() else []
     frames = [read_rows(p, VARIANT_COLUMNS) for p in paths if p.name != "summary.csv"]
     return pd.concat(frames, ignore_index=True) if frames else None
+
+
+def studies(preset: str) -> list[str]:
+    """The variant studies recorded for ``preset`` (folder names, in name order); empty when none ran.
+    Why one folder per study: a study compares variants of the method as it was when it ran; a later
+    study of another parameter must not be read as part of it."""
+    root = variants_dir(preset)
+    return sorted(p.name for p in root.iterdir() if p.is_dir()) if root.exists() else []
 
 
 def reference_of(runs: pd.DataFrame) -> str:
@@ -93,10 +104,16 @@ def variant_table(summary: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _same_choice(recorded: dict, chosen: dict) -> bool:
+    """``chosen`` agrees with a variant's ``recorded`` parameters on every parameter the variant
+    recorded (one added to the method after the study ran is not among what the study compared)."""
+    return all(k in chosen and chosen[k] == v for k, v in recorded.items())
+
+
 def variant_text(summary: pd.DataFrame, chosen: dict, late_limit: float) -> str:
     """Which variant's parameters the preset uses (``chosen``: the preset's parameters of the method)
     and what that cost and bought against the reference, per task; empty when none matches."""
-    picked = summary[[json.loads(p) == chosen for p in summary["params"]]]
+    picked = summary[[_same_choice(json.loads(p), chosen) for p in summary["params"]]]
     if picked.empty:
         return ""
     name = str(picked["variant"].iloc[0])
@@ -111,3 +128,22 @@ def variant_text(summary: pd.DataFrame, chosen: dict, late_limit: float) -> str:
         json.loads(ref["params"].iloc[0]), json.loads(picked["params"].iloc[0])).items()})
     return (f"The preset uses the parameters of {name} ({changes}), chosen on these development seeds against "
             f"{reference}: " + "; ".join(per_task) + ".")
+
+
+def studies_markdown(preset: str, tasks: list[str], chosen: dict, late_limit: float) -> str:
+    """Every variant study of ``preset`` for the book, as Markdown: per study its development seeds,
+    which variant the preset uses (:func:`variant_text`) and the table of :func:`variant_table`."""
+    parts = []
+    for study in studies(preset):
+        runs = load_variant_runs(preset, study)
+        if runs is None:
+            continue
+        summary = compare_variants(runs, late_limit, reference=reference_of(runs))
+        summary = summary[summary["task"].isin(tasks)]
+        if summary.empty:
+            continue
+        seeds = ", ".join(str(s) for s in sorted(runs["seed"].unique()))
+        verdict = variant_text(summary, chosen, late_limit) or "None of its variants is the preset's current parameters."
+        parts.append(f"**Study `{study}`** (development seeds {seeds}, every cell of the grid, the policy alone). "
+                     f"{verdict}\n\n{variant_table(summary).to_markdown(index=False)}")
+    return "\n\n".join(parts) or "This run has no variant study of the policy's parameters."
