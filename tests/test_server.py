@@ -549,6 +549,11 @@ def test_loadgen_runs_name_the_parameters_they_ran_with_and_a_changed_preset_is_
     note = params_note(runs, {"anytime": {"late_step": 0.03, "late_target": 0.009}, "seed_p95": {"percentile": 95}})
     assert "`anytime` ran with late_step 0.01 (the preset now: late_step 0.03)" in note and "seed_p95" not in note
     assert params_note(runs, {"anytime": {"late_step": 0.01, "late_target": 0.009}, "seed_p95": {"percentile": 95}}) == ""
+    # a parameter the method gained after the runs is named as such, not as a value of None
+    note = params_note(runs, {"anytime": {"late_step": 0.01, "late_target": 0.009, "arrival_spread": True},
+                              "seed_p95": {"percentile": 95}})
+    assert "`anytime` ran before arrival_spread existed (the preset now: arrival_spread True)" in note
+    assert "None" not in note
 
 
 def test_loadgen_rate_comparison_tests_each_rate_and_adjusts_over_the_sweep(tmp_path):

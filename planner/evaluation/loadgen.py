@@ -335,9 +335,18 @@ def stale_params_note(ran: dict[str, dict], current: dict[str, dict]) -> str:
         if now is None:
             continue
         changed = changed_params(before, now)
-        if changed:
-            parts.append(f"`{method}` ran with {describe_params({k: a for k, (a, _b) in changed.items()})} "
-                         f"(the preset now: {describe_params({k: b for k, (_a, b) in changed.items()})})")
+        if not changed:
+            continue
+        # a parameter absent from the record was added to the method after these runs
+        newer = {k: b for k, (_a, b) in changed.items() if k not in before}
+        older = {k: ab for k, ab in changed.items() if k in before}
+        said = []
+        if older:
+            said.append(f"with {describe_params({k: a for k, (a, _b) in older.items()})} "
+                        f"(the preset now: {describe_params({k: b for k, (_a, b) in older.items()})})")
+        if newer:
+            said.append(f"before {', '.join(sorted(newer))} existed (the preset now: {describe_params(newer)})")
+        parts.append(f"`{method}` ran " + " and ".join(said))
     if not parts:
         return ""
     return ("These runs predate a change of parameters: " + "; ".join(parts)
