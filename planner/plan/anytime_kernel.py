@@ -51,6 +51,8 @@ def best_candidate(finish: np.ndarray, extra: np.ndarray, cut: np.ndarray, head:
     arrival = spacing * pad_arrival[:, :n_pad]
     in_time = pad_deadline * machine
     kept = np.empty(m, dtype=np.int64)   # per candidate: 0 where its cut-off sheds the member, else 1
+    served = np.empty(n_pad, dtype=np.float32)   # per (candidate, quantile): the expected arrivals' finish
+    wait = np.empty(n_pad, dtype=np.float32)     # ... less one arrival level's arrival times
     best, best_value = 0, -np.inf
     for c in range(n_cand):
         head_row = head[c]
@@ -64,12 +66,17 @@ def best_candidate(finish: np.ndarray, extra: np.ndarray, cut: np.ndarray, head:
                 ok = (row[p] + e <= reach[p]) * kept[p]
                 n_all += ok
                 n_head += ok * head_row[p]
-            for level in range(n_levels):
-                limit = in_time[level]
+            if n_pad > 0:  # the same float32 add, subtract and compare per (a, level, j), staged
+                for j in range(n_pad):
+                    served[j] = row[m + j] + e
                 for a in range(n_spread):
                     when = arrival[a]
                     for j in range(n_pad):
-                        n_pad_ok += (row[m + j] + e) - when[j] <= limit
+                        wait[j] = served[j] - when[j]
+                    for level in range(n_levels):
+                        limit = in_time[level]
+                        for j in range(n_pad):
+                            n_pad_ok += wait[j] <= limit
         count = np.float32(n_all)
         if n_pad_ok > 0:
             count += np.float32(n_pad_ok) / np.float32(n_levels * n_spread)
