@@ -13,7 +13,7 @@ import pytest
 
 from planner.evaluation.live_fault import (PHASES, ROW_COLUMNS, SUMMARY_COLUMNS, LiveFaultError, LiveFaultSettings,
                                            attainment_timeline, best_baseline, candidate_configs, cpu_hog, paths,
-                                           read_results, run_live_fault)
+                                           ran_params, read_results, run_live_fault)
 from planner.profile.fingerprint import hardware
 from planner.schema import REQUEST_STATUSES
 
@@ -76,6 +76,15 @@ def test_experiment_end_to_end_and_resume(toy, tmp_path):
     pd.testing.assert_frame_equal(more.rows[more.rows["method"] == "anytime"].reset_index(drop=True),
                                   rows[rows["method"] == "anytime"].reset_index(drop=True))
     assert read_results(tmp_path, "sst2").record["runs"].keys() == {"anytime", "seed_p95", "static_small"}
+    # each replay names the parameters it ran with; a run recorded before runs did is read from the
+    # record beside the results
+    ran = ran_params(tmp_path, more.record)
+    assert ran["anytime"]["late_step"] == pytest.approx(0.02) and "arrival_spread" in ran["anytime"]
+    older = {**more.record, "runs": {m: {k: v for k, v in run.items() if k != "params"}
+                                     for m, run in more.record["runs"].items()}}
+    assert ran_params(tmp_path, older) == {}
+    (tmp_path / "method_params.json").write_text('{"anytime": {"late_step": 0.01}}')
+    assert ran_params(tmp_path, older) == {"anytime": {"late_step": 0.01}}
 
     # another trace on top of stored results is refused
     with pytest.raises(LiveFaultError, match="another trace"):

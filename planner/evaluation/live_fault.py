@@ -59,7 +59,8 @@ from planner.evaluation.validation import TaskData, calibrate, check_labels
 from planner.plan import policies
 from planner.plan.anytime import AnytimePolicy
 from planner.plan.planner import DeadlinePlanner
-from planner.plan.registry import METHODS, MethodParams, TraceContext, method_params, proposed, with_role
+from planner.plan.registry import (METHODS, MethodParams, TraceContext, method_params, params_record, proposed,
+                                   with_role)
 from planner.profile.fingerprint import hardware
 from planner.profile.reference import StartupScale, pick_reference, startup_scale
 from planner.schema import ProfileBundle
@@ -397,6 +398,21 @@ class LiveFaultResult:
     record: dict[str, Any] = field(default_factory=dict)  # the JSON record (trace, fault, scale, runs)
 
 
+def ran_params(out_dir: Path, record: Mapping[str, Any]) -> dict[str, dict]:
+    """``{method: parameters}`` each replay of ``record`` ran with: the run's own entry, else (a run
+    recorded before runs named their parameters) the :data:`planner.evaluation.loadgen.METHOD_PARAMS_FILE`
+    beside the results; a method neither names is left out."""
+    from planner.evaluation.loadgen import recorded_params
+
+    beside = recorded_params(Path(out_dir))
+    out = {}
+    for name, run in record.get("runs", {}).items():
+        params = run.get("params", beside.get(name))
+        if params is not None:
+            out[name] = params
+    return out
+
+
 def read_results(out_dir: Path, task: str) -> LiveFaultResult | None:
     """A task's stored experiment, or None when it has not been run (no record or rows)."""
     rows_file, summary_csv, record_json = paths(out_dir, task)
@@ -575,7 +591,8 @@ def _run_methods(bundle: ProfileBundle, task: str, methods: list[str], todo: lis
             "n_abandoned": int(live.attrs.get("n_abandoned", 0)),
             "n_after_wall": int(live.attrs.get("n_after_wall", 0)),
             "stopped_by_wall": bool(live.attrs.get("stopped_by_wall", False)),
-            "configs_used": {str(c): int(k) for c, k in rows["config_id"].dropna().value_counts().items()}}
+            "configs_used": {str(c): int(k) for c, k in rows["config_id"].dropna().value_counts().items()},
+            "params": params_record([name], params)[name]}
         _write_record(record_json, record)
         hit = rows.groupby("phase")["hit"].mean().reindex(list(PHASES))
         say(f"{name}: hit-rate before {hit['before']:.3f}, during {hit['during']:.3f}, after {hit['after']:.3f} "
