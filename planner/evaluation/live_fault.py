@@ -55,6 +55,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from planner.evaluation.grid import example_ids
+from planner.evaluation.provenance import recorded_params
 from planner.evaluation.validation import TaskData, calibrate, check_labels
 from planner.plan import policies
 from planner.plan.anytime import AnytimePolicy
@@ -400,10 +401,8 @@ class LiveFaultResult:
 
 def ran_params(out_dir: Path, record: Mapping[str, Any]) -> dict[str, dict]:
     """``{method: parameters}`` each replay of ``record`` ran with: the run's own entry, else (a run
-    recorded before runs named their parameters) the :data:`planner.evaluation.loadgen.METHOD_PARAMS_FILE`
+    recorded before runs named their parameters) the :data:`planner.evaluation.provenance.METHOD_PARAMS_FILE`
     beside the results; a method neither names is left out."""
-    from planner.evaluation.loadgen import recorded_params
-
     beside = recorded_params(Path(out_dir))
     out = {}
     for name, run in record.get("runs", {}).items():

@@ -35,14 +35,13 @@ import mlperf_loadgen as lg
 import numpy as np
 import pandas as pd
 
+from planner.evaluation.provenance import METHOD_PARAMS_FILE, recorded_params
 from planner.plan.registry import changed_params, describe_params
 from planner.serving.clients import http_client
 from planner.serving.api import STATUS_OF
 
 SUMMARY_FILE = "mlperf_log_summary.txt"
 SERVER_FILE = "server.json"
-# beside runs whose servers predate the parameters in SERVER_FILE: {method: parameters} they ran with
-METHOD_PARAMS_FILE = "method_params.json"
 DETAIL_FILE = "mlperf_log_detail.txt"
 
 
@@ -313,16 +312,6 @@ def sweep_summary(runs: pd.DataFrame) -> pd.DataFrame:
             "effective_accuracy_at_top": float(top["effective_accuracy"]), "shed_at_top": float(top["shed"]),
         })
     return pd.DataFrame(rows)
-
-
-def recorded_params(folder: Path) -> dict[str, dict]:
-    """``{method: parameters}`` recorded for runs whose servers predate self-described parameters: the
-    :data:`METHOD_PARAMS_FILE` beside them, else the one in the folder above (a live stage records one
-    for all its runs); empty when neither exists."""
-    for candidate in (Path(folder) / METHOD_PARAMS_FILE, Path(folder).parent / METHOD_PARAMS_FILE):
-        if candidate.exists():
-            return {k: v for k, v in json.loads(candidate.read_text()).items() if isinstance(v, dict)}
-    return {}
 
 
 def stale_params_note(ran: dict[str, dict], current: dict[str, dict]) -> str:

@@ -1,4 +1,5 @@
-"""Which profiles a stored result was computed from, so that a resume never splices two profile sets.
+"""Which profiles a stored result was computed from, so that a resume never splices two profile sets;
+and which method parameters runs that do not name their own ran with (:func:`recorded_params`).
 
 Why: ``evaluate``, ``live-fault`` and ``live-server`` resume from the rows already on disk, keyed by
 trace cell and method. Those keys do not name the profiles the methods planned from, so after a
@@ -23,6 +24,9 @@ from planner.schema import SchemaError, read_json
 from planner.tables import MANIFEST, atomic_write_text, manifest_entries
 
 INPUTS = "inputs.json"
+# beside runs that do not name their own parameters (servers before they described themselves, live
+# replays before they recorded them): {method: parameters} they ran with
+METHOD_PARAMS_FILE = "method_params.json"
 # the bundle files a simulated or live result depends on (environment.json changes on every sweep run)
 DIGEST_FILES = ("profiles.csv", "latency_samples.parquet", "predictions.parquet")
 
@@ -72,3 +76,13 @@ def record_inputs(out_dir: Path, result: str, digest: str, profile_folder: Path)
                                                               f"profiles/{Path(profile_folder).name}"}
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     atomic_write_text(Path(out_dir) / INPUTS, json.dumps(dict(sorted(entries.items())), indent=2) + "\n")
+
+
+def recorded_params(folder: Path) -> dict[str, dict]:
+    """``{method: parameters}`` recorded for runs whose servers predate self-described parameters: the
+    :data:`METHOD_PARAMS_FILE` beside them, else the one in the folder above (a live stage records one
+    for all its runs); empty when neither exists."""
+    for candidate in (Path(folder) / METHOD_PARAMS_FILE, Path(folder).parent / METHOD_PARAMS_FILE):
+        if candidate.exists():
+            return {k: v for k, v in json.loads(candidate.read_text()).items() if isinstance(v, dict)}
+    return {}
