@@ -79,7 +79,8 @@ def record_inputs(out_dir: Path, result: str, digest: str, profile_folder: Path)
 
 
 def recorded_params(folder: Path) -> dict[str, dict]:
-    """``{method: parameters}`` recorded for runs whose servers predate self-described parameters: the
+    """``{method: parameters}`` recorded for runs that do not name their own (servers before they
+    described themselves, live fault replays before they recorded them): the
     :data:`METHOD_PARAMS_FILE` beside them, else the one in the folder above (a live stage records one
     for all its runs); empty when neither exists."""
     for candidate in (Path(folder) / METHOD_PARAMS_FILE, Path(folder).parent / METHOD_PARAMS_FILE):

@@ -81,7 +81,7 @@ class AnytimeParams(MethodParams):
     # difference the calibration examples cannot resolve does not buy server time (0: exact dominance)
     accuracy_tolerance: float = Field(default=0.0, ge=0, lt=1)
     # the expected arrivals at the quantiles of a Poisson process's arrival times at the recent rate,
-    # not evenly spaced (at light load about half the arrivals come before the mean spacing)
+    # not evenly spaced (1 - 1/e = 63 % of Poisson inter-arrival times are shorter than their mean)
     arrival_spread: bool = True
     # the service-time calibration's starting factor: the machine's speed now over the profile's.
     # 1 in the simulator (its service times come from the profile itself); a live replay sets it
