@@ -5,6 +5,7 @@ Times are never asserted as absolute values: counts, statuses, the recorded wind
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 
@@ -90,6 +91,25 @@ def test_experiment_end_to_end_and_resume(toy, tmp_path):
     with pytest.raises(LiveFaultError, match="another trace"):
         run_live_fault(bundle, "sst2", methods, SETTINGS.model_copy(update={"load": 0.7}), tmp_path, load,
                        deadline_ms=20.0)
+
+
+def test_a_replay_on_other_hardware_than_the_profiles_says_so(toy, tmp_path):
+    """The record and the log name what differs from the host that timed the profile (a host of the same
+    tag without AVX-512 ran the references 6.5x slower: its replays measure that host)."""
+    bundle, load, _ = toy
+    here = hardware()
+    other = {**here, "cpu_flags": [*here["cpu_flags"], "amx_tile"]}  # a list with one more flag never matches
+    said: list[str] = []
+    result = run_live_fault(dataclasses.replace(bundle, environment=other), "sst2", ["seed_p95"], SETTINGS, tmp_path,
+                            load, deadline_ms=20.0, report=said.append)
+    differences = result.record["startups"][0]["profile_host_differences"]
+    assert len(differences) == 1 and differences[0].startswith("cpu_flags:")
+    assert any(line.startswith("warning: this host differs") and "cpu_flags" in line for line in said)
+    said_here: list[str] = []
+    same = run_live_fault(dataclasses.replace(bundle, environment=here), "sst2", ["seed_p95"], SETTINGS,
+                          tmp_path / "same", load, deadline_ms=20.0, report=said_here.append)
+    assert same.record["startups"][0]["profile_host_differences"] == []
+    assert said_here and not any(line.startswith("warning") for line in said_here)
 
 
 def test_hog_is_stopped_on_error():

@@ -62,7 +62,7 @@ from planner.plan.anytime import AnytimePolicy
 from planner.plan.planner import DeadlinePlanner
 from planner.plan.registry import (METHODS, MethodParams, TraceContext, method_params, params_record, proposed,
                                    with_role)
-from planner.profile.fingerprint import hardware
+from planner.profile.fingerprint import foreign_host_warning, host_record
 from planner.profile.reference import StartupScale, pick_reference, startup_scale
 from planner.schema import ProfileBundle
 from planner.serving.replay import LiveConfig, ReplayLimits, replay, warm_up
@@ -546,6 +546,9 @@ def _run_methods(bundle: ProfileBundle, task: str, methods: list[str], todo: lis
                              settings.reference_calls, seed=settings.seed)
     say(f"start-up scale {scale.scale:.3f} (re-timed median / profiled p50, geometric mean over "
         f"{len(scale.table)} reference configuration(s))")
+    host = host_record(bundle.environment)
+    if (warning := foreign_host_warning(host)) is not None:
+        say(warning)
     ids = example_ids(bundle, task)
     if record is None:  # the first run fixes the trace
         reference = DeadlinePlanner(settings.percentile).fit(bundle.profiles).select(task, deadline).config_id
@@ -560,7 +563,7 @@ def _run_methods(bundle: ProfileBundle, task: str, methods: list[str], todo: lis
     record["methods"] = list(dict.fromkeys([*record.get("methods", []), *methods]))
     record["candidates"] = candidates
     record["startups"] = [*record.get("startups", []), {
-        "at": _now(), "host": hardware(), "startup_scale": scale.scale,
+        "at": _now(), **host, "startup_scale": scale.scale,
         "reference": scale.table.to_dict(orient="records")}]
     _write_record(record_json, record)
     tr = record["trace"]

@@ -59,7 +59,7 @@ from planner.evaluation.validation import TaskData, calibrate, check_labels, wit
 from planner.plan import policies
 from planner.plan.planner import DeadlinePlanner
 from planner.plan.registry import MethodParams, params_record, proposed
-from planner.profile.fingerprint import hardware
+from planner.profile.fingerprint import foreign_host_warning, host_record
 from planner.schema import ProfileBundle
 from planner.serving.clients import ClientLimits, replay_http
 from planner.serving.outcomes import run_metrics
@@ -393,10 +393,13 @@ def _run(bundle: ProfileBundle, task: str, methods: list[str], settings: LiveSer
     fresh = {c: calibrate(cfg, data.inputs, settings.calibration_calls, 0.0, seed=settings.seed + i)
              for i, (c, cfg) in enumerate(configs.items())} if settings.calibration_calls else {}
     say(f"start-up scale {scale:.3f}; {len(fresh)} configuration(s) re-timed for the validation")
+    host = host_record(bundle.environment)
+    if (warning := foreign_host_warning(host)) is not None:
+        say(warning)
     ids = example_ids(bundle, task)
     record = record or {"spec": spec, "runs": {}}
     record.update({"candidates": candidates, "baseline": dict(baseline or {}), "methods": methods})
-    record.setdefault("startups", []).append({"host": hardware(), "startup_scale": scale,
+    record.setdefault("startups", []).append({**host, "startup_scale": scale,
                                               "fresh_p50_ms": {c: float(np.median(v)) for c, v in fresh.items()}})
     atomic_write_text(where["record"], json.dumps(record, indent=2, default=float) + "\n")
     where["runs"].mkdir(parents=True, exist_ok=True)

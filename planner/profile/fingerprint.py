@@ -79,6 +79,25 @@ def hardware(device: str = "cpu") -> dict[str, Any]:
     return {key: env[key] for key in HARDWARE_KEYS if key in env}
 
 
+def host_record(profile_environment: dict[str, Any]) -> dict[str, Any]:
+    """This host's hardware facts and how they differ from those of the host that timed the profile
+    (``environment.json``). Why: a live replay plans from the profile but is measured here; on another
+    host sold under the same tag (measured: the same "AMD EPYC" without AVX-512 ran the CIFAR-10
+    reference 6.5x slower) the start-up scale carries the profile over, but the deadlines and loads
+    chosen from it may no longer fit, and the record must say so."""
+    host = hardware()
+    return {"host": host, "profile_host_differences": hardware_differences(profile_environment, host)}
+
+
+def foreign_host_warning(record: dict[str, Any]) -> str | None:
+    """One line for the log when :func:`host_record` found differences, else None."""
+    differences = record.get("profile_host_differences") or []
+    if not differences:
+        return None
+    return (f"warning: this host differs from the one that timed the profile ({'; '.join(differences)}); "
+            f"the start-up scale carries the profile over, but its deadlines and loads may not fit here")
+
+
 def now_iso() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
