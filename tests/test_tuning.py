@@ -58,6 +58,10 @@ def test_the_text_names_the_variant_the_preset_uses_and_what_it_bought(runs):
     assert "step03 (late_step 0.03)" in text
     assert "0 of 2 light cells over 1% late (reference: 1)" in text
     assert tuning.variant_text(summary, {**FAST, "late_step": 0.05}, late_limit=0.01) == ""
+    # a study run as `--variant` of the preset itself names it as such, not as "the parameters of preset"
+    own = tuning.compare_variants(runs.replace({"variant": {"step03": "preset"}}), late_limit=0.01,
+                                  reference="previous")
+    assert "The preset uses its own parameters (late_step 0.03)" in tuning.variant_text(own, FAST, late_limit=0.01)
     table = tuning.variant_table(summary)
     assert list(table["parameters"]) == ["late_step 0.01", "late_step 0.03"]
     assert table["variant"].iloc[0] == "previous (reference)"

@@ -126,7 +126,8 @@ def variant_text(summary: pd.DataFrame, chosen: dict, late_limit: float) -> str:
                 for r in picked.itertuples(index=False)]
     changes = describe_params({k: now for k, (_was, now) in changed_params(
         json.loads(ref["params"].iloc[0]), json.loads(picked["params"].iloc[0])).items()})
-    return (f"The preset uses the parameters of {name} ({changes}), chosen on these development seeds against "
+    which = "its own parameters" if name == "preset" else f"the parameters of {name}"
+    return (f"The preset uses {which} ({changes}), chosen on these development seeds against "
             f"{reference}: " + "; ".join(per_task) + ".")
 
 
