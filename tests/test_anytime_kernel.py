@@ -6,7 +6,7 @@ arrivals over the deadline mix, the value, ``np.argmax``), with the machine scal
 spacing passed as Python floats as the policy passed them, and the expected arrivals' times given as
 a table (evenly spaced, or spread at the quantiles of a Poisson process's arrival times). Equal
 choices and equal values, bit for bit, on random inputs that include exact ties, no cut-off, the
-switching cost, both arrival tables and both valuations.
+switching cost, both arrival tables, both valuations and head masks of either integer width.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def random_case(rng: np.random.Generator, ties: bool):
         finish[1::2] = finish[::2][: n // 2]
     finish = np.ascontiguousarray(finish, dtype=np.float32)
     extra = (rng.uniform(0, 1, (n, 1)) * x * (rng.random() < 0.5)).astype(np.float32)
-    head = (p[None, :] < batch[:, None]).astype(np.int64)
+    head = (p[None, :] < batch[:, None]).astype(np.int32 if rng.random() < 0.5 else np.int64)  # the policy's, and wider
     cut = rng.uniform(0.0, 4.0, n).astype(np.float32) if rng.random() < 0.7 \
         else np.full(n, -np.inf, dtype=np.float32)   # no cut-off
     m = int(rng.integers(1, lookahead + 1))
@@ -72,7 +72,8 @@ def random_case(rng: np.random.Generator, ties: bool):
     pad_deadline = np.sort(rng.uniform(1.0, 15.0, 4)).astype(np.float32)
     drain = int(rng.integers(0, n))
     pad_arrival = expected_arrival_times(16, spread=bool(rng.random() < 0.5))
-    return (finish, extra, cut, head, slack.astype(np.float32), machine, spacing, n_pad, pad_deadline, pad_arrival,
+    slack = slack if rng.random() < 0.5 else slack.astype(np.float32)  # the serving rule's float64, or float32
+    return (finish, extra, cut, head, slack, machine, spacing, n_pad, pad_deadline, pad_arrival,
             accuracy, drain)
 
 
@@ -85,7 +86,7 @@ def test_the_kernel_chooses_and_values_exactly_as_the_numpy_form(ties, continuat
          drain) = random_case(rng, ties)
         expected = reference(finish, extra, cut, head, slack, machine, spacing, n_pad, pad_deadline, pad_arrival,
                              accuracy, drain, continuation)
-        got = best_candidate(finish, extra, cut, head, slack, np.float32(machine), np.float32(spacing), n_pad,
+        got = best_candidate(finish, extra, cut, head, slack, machine, spacing, n_pad,  # Python floats, as the policy
                              pad_deadline if n_pad else np.zeros(0, np.float32), pad_arrival, accuracy, drain,
                              continuation)
         assert (int(got[0]), float(got[1])) == expected

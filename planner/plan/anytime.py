@@ -291,7 +291,7 @@ class AnytimePolicy(OnlinePolicy):
         self._front_index = {c: i for i, c in enumerate(self._ids)}
         self._front_rows = front
         self._no_extra = np.zeros(self._q.shape, dtype=np.float32)
-        self._head = (np.arange(self.lookahead)[None, :] < self._batch[:, None]).astype(np.int64)  # (C, lookahead)
+        self._head = (np.arange(self.lookahead)[None, :] < self._batch[:, None]).astype(np.int32)  # (C, lookahead)
         self._cut: np.ndarray | None = None
         if hasattr(self, "switch_"):
             self._refresh_switch_extra()
@@ -396,9 +396,11 @@ class AnytimePolicy(OnlinePolicy):
         """(C,) float32: each front candidate's member cut-off (:meth:`member_cutoff_ms`, at the machine
         scale 1 the decision compares slacks at), -inf for all without shedding; recomputed once per
         observation, not per pick."""
-        if self._cut is None and not (self.shed and self.member_quantile is not None):
+        if self._cut is not None:
+            return self._cut
+        if not (self.shed and self.member_quantile is not None):
             self._cut = np.full(len(self._ids), -np.inf, dtype=np.float32)
-        if self._cut is None:
+        else:
             q = min(max(self.quantile_, QUANTILES[0]), QUANTILES[-1])
             j = min(int(np.searchsorted(QUANTILES, q, side="right")) - 1, len(QUANTILES) - 2)
             w = (q - QUANTILES[j]) / (QUANTILES[j + 1] - QUANTILES[j])
@@ -431,8 +433,9 @@ class AnytimePolicy(OnlinePolicy):
             raise NotFittedError(f"{self!r} is not fitted; call fit(bundle) first")
         if self._probing:
             return self._probe_choice(ctx.oldest_slack_ms)
-        slacks = ctx.queue_slack_ms or (ctx.oldest_slack_ms,)
+        slacks = ctx.window_slacks_ms()
         m = min(len(slacks), self.lookahead)
+        slacks = np.asarray(slacks if len(slacks) == m else slacks[:m], dtype=np.float64)  # the rule's array as it is
         machine = math.exp(-self.estimator_.log_global)        # slacks at the profiles' scale
         servers = max(ctx.servers, 1)
         finish = self._continuation_latency(servers, m) if self.continuation else self._round_latency(servers)
@@ -447,8 +450,7 @@ class AnytimePolicy(OnlinePolicy):
                 n_pad, spacing = min(self.lookahead - m, EXPECTED_ARRIVALS), 1000.0 / ctx.recent_rate_rps * machine
         # expected on-time correct answers of each candidate, over (quantile x position) in one compiled
         # pass; a head-batch member below c's cut-off is shed, not served, so it counts nothing for c
-        best, value = best_candidate(finish, extra, self._cutoffs(), self._head,
-                                     np.fromiter(slacks, np.float32, m), np.float32(machine), np.float32(spacing),
+        best, value = best_candidate(finish, extra, self._cutoffs(), self._head, slacks, machine, spacing,
                                      n_pad, self._pad_deadlines if n_pad else self._no_pad, self._pad_arrival,
                                      self._acc, self._drain, self.continuation)
         if value <= 0.0:

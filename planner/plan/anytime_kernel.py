@@ -21,17 +21,17 @@ from numba import njit
 
 @njit(cache=True, nogil=True)
 def best_candidate(finish: np.ndarray, extra: np.ndarray, cut: np.ndarray, head: np.ndarray,
-                   slack: np.ndarray, machine: np.float32, spacing: np.float32, n_pad: int,
+                   slack: np.ndarray, machine: float, spacing: float, n_pad: int,
                    pad_deadline: np.ndarray, pad_arrival: np.ndarray, accuracy: np.ndarray, drain: int,
                    continuation: bool) -> tuple[int, float]:
     """The candidate (first axis of ``finish``) of most expected on-time correct answers, and that value.
 
     ``finish`` (C, Q, L) float32: finish time of window position ``p`` at latency quantile ``q``, at
     the profiles' scale; ``extra`` (C, Q) float32, added to every finish time (the learned switching
-    cost, or zeros); ``slack`` (m,) float32, the waiting requests' slacks, ``m <= L``, compared after
-    multiplying by ``machine`` (the profiles' scale over the machine's); ``cut`` (C,) float32, each
-    candidate's member cut-off (``-inf`` for none); ``head`` (C, L) int64, 1 on the head-batch
-    positions. Position ``p`` at quantile ``q`` counts when ``finish + extra <= slack * machine`` and,
+    cost, or zeros); ``slack`` (m,) float32 or float64 (rounded to float32 first), the waiting
+    requests' slacks, ``m <= L``, compared after multiplying by ``machine`` (the profiles' scale over
+    the machine's); ``cut`` (C,) float32, each candidate's member cut-off (``-inf`` for none); ``head``
+    (C, L) integer, 1 on the head-batch positions. Position ``p`` at quantile ``q`` counts when ``finish + extra <= slack * machine`` and,
     on the head batch, ``cut <= slack * machine`` (a member below the cut-off is shed, not served). The
     expected arrivals are positions ``m + j``, ``j < n_pad``; ``pad_arrival`` (A, >= n_pad) float32
     holds A equally likely arrival times of each, in units of ``spacing`` (one row ``j + 1``: evenly
@@ -41,42 +41,57 @@ def best_candidate(finish: np.ndarray, extra: np.ndarray, cut: np.ndarray, head:
 
     Value: ``accuracy[drain] * count + (accuracy[c] - accuracy[drain]) * head_count`` with
     ``continuation`` (the head batch at the candidate's accuracy, the rest at the drain's), else
-    ``accuracy[c] * count``. Ties go to the first candidate, as ``np.argmax``. The loops run over
-    every position with masks rather than over split head and tail ranges: branch-free, and measured
-    about twice as fast here.
+    ``accuracy[c] * count``. Ties go to the first candidate, as ``np.argmax``.
+
+    Speed (why the loops look as they do): a shed member is folded into the comparison (its reach is
+    -inf) rather than masked; counts are 32-bit and accumulated per position (per (a, j) for the
+    expected arrivals, flattened into one loop) across the quantiles, with no reduction inside the
+    inner loops, so they vectorise; the head count is read off the per-position counts once per
+    candidate. Side by side here (AVX2; 45 candidates, 6 quantiles) against the former form (0/1 masks,
+    64-bit running sums): 2.0x faster at 64 waiting, 1.8-2.0x at 2 waiting with 16 expected arrivals.
     """
     n_cand, n_q = finish.shape[0], finish.shape[1]
     m, n_levels, n_spread = slack.shape[0], pad_deadline.shape[0], pad_arrival.shape[0]
-    reach = slack * machine
-    arrival = spacing * pad_arrival[:, :n_pad]
-    in_time = pad_deadline * machine
-    kept = np.empty(m, dtype=np.int64)   # per candidate: 0 where its cut-off sheds the member, else 1
+    machine32, spacing32 = np.float32(machine), np.float32(spacing)  # rounded here as np.float32() would outside
+    reach = slack.astype(np.float32) * machine32  # float64 slacks (the serving rule's) round as numpy rounds them
+    arrival = spacing32 * pad_arrival[:, :n_pad]
+    in_time = pad_deadline * machine32
+    never = np.float32(-np.inf)
+    reach_kept = np.empty(m, dtype=np.float32)   # per candidate: reach, -inf where its cut-off sheds the member
+    on_time = np.empty(m, dtype=np.int32)        # per candidate and position: quantiles on time
     served = np.empty(n_pad, dtype=np.float32)   # per (candidate, quantile): the expected arrivals' finish
-    wait = np.empty(n_pad, dtype=np.float32)     # ... less one arrival level's arrival times
+    wait = np.empty(n_spread * n_pad, dtype=np.float32)  # ... less each arrival time (a, j), flat: one long loop
+    pad_ok = np.empty(n_spread * n_pad, dtype=np.int32)  # per (a, j): (quantile, level) pairs on time
     best, best_value = 0, -np.inf
     for c in range(n_cand):
         head_row = head[c]
+        cut_c = cut[c]
         for p in range(m):
-            kept[p] = (head_row[p] == 0) | (cut[c] <= reach[p])
-        n_all, n_head, n_pad_ok = 0, 0, 0
+            reach_kept[p] = reach[p] if (head_row[p] == 0) or (cut_c <= reach[p]) else never
+            on_time[p] = 0
+        for k in range(n_spread * n_pad):
+            pad_ok[k] = 0
         for q in range(n_q):
             e = extra[c, q]
             row = finish[c, q]
             for p in range(m):
-                ok = (row[p] + e <= reach[p]) * kept[p]
-                n_all += ok
-                n_head += ok * head_row[p]
-            if n_pad > 0:  # the same float32 add, subtract and compare per (a, level, j), staged
+                on_time[p] += np.int32(row[p] + e <= reach_kept[p])
+            if n_pad > 0:  # the same float32 add, subtract and compare per (a, level, j), staged over (a, j)
                 for j in range(n_pad):
                     served[j] = row[m + j] + e
                 for a in range(n_spread):
-                    when = arrival[a]
                     for j in range(n_pad):
-                        wait[j] = served[j] - when[j]
-                    for level in range(n_levels):
-                        limit = in_time[level]
-                        for j in range(n_pad):
-                            n_pad_ok += wait[j] <= limit
+                        wait[a * n_pad + j] = served[j] - arrival[a, j]
+                for level in range(n_levels):
+                    limit = in_time[level]
+                    for k in range(n_spread * n_pad):
+                        pad_ok[k] += np.int32(wait[k] <= limit)
+        n_all, n_head, n_pad_ok = 0, 0, 0
+        for p in range(m):
+            n_all += on_time[p]
+            n_head += on_time[p] * (head_row[p] != 0)
+        for k in range(n_spread * n_pad):
+            n_pad_ok += pad_ok[k]
         count = np.float32(n_all)
         if n_pad_ok > 0:
             count += np.float32(n_pad_ok) / np.float32(n_levels * n_spread)

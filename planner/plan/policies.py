@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 import pandas as pd
@@ -31,7 +31,9 @@ class PolicyContext:
     queue (the oldest under FIFO, the most urgent under EDF); negative once it is late.
     ``recent_rate_rps`` is the arrival rate over the server's look-back window.
     ``queue_slack_ms`` holds the slacks of the first queued requests in service order, filled only
-    for a policy whose :class:`PolicyNeeds` asks for them (``lookahead``: how many).
+    for a policy whose :class:`PolicyNeeds` asks for them (``lookahead``: how many): a float64 array
+    from the serving rule (a policy converts it without a per-element Python loop), any sequence of
+    floats from a caller that builds a context by hand.
     """
 
     now_s: float
@@ -43,7 +45,12 @@ class PolicyContext:
     idle_servers: int
     servers: int
     recent_rate_rps: float
-    queue_slack_ms: tuple[float, ...] = ()
+    queue_slack_ms: np.ndarray | Sequence[float] = ()
+
+    def window_slacks_ms(self) -> np.ndarray | Sequence[float]:
+        """The queued slacks a window-valuing policy reads: ``queue_slack_ms``, or the head's slack alone
+        when the server filled none."""
+        return self.queue_slack_ms if len(self.queue_slack_ms) else (self.oldest_slack_ms,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,7 +253,7 @@ class SlackAwarePolicy(OnlinePolicy):
                 if rounds * lat[i] <= ctx.oldest_slack_ms:
                     return self._ids[i]
             return self._ids[self._drain]
-        slacks = np.asarray(ctx.queue_slack_ms or (ctx.oldest_slack_ms,), dtype=float)
+        slacks = np.asarray(ctx.window_slacks_ms(), dtype=float)
         finish = self.finish_ms(k, len(slacks))
         value = self._acc * (finish <= slacks[None, :]).sum(axis=1)
         if value.max() <= 0:

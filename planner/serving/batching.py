@@ -104,6 +104,11 @@ class TraceArrays:
                    ordered["request_id"].tolist())
 
 
+# the context's slacks for a policy that asks for none (shared, so read-only)
+_NO_SLACKS = np.zeros(0)
+_NO_SLACKS.flags.writeable = False
+
+
 @dataclass(frozen=True, slots=True)
 class BatchPick:
     """One decision: the configuration, the requests it serves, the ones dropped as expired and the
@@ -137,7 +142,8 @@ def pick_batch(queue: RequestQueue, t: float, arrived: int, trace: TraceArrays, 
     head = queue.head()
     recent = (arrived - bisect_left(trace.arrival_s, t - rate_window_s, 0, arrived)) / rate_window_s
     lookahead = policy.needs.lookahead
-    slacks = tuple((abs_deadline[r] - t) * 1000.0 for r in queue.first(lookahead)) if lookahead else ()
+    slacks = np.fromiter(((abs_deadline[r] - t) * 1000.0 for r in queue.first(lookahead)), dtype=np.float64) \
+        if lookahead else _NO_SLACKS
     ctx = PolicyContext(t, task, len(queue), (abs_deadline[head] - t) * 1000.0, trace.rel_deadline_ms[head],
                         trace.request_ids[head], idle_servers, servers, recent, slacks)
     try:
