@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from planner.paths import cpu_model, results_dir
+from planner.paths import results_dir
+from planner.profile.fingerprint import hardware
 from planner.plan import DeadlinePlanner
 from planner.plan.anytime import anytime
 from planner.plan.policies import PolicyContext
@@ -64,7 +65,8 @@ def main() -> None:
                 switching.observe(config, 1, reference * (2.0 if k == 0 else 1.0))
     assert switching._extra is not None  # the switch-charging path is the one timed
     rng = np.random.default_rng(0)
-    contexts = [PolicyContext(0.0, "sst2", args.waiting, float(s[0]), 5.0, 0, 1, 1, 200.0, tuple(s.tolist()))
+    # the slacks as the serving rule hands them over (a float64 array, planner.serving.batching.pick_batch)
+    contexts = [PolicyContext(0.0, "sst2", args.waiting, float(s[0]), 5.0, 0, 1, 1, 200.0, s)
                 for s in np.sort(rng.uniform(-1.0, 12.0, (64, args.waiting)), axis=1)]
     deadlines = rng.uniform(0.5, 12.0, 64).tolist()
     i = {"a": 0, "s": 0, "w": 0}
@@ -87,12 +89,13 @@ def main() -> None:
         anytime_us += _time(decide, args.calls)
         select_us += _time(select, args.calls)
         switching_us += _time(decide_switching, args.calls)
+    host = hardware()
     a, s, w = statistics.median(anytime_us), statistics.median(select_us), statistics.median(switching_us)
     row = {"configs": args.configs, "front": len(policy._ids), "waiting": args.waiting,
            "anytime_median_us": a, "anytime_p95_us": float(np.percentile(anytime_us, 95)),
            "select_median_us": s, "ratio_anytime_over_select": a / s,
            "anytime_switch_cost_median_us": w, "ratio_switch_cost_over_select": w / s,
-           "cpu_model": cpu_model(), "python": platform.python_version(),
+           "cpu_model": host["cpu_model"], "cpu_flags": " ".join(host["cpu_flags"]), "python": platform.python_version(),
            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
     print(pd.Series(row).to_string())
     if args.out or args.csv:

@@ -20,6 +20,11 @@ def test_a_slow_machine_is_over_the_budget_and_a_fast_one_within_it(tmp_path):
     text = results.decision_text(tmp_path)
     assert "40.6 µs" in text and "27 times" in text and f"over the {results.DECISION_BUDGET_US:g} µs budget" in text
     assert "GPU machine" not in text
+    # a row that records the CPU's vector extensions names them (one host model name, with or without AVX-512)
+    _row(30.0, 1.5, "AMD EPYC").assign(cpu_flags="avx2").to_csv(tmp_path / results.DECISION_CSV, index=False)
+    assert "30.0 µs on this CPU (AMD EPYC; avx2) on 2026-12-04" in results.decision_text(tmp_path)
+    _row(19.3, 1.4, "AMD EPYC").to_csv(tmp_path / results.DECISION_CSV, index=False)
+    assert f"within the {results.DECISION_BUDGET_US:g} µs budget" in results.decision_text(tmp_path)
     _row(11.6, 0.42, "Intel Xeon").to_csv(tmp_path / results.OTHER_DECISION_CSV, index=False)
     text = results.decision_text(tmp_path)
     assert "Intel Xeon" in text and "11.6 µs" in text and "within the budget there" in text

@@ -240,6 +240,21 @@ DECISION_CSV = "decision_benchmark.csv"  # this machine's run of benchmarks/benc
 OTHER_DECISION_CSV = "decision_benchmark_gpu_host.csv"  # the same script on the GPU machine's host CPU (--csv)
 
 
+def _cpu_words(row: pd.Series) -> str:
+    """`` (AMD EPYC; avx2)``: the CPU and the vector extensions it has of those the profiles record (hosts
+    sold under one model name differ in them, and the decision kernel's speed with them); empty for a row
+    from before the benchmark recorded them."""
+    flags = row.get("cpu_flags")
+    if not isinstance(flags, str):
+        return ""
+    return f" ({row.cpu_model}; {', '.join(flags.split()) or 'none of AVX2/AVX-512/AMX'})"
+
+
+def _verdict(row: pd.Series) -> str:
+    """``within`` or ``over`` :data:`DECISION_BUDGET_US`, for one machine's row."""
+    return "within" if row.anytime_median_us <= DECISION_BUDGET_US else "over"
+
+
 def decision_text(bench_dir: Path) -> str:
     """What the decision benchmark measured, against :data:`DECISION_BUDGET_US`, in a sentence or three.
 
@@ -251,23 +266,22 @@ def decision_text(bench_dir: Path) -> str:
         return "The decision benchmark (`benchmarks/bench_decision.py --out`) has not been run for this build."
     row = pd.read_csv(path).iloc[0]
     text = (f"With {int(row.configs)} configurations and {int(row.waiting)} waiting requests a decision took a "
-            f"median of {row.anytime_median_us:.1f} µs on this CPU, {row.ratio_anytime_over_select:.0f} times the "
+            f"median of {row.anytime_median_us:.1f} µs on this CPU{_cpu_words(row)} on {str(row.measured_at)[:10]}, "
+            f"{row.ratio_anytime_over_select:.0f} times the "
             f"static `select` timed in the same run (`benchmarks/bench_decision.py`)")
     if "anytime_switch_cost_median_us" in row:
         text += (f"; once the policy has learned a switching cost, {row.anytime_switch_cost_median_us:.1f} µs "
                  f"({row.ratio_switch_cost_over_select:.0f} times).")
     else:
         text += "."
-    if row.anytime_median_us > DECISION_BUDGET_US:
-        text += (f" That is over the {DECISION_BUDGET_US:g} µs budget this design set itself at that size, on this "
-                 "machine; the ratio to `select`, timed side by side, is the figure that travels between machines.")
+    text += (f" That is {_verdict(row)} the {DECISION_BUDGET_US:g} µs budget this design set itself at that size, on "
+             "this machine; the ratio to `select`, timed side by side, is the figure that travels between machines.")
     other = bench_dir / OTHER_DECISION_CSV
     if other.exists():
         o = pd.read_csv(other).iloc[0]
-        verdict = "within" if o.anytime_median_us <= DECISION_BUDGET_US else "over"
         text += (f" The same script on the GPU machine's host CPU ({o.cpu_model}, Python {o.python}, nothing else "
-                 f"running) measured {o.anytime_median_us:.1f} µs (p95 {o.anytime_p95_us:.1f} µs), "
-                 f"{o.ratio_anytime_over_select:.0f} times its `select`: {verdict} the budget there.")
+                 f"running, {str(o.measured_at)[:10]}) measured {o.anytime_median_us:.1f} µs (p95 {o.anytime_p95_us:.1f} µs), "
+                 f"{o.ratio_anytime_over_select:.0f} times its `select`: {_verdict(o)} the budget there.")
     return text
 
 
