@@ -180,6 +180,17 @@ def test_cli_writes_eval_csvs(bundle, tmp_path, monkeypatch):
     assert set(pd.read_csv(eval_dir / "summary_sst2.csv")["method"]) == {"seed_p95", "slack_aware", "best_fixed_hindsight"}
     assert main(args) == 0  # resumes: nothing new, same files
     assert len(pd.read_csv(eval_dir / "runs_sst2.csv")) == len(runs)
+    # a re-sum of the same runs that moves only last digits leaves the stored summary as it is ...
+    summary_csv = eval_dir / "summary_sst2.csv"
+    stored = pd.read_csv(summary_csv)
+    nudged = stored.assign(mean=np.nextafter(stored["mean"].to_numpy(float), np.inf))
+    summary_csv.write_text(nudged.to_csv(index=False))
+    written = summary_csv.read_bytes()
+    assert main(args) == 0 and summary_csv.read_bytes() == written
+    # ... and one that differs in substance is rewritten from the runs
+    summary_csv.write_text(stored.assign(mean=stored["mean"] + 0.01).to_csv(index=False))
+    assert main(args) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(summary_csv), stored)
     assert main(args + ["--methods", "slack_aware_drain"]) == 0  # an extra method joins the same files
     assert len(pd.read_csv(eval_dir / "runs_sst2.csv")) == len(runs) + 2 * 2
     assert "slack_aware_drain" in set(pd.read_csv(eval_dir / "summary_sst2.csv")["method"])
