@@ -16,7 +16,6 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import pandas as pd
 
 from planner import config
@@ -138,32 +137,18 @@ def _evaluate_task(args: argparse.Namespace, task: str, settings: EvaluatePreset
     print(f"{task}: {len(result.runs)} runs in {runs_csv}")
 
 
-def same_numbers(old: pd.DataFrame, new: pd.DataFrame, rtol: float = 1e-9, atol: float = 1e-12) -> bool:
-    """Whether two tables hold the same rows and columns, numbers equal up to ``rtol`` and ``atol`` (NaN
-    equal to NaN)."""
-    if list(old.columns) != list(new.columns) or len(old) != len(new):
-        return False
-    for column in new.columns:
-        a, b = old[column], new[column]
-        if pd.api.types.is_numeric_dtype(a) and pd.api.types.is_numeric_dtype(b):
-            if not np.allclose(a.to_numpy(float), b.to_numpy(float), rtol=rtol, atol=atol, equal_nan=True):
-                return False
-        elif not (a.astype(str).to_numpy() == b.astype(str).to_numpy()).all():
-            return False
-    return True
-
-
 def _write_summary(path: Path, summary: pd.DataFrame) -> None:
     """Write ``summary`` unless the file already holds it. Why: a resume that runs nothing re-sums the
     same runs read back in another order, which moves last digits only, and rewriting would dirty a
     committed study for nothing; a summary that differs in substance (new runs, a killed run's
     missing summary) is always written."""
     if path.exists():
-        try:
-            if same_numbers(pd.read_csv(path), summary):
-                return
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
-            pass  # unreadable: written afresh below
+        try:  # pandas' comparison: same rows and columns, numbers within rtol 1e-9 (NaN equal to NaN)
+            pd.testing.assert_frame_equal(pd.read_csv(path), summary.reset_index(drop=True), check_dtype=False,
+                                          check_exact=False, rtol=1e-9, atol=1e-12)
+            return
+        except (AssertionError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+            pass  # differs, or unreadable: written afresh below
     atomic_write_text(path, summary.to_csv(index=False))
 
 
