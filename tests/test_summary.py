@@ -137,3 +137,17 @@ def test_class_outcomes_split_a_mixed_trace_by_deadline_class():
     assert out.loc["relaxed", "effective_accuracy"] == pytest.approx(1 / 3)
     with pytest.raises(ValueError, match="match no class"):
         class_outcomes(requests.assign(deadline_ms=7.0), 10.0, {"tight": 0.5, "relaxed": 3.0})
+
+
+def test_summarize_runs_does_not_depend_on_the_order_runs_arrive_in():
+    """A resume reads runs in file order, a parallel run gets them in completion order: the same runs
+    must give the same summary to the last digit, or a resume rewrites committed summaries."""
+    from planner.analysis.summary import summarize_runs
+
+    values = [0.2997, 0.4227, 0.0283, 0.1243, 0.6706, 0.6472]  # their sum differs in the last bit by order
+    runs = pd.DataFrame({"task": "sst2", "workload": "steady", "load": 0.5, "deadline_ms": 10.0, "method": "a",
+                         "seed": range(len(values)), "effective_accuracy": values})
+    forward = summarize_runs(runs, ["effective_accuracy"])
+    for order in ([5, 4, 3, 2, 1, 0], [3, 0, 5, 1, 4, 2]):
+        again = summarize_runs(runs.iloc[order], ["effective_accuracy"])
+        pd.testing.assert_frame_equal(again, forward, check_exact=True)

@@ -25,8 +25,14 @@ def summarize_runs(runs: pd.DataFrame, metrics: list[str] | None = None, confide
 
     Uses :func:`planner.analysis.stats.describe`. A metric with fewer than 2 finite values in a group (e.g.
     latency when every request was dropped) is left out of that group's summary.
+
+    Runs are put in one order (cell, then seed) first. Why: a floating-point sum depends on its order,
+    and runs arrive in completion order after a parallel run but in file order on a resume, so the same
+    runs summed as they came moved the summaries' last digits from one invocation to the next.
     """
     by = CELL_KEYS
+    order = [c for c in [*by, "seed"] if c in runs.columns]
+    runs = runs.sort_values(order, kind="stable")
     parts = []
     for metric in metrics or RUN_METRICS:
         finite = runs[np.isfinite(runs[metric].astype(float))]
