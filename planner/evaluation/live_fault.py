@@ -62,7 +62,7 @@ from planner.plan.anytime import AnytimePolicy
 from planner.plan.planner import DeadlinePlanner
 from planner.plan.registry import (METHODS, MethodParams, TraceContext, method_params, params_record, proposed,
                                    with_role)
-from planner.profile.fingerprint import foreign_host_warning, host_record
+from planner.profile.fingerprint import announced_host_record
 from planner.profile.reference import StartupScale, pick_reference, startup_scale
 from planner.schema import ProfileBundle
 from planner.serving.replay import LiveConfig, ReplayLimits, replay, warm_up
@@ -546,9 +546,7 @@ def _run_methods(bundle: ProfileBundle, task: str, methods: list[str], todo: lis
                              settings.reference_calls, seed=settings.seed)
     say(f"start-up scale {scale.scale:.3f} (re-timed median / profiled p50, geometric mean over "
         f"{len(scale.table)} reference configuration(s))")
-    host = host_record(bundle.environment)
-    if (warning := foreign_host_warning(host)) is not None:
-        say(warning)
+    host = announced_host_record(bundle.environment, say)
     ids = example_ids(bundle, task)
     if record is None:  # the first run fixes the trace
         reference = DeadlinePlanner(settings.percentile).fit(bundle.profiles).select(task, deadline).config_id

@@ -59,7 +59,7 @@ from planner.evaluation.validation import TaskData, calibrate, check_labels, wit
 from planner.plan import policies
 from planner.plan.planner import DeadlinePlanner
 from planner.plan.registry import MethodParams, params_record, proposed
-from planner.profile.fingerprint import foreign_host_warning, host_record
+from planner.profile.fingerprint import announced_host_record
 from planner.schema import ProfileBundle
 from planner.serving.clients import ClientLimits, replay_http
 from planner.serving.outcomes import run_metrics
@@ -393,9 +393,7 @@ def _run(bundle: ProfileBundle, task: str, methods: list[str], settings: LiveSer
     fresh = {c: calibrate(cfg, data.inputs, settings.calibration_calls, 0.0, seed=settings.seed + i)
              for i, (c, cfg) in enumerate(configs.items())} if settings.calibration_calls else {}
     say(f"start-up scale {scale:.3f}; {len(fresh)} configuration(s) re-timed for the validation")
-    host = host_record(bundle.environment)
-    if (warning := foreign_host_warning(host)) is not None:
-        say(warning)
+    host = announced_host_record(bundle.environment, say)
     ids = example_ids(bundle, task)
     record = record or {"spec": spec, "runs": {}}
     record.update({"candidates": candidates, "baseline": dict(baseline or {}), "methods": methods})

@@ -435,7 +435,7 @@ class AnytimePolicy(OnlinePolicy):
             return self._probe_choice(ctx.oldest_slack_ms)
         slacks = ctx.window_slacks_ms()
         m = min(len(slacks), self.lookahead)
-        slacks = np.asarray(slacks if len(slacks) == m else slacks[:m], dtype=np.float64)  # the rule's array as it is
+        slacks = np.asarray(slacks[:m], dtype=np.float64)  # the rule's float64 array is sliced, not copied
         machine = math.exp(-self.estimator_.log_global)        # slacks at the profiles' scale
         servers = max(ctx.servers, 1)
         finish = self._continuation_latency(servers, m) if self.continuation else self._round_latency(servers)

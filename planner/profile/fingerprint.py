@@ -7,7 +7,7 @@ import os
 import platform
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from planner.paths import cpu_model, machine_tag
 
@@ -96,6 +96,15 @@ def foreign_host_warning(record: dict[str, Any]) -> str | None:
         return None
     return (f"warning: this host differs from the one that timed the profile ({'; '.join(differences)}); "
             f"the start-up scale carries the profile over, but its deadlines and loads may not fit here")
+
+
+def announced_host_record(profile_environment: dict[str, Any], say: Callable[[str], None]) -> dict[str, Any]:
+    """:func:`host_record`, with :func:`foreign_host_warning`'s line passed to ``say`` when there is one:
+    every live stage records the host and warns the same way."""
+    record = host_record(profile_environment)
+    if (warning := foreign_host_warning(record)) is not None:
+        say(warning)
+    return record
 
 
 def now_iso() -> str:
