@@ -251,7 +251,21 @@ class AnytimePolicy(OnlinePolicy):
         self._reference = dict(zip(self._all_ids, grid.loc[table["config_id"], 0.5].to_numpy(dtype=float)))
         self._no_pad = np.zeros(0, dtype=np.float32)  # no expected arrivals to value
         self._pad_arrival = expected_arrival_times(EXPECTED_ARRIVALS, self.arrival_spread)
-        return self.fresh()
+        self.fresh()
+        self._load_kernel()
+        return self
+
+    def _load_kernel(self) -> None:
+        """Run the compiled valuation once on the fitted arrays, with the argument types a decision
+        passes, so the first decision of a trace costs what the others cost. Why: the kernel is
+        compiled (or read from numba's disk cache) at its first call, which took 150-230 ms; behind
+        the HTTP server that first batch's "service time" taught the estimator a machine 50x slower
+        and the policy shed the next 30 requests (measured under LoadGen, 2026-12-05). A no-op
+        after the first policy of a process; it changes no online state."""
+        servers, window = 1, 1
+        finish = self._continuation_latency(servers, window) if self.continuation else self._round_latency(servers)
+        best_candidate(finish, self._no_extra, self._cutoffs(), self._head, np.zeros(window, dtype=np.float64),
+                       1.0, 1.0, 1, self._no_pad, self._pad_arrival, self._acc, self._drain, self.continuation)
 
     def fresh(self) -> "AnytimePolicy":
         """Reset the online state (calibration, front) for a new trace; the fitted candidates stay."""
