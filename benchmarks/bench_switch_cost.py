@@ -12,6 +12,11 @@ Calls are interleaved in blocks (alone, then alternating) with a fixed busy gap 
 the server's own work; the script prints medians and the ratio and, with ``--out``, writes
 ``results/full/benchmarks/switch_cost.csv``. Timing only: nothing here is an accuracy.
 
+Both ways ONNX Runtime's threads can wait for work are measured in the same run, block by block:
+spinning (ORT's default; the profiles' setting) and sleeping (what the live server loads,
+:func:`planner.serving.replay.load_live_configs`). Why: a spinning session that was just left keeps a
+core busy while the next one serves, and this host has two.
+
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_switch_cost.py --out
 """
 
@@ -51,38 +56,53 @@ def choose(profiles: pd.DataFrame, task: str) -> tuple[str, list[str]]:
     return str(target["config_id"]), same.sort_values("model")["config_id"].tolist()
 
 
-def measure(task: str, preset: str, calls: int, blocks: int, gap_ms: float, threads: int) -> dict:
+def _time_blocks(configs: dict, target: str, others: list[str], batch, calls: int, gap_ms: float,
+                 alone: list[float], switched: list[float]) -> None:
+    """One block: ``calls`` target calls back to back, then ``calls`` each right after another model's."""
+    for _ in range(calls):  # alone: the target back to back, as the profile timed it
+        start = time.perf_counter()
+        configs[target].run(batch)
+        alone.append((time.perf_counter() - start) * 1000.0)
+        _busy(gap_ms / 1000.0)
+    for i in range(calls):  # switching: every target call follows a call of another model
+        configs[others[i % len(others)]].run(batch)
+        _busy(gap_ms / 1000.0)
+        start = time.perf_counter()
+        configs[target].run(batch)
+        switched.append((time.perf_counter() - start) * 1000.0)
+        _busy(gap_ms / 1000.0)
+
+
+def measure(task: str, preset: str, calls: int, blocks: int, gap_ms: float, threads: int) -> list[dict]:
+    """One row per ORT thread setting (spinning, sleeping), their blocks interleaved in one run."""
     set_threads(threads)
     bundle = load_bundle(preset)
     target, others = choose(bundle.profiles, task)
     if not others:
         raise SystemExit(f"{task}: no other model shares the runtime and precision of {target}")
-    configs = load_live_configs(bundle.profiles, [target, *others], preset, threads)
+    settings = {spin: load_live_configs(bundle.profiles, [target, *others], preset, threads, spin=spin)
+                for spin in (True, False)}
     inputs, _ = eval_inputs(task, n=64)
     batch = inputs[:1]
-    for cid in [target, *others]:  # warm-up: sessions built, kernels chosen
-        for _ in range(20):
-            configs[cid].run(batch)
-    alone, switched = [], []
+    for configs in settings.values():
+        for cid in [target, *others]:  # warm-up: sessions built, kernels chosen
+            for _ in range(20):
+                configs[cid].run(batch)
+    times = {spin: ([], []) for spin in settings}
     for _ in range(blocks):
-        for _ in range(calls):  # alone: the target back to back, as the profile timed it
-            start = time.perf_counter()
-            configs[target].run(batch)
-            alone.append((time.perf_counter() - start) * 1000.0)
-            _busy(gap_ms / 1000.0)
-        for i in range(calls):  # switching: every target call follows a call of another model
-            configs[others[i % len(others)]].run(batch)
-            _busy(gap_ms / 1000.0)
-            start = time.perf_counter()
-            configs[target].run(batch)
-            switched.append((time.perf_counter() - start) * 1000.0)
-            _busy(gap_ms / 1000.0)
-    a, s = statistics.median(alone), statistics.median(switched)
-    return {"task": task, "target": target, "others": " ".join(others), "threads": threads, "gap_ms": gap_ms,
-            "calls": calls * blocks, "alone_median_ms": a, "switched_median_ms": s, "ratio_switched_over_alone": s / a,
-            "alone_p95_ms": float(np.percentile(alone, 95)), "switched_p95_ms": float(np.percentile(switched, 95)),
-            "cpu_model": cpu_model(), "python": platform.python_version(),
-            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        for spin, configs in settings.items():
+            _time_blocks(configs, target, others, batch, calls, gap_ms, *times[spin])
+    rows = []
+    for spin, (alone, switched) in times.items():
+        a, s = statistics.median(alone), statistics.median(switched)
+        rows.append({"task": task, "target": target, "others": " ".join(others), "ort_spinning": spin,
+                     "threads": threads, "gap_ms": gap_ms, "calls": calls * blocks, "alone_median_ms": a,
+                     "switched_median_ms": s, "ratio_switched_over_alone": s / a,
+                     "alone_p95_ms": float(np.percentile(alone, 95)),
+                     "switched_p95_ms": float(np.percentile(switched, 95)),
+                     "cpu_model": cpu_model(), "python": platform.python_version(),
+                     "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    return rows
 
 
 def main() -> None:
@@ -95,7 +115,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", action="store_true", help="write results/<preset>/benchmarks/switch_cost.csv")
     args = parser.parse_args()
-    rows = pd.DataFrame([measure(t, args.preset, args.calls, args.blocks, args.gap_ms, args.threads) for t in args.tasks])
+    rows = pd.DataFrame([row for t in args.tasks
+                         for row in measure(t, args.preset, args.calls, args.blocks, args.gap_ms, args.threads)])
     print(rows.T.to_string())
     if args.out:
         out = results_dir(args.preset) / "benchmarks" / "switch_cost.csv"

@@ -142,10 +142,19 @@ def providers_for(device: str, runtime: str = "onnxruntime", precision: str = "f
     return ["CUDAExecutionProvider"]
 
 
+# ONNX Runtime's session option: intra-op threads spin-wait for work ("1", the default) or sleep ("0")
+ORT_SPINNING_KEY = "session.intra_op.allow_spinning"
+
+
 def session(path: Path, device: str = "cpu", n_threads: int = 2, runtime: str = "onnxruntime",
-            precision: str = "fp32"):
+            precision: str = "fp32", spin: bool = True):
     """An ORT session with ``n_threads`` intra-op threads on ``device``'s provider for ``runtime``.
 
+    ``spin=False`` makes its intra-op threads sleep while they wait for work (:data:`ORT_SPINNING_KEY`)
+    instead of spin-waiting, within a call and after it. ORT's default (True) is how the profiles
+    were timed, one session at a time: back to back it is the faster. A server that keeps many
+    sessions and its HTTP path on a few cores wants False: see
+    :func:`planner.serving.replay.load_live_configs`.
     On cuda an unlisted provider, or one that failed to load, raises UnsupportedVariantError.
     """
     import onnxruntime as ort
@@ -159,6 +168,8 @@ def session(path: Path, device: str = "cpu", n_threads: int = 2, runtime: str = 
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if not spin:
+        options.add_session_config_entry(ORT_SPINNING_KEY, "0")
     providers = providers_for(device, runtime, precision, Path(path).parent / "trt_engines")
     sess = ort.InferenceSession(str(path), sess_options=options, providers=providers)
     if device == "cuda" and GPU_PROVIDERS[runtime] not in sess.get_providers():

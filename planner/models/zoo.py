@@ -221,8 +221,9 @@ def smoothed_for_int8(spec: VariantSpec, base: BaseModel) -> Any:
     return smooth_linears(base.module, peaks, float(base.params["int8_smooth_alpha"]))
 
 
-def load_predictor(spec: VariantSpec, preset: str, n_threads: int | None = None) -> Predictor:
-    """Build the predictor of ``spec`` from ``preset``'s checkpoint.
+def load_predictor(spec: VariantSpec, preset: str, n_threads: int | None = None, spin: bool = True) -> Predictor:
+    """Build the predictor of ``spec`` from ``preset``'s checkpoint (``spin``: see
+    :func:`planner.models.onnx_export.session`; ONNX Runtime variants only).
 
     Raises UnsupportedVariantError (naming the combination and the reason) for infeasible variants,
     ModelUnavailableError when weights are missing, ConfigError for unknown models/tasks.
@@ -233,10 +234,10 @@ def load_predictor(spec: VariantSpec, preset: str, n_threads: int | None = None)
     if reason:
         raise UnsupportedVariantError(f"unsupported variant {spec.describe()}: {reason}")
     threads = int(n_threads or torch.get_num_threads())
-    return predictor_from_base(spec, base_model(spec.task, spec.model, preset), preset, threads)
+    return predictor_from_base(spec, base_model(spec.task, spec.model, preset), preset, threads, spin)
 
 
-def predictor_from_base(spec: VariantSpec, base: BaseModel, preset: str, threads: int) -> Predictor:
+def predictor_from_base(spec: VariantSpec, base: BaseModel, preset: str, threads: int, spin: bool = True) -> Predictor:
     """The predictor of ``spec`` built from ``base`` (its module, params and checkpoint folder): one
     construction for the zoo and for studies that vary a base's export params (e.g. ``int8_keep_fp32``)."""
     if spec.runtime in TORCH_RUNTIMES:
@@ -255,5 +256,6 @@ def predictor_from_base(spec: VariantSpec, base: BaseModel, preset: str, threads
     from planner.models.predictors import OrtPredictor
 
     path = onnx_path(spec, preset, threads, base)
-    return OrtPredictor(spec, ox.session(path, spec.device, threads, spec.runtime, spec.precision), base.preprocess,
+    return OrtPredictor(spec, ox.session(path, spec.device, threads, spec.runtime, spec.precision, spin),
+                        base.preprocess,
                         accuracy_available=base.accuracy_available, n_threads=threads, model_path=str(path))

@@ -412,18 +412,28 @@ def _assemble(ordered: pd.DataFrame, state: _State, labels: np.ndarray, method: 
 # ---------------------------------------------------------------- real models
 
 def load_live_configs(profiles: pd.DataFrame, config_ids: Iterable[str], preset: str,
-                      n_threads: int | None = None) -> dict[str, LiveConfig]:
+                      n_threads: int | None = None, spin: bool = False) -> dict[str, LiveConfig]:
     """Build the real predictors of some profiled configurations (a cascade from its two members).
 
     Each variant (task, model, runtime, precision, device) is loaded once and shared by its batch
     sizes. Loading happens here, before any replay clock starts; warm-up is :func:`warm_up`.
+
+    ONNX Runtime sessions are built not to spin (``spin=False``) unless asked otherwise: their
+    threads sleep while they wait for work. Why: by default they spin-wait, so on a server that holds
+    many sessions on two cores the session just left keeps a core busy while another one serves and
+    while the HTTP path needs it. Measured here (``benchmarks/bench_switch_cost.py``, the failures
+    chapter): a call right after another model's has a p95 several times lower, at a higher median
+    back to back; behind the HTTP server under LoadGen (CIFAR-10, 8 ms, 300 q/s) the anytime policy
+    met 0.98 of its deadlines without spinning against 0.60 with it, and the seed's rule 0.90 against
+    0.73. (Spinning within a call only, ORT's ``session.force_spinning_stop``, matched the back-to-back
+    speed in the benchmark but met fewer deadlines behind the server: 0.88 and 0.84.)
     """
     table = profiles.set_index("config_id", drop=False)
     predictors: dict[VariantSpec, Any] = {}
 
     def predictor(spec: VariantSpec) -> Any:
         if spec not in predictors:
-            predictors[spec] = zoo.load_predictor(spec, preset=preset, n_threads=n_threads)
+            predictors[spec] = zoo.load_predictor(spec, preset=preset, n_threads=n_threads, spin=spin)
         return predictors[spec]
 
     out: dict[str, LiveConfig] = {}
