@@ -173,3 +173,23 @@ def test_shared_service_compares_one_configuration_across_the_methods_that_serve
     assert out.loc["anytime", "n_batches"] == 3 and out.loc["anytime", "service_median_ms"] == 2.5
     assert out.loc["static", "n_batches"] == 2 and out.loc["static", "service_median_ms"] == 1.1
     assert out.loc["anytime", "method_configs"] == 2 and out.loc["static", "method_configs"] == 1  # switched or not
+
+
+def test_the_proposed_method_starts_from_the_re_timed_reference_and_others_from_the_profile(toy):
+    """The server command re-times the reference before its first request (``with_startup_scale``): a
+    machine twice as slow as the profile's gives the proposed method a start-up scale near 2; a method
+    without that parameter plans from the profile as it is."""
+    from live_fakes import Sleeper, cid
+    from planner.evaluation.live_fault import with_startup_scale
+    from planner.plan.registry import method_params
+    from planner.serving.replay import from_predictor
+
+    bundle, load, _ = toy
+    profiled = bundle.profiles.set_index("config_id")["lat_p50_ms"]
+    slow = {c: from_predictor(c, Sleeper(2.0 * float(profiled[c])), int(c.split("/b")[1].split("/")[0]))
+            for c in (cid("acc", 1), cid("fast", 4))}
+    inputs = load(list(slow))[1].inputs
+    params, scale = with_startup_scale(method_params("anytime", {}), bundle, slow, inputs)
+    assert scale is not None and 1.7 < params.startup_scale < 3.0 and params.startup_scale == scale.scale
+    same, none = with_startup_scale(method_params("seed_p95", {}), bundle, slow, inputs)
+    assert none is None and same == method_params("seed_p95", {})

@@ -6,7 +6,9 @@ The port is bound first, so a taken one is refused before anything loads. Then t
 on the preset's profiles (its typed parameters and latency percentile from the preset's
 ``evaluate`` section), the configurations it may choose are loaded (ONNX Runtime sessions, torch
 modules, cascades from their members) and warmed up, with the threads the profiler used, and the
-evaluation set is loaded so requests may name an ``example_id``. Ctrl-C stops it gracefully.
+evaluation set is loaded so requests may name an ``example_id``. The proposed method then starts
+from this machine's speed: its reference configurations are re-timed and the policy fitted again
+with that start-up scale (``--no-retime``: from the profile's). Ctrl-C stops it gracefully.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ def register(subparsers) -> None:
     parser.add_argument("--workload-class", choices=["steady", "bursty"], default="steady",
                         help="the workload hint a static method gets (default: steady)")
     parser.add_argument("--warmup-calls", type=int, default=3, help="full batches per configuration before serving")
+    parser.add_argument("--no-retime", action="store_true",
+                        help="start the proposed method at the profile's speed instead of re-timing its reference "
+                             "configurations on this machine first")
     parser.add_argument("--max-text-chars", type=int, default=2000, help="longest text input accepted")
     parser.set_defaults(func=run)
 
@@ -62,10 +67,11 @@ def run(args: argparse.Namespace) -> int:
 def _build(args: argparse.Namespace):
     from planner import config
     from planner.models.datasets import eval_inputs
+    from planner.evaluation.live_fault import with_startup_scale
     from planner.plan.registry import METHODS, preset_method_params
-    from planner.profile.fingerprint import set_threads
+    from planner.profile.fingerprint import announced_host_record, set_threads
     from planner.profile.store import load_bundle
-    from planner.serving.replay import load_live_configs, warm_up
+    from planner.serving.replay import SERVING_ORT_SPIN, load_live_configs, warm_up
     from planner.serving.server import Batcher, ServerSettings, create_app, server_policy
 
     preset = config.preset(args.preset)
@@ -86,13 +92,23 @@ def _build(args: argparse.Namespace):
     inputs, _labels = eval_inputs(args.task, n=eval_subset)
     warm_up(configs.values(), inputs, args.warmup_calls)
     print(f"loaded and warmed up in {time.perf_counter() - started:.1f} s ({threads} threads)", flush=True)
+    announced_host_record(bundle.environment, lambda line: print(line, flush=True))
+    scale = None
+    if params is not None and not args.no_retime:
+        retimed, scale = with_startup_scale(params, bundle, configs, inputs)
+        if scale is not None:  # the policy again, starting from this machine's speed
+            policy, _ = server_policy(args.policy, bundle, args.task, settings.percentile, retimed, args.workload_class)
+            print(f"start-up scale {scale.scale:.3f} (re-timed median over profiled p50, geometric mean over "
+                  f"{len(scale.table)} reference configuration(s))", flush=True)
     server_settings = ServerSettings(
         servers=args.servers or settings.servers, queue=args.queue or settings.queue,
         drop_expired=settings.drop_expired if args.drop_expired is None else True,
         max_text_chars=args.max_text_chars)
     batcher = Batcher(policy, configs, args.task, bundle.profiles, server_settings, settings.percentile)
     # the parameters the policy runs with, so a measurement names them (a preset may change later)
+    # (the preset's parameters; a start-up scale measured here is recorded beside them)
     info = {"preset": args.preset, "method": args.policy, "threads": threads,
-            "params": params.model_dump(mode="json") if params is not None else {}}
+            "params": params.model_dump(mode="json") if params is not None else {},
+            "startup_scale": None if scale is None else float(scale.scale), "ort_spinning": SERVING_ORT_SPIN}
     about = f"{args.task} with {args.policy} ({len(configs)} configurations, {len(inputs)} evaluation examples)"
     return create_app(batcher, inputs, info), batcher, about

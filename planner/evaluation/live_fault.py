@@ -233,6 +233,19 @@ def retime_reference(bundle: ProfileBundle, configs: Mapping[str, LiveConfig], i
     return startup_scale(bundle.profiles, timings)
 
 
+def with_startup_scale(params: MethodParams, bundle: ProfileBundle, configs: Mapping[str, LiveConfig],
+                       inputs: Sequence[Any] | np.ndarray) -> tuple[MethodParams, StartupScale | None]:
+    """``params`` with the re-timed start-up scale (:func:`retime_reference` over ``configs``, which the
+    caller loaded and warmed up) where the method takes one (the proposed method), and that scale;
+    ``(params, None)`` for a method that plans from the profile as it is. Why: the server command
+    started the anytime policy at the profile's speed, so a machine faster or slower than the one that
+    timed the profile was learned batch by batch from live traffic instead of before it."""
+    if "startup_scale" not in type(params).model_fields:
+        return params, None
+    scale = retime_reference(bundle, configs, inputs)
+    return params.model_copy(update={"startup_scale": float(scale.scale)}), scale
+
+
 # ---------------------------------------------------------------- the fault
 
 _HOG = """

@@ -411,8 +411,12 @@ def _assemble(ordered: pd.DataFrame, state: _State, labels: np.ndarray, method: 
 
 # ---------------------------------------------------------------- real models
 
+# whether the sessions a server loads let ONNX Runtime's threads spin-wait (see load_live_configs)
+SERVING_ORT_SPIN = False
+
+
 def load_live_configs(profiles: pd.DataFrame, config_ids: Iterable[str], preset: str,
-                      n_threads: int | None = None, spin: bool = False) -> dict[str, LiveConfig]:
+                      n_threads: int | None = None, spin: bool = SERVING_ORT_SPIN) -> dict[str, LiveConfig]:
     """Build the real predictors of some profiled configurations (a cascade from its two members).
 
     Each variant (task, model, runtime, precision, device) is loaded once and shared by its batch
