@@ -37,3 +37,24 @@ def test_fitting_loads_the_kernel_so_no_decision_compiles_it():
     assert out.returncode == 0, out.stderr[-2000:]
     loaded, after = out.stdout.split()
     assert loaded == after  # the decisions found the kernel ready: no new compilation
+
+
+def test_loading_the_kernel_leaves_no_table_behind(monkeypatch):
+    """The warm call at fit must not seed a table a later decision reads: the finish times of a
+    one-request window are built from the per-item time learned by then, not from fit's prior."""
+    import numpy as np
+
+    from bundles import synthetic_bundle
+    from planner.plan.anytime import AnytimePolicy, anytime
+    from planner.plan.policies import PolicyContext
+
+    bundle = synthetic_bundle(n_configs=12, seed=3)
+    warmed = anytime(bundle, "sst2")
+    monkeypatch.setattr(AnytimePolicy, "_load_kernel", lambda self: None)
+    plain = anytime(bundle, "sst2")
+    for policy in (warmed, plain):  # a batch served before the first one-request window
+        policy.observe(policy._ids[0], 4, 40.0 * policy._reference[policy._ids[0]])
+    np.testing.assert_array_equal(warmed._continuation_latency(1, 1), plain._continuation_latency(1, 1))
+    for slack in (1.0, 10.0, 100.0):
+        ctx = PolicyContext(0.0, "sst2", 1, slack, slack, 0, 1, 1, 20.0, np.array([slack]))
+        assert warmed(ctx) == plain(ctx)

@@ -261,11 +261,15 @@ class AnytimePolicy(OnlinePolicy):
         compiled (or read from numba's disk cache) at its first call, which took 150-230 ms; behind
         the HTTP server that first batch's "service time" taught the estimator a machine 50x slower
         and the policy shed the next 30 requests (measured under LoadGen, 2026-12-05). A no-op
-        after the first policy of a process; it changes no online state."""
+        after the first policy of a process. It leaves no state behind: the tables it builds are
+        dropped, so the first decision builds them from what it knows then, as before."""
         servers, window = 1, 1
         finish = self._continuation_latency(servers, window) if self.continuation else self._round_latency(servers)
         best_candidate(finish, self._no_extra, self._cutoffs(), self._head, np.zeros(window, dtype=np.float64),
                        1.0, 1.0, 1, self._no_pad, self._pad_arrival, self._acc, self._drain, self.continuation)
+        self._ct.clear()
+        self._rl.clear()
+        self._cut = None
 
     def fresh(self) -> "AnytimePolicy":
         """Reset the online state (calibration, front) for a new trace; the fitted candidates stay."""
