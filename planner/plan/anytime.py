@@ -260,13 +260,12 @@ class AnytimePolicy(OnlinePolicy):
         passes, so the first decision of a trace costs what the others cost. Why: the kernel is
         compiled (or read from numba's disk cache) at its first call, which took 150-230 ms; behind
         the HTTP server that first batch's "service time" taught the estimator a machine 50x slower
-        and the policy shed the next 30 requests (measured under LoadGen, 2026-12-05). A no-op
-        after the first policy of a process. It leaves no state behind: the tables it builds are
+        and the policy shed the next 30 requests (measured under LoadGen, 2026-12-05). After the first
+        policy of a process it costs one decision. It leaves no state behind: the tables it builds are
         dropped, so the first decision builds them from what it knows then, as before."""
         servers, window = 1, 1
         finish = self._continuation_latency(servers, window) if self.continuation else self._round_latency(servers)
-        best_candidate(finish, self._no_extra, self._cutoffs(), self._head, np.zeros(window, dtype=np.float64),
-                       1.0, 1.0, 1, self._no_pad, self._pad_arrival, self._acc, self._drain, self.continuation)
+        self._best(finish, self._no_extra, np.zeros(window, dtype=np.float64), 1.0, 1.0, 1, self._no_pad)
         self._ct.clear()
         self._rl.clear()
         self._cut = None
@@ -468,12 +467,18 @@ class AnytimePolicy(OnlinePolicy):
                 n_pad, spacing = min(self.lookahead - m, EXPECTED_ARRIVALS), 1000.0 / ctx.recent_rate_rps * machine
         # expected on-time correct answers of each candidate, over (quantile x position) in one compiled
         # pass; a head-batch member below c's cut-off is shed, not served, so it counts nothing for c
-        best, value = best_candidate(finish, extra, self._cutoffs(), self._head, slacks, machine, spacing,
-                                     n_pad, self._pad_deadlines if n_pad else self._no_pad, self._pad_arrival,
-                                     self._acc, self._drain, self.continuation)
+        best, value = self._best(finish, extra, slacks, machine, spacing, n_pad,
+                                 self._pad_deadlines if n_pad else self._no_pad)
         if value <= 0.0:
             return self._ids[self._drain]   # nothing can make it: clear the queue as fast as possible
         return self._ids[best]  # ties: the first, i.e. the more accurate (table order)
+
+    def _best(self, finish: np.ndarray, extra: np.ndarray, slacks: np.ndarray, machine: float, spacing: float,
+              n_pad: int, pad_deadlines: np.ndarray) -> tuple[int, float]:
+        """:func:`best_candidate` over this policy's front: one call site, so the warm call at fit passes
+        the very argument types a decision passes (numba compiles one version per type signature)."""
+        return best_candidate(finish, extra, self._cutoffs(), self._head, slacks, machine, spacing, n_pad,
+                              pad_deadlines, self._pad_arrival, self._acc, self._drain, self.continuation)
 
     def front_ids(self) -> list[str]:
         """The configurations the policy can pick now (right after :meth:`fit`: its front at the profile's
