@@ -105,8 +105,8 @@ def _build(args: argparse.Namespace):
         drop_expired=settings.drop_expired if args.drop_expired is None else True,
         max_text_chars=args.max_text_chars)
     batcher = Batcher(policy, configs, args.task, bundle.profiles, server_settings, settings.percentile)
-    # the parameters the policy runs with, so a measurement names them (a preset may change later)
-    # (the preset's parameters; a start-up scale measured here is recorded beside them)
+    # the preset's parameters the policy runs with, so a measurement names them (a preset may change
+    # later), and beside them what was measured here at start-up
     info = {"preset": args.preset, "method": args.policy, "threads": threads,
             "params": params.model_dump(mode="json") if params is not None else {},
             "startup_scale": None if scale is None else float(scale.scale), "ort_spinning": SERVING_ORT_SPIN}

@@ -208,8 +208,7 @@ def build_policies(bundle: ProfileBundle, task: str, deadline_ms: float, methods
     out = {}
     for name in methods:
         entry, p = METHODS[name], params[name]
-        if name == proposed():
-            p = p.model_copy(update={"startup_scale": float(scale)})
+        p = scaled_params(p, scale)
         state = entry.fit(bundle, task, percentile, p)
         policy = entry.policy(state, context)
         if policy.needs.static:
@@ -233,17 +232,28 @@ def retime_reference(bundle: ProfileBundle, configs: Mapping[str, LiveConfig], i
     return startup_scale(bundle.profiles, timings)
 
 
+def takes_startup_scale(params: MethodParams) -> bool:
+    """Whether the method of ``params`` starts from a start-up scale (the proposed method's parameters
+    have one; the others plan from the profile as it is)."""
+    return "startup_scale" in type(params).model_fields
+
+
+def scaled_params(params: MethodParams, scale: float) -> MethodParams:
+    """``params`` starting from ``scale`` where the method takes a start-up scale, else unchanged."""
+    return params.model_copy(update={"startup_scale": float(scale)}) if takes_startup_scale(params) else params
+
+
 def with_startup_scale(params: MethodParams, bundle: ProfileBundle, configs: Mapping[str, LiveConfig],
                        inputs: Sequence[Any] | np.ndarray) -> tuple[MethodParams, StartupScale | None]:
     """``params`` with the re-timed start-up scale (:func:`retime_reference` over ``configs``, which the
-    caller loaded and warmed up) where the method takes one (the proposed method), and that scale;
-    ``(params, None)`` for a method that plans from the profile as it is. Why: the server command
-    started the anytime policy at the profile's speed, so a machine faster or slower than the one that
-    timed the profile was learned batch by batch from live traffic instead of before it."""
-    if "startup_scale" not in type(params).model_fields:
+    caller loaded and warmed up) where the method takes one, and that scale; ``(params, None)`` for a
+    method that plans from the profile as it is (nothing is timed). Why: the server command started
+    the anytime policy at the profile's speed, so a machine faster or slower than the one that timed
+    the profile was learned batch by batch from live traffic instead of before it."""
+    if not takes_startup_scale(params):
         return params, None
     scale = retime_reference(bundle, configs, inputs)
-    return params.model_copy(update={"startup_scale": float(scale.scale)}), scale
+    return scaled_params(params, scale.scale), scale
 
 
 # ---------------------------------------------------------------- the fault
