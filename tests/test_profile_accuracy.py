@@ -146,3 +146,29 @@ def test_precision_cost_pairs_each_variant_with_its_fp32_on_the_scored_examples(
     assert calibration["fp32_only"] == 12 - lost
     with pytest.raises(ValueError, match="part must be"):
         precision_cost(bundle.profiles, bundle.predictions, part="train")
+
+
+def test_paired_difference_se_is_the_paired_t_tests_denominator_on_the_calibration_part():
+    """calibration_correct picks each configuration's calibration examples (in the order asked);
+    paired_difference_se equals mean difference / t of scipy's paired t-test, and is 0 on the diagonal."""
+    from scipy import stats
+
+    rng = np.random.default_rng(3)
+    n = 80
+    labels = rng.integers(0, 2, n)
+    split = partition("sst2", labels)
+    ids = [f"sst2/{m}/torch/fp32/b1/cpu" for m in ("a", "b", "c")]
+    correct = {cid: rng.random(n) < p for cid, p in zip(ids, (0.6, 0.75, 0.9))}
+    predictions = pd.concat([pd.DataFrame({"config_id": cid, "example_id": np.arange(n), "label": labels,
+                                           "prediction": 0, "confidence": 0.9, "correct": c, "stage": 1})
+                             for cid, c in correct.items()], ignore_index=True).sample(frac=1.0, random_state=2)
+    matrix = acc.calibration_correct(predictions, "sst2", ids[::-1])
+    assert matrix.shape == (3, len(split.calibration))
+    assert (matrix[0] == correct[ids[2]][split.calibration]).all()
+    se = acc.paired_difference_se(matrix)
+    assert np.diag(se) == pytest.approx(0.0) and se == pytest.approx(se.T)
+    x, y = matrix[0].astype(float), matrix[2].astype(float)
+    t = stats.ttest_rel(x, y).statistic
+    assert se[0, 2] == pytest.approx((x - y).mean() / t)
+    with pytest.raises(ValueError, match="no predictions for configuration"):
+        acc.calibration_correct(predictions, "sst2", ["sst2/zzz/torch/fp32/b1/cpu"])

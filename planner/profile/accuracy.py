@@ -160,3 +160,39 @@ def precision_deltas(rows: pd.DataFrame) -> pd.Series:
     merged = rows[keys].merge(fp32, on=keys, how="left")
     return pd.Series(rows["accuracy"].to_numpy() - merged["_fp32"].to_numpy(), index=rows.index,
                      name="accuracy_delta_vs_fp32")
+
+
+def calibration_correct(predictions: pd.DataFrame, task: str, config_ids: Sequence[str]) -> np.ndarray:
+    """(len(config_ids), calibration examples) correctness of each configuration on the calibration
+    part of ``task``'s split, rows in ``config_ids`` order; a configuration without predictions is an
+    error (naming it)."""
+    rows = predictions[predictions["config_id"].isin(list(config_ids))]
+    missing = sorted(set(config_ids) - set(rows["config_id"]))
+    if missing:
+        raise ValueError(f"no predictions for configuration(s) {missing[:5]}")
+    split = predictions_split(predictions, task)
+    table = rows.pivot(index="config_id", columns="example_id", values="correct").reindex(list(config_ids))
+    calibration = table.columns.intersection(split.part(CALIBRATION))
+    if table[calibration].isna().to_numpy().any():
+        raise ValueError(f"{task}: predictions do not cover every calibration example for every configuration")
+    return table[calibration].to_numpy(dtype=bool)
+
+
+def paired_difference_se(correct: np.ndarray) -> np.ndarray:
+    """(C, C) standard error of the paired accuracy difference between configurations ``i`` and ``j``
+    scored on the same examples (rows of ``correct``): ``sd(c_i - c_j) / sqrt(n)``, the denominator of
+    a paired t-test. Why paired: two configurations that agree on most examples differ by far less
+    noise than two independent accuracies, so this says which differences the examples resolve."""
+    correct = np.asarray(correct, dtype=float)
+    if correct.ndim != 2 or correct.shape[1] < 2:
+        raise ValueError(f"expected (configurations, examples >= 2) correctness, got shape {correct.shape}")
+    n = correct.shape[1]
+    diff = correct[:, None, :] - correct[None, :, :]
+    return np.sqrt(diff.var(axis=2, ddof=1) / n)
+
+
+def median_pair_se(correct: np.ndarray) -> float:
+    """Median over distinct pairs of :func:`paired_difference_se`: the size of an accuracy difference
+    between two of these configurations that the examples typically resolve at one standard error."""
+    se = paired_difference_se(correct)
+    return float(np.median(se[np.triu_indices(len(se), k=1)]))
