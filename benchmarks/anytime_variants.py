@@ -29,6 +29,14 @@ process's arrival times (the default since) with evenly spaced ones:
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/anytime_variants.py --out --study arrival_spread \
         --reference spaced --variant spaced='{"arrival_spread": false}'
 
+The ``accuracy_tolerance`` study (2026-12-05, its ``preset`` files copied from the ``arrival_spread``
+study: same parameters, so the same runs) chose 0.02 over 0.002:
+
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/anytime_variants.py --out --study accuracy_tolerance \
+        --variant tol005='{"accuracy_tolerance": 0.005}' --variant tol01='{"accuracy_tolerance": 0.01}' \
+        --variant tol015='{"accuracy_tolerance": 0.015}' --variant tol02='{"accuracy_tolerance": 0.02}' \
+        --variant tol03='{"accuracy_tolerance": 0.03}'
+
 Each (task, variant) is written as soon as it finishes (``--out``), keyed by its full parameters,
 so a killed run resumes at the next variant and a changed preset is never read as an old run.
 """
