@@ -29,13 +29,12 @@ process's arrival times (the default since) with evenly spaced ones:
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/anytime_variants.py --out --study arrival_spread \
         --reference spaced --variant spaced='{"arrival_spread": false}'
 
-The ``accuracy_tolerance`` study (2026-12-05, its ``preset`` files copied from the ``arrival_spread``
-study: same parameters, so the same runs) chose 0.02 over 0.002:
+The ``accuracy_tolerance`` study (2026-12-05) chose 0.02 (the preset since) over 0.002 (``previous``):
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/anytime_variants.py --out --study accuracy_tolerance \
+        --reference previous --variant previous='{"accuracy_tolerance": 0.002}' \
         --variant tol005='{"accuracy_tolerance": 0.005}' --variant tol01='{"accuracy_tolerance": 0.01}' \
-        --variant tol015='{"accuracy_tolerance": 0.015}' --variant tol02='{"accuracy_tolerance": 0.02}' \
-        --variant tol03='{"accuracy_tolerance": 0.03}'
+        --variant tol015='{"accuracy_tolerance": 0.015}' --variant tol03='{"accuracy_tolerance": 0.03}'
 
 Each (task, variant) is written as soon as it finishes (``--out``), keyed by its full parameters,
 so a killed run resumes at the next variant and a changed preset is never read as an old run.
@@ -53,10 +52,10 @@ import pandas as pd
 from planner import config
 from planner.analysis.results import SCORECARD_LATE
 from planner.analysis.results import deadlines as preset_deadlines
-from planner.analysis.tuning import PRESET, compare_variants, variants_dir
+from planner.analysis.tuning import PRESET, compare_variants, reusable_runs, variants_dir
 from planner.paths import results_dir
 from planner.plan.registry import method_params
-from planner.tables import atomic_write, read_rows
+from planner.tables import atomic_write
 
 METHOD = "anytime"
 DEV_SEEDS = (0, 1)
@@ -137,9 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     for task in args.task:
         for name, params in variants.items():
             path = folder / f"{task}_{name}.csv"
-            old = read_rows(path) if args.out and path.exists() else None
-            if old is not None and len(old) and set(old["seed"]) == set(args.seeds) \
-                    and json.loads(old["params"].iloc[0]) == params:
+            old = reusable_runs(path, args.seeds, params, args.reference) if args.out else None
+            if old is not None:
                 done.append(old)
             else:
                 todo.append((args.preset, task, name, params, args.seeds))

@@ -103,3 +103,16 @@ def test_committed_variant_runs_load_with_their_full_parameters():
         assert set(runs["seed"]).isdisjoint(config.preset("full").evaluate.seeds)  # development seeds only
         for params in runs["params"].unique():
             assert {"late_step", "late_target", "member_quantile"} <= set(json.loads(params))
+
+
+def test_runs_are_reused_only_for_the_same_seeds_and_parameters_and_carry_this_studys_reference(tmp_path, runs):
+    """A file copied from another study holds the right runs but that study's reference: reusing it
+    stamps (and rewrites) this study's, so the book compares with the reference the study ran against."""
+    path = tmp_path / "sst2_previous.csv"
+    runs[runs["variant"] == "previous"].assign(reference="spaced").to_csv(path, index=False)
+    assert tuning.reusable_runs(path, [0, 1], FAST, "previous") is None      # other parameters: run again
+    assert tuning.reusable_runs(path, [0, 1, 2], REF, "previous") is None    # other seeds: run again
+    assert tuning.reusable_runs(tmp_path / "missing.csv", [0, 1], REF, "previous") is None
+    reused = tuning.reusable_runs(path, [1, 0], REF, "previous")
+    assert reused is not None and len(reused) == 12 and set(reused["reference"]) == {"previous"}
+    assert set(pd.read_csv(path)["reference"]) == {"previous"}

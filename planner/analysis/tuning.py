@@ -16,7 +16,7 @@ import pandas as pd
 
 from planner.paths import results_dir
 from planner.plan.registry import changed_params, describe_params
-from planner.tables import read_rows
+from planner.tables import atomic_write, read_rows
 
 PRESET = "preset"   # the variant with the preset's own parameters
 CELL = ["workload", "load"]
@@ -67,6 +67,21 @@ def load_variant_runs(preset: str, study: str) -> pd.DataFrame | None:
     paths = sorted(folder.glob("*.csv")) if folder.exists() else []
     frames = [read_rows(p, VARIANT_COLUMNS) for p in paths if p.name != "summary.csv"]
     return pd.concat(frames, ignore_index=True) if frames else None
+
+
+def reusable_runs(path: Path, seeds: list[int], params: dict, reference: str) -> pd.DataFrame | None:
+    """The runs a study already wrote at ``path``, if they are the ones it would run now (the same
+    seeds and full parameters), stamped with this study's ``reference`` (rewritten on disk when they
+    carried another, so the book reads the reference the study compared with); None when they must be
+    run (missing, empty, other seeds or parameters). Why: a file copied from another study, or a resume
+    under another ``--reference``, holds the right runs but the wrong comparison."""
+    old = read_rows(path) if Path(path).exists() else None
+    if old is None or not len(old) or set(old["seed"]) != set(seeds) or json.loads(old["params"].iloc[0]) != params:
+        return None
+    if "reference" not in old or (old["reference"] != reference).any():
+        old = old.assign(reference=reference)
+        atomic_write(Path(path), lambda p, f=old: f.to_csv(p, index=False))
+    return old
 
 
 def studies(preset: str) -> list[str]:
