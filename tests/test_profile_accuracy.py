@@ -150,8 +150,11 @@ def test_precision_cost_pairs_each_variant_with_its_fp32_on_the_scored_examples(
 
 def test_paired_difference_se_is_the_paired_t_tests_denominator_on_the_calibration_part():
     """calibration_correct picks each configuration's calibration examples (in the order asked);
-    paired_difference_se equals mean difference / t of scipy's paired t-test, and is 0 on the diagonal."""
+    paired_difference_se equals mean difference / t of scipy's paired t-test and the evaluation's
+    paired sd / sqrt(n) for every pair, and is 0 on the diagonal."""
     from scipy import stats
+
+    from planner.analysis.stats import paired_statistics
 
     rng = np.random.default_rng(3)
     n = 80
@@ -170,5 +173,12 @@ def test_paired_difference_se_is_the_paired_t_tests_denominator_on_the_calibrati
     x, y = matrix[0].astype(float), matrix[2].astype(float)
     t = stats.ttest_rel(x, y).statistic
     assert se[0, 2] == pytest.approx((x - y).mean() / t)
+    for i in range(3):
+        for j in range(3):
+            if i != j:
+                sd = paired_statistics(matrix[i].astype(float), matrix[j].astype(float))["sd_diff"]
+                assert se[i, j] == pytest.approx(sd / np.sqrt(matrix.shape[1]))
+    with pytest.raises(ValueError, match="0/1"):
+        acc.paired_difference_se(np.full((2, 3), 0.5))
     with pytest.raises(ValueError, match="no predictions for configuration"):
         acc.calibration_correct(predictions, "sst2", ["sst2/zzz/torch/fp32/b1/cpu"])

@@ -182,13 +182,19 @@ def paired_difference_se(correct: np.ndarray) -> np.ndarray:
     """(C, C) standard error of the paired accuracy difference between configurations ``i`` and ``j``
     scored on the same examples (rows of ``correct``): ``sd(c_i - c_j) / sqrt(n)``, the denominator of
     a paired t-test. Why paired: two configurations that agree on most examples differ by far less
-    noise than two independent accuracies, so this says which differences the examples resolve."""
+    noise than two independent accuracies, so this says which differences the examples resolve.
+    For 0/1 outcomes ``(c_i - c_j)^2 = c_i + c_j - 2 c_i c_j``, so every pair comes from one Gram
+    matrix, without a (C, C, n) array of differences."""
     correct = np.asarray(correct, dtype=float)
     if correct.ndim != 2 or correct.shape[1] < 2:
         raise ValueError(f"expected (configurations, examples >= 2) correctness, got shape {correct.shape}")
+    if not np.isin(correct, (0.0, 1.0)).all():
+        raise ValueError("correctness must be 0/1 (or boolean)")
     n = correct.shape[1]
-    diff = correct[:, None, :] - correct[None, :, :]
-    return np.sqrt(diff.var(axis=2, ddof=1) / n)
+    mean = correct.mean(axis=1)
+    squared = mean[:, None] + mean[None, :] - 2.0 * (correct @ correct.T) / n   # mean of (c_i - c_j)^2
+    variance = (squared - (mean[:, None] - mean[None, :]) ** 2) * n / (n - 1)
+    return np.sqrt(np.clip(variance, 0.0, None) / n)
 
 
 def median_pair_se(correct: np.ndarray) -> float:
