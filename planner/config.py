@@ -522,6 +522,9 @@ class LiveServerPreset(_Strict):
     spike_factor: float = Field(default=5.0, gt=1)
     # a tiny MLPerf LoadGen Server-scenario run per task against the anytime server (0 = none)
     loadgen_queries: int = Field(default=0, ge=0)
+    # the clients (trace replay and LoadGen's) send each deadline less this quantile of the client-server
+    # path measured on earlier answers (planner/serving/budget.py); None (the default): as is
+    path_quantile: float | None = Field(default=None, ge=0, lt=1)
 
     @model_validator(mode="after")
     def _consistent(self) -> "LiveServerPreset":

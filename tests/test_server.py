@@ -399,6 +399,25 @@ def test_trace_replay_client_against_the_server(server):
     metrics = run_metrics(rows)
     assert 0 <= metrics["effective_accuracy"] <= metrics["hit_rate"] <= 1
     assert rows.loc[answered, "correct"].mean() > 0.9  # the fakes answer every label right
+    assert (rows["budget_ms"] == rows["deadline_ms"]).all()  # no path_quantile: every deadline as is
+
+
+def test_the_replay_client_sends_each_deadline_less_the_path_it_measured(bundle):
+    """The server plans from the moment it reads a request; the client takes what the path in between
+    has been costing off each deadline it sends, and still judges the answer against the whole one."""
+    app, batcher = make_app(bundle)
+    trace = workloads.poisson(200.0, 60, 50.0, N_EX, seed=3)
+    with ServerThread(app) as running:
+        rows = replay_http(running.url, trace, labels=LABELS, limits=ClientLimits(max_requests=1000, max_wall_s=20.0),
+                           path_quantile=0.5)
+    in_order = rows.sort_values("arrival_s")
+    assert in_order["budget_ms"].iloc[0] == 50.0  # before any answer: the whole deadline
+    assert (rows["budget_ms"] <= 50.0).all() and (rows["budget_ms"] < 50.0).any()
+    assert (rows["deadline_ms"] == 50.0).all()  # the client's own judgement is unchanged
+    received = sorted(batcher._arrays.rel_deadline_ms)  # what the server planned with
+    assert received == pytest.approx(sorted(rows["budget_ms"]))
+    with pytest.raises(clients.ClientError, match="path_quantile"):
+        replay_http("http://127.0.0.1:9", trace, path_quantile=1.0)
 
 
 def test_the_replay_reports_its_own_time_zero_after_a_slow_client_set_up(server, monkeypatch):
@@ -446,7 +465,7 @@ def test_loadgen_server_scenario_smoke(server, tmp_path):
 
     running, _ = server
     settings = LoadGenSettings(target_qps=200.0, deadline_ms=200.0, min_queries=100, max_queries=200,
-                               min_duration_s=0.5, max_duration_s=5.0)
+                               min_duration_s=0.5, max_duration_s=5.0, path_quantile=0.5)
     result = run_loadgen(running.url, settings, np.arange(N_EX), tmp_path / "sst2_fixed", labels=LABELS)
     assert (tmp_path / "sst2_fixed" / "mlperf_log_summary.txt").exists()
     assert (tmp_path / "sst2_fixed" / "mlperf_log_detail.txt").exists()
@@ -459,6 +478,25 @@ def test_loadgen_server_scenario_smoke(server, tmp_path):
     assert (kept["task"], kept["method"], kept["n_queries"]) == ("sst2", "fixed", len(result.requests))
     assert kept["result"] == result.summary["Result is"] and kept["target_latency_ms"] == pytest.approx(200.0)
     assert kept["lat_p50_ms"] <= kept["lat_p99_ms"] and kept["path_added_p50_ms"] > 0
+    # each query goes out with the target less the path measured on earlier answers: the first with all of it
+    sent = result.requests.sort_values("sent_s")
+    assert sent["budget_ms"].iloc[0] == 200.0 and (sent["budget_ms"] <= 200.0).all()
+    assert (sent["budget_ms"] < 200.0).any() and kept["path_quantile"] == 0.5
+    assert (sent["server_latency_ms"] < sent["latency_ms"]).all()
+
+
+def test_loadgen_settings_refuse_a_bad_path_quantile_and_by_default_send_the_target_as_is(server, tmp_path):
+    pytest.importorskip("mlperf_loadgen", reason="mlcommons-loadgen is not installed")
+    from planner.evaluation.loadgen import LoadGenError, LoadGenSettings, read_runs, run_loadgen
+
+    with pytest.raises(LoadGenError, match="path_quantile"):
+        LoadGenSettings(target_qps=100.0, deadline_ms=50.0, path_quantile=1.5)
+    running, _ = server
+    settings = LoadGenSettings(target_qps=200.0, deadline_ms=200.0, min_queries=100, max_queries=100,
+                               min_duration_s=0.2, max_duration_s=5.0)
+    result = run_loadgen(running.url, settings, np.arange(N_EX), tmp_path / "sst2_fixed", labels=LABELS)
+    assert (result.requests["budget_ms"] == 200.0).all()
+    assert read_runs(tmp_path).iloc[0]["path_quantile"] is None
 
 
 LOADGEN_SUMMARY = """================================================
@@ -500,6 +538,10 @@ def test_loadgen_read_runs_puts_the_verdict_beside_the_client_and_server_clocks(
     assert (row["server_on_time"], row["client_within_deadline"], row["shed"]) == (0.5, 0.5, 0.25)
     assert row["path_added_p50_ms"] == pytest.approx(1.0)  # 2, 1, 0.5 ms over the server's queue + service
     assert row["effective_accuracy"] == 0.25  # correct and within the target at the client: the last one only
+    assert row["main_config"] is None and row["path_quantile"] is None  # no configuration named; sent as is
+    pd.read_csv(run / "requests.csv").assign(config_id=["a", "b", None, "a"]).to_csv(run / "requests.csv", index=False)
+    row = read_runs(tmp_path).iloc[0]
+    assert (row["main_config"], row["main_config_share"]) == ("a", pytest.approx(2 / 3))
 
 
 def test_loadgen_sweep_summary_reads_the_highest_valid_rate_and_what_it_delivers(tmp_path):
@@ -556,21 +598,28 @@ def test_loadgen_runs_name_the_parameters_they_ran_with_and_a_changed_preset_is_
     assert "None" not in note
 
 
+def _loadgen_point(folder, policy: str, qps: int, n_correct: int, n: int, config_id: str = "c") -> None:
+    """One sweep point as `planner loadgen` keeps it: LoadGen's summary, the server's self-description, the queries."""
+    from planner.evaluation.loadgen import SERVER_FILE
+
+    run = folder / f"sst2_{policy}_{qps}qps"
+    run.mkdir(parents=True)
+    (run / "mlperf_log_summary.txt").write_text(LOADGEN_SUMMARY.replace("target_qps : 100", f"target_qps : {qps}"))
+    (run / SERVER_FILE).write_text(json.dumps({"task": "sst2", "policy": policy}))
+    pd.DataFrame({"latency_ms": 1.0, "deadline_ms": 5.0, "label": [1] * n, "correct": [True] * n_correct
+                  + [False] * (n - n_correct), "status": "served", "outcome": "on_time", "queue_ms": 0.1,
+                  "service_ms": 0.5, "config_id": config_id}).to_csv(run / "requests.csv", index=False)
+
+
 def test_loadgen_rate_comparison_tests_each_rate_and_adjusts_over_the_sweep(tmp_path):
     """A sweep runs each rate once: the book says a gap is real only where Fisher's test, Holm-adjusted
     over the sweep's rates, says so; rates only one method ran are left out."""
     pytest.importorskip("mlperf_loadgen", reason="mlcommons-loadgen is not installed")
     from planner.analysis.sweep import comparison_text, rate_comparison
-    from planner.evaluation.loadgen import SERVER_FILE, read_runs
+    from planner.evaluation.loadgen import read_runs
 
     def point(policy: str, qps: int, n_correct: int, n: int) -> None:
-        run = tmp_path / f"sst2_{policy}_{qps}qps"
-        run.mkdir()
-        (run / "mlperf_log_summary.txt").write_text(LOADGEN_SUMMARY.replace("target_qps : 100", f"target_qps : {qps}"))
-        (run / SERVER_FILE).write_text(json.dumps({"task": "sst2", "policy": policy}))
-        pd.DataFrame({"latency_ms": 1.0, "deadline_ms": 5.0, "label": [1] * n, "correct": [True] * n_correct
-                      + [False] * (n - n_correct), "status": "served", "outcome": "on_time", "queue_ms": 0.1,
-                      "service_ms": 0.5}).to_csv(run / "requests.csv", index=False)
+        _loadgen_point(tmp_path, policy, qps, n_correct, n)
 
     point("anytime", 50, 180, 200)    # 0.90 against 0.89: noise at 200 queries
     point("seed_p95", 50, 178, 200)
@@ -587,3 +636,40 @@ def test_loadgen_rate_comparison_tests_each_rate_and_adjusts_over_the_sweep(tmp_
     [sentence] = comparison_text(rate_comparison(read_runs(tmp_path), "anytime", "seed_p95"), "anytime", "seed_p95")
     assert "at 2 of the 2 rates tried" in sentence and "on 200 queries per method" in sentence
     assert "ahead at 1 rate(s) and behind at 0." in sentence
+
+
+def test_budget_comparison_sets_each_methods_budgeted_runs_against_its_runs_sent_as_is(tmp_path):
+    """The budget's effect is read method by method, rate by rate, one Holm family over all of them."""
+    pytest.importorskip("mlperf_loadgen", reason="mlcommons-loadgen is not installed")
+    from planner.analysis.sweep import budget_comparison, budget_text
+    from planner.evaluation.loadgen import read_runs
+
+    _loadgen_point(tmp_path / "budget", "anytime", 100, 180, 200)   # 0.90 against 0.40: the budget helped
+    _loadgen_point(tmp_path / "as_is", "anytime", 100, 80, 200)
+    _loadgen_point(tmp_path / "budget", "seed_p95", 100, 150, 200)  # 0.75 against 0.76: noise
+    _loadgen_point(tmp_path / "as_is", "seed_p95", 100, 152, 200)
+    _loadgen_point(tmp_path / "budget", "infaas", 100, 150, 200)    # never run without the budget: left out
+    table = budget_comparison(read_runs(tmp_path / "budget"), read_runs(tmp_path / "as_is")).set_index("method")
+    assert sorted(table.index) == ["anytime", "seed_p95"]
+    assert table.loc["anytime", "difference"] == pytest.approx(0.5) and table.loc["anytime", "significant"]
+    assert table.loc["seed_p95", "difference"] == pytest.approx(-0.01) and not table.loc["seed_p95", "significant"]
+    assert (table["p_holm"] >= table["p"]).all()
+    text = " ".join(budget_text(table.reset_index()))
+    assert "`anytime` with the budget delivered more correct answers within the target at 1 of the 1 rates" in text
+    assert "better at 1 rate(s) and worse at 0" in text and "better at 0 rate(s) and worse at 0" in text
+    assert budget_comparison(read_runs(tmp_path / "budget"), read_runs(tmp_path / "none")).empty
+
+
+def test_where_the_budget_costs_a_method_the_book_names_what_it_served_with_and_without(tmp_path):
+    pytest.importorskip("mlperf_loadgen", reason="mlcommons-loadgen is not installed")
+    from planner.analysis.sweep import budget_comparison, budget_cost_text
+    from planner.evaluation.loadgen import read_runs
+
+    _loadgen_point(tmp_path / "budget", "seed_p95", 300, 50, 200, config_id="small-batch")   # 0.25 against 0.90
+    _loadgen_point(tmp_path / "as_is", "seed_p95", 300, 180, 200, config_id="large-batch")
+    _loadgen_point(tmp_path / "budget", "anytime", 300, 182, 200)                           # noise: not named
+    _loadgen_point(tmp_path / "as_is", "anytime", 300, 180, 200)
+    budgeted, as_sent = read_runs(tmp_path / "budget"), read_runs(tmp_path / "as_is")
+    [sentence] = budget_cost_text(budget_comparison(budgeted, as_sent), budgeted, as_sent)
+    assert sentence.startswith("At 300 queries/s on sst2, `seed_p95` with the budget served `small-batch` for 100%")
+    assert "`large-batch` for 100% with the whole 5 ms" in sentence

@@ -60,4 +60,59 @@ def comparison_text(table: pd.DataFrame, method: str, baseline: str) -> list[str
     return sentences
 
 
-__all__ = ["comparison_text", "rate_comparison"]
+def budget_comparison(budgeted: pd.DataFrame, as_sent: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
+    """Per method, :func:`rate_comparison` of its runs that sent each deadline less the client-server
+    path (``budgeted``, :mod:`planner.serving.budget`) against its runs that sent it as is (``as_sent``),
+    Holm-adjusted over every (method, task, rate) row. Why a family of its own: it asks whether the
+    budget helps a method, not which method is ahead."""
+    frames = []
+    for method in sorted(set(budgeted.get("method", ())) & set(as_sent.get("method", ()))):
+        both = pd.concat([budgeted[budgeted["method"] == method],
+                          as_sent[as_sent["method"] == method].assign(method="as_sent")])
+        frames.append(rate_comparison(both, method, "as_sent").assign(method=method))
+    if not frames or all(f.empty for f in frames):
+        return pd.DataFrame(columns=["method", *rate_comparison(pd.DataFrame(), "", "").columns])
+    out = pd.concat([f for f in frames if not f.empty], ignore_index=True)
+    out["p_holm"] = holm(out["p"].to_numpy())
+    out["significant"] = out["p_holm"] < alpha
+    return out[["method", *[c for c in out.columns if c != "method"]]]
+
+
+def budget_text(table: pd.DataFrame) -> list[str]:
+    """One sentence per (task, method) of :func:`budget_comparison`'s ``table``."""
+    sentences = []
+    for (task, method), part in table.sort_values("target_qps").groupby(["task", "method"], sort=True):
+        up, down = part[part["difference"] > 0], part[part["difference"] < 0]
+        sentences.append(
+            f"On {task}, `{method}` with the budget delivered more correct answers within the target at {len(up)} of "
+            f"the {len(part)} rates (mean change {part['difference'].mean():+.3f}, from {part['difference'].min():+.3f} "
+            f"to {part['difference'].max():+.3f}); Fisher's exact test, Holm-adjusted over all {len(table)} "
+            f"comparisons, finds it better at {int(up['significant'].sum())} rate(s) and worse at "
+            f"{int(down['significant'].sum())}.")
+    return sentences
+
+
+def budget_cost_text(table: pd.DataFrame, budgeted: pd.DataFrame, as_sent: pd.DataFrame) -> list[str]:
+    """Where the budget made a method significantly worse (:func:`budget_comparison`'s ``table``), which
+    configuration it served most with the budget and without: a rule blind to the queue meets a tighter
+    deadline with a smaller batch, so less throughput, and its queue grows (the path with it)."""
+    keys = ["task", "method", "target_qps"]
+    worse = table[table["significant"] & (table["difference"] < 0)]
+    if worse.empty or "main_config" not in budgeted or "main_config" not in as_sent:
+        return []
+    one = {name: frame.drop_duplicates(keys, keep="last").set_index(keys) for name, frame in
+           (("budgeted", budgeted), ("as_sent", as_sent))}
+    sentences = []
+    for r in worse.itertuples(index=False):
+        key = (r.task, r.method, r.target_qps)
+        if key not in one["budgeted"].index or key not in one["as_sent"].index:
+            continue
+        b, a = one["budgeted"].loc[key], one["as_sent"].loc[key]
+        sentences.append(
+            f"At {r.target_qps:g} queries/s on {r.task}, `{r.method}` with the budget served `{b['main_config']}` for "
+            f"{b['main_config_share']:.0%} of its answers (median deadline sent {b['budget_p50_ms']:.2f} ms), and "
+            f"`{a['main_config']}` for {a['main_config_share']:.0%} with the whole {a['target_latency_ms']:g} ms.")
+    return sentences
+
+
+__all__ = ["budget_comparison", "budget_cost_text", "budget_text", "comparison_text", "rate_comparison"]

@@ -101,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
             def loadgen(url: str, rate: float, deadline_ms: float, task: str = task) -> None:
                 n = settings.loadgen_queries
                 lg = LoadGenSettings(rate, deadline_ms, min_queries=n, max_queries=n, min_duration_s=1.0,
-                                     max_duration_s=max(5.0, 4.0 * n / rate), seed=settings.seed)
+                                     max_duration_s=max(5.0, 4.0 * n / rate), seed=settings.seed,
+                                     path_quantile=settings.path_quantile)
                 labels = eval_inputs(task, n=eval_subset)[1]
                 result = run_loadgen(url, lg, example_ids(bundle, task), out_dir / "loadgen" / f"{task}_{proposed()}",
                                      labels)

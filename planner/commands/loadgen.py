@@ -27,6 +27,9 @@ def register(subparsers) -> None:
     common.add_argument("--client", choices=["stream", "httpx"], default="stream", help="HTTP client (default: stream)")
     common.add_argument("--out", type=Path, default=None, help="output folder (default: results/<preset>/live/...)")
     common.add_argument("--machine-tag", default=None, help="which machine's profiles (default: this one)")
+    common.add_argument("--path-quantile", type=_quantile_or_none, default=None,
+                        help="send each deadline less this quantile of the client-server path measured on earlier "
+                             "answers (planner.serving.budget, e.g. 0.5); 'none' (the default) sends it as is")
 
     lg = subparsers.add_parser("loadgen", parents=[common],
                                help="MLPerf LoadGen Server scenario against a running server (logs + per-query rows)")
@@ -50,6 +53,18 @@ def register(subparsers) -> None:
     rp.add_argument("--seed", type=int, default=42)
     rp.add_argument("--max-seconds", type=float, default=120.0, help="stop after this long")
     rp.set_defaults(func=run_replay_command)
+
+
+def _quantile_or_none(text: str) -> float | None:
+    if text.strip().lower() == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a quantile in [0, 1) or 'none', got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a quantile in [0, 1) or 'none', got {text!r}")
+    return value
 
 
 def _server_info(url: str) -> dict:
@@ -94,7 +109,8 @@ def run_loadgen_command(args: argparse.Namespace) -> int:
     bundle, labels = _labels(args.preset, args.task, args.machine_tag)
     ids = example_ids(bundle, args.task)
     settings = LoadGenSettings(args.qps, args.deadline_ms, args.min_queries, args.max_queries, args.min_seconds,
-                               args.max_seconds, args.percentile, seed=args.seed, client=args.client)
+                               args.max_seconds, args.percentile, seed=args.seed, client=args.client,
+                               path_quantile=args.path_quantile)
     out = args.out or (results_dir(args.preset) / "live" / "loadgen" /
                        f"{args.task}_{info.get('policy')}_{args.qps:g}qps_{args.deadline_ms:g}ms")
     result = run_loadgen(args.url, settings, ids, out, labels)
@@ -141,7 +157,8 @@ def run_replay_command(args: argparse.Namespace) -> int:
     trace["example_id"] = ids[trace["example_id"].to_numpy()]
     method = info.get("method") or info.get("policy") or "server"
     rows = replay_http(args.url, trace, labels=labels, method=method, client=args.client,
-                       limits=ClientLimits(max_requests=args.requests, max_wall_s=args.max_seconds))
+                       limits=ClientLimits(max_requests=args.requests, max_wall_s=args.max_seconds),
+                       path_quantile=args.path_quantile)
     rows = rows.assign(task=args.task, workload=args.workload, rate_rps=rate, seed=args.seed)
     load_tag = f"load{args.load:g}" if args.load is not None else f"{rate:g}rps"
     out = args.out or (results_dir(args.preset) / "live" / "replay")

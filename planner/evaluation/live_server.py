@@ -10,6 +10,8 @@ Per task, in one process (the server runs in a thread, the client in the calling
 2. **Runs.** For each method (``anytime``, ``seed_p95``, the best baseline) x load x deadline a
    :class:`~planner.serving.server.ServerThread` on 127.0.0.1 (ephemeral port) serves that method's
    freshly built policy; :func:`planner.serving.clients.replay_http` sends a Poisson trace open loop
+   (each deadline as is, or less the path the client has measured with ``path_quantile``,
+   :mod:`planner.serving.budget`)
    (rate: ``load`` x the capacity of the seed rule's choice at the deadline, on this machine unless
    ``rate_basis="profile"``; with ``server_capacity_rps`` set, ``load`` x the smaller of that and
    what the HTTP path sustains), bounded by count and wall time. One rows file per run, written
@@ -74,7 +76,7 @@ OUTCOMES = ("on_time", "late", "degraded", "shed", "dropped")
 # what must match for stored runs to be resumed
 _SPEC_KEYS = ("task", "duration_s", "fault_wall_margin_s", "loads", "deadlines_ms", "rate_basis", "server_capacity_rps", "seed", "servers", "queue", "drop_expired",
               "fault_trace_s", "fault_raise_s", "fault_hog_s", "fault_spike_s", "spike_factor", "overhead_load",
-              "method_params")
+              "method_params", "path_quantile")
 
 
 class LiveServerError(ValueError):
@@ -117,18 +119,20 @@ def paths(out_dir: Path, task: str) -> dict[str, Path]:
 
 def serve_trace(policy: policies.OnlinePolicy, configs: Mapping[str, LiveConfig], bundle: ProfileBundle, task: str,
                 data: TaskData, trace: pd.DataFrame, serving: Serving, method: str, wall_margin_s: float,
-                lead_s: float = 0.2, on_start: Callable[[float], None] | None = None) -> pd.DataFrame:
+                lead_s: float = 0.2, on_start: Callable[[float], None] | None = None,
+                path_quantile: float | None = None) -> pd.DataFrame:
     """Serve ``trace`` with ``policy`` behind a fresh loopback server; the client's per-request rows.
 
     ``on_start(origin)`` (if given) gets the trace's time 0 on ``time.monotonic`` from the client, once
-    its connections are open (:func:`replay_http`'s ``on_origin``)."""
+    its connections are open (:func:`replay_http`'s ``on_origin``). ``path_quantile``: the client's
+    deadline budget (:func:`replay_http`)."""
     batcher = Batcher(policy, configs, task, bundle.profiles,
                       ServerSettings(servers=serving.servers, queue=serving.queue, drop_expired=serving.drop_expired),
                       serving.percentile)
     limits = ClientLimits(max_requests=len(trace) + 1, max_wall_s=float(trace["arrival_s"].max()) + wall_margin_s)
     with ServerThread(create_app(batcher, data.inputs, {"method": method})) as server:
         rows = replay_http(server.url, trace, labels=data.labels, limits=limits, method=method, lead_s=lead_s,
-                           on_origin=on_start)
+                           on_origin=on_start, path_quantile=path_quantile)
     return rows
 
 
@@ -337,7 +341,9 @@ def run_live_server(bundle: ProfileBundle, task: str, methods: Sequence[str], se
             "fault_hog_s": float(settings.fault_hog_s), "fault_spike_s": float(settings.fault_spike_s),
             "spike_factor": float(settings.spike_factor), "overhead_load": float(settings.overhead_load),
             # the methods' parameters: a run names what it ran with, and a resume with others is refused
-            "method_params": params_record(methods, params)}
+            "method_params": params_record(methods, params),
+            # the client sends each deadline less this quantile of the path it measures (None: as is)
+            "path_quantile": settings.path_quantile}
     record = json.loads(where["record"].read_text()) if where["record"].exists() else None
     if record is not None and {k: record["spec"].get(k) for k in _SPEC_KEYS} != {k: spec[k] for k in _SPEC_KEYS}:
         raise LiveServerError(f"{where['record']}: earlier runs used other settings ({record['spec']}); this run asks "
@@ -416,7 +422,7 @@ def _run(bundle: ProfileBundle, task: str, methods: list[str], settings: LiveSer
         warm_up(configs.values(), data.inputs, 1, seed=settings.seed + 1)
         began = time.perf_counter()
         rows = serve_trace(policy_for(method, deadline), configs, bundle, task, data, trace, serving, method,
-                           settings.wall_margin_s)
+                           settings.wall_margin_s, path_quantile=settings.path_quantile)
         rows = _stamp(rows, task=task, load=load_, trace_deadline_ms=deadline, rate_rps=rate)
         _write(where["runs"] / f"run_{run_name(method, load_, deadline)}.parquet", rows)
         m = run_metrics(rows)
@@ -433,8 +439,9 @@ def _run(bundle: ProfileBundle, task: str, methods: list[str], settings: LiveSer
         inproc = replay(trace, fixed, configs, data.inputs, data.labels, serving.servers, serving.queue,
                         drop_expired=serving.drop_expired, method="fixed", task=task,
                         limits=ReplayLimits(len(trace) + 1, float(trace["arrival_s"].max()) + settings.wall_margin_s))
+        # deadlines sent as is: this run measures the path itself, beside the in-process replay
         http = serve_trace(policies.fixed(config_id, "fixed"), configs, bundle, task, data, trace, serving, "fixed",
-                           settings.wall_margin_s)
+                           settings.wall_margin_s, path_quantile=None)
         for name, rows in (("overhead_inproc", inproc), ("overhead_http", http)):
             keep = rows[[c for c in rows.columns if c in set(http.columns) | {"batch_id", "batch_n", "service_ms"}]]
             _write(where["runs"] / f"{name}.parquet",
@@ -468,7 +475,8 @@ def _run(bundle: ProfileBundle, task: str, methods: list[str], settings: LiveSer
 
         with hog as hog_window:
             rows = serve_trace(policy_for(proposed(), deadline0), served, bundle, task, data, trace, serving,
-                               proposed(), settings.fault_wall_margin_s, on_start=armed)
+                               proposed(), settings.fault_wall_margin_s, on_start=armed,
+                               path_quantile=settings.path_quantile)
         actual = window
         if kind == "hog" and hog_window is not None and math.isfinite(hog_window.start):
             actual = (hog_window.start - origin[0], hog_window.end - origin[0])

@@ -7,8 +7,9 @@ the Server scenario it issues queries with Poisson arrivals at ``target_qps`` an
 check ours.
 
 The system under test (SUT) sends each query as one ``POST /v1/predict`` with the query's sample
-as ``example_id`` and the run's deadline as ``deadline_ms`` (the LoadGen latency target), from an
-asyncio loop in a helper thread, and tells LoadGen the query is complete when the answer arrives
+as ``example_id`` and the run's deadline (the LoadGen latency target) as ``deadline_ms``, or with
+``path_quantile`` that deadline less what the client-server path has been costing
+(:mod:`planner.serving.budget`), from an asyncio loop in a helper thread, and tells LoadGen the query is complete when the answer arrives
 (or fails: LoadGen must hear about every query). Each answer is also kept: one row per query with
 the client's latency, the server's outcome and configuration, so attainment can be read next to
 LoadGen's verdict.
@@ -37,6 +38,7 @@ import pandas as pd
 
 from planner.evaluation.provenance import METHOD_PARAMS_FILE, recorded_params
 from planner.plan.registry import changed_params, describe_params
+from planner.serving.budget import BudgetError, DeadlineBudget
 from planner.serving.clients import http_client
 from planner.serving.api import STATUS_OF
 
@@ -64,6 +66,9 @@ class LoadGenSettings:
     seed: int = 0
     client: str = "stream"
     max_connections: int = 1000
+    # the quantile of the client-server path each query's deadline is sent less of (planner.serving.budget);
+    # None (the default): the latency target goes to the server as is
+    path_quantile: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("target_qps", "deadline_ms", "min_duration_s", "max_duration_s", "timeout_s"):
@@ -76,6 +81,11 @@ class LoadGenSettings:
             raise LoadGenError(f"min_duration_s {self.min_duration_s} exceeds max_duration_s {self.max_duration_s}")
         if not 0 < self.latency_percentile < 1:
             raise LoadGenError(f"latency_percentile must be in (0, 1), got {self.latency_percentile!r}")
+        if self.path_quantile is not None:
+            try:
+                DeadlineBudget(self.path_quantile)
+            except BudgetError as exc:
+                raise LoadGenError(f"path_quantile: {exc}") from None
 
 
 @dataclass
@@ -135,18 +145,21 @@ def run_loadgen(url: str, settings: LoadGenSettings, example_ids: np.ndarray, ou
         return client
 
     client = worker.submit(open_client()).result(30)
+    budget = DeadlineBudget(settings.path_quantile) if settings.path_quantile is not None else None
 
     async def one(query_id: int, index: int) -> None:
         example = int(ids[index])
         sent = time.perf_counter() - origin
+        sent_deadline = budget.budget_ms(settings.deadline_ms) if budget is not None else settings.deadline_ms
         row: dict[str, Any] = {"query_id": query_id, "example_id": example, "sent_s": sent,
-                               "deadline_ms": settings.deadline_ms}
+                               "deadline_ms": settings.deadline_ms, "budget_ms": sent_deadline}
         try:
-            code, answer = await client.post("/v1/predict", {"example_id": example, "deadline_ms": settings.deadline_ms})
+            code, answer = await client.post("/v1/predict", {"example_id": example, "deadline_ms": sent_deadline})
             row["http_status"] = code
             if code == 200 and isinstance(answer, dict):
                 row.update({k: answer.get(k) for k in ("label", "confidence", "config_id", "outcome", "reason",
                                                        "queue_ms", "service_ms")})
+                row["server_latency_ms"] = answer.get("latency_ms")
             else:
                 row["reason"] = f"http_{code}"
         except Exception as exc:  # noqa: BLE001 - LoadGen must hear of every query, whatever failed
@@ -154,6 +167,8 @@ def run_loadgen(url: str, settings: LoadGenSettings, example_ids: np.ndarray, ou
             row["reason"] = f"client_error:{type(exc).__name__}"
         finally:
             row["finish_s"] = time.perf_counter() - origin
+            if budget is not None and row.get("server_latency_ms") is not None:  # the path this query took
+                budget.observe((row["finish_s"] - sent) * 1000.0, row["server_latency_ms"])
             with lock:
                 records.append(row)
             lg.QuerySamplesComplete([lg.QuerySampleResponse(query_id, 0, 0)])
@@ -210,8 +225,9 @@ def run_loadgen(url: str, settings: LoadGenSettings, example_ids: np.ndarray, ou
 
 
 def _requests(records: list[dict[str, Any]], labels: np.ndarray | None) -> pd.DataFrame:
-    columns = ["query_id", "example_id", "sent_s", "finish_s", "latency_ms", "deadline_ms", "http_status", "status",
-               "hit", "correct", "label", "confidence", "config_id", "outcome", "reason", "queue_ms", "service_ms"]
+    columns = ["query_id", "example_id", "sent_s", "finish_s", "latency_ms", "deadline_ms", "budget_ms", "http_status",
+               "status", "hit", "correct", "label", "confidence", "config_id", "outcome", "reason", "queue_ms",
+               "service_ms", "server_latency_ms"]
     frame = pd.DataFrame(records)
     if frame.empty:
         return pd.DataFrame(columns=columns)
@@ -266,6 +282,8 @@ def read_runs(folder: Path) -> pd.DataFrame:
         server_ms = requests["queue_ms"] + requests["service_ms"]
         status = requests["status"].value_counts(normalize=True)
         within = requests["latency_ms"] <= requests["deadline_ms"]
+        served = requests["config_id"].dropna() if "config_id" in requests else pd.Series(dtype=object)
+        main = served.value_counts()
         rows.append({
             "run": run.name, "task": task, "method": method, "scenario": summary.get("Scenario", ""),
             "result": summary.get("Result is", ""),
@@ -286,6 +304,12 @@ def read_runs(folder: Path) -> pd.DataFrame:
             "shed": float(status.get("shed", 0.0)),
             "degraded": float(status.get("degraded", 0.0)),
             "path_added_p50_ms": float((requests["latency_ms"] - server_ms)[answered].median()),
+            # runs written before the budget existed sent the latency target as is (no path_quantile)
+            "path_quantile": settings.get("path_quantile"),
+            "budget_p50_ms": float(requests["budget_ms"].median()) if "budget_ms" in requests else math.nan,
+            # the configuration that answered most queries, and its share of the answers
+            "main_config": str(main.index[0]) if len(main) else None,
+            "main_config_share": float(main.iloc[0] / len(served)) if len(main) else math.nan,
             "method_params": json.dumps(params, sort_keys=True) if params is not None else None,
         })
     return pd.DataFrame(rows)

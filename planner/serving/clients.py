@@ -3,7 +3,9 @@
 Each request of a trace (:data:`planner.schema.TRACE_COLUMNS`: Poisson, Gamma, the Twitter
 replays, ...) is sent at its ``arrival_s`` on a monotonic clock, whether or not earlier ones have
 been answered (open loop: a slow server does not slow the arrivals down), as
-``{"example_id", "deadline_ms"}`` (or the raw input with ``send_inputs``). The client records what
+``{"example_id", "deadline_ms"}`` (or the raw input with ``send_inputs``). With ``path_quantile``
+the deadline sent is the request's own less what the client-server path has been costing
+(:mod:`planner.serving.budget`; column ``budget_ms``). The client records what
 it sees: the latency from the request's scheduled arrival to the answer's last byte, the HTTP
 status and the server's answer (outcome, configuration, ``queue_ms``, ``service_ms``).
 
@@ -46,10 +48,11 @@ from urllib.parse import urlsplit
 
 from planner.schema import REQUEST_RESULT_COLUMNS
 from planner.serving.batching import check_trace
+from planner.serving.budget import BudgetError, DeadlineBudget
 from planner.serving.api import STATUS_OF
 
 CLIENT_COLUMNS = ("arrival_s", "deadline_ms", "example_id", "sent_lag_ms", "http_status", "server_outcome", "reason",
-                  "label", "queue_ms", "service_ms", "server_latency_ms")
+                  "label", "queue_ms", "service_ms", "server_latency_ms", "budget_ms")
 
 
 class ClientError(RuntimeError):
@@ -189,7 +192,8 @@ def http_client(url: str, client: str = "stream", max_connections: int = 1000, t
 def replay_http(url: str, trace: pd.DataFrame, *, labels: np.ndarray | None = None,
                 inputs: Sequence[Any] | np.ndarray | None = None, limits: ClientLimits = ClientLimits(),
                 method: str = "server", lead_s: float = 0.2, client: str = "stream",
-                on_origin: Callable[[float], None] | None = None) -> pd.DataFrame:
+                on_origin: Callable[[float], None] | None = None,
+                path_quantile: float | None = None) -> pd.DataFrame:
     """Send ``trace`` to the server at ``url`` in real time; one row per sent request (``request_id`` order).
 
     ``labels`` (by example id) give ``correct``; without them ``correct`` is False throughout
@@ -198,18 +202,27 @@ def replay_http(url: str, trace: pd.DataFrame, *, labels: np.ndarray | None = No
     ``on_origin`` (if given) is called once with the trace's time 0 on ``time.monotonic``, when the
     client's clock starts (its connections open): what runs beside the replay on the trace's clock (an
     injected fault) takes that origin, not a guess made before the client was set up.
+    ``path_quantile``: send each request's deadline less that quantile of the client-server path
+    measured on earlier answers (:class:`planner.serving.budget.DeadlineBudget`; column ``budget_ms``);
+    None sends the deadline as is. The client still judges every answer against the whole deadline.
     """
     return asyncio.run(replay_http_async(url, trace, labels=labels, inputs=inputs, limits=limits, method=method,
-                                         lead_s=lead_s, client=client, on_origin=on_origin))
+                                         lead_s=lead_s, client=client, on_origin=on_origin,
+                                         path_quantile=path_quantile))
 
 
 async def replay_http_async(url: str, trace: pd.DataFrame, *, labels: np.ndarray | None = None,
                             inputs: Sequence[Any] | np.ndarray | None = None, limits: ClientLimits = ClientLimits(),
                             method: str = "server", lead_s: float = 0.2, client: str = "stream",
-                            on_origin: Callable[[float], None] | None = None) -> pd.DataFrame:
+                            on_origin: Callable[[float], None] | None = None,
+                            path_quantile: float | None = None) -> pd.DataFrame:
     """:func:`replay_http` inside a running event loop."""
     if not isinstance(limits, ClientLimits):
         raise ClientError(f"limits must be a ClientLimits, got {type(limits).__name__}")
+    try:
+        budget = DeadlineBudget(path_quantile) if path_quantile is not None else None
+    except BudgetError as exc:
+        raise ClientError(f"path_quantile: {exc}") from None
     n_examples = len(labels) if labels is not None else (len(inputs) if inputs is not None else None)
     checked = check_trace(trace, ClientError, n_examples)
     capped = checked.iloc[: limits.max_requests]
@@ -222,6 +235,7 @@ async def replay_http_async(url: str, trace: pd.DataFrame, *, labels: np.ndarray
     example = ordered["example_id"].to_numpy(dtype=np.int64)
     sent = np.full(n, np.nan)
     done = np.full(n, np.nan)
+    budget_ms = np.full(n, np.nan)
     http_status = np.zeros(n, dtype=np.int64)
     answers: list[dict | None] = [None] * n
     errors: list[str | None] = [None] * n
@@ -233,7 +247,8 @@ async def replay_http_async(url: str, trace: pd.DataFrame, *, labels: np.ndarray
             on_origin(time.monotonic() + (origin - clock()))
 
         async def send(i: int) -> None:
-            body = {"deadline_ms": float(deadline[i])}
+            budget_ms[i] = budget.budget_ms(float(deadline[i])) if budget is not None else float(deadline[i])
+            body = {"deadline_ms": float(budget_ms[i])}
             if inputs is None:
                 body["example_id"] = int(example[i])
             else:
@@ -252,6 +267,8 @@ async def replay_http_async(url: str, trace: pd.DataFrame, *, labels: np.ndarray
                 else:
                     errors[i] = f"http_{code}"
             done[i] = clock() - origin
+            if budget is not None and answers[i] is not None:  # the path this request took, from its due time
+                budget.observe((done[i] - arrival[i]) * 1000.0, answers[i].get("latency_ms"))
 
         tasks = []
         for i in range(n):
@@ -265,6 +282,9 @@ async def replay_http_async(url: str, trace: pd.DataFrame, *, labels: np.ndarray
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
     frame = _table(ordered, arrival, deadline, example, sent, done, http_status, answers, errors, labels, method)
+    frame["budget_ms"] = budget_ms  # the deadline each request went out with (rows still in send order)
+    assert list(frame.columns) == [*REQUEST_RESULT_COLUMNS, *CLIENT_COLUMNS]
+    frame = frame.sort_values("request_id", kind="stable").reset_index(drop=True)
     frame.attrs.update({"labels": labels is not None, "n_over_max_requests": len(checked) - len(capped),
                         "n_after_wall": len(capped) - n, "n_abandoned": int((frame["reason"] == "client_wall_limit").sum())})
     return frame
@@ -318,5 +338,5 @@ def _table(ordered: pd.DataFrame, arrival: np.ndarray, deadline: np.ndarray, exa
         "reason": reason, "label": label_arr, "queue_ms": queue_ms, "service_ms": service_ms,
         "server_latency_ms": server_latency,
     })
-    assert list(frame.columns) == [*REQUEST_RESULT_COLUMNS, *CLIENT_COLUMNS]
-    return frame.sort_values("request_id", kind="stable").reset_index(drop=True)
+    assert list(frame.columns) == [*REQUEST_RESULT_COLUMNS, *CLIENT_COLUMNS[:-1]]
+    return frame
