@@ -14,8 +14,8 @@ Simulation only.
 
 Each study has a folder of its own (``--study``, under results/full/benchmarks/anytime_variants/).
 The ``late_step`` study chose 0.03 over the 0.01 used before (2026-12-03); its files are its re-run
-of 2026-12-04, after the choice learned to respect its own member cut-off, and before the expected
-arrivals were spread (``arrival_spread``, which its parameters therefore lack). It was run by
+of 2026-12-05 on the preset of that day (expected arrivals spread, ``accuracy_tolerance`` 0.02), so
+each variant is the current preset with the parameters named changed. It was run by
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/anytime_variants.py --out --study late_step \
         --reference previous --variant previous='{"late_step": 0.01}' \
@@ -24,7 +24,8 @@ arrivals were spread (``arrival_spread``, which its parameters therefore lack). 
         --variant step02start08='{"late_step": 0.02, "member_quantile": 0.8}'
 
 The ``arrival_spread`` study (2026-12-05) compared the expected arrivals spread as a Poisson
-process's arrival times (the default since) with evenly spaced ones:
+process's arrival times (the default since) with evenly spaced ones; its files are its re-run on the
+preset with ``accuracy_tolerance`` 0.02:
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/anytime_variants.py --out --study arrival_spread \
         --reference spaced --variant spaced='{"arrival_spread": false}'

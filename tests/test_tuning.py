@@ -67,6 +67,18 @@ def test_the_text_names_the_variant_the_preset_uses_and_what_it_bought(runs):
     assert table["variant"].iloc[0] == "previous (reference)"
 
 
+def test_the_text_says_when_another_variant_beats_the_presets_within_the_late_limit(runs):
+    # the reference now keeps its light cells within the limit and scores higher: the choice is overturned
+    within = runs.assign(late_rate=runs["late_rate"].clip(upper=0.009))
+    summary = tuning.compare_variants(within, late_limit=0.01, reference="previous")
+    text = tuning.variant_text(summary, FAST, late_limit=0.01)
+    assert "In these runs previous scores higher on every task (sst2 +0.0167 mean effective accuracy)" in text
+    assert "the preset has not been moved to it" in text
+    # over the limit, the higher score does not count (the fixture's reference has a 1.2 % light cell)
+    summary = tuning.compare_variants(runs, late_limit=0.01, reference="previous")
+    assert "scores higher" not in tuning.variant_text(summary, FAST, late_limit=0.01)
+
+
 def test_a_parameter_added_after_a_study_does_not_hide_the_variant_the_preset_uses(runs):
     summary = tuning.compare_variants(runs, late_limit=0.01, reference="previous")
     # the method gained a parameter after this study ran: the study still names its choice
