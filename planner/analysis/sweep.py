@@ -83,10 +83,11 @@ def budget_text(table: pd.DataFrame) -> list[str]:
     sentences = []
     for (task, method), part in table.sort_values("target_qps").groupby(["task", "method"], sort=True):
         up, down = part[part["difference"] > 0], part[part["difference"] < 0]
+        change = part["difference"]
         sentences.append(
             f"On {task}, `{method}` with the budget delivered more correct answers within the target at {len(up)} of "
-            f"the {len(part)} rates (mean change {part['difference'].mean():+.3f}, from {part['difference'].min():+.3f} "
-            f"to {part['difference'].max():+.3f}); Fisher's exact test, Holm-adjusted over all {len(table)} "
+            f"the {len(part)} rates (mean change {change.mean():+.3f}, from {change.min():+.3f} "
+            f"to {change.max():+.3f}); Fisher's exact test, Holm-adjusted over all {len(table)} "
             f"comparisons, finds it better at {int(up['significant'].sum())} rate(s) and worse at "
             f"{int(down['significant'].sum())}.")
     return sentences

@@ -9,8 +9,8 @@ check ours.
 The system under test (SUT) sends each query as one ``POST /v1/predict`` with the query's sample
 as ``example_id`` and the run's deadline (the LoadGen latency target) as ``deadline_ms``, or with
 ``path_quantile`` that deadline less what the client-server path has been costing
-(:mod:`planner.serving.budget`), from an asyncio loop in a helper thread, and tells LoadGen the query is complete when the answer arrives
-(or fails: LoadGen must hear about every query). Each answer is also kept: one row per query with
+(:mod:`planner.serving.budget`), from an asyncio loop in a helper thread, and tells LoadGen the
+query is complete when the answer arrives (or fails: LoadGen must hear about every query). Each answer is also kept: one row per query with
 the client's latency, the server's outcome and configuration, so attainment can be read next to
 LoadGen's verdict.
 
