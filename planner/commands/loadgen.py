@@ -56,15 +56,15 @@ def register(subparsers) -> None:
 
 
 def _quantile_or_none(text: str) -> float | None:
+    """``--path-quantile``: 'none', or a quantile the deadline budget accepts (its rule, not a copy)."""
+    from planner.serving.budget import BudgetError, DeadlineBudget
+
     if text.strip().lower() == "none":
         return None
     try:
-        value = float(text)
-    except ValueError:
+        return DeadlineBudget(float(text)).quantile
+    except (ValueError, BudgetError):
         raise argparse.ArgumentTypeError(f"expected a quantile in [0, 1) or 'none', got {text!r}") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a quantile in [0, 1) or 'none', got {text!r}")
-    return value
 
 
 def _server_info(url: str) -> dict:

@@ -281,10 +281,8 @@ async def replay_http_async(url: str, trace: pd.DataFrame, *, labels: np.ndarray
             task.cancel()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
-    frame = _table(ordered, arrival, deadline, example, sent, done, http_status, answers, errors, labels, method)
-    frame["budget_ms"] = budget_ms  # the deadline each request went out with (rows still in send order)
-    assert list(frame.columns) == [*REQUEST_RESULT_COLUMNS, *CLIENT_COLUMNS]
-    frame = frame.sort_values("request_id", kind="stable").reset_index(drop=True)
+    frame = _table(ordered, arrival, deadline, budget_ms, example, sent, done, http_status, answers, errors, labels,
+                   method)
     frame.attrs.update({"labels": labels is not None, "n_over_max_requests": len(checked) - len(capped),
                         "n_after_wall": len(capped) - n, "n_abandoned": int((frame["reason"] == "client_wall_limit").sum())})
     return frame
@@ -297,7 +295,8 @@ def _wire(value: Any) -> Any:
     return value
 
 
-def _table(ordered: pd.DataFrame, arrival: np.ndarray, deadline: np.ndarray, example: np.ndarray, sent: np.ndarray,
+def _table(ordered: pd.DataFrame, arrival: np.ndarray, deadline: np.ndarray, budget_ms: np.ndarray,
+           example: np.ndarray, sent: np.ndarray,
            done: np.ndarray, http_status: np.ndarray, answers: list, errors: list, labels: np.ndarray | None,
            method: str) -> pd.DataFrame:
     n = len(ordered)
@@ -336,7 +335,7 @@ def _table(ordered: pd.DataFrame, arrival: np.ndarray, deadline: np.ndarray, exa
         "arrival_s": arrival, "deadline_ms": deadline, "example_id": example,
         "sent_lag_ms": (sent - arrival) * 1000.0, "http_status": http_status, "server_outcome": server_outcome,
         "reason": reason, "label": label_arr, "queue_ms": queue_ms, "service_ms": service_ms,
-        "server_latency_ms": server_latency,
+        "server_latency_ms": server_latency, "budget_ms": budget_ms,
     })
-    assert list(frame.columns) == [*REQUEST_RESULT_COLUMNS, *CLIENT_COLUMNS[:-1]]
-    return frame
+    assert list(frame.columns) == [*REQUEST_RESULT_COLUMNS, *CLIENT_COLUMNS]
+    return frame.sort_values("request_id", kind="stable").reset_index(drop=True)
