@@ -660,6 +660,29 @@ def test_budget_comparison_sets_each_methods_budgeted_runs_against_its_runs_sent
     assert budget_comparison(read_runs(tmp_path / "budget"), read_runs(tmp_path / "none")).empty
 
 
+def test_the_budget_section_reads_each_pair_of_runs_and_skips_a_pair_without_budgeted_runs(tmp_path):
+    """The validation chapter's account of the budget: per pair of sweeps (as is, with the budget) its
+    paragraphs and one table; a pair whose budgeted folder holds runs sent as is says nothing."""
+    pytest.importorskip("mlperf_loadgen", reason="mlcommons-loadgen is not installed")
+    from planner.analysis.sweep import budget_section
+    from planner.evaluation.loadgen import read_runs
+
+    for folder, policy, n_correct in (("as_is", "anytime", 80), ("as_is", "seed_p95", 152),
+                                      ("budget", "anytime", 180), ("budget", "seed_p95", 150),
+                                      ("tight", "anytime", 100), ("tight_budget", "anytime", 120)):
+        _loadgen_point(tmp_path / folder, policy, 100, n_correct, 200)
+    for run in (tmp_path / "budget").iterdir():   # `planner loadgen --path-quantile 0.5` records its setting
+        (run / "settings.json").write_text(json.dumps({"path_quantile": 0.5, "latency_percentile": 0.99}))
+    parts, table = budget_section({"relaxed": (read_runs(tmp_path / "as_is"), read_runs(tmp_path / "budget")),
+                                   "tight": (read_runs(tmp_path / "tight"), read_runs(tmp_path / "tight_budget"))})
+    assert list(table["targets"].unique()) == ["relaxed"]
+    assert parts[0].startswith("**At relaxed latency targets** (5 ms; path quantile 0.5)")
+    assert "With the budget, the two methods compare so:" in parts
+    assert parts[-1].startswith("For `anytime`, the budget changed the effective accuracy by +0.500 on average at "
+                                "the relaxed targets.")
+    assert budget_section({"relaxed": (read_runs(tmp_path / "as_is"), read_runs(tmp_path / "none"))})[0] == []
+
+
 def test_where_the_budget_costs_a_method_the_book_names_what_it_served_with_and_without(tmp_path):
     pytest.importorskip("mlperf_loadgen", reason="mlcommons-loadgen is not installed")
     from planner.analysis.sweep import budget_comparison, budget_cost_text

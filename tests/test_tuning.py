@@ -74,6 +74,10 @@ def test_the_text_says_when_another_variant_beats_the_presets_within_the_late_li
     text = tuning.variant_text(summary, FAST, late_limit=0.01)
     assert "In these runs previous scores higher on every task (sst2 +0.0167 mean effective accuracy)" in text
     assert "the preset has not been moved to it" in text
+    # the preset moved to the reference: nothing in the study beats it
+    assert tuning.variant_text(summary, REF, late_limit=0.01) == (
+        "The preset uses the reference parameters (previous). No other variant scores higher on every task with no "
+        "light cell over the late limit.")
     # over the limit, the higher score does not count (the fixture's reference has a 1.2 % light cell)
     summary = tuning.compare_variants(runs, late_limit=0.01, reference="previous")
     assert "scores higher" not in tuning.variant_text(summary, FAST, late_limit=0.01)
@@ -85,6 +89,27 @@ def test_a_parameter_added_after_a_study_does_not_hide_the_variant_the_preset_us
     assert "step03 (late_step 0.03)" in tuning.variant_text(summary, {**FAST, "arrival_spread": True}, late_limit=0.01)
     # but a recorded parameter the preset no longer has is a different choice
     assert tuning.variant_text(summary, {k: v for k, v in FAST.items() if k != "late_target"}, late_limit=0.01) == ""
+
+
+def test_a_study_run_before_the_preset_moved_another_parameter_names_what_differs(runs):
+    summary = tuning.compare_variants(runs, late_limit=0.01, reference="previous")
+    moved = {**FAST, "late_target": 0.007}
+    assert tuning.variant_text(summary, moved, late_limit=0.01) == ""
+    text = tuning.nearest_variant_text(summary, moved)
+    assert "the nearest, step03, ran with late_target 0.009 (now 0.007)" in text
+    # two parameters away from the reference, one from step03: the nearer one is named
+    assert "previous" not in text
+    assert "late_step" not in text
+
+
+def test_a_variant_named_after_the_preset_is_marked_once_the_preset_has_moved(runs):
+    own = tuning.compare_variants(runs.replace({"variant": {"step03": "preset"}}), late_limit=0.01,
+                                  reference="previous")
+    assert "preset" in list(tuning.variant_table(own, FAST)["variant"])
+    moved = tuning.variant_table(own, REF)["variant"].tolist()
+    assert sorted(moved) == ["preset (as the study ran)", "previous (reference)"]
+    assert "the nearest, preset (as the study ran), ran with late_step 0.03 (now 0.05)" in \
+        tuning.nearest_variant_text(own, {**REF, "late_step": 0.05})
 
 
 def test_each_study_is_read_from_its_own_folder_and_rendered(tmp_path, monkeypatch, runs):

@@ -116,4 +116,58 @@ def budget_cost_text(table: pd.DataFrame, budgeted: pd.DataFrame, as_sent: pd.Da
     return sentences
 
 
-__all__ = ["budget_comparison", "budget_cost_text", "budget_text", "comparison_text", "rate_comparison"]
+def budget_section(pairs: dict[str, tuple[pd.DataFrame, pd.DataFrame]], method: str = "anytime",
+                   baseline: str = "seed_p95", shed_note: float = 0.5) -> tuple[list[str], pd.DataFrame]:
+    """The book's account of the path budget: ``pairs`` maps a name of latency targets ("relaxed",
+    "tight") to (runs sent as is, runs with the budget), as :func:`planner.evaluation.loadgen.read_runs`
+    reads them. Returns the paragraphs (per pair: the path, :func:`budget_text`, the cost to the other
+    rules, where ``method`` shed more than ``shed_note`` of its queries, and for "relaxed" the two
+    methods compared with the budget; last, ``method``'s mean change per pair) and the pairs' tables of
+    :func:`budget_comparison` (a ``targets`` column names the pair). Empty when no pair has both runs."""
+    parts, tables = [], []
+    for name, (as_is, budgeted) in pairs.items():
+        if as_is.empty or budgeted.empty or "path_quantile" not in as_is or "path_quantile" not in budgeted:
+            continue
+        as_is, budgeted = as_is[as_is["path_quantile"].isna()], budgeted[budgeted["path_quantile"].notna()]
+        table = budget_comparison(budgeted, as_is)
+        if table.empty:
+            continue
+        targets = ", ".join(f"{t:g} ms" for t in sorted(table["target_latency_ms"].unique()))
+        quantiles = ", ".join(f"{q:g}" for q in sorted(budgeted["path_quantile"].astype(float).unique()))
+        parts.append(
+            f"**At {name} latency targets** ({targets}; path quantile {quantiles}): sent as is, the path added a "
+            f"median {as_is['path_added_p50_ms'].median():.2f} ms to an answer; the budget sent a median deadline "
+            f"{(budgeted['target_latency_ms'] - budgeted['budget_p50_ms']).median():.2f} ms shorter than the target.")
+        parts.extend(budget_text(table))
+        cost = budget_cost_text(table[table["method"] != method], budgeted, as_is)  # the method's own: below
+        if cost:
+            parts.append("A rule that does not look at the queue can lose by the budget: a tighter deadline moves "
+                         "it to a configuration of smaller batch and less throughput, and at a high rate its queue "
+                         "then grows, and the path with it.")
+            parts.extend(cost)
+        whole = as_is.set_index(["task", "method", "target_qps"])["client_within_deadline"]
+        for r in budgeted[budgeted["method"] == method].itertuples(index=False):
+            if r.shed > shed_note:
+                before = whole.get((r.task, r.method, r.target_qps), float("nan"))
+                parts.append(
+                    f"With the budget the `{method}` server shed {r.shed:.1%} of the queries at {r.target_qps:g} "
+                    f"queries/s on {r.task} (median deadline sent {r.budget_p50_ms:.2f} ms of {r.target_latency_ms:g}): "
+                    f"a deadline cut by the path's median leaves no configuration its admission rule accepts; sent "
+                    f"with the whole deadline, {before:.1%} of the queries completed within it at the client.")
+        if name == "relaxed":
+            parts.append("With the budget, the two methods compare so:")
+            parts.extend(comparison_text(rate_comparison(budgeted, method, baseline), method, baseline))
+        tables.append(table.assign(targets=name))
+    if not tables:
+        return [], pd.DataFrame()
+    every = pd.concat(tables, ignore_index=True)
+    mine = every[every["method"] == method].groupby("targets", sort=False)["difference"].mean()
+    if len(mine):
+        parts.append(f"For `{method}`, the budget changed the effective accuracy by " + " and ".join(
+            f"{d:+.3f} on average at the {name} targets" for name, d in mine.items()) + ". The clients send deadlines "
+            "as is unless told otherwise; planning with the path's distribution, not one quantile of it, is left open.")
+    return parts, every
+
+
+__all__ = ["budget_comparison", "budget_cost_text", "budget_section", "budget_text", "comparison_text",
+           "rate_comparison"]

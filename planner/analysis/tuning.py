@@ -100,9 +100,22 @@ def reference_of(runs: pd.DataFrame) -> str:
     return PRESET
 
 
-def variant_table(summary: pd.DataFrame) -> pd.DataFrame:
+THEN = " (as the study ran)"   # marks a variant named after the preset whose parameters have since moved
+
+
+def label(variant: str, params: str, chosen: dict | None) -> str:
+    """A variant's name for the book: the one named after the preset gets :data:`THEN` appended when
+    the preset's parameters (``chosen``) have moved since the study ran, so that "preset" never names
+    parameters the preset no longer has."""
+    if variant == PRESET and chosen is not None and not _same_choice(json.loads(params), chosen):
+        return variant + THEN
+    return variant
+
+
+def variant_table(summary: pd.DataFrame, chosen: dict | None = None) -> pd.DataFrame:
     """The summary for the book: per task and variant, the parameters it changes against the reference,
-    the change in effective accuracy (mean, worst cell) and the light cells over the late limit."""
+    the change in effective accuracy (mean, worst cell) and the light cells over the late limit
+    (``chosen``: the preset's current parameters, for :func:`label`)."""
     rows = []
     for task, part in summary.groupby("task", sort=False):
         reference = str(part["reference"].iloc[0])
@@ -110,7 +123,8 @@ def variant_table(summary: pd.DataFrame) -> pd.DataFrame:
         varied = sorted({k for p in part["params"] for k in changed_params(json.loads(ref.params), json.loads(p))})
         for r in part.itertuples(index=False):
             values = json.loads(r.params)
-            rows.append({"task": task, "variant": r.variant + (" (reference)" if r.variant == reference else ""),
+            rows.append({"task": task, "variant": label(r.variant, r.params, chosen)
+                         + (" (reference)" if r.variant == reference else ""),
                          "parameters": describe_params({k: values.get(k) for k in varied}),
                          "mean change": round(r.mean_change, 4) + 0.0, "worst cell change": round(r.worst_change, 4) + 0.0,
                          "worst cell": r.worst_cell,
@@ -134,7 +148,9 @@ def variant_text(summary: pd.DataFrame, chosen: dict, late_limit: float) -> str:
     name = str(picked["variant"].iloc[0])
     reference = str(summary["reference"].iloc[0])
     if name == reference:
-        return f"The preset uses the reference parameters ({reference})."
+        return (f"The preset uses the reference parameters ({reference})."
+                + (better_variant_text(summary, name, chosen)
+                   or " No other variant scores higher on every task with no light cell over the late limit."))
     ref = summary[summary["variant"] == reference].set_index("task")
     per_task = [f"{r.task}: {r.light_cells_over_late_limit} of {r.n_light_cells} light cells over {late_limit:.0%} late "
                 f"(reference: {ref.loc[r.task, 'light_cells_over_late_limit']}), {r.mean_change:+.4f} mean effective accuracy"
@@ -143,10 +159,30 @@ def variant_text(summary: pd.DataFrame, chosen: dict, late_limit: float) -> str:
         json.loads(ref["params"].iloc[0]), json.loads(picked["params"].iloc[0])).items()})
     which = "its own parameters" if name == "preset" else f"the parameters of {name}"
     return (f"The preset uses {which} ({changes}), chosen against {reference}: " + "; ".join(per_task) + "."
-            + better_variant_text(summary, name))
+            + better_variant_text(summary, name, chosen))
 
 
-def better_variant_text(summary: pd.DataFrame, picked: str) -> str:
+def nearest_variant_text(summary: pd.DataFrame, chosen: dict) -> str:
+    """When no variant of a study is the preset's current choice: the variant nearest to it (fewest
+    recorded parameters that differ) and what differs, e.g. after the preset moved a parameter that
+    another study held fixed. Why: the study still says what its own parameter bought, on a method
+    that differs from today's in named parameters only, and the reader must know which."""
+    recorded = {str(v): json.loads(p) for v, p in summary.groupby("variant", sort=False)["params"].first().items()}
+    if not recorded:
+        return "None of its variants is the preset's current parameters."
+    differ = {v: {k: (was, chosen.get(k)) for k, was in p.items() if chosen.get(k) != was} for v, p in recorded.items()}
+    nearest = min(differ, key=lambda v: len(differ[v]))
+    name = label(nearest, summary.loc[summary["variant"] == nearest, "params"].iloc[0], chosen)
+    what = ", ".join(f"{k} {_short(was)} (now {_short(now)})" for k, (was, now) in sorted(differ[nearest].items()))
+    return (f"None of its variants is the preset's current parameters: the nearest, {name}, ran with {what}; "
+            f"its comparison is of the method with that setting.")
+
+
+def _short(value) -> str:
+    return f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+
+
+def better_variant_text(summary: pd.DataFrame, picked: str, chosen: dict | None = None) -> str:
     """A sentence when another variant of the study keeps every task's light cells within the late
     limit and scores higher than ``picked`` on every task (empty otherwise). Why: a study re-run on a
     later preset can overturn its own choice, and the book must not say the choice still stands."""
@@ -159,7 +195,8 @@ def better_variant_text(summary: pd.DataFrame, picked: str) -> str:
         return ""
     best = max(better, key=lambda v: float(score.loc[v].mean()))
     gains = ", ".join(f"{task} {score.loc[best, task] - score.loc[picked, task]:+.4f}" for task in score.columns)
-    return (f" In these runs {best} scores higher on every task ({gains} mean effective accuracy) with no light cell "
+    best_name = label(best, summary.loc[summary["variant"] == best, "params"].iloc[0], chosen)
+    return (f" In these runs {best_name} scores higher on every task ({gains} mean effective accuracy) with no light cell "
             f"over the late limit: the preset has not been moved to it.")
 
 
@@ -176,7 +213,7 @@ def studies_markdown(preset: str, tasks: list[str], chosen: dict, late_limit: fl
         if summary.empty:
             continue
         seeds = ", ".join(str(s) for s in sorted(runs["seed"].unique()))
-        verdict = variant_text(summary, chosen, late_limit) or "None of its variants is the preset's current parameters."
+        verdict = variant_text(summary, chosen, late_limit) or nearest_variant_text(summary, chosen)
         parts.append(f"**Study `{study}`** (development seeds {seeds}, every cell of the grid, the policy alone). "
-                     f"{verdict}\n\n{variant_table(summary).to_markdown(index=False)}")
+                     f"{verdict}\n\n{variant_table(summary, chosen).to_markdown(index=False)}")
     return "\n\n".join(parts) or "This run has no variant study of the policy's parameters."
