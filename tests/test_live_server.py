@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 
 from planner.config import LiveServerPreset
-from planner.evaluation.live_server import (FAULTS, LiveServerError, fault_trace, paths, pick_deadlines,
-                                            run_live_server)
+from planner.evaluation.live_server import (FAULTS, OUTCOMES, LiveServerError, fault_trace, paths,
+                                            pick_deadlines, run_live_server)
 from planner.evaluation.loadgen import recorded_params
 from planner.plan.registry import method_params, params_record
 
@@ -47,6 +47,13 @@ def test_runner_end_to_end_faults_and_resume(toy, tmp_path):
     summary = result.summary
     assert set(summary["method"]) == set(METHODS) and (summary["n_lost"] == 0).all()
     assert (summary["n_sent"] == summary["n_answered"]).all() and (summary["n_sent"] > 10).all()
+    # the server's verdicts partition the answered requests; the client's counts keep their own names
+    server_counts = summary[[f"n_server_{o}" for o in OUTCOMES]].sum(axis=1)
+    assert (server_counts == summary["n_answered"]).all() and "n_on_time" not in summary
+    for r in summary.itertuples(index=False):
+        rows = pd.read_parquet(where["runs"] / f"run_{r.method}_load0.4_20ms.parquet")
+        assert r.n_late == (rows["status"] == "late").sum()
+        assert r.n_server_late == (rows["server_outcome"] == "late").sum()
     assert set(result.validation["method"]) == set(METHODS)
     assert {"profiled_hit_rate_diff_pp", "fresh_hit_rate_diff_pp", "served_hit_rate_diff_pp"} <= set(result.validation)
     assert len(result.overhead) == 1 and np.isfinite(result.overhead["added_p50_ms"]).all()

@@ -154,7 +154,11 @@ def _read_runs(folder: Path, prefix: str = "") -> pd.DataFrame:
 # ---------------------------------------------------------------- tables
 
 def summarize_runs(rows: pd.DataFrame) -> pd.DataFrame:
-    """One row per run: counts, lost requests, and :func:`run_metrics`."""
+    """One row per run: counts, lost requests, and :func:`run_metrics`. Two clocks judge a request:
+    ``n_server_<outcome>`` counts the server's own verdict (from the moment it read the request), while
+    :func:`run_metrics`' ``n_late``, ``n_shed``, ... and ``hit_rate`` come from the client's status (from
+    the send to the answer's last byte). Why both, named apart: the path between them makes an answer
+    the server delivered on time late at the client."""
     out = []
     for (task, method, load, deadline), part in rows.groupby(["task", "method", "load", "trace_deadline_ms"],
                                                               sort=False):
@@ -163,7 +167,7 @@ def summarize_runs(rows: pd.DataFrame) -> pd.DataFrame:
                     "rate_rps": float(part["rate_rps"].iloc[0]), "n_sent": len(part), "n_answered": int(answered.sum()),
                     "n_lost": int((~answered).sum()),
                     "n_client_wall_limit": int((part["reason"] == "client_wall_limit").sum()),
-                    **{f"n_{o}": int((part["server_outcome"] == o).sum()) for o in OUTCOMES},
+                    **{f"n_server_{o}": int((part["server_outcome"] == o).sum()) for o in OUTCOMES},
                     **run_metrics(part)})
     return pd.DataFrame(out)
 
