@@ -62,6 +62,7 @@ def test_runner_end_to_end_faults_and_resume(toy, tmp_path):
     faults = result.faults.set_index("fault")
     assert set(faults.index) == set(FAULTS) and (faults["n_lost"] == 0).all()
     assert (faults["n_sent"] == faults["n_answered"]).all() and (faults["n_client_wall_limit"] == 0).all()
+    assert (faults[[f"n_server_{o}" for o in OUTCOMES]].sum(axis=1) == faults["n_answered"]).all()
     rows = pd.read_parquet(where["runs"] / "fault_raise.parquet")
     target = rows["fault_config"].iloc[0]
     fell_back = rows[rows["reason"].astype(str).str.startswith("fallback")]

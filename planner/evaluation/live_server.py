@@ -173,8 +173,9 @@ def summarize_runs(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def fault_table(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per fault: requests sent, answered by the server's outcome, lost (sent - answered), answers by the
-    fallback, and attainment (hit-rate) before, during and after the fault window."""
+    """Per fault: requests sent, answered by the server's outcome (``n_server_<outcome>``, its own clock,
+    named as in :func:`summarize_runs`), lost (sent - answered), answers by the fallback, and attainment
+    (hit-rate, at the client) before, during and after the fault window."""
     out = []
     for (task, fault, method), part in rows.groupby(["task", "fault", "method"], sort=False):
         answered = part["server_outcome"].isin(OUTCOMES)
@@ -185,7 +186,7 @@ def fault_table(rows: pd.DataFrame) -> pd.DataFrame:
                     "n_sent": len(part), "n_answered": int(answered.sum()), "n_lost": int((~answered).sum()),
                     # of the lost: the client stopped waiting (its wall limit), not an error
                     "n_client_wall_limit": int((part["reason"] == "client_wall_limit").sum()),
-                    **{f"n_{o}": int((part["server_outcome"] == o).sum()) for o in OUTCOMES},
+                    **{f"n_server_{o}": int((part["server_outcome"] == o).sum()) for o in OUTCOMES},
                     "n_fallback": int(part["reason"].astype(str).str.startswith("fallback").sum()),
                     "n_during": int((part["phase"] == "during").sum()),
                     **{f"hit_rate_{p}": float(hit.get(p, math.nan)) for p in ("before", "during", "after")},
