@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from planner.paths import results_dir
-from planner.plan.registry import changed_params, describe_params
+from planner.plan.registry import changed_params, describe_params, describe_value
 from planner.tables import atomic_write, read_rows
 
 PRESET = "preset"   # the variant with the preset's own parameters
@@ -167,19 +167,17 @@ def nearest_variant_text(summary: pd.DataFrame, chosen: dict) -> str:
     recorded parameters that differ) and what differs, e.g. after the preset moved a parameter that
     another study held fixed. Why: the study still says what its own parameter bought, on a method
     that differs from today's in named parameters only, and the reader must know which."""
-    recorded = {str(v): json.loads(p) for v, p in summary.groupby("variant", sort=False)["params"].first().items()}
-    if not recorded:
+    recorded = summary.groupby("variant", sort=False)["params"].first()
+    if recorded.empty:
         return "None of its variants is the preset's current parameters."
-    differ = {v: {k: (was, chosen.get(k)) for k, was in p.items() if chosen.get(k) != was} for v, p in recorded.items()}
+    differ = {v: {k: (was, chosen.get(k)) for k, was in json.loads(p).items() if chosen.get(k) != was}
+              for v, p in recorded.items()}
     nearest = min(differ, key=lambda v: len(differ[v]))
-    name = label(nearest, summary.loc[summary["variant"] == nearest, "params"].iloc[0], chosen)
-    what = ", ".join(f"{k} {_short(was)} (now {_short(now)})" for k, (was, now) in sorted(differ[nearest].items()))
+    name = label(nearest, recorded[nearest], chosen)
+    what = ", ".join(f"{describe_params({k: was})} (now {describe_value(now)})"
+                     for k, (was, now) in sorted(differ[nearest].items()))
     return (f"None of its variants is the preset's current parameters: the nearest, {name}, ran with {what}; "
             f"its comparison is of the method with that setting.")
-
-
-def _short(value) -> str:
-    return f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
 
 
 def better_variant_text(summary: pd.DataFrame, picked: str, chosen: dict | None = None) -> str:

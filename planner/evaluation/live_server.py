@@ -153,6 +153,11 @@ def _read_runs(folder: Path, prefix: str = "") -> pd.DataFrame:
 
 # ---------------------------------------------------------------- tables
 
+def _server_counts(part: pd.DataFrame) -> dict[str, int]:
+    """``n_server_<outcome>``: the answers by the server's own verdict (its clock, not the client's)."""
+    return {f"n_server_{o}": int((part["server_outcome"] == o).sum()) for o in OUTCOMES}
+
+
 def summarize_runs(rows: pd.DataFrame) -> pd.DataFrame:
     """One row per run: counts, lost requests, and :func:`run_metrics`. Two clocks judge a request:
     ``n_server_<outcome>`` counts the server's own verdict (from the moment it read the request), while
@@ -167,8 +172,7 @@ def summarize_runs(rows: pd.DataFrame) -> pd.DataFrame:
                     "rate_rps": float(part["rate_rps"].iloc[0]), "n_sent": len(part), "n_answered": int(answered.sum()),
                     "n_lost": int((~answered).sum()),
                     "n_client_wall_limit": int((part["reason"] == "client_wall_limit").sum()),
-                    **{f"n_server_{o}": int((part["server_outcome"] == o).sum()) for o in OUTCOMES},
-                    **run_metrics(part)})
+                    **_server_counts(part), **run_metrics(part)})
     return pd.DataFrame(out)
 
 
@@ -186,7 +190,7 @@ def fault_table(rows: pd.DataFrame) -> pd.DataFrame:
                     "n_sent": len(part), "n_answered": int(answered.sum()), "n_lost": int((~answered).sum()),
                     # of the lost: the client stopped waiting (its wall limit), not an error
                     "n_client_wall_limit": int((part["reason"] == "client_wall_limit").sum()),
-                    **{f"n_server_{o}": int((part["server_outcome"] == o).sum()) for o in OUTCOMES},
+                    **_server_counts(part),
                     "n_fallback": int(part["reason"].astype(str).str.startswith("fallback").sum()),
                     "n_during": int((part["phase"] == "during").sum()),
                     **{f"hit_rate_{p}": float(hit.get(p, math.nan)) for p in ("before", "during", "after")},

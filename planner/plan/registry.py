@@ -295,10 +295,14 @@ def changed_params(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[
     return {k: (before.get(k), after.get(k)) for k in sorted(set(before) | set(after)) if before.get(k) != after.get(k)}
 
 
+def describe_value(value: Any) -> str:
+    """One parameter value as the book prints it: numbers in short form (0.03, not 0.030000)."""
+    return f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+
+
 def describe_params(values: Mapping[str, Any]) -> str:
     """``"name value, ..."`` sorted by name, numbers in short form; "the same parameters" when empty."""
-    return ", ".join(f"{k} {v:g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else f"{k} {v}"
-                     for k, v in sorted(values.items())) or "the same parameters"
+    return ", ".join(f"{k} {describe_value(v)}" for k, v in sorted(values.items())) or "the same parameters"
 
 
 def order(names) -> list[str]:
