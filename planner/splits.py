@@ -135,3 +135,24 @@ def predictions_split(predictions: pd.DataFrame, task: str) -> Split:
     """The split of ``task`` from a predictions table holding one or more tasks' configurations."""
     rows = predictions[task_of(predictions["config_id"]) == task] if "config_id" in predictions else predictions
     return partition(task, labels_by_example(rows, f"{task} predictions"))
+
+
+DEVELOPMENT_SHARE = 0.5   # of the calibration part, the half a development run fits on
+DEVELOPMENT_SEED_OFFSET = 1   # keys the development halves apart from the calibration split's own order
+
+
+def development_halves(split: Split, labels: np.ndarray | pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """The calibration part cut in two, label-stratified: ``(fit, score)`` example ids, sorted and disjoint.
+
+    Why: a parameter of a method tuned by runs credited on the scored part is tuned on the examples it
+    is then scored on, even when the runs use other seeds (every trace draws from the same scored
+    part). A development run instead fits accuracies on ``fit`` and draws and credits its requests on
+    ``score``, so the scored part informs no parameter. The halves are :func:`partition` of the
+    calibration part's labels (positions within that part, keyed by the protocol's seed plus
+    :data:`DEVELOPMENT_SEED_OFFSET`), so they too are the same on every machine.
+    """
+    values = np.asarray(labels)
+    if values.ndim != 1 or len(values) != split.n_examples:
+        raise SplitError(f"{split.task}: need one label per example id ({split.n_examples}), got shape {values.shape}")
+    inner = partition(split.task, values[split.calibration], DEVELOPMENT_SHARE, split.seed + DEVELOPMENT_SEED_OFFSET)
+    return split.calibration[inner.calibration], split.calibration[inner.scored]

@@ -128,6 +128,20 @@ def test_a_choice_ignores_the_scored_part_and_follows_the_calibration_part():
     assert changed["anytime"] != before["anytime"]
 
 
+@pytest.mark.parametrize("labels", [np.arange(872) % 2, np.repeat(np.arange(10), 37)])
+def test_development_halves_cut_the_calibration_part_in_two_stratified_and_fixed(labels):
+    split = splits.partition("cifar10", labels)
+    fit, score = splits.development_halves(split, labels)
+    assert len(np.intersect1d(fit, score)) == 0
+    assert np.array_equal(np.sort(np.concatenate([fit, score])), split.calibration)
+    for label in np.unique(labels):
+        assert abs(int((labels[fit] == label).sum()) - int((labels[score] == label).sum())) <= 1
+    again = splits.development_halves(splits.partition("cifar10", labels), labels)
+    assert np.array_equal(fit, again[0]) and np.array_equal(score, again[1])
+    with pytest.raises(splits.SplitError, match="one label per example id"):
+        splits.development_halves(split, labels[:-1])
+
+
 # ------------------------------------------------------------------ traces draw the scored part only
 def test_traces_draw_only_scored_examples():
     bundle = synthetic_bundle(n_configs=6, n_examples=300)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from planner import config
+from bundles import synthetic_bundle
+from planner import config, splits
 from planner.analysis import tuning
+from planner.evaluation import grid
 
 REF = {"late_step": 0.01, "late_target": 0.009, "member_quantile": 0.65}
 FAST = {**REF, "late_step": 0.03}
@@ -21,7 +24,8 @@ def _runs(variant: str, params: dict, accuracy: dict, late: dict) -> pd.DataFram
             for seed in (0, 1):
                 rows.append({"task": "sst2", "variant": variant, "params": json.dumps(params, sort_keys=True),
                              "workload": workload, "load": load, "deadline_ms": deadline, "seed": seed,
-                             "effective_accuracy": value, "late_rate": late[(workload, load)]})
+                             "effective_accuracy": value, "late_rate": late[(workload, load)],
+                             "examples": tuning.DEVELOPMENT})
     return pd.DataFrame(rows)
 
 
@@ -127,7 +131,19 @@ def test_each_study_is_read_from_its_own_folder_and_rendered(tmp_path, monkeypat
     text = tuning.studies_markdown("full", ["sst2"], FAST, 0.01)
     assert text.index("Study `late_step`") < text.index("Study `other`")
     assert "development seeds 0, 1" in text and "| previous (reference) |" in text
+    assert "requests drawn from half of the calibration part" in text
     assert tuning.studies_markdown("full", ["cifar10"], FAST, 0.01).startswith("This run has no variant study")
+
+
+def test_the_book_says_when_a_study_drew_its_requests_from_the_scored_part(tmp_path, monkeypatch, runs):
+    monkeypatch.setattr(tuning, "results_dir", lambda preset: tmp_path / preset)
+    folder = tuning.variants_dir("full", "old")
+    folder.mkdir(parents=True)
+    for variant, part in runs.drop(columns="examples").groupby("variant"):  # written before development examples
+        part.assign(reference="previous").to_csv(folder / f"sst2_{variant}.csv", index=False)
+    assert "requests drawn from the scored part" in tuning.studies_markdown("full", ["sst2"], FAST, 0.01)
+    runs[runs["variant"] == "step03"].assign(reference="previous").to_csv(folder / "sst2_step03.csv", index=False)
+    assert "50% of its runs on development examples" in tuning.studies_markdown("full", ["sst2"], FAST, 0.01)
 
 
 def test_committed_variant_runs_load_with_their_full_parameters():
@@ -138,6 +154,7 @@ def test_committed_variant_runs_load_with_their_full_parameters():
         runs = tuning.load_variant_runs("full", study)
         assert runs is not None, study
         assert set(runs["seed"]).isdisjoint(config.preset("full").evaluate.seeds)  # development seeds only
+        assert tuning.examples_of(runs) == tuning.DEVELOPMENT, study  # and development examples
         for params in runs["params"].unique():
             assert {"late_step", "late_target", "member_quantile"} <= set(json.loads(params))
 
@@ -150,6 +167,34 @@ def test_runs_are_reused_only_for_the_same_seeds_and_parameters_and_carry_this_s
     assert tuning.reusable_runs(path, [0, 1], FAST, "previous") is None      # other parameters: run again
     assert tuning.reusable_runs(path, [0, 1, 2], REF, "previous") is None    # other seeds: run again
     assert tuning.reusable_runs(tmp_path / "missing.csv", [0, 1], REF, "previous") is None
+    scored = tmp_path / "sst2_scored.csv"
+    runs[runs["variant"] == "previous"].drop(columns="examples").to_csv(scored, index=False)
+    assert tuning.reusable_runs(scored, [0, 1], REF, "previous") is None     # drawn from the scored part: run again
     reused = tuning.reusable_runs(path, [1, 0], REF, "previous")
     assert reused is not None and len(reused) == 12 and set(reused["reference"]) == {"previous"}
     assert set(pd.read_csv(path)["reference"]) == {"previous"}
+
+
+def test_development_runs_fit_on_one_calibration_half_and_draw_and_credit_on_the_other():
+    """Nothing of the scored part reaches a development run: its planning accuracies come from one
+    half of the calibration part, its requests from the other, and the bundle it was given is unchanged."""
+    bundle = synthetic_bundle(n_configs=6, n_examples=300)
+    before = bundle.profiles.copy()
+    preds = bundle.predictions
+    split = splits.predictions_split(preds, "sst2")
+    fit, score = splits.development_halves(split, splits.labels_by_example(preds))
+    dev, pool = tuning.development_bundle(bundle, "sst2")
+    assert np.array_equal(pool, score)
+    for row in dev.profiles.itertuples(index=False):
+        own = preds[preds["config_id"] == row.config_id].set_index("example_id")["correct"]
+        assert row.calibration_accuracy == pytest.approx(own.loc[fit].mean())
+        assert row.accuracy == pytest.approx(own.loc[score].mean())
+    assert bundle.profiles.equals(before)
+    settings = config.EvaluatePreset.model_validate({
+        "n_requests": 300, "seeds": [0], "loads": [0.8], "workloads": {"steady": {"kind": "poisson"}},
+        "deadlines": {"sst2": [5.0]}, "methods": ["anytime"]})
+    served = grid.run_cell(dev, grid.Cell("steady", 0.8, 5.0, 0), "sst2", settings, keep_requests=True,
+                           example_pool=pool).requests
+    assert set(served["example_id"]) <= set(score) and len(set(served["example_id"])) > 0.8 * len(score)
+    with pytest.raises(ValueError, match="no predictions for task 'cifar10'"):
+        tuning.development_bundle(bundle, "cifar10")

@@ -1,27 +1,66 @@
 """Parameter variants of the proposed method, compared on development seeds (``benchmarks/anytime_variants.py``).
 
-Why a module of its own: a parameter of the proposed method chosen on the evaluation's own seeds is
+Why a module of its own: a parameter of the proposed method chosen on the evaluation's own runs is
 tuned on the data it is scored on. The variant benchmark runs the method on the grid's cells with
-development seeds the evaluation does not use, once with the preset's parameters (``base``) and
-once per variant; this module turns those runs into one row per (task, variant) and into the
-book's sentence. Nothing here runs a simulation.
+development seeds the evaluation does not use, and on development examples
+(:func:`development_bundle`): the method fits its accuracies on one half of the calibration part
+and its requests are drawn from, and credited on, the other half, so the scored part informs no
+parameter (other seeds alone would still draw every request from the scored part). It runs once
+with the preset's parameters and once per variant; this module turns those runs into one row per
+(task, variant) and into the book's sentence. Nothing here runs a simulation.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from planner.paths import results_dir
 from planner.plan.registry import changed_params, describe_params, describe_value
+from planner.schema import PLANNING_ACCURACY, ProfileBundle
+from planner.splits import development_halves, labels_by_example, predictions_split, task_of
 from planner.tables import atomic_write, read_rows
 
 PRESET = "preset"   # the variant with the preset's own parameters
 CELL = ["workload", "load"]
 VARIANT_COLUMNS = ("task", "variant", "params", "workload", "load", "deadline_ms", "seed",
                    "effective_accuracy", "late_rate")
+DEVELOPMENT = "development"   # the ``examples`` of a run on development examples (:func:`development_bundle`)
+SCORED_EXAMPLES = "scored"    # what a study's runs without an ``examples`` column drew from
+
+
+def development_bundle(bundle: ProfileBundle, task: str) -> tuple[ProfileBundle, np.ndarray]:
+    """``bundle`` as a development run sees it, and the example ids its traces draw from.
+
+    The calibration part is cut in two (:func:`planner.splits.development_halves`): every measured
+    configuration of ``task`` gets its planning accuracy (``calibration_accuracy``) from the first
+    half and its ``accuracy`` from the second, whose ids (those every measured configuration has a
+    prediction for) are returned as the pool requests are drawn from. Predictions are per example,
+    so the simulator credits each request as before. Other tasks' rows are left as they are.
+    """
+    from planner.evaluation.grid import predicted_ids  # evaluation imports this package's neighbours
+
+    of_task = task_of(bundle.predictions["config_id"]) == task
+    preds = bundle.predictions[of_task]
+    if preds.empty:
+        raise ValueError(f"no predictions for task {task!r}: no development examples")
+    fit, score = development_halves(predictions_split(preds, task), labels_by_example(preds, f"{task} predictions"))
+    ids = preds["example_id"].to_numpy()
+    fit_acc = preds[np.isin(ids, fit)].groupby("config_id")["correct"].mean()
+    score_acc = preds[np.isin(ids, score)].groupby("config_id")["correct"].mean()
+    profiles = bundle.profiles.copy()
+    rows = (profiles["task"] == task) & (profiles["accuracy_source"] == "measured")
+    missing = sorted(set(profiles.loc[rows, "config_id"]) - set(fit_acc.index))
+    if missing:
+        raise ValueError(f"no predictions for measured {task} configuration(s) {missing[:5]}")
+    profiles.loc[rows, PLANNING_ACCURACY] = profiles.loc[rows, "config_id"].map(fit_acc).to_numpy(dtype=float)
+    profiles.loc[rows, "accuracy"] = profiles.loc[rows, "config_id"].map(score_acc).to_numpy(dtype=float)
+    development = dataclasses.replace(bundle, profiles=profiles)
+    return development, np.intersect1d(predicted_ids(development, task), score)
 
 
 def variants_dir(preset: str, study: str | None = None) -> Path:
@@ -69,14 +108,24 @@ def load_variant_runs(preset: str, study: str) -> pd.DataFrame | None:
     return pd.concat(frames, ignore_index=True) if frames else None
 
 
+def examples_of(runs: pd.DataFrame) -> str:
+    """What a study's runs drew their requests from: :data:`DEVELOPMENT` examples, or the scored part
+    (runs written before development examples existed carry no ``examples`` column)."""
+    if "examples" in runs.columns and (runs["examples"] == DEVELOPMENT).all():
+        return DEVELOPMENT
+    return SCORED_EXAMPLES
+
+
 def reusable_runs(path: Path, seeds: list[int], params: dict, reference: str) -> pd.DataFrame | None:
     """The runs a study already wrote at ``path``, if they are the ones it would run now (the same
-    seeds and full parameters), stamped with this study's ``reference`` (rewritten on disk when they
-    carried another, so the book reads the reference the study compared with); None when they must be
-    run (missing, empty, other seeds or parameters). Why: a file copied from another study, or a resume
-    under another ``--reference``, holds the right runs but the wrong comparison."""
+    seeds and full parameters, on development examples), stamped with this study's ``reference``
+    (rewritten on disk when they carried another, so the book reads the reference the study compared
+    with); None when they must be run (missing, empty, other seeds, parameters or examples). Why: a
+    file copied from another study, or a resume under another ``--reference``, holds the right runs
+    but the wrong comparison."""
     old = read_rows(path) if Path(path).exists() else None
-    if old is None or not len(old) or set(old["seed"]) != set(seeds) or json.loads(old["params"].iloc[0]) != params:
+    if (old is None or not len(old) or set(old["seed"]) != set(seeds) or json.loads(old["params"].iloc[0]) != params
+            or examples_of(old) != DEVELOPMENT):
         return None
     if "reference" not in old or (old["reference"] != reference).any():
         old = old.assign(reference=reference)
@@ -212,6 +261,14 @@ def studies_markdown(preset: str, tasks: list[str], chosen: dict, late_limit: fl
             continue
         seeds = ", ".join(str(s) for s in sorted(runs["seed"].unique()))
         verdict = variant_text(summary, chosen, late_limit) or nearest_variant_text(summary, chosen)
-        parts.append(f"**Study `{study}`** (development seeds {seeds}, every cell of the grid, the policy alone). "
+        on_development = runs["examples"].eq(DEVELOPMENT) if "examples" in runs.columns else pd.Series(False, index=runs.index)
+        examples = ("requests drawn from half of the calibration part, accuracies fitted on the other half"
+                    if on_development.all() else
+                    "requests drawn from the scored part, as studies ran before they moved to development examples"
+                    if not on_development.any() else
+                    f"{on_development.mean():.0%} of its runs on development examples and the rest on the scored part "
+                    f"(a re-run not finished)")
+        parts.append(f"**Study `{study}`** (development seeds {seeds}, {examples}, every cell of the grid, "
+                     f"the policy alone). "
                      f"{verdict}\n\n{variant_table(summary, chosen).to_markdown(index=False)}")
     return "\n\n".join(parts) or "This run has no variant study of the policy's parameters."

@@ -37,7 +37,7 @@ from planner.plan import policies
 from planner.plan.planner import DeadlinePlanner
 from planner.plan.registry import METHODS, TraceContext, check_method_params, check_methods, method_params
 from planner.schema import ProfileBundle
-from planner.splits import labels_by_example, partition
+from planner.splits import predictions_split
 from planner.tables import append_rows, atomic_write_text, read_rows
 from planner.serving.outcomes import run_metrics
 from planner.serving.replay import harness_overhead
@@ -83,18 +83,22 @@ def _single_config(policy: policies.OnlinePolicy, deadlines: np.ndarray) -> str 
     return choices.pop() if len(choices) == 1 else None
 
 
-def example_ids(bundle: ProfileBundle, task: str) -> np.ndarray:
-    """The example ids traces draw from: the evaluation set's scored part (:mod:`planner.splits`), of
-    those every measured configuration of ``task`` has a prediction for. Methods were fitted on the
-    calibration part, so no request is credited on an example a method chose by."""
+def predicted_ids(bundle: ProfileBundle, task: str) -> np.ndarray:
+    """The example ids of ``task`` every measured configuration has a prediction for, sorted."""
     profiles = bundle.profiles
     measured = profiles.loc[(profiles["task"] == task) & (profiles["accuracy_source"] == "measured"), "config_id"]
     preds = bundle.predictions[bundle.predictions["config_id"].isin(measured)]
     if preds.empty:
         raise SimulationError(f"no predictions for any measured {task} configuration")
     counts = preds.groupby("example_id")["config_id"].nunique()
-    common = np.sort(counts.index[counts == preds["config_id"].nunique()].to_numpy(dtype=np.int64))
-    scored = np.intersect1d(common, partition(task, labels_by_example(preds, f"{task} predictions")).scored)
+    return np.sort(counts.index[counts == preds["config_id"].nunique()].to_numpy(dtype=np.int64))
+
+
+def example_ids(bundle: ProfileBundle, task: str) -> np.ndarray:
+    """The example ids traces draw from: the evaluation set's scored part (:mod:`planner.splits`), of
+    those every measured configuration of ``task`` has a prediction for. Methods were fitted on the
+    calibration part, so no request is credited on an example a method chose by."""
+    scored = np.intersect1d(predicted_ids(bundle, task), predictions_split(bundle.predictions, task).scored)
     if len(scored) == 0:
         raise SimulationError(f"the measured {task} configurations share no example id in the scored part")
     return scored
@@ -160,14 +164,16 @@ _FITTED_KEEP = 2
 
 
 def _fit(bundle: ProfileBundle, task: str, settings: EvaluatePreset, dispatch_overhead_ms: float,
-         refit: bool = False) -> _Fitted:
+         refit: bool = False, example_pool: np.ndarray | None = None) -> _Fitted:
     """The methods of ``settings`` fitted on ``bundle`` for ``task``, cached per process.
 
     A Dask worker fits once and reuses the fit for every cell it runs (the scattered bundle is the
     same object each time); ``refit`` forces a new fit (the serial runner, once per evaluation, so
     a bundle changed in place between two evaluations is never served a stale fit).
     """
-    key = (id(bundle), task, settings.model_dump_json(), float(dispatch_overhead_ms))
+    pool = None if example_pool is None else np.asarray(example_pool, dtype=np.int64)
+    key = (id(bundle), task, settings.model_dump_json(), float(dispatch_overhead_ms),
+           None if pool is None else pool.tobytes())
     hit = _FITTED.get(key)
     if hit is not None and hit[0] is bundle and not refit:
         _FITTED.move_to_end(key)
@@ -177,7 +183,8 @@ def _fit(bundle: ProfileBundle, task: str, settings: EvaluatePreset, dispatch_ov
     params = {m: given.get(m) or method_params(m, None) for m in methods}
     fitted = _Fitted(methods, prepare(bundle, dispatch_overhead_ms=float(dispatch_overhead_ms)),
                      {m: METHODS[m].fit(bundle, task, settings.percentile, params[m]) for m in methods},
-                     example_ids(bundle, task), DeadlinePlanner(settings.percentile).fit(bundle.profiles))
+                     example_ids(bundle, task) if pool is None else pool,
+                     DeadlinePlanner(settings.percentile).fit(bundle.profiles))
     _FITTED[key] = (bundle, fitted)
     _FITTED.move_to_end(key)
     while len(_FITTED) > _FITTED_KEEP:
@@ -192,15 +199,19 @@ def _base(task: str, settings: EvaluatePreset, cell: Cell) -> dict[str, Any]:
 
 
 def run_cell(bundle: ProfileBundle, cell: Cell, task: str, settings: EvaluatePreset, dispatch_overhead_ms: float = 0.0,
-             methods: Sequence[str] | None = None, keep_requests: bool = False) -> CellResult:
+             methods: Sequence[str] | None = None, keep_requests: bool = False,
+             example_pool: np.ndarray | None = None) -> CellResult:
     """Generate the cell's trace and serve it with every method (``methods``: a subset, e.g. on resume).
+
+    ``example_pool``: the example ids the trace draws from; by default the scored part
+    (:func:`example_ids`). A development run (:mod:`planner.analysis.tuning`) passes its own.
 
     A pure function of its arguments: the trace and every service draw are seeded by the cell's seed
     (and the configuration), so the same cell gives the same rows in any process, in any order. The
     serial runner and every Dask worker call it; fitted methods are cached per process (:func:`_fit`).
     """
     start = time.perf_counter()
-    state = _fit(bundle, task, settings, dispatch_overhead_ms)
+    state = _fit(bundle, task, settings, dispatch_overhead_ms, example_pool=example_pool)
     todo = state.methods if methods is None else list(methods)
     unknown = [m for m in todo if m not in state.fitted]
     if unknown:
