@@ -118,3 +118,17 @@ def test_pick_deadlines_and_settings_checks():
         LiveServerPreset(duration_s=1, loads=[0.5], deadline_quantiles=[0.5], fault_trace_s=2, fault_hog_s=3)
     with pytest.raises(ValueError, match="extra"):
         LiveServerPreset(duration_s=1, loads=[0.5], deadline_quantiles=[0.5], fault_trace_s=9, colour="red")
+
+
+def test_the_path_budget_sentence_reads_what_each_record_says_the_client_sent(tmp_path):
+    from planner.evaluation.live_server import path_budget_text
+
+    assert path_budget_text(tmp_path, ["sst2"]) == ""  # nothing recorded: nothing said
+    paths(tmp_path, "sst2")["record"].write_text(json.dumps({"spec": {"path_quantile": None}}))
+    assert "sent every deadline as is" in path_budget_text(tmp_path, ["sst2"])
+    paths(tmp_path, "cifar10")["record"].write_text(json.dumps({"spec": {"path_quantile": 0.5}}))
+    both = path_budget_text(tmp_path, ["sst2", "cifar10"])
+    assert both.startswith("On cifar10: in the method and fault runs") and "less the 0.5 quantile" in both
+    assert both.endswith("On sst2 the client sent every deadline as is.")
+    assert path_budget_text(tmp_path, ["cifar10"]).startswith("In the method and fault runs the client sent each "
+                                                             "deadline less the 0.5 quantile")

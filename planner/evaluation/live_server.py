@@ -115,6 +115,28 @@ def paths(out_dir: Path, task: str) -> dict[str, Path]:
             "timeline": out / f"server_faults_timeline_{task}.csv"}
 
 
+def path_budget_text(out_dir: Path, tasks: Sequence[str]) -> str:
+    """What the client told the server about the client-server path in the recorded runs of ``tasks``
+    (their ``server_<task>.json``): nothing (every deadline sent as is), or the path quantile it took
+    off each deadline; empty when no run was recorded. Why here: the record's layout is this module's."""
+    sent = {t: json.loads(p.read_text()).get("spec", {}).get("path_quantile")
+            for t in tasks if (p := paths(out_dir, t)["record"]).exists()}
+    if not sent:
+        return ""
+    budgeted = {t: q for t, q in sent.items() if q is not None}
+    if not budgeted:
+        return "The client sent every deadline as is: the server's planner did not see the path."
+    quantiles = " / ".join(f"{q:g}" for q in sorted(set(budgeted.values())))
+    text = (f"In the method and fault runs the client sent each deadline less the {quantiles} quantile of the "
+            "client-server path it measured on earlier answers (`planner/serving/budget.py`, as the LoadGen client "
+            "below); the overhead run sent them as is.")
+    as_is = [t for t in sent if t not in budgeted]
+    if as_is:
+        text = (f"On {', '.join(budgeted)}: " + text[0].lower() + text[1:]
+                + f" On {', '.join(as_is)} the client sent every deadline as is.")
+    return text
+
+
 # ---------------------------------------------------------------- one server run
 
 def serve_trace(policy: policies.OnlinePolicy, configs: Mapping[str, LiveConfig], bundle: ProfileBundle, task: str,
