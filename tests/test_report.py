@@ -618,6 +618,24 @@ def test_tight_deadline_text_says_which_misses_the_tightest_deadlines_explain():
     assert results.tight_deadline_text(fine, results.grid_cells(fine), "sst2") == "On sst2 no cell misses the margin."
 
 
+def test_late_detail_counts_deadlines_above_the_limit_and_pools_requests():
+    """A cell averaged over its deadlines can sit under the limit while one deadline is above it; the
+    pooled share weighs requests, not runs, and heavy load is left out."""
+    runs = _sweep_runs({2.0: 0.0, 10.0: 0.0}).assign(n_requests=1000, late_rate=0.0)
+    anytime = runs["method"] == "anytime"
+    runs.loc[anytime & (runs["deadline_ms"] == 2.0), "late_rate"] = 0.016
+    runs.loc[anytime & (runs["deadline_ms"] == 10.0), "late_rate"] = 0.002
+    heavy = runs[anytime].assign(load=1.3, late_rate=0.5)
+    runs = pd.concat([runs, heavy], ignore_index=True)
+    runs["n_late"] = runs["late_rate"] * runs["n_requests"]
+    light = runs[(runs["method"] == "anytime") & (runs["load"] == 0.5)]
+    assert light["late_rate"].mean() < 0.01  # the cell's mean over its deadlines hides it
+    text = results.late_detail_text(runs, "sst2")
+    assert "the share answered late is 0.90%" in text
+    assert "1 of 2 exceed 1% (the largest 1.60%, steady at load 0.5 and 2 ms)" in text
+    assert results.late_detail_text(runs, "cifar10") == ""
+
+
 def test_scorecard_counts_margin_misses_and_late_light_cells_from_cells():
     runs = _runs().assign(late_rate=0.002)
     heavy = _runs().assign(load=1.3, late_rate=0.2)                     # late, but not at a light load
