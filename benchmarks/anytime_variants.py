@@ -1,10 +1,14 @@
-"""Parameter variants of the anytime policy on development seeds, side by side on the same traces.
+"""Parameter variants of the anytime policy on development seeds and examples, side by side on the same traces.
 
 Why: every change to the proposed method's parameters (the late controller's step, the member
 cut-off's starting quantile, ...) trades effective accuracy against late answers, and a change
-chosen on the evaluation's own seeds would be tuned on the data it is then scored on. This runs
+chosen on the evaluation's own runs would be tuned on the data it is then scored on. This runs
 the policy, and only the policy, on the full grid's cells (every workload, load and deadline) with
-*development* seeds that the preset's evaluation does not use (refused otherwise): once with the
+*development* seeds that the preset's evaluation does not use (refused otherwise) and on
+*development examples* (:func:`planner.analysis.tuning.development_bundle`): the policy fits its
+accuracies on one half of the calibration part and its requests are drawn from, and credited on,
+the other half, so nothing of the scored part informs a parameter (other seeds alone still drew
+every request from the scored part, as the studies did until 2026-12-06). It runs once with the
 preset's parameters (variant ``preset``) and once per ``--variant`` (parameters changed over the
 preset's), all on the same traces and service draws. It reports, per task and variant, the change
 in mean effective accuracy over cells (a cell: the mean over its deadlines and seeds) against the
@@ -13,32 +17,35 @@ in mean effective accuracy over cells (a cell: the mean over its deadlines and s
 Simulation only.
 
 Each study has a folder of its own (``--study``, under results/full/benchmarks/anytime_variants/).
-The ``late_step`` study chose 0.03 over the 0.01 used before (2026-12-03); its files are its re-run
-of 2026-12-05 on the preset of that day (expected arrivals spread, ``accuracy_tolerance`` 0.02), so
-each variant is the current preset with the parameters named changed. It was run by
+The three committed studies were re-run on development examples on 2026-12-06, on the preset of
+that day (``late_step`` 0.01, ``accuracy_tolerance`` 0.02, expected arrivals spread), so each
+variant is that preset with the parameters named changed (the three commands below, one after the
+other, ``--jobs 2`` on 2 cores). The ``late_step`` study (the step moved 0.01 -> 0.03 on
+2026-12-03 and back to 0.01 on 2026-12-06, both times on scored-part runs of development seeds):
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/anytime_variants.py --out --study late_step \
-        --reference previous --variant previous='{"late_step": 0.01}' \
-        --variant start08='{"late_step": 0.01, "member_quantile": 0.8}' \
-        --variant target07='{"late_step": 0.01, "late_target": 0.007}' \
+        --reference preset --variant step03='{"late_step": 0.03}' --variant start08='{"member_quantile": 0.8}' \
+        --variant target07='{"late_target": 0.007}' \
         --variant step02start08='{"late_step": 0.02, "member_quantile": 0.8}'
 
-The ``arrival_spread`` study (2026-12-05) compared the expected arrivals spread as a Poisson
-process's arrival times (the default since) with evenly spaced ones; its files are its re-run on the
-preset with ``accuracy_tolerance`` 0.02:
+The ``arrival_spread`` study compares the expected arrivals spread as a Poisson process's arrival
+times (the default since 2026-12-05) with evenly spaced ones:
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/anytime_variants.py --out --study arrival_spread \
         --reference spaced --variant spaced='{"arrival_spread": false}'
 
-The ``accuracy_tolerance`` study (2026-12-05) chose 0.02 (the preset since) over 0.002 (``previous``):
+The ``accuracy_tolerance`` study (0.02, the preset since 2026-12-05, against 0.002, ``previous``):
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/anytime_variants.py --out --study accuracy_tolerance \
         --reference previous --variant previous='{"accuracy_tolerance": 0.002}' \
         --variant tol005='{"accuracy_tolerance": 0.005}' --variant tol01='{"accuracy_tolerance": 0.01}' \
         --variant tol015='{"accuracy_tolerance": 0.015}' --variant tol03='{"accuracy_tolerance": 0.03}'
 
+The ``preset`` runs of the first study were copied into the other two folders before they ran
+(:func:`planner.analysis.tuning.reusable_runs` accepts them: same seeds, parameters and examples).
 Each (task, variant) is written as soon as it finishes (``--out``), keyed by its full parameters,
-so a killed run resumes at the next variant and a changed preset is never read as an old run.
+seeds and examples, so a killed run resumes at the next variant and a changed preset is never read
+as an old run.
 """
 
 from __future__ import annotations
@@ -53,7 +60,7 @@ import pandas as pd
 from planner import config
 from planner.analysis.results import SCORECARD_LATE
 from planner.analysis.results import deadlines as preset_deadlines
-from planner.analysis.tuning import PRESET, compare_variants, reusable_runs, variants_dir
+from planner.analysis.tuning import DEVELOPMENT, PRESET, compare_variants, development_bundle, reusable_runs, variants_dir
 from planner.paths import results_dir
 from planner.plan.registry import method_params
 from planner.tables import atomic_write
@@ -78,16 +85,19 @@ def _settings(preset: str, seeds: list[int], params: dict):
 
 def run_variant(preset: str, task: str, name: str, params: dict, seeds: list[int]) -> pd.DataFrame:
     """Every cell of the preset's grid on ``seeds``, served by the anytime policy with ``params``
-    (:func:`full_params`; one row per cell, the evaluation's run columns)."""
+    (:func:`full_params`) on development examples (:func:`planner.analysis.tuning.development_bundle`:
+    accuracies from one half of the calibration part, requests from the other); one row per cell,
+    the evaluation's run columns."""
     from planner.evaluation.grid import grid_cells, resolve_dispatch_overhead, run_cell
     from planner.profile.store import load_bundle
 
     settings = _settings(preset, seeds, params)
-    bundle = load_bundle(preset, None)
+    bundle, pool = development_bundle(load_bundle(preset, None), task)
     overhead = resolve_dispatch_overhead(settings, results_dir(preset) / "eval")
-    rows = [run_cell(bundle, cell, task, settings, overhead, [METHOD]).runs
+    rows = [run_cell(bundle, cell, task, settings, overhead, [METHOD], example_pool=pool).runs
             for cell in grid_cells(settings, preset_deadlines(preset)[task])]
-    return pd.concat(rows, ignore_index=True).assign(variant=name, params=json.dumps(params, sort_keys=True))
+    return pd.concat(rows, ignore_index=True).assign(variant=name, params=json.dumps(params, sort_keys=True),
+                                                     examples=DEVELOPMENT)
 
 
 def _job(args: tuple) -> tuple[str, str, pd.DataFrame, float]:

@@ -184,7 +184,7 @@ def test_development_runs_fit_on_one_calibration_half_and_draw_and_credit_on_the
     split = splits.predictions_split(preds, "sst2")
     fit, score = splits.development_halves(split, splits.labels_by_example(preds))
     dev, pool = tuning.development_bundle(bundle, "sst2")
-    assert np.array_equal(pool, score)
+    assert np.array_equal(pool, score) and tuning.development_sizes(bundle, "sst2") == (len(fit), len(score))
     for row in dev.profiles.itertuples(index=False):
         own = preds[preds["config_id"] == row.config_id].set_index("example_id")["correct"]
         assert row.calibration_accuracy == pytest.approx(own.loc[fit].mean())
@@ -198,3 +198,24 @@ def test_development_runs_fit_on_one_calibration_half_and_draw_and_credit_on_the
     assert set(served["example_id"]) <= set(score) and len(set(served["example_id"])) > 0.8 * len(score)
     with pytest.raises(ValueError, match="no predictions for task 'cifar10'"):
         tuning.development_bundle(bundle, "cifar10")
+
+
+def test_a_tolerance_chosen_on_development_examples_is_rescaled_to_the_whole_calibration_part(tmp_path, monkeypatch):
+    monkeypatch.setattr(tuning, "results_dir", lambda preset: tmp_path / preset)
+    bundle = synthetic_bundle(n_configs=6, n_examples=300)
+    cells = [("steady", 0.5), ("bursty", 1.3)]
+    folder = tuning.variants_dir("full", "accuracy_tolerance")
+    folder.mkdir(parents=True)
+    for name, tol, acc in (("previous", 0.002, 0.50), ("tol02", 0.02, 0.52), ("tol03", 0.03, 0.53)):
+        _runs(name, {**REF, "accuracy_tolerance": tol}, dict.fromkeys(cells, acc), dict.fromkeys(cells, 0.001)) \
+            .assign(examples=tuning.DEVELOPMENT, reference="previous").to_csv(folder / f"sst2_{name}.csv", index=False)
+    n_fit, n_score = tuning.development_sizes(bundle, "sst2")
+    text = tuning.tolerance_scaling_text("full", bundle, "sst2", 0.02, 0.01)
+    assert "best accuracy_tolerance on development examples is 0.03 (tol03, +0.0100" in text
+    assert f"on {n_fit} examples, the evaluation on {n_fit + n_score}" in text
+    assert f"about {0.03 / ((n_fit + n_score) / n_fit) ** 0.5:.3f} here" in text
+    assert "is also the best" in tuning.tolerance_scaling_text("full", bundle, "sst2", 0.03, 0.01)
+    assert tuning.tolerance_scaling_text("full", bundle, "cifar10", 0.02, 0.01) == ""
+    for path in folder.glob("*.csv"):  # the same runs drawn from the scored part say nothing here
+        pd.read_csv(path).drop(columns="examples").to_csv(path, index=False)
+    assert tuning.tolerance_scaling_text("full", bundle, "sst2", 0.02, 0.01) == ""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +107,14 @@ def load_variant_runs(preset: str, study: str) -> pd.DataFrame | None:
     paths = sorted(folder.glob("*.csv")) if folder.exists() else []
     frames = [read_rows(p, VARIANT_COLUMNS) for p in paths if p.name != "summary.csv"]
     return pd.concat(frames, ignore_index=True) if frames else None
+
+
+def development_sizes(bundle: ProfileBundle, task: str) -> tuple[int, int]:
+    """How many examples a development run of ``task`` fits its accuracies on and draws requests
+    from (:func:`development_bundle`), for the book."""
+    preds = bundle.predictions[task_of(bundle.predictions["config_id"]) == task]
+    fit, score = development_halves(predictions_split(preds, task), labels_by_example(preds, f"{task} predictions"))
+    return len(fit), len(score)
 
 
 def examples_of(runs: pd.DataFrame) -> str:
@@ -272,3 +281,41 @@ def studies_markdown(preset: str, tasks: list[str], chosen: dict, late_limit: fl
                      f"the policy alone). "
                      f"{verdict}\n\n{variant_table(summary, chosen).to_markdown(index=False)}")
     return "\n\n".join(parts) or "This run has no variant study of the policy's parameters."
+
+
+def tolerance_scaling_text(preset: str, bundle: ProfileBundle, task: str, chosen: float, late_limit: float,
+                           study: str = "accuracy_tolerance", parameter: str = "accuracy_tolerance") -> str:
+    """When the best accuracy tolerance of a study on development examples is not the preset's: what it
+    corresponds to on the evaluation's calibration part. Empty when the study did not run on development
+    examples for ``task`` or agrees with the preset.
+
+    Why: a development run fits its accuracies on half of the calibration part, and the standard error of
+    a paired accuracy difference grows as one over the square root of the examples, so the tolerance that
+    matches the examples' noise there is larger by ``sqrt(n_calibration / n_fit)`` than the one that
+    matches it on the whole calibration part, which the evaluation fits on."""
+    runs = load_variant_runs(preset, study)
+    if runs is None or examples_of(runs) != DEVELOPMENT or task not in set(runs["task"]):
+        return ""
+    summary = compare_variants(runs[runs["task"] == task], late_limit, reference=reference_of(runs))
+    ok = summary[summary["light_cells_over_late_limit"] == 0]
+    if ok.empty:
+        return ""
+    if summary["mean_effective_accuracy"].nunique() == 1:
+        return f"On {task} every {parameter} of the study scores the same on development examples."
+    best = ok.loc[ok["mean_effective_accuracy"].idxmax()]
+    best_value = float(json.loads(best["params"])[parameter])
+    at_chosen = summary[[math.isclose(float(json.loads(p)[parameter]), chosen) for p in summary["params"]]]
+    if math.isclose(best_value, chosen) or (len(at_chosen) and at_chosen["mean_effective_accuracy"].max()
+                                            >= best["mean_effective_accuracy"]):
+        return f"On {task} the preset's {parameter} ({chosen:g}) is also the best of the study on development examples."
+    n_fit, n_score = development_sizes(bundle, task)
+    factor = math.sqrt((n_fit + n_score) / n_fit)
+    gain = ("" if at_chosen.empty else
+            f", {best['mean_effective_accuracy'] - at_chosen['mean_effective_accuracy'].iloc[0]:+.4f} mean effective "
+            f"accuracy over the preset's {chosen:g}")
+    return (f"On {task} the best {parameter} on development examples is {best_value:g} ({best['variant']}{gain}). "
+            f"Those runs fit their accuracies on {n_fit} examples, the evaluation on {n_fit + n_score}, and the "
+            f"standard error of a paired accuracy difference shrinks as one over the square root of the count: a "
+            f"tolerance matched to the examples' noise there is {factor:.2f} times the one matched to it in the "
+            f"evaluation, so {best_value:g} there corresponds to about {best_value / factor:.3f} here, against the "
+            f"preset's {chosen:g}.")
