@@ -1,4 +1,4 @@
-"""Parameter variants of the proposed method, compared on development seeds (``benchmarks/anytime_variants.py``).
+"""Parameter variants of the proposed method on development seeds and examples (``benchmarks/anytime_variants.py``).
 
 Why a module of its own: a parameter of the proposed method chosen on the evaluation's own runs is
 tuned on the data it is scored on. The variant benchmark runs the method on the grid's cells with
@@ -34,6 +34,15 @@ DEVELOPMENT = "development"   # the ``examples`` of a run on development example
 SCORED_EXAMPLES = "scored"    # what a study's runs without an ``examples`` column drew from
 
 
+def _development_halves(bundle: ProfileBundle, task: str) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """``task``'s predictions and the two halves of its calibration part (fit, score)."""
+    preds = bundle.predictions[task_of(bundle.predictions["config_id"]) == task]
+    if preds.empty:
+        raise ValueError(f"no predictions for task {task!r}: no development examples")
+    fit, score = development_halves(predictions_split(preds, task), labels_by_example(preds, f"{task} predictions"))
+    return preds, fit, score
+
+
 def development_bundle(bundle: ProfileBundle, task: str) -> tuple[ProfileBundle, np.ndarray]:
     """``bundle`` as a development run sees it, and the example ids its traces draw from.
 
@@ -41,15 +50,13 @@ def development_bundle(bundle: ProfileBundle, task: str) -> tuple[ProfileBundle,
     configuration of ``task`` gets its planning accuracy (``calibration_accuracy``) from the first
     half and its ``accuracy`` from the second, whose ids (those every measured configuration has a
     prediction for) are returned as the pool requests are drawn from. Predictions are per example,
-    so the simulator credits each request as before. Other tasks' rows are left as they are.
+    so the simulator credits each request as before. Other tasks' rows are left as they are, and so
+    are the configurations pruned as dominated when the profiles were written (on the whole
+    calibration part, never the scored one).
     """
     from planner.evaluation.grid import predicted_ids  # evaluation imports this package's neighbours
 
-    of_task = task_of(bundle.predictions["config_id"]) == task
-    preds = bundle.predictions[of_task]
-    if preds.empty:
-        raise ValueError(f"no predictions for task {task!r}: no development examples")
-    fit, score = development_halves(predictions_split(preds, task), labels_by_example(preds, f"{task} predictions"))
+    preds, fit, score = _development_halves(bundle, task)
     ids = preds["example_id"].to_numpy()
     fit_acc = preds[np.isin(ids, fit)].groupby("config_id")["correct"].mean()
     score_acc = preds[np.isin(ids, score)].groupby("config_id")["correct"].mean()
@@ -112,8 +119,7 @@ def load_variant_runs(preset: str, study: str) -> pd.DataFrame | None:
 def development_sizes(bundle: ProfileBundle, task: str) -> tuple[int, int]:
     """How many examples a development run of ``task`` fits its accuracies on and draws requests
     from (:func:`development_bundle`), for the book."""
-    preds = bundle.predictions[task_of(bundle.predictions["config_id"]) == task]
-    fit, score = development_halves(predictions_split(preds, task), labels_by_example(preds, f"{task} predictions"))
+    _, fit, score = _development_halves(bundle, task)
     return len(fit), len(score)
 
 
