@@ -706,3 +706,26 @@ def test_pareto_scatter_styles_a_runtime_precision_pair_the_same_in_every_panel(
     assert styles(a)["onnxruntime/int8"] == styles(b)["onnxruntime/int8"]
     assert styles(a)["onnxruntime/fp32"] == styles(b)["onnxruntime/fp32"]
     plots.plt.close(fig)
+
+
+def test_bound_gap_text_sets_the_bounds_ceiling_against_the_best_single_configuration():
+    """Three configurations that are each right on a different two thirds of the examples: some
+    configuration is right on every example, the best single one on two thirds of them, so one
+    configuration on time reaches at most 2/3 of the bound; the per-deadline shares come from the runs."""
+    from bundles import toy_bundle
+    from planner.evaluation.grid import example_ids
+
+    n = 60
+    specs = [{"model": f"m{k}", "batch_size": 1, "samples_ms": np.full(20, 1.0 + k),
+              "correct": np.arange(n) % 3 != k} for k in range(3)]
+    bundle = toy_bundle("sst2", specs)
+    ceiling = results.bound_ceiling(bundle, "sst2")
+    assert ceiling["oracle"] == 1.0 and ceiling["n_examples"] == len(example_ids(bundle, "sst2"))
+    assert ceiling["best_single"] == pytest.approx(2 / 3, abs=0.1)
+    rows = [dict(task="sst2", workload="steady", load=0.5, seed=s, deadline_ms=d, method=m, effective_accuracy=v)
+            for s in (1, 2) for d, a, b in ((2.0, 0.1, 0.5), (50.0, 0.6, 0.9))
+            for m, v in (("anytime", a), ("clairvoyant", b))]
+    text = results.bound_gap_text(pd.DataFrame(rows), bundle, "sst2")
+    assert "0.20 at 2 ms (0.100 of 0.500), 0.67 at 50 ms (0.600 of 0.900)" in text
+    assert f"would reach {ceiling['best_single']:.3f} of the bound" in text
+    assert results.bound_gap_text(pd.DataFrame(rows).query("method == 'anytime'"), bundle, "sst2") == ""

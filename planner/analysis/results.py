@@ -387,6 +387,50 @@ def late_detail_text(runs: pd.DataFrame, task: str, light_load: float = 1.0) -> 
             f"and {worst[2]:g} ms): the controller holds the share near its target over a run, not in every trace.")
 
 
+def bound_ceiling(bundle, task: str) -> dict:
+    """Where the clairvoyant bound tops out when time does not bind, against what one configuration
+    reaches, over the examples traces draw (the scored part): ``oracle``, the share some measured
+    configuration answers correctly (the bound credits each request that some configuration answers
+    correctly in time), and ``best_single``, the most accurate single configuration's (``best_config``).
+
+    Why: a method's share of the bound cannot exceed ``best_single / oracle`` where it serves one
+    configuration at a time, however well it schedules."""
+    from planner.evaluation.grid import example_ids  # the evaluation's own pool of scored examples
+
+    profiles = bundle.profiles
+    measured = profiles.loc[(profiles["task"] == task) & (profiles["accuracy_source"] == "measured"), "config_id"]
+    preds = bundle.predictions
+    preds = preds[preds["config_id"].isin(measured) & preds["example_id"].isin(example_ids(bundle, task))]
+    if preds.empty:
+        raise ValueError(f"no predictions of measured {task} configurations on the scored examples")
+    table = preds.pivot(index="config_id", columns="example_id", values="correct").astype(bool)
+    per_config = table.mean(axis=1)
+    return {"oracle": float(table.any(axis=0).mean()), "best_single": float(per_config.max()),
+            "best_config": str(per_config.idxmax()), "n_examples": int(table.shape[1])}
+
+
+def bound_gap_text(runs: pd.DataFrame, bundle, task: str) -> str:
+    """Why the proposed method's share of the clairvoyant bound is what it is on ``task``: the bound's
+    ceiling against the best single configuration (:func:`bound_ceiling`), and the share per deadline
+    (the method's mean effective accuracy over the task's cells at that deadline over the bound's)."""
+    bound = next((m for m in BOUND_METHODS if m in set(runs["method"])), None)
+    part = runs[(runs["task"] == task) & runs["method"].isin([PLANNER_METHOD, bound])]
+    if bound is None or part.empty:
+        return ""
+    ceiling = bound_ceiling(bundle, task)
+    means = part.groupby(["deadline_ms", "method"])["effective_accuracy"].mean().unstack("method")
+    share = means[PLANNER_METHOD] / means[bound]
+    by_deadline = ", ".join(f"{v:.2f} at {d:g} ms ({means.loc[d, PLANNER_METHOD]:.3f} of {means.loc[d, bound]:.3f})"
+                            for d, v in share.items())
+    return (f"On {task}, some configuration answers {ceiling['oracle']:.3f} of the {ceiling['n_examples']} scored "
+            f"examples correctly and the most accurate single configuration ({ceiling['best_config']}) "
+            f"{ceiling['best_single']:.3f}: serving it to every request on time would reach "
+            f"{ceiling['best_single'] / ceiling['oracle']:.3f} of the bound where time does not bind. By deadline "
+            f"(over every workload and load), {PLANNER_METHOD}'s share of the bound is {by_deadline}: at the tightest "
+            f"deadlines the bound charges every batch its configuration's fastest measured time (the minimum of its "
+            f"samples), not the time a batch usually takes.")
+
+
 def hindsight_choice(runs: pd.DataFrame, profiles: pd.DataFrame, task: str, mixed: Iterable[str] = ()) -> dict:
     """What the best fixed configuration in hindsight serves at the task's most relaxed deadline
     (single-deadline workloads), and how the calibration half ranks it.
