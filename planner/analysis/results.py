@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from planner import config, splits
+from planner.evaluation.grid import example_ids
 from planner.metrics import METRICS
 from planner.models.published import read_manifest
 from planner.plan import registry
@@ -27,7 +28,7 @@ from planner.profile.accuracy import FP32_PEER_KEYS
 from planner.paths import results_dir
 from planner.analysis.stats import holm, mcnemar_exact, mean_ci
 from planner.analysis.summary import per_seed_means
-from planner.schema import read_json
+from planner.schema import ProfileBundle, read_json
 from planner.tables import MANIFEST, verify_manifest
 
 RUN_KEYS = ("task", "method", "workload", "load", "deadline_ms", "seed")
@@ -387,7 +388,7 @@ def late_detail_text(runs: pd.DataFrame, task: str, light_load: float = 1.0) -> 
             f"and {worst[2]:g} ms): the controller holds the share near its target over a run, not in every trace.")
 
 
-def bound_ceiling(bundle, task: str) -> dict:
+def bound_ceiling(bundle: ProfileBundle, task: str) -> dict:
     """Where the clairvoyant bound tops out when time does not bind, against what one configuration
     reaches, over the examples traces draw (the scored part): ``oracle``, the share some measured
     configuration answers correctly (the bound credits each request that some configuration answers
@@ -395,8 +396,6 @@ def bound_ceiling(bundle, task: str) -> dict:
 
     Why: a method's share of the bound cannot exceed ``best_single / oracle`` where it serves one
     configuration at a time, however well it schedules."""
-    from planner.evaluation.grid import example_ids  # the evaluation's own pool of scored examples
-
     profiles = bundle.profiles
     measured = profiles.loc[(profiles["task"] == task) & (profiles["accuracy_source"] == "measured"), "config_id"]
     preds = bundle.predictions
@@ -409,7 +408,7 @@ def bound_ceiling(bundle, task: str) -> dict:
             "best_config": str(per_config.idxmax()), "n_examples": int(table.shape[1])}
 
 
-def bound_gap_text(runs: pd.DataFrame, bundle, task: str) -> str:
+def bound_gap_text(runs: pd.DataFrame, bundle: ProfileBundle, task: str) -> str:
     """Why the proposed method's share of the clairvoyant bound is what it is on ``task``: the bound's
     ceiling against the best single configuration (:func:`bound_ceiling`), and the share per deadline
     (the method's mean effective accuracy over the task's cells at that deadline over the bound's)."""

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from planner.evaluation.grid import predicted_ids
 from planner.paths import results_dir
 from planner.plan.registry import changed_params, describe_params, describe_value
 from planner.schema import PLANNING_ACCURACY, ProfileBundle
@@ -54,8 +55,6 @@ def development_bundle(bundle: ProfileBundle, task: str) -> tuple[ProfileBundle,
     are the configurations pruned as dominated when the profiles were written (on the whole
     calibration part, never the scored one).
     """
-    from planner.evaluation.grid import predicted_ids  # evaluation imports this package's neighbours
-
     preds, fit, score = _development_halves(bundle, task)
     ids = preds["example_id"].to_numpy()
     fit_acc = preds[np.isin(ids, fit)].groupby("config_id")["correct"].mean()
