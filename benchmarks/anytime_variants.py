@@ -17,9 +17,9 @@ in mean effective accuracy over cells (a cell: the mean over its deadlines and s
 Simulation only.
 
 Each study has a folder of its own (``--study``, under results/full/benchmarks/anytime_variants/).
-The three committed studies were re-run on development examples on 2026-12-06, on the preset of
+The first three studies were re-run on development examples on 2026-12-06, on the preset of
 that day (``late_step`` 0.01, ``accuracy_tolerance`` 0.02, expected arrivals spread), so each
-variant is that preset with the parameters named changed (the three commands below, one after the
+variant is that preset with the parameters named changed (the first three commands below, one after the
 other, ``--jobs 2`` on 2 cores). The ``late_step`` study (the step moved 0.01 -> 0.03 on
 2026-12-03 and back to 0.01 on 2026-12-06, both times on scored-part runs of development seeds):
 
@@ -41,7 +41,14 @@ The ``accuracy_tolerance`` study (0.02, the preset since 2026-12-05, against 0.0
         --variant tol005='{"accuracy_tolerance": 0.005}' --variant tol01='{"accuracy_tolerance": 0.01}' \
         --variant tol015='{"accuracy_tolerance": 0.015}' --variant tol03='{"accuracy_tolerance": 0.03}'
 
-The ``preset`` runs of the first study were copied into the other two folders before they ran
+The ``late_target`` study (2026-12-06, development examples from the start) compares the late-share
+target, chosen in 2026-12-02 on the evaluation's own grid, with others:
+
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/anytime_variants.py --out --study late_target \
+        --reference preset --variant target05='{"late_target": 0.005}' --variant target07='{"late_target": 0.007}' \
+        --variant target08='{"late_target": 0.008}' --variant target095='{"late_target": 0.0095}'
+
+The ``preset`` runs of the first study were copied into the other folders before they ran
 (:func:`planner.analysis.tuning.reusable_runs` accepts them: same seeds, parameters and examples).
 Each (task, variant) is written as soon as it finishes (``--out``), keyed by its full parameters,
 seeds and examples, so a killed run resumes at the next variant and a changed preset is never read
