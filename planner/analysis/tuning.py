@@ -122,12 +122,18 @@ def development_sizes(bundle: ProfileBundle, task: str) -> tuple[int, int]:
     return len(fit), len(score)
 
 
+def development_share(runs: pd.DataFrame) -> float:
+    """The share of a study's runs on development examples (:func:`development_bundle`); runs written
+    before development examples existed carry no ``examples`` column and drew from the scored part."""
+    if "examples" not in runs.columns or not len(runs):
+        return 0.0
+    return float((runs["examples"] == DEVELOPMENT).mean())
+
+
 def examples_of(runs: pd.DataFrame) -> str:
-    """What a study's runs drew their requests from: :data:`DEVELOPMENT` examples, or the scored part
-    (runs written before development examples existed carry no ``examples`` column)."""
-    if "examples" in runs.columns and (runs["examples"] == DEVELOPMENT).all():
-        return DEVELOPMENT
-    return SCORED_EXAMPLES
+    """What a study's runs drew their requests from: :data:`DEVELOPMENT` examples when every run did,
+    else the scored part (:data:`SCORED_EXAMPLES`)."""
+    return DEVELOPMENT if development_share(runs) == 1.0 else SCORED_EXAMPLES
 
 
 def reusable_runs(path: Path, seeds: list[int], params: dict, reference: str) -> pd.DataFrame | None:
@@ -275,12 +281,12 @@ def studies_markdown(preset: str, tasks: list[str], chosen: dict, late_limit: fl
             continue
         seeds = ", ".join(str(s) for s in sorted(runs["seed"].unique()))
         verdict = variant_text(summary, chosen, late_limit) or nearest_variant_text(summary, chosen)
-        on_development = runs["examples"].eq(DEVELOPMENT) if "examples" in runs.columns else pd.Series(False, index=runs.index)
+        share = development_share(runs)
         examples = ("requests drawn from half of the calibration part, accuracies fitted on the other half"
-                    if on_development.all() else
+                    if share == 1.0 else
                     "requests drawn from the scored part, as studies ran before they moved to development examples"
-                    if not on_development.any() else
-                    f"{on_development.mean():.0%} of its runs on development examples and the rest on the scored part "
+                    if share == 0.0 else
+                    f"{share:.0%} of its runs on development examples and the rest on the scored part "
                     f"(a re-run not finished)")
         parts.append(f"**Study `{study}`** (development seeds {seeds}, {examples}, every cell of the grid, "
                      f"the policy alone). "
