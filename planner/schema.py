@@ -99,6 +99,17 @@ def config_id(task: str, model: str, runtime: str, precision: str, batch_size: i
     return f"{task}/{model}/{runtime}/{precision}/b{int(batch_size)}/{device}"
 
 
+def measured(profiles: pd.DataFrame, task: str | None = None) -> pd.Series:
+    """Boolean mask of the rows with a measured accuracy (of ``task`` when given).
+
+    Why one place: these are the configurations a method may pick and the only ones with predictions;
+    the filter is read by the planner, the servers, the bound and the book alike."""
+    mask = profiles["accuracy_source"] == "measured"
+    if task is not None:
+        mask &= profiles["task"] == task
+    return mask
+
+
 def validate(frame: pd.DataFrame, columns: dict[str, str], name: str = "table") -> pd.DataFrame:
     """Check columns, kinds and nulls; return the frame with canonical dtypes and column order."""
     if not isinstance(frame, pd.DataFrame):
@@ -168,12 +179,12 @@ def _profile_row_rules(out: pd.DataFrame, name: str) -> None:
     bad_source = set(out["accuracy_source"]) - set(ACCURACY_SOURCES)
     if bad_source:
         raise SchemaError(f"{name}: accuracy_source must be one of {ACCURACY_SOURCES}, got {bad_source}")
-    measured = out["accuracy_source"] == "measured"
+    measured_rows = measured(out)
     for column in ("accuracy", PLANNING_ACCURACY):
-        bad = measured & (out[column].isna() | (out[column] < 0) | (out[column] > 1))
+        bad = measured_rows & (out[column].isna() | (out[column] < 0) | (out[column] > 1))
         if bad.any():
             raise SchemaError(f"{name}: measured {column} must lie in [0, 1], bad for {_bad_rows(out, bad, column)}")
-        if out.loc[~measured, column].notna().any():
+        if out.loc[~measured_rows, column].notna().any():
             raise SchemaError(f"{name}: rows with accuracy_source='unavailable' must have no {column}")
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from planner import config
 from planner.schema import (DOMINATED_COLUMNS, LATENCY_SAMPLE_COLUMNS, PREDICTION_COLUMNS, TASKS, TRACE_COLUMNS,
-                            SchemaError, validate, validate_dominated, validate_profiles)
+                            SchemaError, measured, validate, validate_dominated, validate_profiles)
 from bundles import synthetic_bundle, synthetic_profiles
 
 
@@ -102,3 +102,13 @@ def test_dominated_rows_follow_the_profile_rules_and_name_their_dominator(profil
     with pytest.raises(SchemaError, match=r"dominated\.csv: column 'batch_size' must hold whole numbers"):
         validate_dominated(poke(dominated, "batch_size", 2.5, row=0), "dominated.csv")
     assert set(DOMINATED_COLUMNS) - {"dominated_by"} == set(validate_profiles(profiles).columns) & set(DOMINATED_COLUMNS)
+
+
+def test_measured_keeps_only_rows_with_measured_accuracy_of_the_asked_task(profiles):
+    frame = pd.concat([profiles, profiles.assign(task="cifar10", config_id=profiles["config_id"] + "-c")],
+                      ignore_index=True)
+    frame.loc[1, ["accuracy_source", "accuracy", "calibration_accuracy"]] = ["unavailable", np.nan, np.nan]
+    task = profiles.loc[0, "task"]
+    kept = frame.loc[measured(frame, task), "config_id"].tolist()
+    assert kept == [c for i, c in enumerate(profiles["config_id"]) if i != 1]
+    assert int(measured(frame).sum()) == len(frame) - 1  # no task: both tasks' measured rows

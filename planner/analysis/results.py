@@ -28,7 +28,7 @@ from planner.profile.accuracy import FP32_PEER_KEYS
 from planner.paths import results_dir
 from planner.analysis.stats import holm, mcnemar_exact, mean_ci
 from planner.analysis.summary import per_seed_means
-from planner.schema import ProfileBundle, read_json
+from planner.schema import ProfileBundle, measured, read_json
 from planner.tables import MANIFEST, verify_manifest
 
 RUN_KEYS = ("task", "method", "workload", "load", "deadline_ms", "seed")
@@ -37,6 +37,12 @@ PLANNER_METHOD = registry.proposed()
 ORACLE_METHOD = registry.with_role("hindsight")[0]
 BOUND_METHODS = tuple(registry.with_role("bound"))
 STEADY_KIND = "poisson"
+
+
+def bound_method(methods: Iterable[str]) -> str | None:
+    """The bound the book compares against among ``methods`` (the registry's first bound present), or None."""
+    present = set(methods)
+    return next((m for m in BOUND_METHODS if m in present), None)
 
 
 class ResultsMissingError(FileNotFoundError):
@@ -184,7 +190,7 @@ def key_results(preset: str, confidence: float | None = None) -> pd.DataFrame:
             raise ValueError(f"evaluation runs of {preset!r}: no rows for method {PLANNER_METHOD!r} on {task_name}")
         baselines = {m: v for m, v in summary.items() if m in registry.with_role("baseline")}
         best = max(baselines, key=lambda m: baselines[m]["mean"]) if baselines else None
-        bound = next((m for m in BOUND_METHODS if m in summary), None)
+        bound = bound_method(summary)
         late = part.loc[part["method"] == PLANNER_METHOD, "late_rate"].mean() if "late_rate" in part else np.nan
         rows.append({
             "task": task_name,
@@ -298,7 +304,7 @@ def grid_cells(runs: pd.DataFrame) -> pd.DataFrame:
     if PLANNER_METHOD not in wide.columns:
         raise ValueError(f"no runs of the proposed method {PLANNER_METHOD!r}")
     others = [m for m in wide.columns if m != PLANNER_METHOD and m not in BOUND_METHODS]
-    bound = next((m for m in BOUND_METHODS if m in wide.columns), None)
+    bound = bound_method(wide.columns)
     out = pd.DataFrame({"proposed": wide[PLANNER_METHOD]})
     out["best_other"] = wide[others].max(axis=1)
     out["best_other_method"] = wide[others].idxmax(axis=1)
@@ -396,10 +402,9 @@ def bound_ceiling(bundle: ProfileBundle, task: str) -> dict:
 
     Why: a method's share of the bound cannot exceed ``best_single / oracle`` where it serves one
     configuration at a time, however well it schedules."""
-    profiles = bundle.profiles
-    measured = profiles.loc[(profiles["task"] == task) & (profiles["accuracy_source"] == "measured"), "config_id"]
+    ids = bundle.profiles.loc[measured(bundle.profiles, task), "config_id"]
     preds = bundle.predictions
-    preds = preds[preds["config_id"].isin(measured) & preds["example_id"].isin(example_ids(bundle, task))]
+    preds = preds[preds["config_id"].isin(ids) & preds["example_id"].isin(example_ids(bundle, task))]
     if preds.empty:
         raise ValueError(f"no predictions of measured {task} configurations on the scored examples")
     table = preds.pivot(index="config_id", columns="example_id", values="correct").astype(bool)
@@ -412,7 +417,7 @@ def bound_gap_text(runs: pd.DataFrame, bundle: ProfileBundle, task: str) -> str:
     """Why the proposed method's share of the clairvoyant bound is what it is on ``task``: the bound's
     ceiling against the best single configuration (:func:`bound_ceiling`), and the share per deadline
     (the method's mean effective accuracy over the task's cells at that deadline over the bound's)."""
-    bound = next((m for m in BOUND_METHODS if m in set(runs["method"])), None)
+    bound = bound_method(runs["method"])
     part = runs[(runs["task"] == task) & runs["method"].isin([PLANNER_METHOD, bound])]
     if bound is None or part.empty:
         return ""
@@ -596,7 +601,7 @@ def precision_cost(profiles: pd.DataFrame, predictions: pd.DataFrame, part: str 
     keys = FP32_PEER_KEYS
     columns = ["task", "model", "runtime", "batch_size", "device", "precision", "n", "accuracy", "fp32_accuracy",
                "delta_points", "fp32_only", "variant_only", "p"]
-    single = profiles[(profiles["accuracy_source"] == "measured") & profiles["cascade_small"].isna()]
+    single = profiles[measured(profiles) & profiles["cascade_small"].isna()]
     fp32 = single[single["precision"] == "fp32"].set_index(keys)["config_id"]
     correct = predictions.set_index(["config_id", "example_id"])["correct"]
     examples: dict[str, np.ndarray] = {}

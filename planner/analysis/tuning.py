@@ -23,7 +23,7 @@ import pandas as pd
 from planner.evaluation.grid import predicted_ids
 from planner.paths import results_dir
 from planner.plan.registry import changed_params, describe_params, describe_value
-from planner.schema import PLANNING_ACCURACY, ProfileBundle
+from planner.schema import PLANNING_ACCURACY, ProfileBundle, measured
 from planner.splits import development_halves, labels_by_example, predictions_split, task_of
 from planner.tables import atomic_write, read_rows
 
@@ -60,7 +60,7 @@ def development_bundle(bundle: ProfileBundle, task: str) -> tuple[ProfileBundle,
     fit_acc = preds[np.isin(ids, fit)].groupby("config_id")["correct"].mean()
     score_acc = preds[np.isin(ids, score)].groupby("config_id")["correct"].mean()
     profiles = bundle.profiles.copy()
-    rows = (profiles["task"] == task) & (profiles["accuracy_source"] == "measured")
+    rows = measured(profiles, task)
     missing = sorted(set(profiles.loc[rows, "config_id"]) - set(fit_acc.index))
     if missing:
         raise ValueError(f"no predictions for measured {task} configuration(s) {missing[:5]}")

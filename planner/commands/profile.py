@@ -62,11 +62,11 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--rehash and --resplit work on a folder on this machine; they do not go with --scheduler")
     if args.resplit:
         from planner.profile.store import profile_root, resplit
+        from planner.schema import measured
 
         profiles = resplit(args.preset, args.machine_tag)
-        measured = profiles[profiles["accuracy_source"] == "measured"]
         print(f"{profile_root(args.preset, args.machine_tag)}: accuracy (scored part) and calibration_accuracy of "
-              f"{len(measured)} measured configurations recomputed from their predictions; {len(profiles)} kept")
+              f"{int(measured(profiles).sum())} measured configurations recomputed from their predictions; {len(profiles)} kept")
         return 0
     if args.rehash:
         from planner.profile.store import rehash

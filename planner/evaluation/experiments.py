@@ -19,7 +19,7 @@ from planner.config import EvaluatePreset
 from planner.evaluation.grid import example_ids
 from planner.plan import DeadlinePlanner, Oracle
 from planner.plan.anytime import anytime
-from planner.schema import ProfileBundle
+from planner.schema import ProfileBundle, measured
 from planner.serving.simulator import prepare, simulate
 from planner.serving.outcomes import run_metrics
 from planner.workloads import make_trace, rate_for_load
@@ -43,8 +43,7 @@ def infeasible_deadlines(bundle: ProfileBundle, task: str, settings: EvaluatePre
     planner = DeadlinePlanner(settings.percentile).fit(bundle.profiles)
     catalog = prepare(bundle)
     column = f"lat_p{settings.percentile}_ms"
-    measured = bundle.profiles[(bundle.profiles["task"] == task) & (bundle.profiles["accuracy_source"] == "measured")]
-    fastest = float(measured[column].min())
+    fastest = float(bundle.profiles.loc[measured(bundle.profiles, task), column].min())
     rows = []
     for fraction in fractions:
         deadline = fraction * fastest

@@ -36,7 +36,7 @@ from planner.metrics import RUN_METRICS
 from planner.plan import policies
 from planner.plan.planner import DeadlinePlanner
 from planner.plan.registry import METHODS, TraceContext, check_method_params, check_methods, method_params
-from planner.schema import ProfileBundle
+from planner.schema import ProfileBundle, measured
 from planner.splits import predictions_split
 from planner.tables import append_rows, atomic_write_text, read_rows
 from planner.serving.outcomes import run_metrics
@@ -85,9 +85,8 @@ def _single_config(policy: policies.OnlinePolicy, deadlines: np.ndarray) -> str 
 
 def predicted_ids(bundle: ProfileBundle, task: str) -> np.ndarray:
     """The example ids of ``task`` every measured configuration has a prediction for, sorted."""
-    profiles = bundle.profiles
-    measured = profiles.loc[(profiles["task"] == task) & (profiles["accuracy_source"] == "measured"), "config_id"]
-    preds = bundle.predictions[bundle.predictions["config_id"].isin(measured)]
+    ids = bundle.profiles.loc[measured(bundle.profiles, task), "config_id"]
+    preds = bundle.predictions[bundle.predictions["config_id"].isin(ids)]
     if preds.empty:
         raise SimulationError(f"no predictions for any measured {task} configuration")
     counts = preds.groupby("example_id")["config_id"].nunique()
@@ -380,10 +379,10 @@ def resolve_dispatch_overhead(settings: EvaluatePreset, out_dir: Path, fresh: bo
             return float(json.loads(path.read_text())["dispatch_overhead_ms"])
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{path}: malformed ({exc}); delete it to measure again") from None
-    measured = harness_overhead()
-    record_dispatch_overhead(out_dir, measured["harness_lat_p50_ms"],
-                             "planner.serving.replay.harness_overhead (median no-op request latency)", **measured)
-    return float(measured["harness_lat_p50_ms"])
+    overhead = harness_overhead()
+    record_dispatch_overhead(out_dir, overhead["harness_lat_p50_ms"],
+                             "planner.serving.replay.harness_overhead (median no-op request latency)", **overhead)
+    return float(overhead["harness_lat_p50_ms"])
 
 
 def record_dispatch_overhead(out_dir: Path, dispatch_overhead_ms: float, source: str, **details: float) -> Path:

@@ -49,7 +49,7 @@ from planner.plan.failure import (
     fallback_reason,
     first_by_rank,
 )
-from planner.schema import PLANNING_ACCURACY, validate_profiles
+from planner.schema import PLANNING_ACCURACY, measured, validate_profiles
 
 Workload = Literal["steady", "bursty"] | None
 WORKLOADS: tuple[Workload, ...] = (None, "steady", "bursty")
@@ -107,15 +107,15 @@ class TaskCandidates:
         accuracy = frame[PLANNING_ACCURACY].to_numpy(dtype=float)
         throughput = frame["throughput_items_s"].to_numpy(dtype=float)
         batch = frame["batch_size"].to_numpy(dtype=np.int64)
-        measured = (frame["accuracy_source"] == "measured").to_numpy(dtype=bool)
-        bad = ids[measured & ~(np.isfinite(throughput) & (throughput > 0))]
+        is_measured = measured(frame).to_numpy(dtype=bool)
+        bad = ids[is_measured & ~(np.isfinite(throughput) & (throughput > 0))]
         if bad.size:
             raise PlannerError(f"throughput_items_s must be positive and finite, bad for {bad[:5].tolist()}")
         id_rank = np.unique(ids, return_inverse=True)[1]
         acc_key = np.where(np.isnan(accuracy), -np.inf, accuracy)
         return cls(
             task=task, ids=ids, latency=latency, accuracy=accuracy, throughput=throughput, batch=batch,
-            measured=measured,
+            measured=is_measured,
             rank_fastest=_rank(latency, -acc_key, id_rank),
             rank_accurate=_rank(-acc_key, latency, id_rank),
             rank_throughput=_rank(-throughput, -batch, latency, id_rank),

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from planner.plan.failure import NotFittedError, PlannerError
-from planner.schema import PLANNING_ACCURACY, ProfileBundle
+from planner.schema import PLANNING_ACCURACY, ProfileBundle, measured
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,8 +277,7 @@ def candidate_table(bundle: ProfileBundle, task: str, percentile: float = 95.0) 
         raise ValueError(f"task {task!r} has no profiled configurations; tasks: {sorted(set(profiles['task']))}")
     if not 0 < percentile < 100:
         raise ValueError(f"percentile must lie in (0, 100), got {percentile!r}")
-    rows = profiles[(profiles["task"] == task) & (profiles["accuracy_source"] == "measured")
-                    & profiles[PLANNING_ACCURACY].notna()].copy()
+    rows = profiles[measured(profiles, task) & profiles[PLANNING_ACCURACY].notna()].copy()
     sampled = set(bundle.samples["config_id"].unique())
     rows = rows[rows["config_id"].isin(sampled)]
     if rows.empty:

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from planner.schema import PREDICTION_COLUMNS, validate
+from planner.schema import PREDICTION_COLUMNS, measured, validate
 from planner.splits import CALIBRATION, SCORED, Split, labels_by_example, partition, predictions_split, task_of
 
 # per-variant prediction parts: the prediction columns without config_id
@@ -109,13 +109,13 @@ def apply_split(rows: pd.DataFrame, predictions: pd.DataFrame) -> pd.DataFrame:
     """``rows`` (profile or accuracy rows) with both accuracy columns recomputed from ``predictions``
     for every measured row (NaN for ``unavailable`` ones); a measured row without predictions is an error."""
     means = split_accuracy(predictions)
-    measured = (rows["accuracy_source"] == "measured").to_numpy()
-    missing = sorted(set(rows.loc[measured, "config_id"]) - set(means.index))
+    is_measured = measured(rows).to_numpy()
+    missing = sorted(set(rows.loc[is_measured, "config_id"]) - set(means.index))
     if missing:
         raise ValueError(f"no predictions for measured configuration(s) {missing[:5]}")
     out = rows.copy()
     for column in SPLIT_COLUMNS.values():
-        out[column] = np.where(measured, out["config_id"].map(means[column]).to_numpy(dtype=float), np.nan)
+        out[column] = np.where(is_measured, out["config_id"].map(means[column]).to_numpy(dtype=float), np.nan)
     return out
 
 

@@ -41,7 +41,8 @@ from planner.profile.latency import summarize
 from planner.profile.roofline import PEAK_COLUMNS, item_flops, pct_roofline, peak_by_precision
 from planner.profile.space import IDENTITY_COLUMNS, INFEASIBLE_COLUMNS
 from planner.schema import (DOMINATED_COLUMNS, LATENCY_SAMPLE_COLUMNS, PREDICTION_COLUMNS, PROFILE_COLUMNS,
-                            ProfileBundle, SchemaError, read_json, read_table, validate, validate_profiles)
+                            ProfileBundle, SchemaError, measured, read_json, read_table, validate,
+                            validate_profiles)
 from planner.tables import MANIFEST, atomic_write, atomic_write_text, manifest_names, verify_manifest, write_manifest
 
 _IDENTITY = {**{c: "str" for c in IDENTITY_COLUMNS}, "batch_size": "int", "cascade_small": "str?",
@@ -460,11 +461,11 @@ def _read_bundle(store: ProfileStore) -> ProfileBundle:
     stray = sorted(set(samples["config_id"]) - set(profiles["config_id"]))
     if stray:
         raise SchemaError(f"{store.path('samples')}: samples for unknown config_id(s) {stray[:5]}")
-    measured = set(profiles.loc[profiles["accuracy_source"] == "measured", "config_id"])
+    expected = set(profiles.loc[measured(profiles), "config_id"])
     have = set(predictions["config_id"])
-    if measured - have or have - measured:
+    if expected - have or have - expected:
         raise SchemaError(f"{store.path('predictions')}: predictions do not match measured configurations "
-                          f"(missing {sorted(measured - have)[:3]}, unexpected {sorted(have - measured)[:3]})")
+                          f"(missing {sorted(expected - have)[:3]}, unexpected {sorted(have - expected)[:3]})")
     data = _DataSummary(all_samples, store.path("samples"), all_predictions, store.path("predictions"))
     data.check(profiles, store.path("profiles"))
     if dominated is not None and len(dominated):
@@ -510,12 +511,12 @@ class _DataSummary:
                 if not np.isclose(stored, stats[column], rtol=RTOL, atol=0.0):
                     raise SchemaError(f"{rows_path}: {row.config_id}: {column} = {stored!r}, but its samples in "
                                       f"{self.samples_path.name} give {stats[column]!r}")
-        measured = rows[rows["accuracy_source"] == "measured"]
-        missing = sorted(set(measured["config_id"]) - set(self.means.index))
+        measured_rows = rows[measured(rows)]
+        missing = sorted(set(measured_rows["config_id"]) - set(self.means.index))
         if missing:
             raise SchemaError(f"{self.predictions_path}: no predictions for measured configuration(s) {missing[:5]} "
                               f"of {rows_path}")
-        for row in measured.itertuples(index=False):
+        for row in measured_rows.itertuples(index=False):
             for part, column in SPLIT_COLUMNS.items():
                 stored, value = getattr(row, column), float(self.means.loc[row.config_id, column])
                 if not np.isclose(stored, value, rtol=RTOL, atol=0.0):

@@ -59,7 +59,7 @@ from planner.plan.failure import NoConfigurationLeftError, PlannerError, ReasonC
 from planner.plan.planner import DeadlinePlanner
 from planner.plan.policies import OnlinePolicy, Policy, PolicyContext, as_policy
 from planner.plan.registry import METHODS, MethodParams, TraceContext, method_params
-from planner.schema import ProfileBundle
+from planner.schema import ProfileBundle, measured
 from planner.serving.api import RequestError, ServerMetrics, input_kind, parse_predict
 from planner.serving.batching import QUEUES, RequestQueue, TraceArrays, pick_batch
 from planner.serving.replay import LiveConfig
@@ -484,9 +484,7 @@ def server_policy(method: str, bundle: ProfileBundle, task: str, percentile: int
         below = fitted.select(task, 1e-9, workload_class).config_id  # below every breakpoint
         configs = list(dict.fromkeys([below, *fitted.decision_table(task, workload_class)["config_id"]]))
     else:
-        profiles = bundle.profiles
-        configs = profiles.loc[(profiles["task"] == task) & (profiles["accuracy_source"] == "measured"),
-                               "config_id"].tolist()
+        configs = bundle.profiles.loc[measured(bundle.profiles, task), "config_id"].tolist()
     return policy, configs
 
 

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from planner.schema import validate_profiles
+from planner.schema import measured, validate_profiles
 
 __all__ = ["QueueMDP", "MDPSolution", "value_iteration", "policy_value", "greedy_policy"]
 
@@ -150,7 +150,7 @@ class QueueMDP:
         """Actions = the task's batch-size-1 configurations with a measured accuracy, service time
         from ``latency_column`` (p95 by default, the quantity the deadline planner compares)."""
         frame = validate_profiles(profiles)
-        rows = frame[(frame["task"] == task) & (frame["batch_size"] == 1) & (frame["accuracy_source"] == "measured")]
+        rows = frame[measured(frame, task) & (frame["batch_size"] == 1)]
         if rows.empty:
             raise ValueError(f"QueueMDP.from_profiles: no measured batch-1 configurations for task {task!r}")
         return cls(service_ms=rows[latency_column].to_numpy(float), accuracy=rows["accuracy"].to_numpy(float),
