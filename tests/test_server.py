@@ -683,6 +683,50 @@ def test_the_budget_section_reads_each_pair_of_runs_and_skips_a_pair_without_bud
     assert budget_section({"relaxed": (read_runs(tmp_path / "as_is"), read_runs(tmp_path / "none"))})[0] == []
 
 
+def test_a_sweep_run_twice_says_which_verdicts_held_and_where_a_move_is_more_than_noise(tmp_path):
+    """The same sweep, run again: the book reads a single run's verdict against how far a repeat lands;
+    a point run with other method parameters is not a repeat and is left out."""
+    pytest.importorskip("mlperf_loadgen", reason="mlcommons-loadgen is not installed")
+    from planner.analysis.sweep import repeat_comparison, repeat_text
+    from planner.evaluation.loadgen import DETAIL_FILE, SERVER_FILE, read_runs
+
+    for folder, policy, qps, n_correct in (("first", "anytime", 50, 180), ("second", "anytime", 50, 178),   # noise
+                                           ("first", "anytime", 100, 180), ("second", "anytime", 100, 80),  # real
+                                           ("first", "seed_p95", 50, 150), ("second", "seed_p95", 50, 150),
+                                           ("second", "seed_p95", 100, 150)):  # run once: no repeat
+        _loadgen_point(tmp_path / folder, policy, qps, n_correct, 200)
+    summary = tmp_path / "second" / "sst2_anytime_50qps" / "mlperf_log_summary.txt"
+    summary.write_text(summary.read_text().replace("INVALID", "VALID"))
+    (tmp_path / "first" / "sst2_anytime_50qps" / DETAIL_FILE).write_text(
+        ':::MLLOG {"key": "test_datetime", "value": "2026-12-06T00:50:09Z", "time_ms": 0.0}\n')
+    first, second = read_runs(tmp_path / "first"), read_runs(tmp_path / "second")
+    table = repeat_comparison(first, second).set_index(["method", "target_qps"])
+    assert sorted(table.index) == [("anytime", 50), ("anytime", 100), ("seed_p95", 50)]
+    assert tuple(table.loc[("anytime", 50), ["result_first", "result_second"]]) == ("INVALID", "VALID")
+    assert not table.loc[("anytime", 50), "significant"]
+    assert table.loc[("anytime", 100), "difference"] == pytest.approx(-0.5) and table.loc[("anytime", 100), "significant"]
+    assert (table["p_holm"] >= table["p"]).all()
+    text = " ".join(repeat_text(first, second))
+    assert "from 2026-12-06 00:50 UTC and again at a time not recorded." in text  # no re-timing recorded: no clause
+    assert "the same at 2 of the 3 points; it flipped for sst2 `anytime` at 50 queries/s (INVALID then VALID)" in text
+    assert "calls the move real at 1, all of them drops (sst2 `anytime` at 100 queries/s, 0.900 then 0.400)" in text
+    assert "as much the hour's as the method's" in text  # a verdict flipped
+    assert "No rate found one method significantly ahead in one sweep and behind in the other." in text
+    assert ("ahead of `seed_p95` at 1 and behind at 0 of 1 rates the first time, ahead at 1 and behind at 1 of 2 "
+            "the second") in text
+    for folder, scales in (("first", (1.1, 1.3)), ("second", (0.9, 0.9))):  # what the servers' re-timing found
+        for run, scale in zip(sorted((tmp_path / folder).glob("sst2_anytime_*")), scales):
+            (run / SERVER_FILE).write_text(json.dumps({"task": "sst2", "policy": "anytime", "startup_scale": scale}))
+    text = " ".join(repeat_text(read_runs(tmp_path / "first"), read_runs(tmp_path / "second")))
+    assert "found the machine's service times at x1.10-1.30 of the profile's the first time, x0.90 the second" in text
+    # the second anytime @ 100 ran with other parameters: not a repeat of the first
+    server = tmp_path / "second" / "sst2_anytime_100qps" / SERVER_FILE
+    server.write_text(json.dumps({"task": "sst2", "policy": "anytime", "params": {"late_step": 0.03}}))
+    table = repeat_comparison(first, read_runs(tmp_path / "second"))
+    assert ("anytime", 100) not in set(zip(table["method"], table["target_qps"])) and len(table) == 2
+    assert repeat_comparison(first, read_runs(tmp_path / "none")).empty and repeat_text(first, pd.DataFrame()) == []
+
+
 def test_where_the_budget_costs_a_method_the_book_names_what_it_served_with_and_without(tmp_path):
     pytest.importorskip("mlperf_loadgen", reason="mlcommons-loadgen is not installed")
     from planner.analysis.sweep import budget_comparison, budget_cost_text

@@ -60,22 +60,29 @@ def comparison_text(table: pd.DataFrame, method: str, baseline: str) -> list[str
     return sentences
 
 
-def budget_comparison(budgeted: pd.DataFrame, as_sent: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
-    """Per method, :func:`rate_comparison` of its runs that sent each deadline less the client-server
-    path (``budgeted``, :mod:`planner.serving.budget`) against its runs that sent it as is (``as_sent``),
-    Holm-adjusted over every (method, task, rate) row. Why a family of its own: it asks whether the
-    budget helps a method, not which method is ahead."""
+def set_comparison(runs: pd.DataFrame, reference: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
+    """Per method, :func:`rate_comparison` of its ``runs`` against its ``reference`` runs (the
+    ``_method`` columns are ``runs``, the ``_baseline`` ones ``reference``), Holm-adjusted over every
+    (method, task, rate) row. Why a family of its own: it asks how one set of runs differs from another
+    of the same method, not which method is ahead."""
     frames = []
-    for method in sorted(set(budgeted.get("method", ())) & set(as_sent.get("method", ()))):
-        both = pd.concat([budgeted[budgeted["method"] == method],
-                          as_sent[as_sent["method"] == method].assign(method="as_sent")])
-        frames.append(rate_comparison(both, method, "as_sent").assign(method=method))
+    for method in sorted(set(runs.get("method", ())) & set(reference.get("method", ()))):
+        both = pd.concat([runs[runs["method"] == method],
+                          reference[reference["method"] == method].assign(method="reference")])
+        frames.append(rate_comparison(both, method, "reference").assign(method=method))
     if not frames or all(f.empty for f in frames):
         return pd.DataFrame(columns=["method", *rate_comparison(pd.DataFrame(), "", "").columns])
     out = pd.concat([f for f in frames if not f.empty], ignore_index=True)
     out["p_holm"] = holm(out["p"].to_numpy())
     out["significant"] = out["p_holm"] < alpha
     return out[["method", *[c for c in out.columns if c != "method"]]]
+
+
+def budget_comparison(budgeted: pd.DataFrame, as_sent: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
+    """:func:`set_comparison` of each method's runs that sent each deadline less the client-server path
+    (``budgeted``, :mod:`planner.serving.budget`) against its runs that sent it as is (``as_sent``):
+    whether the budget helps a method."""
+    return set_comparison(budgeted, as_sent, alpha)
 
 
 def budget_text(table: pd.DataFrame) -> list[str]:
@@ -169,5 +176,115 @@ def budget_section(pairs: dict[str, tuple[pd.DataFrame, pd.DataFrame]], method: 
     return parts, every
 
 
+REPEAT_KEYS = ["method", "task", "target_latency_ms", "target_qps"]
+
+
+def repeat_comparison(first: pd.DataFrame, second: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
+    """Per (method, task, latency target, rate) run in both of two sweeps with the same settings (the
+    same method parameters, deadlines sent the same way): each run's LoadGen verdict and effective
+    accuracy, the change (``second`` - ``first``) and Fisher's exact test of it, Holm-adjusted over
+    every row. Why: a sweep runs each rate once, so how far a second run of the same code lands from
+    the first is the yardstick for reading one run's verdict and one run's gap between methods.
+    Points whose method parameters, path quantile or LoadGen seed differ between the sweeps are left
+    out: they are not repeats."""
+    columns = [*REPEAT_KEYS, "result_first", "result_second", "n_first", "n_second", "effective_accuracy_first",
+               "effective_accuracy_second", "difference", "p", "p_holm", "significant"]
+    if first.empty or second.empty:
+        return pd.DataFrame(columns=columns)
+    settings = ["method_params", "path_quantile", "seed"]
+    keep = (first[[*REPEAT_KEYS, *settings]].astype(str)
+            .merge(second[[*REPEAT_KEYS, *settings]].astype(str), on=[*REPEAT_KEYS, *settings])
+            [REPEAT_KEYS].astype({"target_latency_ms": float, "target_qps": float}))
+    first, second = (frame.merge(keep, on=REPEAT_KEYS) for frame in (first, second))
+    table = set_comparison(second, first, alpha)
+    if table.empty:
+        return pd.DataFrame(columns=columns)
+    table = table.rename(columns={"n_method": "n_second", "n_baseline": "n_first",
+                                  "effective_accuracy_method": "effective_accuracy_second",
+                                  "effective_accuracy_baseline": "effective_accuracy_first"})
+    for name, frame in (("first", first), ("second", second)):
+        verdicts = frame.drop_duplicates(REPEAT_KEYS, keep="last")[[*REPEAT_KEYS, "result"]]
+        table = table.merge(verdicts.rename(columns={"result": f"result_{name}"}), on=REPEAT_KEYS, how="left")
+    return table[columns]
+
+
+def _when(runs: pd.DataFrame) -> str:
+    """The start of a sweep's first run, in words (UTC), or "at a time not recorded"."""
+    times = pd.to_datetime(runs.get("started_at", pd.Series(dtype=object)), utc=True, errors="coerce").dropna()
+    return f"from {times.min():%Y-%m-%d %H:%M} UTC" if len(times) else "at a time not recorded"
+
+
+def _scales(first: pd.DataFrame, second: pd.DataFrame) -> str:
+    """The range of the servers' start-up re-timing (service time now over the profile's) in each sweep,
+    as a clause, or "" where a sweep's servers did not record it."""
+    ranges = []
+    for runs in (first, second):
+        scale = runs.get("startup_scale", pd.Series(dtype=float)).astype(float).dropna()
+        if scale.empty:
+            return ""
+        low, high = scale.min(), scale.max()
+        ranges.append(f"{low:.2f}" if f"{low:.2f}" == f"{high:.2f}" else f"{low:.2f}-{high:.2f}")
+    return (f" (the start-up re-timing of the servers that record it found the machine's service times at "
+            f"x{ranges[0]} of the profile's the first time, x{ranges[1]} the second)")
+
+
+def repeat_text(first: pd.DataFrame, second: pd.DataFrame, method: str = "anytime",
+                baseline: str = "seed_p95") -> list[str]:
+    """The book's account of a sweep run twice (:func:`repeat_comparison`): when each ran, at how many
+    points LoadGen's verdict held and which flipped, how far the effective accuracy moved and where
+    Fisher's test (Holm over the repeats) calls the move real, and, per task, whether the comparison of
+    ``method`` with ``baseline`` (:func:`rate_comparison`) found the same significant leads both times."""
+    table = repeat_comparison(first, second)
+    if table.empty:
+        return []
+    same = table["result_first"] == table["result_second"]
+    flips = ", ".join(f"{r.task} `{r.method}` at {r.target_qps:g} queries/s ({r.result_first} then {r.result_second})"
+                      for r in table[~same].sort_values(["task", "method", "target_qps"]).itertuples(index=False))
+    moved = table["difference"].abs()
+    changed = table[table["significant"]].sort_values(["task", "method", "target_qps"])
+    parts = [
+        f"The same sweep ran twice with the same method parameters and LoadGen settings, {_when(first)} and "
+        f"again {_when(second)}{_scales(first, second)}. LoadGen's verdict was the same at {int(same.sum())} of the {len(table)} points"
+        + (f"; it flipped for {flips}" if flips else "") + ". "
+        f"The effective accuracy moved by {moved.mean():.3f} on average and by at most {moved.max():.3f}; Fisher's "
+        f"exact test, Holm-adjusted over the {len(table)} repeats, calls the move real at {len(changed)}"
+        + (_direction(changed["difference"]) + " (" + ", ".join(f"{r.task} `{r.method}` at {r.target_qps:g} queries/s, {r.effective_accuracy_first:.3f} "
+                              f"then {r.effective_accuracy_second:.3f}" for r in changed.itertuples(index=False)) + ")"
+           if len(changed) else "")
+        + ". Both sweeps drew the same queries on the same schedule (LoadGen's seeds are fixed in the settings), "
+        "so what moved is the machine: its speed that hour, the server's start-up re-timing, what the queue made "
+        "of it." + (" A verdict is then as much the hour's as the method's where a run lands near LoadGen's limit."
+                    if flips else "")]
+    comparisons = [rate_comparison(runs, method, baseline) for runs in (first, second)]
+    verdicts = []
+    for task in sorted(set(table["task"])):
+        counts = [(int((c["significant"] & (c["difference"] > 0)).sum()),
+                   int((c["significant"] & (c["difference"] < 0)).sum()), len(c))
+                  for c in (cmp[cmp["task"] == task] for cmp in comparisons)]
+        if counts[0][2] and counts[1][2]:
+            verdicts.append(f"on {task}, `{method}` was ahead of `{baseline}` at {counts[0][0]} and behind at "
+                            f"{counts[0][1]} of {counts[0][2]} rates the first time, ahead at {counts[1][0]} and "
+                            f"behind at {counts[1][1]} of {counts[1][2]} the second")
+    if verdicts:
+        keys = ["task", "target_latency_ms", "target_qps"]
+        signs = [c[c["significant"]].set_index(keys)["difference"].gt(0) for c in comparisons]
+        both = signs[0].index.intersection(signs[1].index)
+        turned = int((signs[0].loc[both] != signs[1].loc[both]).sum())
+        held = (f" At {turned} rate(s) a significant lead in one sweep was a significant lag in the other." if turned
+                else " No rate found one method significantly ahead in one sweep and behind in the other.")
+        parts.append("Compared rate by rate within each sweep (Fisher's exact test, Holm over that sweep's "
+                     "comparisons, as above): " + "; ".join(verdicts) + "." + held)
+    return parts
+
+
+def _direction(differences: pd.Series) -> str:
+    """", all of them drops" / ", all of them gains" where the moves share a sign, else ""."""
+    if len(differences) and (differences < 0).all():
+        return ", all of them drops"
+    if len(differences) and (differences > 0).all():
+        return ", all of them gains"
+    return ""
+
+
 __all__ = ["budget_comparison", "budget_cost_text", "budget_section", "budget_text", "comparison_text",
-           "rate_comparison"]
+           "rate_comparison", "repeat_comparison", "repeat_text", "set_comparison"]

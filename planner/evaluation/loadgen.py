@@ -105,6 +105,22 @@ def parse_summary(path: Path) -> dict[str, str]:
     return out
 
 
+def started_at(run: Path) -> str | None:
+    """When LoadGen started the run (its detail log's ``test_datetime``, UTC, ISO 8601), or None where
+    the log is missing or does not say. Why: a file's modification time does not survive a clone."""
+    path = Path(run) / DETAIL_FILE
+    if not path.exists():
+        return None
+    with path.open() as lines:
+        for line in lines:
+            if '"test_datetime"' in line and ":::MLLOG" in line:
+                try:
+                    return str(json.loads(line.split(":::MLLOG", 1)[1])["value"])
+                except (ValueError, KeyError):
+                    return None
+    return None
+
+
 class _AsyncThread:
     """An asyncio loop in a daemon thread: LoadGen's issue thread hands coroutines to it."""
 
@@ -261,7 +277,8 @@ def read_runs(folder: Path) -> pd.DataFrame:
     client, the server plans and labels outcomes from the moment the request reaches it, so the
     difference is what the HTTP path costs a deadline. ``method_params``: the parameters the server's
     method ran with (JSON; from its self-description, else from a :data:`METHOD_PARAMS_FILE` beside the
-    runs; None when neither says). Empty when no run was kept."""
+    runs; None when neither says). ``started_at``: when LoadGen ran it (:func:`started_at`).
+    Empty when no run was kept."""
     rows = []
     by_method = recorded_params(folder)
     for summary_path in sorted(Path(folder).glob(f"*/{SUMMARY_FILE}")):
@@ -306,11 +323,15 @@ def read_runs(folder: Path) -> pd.DataFrame:
             "path_added_p50_ms": float((requests["latency_ms"] - server_ms)[answered].median()),
             # runs written before the budget existed sent the latency target as is (no path_quantile)
             "path_quantile": settings.get("path_quantile"),
+            "seed": settings.get("seed"),  # LoadGen's query, sample and schedule seeds
             "budget_p50_ms": float(requests["budget_ms"].median()) if "budget_ms" in requests else math.nan,
             # the configuration that answered most queries, and its share of the answers
             "main_config": str(main.index[0]) if len(main) else None,
             "main_config_share": float(main.iloc[0] / len(served)) if len(main) else math.nan,
             "method_params": json.dumps(params, sort_keys=True) if params is not None else None,
+            "started_at": started_at(run),
+            # the server's start-up re-timing: the machine's speed that hour against the stored profile's
+            "startup_scale": float(server.get("startup_scale") or math.nan),
         })
     return pd.DataFrame(rows)
 
@@ -376,4 +397,4 @@ def params_note(runs: pd.DataFrame, current: dict[str, dict]) -> str:
 
 
 __all__ = ["METHOD_PARAMS_FILE", "LoadGenError", "LoadGenResult", "LoadGenSettings", "params_note", "parse_summary",
-           "read_runs", "recorded_params", "run_loadgen", "stale_params_note", "sweep_summary"]
+           "read_runs", "recorded_params", "run_loadgen", "stale_params_note", "started_at", "sweep_summary"]
