@@ -9,6 +9,8 @@
 #       # the same sweep with each deadline sent less the median client-server path (planner.serving.budget)
 #   TASKS=cifar10 DEADLINE_MS=3 ONLY_RATES="100 300" OUT=results/full/live/loadgen/sweep_tight bash ...
 #       # a tight deadline at two rates (with PATH_QUANTILE=0.5 and OUT=.../sweep_tight_budget: its pair)
+#   OUT=results/full/live/loadgen/sweep_repeat bash benchmarks/loadgen_sweep.sh
+#       # the relaxed sweep again, same settings, another hour: how far a repeat lands (validation chapter)
 #
 # Why: MLPerf's Server figure is the highest target rate LoadGen judges VALID (99 % of queries within the
 # latency target, with its early-stopping rule). The live-server stage runs LoadGen once, at its first
