@@ -711,6 +711,8 @@ def test_a_sweep_run_twice_says_which_verdicts_held_and_where_a_move_is_more_tha
     assert "the same at 2 of the 3 points; it flipped for sst2 `anytime` at 50 queries/s (INVALID then VALID)" in text
     assert "calls the move real at 1, all of them drops (sst2 `anytime` at 100 queries/s, 0.900 then 0.400)" in text
     assert "as much the hour's as the method's" in text  # a verdict flipped
+    assert "`anytime` 100.0% then 100.0%, `seed_p95` 100.0% then 100.0%" in text  # both sweeps' server clocks
+    assert "added a median 0.40 ms per answer the first time and 0.40 ms the second" in text  # 1.0 - (0.1 + 0.5)
     assert "No rate found one method significantly ahead in one sweep and behind in the other." in text
     assert ("ahead of `seed_p95` at 1 and behind at 0 of 1 rates the first time, ahead at 1 and behind at 1 of 2 "
             "the second") in text

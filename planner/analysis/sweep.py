@@ -253,8 +253,9 @@ def repeat_text(first: pd.DataFrame, second: pd.DataFrame, method: str = "anytim
            if len(changed) else "")
         + ". Both sweeps drew the same queries on the same schedule (LoadGen's seeds are fixed in the settings), "
         "so what moved is the machine: its speed that hour, the server's start-up re-timing, what the queue made "
-        "of it." + (" A verdict is then as much the hour's as the method's where a run lands near LoadGen's limit."
-                    if flips else "")]
+        "of it." + _clocks(first, second, table)
+        + (" A verdict is then as much the hour's as the method's where a run lands near LoadGen's limit."
+           if flips else "")]
     comparisons = [rate_comparison(runs, method, baseline) for runs in (first, second)]
     verdicts = []
     for task in sorted(set(table["task"])):
@@ -275,6 +276,22 @@ def repeat_text(first: pd.DataFrame, second: pd.DataFrame, method: str = "anytim
         parts.append("Compared rate by rate within each sweep (Fisher's exact test, Holm over that sweep's "
                      "comparisons, as above): " + "; ".join(verdicts) + "." + held)
     return parts
+
+
+def _clocks(first: pd.DataFrame, second: pd.DataFrame, table: pd.DataFrame) -> str:
+    """Over the repeated points: the median client-server path (what the server cannot see) and the mean
+    share the servers answered on time by their own clock, in each sweep, as a sentence; "" without them."""
+    need = ["path_added_p50_ms", "server_on_time"]
+    if any(c not in runs for runs in (first, second) for c in need):
+        return ""
+    kept = [runs.merge(table[REPEAT_KEYS], on=REPEAT_KEYS) for runs in (first, second)]
+    path = [float(k["path_added_p50_ms"].median()) for k in kept]
+    on_time = [k.groupby("method")["server_on_time"].mean() for k in kept]
+    shares = ", ".join(f"`{m}` {on_time[0][m]:.1%} then {on_time[1][m]:.1%}" for m in on_time[0].index
+                       if m in on_time[1].index)
+    return (f" By the servers' own clocks the share of queries answered on time (mean over the points) was {shares}; "
+            f"the path between client and server, which no server plans for, added a median {path[0]:.2f} ms per "
+            f"answer the first time and {path[1]:.2f} ms the second (medians over the points).")
 
 
 def _direction(differences: pd.Series) -> str:
