@@ -11,6 +11,10 @@ rounded half up) and deterministic everywhere: an example's place in its class's
 sha256 of ``"<seed>/<task>/<example_id>"``, so it depends on nothing a machine or a library version
 could change (NumPy keeps its random streams stable only for one build on one machine). The share
 and the seed live in ``configs/experimental_protocol.yaml`` (``calibration``).
+
+:func:`example_ids` is the pool every trace draws from (the scored part, of the examples every
+measured configuration has a prediction for); it lives here, beside the split, so that the analysis
+reads it without importing the simulator.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from planner.config import ConfigError, protocol, validate_task
+from planner.schema import ProfileBundle, measured
 
 CALIBRATION, SCORED = "calibration", "scored"
 PARTS: tuple[str, ...] = (CALIBRATION, SCORED)
@@ -156,3 +161,23 @@ def development_halves(split: Split, labels: np.ndarray | pd.Series) -> tuple[np
         raise SplitError(f"{split.task}: need one label per example id ({split.n_examples}), got shape {values.shape}")
     inner = partition(split.task, values[split.calibration], DEVELOPMENT_SHARE, split.seed + DEVELOPMENT_SEED_OFFSET)
     return split.calibration[inner.calibration], split.calibration[inner.scored]
+
+
+def predicted_ids(bundle: ProfileBundle, task: str) -> np.ndarray:
+    """The example ids of ``task`` every measured configuration has a prediction for, sorted."""
+    ids = bundle.profiles.loc[measured(bundle.profiles, task), "config_id"]
+    preds = bundle.predictions[bundle.predictions["config_id"].isin(ids)]
+    if preds.empty:
+        raise SplitError(f"no predictions for any measured {task} configuration")
+    counts = preds.groupby("example_id")["config_id"].nunique()
+    return np.sort(counts.index[counts == preds["config_id"].nunique()].to_numpy(dtype=np.int64))
+
+
+def example_ids(bundle: ProfileBundle, task: str) -> np.ndarray:
+    """The example ids traces draw from: the evaluation set's scored part (:func:`predictions_split`), of
+    those every measured configuration of ``task`` has a prediction for. Methods were fitted on the
+    calibration part, so no request is credited on an example a method chose by."""
+    scored = np.intersect1d(predicted_ids(bundle, task), predictions_split(bundle.predictions, task).scored)
+    if len(scored) == 0:
+        raise SplitError(f"the measured {task} configurations share no example id in the scored part")
+    return scored

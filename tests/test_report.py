@@ -713,7 +713,7 @@ def test_bound_gap_text_sets_the_bounds_ceiling_against_the_best_single_configur
     configuration is right on every example, the best single one on two thirds of them, so one
     configuration on time reaches at most 2/3 of the bound; the per-deadline shares come from the runs."""
     from bundles import toy_bundle
-    from planner.evaluation.grid import example_ids
+    from planner.splits import example_ids
 
     n = 60
     specs = [{"model": f"m{k}", "batch_size": 1, "samples_ms": np.full(20, 1.0 + k),

@@ -145,7 +145,7 @@ def test_development_halves_cut_the_calibration_part_in_two_stratified_and_fixed
 # ------------------------------------------------------------------ traces draw the scored part only
 def test_traces_draw_only_scored_examples():
     bundle = synthetic_bundle(n_configs=6, n_examples=300)
-    ids = grid.example_ids(bundle, "sst2")
+    ids = splits.example_ids(bundle, "sst2")
     split = splits.predictions_split(bundle.predictions, "sst2")
     assert np.array_equal(ids, split.scored)
     trace = make_trace("gamma", 500.0, 5000, 5.0, ids, seed=1, cv=3)

@@ -20,7 +20,6 @@ import numpy as np
 import pandas as pd
 
 from planner import config, splits
-from planner.evaluation.grid import example_ids
 from planner.metrics import METRICS
 from planner.models.published import read_manifest
 from planner.plan import registry
@@ -29,6 +28,7 @@ from planner.paths import results_dir
 from planner.analysis.stats import holm, mcnemar_exact, mean_ci
 from planner.analysis.summary import per_seed_means
 from planner.schema import ProfileBundle, measured, read_json
+from planner.splits import example_ids
 from planner.tables import MANIFEST, verify_manifest
 
 RUN_KEYS = ("task", "method", "workload", "load", "deadline_ms", "seed")

@@ -20,11 +20,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from planner.evaluation.grid import predicted_ids
 from planner.paths import results_dir
 from planner.plan.registry import changed_params, describe_params, describe_value
 from planner.schema import PLANNING_ACCURACY, ProfileBundle, measured
-from planner.splits import development_halves, labels_by_example, predictions_split, task_of
+from planner.splits import development_halves, labels_by_example, predicted_ids, predictions_split, task_of
 from planner.tables import atomic_write, read_rows
 
 PRESET = "preset"   # the variant with the preset's own parameters

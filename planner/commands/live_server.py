@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from planner import config
-    from planner.evaluation.grid import example_ids
+    from planner.splits import example_ids
     from planner.evaluation.live_fault import best_baseline
     from planner.evaluation.live_server import Serving, paths, pick_deadlines, run_live_server
     from planner.evaluation.loadgen import LoadGenSettings, run_loadgen

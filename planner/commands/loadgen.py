@@ -99,7 +99,7 @@ def _labels(preset_name: str, task: str, machine_tag: str | None):
 
 
 def run_loadgen_command(args: argparse.Namespace) -> int:
-    from planner.evaluation.grid import example_ids
+    from planner.splits import example_ids
     from planner.evaluation.loadgen import SERVER_FILE, LoadGenSettings, run_loadgen
     from planner.paths import results_dir
     from planner.tables import refresh_manifest
@@ -132,7 +132,7 @@ def run_loadgen_command(args: argparse.Namespace) -> int:
 
 def run_replay_command(args: argparse.Namespace) -> int:
     from planner import config
-    from planner.evaluation.grid import example_ids
+    from planner.splits import example_ids
     from planner.paths import results_dir
     from planner.plan.planner import DeadlinePlanner
     from planner.serving.clients import ClientLimits, replay_http

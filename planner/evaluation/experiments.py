@@ -16,10 +16,10 @@ import pandas as pd
 
 from planner.plan import policies
 from planner.config import EvaluatePreset
-from planner.evaluation.grid import example_ids
 from planner.plan import DeadlinePlanner, Oracle
 from planner.plan.anytime import anytime
 from planner.schema import ProfileBundle, measured
+from planner.splits import example_ids
 from planner.serving.simulator import prepare, simulate
 from planner.serving.outcomes import run_metrics
 from planner.workloads import make_trace, rate_for_load

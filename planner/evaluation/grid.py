@@ -36,8 +36,8 @@ from planner.metrics import RUN_METRICS
 from planner.plan import policies
 from planner.plan.planner import DeadlinePlanner
 from planner.plan.registry import METHODS, TraceContext, check_method_params, check_methods, method_params
-from planner.schema import ProfileBundle, measured
-from planner.splits import predictions_split
+from planner.schema import ProfileBundle
+from planner.splits import example_ids
 from planner.tables import append_rows, atomic_write_text, read_rows
 from planner.serving.outcomes import run_metrics
 from planner.serving.replay import harness_overhead
@@ -81,26 +81,6 @@ def _single_config(policy: policies.OnlinePolicy, deadlines: np.ndarray) -> str 
         return None
     choices = {policy.config_for(float(d)) for d in deadlines}
     return choices.pop() if len(choices) == 1 else None
-
-
-def predicted_ids(bundle: ProfileBundle, task: str) -> np.ndarray:
-    """The example ids of ``task`` every measured configuration has a prediction for, sorted."""
-    ids = bundle.profiles.loc[measured(bundle.profiles, task), "config_id"]
-    preds = bundle.predictions[bundle.predictions["config_id"].isin(ids)]
-    if preds.empty:
-        raise SimulationError(f"no predictions for any measured {task} configuration")
-    counts = preds.groupby("example_id")["config_id"].nunique()
-    return np.sort(counts.index[counts == preds["config_id"].nunique()].to_numpy(dtype=np.int64))
-
-
-def example_ids(bundle: ProfileBundle, task: str) -> np.ndarray:
-    """The example ids traces draw from: the evaluation set's scored part (:mod:`planner.splits`), of
-    those every measured configuration of ``task`` has a prediction for. Methods were fitted on the
-    calibration part, so no request is credited on an example a method chose by."""
-    scored = np.intersect1d(predicted_ids(bundle, task), predictions_split(bundle.predictions, task).scored)
-    if len(scored) == 0:
-        raise SimulationError(f"the measured {task} configurations share no example id in the scored part")
-    return scored
 
 
 def _key(frame: pd.DataFrame) -> pd.Series:

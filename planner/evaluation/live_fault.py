@@ -54,7 +54,6 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from planner.evaluation.grid import example_ids
 from planner.evaluation.provenance import recorded_params
 from planner.evaluation.validation import TaskData, calibrate, check_labels
 from planner.plan import policies
@@ -65,6 +64,7 @@ from planner.plan.registry import (METHODS, MethodParams, TraceContext, method_p
 from planner.profile.fingerprint import announced_host_record
 from planner.profile.reference import StartupScale, pick_reference, startup_scale
 from planner.schema import ProfileBundle
+from planner.splits import example_ids
 from planner.serving.replay import LiveConfig, ReplayLimits, replay, warm_up
 from planner.tables import atomic_write, atomic_write_text
 from planner.workloads import poisson, rate_for_load, workload_class

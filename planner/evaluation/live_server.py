@@ -53,7 +53,6 @@ import numpy as np
 import pandas as pd
 
 from planner.config import LiveServerPreset
-from planner.evaluation.grid import example_ids
 from planner.evaluation.loadgen import METHOD_PARAMS_FILE, recorded_params
 from planner.evaluation.live_fault import (attainment_timeline, build_policies, candidate_configs,
                                            check_methods, cpu_hog, phase_of, retime_reference)
@@ -63,6 +62,7 @@ from planner.plan.planner import DeadlinePlanner
 from planner.plan.registry import MethodParams, params_record, proposed
 from planner.profile.fingerprint import announced_host_record
 from planner.schema import ProfileBundle
+from planner.splits import example_ids
 from planner.serving.clients import ClientLimits, replay_http
 from planner.serving.outcomes import run_metrics
 from planner.serving.replay import LiveConfig, ReplayLimits, replay, warm_up

@@ -6,7 +6,7 @@ from and a seed, and returns the same trace for the same arguments: arrival time
 come from two independent child streams of ``np.random.SeedSequence(seed)``.
 
 ``example_ids`` is the evaluation set's *scored* part (:mod:`planner.splits`; the evaluation passes
-``planner.evaluation.grid.example_ids``), so no request is ever credited on an example a method was
+``planner.splits.example_ids``), so no request is ever credited on an example a method was
 calibrated on. An integer ``n`` stands for all ids ``0..n-1`` (synthetic data without a split).
 """
 
