@@ -178,6 +178,19 @@ def test_cascade_requests_that_escalate_pay_both_members():
     assert _effective(trace, policies.fixed(cascade[0]), catalog) == pytest.approx(bound.effective_accuracy)
 
 
+def test_a_routed_cascade_without_its_members_is_refused():
+    """Early answers are bounded through the members' own rows: a profile that routes a cascade whose
+    small member it does not list would give a bound an early-answering policy can beat."""
+    bundle = _bundle(4, deterministic=True)
+    small = next(c for c in _ids(bundle) if "/small/" in c)
+    clairvoyant_bound(_groups([1] * 10, 3.0, gap_s=0.05, examples=N_EXAMPLES), prepare(bundle), TASK)  # members present
+    bundle.profiles = bundle.profiles[bundle.profiles["config_id"] != small].reset_index(drop=True)
+    catalog = prepare(bundle)  # samples and predictions of the member remain: the cascade still routes
+    assert any(catalog.resolve(c).routed for c in _ids(bundle) if "cascade:" in c)
+    with pytest.raises(ClairvoyantError, match=f"needs its member '{small}'"):
+        clairvoyant_bound(_groups([1] * 10, 3.0, gap_s=0.05, examples=N_EXAMPLES), catalog, TASK)
+
+
 def test_bound_holds_with_mixed_deadlines():
     bundle = _bundle(3)
     catalog = prepare(bundle)

@@ -24,6 +24,12 @@ itself eligible under ``c`` and could share a start time ``t`` with ``i``
 (``max(a_i, a_j) <= t`` and ``t + s_c^min <= min(d_i, d_j)``), and ``m_c(i)`` counts such ``j``
 (``i`` included). Let ``w_i = min over eligible c of s_c(i) / min(B_c, m_c(i))`` (requests with no
 eligible ``c`` never count and leave the problem). The shares of one batch sum to at most ``S``.
+A routed cascade's early answer (the first stage's answer alone, where the second would be late) is
+covered by its members' own rows, which have its batch size and samples: in a cascade batch the
+``a`` requests counted on the first stage's answer are all eligible under the small member and
+could share that start, so their shares sum to at most its minimum, and the ``b`` counted on the
+second's to at most the large member's; ``S`` is at least the first, and at least both when ``b > 0``.
+So the set must hold a routed cascade's members (:func:`_check_members`; every profile does).
 
 **Windows.** A counted request with ``a_i >= alpha`` and ``d_i <= beta`` was served by a batch
 that started at or after ``a_i`` and finished by ``d_i``, i.e. lies inside ``[alpha, beta]``.
@@ -86,6 +92,7 @@ import pandas as pd
 from scipy import sparse
 from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 
+from planner.schema import config_id
 from planner.serving.batching import check_trace
 from planner.serving.simulator import Catalog, ServedConfig, SimulationError, prepare
 
@@ -164,6 +171,7 @@ def _configs(catalog: Catalog, task: str, config_ids: Iterable[str] | None) -> l
                 continue
         if not served:
             raise ClairvoyantError(f"task {task!r} has no configuration with latency samples and predictions")
+        _check_members(catalog, served)
         return served
     ids = [config_ids] if isinstance(config_ids, str) else list(config_ids)
     if not ids:
@@ -179,6 +187,22 @@ def _configs(catalog: Catalog, task: str, config_ids: Iterable[str] | None) -> l
         except SimulationError as err:
             raise ClairvoyantError(f"config_ids: {cid!r} cannot be served: {err}") from err
     return served
+
+
+def _check_members(catalog: Catalog, served: list[ServedConfig]) -> None:
+    """Refuse a set holding a routed cascade without its members. Why: a cascade's early answer (the
+    first stage's answer alone) is bounded through the small member's own row, and the shares of a
+    cascade batch through both members' rows; without them the bound could fall below a policy that
+    answers early."""
+    ids = {s.config_id for s in served}
+    for cascade in (s for s in served if s.routed):
+        row = catalog.profiles.loc[cascade.config_id]
+        for member in (row["cascade_small"], row["cascade_large"]):
+            cid = config_id(row["task"], member, row["runtime"], row["precision"], int(row["batch_size"]),
+                            row["device"])
+            if cid not in ids:
+                raise ClairvoyantError(f"routed cascade {cascade.config_id!r} needs its member {cid!r} in the "
+                                       f"configuration set (the bound covers early answers through it)")
 
 
 def _outcome(served: ServedConfig, example_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
