@@ -12,7 +12,7 @@ from scipy.optimize import linprog
 
 from bundles import synthetic_bundle, toy_bundle
 from planner import workloads
-from planner.evaluation.clairvoyant import ClairvoyantError, clairvoyant_bound
+from planner.evaluation.clairvoyant import ClairvoyantError, chance_bound, clairvoyant_bound, on_time_chance
 from planner.plan import DeadlinePlanner, policies
 from planner.plan.anytime import anytime
 from planner.schema import config_id
@@ -426,3 +426,69 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ClairvoyantError, match="'sst2/ghost/torch/fp32/b1/cpu' cannot be served"):
         clairvoyant_bound(trace, ghost, TASK, config_ids=[no_samples])
     assert issubclass(ClairvoyantError, SimulationError) and issubclass(ClairvoyantError, ValueError)
+
+
+# ---------------------------------------------------------------- the chance bound (in expectation)
+
+def test_chance_bound_charges_the_chance_of_a_fast_enough_draw_and_a_quiet_run_reaches_it():
+    """Half the draws take 1 ms, half 3 ms; right on half the examples; deadline 2 ms: a request
+    counts with probability 1/2 x 1/2. The clairvoyant bound, holding for every run, charges the
+    1 ms draw and credits every right example."""
+    right = np.arange(20) < 10
+    bundle = toy_bundle(TASK, [dict(model="only", batch_size=1, samples_ms=[1.0, 3.0], correct=right)])
+    catalog = prepare(bundle)
+    ids = np.arange(20)
+    assert chance_bound(catalog, TASK, ids, 2.0) == pytest.approx(0.25)
+    assert chance_bound(catalog, TASK, ids, 3.0) == pytest.approx(0.5)   # every draw is fast enough
+    assert chance_bound(catalog, TASK, ids, 0.5) == 0.0
+    trace = _groups([1] * 4000, 2.0, gap_s=0.01, examples=20)            # one request at a time
+    value = _effective(trace, policies.fixed(_ids(bundle)[0]), catalog, seed=3)
+    assert value == pytest.approx(0.25, abs=0.03)
+    assert clairvoyant_bound(trace, catalog, TASK).effective_accuracy == pytest.approx(0.5)
+
+
+def test_a_routed_cascade_counts_by_the_first_stage_or_after_both_draws():
+    """Small member 1.5 ms, large 5 ms (deterministic): at 3 ms only the first stage's answer can be in
+    time, escalated or not (an escalated one by the early answer); at 7 ms an escalated example also
+    counts on the large member's answer."""
+    bundle = _bundle(4, deterministic=True)
+    catalog = prepare(bundle)
+    cascade = catalog.resolve(next(c for c in _ids(bundle) if "cascade:" in c))
+    ids = np.arange(N_EXAMPLES)
+    small_right, large_right = cascade.correct[ids], cascade.large_correct[ids]
+    escalated = cascade.small_confidence[ids] < cascade.threshold
+    assert escalated.any() and (~escalated).any()
+    assert np.array_equal(on_time_chance(cascade, ids, 3.0), small_right.astype(float))
+    assert np.array_equal(on_time_chance(cascade, ids, 7.0),
+                          np.where(escalated, small_right | large_right, small_right).astype(float))
+    assert not on_time_chance(cascade, ids, 1.0).any()
+
+
+def test_no_policy_beats_the_chance_bound_on_average_over_seeds():
+    """Every fixed configuration, slack-aware, anytime (sheds, answers early) and a policy that routes by
+    correctness, at light load: the mean over seeds stays under the chance bound of the trace, up to
+    the noise of the mean (deterministic seeds), and the router comes close to it."""
+    bundle = _bundle(0)
+    catalog = prepare(bundle)
+    ids = _ids(bundle)
+    for deadline in (2.0, 4.0, 8.0):
+        trace = workloads.poisson(50.0, 600, deadline, N_EXAMPLES, 7)
+        bound = chance_bound(catalog, TASK, trace["example_id"].to_numpy(), deadline)  # this trace's requests
+        assert bound <= clairvoyant_bound(trace, catalog, TASK).trivial + 1e-12
+        candidates = [policies.fixed(c) for c in ids] + [
+            policies.slack_aware(bundle, TASK), anytime(bundle, TASK), _peeking(trace, catalog, ids)]
+        means = [np.mean([_effective(trace, policy, catalog, seed=seed) for seed in range(4)]) for policy in candidates]
+        assert max(means) <= bound + 0.03, deadline
+        assert max(means) >= bound - 0.1, deadline  # not vacuous: routing by correctness comes close
+
+
+def test_chance_bound_refuses_what_it_cannot_bound():
+    bundle = _bundle(0)
+    catalog = prepare(bundle)
+    with pytest.raises(ClairvoyantError, match="positive, finite"):
+        chance_bound(catalog, TASK, np.arange(5), -1.0)
+    with pytest.raises(ClairvoyantError, match="non-empty 1-D array"):
+        chance_bound(catalog, TASK, np.array([], dtype=int), 5.0)
+    catalog.ordered_samples = True
+    with pytest.raises(ClairvoyantError, match="random service draws"):
+        chance_bound(catalog, TASK, np.arange(5), 5.0)

@@ -517,3 +517,60 @@ def clairvoyant_bound(trace: pd.DataFrame, catalog: Any, task: str, servers: int
     value = min(whole / n, trivial)
     return ClairvoyantBound(float(value), n, method, n_rows, time.perf_counter() - started, trivial, upper,
                             float(count))
+
+
+# ---------------------------------------------------------------- in expectation: the chance of a fast draw
+
+def on_time_chance(served: ServedConfig, example_ids: np.ndarray, deadline_ms: float) -> np.ndarray:
+    """Per example id: the chance that ``served`` answers it correctly within ``deadline_ms`` of its
+    arrival when its batch starts that very moment, over the service draws the simulator makes
+    (uniform over the samples, dispatch overhead included; a routed cascade's second draw only for an
+    escalating example). An escalating example may also count on the first stage's early answer, so
+    it takes the better of that and the second stage's answer after both draws."""
+    ids = np.asarray(example_ids, dtype=np.int64)
+    limit = float(deadline_ms) / 1000.0 + TOLERANCE_S
+    first = np.sort(served.samples_s)
+    p_first = np.searchsorted(first, limit, side="right") / len(first)
+    if not served.routed:
+        return _outcome(served, ids)[0] * p_first
+    inside = ids < len(served.known)
+    safe = np.where(inside, ids, 0)
+    small_right = inside & served.known[safe] & served.correct[safe]
+    escalated = inside & (served.small_confidence[safe] < served.threshold)
+    large_inside = ids < len(served.large_known)
+    large_safe = np.where(large_inside, ids, 0)
+    large_right = large_inside & served.large_known[large_safe] & served.large_correct[large_safe]
+    second = np.sort(served.large_samples_s)
+    p_both = float(np.searchsorted(second, limit - first, side="right").mean()) / len(second)
+    return np.where(escalated, np.maximum(small_right * p_first, large_right * p_both), small_right * p_first)
+
+
+def chance_bound(catalog: Any, task: str, example_ids: np.ndarray, deadline_ms: float,
+                 config_ids: Iterable[str] | None = None) -> float:
+    """Upper bound on the *expected* effective accuracy, over the service draws, of any policy that
+    does not foresee its draws, on a trace whose requests have relative deadline ``deadline_ms`` and
+    examples drawn uniformly from ``example_ids``: the mean over those examples of the best
+    :func:`on_time_chance` of any configuration.
+
+    Why it holds: a request counts only if the batch that serves it finishes in time; its
+    configuration and start (no earlier than the arrival) are fixed before the draw, the draw is
+    independent of them, and a later start only lowers the chance. Why beside
+    :func:`clairvoyant_bound`: that bound must hold for every run, so it charges every batch its
+    fastest sample; at a deadline near the typical service time it credits requests that only a rare
+    fast draw would serve in time. The lower of the two bounds the expected effective accuracy of
+    every online method; neither accounts for the other's reason, so each can be the tighter one.
+    Not for a catalog that serves its samples in order (no random draws).
+    """
+    catalog = prepare(catalog)
+    if catalog.ordered_samples:
+        raise ClairvoyantError("chance_bound needs random service draws; this catalog serves its samples in order")
+    if not (isinstance(deadline_ms, (int, float, np.integer, np.floating)) and math.isfinite(deadline_ms)
+            and deadline_ms > 0):
+        raise ClairvoyantError(f"deadline_ms must be a positive, finite number of milliseconds, got {deadline_ms!r}")
+    ids = np.asarray(example_ids)
+    if ids.ndim != 1 or len(ids) == 0 or not np.issubdtype(ids.dtype, np.integer) or (ids < 0).any():
+        raise ClairvoyantError("example_ids must be a non-empty 1-D array of integer ids >= 0")
+    best = np.zeros(len(ids))
+    for served in _configs(catalog, str(task), config_ids):
+        best = np.maximum(best, on_time_chance(served, ids, float(deadline_ms)))
+    return float(best.mean())
