@@ -430,9 +430,10 @@ def bound_gap_text(runs: pd.DataFrame, bundle: ProfileBundle, task: str) -> str:
             f"examples correctly and the most accurate single configuration ({ceiling['best_config']}) "
             f"{ceiling['best_single']:.3f}: serving it to every request on time would reach "
             f"{ceiling['best_single'] / ceiling['oracle']:.3f} of the bound where time does not bind. By deadline "
-            f"(over every workload and load), {PLANNER_METHOD}'s share of the bound is {by_deadline}: at the tightest "
+            f"(over every workload and load), {PLANNER_METHOD}'s share of the bound is {by_deadline}. At the tightest "
             f"deadlines the bound charges every batch its configuration's fastest measured time (the minimum of its "
-            f"samples), not the time a batch usually takes.")
+            f"samples), not the time a batch usually takes, and the queue that the online methods face at load "
+            f"(the chance bound below measures what the first of the two is worth).")
 
 
 def hindsight_choice(runs: pd.DataFrame, profiles: pd.DataFrame, task: str, mixed: Iterable[str] = ()) -> dict:
