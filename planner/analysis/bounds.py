@@ -38,7 +38,9 @@ def chance_cells(runs: pd.DataFrame, bundle: ProfileBundle, task: str, mixed: It
     if part.empty or bound is None or PLANNER_METHOD not in set(part["method"]):
         return pd.DataFrame()
     means = part.groupby([*CELL, "deadline_ms", "method"])["effective_accuracy"].mean().unstack("method")
-    catalog = prepare(bundle, dispatch_overhead_ms=float(part["dispatch_overhead_ms"].min()))
+    # runs that predate the recorded overhead: none (a smaller overhead only raises the bound)
+    overhead = float(part["dispatch_overhead_ms"].min()) if "dispatch_overhead_ms" in part else 0.0
+    catalog = prepare(bundle, dispatch_overhead_ms=overhead)
     ids = example_ids(bundle, task)
     chance = {d: chance_bound(catalog, task, ids, float(d)) for d in sorted(set(part["deadline_ms"]))}
     online = [m for m in means.columns if m not in BOUND_METHODS and m != PLANNER_METHOD
