@@ -50,8 +50,8 @@ def test_a_mean_above_the_chance_bound_is_said(bundle):
 def test_runs_without_a_recorded_overhead_are_bounded_as_if_it_were_zero(bundle):
     cells = chance_cells(_runs().drop(columns="dispatch_overhead_ms"), bundle, TASK, mixed=["steady-mixed"])
     assert list(cells.set_index("deadline_ms")["chance"]) == pytest.approx([0.5, 1.0])
-    slower = chance_cells(_runs().assign(dispatch_overhead_ms=1.5), bundle, TASK, mixed=["steady-mixed"])
-    assert list(slower.set_index("deadline_ms")["chance"]) == pytest.approx([0.0, 0.5])  # 2.5 and 4.5 ms draws
+    slower = chance_cells(_runs().assign(dispatch_overhead_ms=2.5), bundle, TASK, mixed=["steady-mixed"])
+    assert list(slower.set_index("deadline_ms")["chance"]) == pytest.approx([0.0, 0.5])  # 3.5 and 5.5 ms draws
 
 
 def test_no_runs_of_the_bound_give_nothing(bundle):
