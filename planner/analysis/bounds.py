@@ -55,6 +55,15 @@ def chance_cells(runs: pd.DataFrame, bundle: ProfileBundle, task: str, mixed: It
     return out.reset_index()
 
 
+def chance_shares(cells: pd.DataFrame) -> tuple[float, float, int]:
+    """(share of the clairvoyant bound, share of the lower of the two bounds, number of cells) of the
+    proposed method over :func:`chance_cells`' cells, averaged as the scorecard averages: per (workload,
+    load) cell over its deadlines, then over the cells."""
+    per_cell = cells.groupby(CELL)[["proposed", "clairvoyant", "tighter"]].mean()
+    return (float((per_cell["proposed"] / per_cell["clairvoyant"]).mean()),
+            float((per_cell["proposed"] / per_cell["tighter"]).mean()), len(per_cell))
+
+
 def chance_text(cells: pd.DataFrame, task: str) -> str:
     """The book's sentence on :func:`chance_cells`: the proposed method's share of each bound averaged
     over the cells as the scorecard averages it (per cell, over its deadlines), the deadlines where
@@ -62,9 +71,7 @@ def chance_text(cells: pd.DataFrame, task: str) -> str:
     (it should not, up to the noise of ten seeds)."""
     if cells.empty:
         return ""
-    per_cell = cells.groupby(CELL)[["proposed", "clairvoyant", "tighter"]].mean()
-    share = (per_cell["proposed"] / per_cell["clairvoyant"]).mean()
-    tight_share = (per_cell["proposed"] / per_cell["tighter"]).mean()
+    share, tight_share, n_cells = chance_shares(cells)
     by_deadline = cells.groupby("deadline_ms")[["clairvoyant", "chance"]].mean()
     lower = by_deadline[by_deadline["chance"] < by_deadline["clairvoyant"] - CLEARLY]
     where = (f"; the chance bound is lower by more than {CLEARLY:g} " + ", ".join(
@@ -79,8 +86,8 @@ def chance_text(cells: pd.DataFrame, task: str) -> str:
              if excess <= 0 else
              f"An online method's mean exceeds the chance bound by up to {excess:.3f} in some (workload, load, "
              f"deadline): the bound holds in expectation, and a mean over seeds can lie above it by chance.")
-    return (f"On {task}, over the {len(per_cell)} single-deadline cells, {PLANNER_METHOD}'s share of the clairvoyant "
+    return (f"On {task}, over the {n_cells} single-deadline cells, {PLANNER_METHOD}'s share of the clairvoyant "
             f"bound is {share:.3f} and of the lower of the two bounds {tight_share:.3f}{where}. {check}")
 
 
-__all__ = ["chance_cells", "chance_text"]
+__all__ = ["chance_cells", "chance_shares", "chance_text"]
