@@ -485,8 +485,10 @@ def test_no_policy_beats_the_chance_bound_on_average_over_seeds():
 def test_chance_bound_refuses_what_it_cannot_bound():
     bundle = _bundle(0)
     catalog = prepare(bundle)
-    with pytest.raises(ClairvoyantError, match="positive, finite"):
+    with pytest.raises(ClairvoyantError, match="positive finite number of ms"):
         chance_bound(catalog, TASK, np.arange(5), -1.0)
+    with pytest.raises(ClairvoyantError, match="must be a number of ms"):
+        chance_bound(catalog, TASK, np.arange(5), True)
     with pytest.raises(ClairvoyantError, match="non-empty 1-D array"):
         chance_bound(catalog, TASK, np.array([], dtype=int), 5.0)
     catalog.ordered_samples = True

@@ -92,7 +92,7 @@ import pandas as pd
 from scipy import sparse
 from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 
-from planner.schema import config_id
+from planner.schema import check_deadline, config_id
 from planner.serving.batching import check_trace
 from planner.serving.simulator import Catalog, ServedConfig, SimulationError, prepare
 
@@ -564,13 +564,11 @@ def chance_bound(catalog: Any, task: str, example_ids: np.ndarray, deadline_ms: 
     catalog = prepare(catalog)
     if catalog.ordered_samples:
         raise ClairvoyantError("chance_bound needs random service draws; this catalog serves its samples in order")
-    if not (isinstance(deadline_ms, (int, float, np.integer, np.floating)) and math.isfinite(deadline_ms)
-            and deadline_ms > 0):
-        raise ClairvoyantError(f"deadline_ms must be a positive, finite number of milliseconds, got {deadline_ms!r}")
+    deadline_ms = check_deadline(deadline_ms, error=ClairvoyantError)
     ids = np.asarray(example_ids)
     if ids.ndim != 1 or len(ids) == 0 or not np.issubdtype(ids.dtype, np.integer) or (ids < 0).any():
         raise ClairvoyantError("example_ids must be a non-empty 1-D array of integer ids >= 0")
     best = np.zeros(len(ids))
     for served in _configs(catalog, str(task), config_ids):
-        best = np.maximum(best, on_time_chance(served, ids, float(deadline_ms)))
+        best = np.maximum(best, on_time_chance(served, ids, deadline_ms))
     return float(best.mean())
