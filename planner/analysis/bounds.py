@@ -18,6 +18,7 @@ import pandas as pd
 
 from planner.analysis.results import BOUND_METHODS, PLANNER_METHOD, bound_method
 from planner.evaluation.clairvoyant import chance_bound
+from planner.plan import registry
 from planner.schema import ProfileBundle
 from planner.serving.simulator import prepare
 from planner.splits import example_ids
@@ -43,8 +44,8 @@ def chance_cells(runs: pd.DataFrame, bundle: ProfileBundle, task: str, mixed: It
     catalog = prepare(bundle, dispatch_overhead_ms=overhead)
     ids = example_ids(bundle, task)
     chance = {d: chance_bound(catalog, task, ids, float(d)) for d in sorted(set(part["deadline_ms"]))}
-    online = [m for m in means.columns if m not in BOUND_METHODS and m != PLANNER_METHOD
-              and not m.startswith("best_fixed")]
+    hindsight = set(registry.with_role("hindsight"))
+    online = [m for m in means.columns if m not in BOUND_METHODS and m not in hindsight and m != PLANNER_METHOD]
     out = pd.DataFrame({
         "proposed": means[PLANNER_METHOD],
         "best_other_online": means[online].max(axis=1) if online else np.nan,
