@@ -38,6 +38,13 @@ def rate_comparison(runs: pd.DataFrame, method: str, baseline: str, alpha: float
     return out
 
 
+def significant_leads(table: pd.DataFrame) -> tuple[int, int]:
+    """(rates where ``method`` is significantly ahead, where it is significantly behind) in
+    :func:`rate_comparison`'s ``table`` (or a part of it)."""
+    significant = table["significant"].astype(bool)
+    return int((significant & (table["difference"] > 0)).sum()), int((significant & (table["difference"] < 0)).sum())
+
+
 def comparison_text(table: pd.DataFrame, method: str, baseline: str) -> list[str]:
     """One sentence per task of :func:`rate_comparison`'s ``table``: at how many rates ``method``
     delivered more than ``baseline``, the highest rate's pair, and at how many the gap is significant
@@ -47,6 +54,7 @@ def comparison_text(table: pd.DataFrame, method: str, baseline: str) -> list[str
         ahead, behind = part[part["difference"] > 0], part[part["difference"] < 0]
         top = part.iloc[-1]
         queries = "-".join(dict.fromkeys(f"{n:,}" for n in (part["n_method"].min(), part["n_method"].max())))
+        leads, lags = significant_leads(part)
         trailing = (f"; where it trails ({', '.join(f'{q:g}' for q in behind['target_qps'])} queries/s, by at most "
                     f"{-behind['difference'].min():.3f}) the smallest adjusted p is {behind['p_holm'].min():.2f}"
                     if len(behind) and not behind["significant"].any() else "")
@@ -55,8 +63,7 @@ def comparison_text(table: pd.DataFrame, method: str, baseline: str) -> list[str
             f"`{baseline}` at {len(ahead)} of the {len(part)} rates tried (at the highest, "
             f"{top.effective_accuracy_method:.3f} against {top.effective_accuracy_baseline:.3f}). Each rate ran once, "
             f"on {queries} queries per method: Fisher's exact test of each difference, Holm-adjusted over the sweep's "
-            f"{len(table)} comparisons, finds `{method}` ahead at {int(ahead['significant'].sum())} rate(s) and behind "
-            f"at {int(behind['significant'].sum())}{trailing}.")
+            f"{len(table)} comparisons, finds `{method}` ahead at {leads} rate(s) and behind at {lags}{trailing}.")
     return sentences
 
 
@@ -238,34 +245,35 @@ def repeat_text(first: pd.DataFrame, second: pd.DataFrame, method: str = "anytim
     if table.empty:
         return []
     same = table["result_first"] == table["result_second"]
+    flipped = table[~same].sort_values(["task", "method", "target_qps"])
     flips = ", ".join(f"{r.task} `{r.method}` at {r.target_qps:g} queries/s ({r.result_first} then {r.result_second})"
-                      for r in table[~same].sort_values(["task", "method", "target_qps"]).itertuples(index=False))
-    moved = table["difference"].abs()
+                      for r in flipped.itertuples(index=False))
     changed = table[table["significant"]].sort_values(["task", "method", "target_qps"])
-    parts = [
-        f"The same sweep ran twice with the same method parameters and LoadGen settings, {_when(first)} and "
-        f"again {_when(second)}{_scales(first, second)}. LoadGen's verdict was the same at {int(same.sum())} of the {len(table)} points"
-        + (f"; it flipped for {flips}" if flips else "") + ". "
-        f"The effective accuracy moved by {moved.mean():.3f} on average and by at most {moved.max():.3f}; Fisher's "
-        f"exact test, Holm-adjusted over the {len(table)} repeats, calls the move real at {len(changed)}"
-        + (_direction(changed["difference"]) + " (" + ", ".join(f"{r.task} `{r.method}` at {r.target_qps:g} queries/s, {r.effective_accuracy_first:.3f} "
-                              f"then {r.effective_accuracy_second:.3f}" for r in changed.itertuples(index=False)) + ")"
-           if len(changed) else "")
-        + ". Both sweeps drew the same queries on the same schedule (LoadGen's seeds are fixed in the settings), "
-        "so what moved is the machine: its speed that hour, the server's start-up re-timing, what the queue made "
-        "of it." + _clocks(first, second, table)
-        + (" A verdict is then as much the hour's as the method's where a run lands near LoadGen's limit."
-           if flips else "")]
+    moves = ", ".join(f"{r.task} `{r.method}` at {r.target_qps:g} queries/s, {r.effective_accuracy_first:.3f} then "
+                      f"{r.effective_accuracy_second:.3f}" for r in changed.itertuples(index=False))
+    moved = table["difference"].abs()
+    when = f"{_when(first)} and again {_when(second)}{_scales(first, second)}"
+    verdict = (f"LoadGen's verdict was the same at {int(same.sum())} of the {len(table)} points"
+               + (f"; it flipped for {flips}" if flips else "") + ".")
+    accuracy = (f"The effective accuracy moved by {moved.mean():.3f} on average and by at most {moved.max():.3f}; "
+                f"Fisher's exact test, Holm-adjusted over the {len(table)} repeats, calls the move real at "
+                f"{len(changed)}" + (f"{_direction(changed['difference'])} ({moves})" if moves else "") + ".")
+    why = ("Both sweeps drew the same queries on the same schedule (LoadGen's seeds are fixed in the settings), so "
+           "what moved is the machine: its speed that hour, the server's start-up re-timing, what the queue made of "
+           "it." + _clocks(first, second, table)
+           + (" A verdict is then as much the hour's as the method's where a run lands near LoadGen's limit."
+              if flips else ""))
+    parts = [f"The same sweep ran twice with the same method parameters and LoadGen settings, {when}. {verdict} "
+             f"{accuracy} {why}"]
     comparisons = [rate_comparison(runs, method, baseline) for runs in (first, second)]
     verdicts = []
     for task in sorted(set(table["task"])):
-        counts = [(int((c["significant"] & (c["difference"] > 0)).sum()),
-                   int((c["significant"] & (c["difference"] < 0)).sum()), len(c))
-                  for c in (cmp[cmp["task"] == task] for cmp in comparisons)]
-        if counts[0][2] and counts[1][2]:
-            verdicts.append(f"on {task}, `{method}` was ahead of `{baseline}` at {counts[0][0]} and behind at "
-                            f"{counts[0][1]} of {counts[0][2]} rates the first time, ahead at {counts[1][0]} and "
-                            f"behind at {counts[1][1]} of {counts[1][2]} the second")
+        parts_of_task = [c[c["task"] == task] for c in comparisons]
+        if all(len(c) for c in parts_of_task):
+            (lead0, lag0), (lead1, lag1) = (significant_leads(c) for c in parts_of_task)
+            verdicts.append(f"on {task}, `{method}` was ahead of `{baseline}` at {lead0} and behind at {lag0} of "
+                            f"{len(parts_of_task[0])} rates the first time, ahead at {lead1} and behind at {lag1} of "
+                            f"{len(parts_of_task[1])} the second")
     if verdicts:
         keys = ["task", "target_latency_ms", "target_qps"]
         signs = [c[c["significant"]].set_index(keys)["difference"].gt(0) for c in comparisons]
@@ -276,7 +284,6 @@ def repeat_text(first: pd.DataFrame, second: pd.DataFrame, method: str = "anytim
         parts.append("Compared rate by rate within each sweep (Fisher's exact test, Holm over that sweep's "
                      "comparisons, as above): " + "; ".join(verdicts) + "." + held)
     return parts
-
 
 def _clocks(first: pd.DataFrame, second: pd.DataFrame, table: pd.DataFrame) -> str:
     """Over the repeated points: the median client-server path (what the server cannot see) and the mean
@@ -304,4 +311,4 @@ def _direction(differences: pd.Series) -> str:
 
 
 __all__ = ["budget_comparison", "budget_cost_text", "budget_section", "budget_text", "comparison_text",
-           "rate_comparison", "repeat_comparison", "repeat_text", "set_comparison"]
+           "rate_comparison", "repeat_comparison", "repeat_text", "set_comparison", "significant_leads"]

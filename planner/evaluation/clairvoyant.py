@@ -531,18 +531,15 @@ def on_time_chance(served: ServedConfig, example_ids: np.ndarray, deadline_ms: f
     limit = float(deadline_ms) / 1000.0 + TOLERANCE_S
     first = np.sort(served.samples_s)
     p_first = np.searchsorted(first, limit, side="right") / len(first)
+    answer, escalated = _outcome(served, ids)  # the answering member's correctness
     if not served.routed:
-        return _outcome(served, ids)[0] * p_first
+        return answer * p_first
     inside = ids < len(served.known)
     safe = np.where(inside, ids, 0)
-    small_right = inside & served.known[safe] & served.correct[safe]
-    escalated = inside & (served.small_confidence[safe] < served.threshold)
-    large_inside = ids < len(served.large_known)
-    large_safe = np.where(large_inside, ids, 0)
-    large_right = large_inside & served.large_known[large_safe] & served.large_correct[large_safe]
+    small_right = inside & served.known[safe] & served.correct[safe]  # the early answer's
     second = np.sort(served.large_samples_s)
     p_both = float(np.searchsorted(second, limit - first, side="right").mean()) / len(second)
-    return np.where(escalated, np.maximum(small_right * p_first, large_right * p_both), small_right * p_first)
+    return np.where(escalated, np.maximum(small_right * p_first, answer * p_both), answer * p_first)
 
 
 def chance_bound(catalog: Any, task: str, example_ids: np.ndarray, deadline_ms: float,
