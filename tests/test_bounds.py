@@ -1,4 +1,5 @@
-"""The chance bound beside the clairvoyant one: the book's shares, the deadlines where it is lower, its check."""
+"""The chance bounds beside the clairvoyant one: the book's shares, the deadlines where it is lower,
+what routing by correctness is credited with, the check."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import pandas as pd
 import pytest
 
 from bundles import toy_bundle
-from planner.analysis.bounds import chance_cells, chance_text
+from planner.analysis.bounds import chance_cells, chance_shares, chance_text
+from planner.splits import example_ids
 
 TASK = "sst2"
 
@@ -18,8 +20,20 @@ def bundle():
     return toy_bundle(TASK, [dict(model="only", batch_size=1, samples_ms=[1.0, 3.0], correct=np.ones(200, bool))])
 
 
-def _runs(anytime_at_2ms: float = 0.4) -> pd.DataFrame:
-    values = {"anytime": (anytime_at_2ms, 0.9), "seed_p95": (0.3, 0.8), "clairvoyant": (0.9, 1.0),
+@pytest.fixture
+def routed():
+    """Two configurations right on complementary halves of the scored examples, draws as above: routing
+    by correctness reaches 0.5 at 2 ms and 1 at 5 ms, the best configuration on average half that."""
+    def bundle(halves: np.ndarray):
+        return toy_bundle(TASK, [dict(model=name, batch_size=1, samples_ms=[1.0, 3.0], correct=right)
+                                 for name, right in (("left", halves), ("right", ~halves))])
+    scored = example_ids(bundle(np.ones(200, bool)), TASK)  # the split does not depend on the outcomes
+    halves = np.isin(np.arange(200), scored[: len(scored) // 2])
+    return bundle(halves)
+
+
+def _runs(anytime_at_2ms: float = 0.4, anytime: tuple[float, float] | None = None) -> pd.DataFrame:
+    values = {"anytime": anytime or (anytime_at_2ms, 0.9), "seed_p95": (0.3, 0.8), "clairvoyant": (0.9, 1.0),
               "best_fixed_hindsight": (0.45, 0.95)}
     rows = [dict(task=TASK, workload=workload, load=0.5, deadline_ms=deadline, seed=seed, method=method,
                  effective_accuracy=value[i], dispatch_overhead_ms=0.0)
@@ -39,12 +53,29 @@ def test_the_lower_bound_per_deadline_and_the_shares_averaged_as_the_scorecard_d
     # per cell over deadlines: anytime 0.65 of the clairvoyant 0.95 and of the lower bound 0.75
     assert "share of the clairvoyant bound is 0.684 and of the lower of the two bounds 0.867" in text
     assert "lower by more than 0.005 at 2 ms (0.500 against 0.900" in text
-    assert "No online method's mean exceeds the chance bound" in text and "the closest is 0.100 below it" in text
+    assert "lowers the bound by 0.000 on average" in text  # one configuration: nothing to route
+    assert "No online method's mean exceeds the example-blind bound" in text and "the closest is 0.100 below it" in text
+
+
+def test_the_example_blind_bound_says_how_little_routing_by_correctness_adds(routed):
+    runs = _runs(anytime=(0.2, 0.45)).assign(effective_accuracy=lambda r: np.where(
+        r["method"] == "seed_p95", r["effective_accuracy"] / 2, r["effective_accuracy"]))
+    cells = chance_cells(runs, routed, TASK, mixed=["steady-mixed"])
+    by = cells.set_index("deadline_ms")
+    assert list(by["chance"]) == pytest.approx([0.5, 1.0]) and list(by["blind"]) == pytest.approx([0.25, 0.5])
+    assert list(by["lowest"]) == pytest.approx([0.25, 0.5])
+    shares = chance_shares(cells)
+    assert tuple(shares) == pytest.approx((0.325 / 0.95, 0.325 / 0.75, 0.325 / 0.375, 1))
+    text = chance_text(cells, TASK)
+    # the bound drops by 0.375 of a 0.425 distance (0.75 - 0.325)
+    assert "lower of that and the clairvoyant bound is 0.867" in text
+    assert "lowers the bound by 0.375 on average over the cells (0.375 at most in one): 88% of" in text
+    assert "No online method's mean exceeds the example-blind bound" in text and "the closest is 0.050 below it" in text
 
 
 def test_a_mean_above_the_chance_bound_is_said(bundle):
     text = chance_text(chance_cells(_runs(anytime_at_2ms=0.6), bundle, TASK, mixed=["steady-mixed"]), TASK)
-    assert "exceeds the chance bound by up to 0.100" in text
+    assert "exceeds the example-blind bound by up to 0.100" in text
 
 
 def test_runs_without_a_recorded_overhead_are_bounded_as_if_it_were_zero(bundle):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from functools import lru_cache
 from itertools import combinations
 
@@ -447,6 +448,23 @@ def test_chance_bound_charges_the_chance_of_a_fast_enough_draw_and_a_quiet_run_r
     assert clairvoyant_bound(trace, catalog, TASK).effective_accuracy == pytest.approx(0.5)
 
 
+def test_the_example_blind_chance_bound_takes_the_best_configuration_on_average():
+    """Two configurations right on complementary halves of the examples, half their draws fast enough:
+    a policy that sees the example can route every request to the one that is right (0.5 at 2 ms);
+    one that does not gets the best configuration's mean (0.25), and a fixed one reaches it."""
+    halves = np.arange(20) < 10
+    bundle = toy_bundle(TASK, [dict(model=name, batch_size=1, samples_ms=[1.0, 3.0], correct=right)
+                               for name, right in (("left", halves), ("right", ~halves))])
+    catalog = prepare(bundle)
+    ids = np.arange(20)
+    assert chance_bound(catalog, TASK, ids, 2.0) == pytest.approx(0.5)
+    assert chance_bound(catalog, TASK, ids, 2.0, sees_example=False) == pytest.approx(0.25)
+    assert chance_bound(catalog, TASK, ids, 5.0, sees_example=False) == pytest.approx(0.5)
+    trace = _groups([1] * 4000, 2.0, gap_s=0.01, examples=20)            # one request at a time
+    value = _effective(trace, policies.fixed(_ids(bundle)[0]), catalog, seed=3)
+    assert value == pytest.approx(0.25, abs=0.03)
+
+
 def test_a_routed_cascade_counts_by_the_first_stage_or_after_both_draws():
     """Small member 1.5 ms, large 5 ms (deterministic): at 3 ms only the first stage's answer can be in
     time, escalated or not (an escalated one by the early answer); at 7 ms an escalated example also
@@ -480,6 +498,14 @@ def test_no_policy_beats_the_chance_bound_on_average_over_seeds():
         means = [np.mean([_effective(trace, policy, catalog, seed=seed) for seed in range(4)]) for policy in candidates]
         assert max(means) <= bound + 0.03, deadline
         assert max(means) >= bound - 0.1, deadline  # not vacuous: routing by correctness comes close
+        # the policies that do not see the example (all but the router) stay under the blind form
+        blind = chance_bound(catalog, TASK, np.arange(N_EXAMPLES), deadline, sees_example=False)
+        assert blind <= chance_bound(catalog, TASK, np.arange(N_EXAMPLES), deadline) + 1e-12
+        assert max(means[:-1]) <= blind + 0.03, deadline
+        if deadline < 8.0:  # not vacuous: the best of them comes close where the queue costs little
+            assert max(means[:-1]) >= blind - 0.05, deadline
+        # at 8 ms the best is a 5 ms configuration, and the queue at this rate costs it about 0.1: the
+        # queue is what no chance bound holds
 
 
 def test_chance_bound_refuses_what_it_cannot_bound():
@@ -491,6 +517,15 @@ def test_chance_bound_refuses_what_it_cannot_bound():
         chance_bound(catalog, TASK, np.arange(5), True)
     with pytest.raises(ClairvoyantError, match="non-empty 1-D array"):
         chance_bound(catalog, TASK, np.array([], dtype=int), 5.0)
+    with pytest.raises(ClairvoyantError, match="sees_example must be True or False"):
+        chance_bound(catalog, TASK, np.arange(5), 5.0, sees_example="no")
     catalog.ordered_samples = True
     with pytest.raises(ClairvoyantError, match="random service draws"):
         chance_bound(catalog, TASK, np.arange(5), 5.0)
+
+
+def test_a_policy_is_not_shown_the_request_example():
+    """The example-blind chance bound covers the online methods because what a policy may look at
+    holds no example: adding one to the context would void that bound for the methods that read it."""
+    fields = {f.name for f in dataclasses.fields(policies.PolicyContext)}
+    assert "request_id" in fields and not {f for f in fields if "example" in f}

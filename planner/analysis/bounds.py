@@ -1,4 +1,4 @@
-"""How loose the clairvoyant bound is for want of timing: the chance bound beside it, cell by cell.
+"""How loose the clairvoyant bound is for want of timing and of routing: the chance bounds beside it.
 
 The clairvoyant bound (:func:`planner.evaluation.clairvoyant.clairvoyant_bound`) holds for every
 run, so it charges every batch its configuration's fastest sample. The chance bound
@@ -6,12 +6,16 @@ run, so it charges every batch its configuration's fastest sample. The chance bo
 does not foresee its service draws, and charges each request the chance of a fast enough draw
 instead, but knows nothing of the queue. The lower of the two bounds every online method's mean;
 comparing the proposed method with it says how much of its distance to the clairvoyant bound is the
-bound's minimum service times, and how much is left.
+bound's minimum service times. Its example-blind form (``sees_example=False``) bounds the policies
+that choose without seeing a request's example, which every online method here is; the difference
+between the two is what the first credits routing each request by its own correctness with. What
+is left is the queue, which no bound in expectation here holds, and what the policy leaves.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -31,9 +35,11 @@ CLEARLY = 0.005
 def chance_cells(runs: pd.DataFrame, bundle: ProfileBundle, task: str, mixed: Iterable[str] = ()) -> pd.DataFrame:
     """Per single-deadline (workload, load, deadline) of ``task``: the proposed method's, the best other
     online method's and the clairvoyant bound's mean effective accuracy over seeds, the chance bound at
-    that deadline (with the runs' smallest dispatch overhead: a smaller one only raises it) and
-    ``tighter``, the lower of the two bounds. ``mixed``: workloads whose traces mix deadline classes,
-    left out (their ``deadline_ms`` is only each class's base). Empty without runs of the bound."""
+    that deadline (with the runs' smallest dispatch overhead: a smaller one only raises it),
+    ``tighter``, the lower of the two bounds, ``blind``, the chance bound of the policies that do not
+    see a request's example, and ``lowest``, the lower of it and the clairvoyant bound. ``mixed``:
+    workloads whose traces mix deadline classes, left out (their ``deadline_ms`` is only each class's
+    base). Empty without runs of the bound."""
     part = runs[(runs["task"] == task) & ~runs["workload"].isin(list(mixed))]
     bound = bound_method(part["method"])
     if part.empty or bound is None or PLANNER_METHOD not in set(part["method"]):
@@ -43,7 +49,9 @@ def chance_cells(runs: pd.DataFrame, bundle: ProfileBundle, task: str, mixed: It
     overhead = float(part["dispatch_overhead_ms"].min()) if "dispatch_overhead_ms" in part else 0.0
     catalog = prepare(bundle, dispatch_overhead_ms=overhead)
     ids = example_ids(bundle, task)
-    chance = {d: chance_bound(catalog, task, ids, float(d)) for d in sorted(set(part["deadline_ms"]))}
+    deadlines = sorted(set(part["deadline_ms"]))
+    chance = {d: chance_bound(catalog, task, ids, float(d)) for d in deadlines}
+    blind = {d: chance_bound(catalog, task, ids, float(d), sees_example=False) for d in deadlines}
     hindsight = set(registry.with_role("hindsight"))
     online = [m for m in means.columns if m not in BOUND_METHODS and m not in hindsight and m != PLANNER_METHOD]
     out = pd.DataFrame({
@@ -51,44 +59,69 @@ def chance_cells(runs: pd.DataFrame, bundle: ProfileBundle, task: str, mixed: It
         "best_other_online": means[online].max(axis=1) if online else np.nan,
         "clairvoyant": means[bound],
         "chance": [chance[d] for d in means.index.get_level_values("deadline_ms")],
+        "blind": [blind[d] for d in means.index.get_level_values("deadline_ms")],
     }, index=means.index)
     out["tighter"] = np.minimum(out["clairvoyant"], out["chance"])
+    out["lowest"] = np.minimum(out["clairvoyant"], out["blind"])
     return out.reset_index()
 
 
-def chance_shares(cells: pd.DataFrame) -> tuple[float, float, int]:
-    """(share of the clairvoyant bound, share of the lower of the two bounds, number of cells) of the
-    proposed method over :func:`chance_cells`' cells, averaged as the scorecard averages: per (workload,
+class Shares(NamedTuple):
+    """The proposed method's share of each bound, averaged as the scorecard averages: per (workload,
     load) cell over its deadlines, then over the cells."""
-    per_cell = cells.groupby(CELL)[["proposed", "clairvoyant", "tighter"]].mean()
-    return (float((per_cell["proposed"] / per_cell["clairvoyant"]).mean()),
-            float((per_cell["proposed"] / per_cell["tighter"]).mean()), len(per_cell))
+
+    clairvoyant: float
+    tighter: float   # the lower of the clairvoyant and the chance bound
+    lowest: float    # the lower of the clairvoyant and the example-blind chance bound
+    cells: int
+
+
+def chance_shares(cells: pd.DataFrame) -> Shares:
+    """:class:`Shares` of the proposed method over :func:`chance_cells`' cells."""
+    per_cell = cells.groupby(CELL)[["proposed", "clairvoyant", "tighter", "lowest"]].mean()
+    return Shares(*(float((per_cell["proposed"] / per_cell[b]).mean()) for b in ("clairvoyant", "tighter", "lowest")),
+                  len(per_cell))
 
 
 def chance_text(cells: pd.DataFrame, task: str) -> str:
-    """The book's sentence on :func:`chance_cells`: the proposed method's share of each bound averaged
+    """The book's sentences on :func:`chance_cells`: the proposed method's share of each bound averaged
     over the cells as the scorecard averages it (per cell, over its deadlines), the deadlines where
-    the chance bound is the lower one, and whether any online method's mean exceeds the chance bound
-    (it should not, up to the noise of ten seeds)."""
+    the chance bound is the lower one, how much lower the bound is without crediting routing by
+    correctness (its example-blind form) as a part of the proposed method's distance, and whether
+    any online method's mean exceeds the example-blind bound (it should not, up to the noise of ten
+    seeds: every online method here chooses without seeing a request's example)."""
     if cells.empty:
         return ""
-    share, tight_share, n_cells = chance_shares(cells)
+    shares = chance_shares(cells)
     by_deadline = cells.groupby("deadline_ms")[["clairvoyant", "chance"]].mean()
     lower = by_deadline[by_deadline["chance"] < by_deadline["clairvoyant"] - CLEARLY]
     where = (f"; the chance bound is lower by more than {CLEARLY:g} " + ", ".join(
         f"at {d:g} ms ({r.chance:.3f} against {r.clairvoyant:.3f} on average over the cells)"
         for d, r in lower.iterrows()) if len(lower) else f"; the chance bound is nowhere lower by more than {CLEARLY:g}")
-    gap = cells[["proposed", "best_other_online"]].max(axis=1) - cells["chance"]
+    per_cell = cells.groupby(CELL)[["proposed", "tighter", "lowest"]].mean()
+    credit = per_cell["tighter"] - per_cell["lowest"]
+    distance = float((per_cell["tighter"] - per_cell["proposed"]).mean())
+    part = (f": {float(credit.mean()) / distance:.0%} of {PLANNER_METHOD}'s mean distance to the lower of the "
+            f"first two" if distance > 0 else "")
+    blind = (f" For policies that choose without seeing a request's example (every online method here), the best "
+             f"configuration's mean chance bounds their mean instead, and {PLANNER_METHOD}'s share of the lower "
+             f"of that and the clairvoyant bound is {shares.lowest:.3f}. Not crediting routing by correctness "
+             f"lowers the bound by {float(credit.mean()):.3f} on average over the cells "
+             f"({float(credit.max()):.3f} at most in one){part}. The rest of the distance is the queue, which the chance bounds leave out and the "
+             f"clairvoyant bound holds only at minimum service times, and what the policy itself leaves; these "
+             f"bounds do not tell the two apart.")
+    gap = cells[["proposed", "best_other_online"]].max(axis=1) - cells["blind"]
     excess = float(gap.max())
-    above_zero = gap[cells["chance"] > 0]
+    above_zero = gap[cells["blind"] > 0]
     closest = (f"; where it is above 0, the closest is {abs(float(above_zero.max())):.3f} below it"
                if len(above_zero) else "")
-    check = (f"No online method's mean exceeds the chance bound in any (workload, load, deadline){closest}."
+    check = (f"No online method's mean exceeds the example-blind bound in any (workload, load, deadline){closest}."
              if excess <= 0 else
-             f"An online method's mean exceeds the chance bound by up to {excess:.3f} in some (workload, load, "
-             f"deadline): the bound holds in expectation, and a mean over seeds can lie above it by chance.")
-    return (f"On {task}, over the {n_cells} single-deadline cells, {PLANNER_METHOD}'s share of the clairvoyant "
-            f"bound is {share:.3f} and of the lower of the two bounds {tight_share:.3f}{where}. {check}")
+             f"An online method's mean exceeds the example-blind bound by up to {excess:.3f} in some (workload, "
+             f"load, deadline): the bound holds in expectation, and a mean over seeds can lie above it by chance.")
+    return (f"On {task}, over the {shares.cells} single-deadline cells, {PLANNER_METHOD}'s share of the clairvoyant "
+            f"bound is {shares.clairvoyant:.3f} and of the lower of the two bounds {shares.tighter:.3f}{where}."
+            f"{blind} {check}")
 
 
-__all__ = ["chance_cells", "chance_shares", "chance_text"]
+__all__ = ["Shares", "chance_cells", "chance_shares", "chance_text"]

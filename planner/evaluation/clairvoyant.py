@@ -543,7 +543,7 @@ def on_time_chance(served: ServedConfig, example_ids: np.ndarray, deadline_ms: f
 
 
 def chance_bound(catalog: Any, task: str, example_ids: np.ndarray, deadline_ms: float,
-                 config_ids: Iterable[str] | None = None) -> float:
+                 config_ids: Iterable[str] | None = None, sees_example: bool = True) -> float:
     """Upper bound on the *expected* effective accuracy, over the service draws, of any policy that
     does not foresee its draws, on a trace whose requests have relative deadline ``deadline_ms`` and
     examples drawn uniformly from ``example_ids``: the mean over those examples of the best
@@ -556,6 +556,17 @@ def chance_bound(catalog: Any, task: str, example_ids: np.ndarray, deadline_ms: 
     fastest sample; at a deadline near the typical service time it credits requests that only a rare
     fast draw would serve in time. The lower of the two bounds the expected effective accuracy of
     every online method; neither accounts for the other's reason, so each can be the tighter one.
+
+    ``sees_example=False`` bounds only policies whose choice of configuration and start for a request
+    does not depend on that request's example (a policy that sees the queue and the deadlines, not the
+    inputs: :class:`planner.plan.policies.PolicyContext` carries no example), in expectation also over
+    the examples, drawn independently and uniformly from ``example_ids`` as the trace generators draw
+    them: the best configuration's *mean* chance instead of the mean of the per-example best. The
+    configuration and start are then independent of the example, so a request counts with at most
+    that configuration's chance averaged over the pool. A cascade still routes by its own first
+    stage's confidence, and its early answer is still credited per example (the better of the two
+    ways, whichever a serving rule takes after the first stage). Never above the default bound; the
+    difference is what routing by correctness could add.
     Not for a catalog that serves its samples in order (no random draws).
     """
     catalog = prepare(catalog)
@@ -565,7 +576,12 @@ def chance_bound(catalog: Any, task: str, example_ids: np.ndarray, deadline_ms: 
     ids = np.asarray(example_ids)
     if ids.ndim != 1 or len(ids) == 0 or not np.issubdtype(ids.dtype, np.integer) or (ids < 0).any():
         raise ClairvoyantError("example_ids must be a non-empty 1-D array of integer ids >= 0")
+    if not isinstance(sees_example, (bool, np.bool_)):
+        raise ClairvoyantError(f"sees_example must be True or False, got {sees_example!r}")
     best = np.zeros(len(ids))
+    best_mean = 0.0
     for served in _configs(catalog, str(task), config_ids):
-        best = np.maximum(best, on_time_chance(served, ids, deadline_ms))
-    return float(best.mean())
+        chance = on_time_chance(served, ids, deadline_ms)
+        best = np.maximum(best, chance)
+        best_mean = max(best_mean, float(chance.mean()))
+    return float(best.mean()) if sees_example else best_mean
