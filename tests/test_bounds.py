@@ -65,12 +65,25 @@ def test_the_example_blind_bound_says_how_little_routing_by_correctness_adds(rou
     assert list(by["chance"]) == pytest.approx([0.5, 1.0]) and list(by["blind"]) == pytest.approx([0.25, 0.5])
     assert list(by["lowest"]) == pytest.approx([0.25, 0.5])
     shares = chance_shares(cells)
-    assert tuple(shares) == pytest.approx((0.325 / 0.95, 0.325 / 0.75, 0.325 / 0.375, 1))
+    # held to 1 % late: at 2 ms half the draws overrun, so at most 2 % of requests are served (0.005)
+    assert list(by["late_limited"]) == pytest.approx([0.005, 0.5])
+    assert tuple(shares) == pytest.approx((0.325 / 0.95, 0.325 / 0.75, 0.325 / 0.375, 0.325 / 0.2525, 1))
     text = chance_text(cells, TASK)
     # the bound drops by 0.375 of a 0.425 distance (0.75 - 0.325)
     assert "lower of that and the clairvoyant bound is 0.867" in text
     assert "lowers the bound by 0.375 on average over the cells (0.375 at most in one): 88% of" in text
     assert "No online method's mean exceeds the example-blind bound" in text and "the closest is 0.050 below it" in text
+    assert "lower at 2 ms (0.005 against 0.250)" in text and "exceeds the late-limited bound by up to 0.195" in text
+
+
+def test_the_late_limited_bound_is_held_to_the_proposed_method_s_own_late_share_where_higher(routed):
+    runs = _runs(anytime=(0.02, 0.45)).assign(late_rate=lambda r: np.where(
+        (r["method"] == "anytime") & (r["deadline_ms"] == 2.0), 0.05, 0.0))
+    by = chance_cells(runs, routed, TASK, mixed=["steady-mixed"]).set_index("deadline_ms")
+    assert list(by["late_share"]) == pytest.approx([0.05, 0.01])
+    assert list(by["late_limited"]) == pytest.approx([0.025, 0.5])  # 10 % served at 2 ms, half of them late
+    text = chance_text(chance_cells(runs, routed, TASK, mixed=["steady-mixed"]), TASK)
+    assert "where that bound is above 0, its mean is at least 0.005 below it" in text
 
 
 def test_a_mean_above_the_chance_bound_is_said(bundle):

@@ -13,7 +13,8 @@ from scipy.optimize import linprog
 
 from bundles import synthetic_bundle, toy_bundle
 from planner import workloads
-from planner.evaluation.clairvoyant import ClairvoyantError, chance_bound, clairvoyant_bound, on_time_chance
+from planner.evaluation.clairvoyant import (ClairvoyantError, chance_bound, clairvoyant_bound, late_chance,
+                                           late_limited_bound, on_time_chance)
 from planner.plan import DeadlinePlanner, policies
 from planner.plan.anytime import anytime
 from planner.schema import config_id
@@ -463,6 +464,28 @@ def test_the_example_blind_chance_bound_takes_the_best_configuration_on_average(
     trace = _groups([1] * 4000, 2.0, gap_s=0.01, examples=20)            # one request at a time
     value = _effective(trace, policies.fixed(_ids(bundle)[0]), catalog, seed=3)
     assert value == pytest.approx(0.25, abs=0.03)
+
+
+def test_the_late_limited_bound_serves_only_what_the_late_share_allows_and_mixes_configurations():
+    """A slow accurate configuration (half its draws overrun 2 ms) and a fast one right on half the
+    examples: held to 1 % late, a policy serves at most 2 % of requests on the slow one; shedding the
+    rest, or serving them on the fast one, is the linear program's choice."""
+    ids = np.arange(40)
+    slow = dict(model="slow", batch_size=1, samples_ms=[1.0, 3.0], correct=np.ones(40, bool))
+    catalog = prepare(toy_bundle(TASK, [slow]))
+    assert late_chance(catalog.resolve(_ids(toy_bundle(TASK, [slow]))[0]), 2.0) == pytest.approx(0.5)
+    assert late_limited_bound(catalog, TASK, ids, 2.0, 0.01) == pytest.approx(0.01)
+    assert late_limited_bound(catalog, TASK, ids, 2.0, 1.0) == pytest.approx(
+        chance_bound(catalog, TASK, ids, 2.0, sees_example=False))   # no limit: the example-blind bound
+    assert late_limited_bound(catalog, TASK, ids, 2.0, 0.0) == 0.0
+    both = prepare(toy_bundle(TASK, [slow, dict(model="fast", batch_size=1, samples_ms=[1.0],
+                                                correct=np.arange(40) % 2 == 0)]))
+    # 2 % slow (0.5 x 0.02) + 98 % fast (0.5 x 0.98)
+    assert late_limited_bound(both, TASK, ids, 2.0, 0.01) == pytest.approx(0.01 + 0.49)
+    with pytest.raises(ClairvoyantError, match="late_share must be a share between 0 and 1"):
+        late_limited_bound(catalog, TASK, ids, 2.0, 1.5)
+    with pytest.raises(ClairvoyantError, match="late_share must be a share between 0 and 1"):
+        late_limited_bound(catalog, TASK, ids, 2.0, True)
 
 
 def test_a_routed_cascade_counts_by_the_first_stage_or_after_both_draws():

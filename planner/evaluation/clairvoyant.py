@@ -542,6 +542,19 @@ def on_time_chance(served: ServedConfig, example_ids: np.ndarray, deadline_ms: f
     return np.where(escalated, np.maximum(small_right * p_first, answer * p_both), answer * p_first)
 
 
+def _chance_inputs(catalog: Any, example_ids: np.ndarray, deadline_ms: float) -> tuple[Catalog, np.ndarray, float]:
+    """The checks every bound in expectation makes: random draws, a valid deadline, example ids."""
+    catalog = prepare(catalog)
+    if catalog.ordered_samples:
+        raise ClairvoyantError("a bound in expectation needs random service draws; this catalog serves its samples "
+                               "in order")
+    deadline_ms = check_deadline(deadline_ms, error=ClairvoyantError)
+    ids = np.asarray(example_ids)
+    if ids.ndim != 1 or len(ids) == 0 or not np.issubdtype(ids.dtype, np.integer) or (ids < 0).any():
+        raise ClairvoyantError("example_ids must be a non-empty 1-D array of integer ids >= 0")
+    return catalog, ids, deadline_ms
+
+
 def chance_bound(catalog: Any, task: str, example_ids: np.ndarray, deadline_ms: float,
                  config_ids: Iterable[str] | None = None, sees_example: bool = True) -> float:
     """Upper bound on the *expected* effective accuracy, over the service draws, of any policy that
@@ -569,13 +582,7 @@ def chance_bound(catalog: Any, task: str, example_ids: np.ndarray, deadline_ms: 
     difference is what routing by correctness could add.
     Not for a catalog that serves its samples in order (no random draws).
     """
-    catalog = prepare(catalog)
-    if catalog.ordered_samples:
-        raise ClairvoyantError("chance_bound needs random service draws; this catalog serves its samples in order")
-    deadline_ms = check_deadline(deadline_ms, error=ClairvoyantError)
-    ids = np.asarray(example_ids)
-    if ids.ndim != 1 or len(ids) == 0 or not np.issubdtype(ids.dtype, np.integer) or (ids < 0).any():
-        raise ClairvoyantError("example_ids must be a non-empty 1-D array of integer ids >= 0")
+    catalog, ids, deadline_ms = _chance_inputs(catalog, example_ids, deadline_ms)
     if not isinstance(sees_example, (bool, np.bool_)):
         raise ClairvoyantError(f"sees_example must be True or False, got {sees_example!r}")
     best = np.zeros(len(ids))
@@ -585,3 +592,42 @@ def chance_bound(catalog: Any, task: str, example_ids: np.ndarray, deadline_ms: 
         best = np.maximum(best, chance)
         best_mean = max(best_mean, float(chance.mean()))
     return float(best.mean()) if sees_example else best_mean
+
+
+def late_chance(served: ServedConfig, deadline_ms: float) -> float:
+    """The least chance that ``served`` answers a request after ``deadline_ms`` of its arrival: the
+    batch starts that very moment and the first draw overruns (a routed cascade's escalated request
+    can still go out on time as the first stage's early answer, so only the first draw is charged)."""
+    limit = float(deadline_ms) / 1000.0 + TOLERANCE_S
+    return 1.0 - float(np.searchsorted(np.sort(served.samples_s), limit, side="right")) / len(served.samples_s)
+
+
+def late_limited_bound(catalog: Any, task: str, example_ids: np.ndarray, deadline_ms: float, late_share: float,
+                       config_ids: Iterable[str] | None = None) -> float:
+    """Upper bound on the expected effective accuracy of a policy that chooses without seeing a
+    request's example (as :func:`chance_bound` with ``sees_example=False``) and answers at most
+    ``late_share`` of the requests late, in expectation: the linear program over the shares ``y_c``
+    of requests served by each configuration (the rest shed),
+
+        maximise sum_c y_c v_c  s.t.  sum_c y_c l_c <= late_share,  sum_c y_c <= 1,  y >= 0,
+
+    with ``v_c`` the configuration's mean :func:`on_time_chance` and ``l_c`` its :func:`late_chance`,
+    both for a batch that starts at the arrival (solved by HiGHS). Why it holds: a later start only
+    lowers a request's chance of counting and only raises its chance of being late, and a blind
+    policy's choice is independent of the example, so its expected counted and late shares are
+    ``sum y_c`` times at most ``v_c`` and at least ``l_c``. Where the fastest configuration's draws
+    often overrun the deadline, a policy held to few late answers can serve only a few requests; a
+    fixed configuration that serves all of them gets more on time by answering most of the rest late.
+    """
+    catalog, ids, deadline_ms = _chance_inputs(catalog, example_ids, deadline_ms)
+    if isinstance(late_share, (bool, np.bool_)) or not isinstance(late_share, (int, float, np.floating)) \
+            or not 0.0 <= float(late_share) <= 1.0:
+        raise ClairvoyantError(f"late_share must be a share between 0 and 1, got {late_share!r}")
+    served = _configs(catalog, str(task), config_ids)
+    value = np.array([on_time_chance(c, ids, deadline_ms).mean() for c in served])
+    late = np.array([late_chance(c, deadline_ms) for c in served])
+    result = linprog(-value, A_ub=np.vstack([late, np.ones_like(late)]), b_ub=[float(late_share), 1.0],
+                     bounds=(0.0, None), method="highs")
+    if result.status != 0:  # y = 0 is always feasible and the optimum is bounded: never expected
+        raise ClairvoyantError(f"the late-limited bound's linear program failed: {result.message}")
+    return float(max(-result.fun, 0.0))
