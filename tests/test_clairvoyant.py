@@ -488,6 +488,40 @@ def test_the_late_limited_bound_serves_only_what_the_late_share_allows_and_mixes
         late_limited_bound(catalog, TASK, ids, 2.0, True)
 
 
+def test_no_policy_beats_the_late_limited_bound_at_its_own_late_share():
+    """Every fixed configuration, slack-aware and anytime (sheds, answers early, steers its late share),
+    none of which sees a request's example: each one's mean effective accuracy over seeds stays under
+    the late-limited bound taken at its own mean late share, up to the noise of the mean."""
+    bundle = _bundle(0)
+    catalog = prepare(bundle)
+    ids = _ids(bundle)
+    pool = np.arange(N_EXAMPLES)
+    for deadline in (2.0, 4.0, 8.0):
+        trace = workloads.poisson(50.0, 600, deadline, N_EXAMPLES, 7)
+        candidates = [policies.fixed(c) for c in ids] + [
+            policies.slack_aware(bundle, TASK), anytime(bundle, TASK), anytime(bundle, TASK, late_target=0.01)]
+        for policy in candidates:
+            runs = [run_metrics(simulate(trace, policy, catalog, task=TASK, seed=seed)) for seed in range(4)]
+            late = float(np.mean([r["late_rate"] for r in runs]))
+            value = float(np.mean([r["effective_accuracy"] for r in runs]))
+            assert value <= late_limited_bound(catalog, TASK, pool, deadline, min(late, 1.0)) + 0.03, deadline
+    # where it binds: half the fast configuration's draws overrun 2 ms; served on it, every request that
+    # arrives to an idle server meets the bound at the late share that costs (the bound is tight there)
+    right = np.random.default_rng(0).random(200) < 0.9
+    tight = toy_bundle(TASK, [dict(model="only", batch_size=1, samples_ms=[1.0, 1.5, 2.5, 3.0], correct=right),
+                              dict(model="slow", batch_size=1, samples_ms=[4.0, 5.0], correct=np.ones(200, bool))])
+    catalog = prepare(tight)
+    trace = workloads.poisson(20.0, 2000, 2.0, 200, 3)
+    for policy in (policies.fixed(_ids(tight)[0]), anytime(tight, TASK, late_target=0.01)):
+        runs = [run_metrics(simulate(trace, policy, catalog, task=TASK, seed=seed)) for seed in range(4)]
+        late = float(np.mean([r["late_rate"] for r in runs]))
+        value = float(np.mean([r["effective_accuracy"] for r in runs]))
+        bound = late_limited_bound(catalog, TASK, np.arange(200), 2.0, min(late, 1.0))
+        assert value <= bound + 0.03
+        if late > 0.4:  # the fixed configuration: about half late, and about the bound at that share
+            assert value >= bound - 0.03
+
+
 def test_a_routed_cascade_counts_by_the_first_stage_or_after_both_draws():
     """Small member 1.5 ms, large 5 ms (deterministic): at 3 ms only the first stage's answer can be in
     time, escalated or not (an escalated one by the early answer); at 7 ms an escalated example also

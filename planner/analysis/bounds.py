@@ -9,7 +9,10 @@ comparing the proposed method with it says how much of its distance to the clair
 bound's minimum service times. Its example-blind form (``sees_example=False``) bounds the policies
 that choose without seeing a request's example, which every online method here is; the difference
 between the two is what the first credits routing each request by its own correctness with. What
-is left is the queue, which no bound in expectation here holds, and what the policy leaves.
+is left is the queue, which no bound in expectation here holds, and what the policy leaves. One
+thing the proposed method leaves on purpose is requests a configuration would answer late as often
+as on time: the late-limited bound (``late_limited_bound``) is what a policy held to the study's late
+limit can expect, and :func:`limited_margins` cuts every other method's lead to it.
 """
 
 from __future__ import annotations
