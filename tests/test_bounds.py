@@ -32,19 +32,19 @@ def routed():
     return bundle(halves)
 
 
-def _runs(anytime_at_2ms: float = 0.4, anytime: tuple[float, float] | None = None, **others) -> pd.DataFrame:
+def _runs(anytime_at_2ms: float = 0.4, anytime: tuple[float, float] | None = None,
+          workloads: tuple[str, ...] = ("steady",), **others) -> pd.DataFrame:
     values = {"anytime": anytime or (anytime_at_2ms, 0.9), "seed_p95": (0.3, 0.8), "clairvoyant": (0.9, 1.0),
               "best_fixed_hindsight": (0.45, 0.95), **others}
     rows = [dict(task=TASK, workload=workload, load=0.5, deadline_ms=deadline, seed=seed, method=method,
                  effective_accuracy=value[i], dispatch_overhead_ms=0.0)
-            for workload in ("steady", "steady-mixed") for method, value in values.items()
+            for workload in workloads for method, value in values.items()
             for i, deadline in enumerate((2.0, 5.0)) for seed in (0, 1)]
     return pd.DataFrame(rows)
 
 
 def test_the_lower_bound_per_deadline_and_the_shares_averaged_as_the_scorecard_does(bundle):
-    cells = chance_cells(_runs(), bundle, TASK, mixed=["steady-mixed"])
-    assert set(cells["workload"]) == {"steady"}  # a mixed trace's deadline_ms is only its classes' base
+    cells = chance_cells(_runs(), bundle, TASK)
     by = cells.set_index("deadline_ms")
     assert by.loc[2.0, "chance"] == pytest.approx(0.5) and by.loc[5.0, "chance"] == pytest.approx(1.0)
     assert list(by["tighter"]) == pytest.approx([0.5, 1.0])
@@ -60,7 +60,7 @@ def test_the_lower_bound_per_deadline_and_the_shares_averaged_as_the_scorecard_d
 def test_the_example_blind_bound_says_how_little_routing_by_correctness_adds(routed):
     runs = _runs(anytime=(0.2, 0.45)).assign(effective_accuracy=lambda r: np.where(
         r["method"] == "seed_p95", r["effective_accuracy"] / 2, r["effective_accuracy"]))
-    cells = chance_cells(runs, routed, TASK, mixed=["steady-mixed"])
+    cells = chance_cells(runs, routed, TASK)
     by = cells.set_index("deadline_ms")
     assert list(by["chance"]) == pytest.approx([0.5, 1.0]) and list(by["blind"]) == pytest.approx([0.25, 0.5])
     assert list(by["lowest"]) == pytest.approx([0.25, 0.5])
@@ -79,22 +79,22 @@ def test_the_example_blind_bound_says_how_little_routing_by_correctness_adds(rou
 def test_the_late_limited_bound_is_held_to_the_proposed_method_s_own_late_share_where_higher(routed):
     runs = _runs(anytime=(0.02, 0.45)).assign(late_rate=lambda r: np.where(
         (r["method"] == "anytime") & (r["deadline_ms"] == 2.0), 0.05, 0.0))
-    by = chance_cells(runs, routed, TASK, mixed=["steady-mixed"]).set_index("deadline_ms")
+    by = chance_cells(runs, routed, TASK).set_index("deadline_ms")
     assert list(by["late_share"]) == pytest.approx([0.05, 0.01])
     assert list(by["late_limited"]) == pytest.approx([0.025, 0.5])  # 10 % served at 2 ms, half of them late
-    text = chance_text(chance_cells(runs, routed, TASK, mixed=["steady-mixed"]), TASK)
+    text = chance_text(chance_cells(runs, routed, TASK), TASK)
     assert "where that bound is above 0, its mean is at least 0.005 below it" in text
 
 
 def test_a_mean_above_the_chance_bound_is_said(bundle):
-    text = chance_text(chance_cells(_runs(anytime_at_2ms=0.6), bundle, TASK, mixed=["steady-mixed"]), TASK)
+    text = chance_text(chance_cells(_runs(anytime_at_2ms=0.6), bundle, TASK), TASK)
     assert "exceeds the example-blind bound by up to 0.100" in text
 
 
 def test_runs_without_a_recorded_overhead_are_bounded_as_if_it_were_zero(bundle):
-    cells = chance_cells(_runs().drop(columns="dispatch_overhead_ms"), bundle, TASK, mixed=["steady-mixed"])
+    cells = chance_cells(_runs().drop(columns="dispatch_overhead_ms"), bundle, TASK)
     assert list(cells.set_index("deadline_ms")["chance"]) == pytest.approx([0.5, 1.0])
-    slower = chance_cells(_runs().assign(dispatch_overhead_ms=2.5), bundle, TASK, mixed=["steady-mixed"])
+    slower = chance_cells(_runs().assign(dispatch_overhead_ms=2.5), bundle, TASK)
     assert list(slower.set_index("deadline_ms")["chance"]) == pytest.approx([0.0, 0.5])  # 3.5 and 5.5 ms draws
 
 
@@ -109,17 +109,35 @@ def test_a_lead_taken_by_answering_late_is_cut_to_what_the_late_limit_allows(rou
     can: held to 1 % late, no policy expects more than 0.005 there. Cut to that, anytime is ahead."""
     kw = dict(seed_p95=(0.3, 0.48), best_fixed_hindsight=(0.25, 0.493))
     runs = _runs(anytime=(0.004, 0.5), **kw)
-    margins = limited_margins(runs, chance_cells(runs, routed, TASK, mixed=["steady-mixed"]), TASK)
+    margins = limited_margins(runs, chance_cells(runs, routed, TASK), TASK)
     row = margins.set_index("workload").loc["steady"]
     assert row["margin"] == pytest.approx(0.252 - 0.39) and row["limited_margin"] == pytest.approx(0.252 - 0.249)
     text = limited_margin_text(margins, TASK)
-    assert "1 of the 1 single-deadline cells that miss the margin are within it" in text
+    assert "1 of the 1 cells that miss the margin are within it" in text
     assert "steady at load 0.5 goes from -0.138 to +0.003" in text
     behind = _runs(anytime=(0.004, 0.44), **kw)  # behind where the late limit does not bind
-    text = limited_margin_text(limited_margins(behind, chance_cells(behind, routed, TASK, mixed=["steady-mixed"]),
+    text = limited_margin_text(limited_margins(behind, chance_cells(behind, routed, TASK),
                                                TASK), TASK)
     assert "0 of the 1" in text and "steady at load 0.5 stays at -0.027" in text
     ahead = _runs(anytime=(0.5, 0.96))
-    assert limited_margin_text(limited_margins(ahead, chance_cells(ahead, routed, TASK, mixed=["steady-mixed"]), TASK),
-                               TASK) == f"On {TASK} no single-deadline cell misses the margin."
+    assert limited_margin_text(limited_margins(ahead, chance_cells(ahead, routed, TASK), TASK),
+                               TASK) == f"On {TASK} no cell misses the margin."
     assert limited_margin_text(pd.DataFrame(), TASK) == ""
+
+
+def test_a_cell_that_mixes_deadlines_is_bounded_class_by_class(bundle):
+    """Half the requests at the base deadline, half at 2.5 x it: at base 2 ms the classes' chance bounds
+    are 0.5 (2 ms) and 1 (5 ms), so the mix's is 0.75; held to 1 % late, only the tight class's
+    requests are limited (at most 2 % served there), so 0.01 + 0.5 = 0.51."""
+    runs = _runs(workloads=("steady", "steady-mixed"))
+    cells = chance_cells(runs, bundle, TASK, classes={"steady-mixed": [(0.5, 1.0), (0.5, 2.5)]})
+    mixed = cells[cells["workload"] == "steady-mixed"].set_index("deadline_ms")
+    assert mixed["mixed"].all() and not cells.loc[cells["workload"] == "steady", "mixed"].any()
+    assert list(mixed["chance"]) == pytest.approx([0.75, 1.0]) and list(mixed["blind"]) == pytest.approx([0.75, 1.0])
+    assert list(mixed["late_limited"]) == pytest.approx([0.51, 1.0])
+    text = chance_text(cells, TASK)
+    assert "over the 2 cells (1 with mixed deadlines, bounded class by class)" in text
+    # by deadline over the single-deadline cell only: the chance bound's 0.5 at 2 ms, not the mix's 0.75
+    assert "lower by more than 0.005 at 2 ms (0.500 against 0.900" in text
+    unlisted = chance_cells(runs, bundle, TASK)  # not said to mix: its base deadline is taken for all
+    assert list(unlisted[unlisted["workload"] == "steady-mixed"]["chance"]) == pytest.approx([0.5, 1.0])

@@ -505,6 +505,17 @@ def test_no_policy_beats_the_late_limited_bound_at_its_own_late_share():
             late = float(np.mean([r["late_rate"] for r in runs]))
             value = float(np.mean([r["effective_accuracy"] for r in runs]))
             assert value <= late_limited_bound(catalog, TASK, pool, deadline, min(late, 1.0)) + 0.03, deadline
+    # a trace that mixes deadlines (a third at half, a third at twice the base): bounded class by class
+    trace = workloads.poisson(50.0, 600, 4.0, N_EXAMPLES, 7)
+    mix = [(1 / 3, 2.0), (1 / 3, 4.0), (1 / 3, 8.0)]
+    _, trace["deadline_ms"] = workloads.class_deadlines(len(trace), 4.0, [1 / 3] * 3, [0.5, 1.0, 2.0], 7)
+    blind = chance_bound(catalog, TASK, pool, mix, sees_example=False)
+    assert blind <= chance_bound(catalog, TASK, pool, mix) + 1e-12
+    for policy in [policies.fixed(c) for c in ids] + [anytime(bundle, TASK, late_target=0.01)]:
+        runs = [run_metrics(simulate(trace, policy, catalog, task=TASK, seed=seed)) for seed in range(4)]
+        late = float(np.mean([r["late_rate"] for r in runs]))
+        value = float(np.mean([r["effective_accuracy"] for r in runs]))
+        assert value <= min(blind, late_limited_bound(catalog, TASK, pool, mix, min(late, 1.0))) + 0.03
     # where it binds: half the fast configuration's draws overrun 2 ms; served on it, every request that
     # arrives to an idle server meets the bound at the late share that costs (the bound is tight there)
     right = np.random.default_rng(0).random(200) < 0.9
@@ -574,6 +585,12 @@ def test_chance_bound_refuses_what_it_cannot_bound():
         chance_bound(catalog, TASK, np.arange(5), True)
     with pytest.raises(ClairvoyantError, match="non-empty 1-D array"):
         chance_bound(catalog, TASK, np.array([], dtype=int), 5.0)
+    with pytest.raises(ClairvoyantError, match="shares must be positive and sum to 1"):
+        chance_bound(catalog, TASK, np.arange(5), [(0.5, 2.0), (0.4, 4.0)])
+    with pytest.raises(ClairvoyantError, match=r"list of \(share, deadline_ms\) pairs"):
+        chance_bound(catalog, TASK, np.arange(5), [(0.5, 2.0, 1.0)])
+    with pytest.raises(ClairvoyantError, match="positive finite number of ms"):
+        late_limited_bound(catalog, TASK, np.arange(5), [(0.5, 2.0), (0.5, -4.0)], 0.01)
     with pytest.raises(ClairvoyantError, match="sees_example must be True or False"):
         chance_bound(catalog, TASK, np.arange(5), 5.0, sees_example="no")
     catalog.ordered_samples = True

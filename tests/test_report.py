@@ -169,6 +169,8 @@ def test_key_results_from_runs(tmp_path, monkeypatch):
     # a mixed-deadline workload of the preset (Poisson arrivals too) is not steady traffic
     mixed = results.mixed_workloads("quick")
     assert mixed, "the quick preset should carry a mixed-deadline workload"
+    classes = results.deadline_classes("quick")[mixed[0]]  # what the bounds in expectation weigh it by
+    assert sum(share for share, _ in classes) == pytest.approx(1.0) and all(scale > 0 for _, scale in classes)
     both = pd.concat([_runs(), _runs().assign(workload=mixed[0], effective_accuracy=0.1)], ignore_index=True)
     both.to_csv(tmp_path / "quick" / "eval" / "runs_sst2.csv", index=False)
     refresh_manifest(tmp_path / "quick" / "eval")

@@ -17,7 +17,7 @@ limit can expect, and :func:`limited_margins` cuts every other method's lead to 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -36,17 +36,23 @@ CELL = ["workload", "load"]
 CLEARLY = 0.005
 
 
-def chance_cells(runs: pd.DataFrame, bundle: ProfileBundle, task: str, mixed: Iterable[str] = ()) -> pd.DataFrame:
-    """Per single-deadline (workload, load, deadline) of ``task``: the proposed method's, the best other
-    online method's and the clairvoyant bound's mean effective accuracy over seeds, the chance bound at
-    that deadline (with the runs' smallest dispatch overhead: a smaller one only raises it),
-    ``tighter``, the lower of the two bounds, ``blind``, the chance bound of the policies that do not
-    see a request's example, ``lowest``, the lower of it and the clairvoyant bound, ``late_share``, the
+def chance_cells(runs: pd.DataFrame, bundle: ProfileBundle, task: str,
+                 classes: Mapping[str, Sequence[tuple[float, float]]] | None = None) -> pd.DataFrame:
+    """Per (workload, load, deadline) of ``task``: the proposed method's, the best other online
+    method's and the clairvoyant bound's mean effective accuracy over seeds, the chance bound at that
+    deadline (with the runs' smallest dispatch overhead: a smaller one only raises it), ``tighter``,
+    the lower of the two bounds, ``blind``, the chance bound of the policies that do not see a
+    request's example, ``lowest``, the lower of it and the clairvoyant bound, ``late_share``, the
     study's late limit or the proposed method's late share where that is higher, ``late_limited``, the
-    example-blind bound held to that late share, and ``limited_lowest``, the lowest of all. ``mixed``:
-    workloads whose traces mix deadline classes, left out (their ``deadline_ms`` is only each class's
-    base). Empty without runs of the bound."""
-    part = runs[(runs["task"] == task) & ~runs["workload"].isin(list(mixed))]
+    example-blind bound held to that late share, and ``limited_lowest``, the lowest of all.
+
+    ``classes``: (share, scale) per deadline class of each workload whose traces mix deadlines
+    (:func:`planner.analysis.results.deadline_classes`); its cells are bounded class by class at the
+    cell's base ``deadline_ms`` times each scale, and flagged ``mixed``. A workload that mixes
+    deadlines must be listed, or its base deadline would be taken for every request's. Empty without
+    runs of the bound."""
+    classes = dict(classes or {})
+    part = runs[runs["task"] == task]
     bound = bound_method(part["method"])
     if part.empty or bound is None or PLANNER_METHOD not in set(part["method"]):
         return pd.DataFrame()
@@ -55,17 +61,25 @@ def chance_cells(runs: pd.DataFrame, bundle: ProfileBundle, task: str, mixed: It
     overhead = float(part["dispatch_overhead_ms"].min()) if "dispatch_overhead_ms" in part else 0.0
     catalog = prepare(bundle, dispatch_overhead_ms=overhead)
     ids = example_ids(bundle, task)
-    deadlines = sorted(set(part["deadline_ms"]))
-    chance = {d: chance_bound(catalog, task, ids, float(d)) for d in deadlines}
-    blind = {d: chance_bound(catalog, task, ids, float(d), sees_example=False) for d in deadlines}
+
+    def mix(workload: str, deadline: float) -> float | tuple[tuple[float, float], ...]:
+        if workload not in classes:
+            return float(deadline)
+        return tuple((float(share), float(deadline) * float(scale)) for share, scale in classes[workload])
+
+    keys = list(zip(means.index.get_level_values("workload"), means.index.get_level_values("deadline_ms")))
+    mixes = {key: mix(*key) for key in set(keys)}
+    chance = {m: chance_bound(catalog, task, ids, m) for m in set(mixes.values())}
+    blind = {m: chance_bound(catalog, task, ids, m, sees_example=False) for m in set(mixes.values())}
     hindsight = set(registry.with_role("hindsight"))
     online = [m for m in means.columns if m not in BOUND_METHODS and m not in hindsight and m != PLANNER_METHOD]
     out = pd.DataFrame({
+        "mixed": [w in classes for w, _ in keys],
         "proposed": means[PLANNER_METHOD],
         "best_other_online": means[online].max(axis=1) if online else np.nan,
         "clairvoyant": means[bound],
-        "chance": [chance[d] for d in means.index.get_level_values("deadline_ms")],
-        "blind": [blind[d] for d in means.index.get_level_values("deadline_ms")],
+        "chance": [chance[mixes[k]] for k in keys],
+        "blind": [blind[mixes[k]] for k in keys],
     }, index=means.index)
     out["tighter"] = np.minimum(out["clairvoyant"], out["chance"])
     out["lowest"] = np.minimum(out["clairvoyant"], out["blind"])
@@ -73,11 +87,11 @@ def chance_cells(runs: pd.DataFrame, bundle: ProfileBundle, task: str, mixed: It
     late = (part[part["method"] == PLANNER_METHOD].groupby([*CELL, "deadline_ms"])["late_rate"].mean()
             if "late_rate" in part else pd.Series(dtype=float))  # runs without it: held to the limit
     out["late_share"] = np.maximum(SCORECARD_LATE, late.reindex(out.index).fillna(0.0).to_numpy())
-    limited: dict[tuple[float, float], float] = {}
-    for d, share in zip(out.index.get_level_values("deadline_ms"), out["late_share"]):
-        if (d, share) not in limited:
-            limited[d, share] = late_limited_bound(catalog, task, ids, float(d), float(share))
-    out["late_limited"] = [limited[d, s] for d, s in zip(out.index.get_level_values("deadline_ms"), out["late_share"])]
+    limited: dict[tuple, float] = {}
+    for key, share in zip(keys, out["late_share"]):
+        if (mixes[key], share) not in limited:
+            limited[mixes[key], share] = late_limited_bound(catalog, task, ids, mixes[key], float(share))
+    out["late_limited"] = [limited[mixes[k], s] for k, s in zip(keys, out["late_share"])]
     out["limited_lowest"] = np.minimum(out["lowest"], out["late_limited"])
     return out.reset_index()
 
@@ -110,10 +124,12 @@ def chance_text(cells: pd.DataFrame, task: str) -> str:
     if cells.empty:
         return ""
     shares = chance_shares(cells)
-    by_deadline = cells.groupby("deadline_ms")[["clairvoyant", "chance"]].mean()
+    # by deadline over the single-deadline cells only (a mixed cell's deadline_ms is only its classes' base)
+    single = cells[~cells["mixed"]] if "mixed" in cells else cells
+    by_deadline = single.groupby("deadline_ms")[["clairvoyant", "chance"]].mean()
     lower = by_deadline[by_deadline["chance"] < by_deadline["clairvoyant"] - CLEARLY]
     where = (f"; the chance bound is lower by more than {CLEARLY:g} " + ", ".join(
-        f"at {d:g} ms ({r.chance:.3f} against {r.clairvoyant:.3f} on average over the cells)"
+        f"at {d:g} ms ({r.chance:.3f} against {r.clairvoyant:.3f} on average over the single-deadline cells)"
         for d, r in lower.iterrows()) if len(lower) else f"; the chance bound is nowhere lower by more than {CLEARLY:g}")
     per_cell = cells.groupby(CELL)[["proposed", "tighter", "lowest"]].mean()
     credit = per_cell["tighter"] - per_cell["lowest"]
@@ -127,7 +143,7 @@ def chance_text(cells: pd.DataFrame, task: str) -> str:
              f"({float(credit.max()):.3f} at most in one){part}. The rest of the distance is the queue, which "
              f"the chance bounds leave out and the clairvoyant bound holds only at minimum service times, and "
              f"what the policy itself leaves.")
-    limited = cells.groupby("deadline_ms")[["lowest", "late_limited"]].mean()
+    limited = single.groupby("deadline_ms")[["lowest", "late_limited"]].mean()
     limited = limited[limited["late_limited"] < limited["lowest"] - CLEARLY]
     per_cell = cells.groupby(CELL)[["proposed", "limited_lowest"]].mean()
     by_workload = (per_cell["proposed"] / per_cell["limited_lowest"]).groupby(level="workload").mean()
@@ -153,13 +169,15 @@ def chance_text(cells: pd.DataFrame, task: str) -> str:
              if excess <= 0 else
              f"An online method's mean exceeds the example-blind bound by up to {excess:.3f} in some (workload, "
              f"load, deadline): the bound holds in expectation, and a mean over seeds can lie above it by chance.")
-    return (f"On {task}, over the {shares.cells} single-deadline cells, {PLANNER_METHOD}'s share of the clairvoyant "
+    n_mixed = int(cells.loc[cells["mixed"], CELL].drop_duplicates().shape[0]) if "mixed" in cells else 0
+    which = f" ({n_mixed} with mixed deadlines, bounded class by class)" if n_mixed else ""
+    return (f"On {task}, over the {shares.cells} cells{which}, {PLANNER_METHOD}'s share of the clairvoyant "
             f"bound is {shares.clairvoyant:.3f} and of the lower of the two bounds {shares.tighter:.3f}{where}."
             f"{blind}{held} {check}")
 
 
 def limited_margins(runs: pd.DataFrame, cells: pd.DataFrame, task: str) -> pd.DataFrame:
-    """Per single-deadline (workload, load) cell of ``task`` in :func:`chance_cells`' ``cells``: the
+    """Per (workload, load) cell of ``task`` in :func:`chance_cells`' ``cells``: the
     proposed method's margin over the best other method (as the scorecard computes it) and
     ``limited_margin``, the same with every other method's mean at each deadline cut to the
     late-limited bound there: what a policy held to the late limit can expect at most. Why: where a
@@ -182,16 +200,16 @@ def limited_margins(runs: pd.DataFrame, cells: pd.DataFrame, task: str) -> pd.Da
 
 
 def limited_margin_text(margins: pd.DataFrame, task: str) -> str:
-    """The book's sentence on :func:`limited_margins`: of the single-deadline cells that miss the
+    """The book's sentence on :func:`limited_margins`: of the cells that miss the
     margin, how many are within it once the other methods' leads are cut to what a policy held to
     the late limit can expect, and the margins of those that still miss."""
     if margins.empty:
         return ""
     missed = margins[margins["margin"] < -SCORECARD_MARGIN]
     if missed.empty:
-        return f"On {task} no single-deadline cell misses the margin."
+        return f"On {task} no cell misses the margin."
     still = missed[missed["limited_margin"] < -SCORECARD_MARGIN]
-    text = (f"On {task}, {len(missed) - len(still)} of the {len(missed)} single-deadline cells that miss the margin "
+    text = (f"On {task}, {len(missed) - len(still)} of the {len(missed)} cells that miss the margin "
             f"are within it once every other method's mean at each deadline is cut to the late-limited bound (what "
             f"a policy held to the {SCORECARD_LATE:.0%} late limit, or to {PLANNER_METHOD}'s own late share where "
             f"that is higher, can expect at most; see the bounds below)")

@@ -148,7 +148,13 @@ def load_runs(preset: str) -> pd.DataFrame:
 
 def mixed_workloads(preset: str) -> list[str]:
     """The preset's workloads whose traces mix deadline classes (``deadline_classes``)."""
-    return [name for name, spec in config.preset(preset).evaluate.workloads.items() if spec.deadline_classes]
+    return list(deadline_classes(preset))
+
+
+def deadline_classes(preset: str) -> dict[str, list[tuple[float, float]]]:
+    """Per workload of the preset whose traces mix deadline classes: (share, scale) per class."""
+    return {name: [(c.share, c.scale) for c in spec.deadline_classes.values()]
+            for name, spec in config.preset(preset).evaluate.workloads.items() if spec.deadline_classes}
 
 
 def steady(runs: pd.DataFrame, preset: str) -> pd.DataFrame:

@@ -85,7 +85,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable, Literal
+from typing import Any, Iterable, Literal, Sequence
 
 import numpy as np
 import pandas as pd
@@ -542,23 +542,46 @@ def on_time_chance(served: ServedConfig, example_ids: np.ndarray, deadline_ms: f
     return np.where(escalated, np.maximum(small_right * p_first, answer * p_both), answer * p_first)
 
 
-def _chance_inputs(catalog: Any, example_ids: np.ndarray, deadline_ms: float) -> tuple[Catalog, np.ndarray, float]:
-    """The checks every bound in expectation makes: random draws, a valid deadline, example ids."""
+#: a trace's relative deadline for the bounds in expectation: one value, or a mix of deadline classes as
+#: ``(share, deadline_ms)`` pairs whose shares sum to 1, each request drawing its class independently
+#: of the arrivals and the examples (as :func:`planner.workloads.generators.spec_trace` draws them)
+DeadlineMix = float | Sequence[tuple[float, float]]
+
+
+def _deadline_mix(deadline_ms: DeadlineMix) -> tuple[np.ndarray, np.ndarray]:
+    """(shares, deadlines in ms) of a :data:`DeadlineMix`, checked."""
+    if isinstance(deadline_ms, Sequence) and not isinstance(deadline_ms, str):
+        pairs = list(deadline_ms)
+        if not pairs or any(not isinstance(p, Sequence) or len(p) != 2 for p in pairs):
+            raise ClairvoyantError(f"a deadline mix must be a non-empty list of (share, deadline_ms) pairs, "
+                                   f"got {deadline_ms!r}")
+        shares = np.array([float(p[0]) for p in pairs])
+        if not np.isfinite(shares).all() or (shares <= 0).any() or abs(shares.sum() - 1.0) > 1e-9:
+            raise ClairvoyantError(f"a deadline mix's shares must be positive and sum to 1, got {shares.tolist()}")
+        deadlines = np.array([check_deadline(p[1], error=ClairvoyantError) for p in pairs])
+        return shares, deadlines
+    return np.ones(1), np.array([check_deadline(deadline_ms, error=ClairvoyantError)])
+
+
+def _chance_inputs(catalog: Any, example_ids: np.ndarray,
+                   deadline_ms: DeadlineMix) -> tuple[Catalog, np.ndarray, np.ndarray, np.ndarray]:
+    """The checks every bound in expectation makes: random draws, valid deadlines, example ids."""
     catalog = prepare(catalog)
     if catalog.ordered_samples:
         raise ClairvoyantError("a bound in expectation needs random service draws; this catalog serves its samples "
                                "in order")
-    deadline_ms = check_deadline(deadline_ms, error=ClairvoyantError)
+    shares, deadlines = _deadline_mix(deadline_ms)
     ids = np.asarray(example_ids)
     if ids.ndim != 1 or len(ids) == 0 or not np.issubdtype(ids.dtype, np.integer) or (ids < 0).any():
         raise ClairvoyantError("example_ids must be a non-empty 1-D array of integer ids >= 0")
-    return catalog, ids, deadline_ms
+    return catalog, ids, shares, deadlines
 
 
-def chance_bound(catalog: Any, task: str, example_ids: np.ndarray, deadline_ms: float,
+def chance_bound(catalog: Any, task: str, example_ids: np.ndarray, deadline_ms: DeadlineMix,
                  config_ids: Iterable[str] | None = None, sees_example: bool = True) -> float:
     """Upper bound on the *expected* effective accuracy, over the service draws, of any policy that
-    does not foresee its draws, on a trace whose requests have relative deadline ``deadline_ms`` and
+    does not foresee its draws, on a trace whose requests have relative deadline ``deadline_ms`` (or
+    a mix of deadline classes, :data:`DeadlineMix`: the classes' bounds weighted by their shares) and
     examples drawn uniformly from ``example_ids``: the mean over those examples of the best
     :func:`on_time_chance` of any configuration.
 
@@ -582,16 +605,20 @@ def chance_bound(catalog: Any, task: str, example_ids: np.ndarray, deadline_ms: 
     difference is what routing by correctness could add.
     Not for a catalog that serves its samples in order (no random draws).
     """
-    catalog, ids, deadline_ms = _chance_inputs(catalog, example_ids, deadline_ms)
+    catalog, ids, shares, deadlines = _chance_inputs(catalog, example_ids, deadline_ms)
     if not isinstance(sees_example, (bool, np.bool_)):
         raise ClairvoyantError(f"sees_example must be True or False, got {sees_example!r}")
-    best = np.zeros(len(ids))
-    best_mean = 0.0
-    for served in _configs(catalog, str(task), config_ids):
-        chance = on_time_chance(served, ids, deadline_ms)
-        best = np.maximum(best, chance)
-        best_mean = max(best_mean, float(chance.mean()))
-    return float(best.mean()) if sees_example else best_mean
+    served = _configs(catalog, str(task), config_ids)
+    total = 0.0
+    for share, deadline in zip(shares, deadlines):
+        best = np.zeros(len(ids))
+        best_mean = 0.0
+        for config in served:
+            chance = on_time_chance(config, ids, float(deadline))
+            best = np.maximum(best, chance)
+            best_mean = max(best_mean, float(chance.mean()))
+        total += share * (float(best.mean()) if sees_example else best_mean)
+    return float(total)
 
 
 def late_chance(served: ServedConfig, deadline_ms: float) -> float:
@@ -602,31 +629,34 @@ def late_chance(served: ServedConfig, deadline_ms: float) -> float:
     return 1.0 - float(np.searchsorted(np.sort(served.samples_s), limit, side="right")) / len(served.samples_s)
 
 
-def late_limited_bound(catalog: Any, task: str, example_ids: np.ndarray, deadline_ms: float, late_share: float,
+def late_limited_bound(catalog: Any, task: str, example_ids: np.ndarray, deadline_ms: DeadlineMix, late_share: float,
                        config_ids: Iterable[str] | None = None) -> float:
     """Upper bound on the expected effective accuracy of a policy that chooses without seeing a
     request's example (as :func:`chance_bound` with ``sees_example=False``) and answers at most
-    ``late_share`` of the requests late, in expectation: the linear program over the shares ``y_c``
-    of requests served by each configuration (the rest shed),
+    ``late_share`` of the requests late, in expectation: the linear program over the shares ``y_kc``
+    of requests of deadline class ``k`` (share ``p_k``; one class for a single deadline) served by
+    configuration ``c`` (the rest shed),
 
-        maximise sum_c y_c v_c  s.t.  sum_c y_c l_c <= late_share,  sum_c y_c <= 1,  y >= 0,
+        maximise sum y_kc v_kc  s.t.  sum y_kc l_kc <= late_share,  sum_c y_kc <= p_k,  y >= 0,
 
-    with ``v_c`` the configuration's mean :func:`on_time_chance` and ``l_c`` its :func:`late_chance`,
-    both for a batch that starts at the arrival (solved by HiGHS). Why it holds: a later start only
-    lowers a request's chance of counting and only raises its chance of being late, and a blind
-    policy's choice is independent of the example, so its expected counted and late shares are
-    ``sum y_c`` times at most ``v_c`` and at least ``l_c``. Where the fastest configuration's draws
-    often overrun the deadline, a policy held to few late answers can serve only a few requests; a
-    fixed configuration that serves all of them gets more on time by answering most of the rest late.
+    with ``v_kc`` the configuration's mean :func:`on_time_chance` and ``l_kc`` its :func:`late_chance`
+    at the class's deadline, both for a batch that starts at the arrival (solved by HiGHS). Why it
+    holds: a later start only lowers a request's chance of counting and only raises its chance of
+    being late, and a blind policy's choice is independent of the example (it may depend on the
+    class, which it sees), so its expected counted and late shares are sums of ``y_kc`` times at most
+    ``v_kc`` and at least ``l_kc``. Where the fastest configuration's draws often overrun the deadline,
+    a policy held to few late answers can serve only a few requests; a fixed configuration that
+    serves all of them gets more on time by answering most of the rest late.
     """
-    catalog, ids, deadline_ms = _chance_inputs(catalog, example_ids, deadline_ms)
+    catalog, ids, shares, deadlines = _chance_inputs(catalog, example_ids, deadline_ms)
     if isinstance(late_share, (bool, np.bool_)) or not isinstance(late_share, (int, float, np.floating)) \
             or not 0.0 <= float(late_share) <= 1.0:
         raise ClairvoyantError(f"late_share must be a share between 0 and 1, got {late_share!r}")
     served = _configs(catalog, str(task), config_ids)
-    value = np.array([on_time_chance(c, ids, deadline_ms).mean() for c in served])
-    late = np.array([late_chance(c, deadline_ms) for c in served])
-    result = linprog(-value, A_ub=np.vstack([late, np.ones_like(late)]), b_ub=[float(late_share), 1.0],
+    value = np.concatenate([[on_time_chance(c, ids, float(d)).mean() for c in served] for d in deadlines])
+    late = np.concatenate([[late_chance(c, float(d)) for c in served] for d in deadlines])
+    per_class = np.kron(np.eye(len(shares)), np.ones(len(served)))  # row k sums class k's variables
+    result = linprog(-value, A_ub=np.vstack([late, per_class]), b_ub=[float(late_share), *shares],
                      bounds=(0.0, None), method="highs")
     if result.status != 0:  # y = 0 is always feasible and the optimum is bounded: never expected
         raise ClairvoyantError(f"the late-limited bound's linear program failed: {result.message}")
