@@ -591,6 +591,8 @@ def test_chance_bound_refuses_what_it_cannot_bound():
         chance_bound(catalog, TASK, np.arange(5), [(0.5, 2.0, 1.0)])
     with pytest.raises(ClairvoyantError, match="positive finite number of ms"):
         late_limited_bound(catalog, TASK, np.arange(5), [(0.5, 2.0), (0.5, -4.0)], 0.01)
+    with pytest.raises(ClairvoyantError, match="shares must be numbers"):
+        chance_bound(catalog, TASK, np.arange(5), [("half", 2.0), (0.5, 4.0)])
     with pytest.raises(ClairvoyantError, match="sees_example must be True or False"):
         chance_bound(catalog, TASK, np.arange(5), 5.0, sees_example="no")
     catalog.ordered_samples = True

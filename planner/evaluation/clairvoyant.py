@@ -555,7 +555,10 @@ def _deadline_mix(deadline_ms: DeadlineMix) -> tuple[np.ndarray, np.ndarray]:
         if not pairs or any(not isinstance(p, Sequence) or len(p) != 2 for p in pairs):
             raise ClairvoyantError(f"a deadline mix must be a non-empty list of (share, deadline_ms) pairs, "
                                    f"got {deadline_ms!r}")
-        shares = np.array([float(p[0]) for p in pairs])
+        try:
+            shares = np.array([float(p[0]) for p in pairs])
+        except (TypeError, ValueError) as exc:
+            raise ClairvoyantError(f"a deadline mix's shares must be numbers, got {deadline_ms!r}") from exc
         if not np.isfinite(shares).all() or (shares <= 0).any() or abs(shares.sum() - 1.0) > 1e-9:
             raise ClairvoyantError(f"a deadline mix's shares must be positive and sum to 1, got {shares.tolist()}")
         deadlines = np.array([check_deadline(p[1], error=ClairvoyantError) for p in pairs])
@@ -602,7 +605,7 @@ def chance_bound(catalog: Any, task: str, example_ids: np.ndarray, deadline_ms: 
     that configuration's chance averaged over the pool. A cascade still routes by its own first
     stage's confidence, and its early answer is still credited per example (the better of the two
     ways, whichever a serving rule takes after the first stage). Never above the default bound; the
-    difference is what routing by correctness could add.
+    difference is what the default credits routing by correctness with.
     Not for a catalog that serves its samples in order (no random draws).
     """
     catalog, ids, shares, deadlines = _chance_inputs(catalog, example_ids, deadline_ms)
