@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from bundles import toy_bundle
-from planner.analysis.bounds import chance_cells, chance_shares, chance_text, limited_margin_text, limited_margins
+from planner.analysis.bounds import (chance_cells, chance_shares, chance_text, limited_margin_text, limited_margins,
+                                     no_queue_text)
 from planner.splits import example_ids
 
 TASK = "sst2"
@@ -141,3 +142,17 @@ def test_a_cell_that_mixes_deadlines_is_bounded_class_by_class(bundle):
     assert "lower by more than 0.005 at 2 ms (0.500 against 0.900" in text
     unlisted = chance_cells(runs, bundle, TASK)  # not said to mix: its base deadline is taken for all
     assert list(unlisted[unlisted["workload"] == "steady-mixed"]["chance"]) == pytest.approx([0.5, 1.0])
+
+
+def test_the_no_queue_share_is_set_beside_the_grid_s_on_the_same_workloads():
+    def cells(load: float, proposed: tuple[float, float], workloads=("steady",)) -> pd.DataFrame:
+        return pd.DataFrame([dict(workload=w, load=load, deadline_ms=d, mixed=False, proposed=p, limited_lowest=b)
+                             for w in workloads for d, p, b in zip((2.0, 5.0), proposed, (0.5, 1.0))])
+    light = cells(0.05, (0.4, 0.98))
+    grid = pd.concat([cells(0.5, (0.3, 0.9), ("steady", "bursty")), cells(1.0, (0.2, 0.8))])
+    text = no_queue_text(light, grid, TASK)
+    # light: (0.4 + 0.98) / (0.5 + 1.0) = 0.92; the bursty cell of the grid is left out
+    assert "(steady at load 0.05), anytime's share of the lowest bound is 0.920, against 0.800 at load 0.5, " \
+           "0.667 at load 1 on the same workloads in the grid" in text
+    assert "furthest below it at 2 ms (0.400 against 0.500), 5 ms (0.980 against 1.000)" in text
+    assert no_queue_text(pd.DataFrame(), grid, TASK) == ""

@@ -18,6 +18,7 @@ limit can expect, and :func:`limited_margins` cuts every other method's lead to 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -25,6 +26,7 @@ import pandas as pd
 
 from planner.analysis.results import (BOUND_METHODS, PLANNER_METHOD, SCORECARD_LATE, SCORECARD_MARGIN, bound_method,
                                       grid_cells)
+from planner.paths import results_dir
 from planner.evaluation.clairvoyant import chance_bound, late_limited_bound
 from planner.plan import registry
 from planner.schema import ProfileBundle
@@ -32,6 +34,8 @@ from planner.serving.simulator import prepare
 from planner.splits import example_ids
 
 CELL = ["workload", "load"]
+#: what benchmarks/no_queue.py runs: the proposed method, the hindsight reference and the bound
+NO_QUEUE_METHODS = (PLANNER_METHOD, *registry.with_role("hindsight"), *BOUND_METHODS)
 # a bound lower than the other by less than this is not called the lower one (the seeds' mean moves more)
 CLEARLY = 0.005
 
@@ -220,4 +224,39 @@ def limited_margin_text(margins: pd.DataFrame, task: str) -> str:
                                    for r in still.itertuples()) + "."
 
 
-__all__ = ["Shares", "chance_cells", "chance_shares", "chance_text", "limited_margin_text", "limited_margins"]
+def no_queue_dir(preset: str) -> Path:
+    """Where benchmarks/no_queue.py writes its runs (one CSV per task)."""
+    return results_dir(preset) / "benchmarks" / "no_queue"
+
+
+def read_no_queue(preset: str, task: str) -> pd.DataFrame | None:
+    """The no-queue runs of ``task`` (benchmarks/no_queue.py), or None where they were not run."""
+    path = no_queue_dir(preset) / f"runs_{task}.csv"
+    return pd.read_csv(path) if path.exists() else None
+
+
+def no_queue_text(light: pd.DataFrame, grid: pd.DataFrame, task: str) -> str:
+    """The book's sentence on the no-queue runs: the proposed method's share of the lowest bound at
+    the light load (:func:`chance_cells` of those runs, ``light``) against the same workloads' share
+    at each of the grid's loads (``grid``: :func:`chance_cells` of the evaluation), and the deadlines
+    where it stays furthest below the bound even then. Why: the bounds in expectation leave the queue
+    out, so only a run without one says how much of the distance is the policy's own."""
+    if light.empty or grid.empty:
+        return ""
+    def share(cells: pd.DataFrame) -> pd.Series:
+        per = cells.groupby(CELL)[["proposed", "limited_lowest"]].mean()
+        return (per["proposed"] / per["limited_lowest"]).groupby(level="load").mean()
+    at_light = share(light)
+    at_grid = share(grid[grid["workload"].isin(set(light["workload"]))])
+    by_deadline = light[~light["mixed"]].groupby("deadline_ms")[["proposed", "limited_lowest"]].mean()
+    gap = (by_deadline["limited_lowest"] - by_deadline["proposed"]).sort_values(ascending=False)
+    worst = ", ".join(f"{d:g} ms ({by_deadline.loc[d, 'proposed']:.3f} against {by_deadline.loc[d, 'limited_lowest']:.3f})"
+                      for d in gap.index[:2] if gap[d] > CLEARLY)
+    workloads = " and ".join(sorted(set(light["workload"])))
+    return (f"On {task}, with almost no queue ({workloads} at load {', '.join(f'{x:g}' for x in at_light.index)}), "
+            f"{PLANNER_METHOD}'s share of the lowest bound is {', '.join(f'{v:.3f}' for v in at_light)}, against "
+            + ", ".join(f"{v:.3f} at load {x:g}" for x, v in at_grid.items()) + " on the same workloads in the grid"
+            + (f"; even then it is furthest below it at {worst}." if worst else "."))
+
+
+__all__ = ["NO_QUEUE_METHODS", "Shares", "no_queue_dir", "no_queue_text", "read_no_queue", "chance_cells", "chance_shares", "chance_text", "limited_margin_text", "limited_margins"]
