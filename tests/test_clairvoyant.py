@@ -13,8 +13,8 @@ from scipy.optimize import linprog
 
 from bundles import synthetic_bundle, toy_bundle
 from planner import workloads
-from planner.evaluation.clairvoyant import (ClairvoyantError, chance_bound, clairvoyant_bound, late_chance,
-                                           late_limited_bound, on_time_chance)
+from planner.evaluation.clairvoyant import (ClairvoyantError, chance_bound, clairvoyant_bound, expected_bounds,
+                                           late_chance, late_limited_bound, on_time_chance)
 from planner.plan import DeadlinePlanner, policies
 from planner.plan.anytime import anytime
 from planner.schema import config_id
@@ -531,6 +531,22 @@ def test_no_policy_beats_the_late_limited_bound_at_its_own_late_share():
         assert value <= bound + 0.03
         if late > 0.4:  # the fixed configuration: about half late, and about the bound at that share
             assert value >= bound - 0.03
+
+
+def test_several_late_shares_in_one_pass_give_what_one_share_at_a_time_gives():
+    """The analysis asks :func:`expected_bounds` for every late share of a trace shape at once: each
+    must be the linear program at that share alone, and a larger share never lowers the bound."""
+    # half the draws overrun 2 ms, none overruns 6 ms
+    catalog = prepare(toy_bundle(TASK, [dict(model="only", batch_size=1, samples_ms=[1.0, 3.0],
+                                             correct=np.ones(40, bool))]))
+    pool = np.arange(40)
+    for deadline in (2.0, [(0.5, 2.0), (0.5, 6.0)]):
+        together = expected_bounds(catalog, TASK, pool, deadline, [0.2, 0.0, 0.01]).late_limited
+        alone = {share: expected_bounds(catalog, TASK, pool, deadline, [share]).late_limited[share]
+                 for share in (0.0, 0.01, 0.2)}
+        assert together == pytest.approx(alone)
+        assert alone[0.0] < alone[0.01] < alone[0.2], deadline  # the late limit binds at 2 ms
+    assert alone == pytest.approx({0.0: 0.5, 0.01: 0.51, 0.2: 0.7})  # the 6 ms class whole, 2 x L of the 2 ms one
 
 
 def test_a_routed_cascade_counts_by_the_first_stage_or_after_both_draws():

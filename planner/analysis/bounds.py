@@ -11,7 +11,7 @@ that choose without seeing a request's example, which every online method here i
 between the two is what the first credits routing each request by its own correctness with. What
 is left is the queue, which no bound in expectation here holds, and what the policy leaves. One
 thing the proposed method leaves on purpose is requests a configuration would answer late as often
-as on time: the late-limited bound (``late_limited_bound``) is what a policy held to the study's late
+as on time: the late-limited bound (``late_limited_bound``; all three from one pass, ``expected_bounds``) is what a policy held to the study's late
 limit can expect, and :func:`limited_margins` cuts every other method's lead to it.
 """
 
@@ -27,7 +27,7 @@ import pandas as pd
 from planner.analysis.results import (BOUND_METHODS, PLANNER_METHOD, SCORECARD_LATE, SCORECARD_MARGIN, bound_method,
                                       grid_cells)
 from planner.paths import results_dir
-from planner.evaluation.clairvoyant import chance_bound, late_limited_bound
+from planner.evaluation.clairvoyant import expected_bounds
 from planner.plan import registry
 from planner.schema import ProfileBundle
 from planner.serving.simulator import prepare
@@ -72,9 +72,15 @@ def chance_cells(runs: pd.DataFrame, bundle: ProfileBundle, task: str,
         return tuple((float(share), float(deadline) * float(scale)) for share, scale in classes[workload])
 
     keys = list(zip(means.index.get_level_values("workload"), means.index.get_level_values("deadline_ms")))
-    mixes = {key: mix(*key) for key in set(keys)}
-    chance = {m: chance_bound(catalog, task, ids, m) for m in set(mixes.values())}
-    blind = {m: chance_bound(catalog, task, ids, m, sees_example=False) for m in set(mixes.values())}
+    mixes = [mix(*key) for key in keys]
+    # held to the study's late limit, or to the proposed method's own late share where it serves more late
+    late = (part[part["method"] == PLANNER_METHOD].groupby([*CELL, "deadline_ms"])["late_rate"].mean()
+            if "late_rate" in part else pd.Series(dtype=float))  # runs without it: held to the limit
+    late_share = np.maximum(SCORECARD_LATE, late.reindex(means.index).fillna(0.0).to_numpy())
+    asked: dict = {}
+    for m, share in zip(mixes, late_share):
+        asked.setdefault(m, set()).add(float(share))
+    bounds = {m: expected_bounds(catalog, task, ids, m, sorted(shares)) for m, shares in asked.items()}
     hindsight = set(registry.with_role("hindsight"))
     online = [m for m in means.columns if m not in BOUND_METHODS and m not in hindsight and m != PLANNER_METHOD]
     out = pd.DataFrame({
@@ -82,22 +88,22 @@ def chance_cells(runs: pd.DataFrame, bundle: ProfileBundle, task: str,
         "proposed": means[PLANNER_METHOD],
         "best_other_online": means[online].max(axis=1) if online else np.nan,
         "clairvoyant": means[bound],
-        "chance": [chance[mixes[k]] for k in keys],
-        "blind": [blind[mixes[k]] for k in keys],
+        "chance": [bounds[m].chance for m in mixes],
+        "blind": [bounds[m].blind for m in mixes],
+        "late_share": late_share,
+        "late_limited": [bounds[m].late_limited[float(s)] for m, s in zip(mixes, late_share)],
     }, index=means.index)
     out["tighter"] = np.minimum(out["clairvoyant"], out["chance"])
     out["lowest"] = np.minimum(out["clairvoyant"], out["blind"])
-    # held to the study's late limit, or to the proposed method's own late share where it serves more late
-    late = (part[part["method"] == PLANNER_METHOD].groupby([*CELL, "deadline_ms"])["late_rate"].mean()
-            if "late_rate" in part else pd.Series(dtype=float))  # runs without it: held to the limit
-    out["late_share"] = np.maximum(SCORECARD_LATE, late.reindex(out.index).fillna(0.0).to_numpy())
-    limited: dict[tuple, float] = {}
-    for key, share in zip(keys, out["late_share"]):
-        if (mixes[key], share) not in limited:
-            limited[mixes[key], share] = late_limited_bound(catalog, task, ids, mixes[key], float(share))
-    out["late_limited"] = [limited[mixes[k], s] for k, s in zip(keys, out["late_share"])]
     out["limited_lowest"] = np.minimum(out["lowest"], out["late_limited"])
     return out.reset_index()
+
+
+def cell_shares(cells: pd.DataFrame, bound: str) -> pd.Series:
+    """The proposed method's share of ``bound`` (a column of :func:`chance_cells`) per (workload, load)
+    cell, as the scorecard computes a share: the cell's mean over its deadlines of each, then the ratio."""
+    per_cell = cells.groupby(CELL)[["proposed", bound]].mean()
+    return per_cell["proposed"] / per_cell[bound]
 
 
 class Shares(NamedTuple):
@@ -114,8 +120,7 @@ class Shares(NamedTuple):
 def chance_shares(cells: pd.DataFrame) -> Shares:
     """:class:`Shares` of the proposed method over :func:`chance_cells`' cells."""
     columns = ("clairvoyant", "tighter", "lowest", "limited_lowest")
-    per_cell = cells.groupby(CELL)[["proposed", *columns]].mean()
-    return Shares(*(float((per_cell["proposed"] / per_cell[b]).mean()) for b in columns), len(per_cell))
+    return Shares(*(float(cell_shares(cells, b).mean()) for b in columns), cells[CELL].drop_duplicates().shape[0])
 
 
 def chance_text(cells: pd.DataFrame, task: str) -> str:
@@ -129,7 +134,7 @@ def chance_text(cells: pd.DataFrame, task: str) -> str:
         return ""
     shares = chance_shares(cells)
     # by deadline over the single-deadline cells only (a mixed cell's deadline_ms is only its classes' base)
-    single = cells[~cells["mixed"]] if "mixed" in cells else cells
+    single = cells[~cells["mixed"]]
     by_deadline = single.groupby("deadline_ms")[["clairvoyant", "chance"]].mean()
     lower = by_deadline[by_deadline["chance"] < by_deadline["clairvoyant"] - CLEARLY]
     where = (f"; the chance bound is lower by more than {CLEARLY:g} " + ", ".join(
@@ -149,8 +154,7 @@ def chance_text(cells: pd.DataFrame, task: str) -> str:
              f"what the policy itself leaves.")
     limited = single.groupby("deadline_ms")[["lowest", "late_limited"]].mean()
     limited = limited[limited["late_limited"] < limited["lowest"] - CLEARLY]
-    per_cell = cells.groupby(CELL)[["proposed", "limited_lowest"]].mean()
-    by_workload = (per_cell["proposed"] / per_cell["limited_lowest"]).groupby(level="workload").mean()
+    by_workload = cell_shares(cells, "limited_lowest").groupby(level="workload").mean()
     positive = cells[cells["late_limited"] > 0]
     over = float((positive["proposed"] - positive["late_limited"]).max()) if len(positive) else -np.inf
     lower_at = (", which is lower " + ", ".join(f"at {d:g} ms ({r.late_limited:.3f} against {r.lowest:.3f})"
@@ -173,7 +177,7 @@ def chance_text(cells: pd.DataFrame, task: str) -> str:
              if excess <= 0 else
              f"An online method's mean exceeds the example-blind bound by up to {excess:.3f} in some (workload, "
              f"load, deadline): the bound holds in expectation, and a mean over seeds can lie above it by chance.")
-    n_mixed = int(cells.loc[cells["mixed"], CELL].drop_duplicates().shape[0]) if "mixed" in cells else 0
+    n_mixed = int(cells.loc[cells["mixed"], CELL].drop_duplicates().shape[0])
     which = f" ({n_mixed} with mixed deadlines, bounded class by class)" if n_mixed else ""
     return (f"On {task}, over the {shares.cells} cells{which}, {PLANNER_METHOD}'s share of the clairvoyant "
             f"bound is {shares.clairvoyant:.3f} and of the lower of the two bounds {shares.tighter:.3f}{where}."
@@ -243,11 +247,9 @@ def no_queue_text(light: pd.DataFrame, grid: pd.DataFrame, task: str) -> str:
     out, so only a run without one says how much of the distance is the policy's own."""
     if light.empty or grid.empty:
         return ""
-    def share(cells: pd.DataFrame) -> pd.Series:
-        per = cells.groupby(CELL)[["proposed", "limited_lowest"]].mean()
-        return (per["proposed"] / per["limited_lowest"]).groupby(level="load").mean()
-    at_light = share(light)
-    at_grid = share(grid[grid["workload"].isin(set(light["workload"]))])
+    at_light = cell_shares(light, "limited_lowest").groupby(level="load").mean()
+    same = grid[grid["workload"].isin(set(light["workload"]))]
+    at_grid = cell_shares(same, "limited_lowest").groupby(level="load").mean()
     by_deadline = light[~light["mixed"]].groupby("deadline_ms")[["proposed", "limited_lowest"]].mean()
     gap = (by_deadline["limited_lowest"] - by_deadline["proposed"]).sort_values(ascending=False)
     worst = ", ".join(f"{d:g} ms ({by_deadline.loc[d, 'proposed']:.3f} against {by_deadline.loc[d, 'limited_lowest']:.3f})"
@@ -259,4 +261,5 @@ def no_queue_text(light: pd.DataFrame, grid: pd.DataFrame, task: str) -> str:
             + (f"; even then it is furthest below it at {worst}." if worst else "."))
 
 
-__all__ = ["NO_QUEUE_METHODS", "Shares", "no_queue_dir", "no_queue_text", "read_no_queue", "chance_cells", "chance_shares", "chance_text", "limited_margin_text", "limited_margins"]
+__all__ = ["NO_QUEUE_METHODS", "Shares", "cell_shares", "chance_cells", "chance_shares", "chance_text",
+           "limited_margin_text", "limited_margins", "no_queue_dir", "no_queue_text", "read_no_queue"]

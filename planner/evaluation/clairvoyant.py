@@ -85,7 +85,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable, Literal, Sequence
+from typing import Any, Iterable, Literal, NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
@@ -608,20 +608,10 @@ def chance_bound(catalog: Any, task: str, example_ids: np.ndarray, deadline_ms: 
     difference is what the default credits routing by correctness with.
     Not for a catalog that serves its samples in order (no random draws).
     """
-    catalog, ids, shares, deadlines = _chance_inputs(catalog, example_ids, deadline_ms)
     if not isinstance(sees_example, (bool, np.bool_)):
         raise ClairvoyantError(f"sees_example must be True or False, got {sees_example!r}")
-    served = _configs(catalog, str(task), config_ids)
-    total = 0.0
-    for share, deadline in zip(shares, deadlines):
-        best = np.zeros(len(ids))
-        best_mean = 0.0
-        for config in served:
-            chance = on_time_chance(config, ids, float(deadline))
-            best = np.maximum(best, chance)
-            best_mean = max(best_mean, float(chance.mean()))
-        total += share * (float(best.mean()) if sees_example else best_mean)
-    return float(total)
+    bounds = expected_bounds(catalog, task, example_ids, deadline_ms, config_ids=config_ids)
+    return bounds.chance if sees_example else bounds.blind
 
 
 def late_chance(served: ServedConfig, deadline_ms: float) -> float:
@@ -651,16 +641,44 @@ def late_limited_bound(catalog: Any, task: str, example_ids: np.ndarray, deadlin
     a policy held to few late answers can serve only a few requests; a fixed configuration that
     serves all of them gets more on time by answering most of the rest late.
     """
+    return expected_bounds(catalog, task, example_ids, deadline_ms, [late_share], config_ids).late_limited[late_share]
+
+
+class ExpectedBounds(NamedTuple):
+    """The bounds in expectation of one trace shape (:func:`expected_bounds`)."""
+
+    chance: float                     # :func:`chance_bound`
+    blind: float                      # :func:`chance_bound` with ``sees_example=False``
+    late_limited: dict[float, float]  # :func:`late_limited_bound` per late share asked for
+
+
+def expected_bounds(catalog: Any, task: str, example_ids: np.ndarray, deadline_ms: DeadlineMix,
+                    late_shares: Iterable[float] = (), config_ids: Iterable[str] | None = None) -> ExpectedBounds:
+    """:func:`chance_bound` (both forms) and :func:`late_limited_bound` at each of ``late_shares``, from
+    one pass over the configurations' chances (the part that costs: every configuration on every
+    example at every class deadline), so an analysis that wants all of them pays it once."""
     catalog, ids, shares, deadlines = _chance_inputs(catalog, example_ids, deadline_ms)
-    if isinstance(late_share, (bool, np.bool_)) or not isinstance(late_share, (int, float, np.floating)) \
-            or not 0.0 <= float(late_share) <= 1.0:
-        raise ClairvoyantError(f"late_share must be a share between 0 and 1, got {late_share!r}")
+    late_shares = list(late_shares)
+    for late_share in late_shares:
+        if isinstance(late_share, (bool, np.bool_)) or not isinstance(late_share, (int, float, np.floating)) \
+                or not 0.0 <= float(late_share) <= 1.0:
+            raise ClairvoyantError(f"late_share must be a share between 0 and 1, got {late_share!r}")
     served = _configs(catalog, str(task), config_ids)
-    value = np.concatenate([[on_time_chance(c, ids, float(d)).mean() for c in served] for d in deadlines])
-    late = np.concatenate([[late_chance(c, float(d)) for c in served] for d in deadlines])
+    chance = blind = 0.0
+    value = np.empty((len(deadlines), len(served)))  # v_kc: the mean chance over the examples
+    late = np.empty((len(deadlines), len(served)))   # l_kc
+    for k, (share, deadline) in enumerate(zip(shares, deadlines)):
+        per_example = np.array([on_time_chance(c, ids, float(deadline)) for c in served])
+        value[k] = per_example.mean(axis=1)
+        late[k] = [late_chance(c, float(deadline)) for c in served]
+        chance += share * float(per_example.max(axis=0).mean())
+        blind += share * float(value[k].max())
     per_class = np.kron(np.eye(len(shares)), np.ones(len(served)))  # row k sums class k's variables
-    result = linprog(-value, A_ub=np.vstack([late, per_class]), b_ub=[float(late_share), *shares],
-                     bounds=(0.0, None), method="highs")
-    if result.status != 0:  # y = 0 is always feasible and the optimum is bounded: never expected
-        raise ClairvoyantError(f"the late-limited bound's linear program failed: {result.message}")
-    return float(max(-result.fun, 0.0))
+    limited = {}
+    for late_share in late_shares:
+        result = linprog(-value.ravel(), A_ub=np.vstack([late.ravel(), per_class]), b_ub=[float(late_share), *shares],
+                         bounds=(0.0, None), method="highs")
+        if result.status != 0:  # y = 0 is always feasible and the optimum is bounded: never expected
+            raise ClairvoyantError(f"the late-limited bound's linear program failed: {result.message}")
+        limited[late_share] = float(max(-result.fun, 0.0))
+    return ExpectedBounds(float(chance), float(blind), limited)
