@@ -177,6 +177,25 @@ def _base(task: str, settings: EvaluatePreset, cell: Cell) -> dict[str, Any]:
             "queue": settings.queue, "drop_expired": settings.drop_expired}
 
 
+def _cell_trace(bundle: ProfileBundle, state: _Fitted, cell: Cell, task: str,
+                settings: EvaluatePreset) -> tuple[pd.DataFrame, float, str]:
+    """(trace, arrival rate, reference configuration) of a cell: the load is a share of the seed
+    rule's configuration's capacity at the cell's deadline."""
+    ref_config = state.reference.select(task, float(cell.deadline_ms)).config_id
+    rate = rate_for_load(bundle.profiles, ref_config, float(cell.load), settings.servers)
+    trace = spec_trace(settings.workloads[cell.workload], rate, settings.n_requests, float(cell.deadline_ms),
+                       state.ids, int(cell.seed), name=cell.workload)
+    return trace, rate, ref_config
+
+
+def cell_trace(bundle: ProfileBundle, cell: Cell, task: str, settings: EvaluatePreset,
+               dispatch_overhead_ms: float = 0.0) -> tuple[pd.DataFrame, Catalog, np.ndarray]:
+    """The trace :func:`run_cell` serves for ``cell``, the catalog it serves it with and the example
+    pool it draws from: what a bound on the cell's runs needs, without running them."""
+    state = _fit(bundle, task, settings, dispatch_overhead_ms)
+    return _cell_trace(bundle, state, cell, task, settings)[0], state.catalog, state.ids
+
+
 def run_cell(bundle: ProfileBundle, cell: Cell, task: str, settings: EvaluatePreset, dispatch_overhead_ms: float = 0.0,
              methods: Sequence[str] | None = None, keep_requests: bool = False,
              example_pool: np.ndarray | None = None) -> CellResult:
@@ -197,10 +216,7 @@ def run_cell(bundle: ProfileBundle, cell: Cell, task: str, settings: EvaluatePre
         raise ValueError(f"methods {unknown} are not among the settings' methods {state.methods}")
     spec = settings.workloads[cell.workload]
     base = _base(task, settings, cell)
-    ref_config = state.reference.select(task, float(cell.deadline_ms)).config_id
-    rate = rate_for_load(bundle.profiles, ref_config, float(cell.load), settings.servers)
-    trace = spec_trace(spec, rate, settings.n_requests, float(cell.deadline_ms), state.ids, int(cell.seed),
-                       name=cell.workload)
+    trace, rate, ref_config = _cell_trace(bundle, state, cell, task, settings)
     mix = None if not spec.deadline_classes else json.dumps(
         {k: [c.share, c.scale] for k, c in spec.deadline_classes.items()})
     trace_row = {**base, "kind": spec.kind, "target_rate_rps": rate, "reference_config": ref_config,

@@ -1,0 +1,107 @@
+"""The work bound in expectation on every trace of the evaluation grid: a bound that holds the queue.
+
+Why: the bounds in expectation of planner/evaluation/clairvoyant.py leave the queue out, and the
+clairvoyant bound holds it only at minimum service times with per-example routing, so under bursts
+neither says how much of the proposed method's distance to them any online policy must pay.
+:class:`planner.evaluation.work_bound.WorkBound` charges each request's batch its expected server
+time inside the window it must be answered in, for the example-blind policies every online method
+is. This regenerates each grid cell's trace exactly as the evaluation does
+(:func:`planner.evaluation.grid.cell_trace`: same seed, rate, examples, catalog and dispatch
+overhead) and writes one row per (workload, load, deadline, seed) to
+``results/<preset>/benchmarks/work_bound/bounds_<task>.csv``, with the settings beside it
+(``record_<task>.json``). Rows are appended a cell at a time; a killed run resumes where it stopped,
+and a changed setting starts the task afresh. Simulation-free: about 0.1 s per trace.
+
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/work_bound.py --out
+
+The book reads it through :func:`planner.analysis.bounds.read_work_bound` (limitations chapter).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from planner import config
+from planner.analysis.bounds import work_bound_dir
+from planner.analysis.results import deadlines as preset_deadlines
+from planner.tables import append_rows, atomic_write_text, read_rows
+
+KEY = ["workload", "load", "deadline_ms", "seed"]
+
+
+def record(preset: str, task: str) -> dict:
+    """What a task's bounds depend on: the grid's workloads, loads, deadlines, seeds and trace size."""
+    settings = config.preset(preset).evaluate
+    return {"task": task, "workloads": json.loads(json.dumps({k: v.model_dump() for k, v in settings.workloads.items()},
+                                                             sort_keys=True)),
+            "loads": [float(x) for x in settings.loads], "seeds": list(settings.seeds),
+            "deadlines_ms": [float(d) for d in preset_deadlines(preset)[task]], "n_requests": settings.n_requests,
+            "servers": settings.servers, "block": 1}
+
+
+def run_task(preset: str, task: str, out: bool) -> pd.DataFrame:
+    """Every grid trace of ``task``, one row each (appended to the task's CSV as it goes when ``out``)."""
+    from planner.evaluation.grid import Cell, cell_trace, resolve_dispatch_overhead
+    from planner.evaluation.work_bound import WorkBound
+    from planner.paths import results_dir
+    from planner.profile.store import load_bundle
+
+    settings = config.preset(preset).evaluate
+    spec = record(preset, task)
+    folder = work_bound_dir(preset)
+    path, done_path = folder / f"bounds_{task}.csv", folder / f"record_{task}.json"
+    previous = pd.DataFrame(columns=KEY)
+    if out and path.exists():
+        if done_path.exists() and json.loads(done_path.read_text()) == spec:
+            previous = read_rows(path, KEY)
+        else:  # another grid's rows: start afresh
+            path.unlink()
+    if out:
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(done_path, json.dumps(spec, indent=1, sort_keys=True) + "\n")
+    bundle = load_bundle(preset, None)
+    overhead = resolve_dispatch_overhead(settings, results_dir(preset) / "eval")
+    seen = set(map(tuple, previous[KEY].astype(object).to_numpy().tolist()))
+    bound: WorkBound | None = None
+    cells = [(w, float(load)) for w in settings.workloads for load in settings.loads]
+    frames = [previous]
+    for workload, load in tqdm(cells, desc=f"work bound ({task})", unit="cell"):
+        rows = []
+        for deadline in spec["deadlines_ms"]:
+            for seed in spec["seeds"]:
+                if (workload, load, float(deadline), int(seed)) in seen:
+                    continue
+                trace, catalog, ids = cell_trace(bundle, Cell(workload, load, float(deadline), int(seed)), task,
+                                                 settings, overhead)
+                bound = bound or WorkBound(catalog, task, ids)
+                rows.append({"task": task, "workload": workload, "load": load, "deadline_ms": float(deadline),
+                             "seed": int(seed), "n_requests": len(trace), "servers": settings.servers,
+                             "dispatch_overhead_ms": overhead, "work_bound": bound.bound(trace, settings.servers)})
+        if rows:
+            frame = pd.DataFrame(rows)
+            if out:
+                append_rows(path, frame)
+            frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="full")
+    parser.add_argument("--task", nargs="+", default=list(config.TASKS), choices=list(config.TASKS))
+    parser.add_argument("--out", action="store_true", help="write results/<preset>/benchmarks/work_bound/")
+    args = parser.parse_args(argv)
+    for task in args.task:
+        start = time.perf_counter()
+        rows = run_task(args.preset, task, args.out)
+        print(f"{task}: {len(rows)} traces bounded, {time.perf_counter() - start:.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,225 @@
+"""A bound in expectation that holds the queue: the server time a window's on-time answers need.
+
+The clairvoyant bound (:mod:`planner.evaluation.clairvoyant`) holds the queue, but for every run, so it
+charges each batch its configuration's fastest sample and lets each request be routed by its own
+correctness. The bounds in expectation there (``chance_bound``, ``late_limited_bound``) charge the
+real chance of a fast enough draw but leave the queue out. :class:`WorkBound` does both, for the
+policies every online method here is: ones that choose a batch's configuration and start before its
+service is drawn (not foreseeing draws) and without seeing the requests' examples (their context
+holds none), on a trace whose examples are drawn independently and uniformly from a pool. It bounds
+such a policy's *expected* effective accuracy, over the service draws and the examples, on the
+trace's own arrivals and deadlines (:meth:`WorkBound.bound`).
+
+**Offers.** Take a batch of configuration ``c`` (batch size ``B``) that starts at ``t`` and holds
+request ``i`` with ``r = d_i - t`` of its deadline left. Given everything decided before the draw,
+``i`` counts (correct and on time) with chance at most ``v_c(r)``, the pool's mean
+:func:`~planner.evaluation.clairvoyant.on_time_chance` at deadline ``r`` (a cascade's early answer
+included). Within the window of the block ``i`` is bounded in (below; the window ends no earlier
+than ``d_i``), the batch keeps its server busy for at least ``min(S_1, r)``, of mean ``mu_c(r) =
+E[min(S_1, r)]``; a routed cascade adds ``e_c E[S_2 1{S_1 + S_2 <= r}]`` (``e_c``: the pool's
+escalation share): the block's member of the batch with the most time left escalates with chance
+``e_c`` whatever the policy saw, and when it does and both draws fit its time, the second stage runs
+(the simulator skips it only when every escalated answer would be late) and ends inside the window. Charging each of the batch's ``B`` places ``1/B`` of that, request ``i``'s pair (expected
+time charged, expected count) is at least ``(mu_c(r) / B, ...)`` in the first and at most
+``(..., v_c(r))`` in the second: one of the *offers* of its deadline; below the first draw nothing
+counts, and a shed or hopeless request takes (0, 0). Both ``mu_c`` and ``v_c`` are non-decreasing in
+``r``, and ``v_c`` changes only at a draw (or a sum of two draws); at every remaining time ``g``
+where it can change, the offer ``(mu_c(g) / B, v_c(just below the next such time))`` covers every
+``r`` up to that time, so the grid loses nothing (where a cascade has more than
+:data:`MAX_EXACT_POINTS` sums, their quantiles are the grid, and the offers only loosen).
+
+**Windows.** Requests ``s..e-1`` (arrival order) arrive at or after ``alpha = a_s`` and must be
+answered by ``beta = max d``; batches that answer them start at or after ``alpha``, and batches
+started in ``[alpha, beta]`` keep the ``k`` servers busy inside it for at most ``k (beta - alpha)``.
+The expected time charged is a sum over batches of the expectation given the past, so its mean is at
+most that capacity too. For a price ``lambda >= 0`` per second, the block's expected count is then
+at most ``lambda k (beta - alpha) + sum_i g_i(lambda)``, ``g_i(lambda) = max(0, max over offers of
+v - lambda u)`` (weak duality). Disjoint blocks bound disjoint requests, so the sum over any
+partition of the trace into consecutive blocks, each at its own price, bounds the whole; the
+partition and prices are chosen by dynamic programming (block edges every ``block`` requests).
+The prices tried are 0 and every slope of each deadline's offers' upper concave hull: the block's
+bound is piecewise linear and convex in the price with its breakpoints there, so its minimum over
+all prices is among them. One block at price 0 is the example-blind chance bound, so this one is
+never above it.
+
+What it leaves out: a batch is charged ``1/B`` per place even when partly filled, so at light load it
+does not see the wait to fill one, and the queue enters only as server time, not as the wait it
+causes (the policy's own loss beside it is what benchmarks/no_queue.py measures).
+
+Not a bound for a policy that sees the examples, for a catalog that serves its samples in order, or
+for a smaller dispatch overhead than the catalog's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from planner.evaluation.clairvoyant import TOLERANCE_S, ClairvoyantError, _chance_inputs, _configs, _outcome
+from planner.serving.batching import check_trace
+from planner.serving.simulator import Catalog, ServedConfig
+
+MAX_EXACT_POINTS = 4096  # a cascade with more distinct two-stage times takes their quantiles
+GRID_POINTS = 512        # how many quantiles
+DEFAULT_BLOCK = 1       # requests between candidate block edges (1: every partition)
+
+
+@dataclass(frozen=True)
+class Offers:
+    """One deadline's offers: per request, (expected server seconds charged, expected count)."""
+
+    deadline_ms: float
+    cost_s: np.ndarray
+    value: np.ndarray
+
+    def hull_slopes(self) -> np.ndarray:
+        """Slopes of the upper concave hull of the offers and (0, 0): the prices where the best
+        offer changes."""
+        order = np.lexsort((-self.value, self.cost_s))
+        points = [(0.0, 0.0)]
+        for u, v in zip(self.cost_s[order].tolist(), self.value[order].tolist()):
+            if v <= points[-1][1]:  # no more value for more time
+                continue
+            while len(points) >= 2:
+                (u0, v0), (u1, v1) = points[-2], points[-1]
+                if (v1 - v0) * (u - u0) <= (v - v0) * (u1 - u0):  # the middle point is under the chord
+                    points.pop()
+                else:
+                    break
+            points.append((u, v))
+        hull = np.array(points)
+        du, dv = np.diff(hull[:, 0]), np.diff(hull[:, 1])
+        free = du <= 0  # value at no time: priced out by no finite slope
+        return np.unique(dv[~free] / du[~free])
+
+    def gain(self, prices: np.ndarray) -> np.ndarray:
+        """g(lambda) per price: the most a request can be worth at that price of server time."""
+        if len(self.value) == 0:  # no configuration can answer in time: nothing counts
+            return np.zeros(len(prices))
+        return np.maximum(0.0, (self.value[None, :] - prices[:, None] * self.cost_s[None, :]).max(axis=1))
+
+
+def mean_on_time_chance(served: ServedConfig, ids: np.ndarray, deadlines_ms: np.ndarray) -> np.ndarray:
+    """The pool's mean :func:`~planner.evaluation.clairvoyant.on_time_chance` at each of ``deadlines_ms``
+    at once (what the offers need at hundreds of remaining times; a test keeps the two equal)."""
+    limit = np.asarray(deadlines_ms, dtype=float) / 1000.0 + TOLERANCE_S
+    first = np.sort(served.samples_s)
+    p_first = np.searchsorted(first, limit, side="right") / len(first)
+    answer, escalated = _outcome(served, ids)
+    if not served.routed:
+        return float(np.mean(answer)) * p_first
+    inside = ids < len(served.known)
+    safe = np.where(inside, ids, 0)
+    small_right = inside & served.known[safe] & served.correct[safe]
+    second = np.sort(served.large_samples_s)
+    p_both = np.searchsorted(second, limit[:, None] - first[None, :], side="right").mean(axis=1) / len(second)
+    n = len(ids)
+    stays = float(np.sum(~escalated & answer)) / n
+    both = float(np.sum(escalated & small_right & answer)) / n
+    early_only = float(np.sum(escalated & small_right & ~answer)) / n
+    late_only = float(np.sum(escalated & ~small_right & answer)) / n
+    return (stays + early_only) * p_first + both * np.maximum(p_first, p_both) + late_only * p_both
+
+
+@dataclass(frozen=True)
+class _Curve:
+    """One configuration's offers at every remaining time: at ``starts[k]`` the expected time charged
+    (``cost_s``) and the chance just below ``starts[k + 1]`` (``value``); a deadline cuts it."""
+
+    served: ServedConfig
+    starts: np.ndarray
+    cost_s: np.ndarray
+    value: np.ndarray
+
+    def at(self, ids: np.ndarray, deadline_ms: float) -> tuple[np.ndarray, np.ndarray]:
+        """(cost_s, value) of the offers of a request with ``deadline_ms`` to go at its arrival."""
+        k = int(np.searchsorted(self.starts, deadline_ms / 1000.0 + TOLERANCE_S, side="right"))
+        if k == 0:  # no draw fits: the configuration never counts at this deadline
+            return np.zeros(0), np.zeros(0)
+        last = mean_on_time_chance(self.served, ids, np.array([deadline_ms]))  # r in [starts[k-1], deadline]
+        return self.cost_s[:k], np.append(self.value[:k - 1], last)
+
+
+def _curve(served: ServedConfig, ids: np.ndarray) -> _Curve:
+    """The offers of ``served`` at every remaining time where its chance of counting can change (each
+    draw, each sum of two draws of a cascade; their quantiles beyond :data:`MAX_EXACT_POINTS`)."""
+    first = np.sort(served.samples_s)
+    points = [np.unique(first)]
+    second = None
+    escalation = 0.0
+    if served.routed:
+        second = np.sort(served.large_samples_s)
+        inside = ids < len(served.small_confidence)
+        conf = served.small_confidence[np.where(inside, ids, 0)]
+        escalation = float(np.mean(inside & (conf < served.threshold)))
+        sums = np.unique(first[:, None] + second[None, :])
+        points.append(sums if len(sums) <= MAX_EXACT_POINTS else np.quantile(sums, np.linspace(0, 1, GRID_POINTS)))
+    starts = np.unique(np.concatenate(points))  # below the first draw nothing counts: no offer there
+    # r in [starts[k], starts[k+1]): at least the time charged at starts[k], at most the chance just below starts[k+1]
+    value = mean_on_time_chance(served, ids, (starts[1:] - 2 * TOLERANCE_S) * 1000.0)
+    cost = np.minimum(first[None, :], starts[:, None]).mean(axis=1)
+    if second is not None:  # the second stage runs when its draw fits: E[S_2 1{S_1 + S_2 <= r}] (never more)
+        prefix = np.concatenate([[0.0], np.cumsum(second)])
+        fits = np.searchsorted(second, starts[:, None] - first[None, :], side="right")
+        cost = cost + escalation * (prefix[fits] / len(second)).mean(axis=1)
+    return _Curve(served, starts, cost / served.batch_size, value)
+
+
+@dataclass
+class WorkBound:
+    """Bounds traces of one task in expectation; build once, bound many traces (offers are cached per
+    deadline). ``catalog``: the one the runs are simulated with; ``example_ids``: the pool the traces
+    draw their examples from; ``config_ids``: the configurations a policy may pick (default all)."""
+
+    catalog: Catalog
+    task: str
+    example_ids: np.ndarray
+    config_ids: Iterable[str] | None = None
+    block: int = DEFAULT_BLOCK
+    _offers: dict[float, Offers] = field(default_factory=dict, repr=False)
+    _curves: list[_Curve] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        self.catalog, self.example_ids, _, _ = _chance_inputs(self.catalog, self.example_ids, 1.0)
+        if isinstance(self.block, bool) or not isinstance(self.block, (int, np.integer)) or self.block < 1:
+            raise ClairvoyantError(f"block must be an integer >= 1, got {self.block!r}")
+        self._served = _configs(self.catalog, str(self.task), self.config_ids)
+
+    def offers(self, deadline_ms: float) -> Offers:
+        """The offers of a request with relative deadline ``deadline_ms`` (cached)."""
+        key = float(deadline_ms)
+        if key not in self._offers:
+            if not self._curves:
+                self._curves = [_curve(c, self.example_ids) for c in self._served]
+            parts = [curve.at(self.example_ids, key) for curve in self._curves]
+            self._offers[key] = Offers(key, np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+        return self._offers[key]
+
+    def bound(self, trace: pd.DataFrame, servers: int = 1) -> float:
+        """Upper bound on the expected effective accuracy of every example-blind policy that does not
+        foresee its draws, on ``trace``'s arrivals and deadlines with ``servers`` servers."""
+        if isinstance(servers, bool) or not isinstance(servers, (int, np.integer)) or servers < 1:
+            raise ClairvoyantError(f"servers must be an integer >= 1, got {servers!r}")
+        ordered = check_trace(trace, ClairvoyantError)
+        arrival = ordered["arrival_s"].to_numpy(dtype=float)
+        relative = ordered["deadline_ms"].to_numpy(dtype=float)
+        n = len(arrival)
+        classes, which = np.unique(relative, return_inverse=True)
+        offers = [self.offers(d) for d in classes]
+        prices = np.unique(np.concatenate([[0.0], *[o.hull_slopes() for o in offers]]))
+        gains = np.stack([o.gain(prices) for o in offers])           # (classes, prices)
+        per_request = gains[which].T                                  # (prices, n)
+        edges = np.unique(np.r_[np.arange(0, n, self.block), n])
+        cum = np.concatenate([np.zeros((len(prices), 1)), np.cumsum(per_request, axis=1)], axis=1)[:, edges]
+        alpha = arrival[edges[:-1]]                                   # block starts
+        beta = np.maximum.accumulate(arrival + relative / 1000.0)[edges[1:] - 1]  # block ends (prefix max)
+        best = np.zeros(len(edges))
+        capacity = prices[:, None] * float(servers)
+        for e in range(1, len(edges)):
+            span = np.maximum(beta[e - 1] - alpha[:e], 0.0)           # blocks s..e
+            total = capacity * span[None, :] + (cum[:, e][:, None] - cum[:, :e])
+            best[e] = float((best[:e] + total.min(axis=0)).min())
+        return min(best[-1] / n, 1.0)
