@@ -9,7 +9,7 @@ import pytest
 
 from bundles import toy_bundle
 from planner.analysis.bounds import (chance_cells, chance_shares, chance_text, limited_margin_text, limited_margins,
-                                     no_queue_text)
+                                     no_queue_text, work_cells, work_text)
 from planner.splits import example_ids
 
 TASK = "sst2"
@@ -156,3 +156,27 @@ def test_the_no_queue_share_is_set_beside_the_grid_s_on_the_same_workloads():
            "0.667 at load 1 on the same workloads in the grid" in text
     assert "furthest below it at 2 ms (0.400 against 0.500), 5 ms (0.980 against 1.000)" in text
     assert no_queue_text(pd.DataFrame(), grid, TASK) == ""
+
+
+def test_the_work_bound_is_set_beside_the_others_only_where_every_seed_was_bounded(bundle):
+    cells = chance_cells(_runs(workloads=("steady", "bursty")), bundle, TASK)
+    work = pd.DataFrame([dict(workload=w, load=0.5, deadline_ms=d, seed=s, work_bound=v + 0.02 * s)
+                         for w, values in (("steady", (0.45, 0.99)), ("bursty", (0.42, 0.7)))
+                         for d, v in zip((2.0, 5.0), values) for s in (0, 1)])
+    both = work_cells(cells, work)
+    by = both.set_index(["workload", "deadline_ms"])
+    assert by.loc[("steady", 2.0), "work"] == pytest.approx(0.46)  # the mean over the seeds
+    assert by.loc[("bursty", 5.0), "queue_lowest"] == pytest.approx(0.71)  # below the clairvoyant 1.0
+    assert by.loc[("steady", 5.0), "queue_lowest"] == pytest.approx(1.0)   # the clairvoyant bound is lower
+    text = work_text(both, TASK, 2)
+    # steady: (0.4 + 0.9) / (0.46 + 1.0); bursty: (0.4 + 0.9) / (0.43 + 0.71)
+    assert "over 2 cells" in text and f"is {(1.3 / 1.46 + 1.3 / 1.14) / 2:.3f}" in text
+    assert "most on bursty (0.750 to 0.570)" in text
+    # with the late-limited bound (1 % late at 2 ms allows 0.01): 1.3 / 1.01 and 1.3 / 0.72
+    assert "from 1.287 on steady to 1.806 on bursty" in text
+    assert "exceeds it by up to 0.190" in text  # anytime 0.9 at 5 ms against 0.71 (the check can fail)
+    # a cell with a seed missing is left out, and the text says of how many cells
+    partial = work_cells(cells, work[~((work["workload"] == "bursty") & (work["seed"] == 1) & (work["deadline_ms"] == 5.0))])
+    assert set(partial["workload"]) == {"steady"}
+    assert "the 1 of 2 cells whose traces were all bounded" in work_text(partial, TASK, 2)
+    assert work_cells(cells, None).empty and work_text(pd.DataFrame(), TASK, 2) == ""

@@ -9,7 +9,9 @@ comparing the proposed method with it says how much of its distance to the clair
 bound's minimum service times. Its example-blind form (``sees_example=False``) bounds the policies
 that choose without seeing a request's example, which every online method here is; the difference
 between the two is what the first credits routing each request by its own correctness with. What
-is left is the queue, which no bound in expectation here holds, and what the policy leaves. One
+is left is the queue, which these bounds in expectation leave out and the work bound
+(:mod:`planner.evaluation.work_bound`, computed per grid trace by benchmarks/work_bound.py and set
+beside the others by :func:`work_cells`) charges in expectation, and what the policy leaves. One
 thing the proposed method leaves on purpose is requests a configuration would answer late as often
 as on time: the late-limited bound (``late_limited_bound``; all three from one pass, ``expected_bounds``) is what a policy held to the study's late
 limit can expect, and :func:`limited_margins` cuts every other method's lead to it.
@@ -233,6 +235,18 @@ def no_queue_dir(preset: str) -> Path:
     return results_dir(preset) / "benchmarks" / "no_queue"
 
 
+def work_bound_dir(preset: str) -> Path:
+    """Where benchmarks/work_bound.py writes the work bound of every grid trace (one CSV per task)."""
+    return results_dir(preset) / "benchmarks" / "work_bound"
+
+
+def read_work_bound(preset: str, task: str) -> pd.DataFrame | None:
+    """The work bound of every grid trace of ``task`` (benchmarks/work_bound.py), or None where it
+    was not computed."""
+    path = work_bound_dir(preset) / f"bounds_{task}.csv"
+    return pd.read_csv(path) if path.exists() else None
+
+
 def read_no_queue(preset: str, task: str) -> pd.DataFrame | None:
     """The no-queue runs of ``task`` (benchmarks/no_queue.py), or None where they were not run."""
     path = no_queue_dir(preset) / f"runs_{task}.csv"
@@ -261,5 +275,59 @@ def no_queue_text(light: pd.DataFrame, grid: pd.DataFrame, task: str) -> str:
             + (f"; even then it is furthest below it at {worst}." if worst else "."))
 
 
+def work_cells(cells: pd.DataFrame, work: pd.DataFrame | None) -> pd.DataFrame:
+    """:func:`chance_cells`' ``cells`` with the work bound beside them: ``work``, its mean over the
+    seeds of each (workload, load, deadline) (``work``: :func:`read_work_bound`), ``queue_lowest``, the
+    lower of it and the clairvoyant bound, and ``queue_limited``, the lowest of those and the
+    late-limited bound. Only cells with every seed's bound are kept (a run that stopped part-way
+    bounds fewer); empty without the work bound."""
+    if cells.empty or work is None or work.empty:
+        return pd.DataFrame()
+    keys = [*CELL, "deadline_ms"]
+    seeds = work.groupby(keys)["seed"].nunique()
+    mean = work.groupby(keys)["work_bound"].mean()[seeds == seeds.max()].rename("work")
+    out = cells.merge(mean.reset_index(), on=keys, how="inner")
+    complete = out.groupby(CELL)["deadline_ms"].transform("size") == cells.groupby(CELL)["deadline_ms"].size().max()
+    out = out[complete].copy()
+    out["queue_lowest"] = np.minimum(out["clairvoyant"], out["work"])
+    out["queue_limited"] = np.minimum(out["limited_lowest"], out["work"])
+    return out.reset_index(drop=True)
+
+
+def work_shares(cells: pd.DataFrame) -> tuple[float, float]:
+    """The proposed method's share of ``queue_lowest`` and of ``queue_limited`` over :func:`work_cells`'
+    cells, averaged as the scorecard averages (per cell over its deadlines, then over the cells)."""
+    return float(cell_shares(cells, "queue_lowest").mean()), float(cell_shares(cells, "queue_limited").mean())
+
+
+def work_text(cells: pd.DataFrame, task: str, total_cells: int) -> str:
+    """The book's sentences on :func:`work_cells`: how far holding the queue lowers the bound, by
+    workload, the proposed method's share of the lowest bound with it, the workloads furthest from it,
+    and whether any online method's mean exceeds it (it should not, up to the noise of the seeds: the
+    bound holds in expectation for every example-blind policy that does not foresee its draws)."""
+    if cells.empty:
+        return ""
+    n = int(cells[CELL].drop_duplicates().shape[0])
+    of = f"{n} cells" if n == total_cells else f"the {n} of {total_cells} cells whose traces were all bounded"
+    queue_lowest, queue_limited = work_shares(cells)
+    by_workload = cells.groupby("workload")[["clairvoyant", "lowest", "work"]].mean()
+    drop = (by_workload["lowest"] - by_workload["work"]).sort_values(ascending=False)
+    most = ", ".join(f"{w} ({by_workload.loc[w, 'lowest']:.3f} to {by_workload.loc[w, 'work']:.3f})"
+                     for w in drop.index[:2])
+    share_by = cell_shares(cells, "queue_limited").groupby(level="workload").mean().sort_values()
+    gap = cells[["proposed", "best_other_online"]].max(axis=1) - cells["work"]
+    excess = float(gap.max())
+    check = (f"No online method's mean exceeds it in any (workload, load, deadline); the closest is "
+             f"{abs(excess):.3f} below it." if excess <= 0 else
+             f"An online method's mean exceeds it by up to {excess:.3f} in some (workload, load, deadline): the bound "
+             f"holds in expectation, and a mean over seeds can lie above it by chance.")
+    return (f"On {task}, over {of}, holding the queue lowers the lower of the clairvoyant and example-blind "
+            f"bounds most on {most}, averaged over loads and deadlines. {PLANNER_METHOD}'s share of the lower of the "
+            f"work bound and the clairvoyant bound is {queue_lowest:.3f}, and {queue_limited:.3f} with the late-limited "
+            f"bound too; by workload the latter runs from {share_by.iloc[0]:.3f} on {share_by.index[0]} to "
+            f"{share_by.iloc[-1]:.3f} on {share_by.index[-1]}. {check}")
+
+
 __all__ = ["NO_QUEUE_METHODS", "Shares", "cell_shares", "chance_cells", "chance_shares", "chance_text",
-           "limited_margin_text", "limited_margins", "no_queue_dir", "no_queue_text", "read_no_queue"]
+           "limited_margin_text", "limited_margins", "no_queue_dir", "no_queue_text", "read_no_queue",
+           "read_work_bound", "work_bound_dir", "work_cells", "work_shares", "work_text"]
