@@ -14,7 +14,8 @@ and a changed setting starts the task afresh. Simulation-free: about 0.1 s per t
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/work_bound.py --out
 
-The book reads it through :func:`planner.analysis.bounds.read_work_bound` (limitations chapter).
+The book reads it through :func:`planner.analysis.bounds.read_work_bound` (limitations chapter and
+abstract), which leaves it out where the runs were made from other profiles than the bounds.
 """
 
 from __future__ import annotations
@@ -35,9 +36,16 @@ KEY = ["workload", "load", "deadline_ms", "seed"]
 
 
 def record(preset: str, task: str) -> dict:
-    """What a task's bounds depend on: the grid's workloads, loads, deadlines, seeds and trace size."""
+    """What a task's bounds depend on: the grid's workloads, loads, deadlines, seeds and trace size, the
+    profiles (their digest, as the evaluation records it) and the dispatch overhead."""
+    from planner.evaluation.grid import resolve_dispatch_overhead
+    from planner.evaluation.provenance import profiles_digest
+    from planner.paths import results_dir
+    from planner.profile.store import profile_root
+
     settings = config.preset(preset).evaluate
-    return {"task": task, "workloads": json.loads(json.dumps({k: v.model_dump() for k, v in settings.workloads.items()},
+    return {"task": task, "profiles_sha256": profiles_digest(profile_root(preset, None)),
+            "dispatch_overhead_ms": resolve_dispatch_overhead(settings, results_dir(preset) / "eval"), "workloads": json.loads(json.dumps({k: v.model_dump() for k, v in settings.workloads.items()},
                                                              sort_keys=True)),
             "loads": [float(x) for x in settings.loads], "seeds": list(settings.seeds),
             "deadlines_ms": [float(d) for d in preset_deadlines(preset)[task]], "n_requests": settings.n_requests,

@@ -180,3 +180,25 @@ def test_the_work_bound_is_set_beside_the_others_only_where_every_seed_was_bound
     assert set(partial["workload"]) == {"steady"}
     assert "the 1 of 2 cells whose traces were all bounded" in work_text(partial, TASK, 2)
     assert work_cells(cells, None).empty and work_text(pd.DataFrame(), TASK, 2) == ""
+
+
+def test_a_work_bound_made_from_other_profiles_than_the_runs_is_not_set_beside_them(tmp_path, monkeypatch):
+    import json
+
+    from planner.analysis.bounds import read_work_bound, work_bound_dir
+    monkeypatch.setenv("PLANNER_RESULTS_DIR", str(tmp_path))
+    folder = work_bound_dir("full")
+    folder.mkdir(parents=True)
+    pd.DataFrame([dict(workload="steady", load=0.5, deadline_ms=2.0, seed=0, work_bound=0.4)]).to_csv(
+        folder / "bounds_sst2.csv", index=False)
+    (tmp_path / "full" / "eval").mkdir(parents=True)
+    (tmp_path / "full" / "eval" / "inputs.json").write_text(json.dumps(
+        {"runs_sst2.csv": {"profiles_sha256": "aaa", "profiles": "full/profiles/x"}}))
+    with pytest.warns(UserWarning, match="record_sst2.json is missing"):
+        assert read_work_bound("full", TASK) is None
+    (folder / "record_sst2.json").write_text(json.dumps({"profiles_sha256": "bbb"}))
+    with pytest.warns(UserWarning, match="computed from profiles bbb"):
+        assert read_work_bound("full", TASK) is None
+    (folder / "record_sst2.json").write_text(json.dumps({"profiles_sha256": "aaa"}))
+    assert read_work_bound("full", TASK)["work_bound"].tolist() == [0.4]
+    assert read_work_bound("full", "cifar10") is None  # never computed: no warning, nothing to read

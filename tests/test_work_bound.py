@@ -99,11 +99,12 @@ def test_no_example_blind_policy_beats_it_on_average_and_it_holds_the_queue():
     assert below_blind >= 5  # the queue is held where the bounds without one are not (6 of 9 cases)
 
 
-def test_mixed_deadlines_and_two_servers_stay_under_it():
+def test_mixed_deadlines_two_servers_edf_and_dropping_stay_under_it():
+    """Neither the queue's order nor dropping expired requests is in the bound: it holds for both."""
     bundle = _bundle(1)
     catalog = prepare(bundle)
     bound = WorkBound(catalog, TASK, POOL)
-    for servers in (1, 2):
+    for servers, queue, drop in ((1, "fifo", True), (2, "edf", False)):
         traces = []
         for seed in range(6):
             trace = workloads.gamma(600.0 * servers, 300, 4.0, N_EXAMPLES, seed, cv=3.0)
@@ -111,7 +112,8 @@ def test_mixed_deadlines_and_two_servers_stay_under_it():
             traces.append(trace)
         limit = float(np.mean([bound.bound(t, servers) for t in traces]))
         for policy in [policies.fixed(c) for c in _ids(bundle)] + [anytime(bundle, TASK)]:
-            value = np.mean([_effective(t, policy, catalog, seed=s, servers=servers) for s, t in enumerate(traces)])
+            value = np.mean([_effective(t, policy, catalog, seed=s, servers=servers, queue=queue, drop_expired=drop)
+                             for s, t in enumerate(traces)])
             assert value <= limit + 0.02, servers
 
 

@@ -19,6 +19,8 @@ limit can expect, and :func:`limited_margins` cuts every other method's lead to 
 
 from __future__ import annotations
 
+import json
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -30,6 +32,7 @@ from planner.analysis.results import (BOUND_METHODS, PLANNER_METHOD, SCORECARD_L
                                       grid_cells)
 from planner.paths import results_dir
 from planner.evaluation.clairvoyant import expected_bounds
+from planner.evaluation.provenance import recorded_inputs
 from planner.plan import registry
 from planner.schema import ProfileBundle
 from planner.serving.simulator import prepare
@@ -240,11 +243,31 @@ def work_bound_dir(preset: str) -> Path:
     return results_dir(preset) / "benchmarks" / "work_bound"
 
 
+def work_bound_stale(preset: str, task: str) -> str | None:
+    """Why the stored work bound of ``task`` cannot be set beside the evaluation's runs (None: it can):
+    its record must name the profiles the runs were computed from (``eval/inputs.json``)."""
+    record_path = work_bound_dir(preset) / f"record_{task}.json"
+    if not record_path.exists():
+        return f"{record_path} is missing"
+    made_from = json.loads(record_path.read_text()).get("profiles_sha256")
+    runs_from = recorded_inputs(results_dir(preset) / "eval").get(f"runs_{task}.csv", {}).get("profiles_sha256")
+    if made_from is None or made_from != runs_from:
+        return (f"the work bound of {task} was computed from profiles {str(made_from)[:12]}…, the runs from "
+                f"{str(runs_from)[:12]}…; run benchmarks/work_bound.py --out again")
+    return None
+
+
 def read_work_bound(preset: str, task: str) -> pd.DataFrame | None:
     """The work bound of every grid trace of ``task`` (benchmarks/work_bound.py), or None where it
-    was not computed."""
+    was not computed, or was computed from other profiles than the runs (with a warning saying so)."""
     path = work_bound_dir(preset) / f"bounds_{task}.csv"
-    return pd.read_csv(path) if path.exists() else None
+    if not path.exists():
+        return None
+    reason = work_bound_stale(preset, task)
+    if reason is not None:
+        warnings.warn(reason, stacklevel=2)
+        return None
+    return pd.read_csv(path)
 
 
 def read_no_queue(preset: str, task: str) -> pd.DataFrame | None:
@@ -332,4 +355,4 @@ def work_text(cells: pd.DataFrame, task: str, total_cells: int) -> str:
 
 __all__ = ["NO_QUEUE_METHODS", "Shares", "cell_shares", "chance_cells", "chance_shares", "chance_text",
            "limited_margin_text", "limited_margins", "no_queue_dir", "no_queue_text", "read_no_queue",
-           "read_work_bound", "work_bound_dir", "work_cells", "work_shares", "work_text"]
+           "read_work_bound", "work_bound_dir", "work_bound_stale", "work_cells", "work_shares", "work_text"]
