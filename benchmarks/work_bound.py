@@ -40,23 +40,24 @@ def record(preset: str, task: str) -> dict:
     profiles (their digest, as the evaluation records it) and the dispatch overhead."""
     from planner.evaluation.grid import resolve_dispatch_overhead
     from planner.evaluation.provenance import profiles_digest
+    from planner.evaluation.work_bound import DEFAULT_BLOCK
     from planner.paths import results_dir
     from planner.profile.store import profile_root
 
     settings = config.preset(preset).evaluate
+    workloads = {k: v.model_dump() for k, v in settings.workloads.items()}
     return {"task": task, "profiles_sha256": profiles_digest(profile_root(preset, None)),
-            "dispatch_overhead_ms": resolve_dispatch_overhead(settings, results_dir(preset) / "eval"), "workloads": json.loads(json.dumps({k: v.model_dump() for k, v in settings.workloads.items()},
-                                                             sort_keys=True)),
+            "dispatch_overhead_ms": resolve_dispatch_overhead(settings, results_dir(preset) / "eval"),
+            "workloads": json.loads(json.dumps(workloads, sort_keys=True)),
             "loads": [float(x) for x in settings.loads], "seeds": list(settings.seeds),
             "deadlines_ms": [float(d) for d in preset_deadlines(preset)[task]], "n_requests": settings.n_requests,
-            "servers": settings.servers, "block": 1}
+            "servers": settings.servers, "block": DEFAULT_BLOCK}
 
 
 def run_task(preset: str, task: str, out: bool) -> pd.DataFrame:
     """Every grid trace of ``task``, one row each (appended to the task's CSV as it goes when ``out``)."""
-    from planner.evaluation.grid import Cell, cell_trace, resolve_dispatch_overhead
+    from planner.evaluation.grid import Cell, cell_trace
     from planner.evaluation.work_bound import WorkBound
-    from planner.paths import results_dir
     from planner.profile.store import load_bundle
 
     settings = config.preset(preset).evaluate
@@ -73,7 +74,7 @@ def run_task(preset: str, task: str, out: bool) -> pd.DataFrame:
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_text(done_path, json.dumps(spec, indent=1, sort_keys=True) + "\n")
     bundle = load_bundle(preset, None)
-    overhead = resolve_dispatch_overhead(settings, results_dir(preset) / "eval")
+    overhead = spec["dispatch_overhead_ms"]
     seen = set(map(tuple, previous[KEY].astype(object).to_numpy().tolist()))
     bound: WorkBound | None = None
     cells = [(w, float(load)) for w in settings.workloads for load in settings.loads]
@@ -86,7 +87,7 @@ def run_task(preset: str, task: str, out: bool) -> pd.DataFrame:
                     continue
                 trace, catalog, ids = cell_trace(bundle, Cell(workload, load, float(deadline), int(seed)), task,
                                                  settings, overhead)
-                bound = bound or WorkBound(catalog, task, ids)
+                bound = bound or WorkBound(catalog, task, ids, block=spec["block"])
                 rows.append({"task": task, "workload": workload, "load": load, "deadline_ms": float(deadline),
                              "seed": int(seed), "n_requests": len(trace), "servers": settings.servers,
                              "dispatch_overhead_ms": overhead, "work_bound": bound.bound(trace, settings.servers)})

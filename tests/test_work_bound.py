@@ -142,8 +142,7 @@ def test_it_refuses_what_it_cannot_bound():
 
 
 def test_the_offers_use_the_chance_the_bounds_without_a_queue_use():
-    from planner.evaluation.clairvoyant import on_time_chance
-    from planner.evaluation.work_bound import mean_on_time_chance
+    from planner.evaluation.clairvoyant import mean_on_time_chance, on_time_chance
     catalog = prepare(_bundle(3))
     for cid in _ids(_bundle(3)):
         served = catalog.resolve(cid)

@@ -522,6 +522,27 @@ def clairvoyant_bound(trace: pd.DataFrame, catalog: Any, task: str, servers: int
 
 # ---------------------------------------------------------------- in expectation: the chance of a fast draw
 
+def _draw_chances(served: ServedConfig, deadlines_ms: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Per deadline: the chance that the first draw fits (dispatch overhead included) and, for a routed
+    cascade, that both draws do (None otherwise), over the draws the simulator makes (uniform over the
+    samples). The one place the bounds in expectation turn samples into chances."""
+    limit = np.asarray(deadlines_ms, dtype=float) / 1000.0 + TOLERANCE_S
+    first = np.sort(served.samples_s)
+    p_first = np.searchsorted(first, limit, side="right") / len(first)
+    if not served.routed:
+        return p_first, None
+    second = np.sort(served.large_samples_s)
+    p_both = np.searchsorted(second, limit[:, None] - first[None, :], side="right").mean(axis=1) / len(second)
+    return p_first, p_both
+
+
+def _early_answer_right(served: ServedConfig, ids: np.ndarray) -> np.ndarray:
+    """Per example: whether a routed cascade's first stage answers it correctly (its early answer)."""
+    inside = ids < len(served.known)
+    safe = np.where(inside, ids, 0)
+    return inside & served.known[safe] & served.correct[safe]
+
+
 def on_time_chance(served: ServedConfig, example_ids: np.ndarray, deadline_ms: float) -> np.ndarray:
     """Per example id: the chance that ``served`` answers it correctly within ``deadline_ms`` of its
     arrival when its batch starts that very moment, over the service draws the simulator makes
@@ -529,18 +550,32 @@ def on_time_chance(served: ServedConfig, example_ids: np.ndarray, deadline_ms: f
     escalating example). An escalating example may also count on the first stage's early answer, so
     it takes the better of that and the second stage's answer after both draws."""
     ids = np.asarray(example_ids, dtype=np.int64)
-    limit = float(deadline_ms) / 1000.0 + TOLERANCE_S
-    first = np.sort(served.samples_s)
-    p_first = np.searchsorted(first, limit, side="right") / len(first)
+    firsts, boths = _draw_chances(served, np.array([float(deadline_ms)]))
+    p_first = float(firsts[0])
     answer, escalated = _outcome(served, ids)  # the answering member's correctness
-    if not served.routed:
+    if boths is None:
         return answer * p_first
-    inside = ids < len(served.known)
-    safe = np.where(inside, ids, 0)
-    small_right = inside & served.known[safe] & served.correct[safe]  # the early answer's
-    second = np.sort(served.large_samples_s)
-    p_both = float(np.searchsorted(second, limit - first, side="right").mean()) / len(second)
+    p_both = float(boths[0])
+    small_right = _early_answer_right(served, ids)
     return np.where(escalated, np.maximum(small_right * p_first, answer * p_both), answer * p_first)
+
+
+def mean_on_time_chance(served: ServedConfig, example_ids: np.ndarray, deadlines_ms: np.ndarray) -> np.ndarray:
+    """The pool's mean :func:`on_time_chance` at each of ``deadlines_ms`` at once (the work bound needs
+    it at hundreds of remaining times): examples grouped by which answers are right, so the cost does
+    not grow with the pool times the deadlines."""
+    ids = np.asarray(example_ids, dtype=np.int64)
+    p_first, p_both = _draw_chances(served, deadlines_ms)
+    answer, escalated = _outcome(served, ids)
+    if p_both is None:
+        return float(np.mean(answer)) * p_first
+    small_right = _early_answer_right(served, ids)
+    n = len(ids)
+    stays = float(np.sum(~escalated & answer)) / n
+    both = float(np.sum(escalated & small_right & answer)) / n
+    early_only = float(np.sum(escalated & small_right & ~answer)) / n
+    late_only = float(np.sum(escalated & ~small_right & answer)) / n
+    return (stays + early_only) * p_first + both * np.maximum(p_first, p_both) + late_only * p_both
 
 
 #: a trace's relative deadline for the bounds in expectation: one value, or a mix of deadline classes as
@@ -567,18 +602,17 @@ def _deadline_mix(deadline_ms: DeadlineMix) -> tuple[np.ndarray, np.ndarray]:
     return np.ones(1), np.array([check_deadline(deadline_ms, error=ClairvoyantError)])
 
 
-def _chance_inputs(catalog: Any, example_ids: np.ndarray,
-                   deadline_ms: DeadlineMix) -> tuple[Catalog, np.ndarray, np.ndarray, np.ndarray]:
-    """The checks every bound in expectation makes: random draws, valid deadlines, example ids."""
+def expectation_inputs(catalog: Any, example_ids: np.ndarray) -> tuple[Catalog, np.ndarray]:
+    """The checks every bound in expectation makes (here and in :mod:`planner.evaluation.work_bound`):
+    a catalog with random draws, and a pool of example ids."""
     catalog = prepare(catalog)
     if catalog.ordered_samples:
         raise ClairvoyantError("a bound in expectation needs random service draws; this catalog serves its samples "
                                "in order")
-    shares, deadlines = _deadline_mix(deadline_ms)
     ids = np.asarray(example_ids)
     if ids.ndim != 1 or len(ids) == 0 or not np.issubdtype(ids.dtype, np.integer) or (ids < 0).any():
         raise ClairvoyantError("example_ids must be a non-empty 1-D array of integer ids >= 0")
-    return catalog, ids, shares, deadlines
+    return catalog, ids
 
 
 def chance_bound(catalog: Any, task: str, example_ids: np.ndarray, deadline_ms: DeadlineMix,
@@ -619,8 +653,7 @@ def late_chance(served: ServedConfig, deadline_ms: float) -> float:
     """The least chance that ``served`` answers a request after ``deadline_ms`` of its arrival: the
     batch starts that very moment and the first draw overruns (a routed cascade's escalated request
     can still go out on time as the first stage's early answer, so only the first draw is charged)."""
-    limit = float(deadline_ms) / 1000.0 + TOLERANCE_S
-    return 1.0 - float(np.searchsorted(np.sort(served.samples_s), limit, side="right")) / len(served.samples_s)
+    return 1.0 - float(_draw_chances(served, np.array([deadline_ms]))[0][0])
 
 
 def late_limited_bound(catalog: Any, task: str, example_ids: np.ndarray, deadline_ms: DeadlineMix, late_share: float,
@@ -658,7 +691,8 @@ def expected_bounds(catalog: Any, task: str, example_ids: np.ndarray, deadline_m
     """:func:`chance_bound` (both forms) and :func:`late_limited_bound` at each of ``late_shares``, from
     one pass over the configurations' chances (the part that costs: every configuration on every
     example at every class deadline), so an analysis that wants all of them pays it once."""
-    catalog, ids, shares, deadlines = _chance_inputs(catalog, example_ids, deadline_ms)
+    catalog, ids = expectation_inputs(catalog, example_ids)
+    shares, deadlines = _deadline_mix(deadline_ms)
     late_shares = list(late_shares)
     for late_share in late_shares:
         if isinstance(late_share, (bool, np.bool_)) or not isinstance(late_share, (int, float, np.floating)) \

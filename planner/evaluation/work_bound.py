@@ -58,7 +58,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from planner.evaluation.clairvoyant import TOLERANCE_S, ClairvoyantError, _chance_inputs, _configs, _outcome
+from planner.evaluation.clairvoyant import (TOLERANCE_S, ClairvoyantError, _configs, _outcome, expectation_inputs,
+                                            mean_on_time_chance)
 from planner.serving.batching import check_trace
 from planner.serving.simulator import Catalog, ServedConfig
 
@@ -102,28 +103,6 @@ class Offers:
         return np.maximum(0.0, (self.value[None, :] - prices[:, None] * self.cost_s[None, :]).max(axis=1))
 
 
-def mean_on_time_chance(served: ServedConfig, ids: np.ndarray, deadlines_ms: np.ndarray) -> np.ndarray:
-    """The pool's mean :func:`~planner.evaluation.clairvoyant.on_time_chance` at each of ``deadlines_ms``
-    at once (what the offers need at hundreds of remaining times; a test keeps the two equal)."""
-    limit = np.asarray(deadlines_ms, dtype=float) / 1000.0 + TOLERANCE_S
-    first = np.sort(served.samples_s)
-    p_first = np.searchsorted(first, limit, side="right") / len(first)
-    answer, escalated = _outcome(served, ids)
-    if not served.routed:
-        return float(np.mean(answer)) * p_first
-    inside = ids < len(served.known)
-    safe = np.where(inside, ids, 0)
-    small_right = inside & served.known[safe] & served.correct[safe]
-    second = np.sort(served.large_samples_s)
-    p_both = np.searchsorted(second, limit[:, None] - first[None, :], side="right").mean(axis=1) / len(second)
-    n = len(ids)
-    stays = float(np.sum(~escalated & answer)) / n
-    both = float(np.sum(escalated & small_right & answer)) / n
-    early_only = float(np.sum(escalated & small_right & ~answer)) / n
-    late_only = float(np.sum(escalated & ~small_right & answer)) / n
-    return (stays + early_only) * p_first + both * np.maximum(p_first, p_both) + late_only * p_both
-
-
 @dataclass(frozen=True)
 class _Curve:
     """One configuration's offers at every remaining time: at ``starts[k]`` the expected time charged
@@ -152,9 +131,7 @@ def _curve(served: ServedConfig, ids: np.ndarray) -> _Curve:
     escalation = 0.0
     if served.routed:
         second = np.sort(served.large_samples_s)
-        inside = ids < len(served.small_confidence)
-        conf = served.small_confidence[np.where(inside, ids, 0)]
-        escalation = float(np.mean(inside & (conf < served.threshold)))
+        escalation = float(np.mean(_outcome(served, ids)[1]))
         sums = np.unique(first[:, None] + second[None, :])
         points.append(sums if len(sums) <= MAX_EXACT_POINTS else np.quantile(sums, np.linspace(0, 1, GRID_POINTS)))
     starts = np.unique(np.concatenate(points))  # below the first draw nothing counts: no offer there
@@ -183,7 +160,7 @@ class WorkBound:
     _curves: list[_Curve] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
-        self.catalog, self.example_ids, _, _ = _chance_inputs(self.catalog, self.example_ids, 1.0)
+        self.catalog, self.example_ids = expectation_inputs(self.catalog, self.example_ids)
         if isinstance(self.block, bool) or not isinstance(self.block, (int, np.integer)) or self.block < 1:
             raise ClairvoyantError(f"block must be an integer >= 1, got {self.block!r}")
         self._served = _configs(self.catalog, str(self.task), self.config_ids)
