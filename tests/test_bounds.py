@@ -202,3 +202,32 @@ def test_a_work_bound_made_from_other_profiles_than_the_runs_is_not_set_beside_t
     (folder / "record_sst2.json").write_text(json.dumps({"profiles_sha256": "aaa"}))
     assert read_work_bound("full", TASK)["work_bound"].tolist() == [0.4]
     assert read_work_bound("full", "cifar10") is None  # never computed: no warning, nothing to read
+
+
+def test_the_late_sample_says_where_holding_both_lowers_the_bound(tmp_path, monkeypatch):
+    import json
+
+    from planner.analysis.bounds import late_work_text, read_late_work_bound, work_bound_dir
+    rows = pd.DataFrame([dict(workload=w, load=load, deadline_ms=d, seed=0, late_share=0.01, block=2,
+                              work=work, late_work=late_work, late_limited=limited)
+                         for w, load, d, work, late_work, limited in (
+                             ("steady", 0.5, 3.0, 0.68, 0.05, 0.054),      # the late limit alone: lower by 0.004
+                             ("steady-mixed", 0.5, 3.0, 0.60, 0.30, 0.40),  # both together: lower by 0.10
+                             ("bursty-cv8", 1.0, 60.0, 0.80, 0.80, 0.95))])  # the queue alone
+    text = late_work_text(rows, TASK)
+    assert "(the first seed's trace of each cell at loads up to 1, 3 traces)" in text
+    assert "by more than 0.005 on 1 of them, by up to 0.100 (steady-mixed at load 0.5, 3 ms: 0.400 to 0.300)" in text
+    assert "On the bursty traces it is below the lower of the two by 0.0000 on average." in text
+    assert late_work_text(None, TASK) == "" and late_work_text(rows.iloc[:0], TASK) == ""
+    # read only where its record names the runs' profiles
+    monkeypatch.setenv("PLANNER_RESULTS_DIR", str(tmp_path))
+    folder = work_bound_dir("full")
+    folder.mkdir(parents=True)
+    rows.to_csv(folder / "late_sst2.csv", index=False)
+    (tmp_path / "full" / "eval").mkdir(parents=True)
+    (tmp_path / "full" / "eval" / "inputs.json").write_text(json.dumps(
+        {"runs_sst2.csv": {"profiles_sha256": "aaa", "profiles": "full/profiles/x"}}))
+    with pytest.warns(UserWarning, match="late_record_sst2.json is missing"):
+        assert read_late_work_bound("full", TASK) is None
+    (folder / "late_record_sst2.json").write_text(json.dumps({"profiles_sha256": "aaa"}))
+    assert len(read_late_work_bound("full", TASK)) == 3

@@ -9,7 +9,7 @@ import pytest
 
 from bundles import toy_bundle
 from planner import workloads
-from planner.evaluation.clairvoyant import ClairvoyantError, chance_bound, clairvoyant_bound
+from planner.evaluation.clairvoyant import ClairvoyantError, chance_bound, clairvoyant_bound, late_limited_bound
 from planner.evaluation.work_bound import WorkBound
 from planner.plan import policies
 from planner.plan.anytime import anytime
@@ -117,6 +117,45 @@ def test_mixed_deadlines_two_servers_edf_and_dropping_stay_under_it():
             assert value <= limit + 0.02, servers
 
 
+def test_a_late_limit_serves_only_what_the_late_budget_allows():
+    """Draws of 1 or 3 ms, always right, 2 ms to answer, requests far apart (no queue): a served
+    request is on time or late with chance 1/2 each, so a policy allowed a share L late serves 2L of
+    them and counts L; the late-limited bound without a queue says the same, and the limit is never
+    above the bound without it."""
+    bundle = toy_bundle(TASK, [dict(model="only", batch_size=1, samples_ms=[1.0, 3.0], correct=np.ones(10, bool))])
+    catalog = prepare(bundle)
+    trace = pd.DataFrame({"request_id": np.arange(50), "arrival_s": np.arange(50) * 1.0, "deadline_ms": 2.0,
+                          "example_id": np.arange(50) % 10})
+    bound = WorkBound(catalog, TASK, np.arange(10))
+    assert bound.bound(trace) == pytest.approx(0.5)
+    for late in (0.0, 0.01, 0.1, 0.3):  # the price search lands within 0.0005 of the kink at 1
+        value = bound.bound(trace, late_share=late)
+        assert late <= value <= late + 5e-4
+        assert value == pytest.approx(late_limited_bound(catalog, TASK, np.arange(10), 2.0, late), abs=5e-4)
+    assert bound.bound(trace, late_share=0.9) == pytest.approx(0.5)  # the limit does not bind
+
+
+def test_no_policy_held_to_its_late_share_beats_the_late_limited_form():
+    """Anytime steering its late share to 2 % and to 10 %, under bursts (gamma, CV 4): the mean
+    over seeds stays under the late-limited work bound at the late share they reach, which is below
+    the bound without the limit where the fastest draws often overrun."""
+    bundle = _bundle(0)
+    catalog = prepare(bundle)
+    bound = WorkBound(catalog, TASK, POOL)
+    lowered = 0
+    for deadline in (2.0, 4.0):
+        traces = [workloads.gamma(300.0, 300, deadline, N_EXAMPLES, seed, cv=4.0) for seed in range(6)]
+        for policy in (anytime(bundle, TASK, late_target=0.02), anytime(bundle, TASK, late_target=0.1)):
+            runs = [run_metrics(simulate(t, policy, catalog, task=TASK, seed=seed)) for seed, t in enumerate(traces)]
+            late = float(np.mean([r["late_rate"] for r in runs]))
+            limited = float(np.mean([bound.bound(t, late_share=late) for t in traces]))
+            plain = float(np.mean([bound.bound(t) for t in traces]))
+            assert limited <= plain + 1e-12
+            lowered += limited < plain - 0.01
+            assert np.mean([r["effective_accuracy"] for r in runs]) <= limited + 0.02, (deadline, late)
+    assert lowered >= 1
+
+
 def test_coarser_block_edges_only_loosen_it():
     catalog = prepare(_bundle(2))
     trace = workloads.gamma(800.0, 200, 4.0, N_EXAMPLES, 3, cv=4.0)
@@ -135,6 +174,8 @@ def test_it_refuses_what_it_cannot_bound():
         WorkBound(catalog, TASK, np.array([], dtype=int))
     with pytest.raises(ClairvoyantError, match="deadline"):
         WorkBound(catalog, TASK, POOL).bound(_burst(5, -1.0, 5))
+    with pytest.raises(ClairvoyantError, match="late_share must be a share"):
+        WorkBound(catalog, TASK, POOL).bound(_burst(5, 4.0, 5), late_share=1.5)
     ordered = prepare(_bundle(0))
     ordered.ordered_samples = True
     with pytest.raises(ClairvoyantError, match="random service draws"):

@@ -243,10 +243,11 @@ def work_bound_dir(preset: str) -> Path:
     return results_dir(preset) / "benchmarks" / "work_bound"
 
 
-def work_bound_stale(preset: str, task: str) -> str | None:
+def work_bound_stale(preset: str, task: str, record_name: str | None = None) -> str | None:
     """Why the stored work bound of ``task`` cannot be set beside the evaluation's runs (None: it can):
-    its record must name the profiles the runs were computed from (``eval/inputs.json``)."""
-    record_path = work_bound_dir(preset) / f"record_{task}.json"
+    its record (``record_name``, default the grid's) must name the profiles the runs were computed
+    from (``eval/inputs.json``)."""
+    record_path = work_bound_dir(preset) / (record_name or f"record_{task}.json")
     if not record_path.exists():
         return f"{record_path} is missing"
     made_from = json.loads(record_path.read_text()).get("profiles_sha256")
@@ -268,6 +269,43 @@ def read_work_bound(preset: str, task: str) -> pd.DataFrame | None:
         warnings.warn(reason, stacklevel=2)
         return None
     return pd.read_csv(path)
+
+
+def read_late_work_bound(preset: str, task: str) -> pd.DataFrame | None:
+    """The sample of ``benchmarks/work_bound.py --late`` for ``task`` (the work bound without and with
+    the late limit, and the late-limited bound, per trace), or None where it was not computed or was
+    computed from other profiles than the runs (with a warning saying so)."""
+    path = work_bound_dir(preset) / f"late_{task}.csv"
+    if not path.exists():
+        return None
+    reason = work_bound_stale(preset, task, f"late_record_{task}.json")
+    if reason is not None:
+        warnings.warn(reason, stacklevel=2)
+        return None
+    return pd.read_csv(path)
+
+
+def late_work_text(rows: pd.DataFrame | None, task: str) -> str:
+    """The book's sentence on :func:`read_late_work_bound`: on how many sampled traces holding the late
+    limit and the queue together lowers the bound below the lower of the two bounds that hold one of
+    them each, by how much at most and where, and what it is on the bursty traces. Why: it says whether
+    the late limit costs the proposed method more under a queue than either bound shows."""
+    if rows is None or rows.empty:
+        return ""
+    lower = np.minimum(rows["work"], rows["late_limited"])
+    gain = lower - rows["late_work"]
+    lowered = rows[gain > CLEARLY]
+    where = ""
+    if len(lowered):
+        top = lowered.loc[gain[lowered.index].idxmax()]
+        where = (f", by up to {gain.max():.3f} ({top.workload} at load {top.load:g}, {top.deadline_ms:g} ms: "
+                 f"{lower[top.name]:.3f} to {top.late_work:.3f})")
+    bursty = rows["workload"].str.startswith("bursty")
+    burst = (f" On the bursty traces it is below the lower of the two by {gain[bursty].mean():.4f} on average."
+             if bursty.any() else "")
+    return (f"On {task}, held to the late limit and the queue together (the first seed's trace of each cell at "
+            f"loads up to {rows['load'].max():g}, {len(rows)} traces), the work bound is lower than the lower of the "
+            f"work bound and the late-limited bound by more than {CLEARLY} on {len(lowered)} of them{where}.{burst}")
 
 
 def read_no_queue(preset: str, task: str) -> pd.DataFrame | None:
@@ -354,5 +392,6 @@ def work_text(cells: pd.DataFrame, task: str, total_cells: int) -> str:
 
 
 __all__ = ["NO_QUEUE_METHODS", "Shares", "cell_shares", "chance_cells", "chance_shares", "chance_text",
-           "limited_margin_text", "limited_margins", "no_queue_dir", "no_queue_text", "read_no_queue",
-           "read_work_bound", "work_bound_dir", "work_bound_stale", "work_cells", "work_shares", "work_text"]
+           "late_work_text", "limited_margin_text", "limited_margins", "no_queue_dir", "no_queue_text",
+           "read_late_work_bound", "read_no_queue", "read_work_bound", "work_bound_dir", "work_bound_stale", "work_cells",
+           "work_shares", "work_text"]

@@ -42,6 +42,21 @@ bound is piecewise linear and convex in the price with its breakpoints there, so
 all prices is among them. One block at price 0 is the example-blind chance bound, so this one is
 never above it.
 
+**Late answers.** ``bound(trace, late_share=L)`` bounds the policies that also answer at most a
+share ``L`` of the trace's requests late, in expectation (the study holds every method to 1 % at
+loads up to 1; :func:`~planner.evaluation.clairvoyant.late_limited_bound` is the same limit without
+the queue). Each offer also carries the least chance that a request so served is answered late,
+``l_c(r) = 1 - P(S_1 <= r)`` (a cascade's escalated request may still leave on time as the first
+stage's early answer, so only the first draw is charged), taken at the same point as ``v``: on the
+interval the offer covers, ``v`` is at most and ``l`` at least its value there. For a price
+``eta >= 0`` per late answer the trace's expected count is at most ``eta L n`` plus the bound above
+with every offer's value ``v - eta l`` (weak duality again); the limit is one for the whole trace, so
+``eta`` is one for all blocks. Every price gives a bound, so the least of those tried is one: ``eta =
+0`` (the bound without the limit, so it is never above that) and a golden-section search over
+``log eta`` in :data:`LATE_PRICE_RANGE` (the bound need not be unimodal in ``eta``; where it is not,
+the search may only miss a lower value). Without a queue (one block, no server-time price) it is the
+dual of the late-limited linear program and meets it.
+
 What it leaves out: a batch is charged ``1/B`` per place even when partly filled, so at light load it
 does not see the wait to fill one, and the queue enters only as server time, not as the wait it
 causes (the policy's own loss beside it is what benchmarks/no_queue.py measures).
@@ -58,23 +73,34 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from planner.evaluation.clairvoyant import (TOLERANCE_S, ClairvoyantError, _configs, _outcome, expectation_inputs,
-                                            mean_on_time_chance)
+from planner.evaluation.clairvoyant import (TOLERANCE_S, ClairvoyantError, _configs, _draw_chances, _outcome,
+                                            expectation_inputs, mean_on_time_chance)
 from planner.serving.batching import check_trace
 from planner.serving.simulator import Catalog, ServedConfig
 
 MAX_EXACT_POINTS = 4096  # a cascade with more distinct two-stage times takes their quantiles
 GRID_POINTS = 512        # how many quantiles
 DEFAULT_BLOCK = 1       # requests between candidate block edges (1: every partition)
+#: the range of prices per late answer (in counted answers) the late-limited bound searches, beside 0
+LATE_PRICE_RANGE = (1e-3, 1e3)
+LATE_PRICE_STEPS = 16  # golden-section steps over the log of the price
 
 
 @dataclass(frozen=True)
 class Offers:
-    """One deadline's offers: per request, (expected server seconds charged, expected count)."""
+    """One deadline's offers: per request, (expected server seconds charged, expected count) and the
+    least chance of a late answer."""
 
     deadline_ms: float
     cost_s: np.ndarray
     value: np.ndarray
+    late: np.ndarray
+
+    def priced(self, late_price: float) -> "Offers":
+        """The same offers with each value net of ``late_price`` per expected late answer."""
+        if late_price == 0.0:
+            return self
+        return Offers(self.deadline_ms, self.cost_s, self.value - late_price * self.late, self.late)
 
     def hull_slopes(self) -> np.ndarray:
         """Slopes of the upper concave hull of the offers and (0, 0): the prices where the best
@@ -106,20 +132,24 @@ class Offers:
 @dataclass(frozen=True)
 class _Curve:
     """One configuration's offers at every remaining time: at ``starts[k]`` the expected time charged
-    (``cost_s``) and the chance just below ``starts[k + 1]`` (``value``); a deadline cuts it."""
+    (``cost_s``), and the chance of counting (``value``) and the least chance of a late answer
+    (``late``) just below ``starts[k + 1]``; a deadline cuts it."""
 
     served: ServedConfig
     starts: np.ndarray
     cost_s: np.ndarray
     value: np.ndarray
+    late: np.ndarray
 
-    def at(self, ids: np.ndarray, deadline_ms: float) -> tuple[np.ndarray, np.ndarray]:
-        """(cost_s, value) of the offers of a request with ``deadline_ms`` to go at its arrival."""
+    def at(self, ids: np.ndarray, deadline_ms: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(cost_s, value, late) of the offers of a request with ``deadline_ms`` to go at its arrival."""
         k = int(np.searchsorted(self.starts, deadline_ms / 1000.0 + TOLERANCE_S, side="right"))
         if k == 0:  # no draw fits: the configuration never counts at this deadline
-            return np.zeros(0), np.zeros(0)
-        last = mean_on_time_chance(self.served, ids, np.array([deadline_ms]))  # r in [starts[k-1], deadline]
-        return self.cost_s[:k], np.append(self.value[:k - 1], last)
+            return np.zeros(0), np.zeros(0), np.zeros(0)
+        at_deadline = np.array([deadline_ms])                           # r in [starts[k-1], deadline]
+        last = mean_on_time_chance(self.served, ids, at_deadline)
+        last_late = 1.0 - _draw_chances(self.served, at_deadline)[0]
+        return self.cost_s[:k], np.append(self.value[:k - 1], last), np.append(self.late[:k - 1], last_late)
 
 
 def _curve(served: ServedConfig, ids: np.ndarray) -> _Curve:
@@ -136,13 +166,37 @@ def _curve(served: ServedConfig, ids: np.ndarray) -> _Curve:
         points.append(sums if len(sums) <= MAX_EXACT_POINTS else np.quantile(sums, np.linspace(0, 1, GRID_POINTS)))
     starts = np.unique(np.concatenate(points))  # below the first draw nothing counts: no offer there
     # r in [starts[k], starts[k+1]): at least the time charged at starts[k], at most the chance just below starts[k+1]
-    value = mean_on_time_chance(served, ids, (starts[1:] - 2 * TOLERANCE_S) * 1000.0)
+    below_next = (starts[1:] - 2 * TOLERANCE_S) * 1000.0
+    value = mean_on_time_chance(served, ids, below_next)
+    late = 1.0 - _draw_chances(served, below_next)[0]  # the first draw overruns (an early answer is on time)
     cost = np.minimum(first[None, :], starts[:, None]).mean(axis=1)
     if second is not None:  # the second stage runs when its draw fits: E[S_2 1{S_1 + S_2 <= r}] (never more)
         prefix = np.concatenate([[0.0], np.cumsum(second)])
         fits = np.searchsorted(second, starts[:, None] - first[None, :], side="right")
         cost = cost + escalation * (prefix[fits] / len(second)).mean(axis=1)
-    return _Curve(served, starts, cost / served.batch_size, value)
+    return _Curve(served, starts, cost / served.batch_size, value, late)
+
+
+def _golden_minimum(f, low: float, high: float, steps: int) -> float:
+    """The least value of ``f(exp(x))`` seen in a golden-section search for its minimum over
+    ``[low, high]`` (``steps`` narrowings)."""
+    ratio = (np.sqrt(5.0) - 1.0) / 2.0
+    a, b = low, high
+    c, d = b - ratio * (b - a), a + ratio * (b - a)
+    fc, fd = f(float(np.exp(c))), f(float(np.exp(d)))
+    seen = min(fc, fd)
+    for _ in range(steps):
+        if fc <= fd:
+            b, d, fd = d, c, fc
+            c = b - ratio * (b - a)
+            fc = f(float(np.exp(c)))
+            seen = min(seen, fc)
+        else:
+            a, c, fc = c, d, fd
+            d = a + ratio * (b - a)
+            fd = f(float(np.exp(d)))
+            seen = min(seen, fd)
+    return seen
 
 
 @dataclass
@@ -172,20 +226,38 @@ class WorkBound:
             if not self._curves:
                 self._curves = [_curve(c, self.example_ids) for c in self._served]
             parts = [curve.at(self.example_ids, key) for curve in self._curves]
-            self._offers[key] = Offers(key, np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+            self._offers[key] = Offers(key, *(np.concatenate([p[i] for p in parts]) for i in range(3)))
         return self._offers[key]
 
-    def bound(self, trace: pd.DataFrame, servers: int = 1) -> float:
+    def bound(self, trace: pd.DataFrame, servers: int = 1, late_share: float | None = None) -> float:
         """Upper bound on the expected effective accuracy of every example-blind policy that does not
-        foresee its draws, on ``trace``'s arrivals and deadlines with ``servers`` servers."""
+        foresee its draws, on ``trace``'s arrivals and deadlines with ``servers`` servers; with
+        ``late_share``, of those that also answer at most that share of the requests late in
+        expectation (the least over the prices per late answer it tries)."""
         if isinstance(servers, bool) or not isinstance(servers, (int, np.integer)) or servers < 1:
             raise ClairvoyantError(f"servers must be an integer >= 1, got {servers!r}")
+        if late_share is not None and (isinstance(late_share, bool) or not isinstance(late_share, (int, float))
+                                       or not 0.0 <= late_share <= 1.0):
+            raise ClairvoyantError(f"late_share must be a share in [0, 1] or None, got {late_share!r}")
         ordered = check_trace(trace, ClairvoyantError)
         arrival = ordered["arrival_s"].to_numpy(dtype=float)
         relative = ordered["deadline_ms"].to_numpy(dtype=float)
-        n = len(arrival)
         classes, which = np.unique(relative, return_inverse=True)
         offers = [self.offers(d) for d in classes]
+        def at(late_price: float) -> float:
+            priced = [o.priced(late_price) for o in offers]
+            return late_price * (late_share or 0.0) + self._partitioned(priced, which, arrival, relative, servers) / len(arrival)
+
+        best = at(0.0)
+        if late_share is not None:
+            best = min(best, _golden_minimum(at, *np.log(LATE_PRICE_RANGE), LATE_PRICE_STEPS))
+        return min(best, 1.0)
+
+    def _partitioned(self, offers: list[Offers], which: np.ndarray, arrival: np.ndarray, relative: np.ndarray,
+                     servers: int) -> float:
+        """The least over partitions into consecutive blocks (edges every ``block`` requests) of the
+        sum of the blocks' bounds, each at its best price of server time (dynamic programming)."""
+        n = len(arrival)
         prices = np.unique(np.concatenate([[0.0], *[o.hull_slopes() for o in offers]]))
         gains = np.stack([o.gain(prices) for o in offers])           # (classes, prices)
         per_request = gains[which].T                                  # (prices, n)
@@ -199,4 +271,4 @@ class WorkBound:
             span = np.maximum(beta[e - 1] - alpha[:e], 0.0)           # blocks s..e
             total = capacity * span[None, :] + (cum[:, e][:, None] - cum[:, :e])
             best[e] = float((best[:e] + total.min(axis=0)).min())
-        return min(best[-1] / n, 1.0)
+        return float(best[-1])
