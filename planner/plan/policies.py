@@ -69,6 +69,9 @@ class PolicyNeeds:
       requests that can still make it.
     - ``early_answers``: when a cascade's second stage would finish after a request's deadline, the
       first stage's answer goes out on time (status ``degraded``).
+    - ``cancels``: a batch that would answer none of its requests on time is stopped at the latest
+      member's deadline, where the runtime can stop a running call, and its requests are shed (the
+      simulator's serving model; see :mod:`planner.serving.simulator`).
     """
 
     lookahead: int = 0
@@ -76,6 +79,7 @@ class PolicyNeeds:
     observes: bool = False
     sheds: bool = False
     early_answers: bool = False
+    cancels: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.lookahead, bool) or not isinstance(self.lookahead, (int, np.integer)) or self.lookahead < 0:
@@ -97,9 +101,12 @@ class OnlinePolicy(ABC):
         """The deadline-only choice of a static policy (``needs.static``)."""
         raise PlannerError(f"{self!r} is not static: it has no deadline-only config_for")
 
-    def observe(self, config_id: str, batch_n: int, service_ms: float, n_late: int = 0) -> None:
+    def observe(self, config_id: str, batch_n: int, service_ms: float, n_late: int = 0,
+                cancelled: bool = False) -> None:
         """A finished batch's service time and how many of its ``batch_n`` requests were answered after
-        their deadline (called only when ``needs.observes``)."""
+        their deadline (called only when ``needs.observes``). ``cancelled``: the server stopped the
+        batch at the deadline (``needs.cancels``), so ``service_ms`` is only how long it ran, a lower
+        bound on its service time, and none of its requests was answered."""
 
     def shed_below_ms(self) -> float:
         """Requests with less slack than this are shed (called only when ``needs.sheds``)."""

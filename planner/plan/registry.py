@@ -83,6 +83,9 @@ class AnytimeParams(MethodParams):
     # the expected arrivals at the quantiles of a Poisson process's arrival times at the recent rate,
     # not evenly spaced (1 - 1/e = 63 % of Poisson inter-arrival times are shorter than their mean)
     arrival_spread: bool = True
+    # ask the server to stop a batch that would answer nobody on time, at the deadline, where the
+    # runtime can stop a running call (ONNX Runtime; simulated: the live paths do not cancel yet)
+    cancel_at_deadline: bool = True
     # the service-time calibration's starting factor: the machine's speed now over the profile's.
     # 1 in the simulator (its service times come from the profile itself); a live replay sets it
     # from the re-timed reference (planner.profile.reference, planner.evaluation.live_fault)

@@ -27,7 +27,8 @@ def run_metrics(results: pd.DataFrame) -> dict[str, float]:
     - latency percentiles over those requests (dropped and shed ones have no model answer; see
       ``n_dropped`` and ``n_shed``); ``late_rate``: late / all requests;
     - ``throughput_rps``: answered requests / (last finish - first arrival among them);
-    - ``cpu_s_per_request``: busy server-seconds (sum of batch service times) / all requests.
+    - ``cpu_s_per_request``: busy server-seconds (sum of batch service times, a batch stopped at the
+      deadline until it stopped) / all requests.
     Works on any table with the per-request columns; ``batch_id`` (when present) identifies batches,
     otherwise a batch is a distinct ``(config_id, start_s, finish_s)``.
     """
@@ -50,14 +51,17 @@ def run_metrics(results: pd.DataFrame) -> dict[str, float]:
         p50, p95, p99 = np.percentile(latency, [50, 95, 99])
         span = finish.max() - (finish - latency / 1000.0).min()
         throughput = answered.sum() / span if span > 0 else math.nan
-        if "batch_id" in results.columns:  # a batch lasts until its last answer (early answers leave sooner)
-            busy = _busy_s(results["batch_id"].to_numpy()[answered], results["start_s"].to_numpy(dtype=float)[answered],
-                           finish)
-        else:
-            batches = results.loc[answered].drop_duplicates(["config_id", "start_s", "finish_s"])
-            busy = float((batches["finish_s"] - batches["start_s"]).sum())
     else:
         p50 = p95 = p99 = throughput = math.nan
+    if "batch_id" in results.columns:  # a batch lasts until its last answer (early answers leave sooner)
+        # or, where the server stopped it at the deadline, until then (its requests shed, in the batch)
+        in_batch = answered | ((status == "shed").to_numpy() & (results["batch_id"].to_numpy() >= 0))
+        busy = _busy_s(results["batch_id"].to_numpy()[in_batch], results["start_s"].to_numpy(dtype=float)[in_batch],
+                       results["finish_s"].to_numpy(dtype=float)[in_batch])
+    elif answered.any():
+        batches = results.loc[answered].drop_duplicates(["config_id", "start_s", "finish_s"])
+        busy = float((batches["finish_s"] - batches["start_s"]).sum())
+    else:
         busy = 0.0
     out = {
         "hit_rate": float(hit.mean()),

@@ -21,7 +21,9 @@ is measured from the request's scheduled arrival (what a client that sent it the
 
 A policy's admission control (``needs.sheds``) sheds requests here exactly as in the simulator;
 early cascade answers (``needs.early_answers``) are simulated only: a live cascade runs both stages
-in one call.
+in one call. So is stopping a batch at the deadline (``needs.cancels``): a live call runs to its end
+(ONNX Runtime could stop it through ``RunOptions.terminate``; not wired here yet), which is why the
+simulator stands in for a live run with ``can_cancel=False``.
 
 Differences from the simulator that are real, not modelled: a partial batch runs on fewer inputs
 (the simulator charges it a full-batch sample) unless ``pad_partial=True``; workers pay thread

@@ -141,8 +141,9 @@ class _Guarded(OnlinePolicy):
             return decision.config_id
         return choice
 
-    def observe(self, config_id: str, batch_n: int, service_ms: float, n_late: int = 0) -> None:
-        self.policy.observe(config_id, batch_n, service_ms, n_late)
+    def observe(self, config_id: str, batch_n: int, service_ms: float, n_late: int = 0,
+                cancelled: bool = False) -> None:
+        self.policy.observe(config_id, batch_n, service_ms, n_late, cancelled)
 
     def shed_below_ms(self) -> float:
         return self.policy.shed_below_ms()

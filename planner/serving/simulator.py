@@ -17,6 +17,16 @@ Model (the same one a live replayer measures, so both produce the same per-reque
   predictions are in the bundle.
 - With ``drop_expired=True`` a request whose deadline has passed when it would start service is
   dropped; otherwise it is served late.
+- A policy whose needs say ``cancels`` has a batch abandoned when none of its requests would get an
+  answer on time (every member's answer, an early one included, after its deadline): the server
+  stops it at the latest member's deadline and is free from then on; its requests are shed then
+  (status ``shed``; they keep the batch's id, start and configuration, so its server time is counted).
+  Only configurations whose runtime can stop a running call are cancelled
+  (:data:`CANCELLABLE_RUNTIMES`: ONNX Runtime's ``RunOptions.terminate``; PyTorch eager has no such
+  hook), and only where the serving stack can (``can_cancel``; the live replay and the HTTP server
+  do not yet, so what stands in for them passes ``can_cancel=False``). Why: a call that will answer
+  nobody on time otherwise holds the server for its whole draw, and at tight deadlines that is how a
+  queue of late answers builds up.
 - ``dispatch_overhead_ms`` (default 0) is added to every batch's service time: what a real server
   pays per batch outside the model call (waking the worker, building the batch, bookkeeping).
   Live replay measures it with a no-op model (:func:`planner.serving.replay.harness_overhead`); for
@@ -47,6 +57,8 @@ from planner.schema import REQUEST_RESULT_COLUMNS, REQUEST_STATUSES, ProfileBund
 from planner.serving.batching import QUEUES, RequestQueue, TraceArrays, check_trace, pick_batch
 
 CASCADE_MODES = ("auto", "members", "measured")
+#: runtimes whose running call a server can stop at a deadline (ONNX Runtime: ``RunOptions.terminate``)
+CANCELLABLE_RUNTIMES = ("onnxruntime",)
 RESULT_EXTRA_COLUMNS = ("arrival_s", "deadline_ms", "example_id", "batch_id", "server", "escalated")
 _BLOCK = 4096
 
@@ -71,6 +83,7 @@ class ServedConfig:
     large_known: np.ndarray | None = None
     small_confidence: np.ndarray | None = None
     threshold: float | None = None
+    cancellable: bool = False              # its runtime can stop a running call (CANCELLABLE_RUNTIMES)
 
     @property
     def routed(self) -> bool:
@@ -125,6 +138,7 @@ class Catalog:
         batch = int(batch)
         small, large = row.get("cascade_small"), row.get("cascade_large")
         is_cascade = isinstance(small, str) and isinstance(large, str) and small and large
+        cancellable = row.get("runtime") in CANCELLABLE_RUNTIMES
         if is_cascade and self.cascade_mode != "measured":
             members = [make_config_id(row["task"], m, row["runtime"], row["precision"], batch, row["device"])
                        for m in (small, large)]
@@ -137,9 +151,11 @@ class Catalog:
                 s_correct, s_known, s_conf = self._predictions(members[0], why)
                 l_correct, l_known, _ = self._predictions(members[1], why)
                 return ServedConfig(cid, batch, self._samples(members[0], why), s_correct, s_known,
-                                    self._samples(members[1], why, dispatch=False), l_correct, l_known, s_conf, tau)
+                                    self._samples(members[1], why, dispatch=False), l_correct, l_known, s_conf, tau,
+                                    cancellable)
         correct, known, _ = self._predictions(cid, "chosen by the policy")
-        return ServedConfig(cid, batch, self._samples(cid, "chosen by the policy"), correct, known)
+        return ServedConfig(cid, batch, self._samples(cid, "chosen by the policy"), correct, known,
+                            cancellable=cancellable)
 
 
 def prepare(bundle: ProfileBundle | Catalog, cascade_mode: str = "auto", dispatch_overhead_ms: float | None = None) -> Catalog:
@@ -261,6 +277,7 @@ class _Batches:
     server: list = field(default_factory=list)
     shed_at: np.ndarray | None = None     # per request: when admission control shed it (NaN: not shed)
     early_at: np.ndarray | None = None    # per request: when a cascade's first stage answered it early
+    cancelled_at: np.ndarray | None = None  # per request: when its batch was abandoned at the deadline
 
 
 def _fast_fifo(arr: list, abs_deadline: list, run: _Run, cfg: int, servers: int, drop: bool,
@@ -335,21 +352,23 @@ def _fast_fifo(arr: list, abs_deadline: list, run: _Run, cfg: int, servers: int,
 
 
 def _event_loop(trace: TraceArrays, run: _Run, policy: OnlinePolicy, task: str, servers: int, queue: str,
-                drop: bool, rate_window_s: float, n: int) -> tuple[_Batches, np.ndarray]:
+                drop: bool, rate_window_s: float, n: int, can_cancel: bool = True) -> tuple[_Batches, np.ndarray]:
     """General discrete-event loop: any policy, FIFO or EDF, called once per batch.
 
     Time advances to the next moment a server is free and a request waits. At that moment all
     arrivals up to now join the queue and the shared rule (:func:`planner.serving.batching.pick_batch`)
     drops expired heads (if enabled), asks the policy and takes the batch. A policy whose needs say
-    ``observes`` is told each batch's simulated service time once the batch is decided.
+    ``observes`` is told each batch's simulated service time once the batch is decided (a cancelled
+    batch: the time it ran, with ``cancelled=True``).
     """
     arr = trace.arrival_s
     abs_deadline = trace.abs_deadline_s
     waiting = RequestQueue(queue, abs_deadline)
     free = [(-math.inf, s) for s in range(servers)]
-    out = _Batches(shed_at=np.full(n, np.nan), early_at=np.full(n, np.nan))
+    out = _Batches(shed_at=np.full(n, np.nan), early_at=np.full(n, np.nan), cancelled_at=np.full(n, np.nan))
     batch_of = np.full(n, -1, dtype=np.int64)
     observes, early = policy.needs.observes, policy.needs.early_answers
+    cancels = can_cancel and policy.needs.cancels
 
     def batch_size_of(config_id: str) -> int:
         return run.configs[run.use(config_id)].batch_size
@@ -388,16 +407,25 @@ def _event_loop(trace: TraceArrays, run: _Run, policy: OnlinePolicy, task: str, 
             else:
                 svc += second
         fin = t + svc
+        # answered at the finish, or early by the first stage; late: after the deadline
+        answered = [out.early_at[r] if out.early_at[r] == out.early_at[r] else fin for r in members]
+        n_late = sum(a > abs_deadline[r] for a, r in zip(answered, members))
+        cancelled = cancels and n_late == len(members) and run.configs[cfg].cancellable
+        if cancelled:  # nobody gains from it: stopped at the latest member's deadline
+            fin = max(t, max(abs_deadline[r] for r in members))
+            out.cancelled_at[members] = fin
+            out.early_at[members] = np.nan
         heapq.heapreplace(free, (fin, sid))
         batch_of[members] = len(out.start)
         out.start.append(t)
         out.finish.append(fin)
         out.config.append(cfg)
         out.server.append(sid)
-        if observes:  # late: answered (at the finish, or early by the first stage) after the deadline
-            answered = [out.early_at[r] if out.early_at[r] == out.early_at[r] else fin for r in members]
-            n_late = sum(a > abs_deadline[r] for a, r in zip(answered, members))
-            policy.observe(pick.config_id, len(members), svc * 1000.0, n_late)
+        if observes:
+            if cancelled:
+                policy.observe(pick.config_id, len(members), (fin - t) * 1000.0, 0, cancelled=True)
+            else:
+                policy.observe(pick.config_id, len(members), svc * 1000.0, n_late)
     return out, batch_of
 
 
@@ -419,14 +447,17 @@ def simulate(trace: pd.DataFrame, policy: Policy, bundle: ProfileBundle | Catalo
              queue: Literal["fifo", "edf"] = "fifo", seed: int = 0, *, drop_expired: bool = False,
              method: str | None = None, task: str | None = None,
              engine: Literal["auto", "fast", "event"] = "auto", cascade_mode: str = "auto",
-             rate_window_s: float = 1.0, dispatch_overhead_ms: float | None = None) -> pd.DataFrame:
+             rate_window_s: float = 1.0, dispatch_overhead_ms: float | None = None,
+             can_cancel: bool = True) -> pd.DataFrame:
     """Run ``trace`` through the serving model; one row per request, in ``request_id`` order.
 
     Columns: :data:`planner.schema.REQUEST_RESULT_COLUMNS` plus ``arrival_s, deadline_ms,
     example_id, batch_id, server, escalated``. ``latency_ms`` = finish - arrival (queueing +
     service); status is ``served`` (on time), ``late`` or ``dropped`` (never started; no
     config, times or latency). ``bundle`` may be a ProfileBundle-like object or a :class:`Catalog`;
-    ``dispatch_overhead_ms`` is added to each batch's service time (see the module docstring).
+    ``dispatch_overhead_ms`` is added to each batch's service time; ``can_cancel``: whether the
+    server stops a batch that answers nobody on time, for a policy that asks it to (see the module
+    docstring; False where the simulator stands in for the live replay or the HTTP server).
     """
     if queue not in QUEUES:
         raise SimulationError(f"queue must be one of {QUEUES}, got {queue!r}")
@@ -463,7 +494,7 @@ def simulate(trace: pd.DataFrame, policy: Policy, bundle: ProfileBundle | Catalo
         batches, batch_of = _fast_fifo(arr, abs_deadline.tolist(), run, static_cfg, int(servers), drop_expired, n)
     else:
         batches, batch_of = _event_loop(TraceArrays.from_frame(ordered), run, policy, task, int(servers), queue,
-                                        drop_expired, float(rate_window_s), n)
+                                        drop_expired, float(rate_window_s), n, bool(can_cancel))
     return _assemble(ordered, run, batches, batch_of, method or policy.name)
 
 
@@ -490,11 +521,13 @@ def _assemble(ordered: pd.DataFrame, run: _Run, batches: _Batches, batch_of: np.
     none = np.full(n, np.nan)  # the static fast path neither sheds nor answers early
     early_at = batches.early_at if batches.early_at is not None else none
     shed_at = batches.shed_at if batches.shed_at is not None else none
+    cancelled = ~np.isnan(batches.cancelled_at) if batches.cancelled_at is not None else np.zeros(n, dtype=bool)
     early, shed = served & ~np.isnan(early_at), ~np.isnan(shed_at)
-    finish = np.where(shed, shed_at, np.where(early, early_at, finish))
+    finish = np.where(shed, shed_at, np.where(early, early_at, finish))  # a cancelled one: its batch's stop
     start = np.where(shed, finish, start)
+    shed = shed | cancelled
     latency = (finish - arrival) * 1000.0
-    on_time = served & (latency <= deadline)
+    on_time = served & ~shed & (latency <= deadline)
     correct = np.zeros(n, dtype=bool)
     escalated = np.zeros(n, dtype=bool)
     for idx, conf in enumerate(run.configs):

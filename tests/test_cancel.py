@@ -1,0 +1,109 @@
+"""Stopping a batch at the deadline (``PolicyNeeds.cancels``): the server is free from then on, the
+requests are shed, nobody is answered late, the server time it took is counted, and only where the
+runtime and the serving stack can stop a running call."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bundles import toy_bundle
+from planner import workloads
+from planner.evaluation.work_bound import WorkBound
+from planner.plan.anytime import anytime
+from planner.plan.policies import OnlinePolicy, PolicyNeeds
+from planner.serving.outcomes import run_metrics
+from planner.serving.simulator import prepare, simulate
+
+TASK = "sst2"
+
+
+class _Always(OnlinePolicy):
+    """Serves everything on one configuration and asks the server to stop what answers nobody on time."""
+
+    def __init__(self, config_id: str, cancels: bool = True):
+        self.config_id, self.name, self.task = config_id, "always", TASK
+        self.needs = PolicyNeeds(observes=True, cancels=cancels)
+        self.seen: list[tuple] = []
+
+    def __call__(self, ctx) -> str:
+        return self.config_id
+
+    def observe(self, config_id, batch_n, service_ms, n_late=0, cancelled=False) -> None:
+        self.seen.append((batch_n, round(service_ms, 6), n_late, cancelled))
+
+
+def _bundle(runtime: str, samples_ms=(5.0,), batch_size: int = 1):
+    return toy_bundle(TASK, [dict(model="m", batch_size=batch_size, samples_ms=list(samples_ms),
+                                  correct=np.ones(10, bool), runtime=runtime)])
+
+
+def _two_requests(deadlines=(2.0, 2.0), gap_s=0.0025) -> pd.DataFrame:
+    return pd.DataFrame({"request_id": [0, 1], "arrival_s": [0.0, gap_s], "deadline_ms": list(deadlines),
+                         "example_id": [0, 1]})
+
+
+def test_a_batch_that_answers_nobody_on_time_stops_at_the_deadline_and_frees_the_server():
+    bundle = _bundle("onnxruntime")
+    cid = bundle.profiles["config_id"].iloc[0]
+    policy = _Always(cid)
+    rows = simulate(_two_requests(), policy, bundle, task=TASK).set_index("request_id")
+    assert rows["status"].tolist() == ["shed", "shed"]
+    assert not rows["hit"].any()
+    # the first draw (5 ms) is stopped at 2 ms; the second request starts at its arrival, 2.5 ms
+    assert rows.loc[0, "finish_s"] == pytest.approx(0.002)
+    assert rows.loc[1, "start_s"] == pytest.approx(0.0025) and rows.loc[1, "finish_s"] == pytest.approx(0.0045)
+    assert (rows["batch_id"] >= 0).all() and rows["config_id"].notna().all()
+    metrics = run_metrics(rows.reset_index())
+    assert metrics["n_late"] == 0 and metrics["n_shed"] == 2
+    assert metrics["cpu_s_per_request"] == pytest.approx(0.002)  # 2 ms each: the time they ran
+    assert policy.seen == [(1, 2.0, 0, True), (1, 2.0, 0, True)]
+
+
+def test_it_serves_late_where_the_runtime_or_the_server_cannot_stop_a_call_or_the_policy_does_not_ask():
+    ort = _bundle("onnxruntime")
+    torch = _bundle("torch")
+    for bundle, kw, cancels in ((torch, {}, True), (ort, {"can_cancel": False}, True), (ort, {}, False)):
+        cid = bundle.profiles["config_id"].iloc[0]
+        rows = simulate(_two_requests(), _Always(cid, cancels), bundle, task=TASK, **kw).set_index("request_id")
+        assert rows["status"].tolist() == ["late", "late"]
+        assert rows.loc[1, "start_s"] == pytest.approx(0.005)  # waited for the whole first draw
+
+
+def test_a_batch_with_one_request_still_on_time_runs_to_its_end():
+    bundle = _bundle("onnxruntime", batch_size=2)
+    cid = bundle.profiles["config_id"].iloc[0]
+    rows = simulate(_two_requests(deadlines=(2.0, 10.0), gap_s=0.0), _Always(cid), bundle, task=TASK)
+    assert sorted(rows["status"]) == ["late", "served"]
+
+
+def test_anytime_learns_only_a_lower_bound_above_its_estimate_from_a_stopped_batch():
+    bundle = _bundle("onnxruntime", samples_ms=(1.0, 2.0, 3.0))
+    policy = anytime(bundle, TASK, late_target=0.05)
+    cid = policy.front_ids()[0]
+    scale, q = policy.estimator_.scale(cid), policy.quantile_
+    policy.observe(cid, 1, 0.5, 0, cancelled=True)      # stopped before the median: says nothing
+    assert policy.estimator_.scale(cid) == scale and policy.quantile_ == q
+    policy.observe(cid, 1, 8.0, 0, cancelled=True)      # ran 8 ms against a 2 ms median: slower
+    assert policy.estimator_.scale(cid) > scale
+    assert policy.quantile_ == q                        # nobody was answered late
+    assert policy.needs.cancels and not anytime(bundle, TASK, cancel_at_deadline=False).needs.cancels
+
+
+def test_stopping_at_the_deadline_turns_late_answers_into_tries_and_stays_under_the_work_bound():
+    """Draws of 1 or 3 ms for a 2 ms deadline under load: the same anytime policy with the server
+    stopping overrunning draws answers nobody late and at least as many on time as without, and its
+    mean stays under the work bound (which charges a try only the time its deadline left)."""
+    bundle = _bundle("onnxruntime", samples_ms=(1.0, 3.0))
+    catalog = prepare(bundle)
+    traces = [workloads.poisson(400.0, 300, 2.0, 10, seed) for seed in range(6)]
+    limit = float(np.mean([WorkBound(catalog, TASK, np.arange(10)).bound(t) for t in traces]))
+    runs = {cancel: [run_metrics(simulate(t, anytime(bundle, TASK, late_target=0.01), catalog, task=TASK, seed=s,
+                                          can_cancel=cancel)) for s, t in enumerate(traces)]
+            for cancel in (True, False)}
+    with_stop = np.mean([m["effective_accuracy"] for m in runs[True]])
+    without = np.mean([m["effective_accuracy"] for m in runs[False]])
+    assert sum(m["n_late"] for m in runs[True]) == 0
+    assert with_stop >= without
+    assert with_stop <= limit + 0.02
