@@ -217,7 +217,7 @@ def test_the_late_sample_says_where_holding_both_lowers_the_bound(tmp_path, monk
     text = late_work_text(rows, TASK)
     assert "(the first seed's trace of each cell at loads up to 1, 3 traces)" in text
     assert "by more than 0.005 on 1 of them, by up to 0.100 (steady-mixed at load 0.5, 3 ms: 0.400 to 0.300)" in text
-    assert "On the bursty traces it is below the lower of the two by 0.0000 on average." in text
+    assert "On the bursty traces it is at most 0.0000 below the lower of the two." in text
     assert late_work_text(None, TASK) == "" and late_work_text(rows.iloc[:0], TASK) == ""
     # read only where its record names the runs' profiles
     monkeypatch.setenv("PLANNER_RESULTS_DIR", str(tmp_path))

@@ -301,7 +301,7 @@ def late_work_text(rows: pd.DataFrame | None, task: str) -> str:
         where = (f", by up to {gain.max():.3f} ({top.workload} at load {top.load:g}, {top.deadline_ms:g} ms: "
                  f"{lower[top.name]:.3f} to {top.late_work:.3f})")
     bursty = rows["workload"].str.startswith("bursty")
-    burst = (f" On the bursty traces it is below the lower of the two by {gain[bursty].mean():.4f} on average."
+    burst = (f" On the bursty traces it is at most {max(float(gain[bursty].max()), 0.0):.4f} below the lower of the two."
              if bursty.any() else "")
     return (f"On {task}, held to the late limit and the queue together (the first seed's trace of each cell at "
             f"loads up to {rows['load'].max():g}, {len(rows)} traces), the work bound is lower than the lower of the "
