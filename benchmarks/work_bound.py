@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -88,39 +89,53 @@ def _resume(preset: str, name: str, record_name: str, spec: dict, out: bool) -> 
     return path, previous
 
 
-def run_task(preset: str, task: str, out: bool) -> pd.DataFrame:
-    """Every grid trace of ``task``, one row each (appended to the task's CSV as it goes when ``out``)."""
+def _cells(preset: str, task: str, spec: dict, out: bool, name: str, record_name: str, desc: str,
+           row: Callable[..., dict]) -> pd.DataFrame:
+    """Every trace of ``spec``'s workloads, loads, deadlines and seeds not already in the task's CSV
+    ``name``, one row each: the key and what ``row(trace, catalog, ids, workload, load, deadline)``
+    adds (appended a cell at a time when ``out``)."""
     from planner.evaluation.grid import Cell, cell_trace
-    from planner.evaluation.work_bound import WorkBound
     from planner.profile.store import load_bundle
 
     settings = config.preset(preset).evaluate
-    spec = record(preset, task)
-    path, previous = _resume(preset, f"bounds_{task}.csv", f"record_{task}.json", spec, out)
+    path, previous = _resume(preset, name, record_name, spec, out)
     bundle = load_bundle(preset, None)
-    overhead = spec["dispatch_overhead_ms"]
     seen = set(map(tuple, previous[KEY].astype(object).to_numpy().tolist()))
-    bound: WorkBound | None = None
-    cells = [(w, float(load)) for w in settings.workloads for load in settings.loads]
     frames = [previous]
-    for workload, load in tqdm(cells, desc=f"work bound ({task})", unit="cell"):
+    cells = [(w, float(load)) for w in settings.workloads for load in spec["loads"]]
+    for workload, load in tqdm(cells, desc=f"{desc} ({task})", unit="cell"):
         rows = []
         for deadline in spec["deadlines_ms"]:
             for seed in spec["seeds"]:
                 if (workload, load, float(deadline), int(seed)) in seen:
                     continue
                 trace, catalog, ids = cell_trace(bundle, Cell(workload, load, float(deadline), int(seed)), task,
-                                                 settings, overhead)
-                bound = bound or WorkBound(catalog, task, ids, block=spec["block"])
+                                                 settings, spec["dispatch_overhead_ms"])
                 rows.append({"task": task, "workload": workload, "load": load, "deadline_ms": float(deadline),
-                             "seed": int(seed), "n_requests": len(trace), "servers": settings.servers,
-                             "dispatch_overhead_ms": overhead, "work_bound": bound.bound(trace, settings.servers)})
+                             "seed": int(seed), **row(trace, catalog, ids, workload, load, float(deadline))})
         if rows:
             frame = pd.DataFrame(rows)
             if out:
                 append_rows(path, frame)
             frames.append(frame)
     return pd.concat(frames, ignore_index=True)
+
+
+def run_task(preset: str, task: str, out: bool) -> pd.DataFrame:
+    """Every grid trace of ``task``, one row each (appended to the task's CSV as it goes when ``out``)."""
+    from planner.evaluation.work_bound import WorkBound
+
+    settings = config.preset(preset).evaluate
+    spec = record(preset, task)
+    bounds: list[WorkBound] = []  # built once, from the first trace's catalog and pool
+
+    def row(trace, catalog, ids, *_) -> dict:
+        bounds[:] = bounds or [WorkBound(catalog, task, ids, block=spec["block"])]
+        return {"n_requests": len(trace), "servers": settings.servers,
+                "dispatch_overhead_ms": spec["dispatch_overhead_ms"],
+                "work_bound": bounds[0].bound(trace, settings.servers)}
+
+    return _cells(preset, task, spec, out, f"bounds_{task}.csv", f"record_{task}.json", "work bound", row)
 
 
 def _late_shares(preset: str, task: str) -> pd.Series:
@@ -136,46 +151,25 @@ def _late_shares(preset: str, task: str) -> pd.Series:
 def run_late(preset: str, task: str, out: bool, block: int) -> pd.DataFrame:
     """``--late``: the first seed's trace of each cell at loads <= 1, one row each (appended as it goes)."""
     from planner.evaluation.clairvoyant import late_limited_bound
-    from planner.evaluation.grid import Cell, cell_trace
     from planner.evaluation.work_bound import WorkBound
-    from planner.profile.store import load_bundle
 
     settings = config.preset(preset).evaluate
     shares = _late_shares(preset, task)
     spec = {**record(preset, task), "block": block, "seeds": list(settings.seeds)[:1],
             "loads": [float(x) for x in settings.loads if x <= LATE_LIMIT_LOAD],
             "late_shares": {f"{w}/{l:g}/{d:g}": round(float(v), 6) for (w, l, d), v in shares.items()}}
-    path, previous = _resume(preset, f"late_{task}.csv", f"late_record_{task}.json", spec, out)
-    bundle = load_bundle(preset, None)
     classes = deadline_classes(preset)
-    overhead = spec["dispatch_overhead_ms"]
-    seen = set(map(tuple, previous[KEY].astype(object).to_numpy().tolist()))
-    bound: WorkBound | None = None
-    frames = [previous]
-    cells = [(w, load) for w in settings.workloads for load in spec["loads"]]
-    for workload, load in tqdm(cells, desc=f"late work bound ({task})", unit="cell"):
-        rows = []
-        for deadline in spec["deadlines_ms"]:
-            for seed in spec["seeds"]:
-                if (workload, load, float(deadline), int(seed)) in seen:
-                    continue
-                trace, catalog, ids = cell_trace(bundle, Cell(workload, load, float(deadline), int(seed)), task,
-                                                 settings, overhead)
-                bound = bound or WorkBound(catalog, task, ids, block=block)
-                share = float(shares.loc[(workload, load, float(deadline))])
-                mix = (tuple((s, float(deadline) * k) for s, k in classes[workload]) if workload in classes
-                       else float(deadline))
-                rows.append({"task": task, "workload": workload, "load": load, "deadline_ms": float(deadline),
-                             "seed": int(seed), "late_share": share, "block": block,
-                             "work": bound.bound(trace, settings.servers),
-                             "late_work": bound.bound(trace, settings.servers, late_share=share),
-                             "late_limited": late_limited_bound(catalog, task, ids, mix, share)})
-        if rows:
-            frame = pd.DataFrame(rows)
-            if out:
-                append_rows(path, frame)
-            frames.append(frame)
-    return pd.concat(frames, ignore_index=True)
+    bounds: list[WorkBound] = []
+
+    def row(trace, catalog, ids, workload, load, deadline) -> dict:
+        bounds[:] = bounds or [WorkBound(catalog, task, ids, block=block)]
+        share = float(shares.loc[(workload, load, deadline)])
+        mix = tuple((s, deadline * k) for s, k in classes[workload]) if workload in classes else deadline
+        return {"late_share": share, "block": block, "work": bounds[0].bound(trace, settings.servers),
+                "late_work": bounds[0].bound(trace, settings.servers, late_share=share),
+                "late_limited": late_limited_bound(catalog, task, ids, mix, share)}
+
+    return _cells(preset, task, spec, out, f"late_{task}.csv", f"late_record_{task}.json", "late work bound", row)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,7 @@ import pytest
 
 from bundles import toy_bundle
 from planner import workloads
+from planner.evaluation.clairvoyant import chance_bound, late_limited_bound
 from planner.evaluation.work_bound import WorkBound
 from planner.plan.anytime import anytime
 from planner.plan.policies import OnlinePolicy, PolicyNeeds
@@ -107,3 +108,17 @@ def test_stopping_at_the_deadline_turns_late_answers_into_tries_and_stays_under_
     assert sum(m["n_late"] for m in runs[True]) == 0
     assert with_stop >= without
     assert with_stop <= limit + 0.02
+
+
+def test_the_late_limit_does_not_bind_a_call_the_server_can_stop():
+    """Draws of 1 or 3 ms for 2 ms: held to 1 % late, a policy whose calls run to their end can count
+    on 1 % at most (it serves 2 %, half of them late), one whose calls the server stops on every
+    request's chance (nobody is answered late), so the late-limited bounds, in expectation and with
+    the queue, stay bounds for a policy that has its calls stopped."""
+    trace = pd.DataFrame({"request_id": np.arange(50), "arrival_s": np.arange(50) * 1.0, "deadline_ms": 2.0,
+                          "example_id": np.arange(50) % 10})
+    for runtime, expected in (("torch", 0.01), ("onnxruntime", 0.5)):
+        catalog = prepare(_bundle(runtime, samples_ms=(1.0, 3.0)))
+        assert late_limited_bound(catalog, TASK, np.arange(10), 2.0, 0.01) == pytest.approx(expected)
+        assert WorkBound(catalog, TASK, np.arange(10)).bound(trace, late_share=0.01) == pytest.approx(expected, abs=5e-4)
+    assert chance_bound(catalog, TASK, np.arange(10), 2.0, sees_example=False) == pytest.approx(0.5)

@@ -649,11 +649,21 @@ def chance_bound(catalog: Any, task: str, example_ids: np.ndarray, deadline_ms: 
     return bounds.chance if sees_example else bounds.blind
 
 
+def least_late_chances(served: ServedConfig, deadlines_ms: np.ndarray) -> np.ndarray:
+    """The least chance, per deadline, that ``served`` answers a request after that long from its
+    arrival: the batch starts that very moment and the first draw overruns (a routed cascade's
+    escalated request can still go out on time as the first stage's early answer, so only the first
+    draw is charged). 0 for a configuration whose running call the server can stop at the deadline
+    (``served.cancellable``): a policy may have it stopped, and a stopped call answers nobody late.
+    The one place the late-limited bounds take a late chance from."""
+    if served.cancellable:
+        return np.zeros(len(np.atleast_1d(deadlines_ms)))
+    return 1.0 - _draw_chances(served, np.asarray(deadlines_ms, dtype=float))[0]
+
+
 def late_chance(served: ServedConfig, deadline_ms: float) -> float:
-    """The least chance that ``served`` answers a request after ``deadline_ms`` of its arrival: the
-    batch starts that very moment and the first draw overruns (a routed cascade's escalated request
-    can still go out on time as the first stage's early answer, so only the first draw is charged)."""
-    return 1.0 - float(_draw_chances(served, np.array([deadline_ms]))[0][0])
+    """:func:`least_late_chances` at one deadline."""
+    return float(least_late_chances(served, np.array([deadline_ms]))[0])
 
 
 def late_limited_bound(catalog: Any, task: str, example_ids: np.ndarray, deadline_ms: DeadlineMix, late_share: float,
@@ -671,7 +681,8 @@ def late_limited_bound(catalog: Any, task: str, example_ids: np.ndarray, deadlin
     holds: a later start only lowers a request's chance of counting and only raises its chance of
     being late, and a blind policy's choice is independent of the example (it may depend on the
     class, which it sees), so its expected counted and late shares are sums of ``y_kc`` times at most
-    ``v_kc`` and at least ``l_kc``. Where the fastest configuration's draws often overrun the deadline,
+    ``v_kc`` and at least ``l_kc`` (0 where the server can stop the call at the deadline:
+    :func:`least_late_chances`). Where the fastest configuration's draws often overrun the deadline,
     a policy held to few late answers can serve only a few requests; a fixed configuration that
     serves all of them gets more on time by answering most of the rest late.
     """

@@ -47,7 +47,8 @@ share ``L`` of the trace's requests late, in expectation (the study holds every 
 loads up to 1; :func:`~planner.evaluation.clairvoyant.late_limited_bound` is the same limit without
 the queue). Each offer also carries the least chance that a request so served is answered late,
 ``l_c(r) = 1 - P(S_1 <= r)`` (a cascade's escalated request may still leave on time as the first
-stage's early answer, so only the first draw is charged), taken at the same point as ``v``: on the
+stage's early answer, so only the first draw is charged; 0 where the server can stop the call at the
+deadline: :func:`~planner.evaluation.clairvoyant.least_late_chances`), taken at the same point as ``v``: on the
 interval the offer covers, ``v`` is at most and ``l`` at least its value there. For a price
 ``eta >= 0`` per late answer the trace's expected count is at most ``eta L n`` plus the bound above
 with every offer's value ``v - eta l`` (weak duality again); the limit is one for the whole trace, so
@@ -73,8 +74,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from planner.evaluation.clairvoyant import (TOLERANCE_S, ClairvoyantError, _configs, _draw_chances, _outcome,
-                                            expectation_inputs, mean_on_time_chance)
+from planner.evaluation.clairvoyant import (TOLERANCE_S, ClairvoyantError, _configs, _outcome, expectation_inputs,
+                                            least_late_chances, mean_on_time_chance)
 from planner.serving.batching import check_trace
 from planner.serving.simulator import Catalog, ServedConfig
 
@@ -148,7 +149,7 @@ class _Curve:
             return np.zeros(0), np.zeros(0), np.zeros(0)
         at_deadline = np.array([deadline_ms])                           # r in [starts[k-1], deadline]
         last = mean_on_time_chance(self.served, ids, at_deadline)
-        last_late = 1.0 - _draw_chances(self.served, at_deadline)[0]
+        last_late = least_late_chances(self.served, at_deadline)
         return self.cost_s[:k], np.append(self.value[:k - 1], last), np.append(self.late[:k - 1], last_late)
 
 
@@ -168,7 +169,7 @@ def _curve(served: ServedConfig, ids: np.ndarray) -> _Curve:
     # r in [starts[k], starts[k+1]): at least the time charged at starts[k], at most the chance just below starts[k+1]
     below_next = (starts[1:] - 2 * TOLERANCE_S) * 1000.0
     value = mean_on_time_chance(served, ids, below_next)
-    late = 1.0 - _draw_chances(served, below_next)[0]  # the first draw overruns (an early answer is on time)
+    late = least_late_chances(served, below_next)
     cost = np.minimum(first[None, :], starts[:, None]).mean(axis=1)
     if second is not None:  # the second stage runs when its draw fits: E[S_2 1{S_1 + S_2 <= r}] (never more)
         prefix = np.concatenate([[0.0], np.cumsum(second)])
