@@ -407,9 +407,10 @@ def _event_loop(trace: TraceArrays, run: _Run, policy: OnlinePolicy, task: str, 
             else:
                 svc += second
         fin = t + svc
-        # answered at the finish, or early by the first stage; late: after the deadline
-        answered = [out.early_at[r] if out.early_at[r] == out.early_at[r] else fin for r in members]
-        n_late = sum(a > abs_deadline[r] for a, r in zip(answered, members))
+        n_late = 0
+        if observes or cancels:  # answered at the finish, or early by the first stage; late: after the deadline
+            answered = [out.early_at[r] if out.early_at[r] == out.early_at[r] else fin for r in members]
+            n_late = sum(a > abs_deadline[r] for a, r in zip(answered, members))
         cancelled = cancels and n_late == len(members) and run.configs[cfg].cancellable
         if cancelled:  # nobody gains from it: stopped at the latest member's deadline
             fin = max(t, max(abs_deadline[r] for r in members))
