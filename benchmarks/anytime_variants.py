@@ -48,6 +48,15 @@ target, chosen in 2026-12-02 on the evaluation's own grid, with others:
         --reference preset --variant target05='{"late_target": 0.005}' --variant target07='{"late_target": 0.007}' \
         --variant target08='{"late_target": 0.008}' --variant target095='{"late_target": 0.0095}'
 
+The ``stoppable_quantile`` study (2026-12-06, development examples, with the server stopping calls at
+the deadline) compares the member cut-off of one-request ONNX Runtime calls at their own quantile with
+the usual steered cut-off (``preset``: none, the preset of that day):
+
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/anytime_variants.py --out --study stoppable_quantile \
+        --reference preset --variant stop05='{"stoppable_quantile": 0.05}' \
+        --variant stop25='{"stoppable_quantile": 0.25}' --variant stop50='{"stoppable_quantile": 0.5}' \
+        --variant stop65='{"stoppable_quantile": 0.65}'
+
 The ``preset`` runs of the first study were copied into the other folders before they ran
 (:func:`planner.analysis.tuning.reusable_runs` accepts them: same seeds, parameters and examples).
 Each (task, variant) is written as soon as it finishes (``--out``), keyed by its full parameters,

@@ -49,6 +49,9 @@ ACCURACY_SOURCES = ("measured", "unavailable")
 # served: on time; late: after the deadline; dropped: never started (drop_expired); shed: refused at
 # once by admission control; degraded: a cascade's first-stage answer sent on time instead of a late second
 REQUEST_STATUSES = ("served", "late", "dropped", "shed", "degraded")
+#: runtimes whose running call a server can stop at a deadline (ONNX Runtime: ``RunOptions.terminate``);
+#: the simulator stops them, and a policy that asks for stops may plan on it
+CANCELLABLE_RUNTIMES = ("onnxruntime",)
 
 
 class SchemaError(ValueError):

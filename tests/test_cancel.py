@@ -13,6 +13,7 @@ from planner import workloads
 from planner.evaluation.clairvoyant import chance_bound, late_limited_bound
 from planner.evaluation.work_bound import WorkBound
 from planner.plan.anytime import anytime
+from planner.plan.failure import PlannerError
 from planner.plan.policies import OnlinePolicy, PolicyNeeds
 from planner.serving.outcomes import run_metrics
 from planner.serving.simulator import prepare, simulate
@@ -122,3 +123,35 @@ def test_the_late_limit_does_not_bind_a_call_the_server_can_stop():
         assert late_limited_bound(catalog, TASK, np.arange(10), 2.0, 0.01) == pytest.approx(expected)
         assert WorkBound(catalog, TASK, np.arange(10)).bound(trace, late_share=0.01) == pytest.approx(expected, abs=5e-4)
     assert chance_bound(catalog, TASK, np.arange(10), 2.0, sees_example=False) == pytest.approx(0.5)
+
+
+def test_a_stoppable_one_request_call_is_tried_where_the_usual_cut_off_would_shed():
+    """Draws of 1 or 3 ms for a 2 ms deadline, no queue: at the usual member cut-off (the 0.65
+    quantile, 2.3 ms) every request is shed. With ``stoppable_quantile`` an ONNX Runtime call is tried
+    from its 5 % quantile (1.1 ms), since the server stops the 3 ms draws at the deadline: about half are
+    answered on time and none late. A PyTorch call cannot be stopped, so it keeps the usual cut-off."""
+    trace = pd.DataFrame({"request_id": np.arange(200), "arrival_s": np.arange(200) * 0.01, "deadline_ms": 2.0,
+                          "example_id": np.arange(200) % 10})
+    for runtime, tried in (("onnxruntime", True), ("torch", False)):
+        bundle = _bundle(runtime, samples_ms=(1.0, 3.0))
+        catalog = prepare(bundle)
+        usual = run_metrics(simulate(trace, anytime(bundle, TASK), catalog, task=TASK, seed=0))
+        policy = anytime(bundle, TASK, stoppable_quantile=0.05)
+        cut = policy.member_cutoff_ms(policy.front_ids()[0])   # at the profile's speed, before any batch
+        stoppable = run_metrics(simulate(trace, policy, catalog, task=TASK, seed=0))
+        assert usual["n_shed"] == 200 and usual["n_late"] == 0
+        assert stoppable["n_late"] == 0
+        if tried:
+            assert cut == pytest.approx(1.1)
+            assert 0.3 < stoppable["effective_accuracy"] < 0.7
+        else:
+            assert cut == pytest.approx(2.3)
+            assert stoppable["n_shed"] == 200
+
+
+def test_stoppable_quantile_needs_a_known_quantile_and_the_server_stopping_calls():
+    bundle = _bundle("onnxruntime")
+    with pytest.raises(PlannerError, match="stoppable_quantile"):
+        anytime(bundle, TASK, stoppable_quantile=0.1)
+    with pytest.raises(PlannerError, match="cancel_at_deadline"):
+        anytime(bundle, TASK, stoppable_quantile=0.05, cancel_at_deadline=False)

@@ -59,8 +59,8 @@ from planner.evaluation.validation import TaskData, calibrate, check_labels
 from planner.plan import policies
 from planner.plan.anytime import AnytimePolicy
 from planner.plan.planner import DeadlinePlanner
-from planner.plan.registry import (METHODS, MethodParams, TraceContext, method_params, params_record, proposed,
-                                   with_role)
+from planner.plan.registry import (METHODS, MethodParams, TraceContext, live_params, method_params, params_record,
+                                   proposed, with_role)
 from planner.profile.fingerprint import announced_host_record
 from planner.profile.reference import StartupScale, pick_reference, startup_scale
 from planner.schema import ProfileBundle
@@ -164,9 +164,11 @@ def _context(task: str, deadline_ms: float) -> TraceContext:
     return TraceContext(task, float(deadline_ms), workload_class("poisson"), pd.DataFrame(), online_only, online_only)
 
 
-def _params(methods: Sequence[str], given: Mapping[str, MethodParams] | None) -> dict[str, MethodParams]:
+def live_method_params(methods: Sequence[str], given: Mapping[str, MethodParams] | None) -> dict[str, MethodParams]:
+    """Each method's parameters (``given``, else its defaults) as a live run uses them
+    (:func:`planner.plan.registry.live_params`: a live call runs to its end)."""
     given = dict(given or {})
-    return {m: given.get(m) or method_params(m, None) for m in methods}
+    return {m: live_params(given.get(m) or method_params(m, None)) for m in methods}
 
 
 def check_methods(methods: Sequence[str]) -> list[str]:
@@ -185,7 +187,7 @@ def candidate_configs(bundle: ProfileBundle, task: str, deadline_ms: float, meth
     """The configurations a live run loads: the anytime policy's dominance front at scale 1 (all it can
     pick) plus each static method's choice at ``deadline_ms``; fastest-profiled first."""
     methods = check_methods(methods)
-    params = _params([*methods, proposed()], params)
+    params = live_method_params([*methods, proposed()], params)
     chosen = AnytimePolicy(task, **params[proposed()].model_dump()).fit(bundle).front_ids()
     context = _context(task, deadline_ms)
     for name in methods:
@@ -202,7 +204,7 @@ def build_policies(bundle: ProfileBundle, task: str, deadline_ms: float, methods
     """Each method's policy for the live trace: the proposed method starts from ``scale``; queue-aware
     methods see only the candidates; a static method's choice must be a candidate."""
     methods = check_methods(methods)
-    params = _params(methods, params)
+    params = live_method_params(methods, params)
     loaded = restrict(bundle, candidates)
     context = _context(task, deadline_ms)
     out = {}
@@ -522,7 +524,7 @@ def run_live_fault(bundle: ProfileBundle, task: str, methods: Sequence[str], set
     """
     say = report or (lambda _: None)
     methods = check_methods(methods)
-    params = _params(methods, params)
+    params = live_method_params(methods, params)
     deadline = float(settings.deadline_ms or deadline_ms)
     fault_start, fault_end = settings.fault_window()
     if fault_end > settings.duration_s:

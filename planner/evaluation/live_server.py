@@ -55,7 +55,8 @@ import pandas as pd
 from planner.config import LiveServerPreset
 from planner.evaluation.loadgen import METHOD_PARAMS_FILE, recorded_params
 from planner.evaluation.live_fault import (attainment_timeline, build_policies, candidate_configs,
-                                           check_methods, cpu_hog, phase_of, retime_reference)
+                                           check_methods, cpu_hog, live_method_params, phase_of,
+                                           retime_reference)
 from planner.evaluation.validation import TaskData, calibrate, check_labels, with_samples
 from planner.plan import policies
 from planner.plan.planner import DeadlinePlanner
@@ -356,6 +357,7 @@ def run_live_server(bundle: ProfileBundle, task: str, methods: Sequence[str], se
         raise LiveServerError(f"methods must include the proposed method {proposed()!r} (the faults run it), "
                               f"got {methods}")
     deadlines = [float(d) for d in deadlines]
+    params = live_method_params(methods, params)   # the server runs every call to its end
     where = paths(out_dir, task)
     if fresh:
         for f in where["runs"].glob("*.parquet") if where["runs"].exists() else []:

@@ -50,6 +50,11 @@ delivered on time among the requests it is about to affect, with four ingredient
    requests to keep late answers few (SST-2 at 3 ms: 6 % answered on time, against 37 % for the best
    fixed configuration, which answered 60 % late); with the server stopping the draws that overrun,
    a try is cheap and nobody is answered late.
+   With ``stoppable_quantile`` a one-request call the server can stop has its member cut-off at that
+   quantile of its own service time (never above the usual one, below): it answers on time or
+   nobody, so the late-share target has nothing to hold it to, and it is tried where the usual
+   cut-off, steered up by the late answers of other calls, would shed. A live stack that runs every
+   call to its end makes no such tries (:func:`planner.plan.registry.live_params`).
    A request about to join a batch is shed when its slack is below the chosen configuration's
    ``q``-quantile (:meth:`AnytimePolicy.member_cutoff_ms`). With ``late_target`` set, ``q`` is
    steered online (Robbins–Monro) so that the share of served requests answered late settles at the
@@ -103,7 +108,7 @@ import numpy as np
 from planner.plan.anytime_kernel import best_candidate
 from planner.plan.failure import NotFittedError, PlannerError
 from planner.plan.policies import OnlinePolicy, PolicyContext, PolicyNeeds, candidate_table
-from planner.schema import PLANNING_ACCURACY, ProfileBundle
+from planner.schema import CANCELLABLE_RUNTIMES, PLANNING_ACCURACY, ProfileBundle
 
 # the latency distribution each candidate is valued with (six points: the decision stays cheap)
 QUANTILES: tuple[float, ...] = (0.05, 0.25, 0.5, 0.65, 0.8, 0.95)
@@ -216,7 +221,8 @@ class AnytimePolicy(OnlinePolicy):
                  refront_every: int = 32, member_quantile: float | None = 0.65,
                  late_target: float | None = None, late_step: float = 0.02, continuation: bool = True,
                  switch_aware: bool = True, accuracy_tolerance: float = 0.0, arrival_spread: bool = True,
-                 cancel_at_deadline: bool = True, name: str = "anytime"):
+                 cancel_at_deadline: bool = True, stoppable_quantile: float | None = None,
+                 name: str = "anytime"):
         if isinstance(lookahead, bool) or not isinstance(lookahead, (int, np.integer)) or lookahead < 1:
             raise PlannerError(f"lookahead must be an integer >= 1, got {lookahead!r}")
         self.task, self.lookahead, self.halflife, self.name = task, int(lookahead), float(halflife), name
@@ -243,6 +249,11 @@ class AnytimePolicy(OnlinePolicy):
             raise PlannerError(f"accuracy_tolerance must be a share in [0, 1), got {accuracy_tolerance!r}")
         self.accuracy_tolerance = float(accuracy_tolerance)
         self.cancel_at_deadline = bool(cancel_at_deadline)
+        if stoppable_quantile is not None and (stoppable_quantile not in QUANTILES or not self.cancel_at_deadline):
+            raise PlannerError(f"stoppable_quantile must be one of {QUANTILES} or None, and needs "
+                               f"cancel_at_deadline, got {stoppable_quantile!r} "
+                               f"(cancel_at_deadline={self.cancel_at_deadline})")
+        self.stoppable_quantile = stoppable_quantile
         self.needs = PolicyNeeds(lookahead=self.lookahead, observes=True, sheds=self.shed,
                                  early_answers=self.early_answers, cancels=self.cancel_at_deadline)
 
@@ -258,6 +269,10 @@ class AnytimePolicy(OnlinePolicy):
         self._all_acc = table[PLANNING_ACCURACY].to_numpy(dtype=float)
         self._all_batch = table["batch_size"].to_numpy(dtype=np.int64)
         self._all_q = grid.loc[table["config_id"], list(QUANTILES)].to_numpy(dtype=float)
+        runtime = bundle.profiles.set_index("config_id")["runtime"].reindex(self._all_ids).to_numpy()
+        # one-request calls the server stops at the deadline: such a call answers on time or nobody
+        self._all_stoppable = np.isin(runtime, CANCELLABLE_RUNTIMES) & (self._all_batch == 1) \
+            & (self.stoppable_quantile is not None)
         self._reference = dict(zip(self._all_ids, grid.loc[table["config_id"], 0.5].to_numpy(dtype=float)))
         self._no_pad = np.zeros(0, dtype=np.float32)  # no expected arrivals to value
         self._pad_arrival = expected_arrival_times(EXPECTED_ARRIVALS, self.arrival_spread)
@@ -434,9 +449,12 @@ class AnytimePolicy(OnlinePolicy):
         In a probe, at the most hopeful speed known instead (see :meth:`shed_below_ms`)."""
         if self.member_quantile is None:
             return -math.inf
-        row = self._all_q[self._all_index[config_id]]
+        i = self._all_index[config_id]
         scale = self._hopeful_scale() if self._probing else self.estimator_.scale(config_id)
-        return float(np.interp(self.quantile_, QUANTILES, row)) * scale
+        usual = float(np.interp(self.quantile_, QUANTILES, self._all_q[i]))
+        if self._all_stoppable[i] and not self._probing:  # tried from its own quantile, never above the usual
+            usual = min(usual, float(self._all_q[i, QUANTILES.index(self.stoppable_quantile)]))
+        return usual * scale
 
     def _cutoffs(self) -> np.ndarray:
         """(C,) float32: each front candidate's member cut-off (:meth:`member_cutoff_ms`, at the machine
@@ -453,6 +471,11 @@ class AnytimePolicy(OnlinePolicy):
             rows = self._all_q[self._front_rows]
             residual = self.estimator_.scales(self._ids) / math.exp(self.estimator_.log_global)
             self._cut = ((rows[:, j] * (1.0 - w) + rows[:, j + 1] * w) * residual).astype(np.float32)
+            stoppable = self._all_stoppable[self._front_rows]
+            if stoppable.any():  # tried from their own quantile (stoppable_quantile), never above the usual one
+                k = QUANTILES.index(self.stoppable_quantile)
+                self._cut[stoppable] = np.minimum(self._cut[stoppable],
+                                                  (rows[stoppable, k] * residual[stoppable]).astype(np.float32))
         return self._cut
 
     def _probe_choice(self, head_slack_ms: float) -> str:

@@ -86,6 +86,10 @@ class AnytimeParams(MethodParams):
     # ask the server to stop a batch that would answer nobody on time, at the deadline, where the
     # runtime can stop a running call (ONNX Runtime; simulated: the live paths do not cancel yet)
     cancel_at_deadline: bool = True
+    # the member cut-off quantile of a one-request configuration the server can stop at the deadline:
+    # such a call answers on time or nobody, so a try costs server time but no late answer
+    # (None: the same cut-off as the others)
+    stoppable_quantile: float | None = None
     # the service-time calibration's starting factor: the machine's speed now over the profile's.
     # 1 in the simulator (its service times come from the profile itself); a live replay sets it
     # from the re-timed reference (planner.profile.reference, planner.evaluation.live_fault)
@@ -279,11 +283,22 @@ def preset_method_params(preset: str, name: str) -> MethodParams:
                          f"configs/presets.yaml: presets.{preset}.evaluate.method_params")
 
 
-def preset_params(preset: str, methods: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """``{method: parameters}`` of every registered name in ``methods`` as ``preset`` sets them now,
-    JSON-ready: what a measurement's recorded parameters are compared with (unknown names are skipped,
-    so the methods of a results table can be passed as they are)."""
-    return {m: preset_method_params(preset, m).model_dump(mode="json") for m in order(methods) if m in METHODS}
+def preset_params(preset: str, methods: Iterable[str], live: bool = False) -> dict[str, dict[str, Any]]:
+    """``{method: parameters}`` of every registered name in ``methods`` as ``preset`` sets them now
+    (``live``: as a live run uses them, :func:`live_params`), JSON-ready: what a measurement's recorded
+    parameters are compared with (unknown names are skipped, so the methods of a results table can be
+    passed as they are)."""
+    use = live_params if live else (lambda p: p)
+    return {m: use(preset_method_params(preset, m)).model_dump(mode="json") for m in order(methods) if m in METHODS}
+
+
+def live_params(params: MethodParams) -> MethodParams:
+    """``params`` as a serving stack that runs every call to its end uses them (the live replay, the HTTP
+    server): without the tries a stoppable call allows (``stoppable_quantile``), which there would be
+    answered late. One place, so every live path and its record say the same."""
+    if getattr(params, "stoppable_quantile", None) is None:
+        return params
+    return params.model_copy(update={"stoppable_quantile": None})
 
 
 def params_record(methods: Iterable[str], params: Mapping[str, MethodParams] | None = None) -> dict[str, dict[str, Any]]:

@@ -53,12 +53,11 @@ import pandas as pd
 import pyarrow as pa
 
 from planner.plan.policies import OnlinePolicy, Policy, as_policy
-from planner.schema import REQUEST_RESULT_COLUMNS, REQUEST_STATUSES, ProfileBundle, config_id as make_config_id
+from planner.schema import (CANCELLABLE_RUNTIMES, REQUEST_RESULT_COLUMNS, REQUEST_STATUSES, ProfileBundle,
+                            config_id as make_config_id)
 from planner.serving.batching import QUEUES, RequestQueue, TraceArrays, check_trace, pick_batch
 
 CASCADE_MODES = ("auto", "members", "measured")
-#: runtimes whose running call a server can stop at a deadline (ONNX Runtime: ``RunOptions.terminate``)
-CANCELLABLE_RUNTIMES = ("onnxruntime",)
 RESULT_EXTRA_COLUMNS = ("arrival_s", "deadline_ms", "example_id", "batch_id", "server", "escalated")
 _BLOCK = 4096
 
