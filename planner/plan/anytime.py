@@ -270,9 +270,11 @@ class AnytimePolicy(OnlinePolicy):
         self._all_batch = table["batch_size"].to_numpy(dtype=np.int64)
         self._all_q = grid.loc[table["config_id"], list(QUANTILES)].to_numpy(dtype=float)
         runtime = bundle.profiles.set_index("config_id")["runtime"].reindex(self._all_ids).to_numpy()
-        # one-request calls the server stops at the deadline: such a call answers on time or nobody
-        self._all_stoppable = np.isin(runtime, CANCELLABLE_RUNTIMES) & (self._all_batch == 1) \
-            & (self.stoppable_quantile is not None)
+        # one-request calls the server stops at the deadline answer on time or nobody: their cut-off is
+        # at most their stoppable_quantile (+inf: no such bound)
+        stoppable = np.isin(runtime, CANCELLABLE_RUNTIMES) & (self._all_batch == 1)
+        self._all_try_ms = np.full(len(self._all_ids), np.inf) if self.stoppable_quantile is None else \
+            np.where(stoppable, self._all_q[:, QUANTILES.index(self.stoppable_quantile)], np.inf)
         self._reference = dict(zip(self._all_ids, grid.loc[table["config_id"], 0.5].to_numpy(dtype=float)))
         self._no_pad = np.zeros(0, dtype=np.float32)  # no expected arrivals to value
         self._pad_arrival = expected_arrival_times(EXPECTED_ARRIVALS, self.arrival_spread)
@@ -451,10 +453,10 @@ class AnytimePolicy(OnlinePolicy):
             return -math.inf
         i = self._all_index[config_id]
         scale = self._hopeful_scale() if self._probing else self.estimator_.scale(config_id)
-        usual = float(np.interp(self.quantile_, QUANTILES, self._all_q[i]))
-        if self._all_stoppable[i] and not self._probing:  # tried from its own quantile, never above the usual
-            usual = min(usual, float(self._all_q[i, QUANTILES.index(self.stoppable_quantile)]))
-        return usual * scale
+        cut = float(np.interp(self.quantile_, QUANTILES, self._all_q[i]))
+        if not self._probing:  # a stoppable call is tried from its own quantile, never above the usual
+            cut = min(cut, float(self._all_try_ms[i]))
+        return cut * scale
 
     def _cutoffs(self) -> np.ndarray:
         """(C,) float32: each front candidate's member cut-off (:meth:`member_cutoff_ms`, at the machine
@@ -470,12 +472,9 @@ class AnytimePolicy(OnlinePolicy):
             w = (q - QUANTILES[j]) / (QUANTILES[j + 1] - QUANTILES[j])
             rows = self._all_q[self._front_rows]
             residual = self.estimator_.scales(self._ids) / math.exp(self.estimator_.log_global)
-            self._cut = ((rows[:, j] * (1.0 - w) + rows[:, j + 1] * w) * residual).astype(np.float32)
-            stoppable = self._all_stoppable[self._front_rows]
-            if stoppable.any():  # tried from their own quantile (stoppable_quantile), never above the usual one
-                k = QUANTILES.index(self.stoppable_quantile)
-                self._cut[stoppable] = np.minimum(self._cut[stoppable],
-                                                  (rows[stoppable, k] * residual[stoppable]).astype(np.float32))
+            usual = (rows[:, j] * (1.0 - w) + rows[:, j + 1] * w) * residual
+            # a stoppable call is tried from its own quantile, never above the usual cut-off
+            self._cut = np.minimum(usual, self._all_try_ms[self._front_rows] * residual).astype(np.float32)
         return self._cut
 
     def _probe_choice(self, head_slack_ms: float) -> str:
