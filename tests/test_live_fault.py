@@ -195,21 +195,18 @@ def test_the_proposed_method_starts_from_the_re_timed_reference_and_others_from_
     assert none is None and same == method_params("seed_p95", {})
 
 
-def test_a_live_run_makes_no_stoppable_tries_since_its_calls_run_to_their_end(toy):
-    """The live replay and the HTTP server run every call to its end, so the tries a stoppable call
-    allows in the simulator (``stoppable_quantile``) would be late answers there: every live path
-    drops them, its record says so, and the book compares live records with the preset as a live
-    run uses it."""
+def test_a_live_run_makes_the_stoppable_tries_the_simulator_makes(toy):
+    """The live replay and the HTTP server stop a call at the deadline as the simulator does
+    (tests/test_live_stop.py), so a live run keeps the tries a stoppable call allows
+    (``stoppable_quantile``), and the book compares live records with the preset as it stands."""
     from planner.evaluation.live_fault import build_policies, live_method_params
-    from planner.plan.registry import live_params, method_params, preset_params
+    from planner.plan.registry import method_params, preset_method_params, preset_params
 
     bundle, _load, _loaded = toy
     tries = {"anytime": method_params("anytime", {"stoppable_quantile": 0.25})}
-    assert live_params(tries["anytime"]).stoppable_quantile is None
-    assert live_params(tries["anytime"]).model_dump(exclude={"stoppable_quantile"}) == \
-        tries["anytime"].model_dump(exclude={"stoppable_quantile"})
-    assert live_method_params(["anytime", "seed_p95"], tries)["anytime"].stoppable_quantile is None
+    assert live_method_params(["anytime", "seed_p95"], tries)["anytime"].stoppable_quantile == 0.25
     ids = candidate_configs(bundle, "sst2", 20.0, ["anytime"], tries)
     policy = build_policies(bundle, "sst2", 20.0, ["anytime"], ids, 1.0, tries)["anytime"]
-    assert policy.stoppable_quantile is None
-    assert preset_params("full", ["anytime"], live=True)["anytime"]["stoppable_quantile"] is None
+    assert policy.stoppable_quantile == 0.25 and policy.needs.cancels
+    assert preset_params("full", ["anytime"])["anytime"]["stoppable_quantile"] == \
+        preset_method_params("full", "anytime").stoppable_quantile

@@ -68,7 +68,7 @@ def _build(args: argparse.Namespace):
     from planner import config
     from planner.models.datasets import eval_inputs
     from planner.evaluation.live_fault import with_startup_scale
-    from planner.plan.registry import METHODS, live_params, preset_method_params
+    from planner.plan.registry import METHODS, preset_method_params
     from planner.profile.fingerprint import announced_host_record, set_threads
     from planner.profile.store import load_bundle
     from planner.serving.replay import SERVING_ORT_SPIN, load_live_configs, warm_up
@@ -82,8 +82,7 @@ def _build(args: argparse.Namespace):
         raise ValueError(f"no {args.task} profiles in the {args.preset} bundle (profiled tasks: {tasks})")
     # validated once, here where the preset enters; an unknown name is left to server_policy, which
     # lists the methods that can serve
-    # the server runs every call to its end (registry.live_params)
-    params = live_params(preset_method_params(args.preset, args.policy)) if args.policy in METHODS else None
+    params = preset_method_params(args.preset, args.policy) if args.policy in METHODS else None
     policy, config_ids = server_policy(args.policy, bundle, args.task, settings.percentile, params, args.workload_class)
     threads = set_threads(preset.profile.threads)  # as the profiler did, before any session is built
     started = time.perf_counter()

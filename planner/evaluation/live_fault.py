@@ -59,7 +59,7 @@ from planner.evaluation.validation import TaskData, calibrate, check_labels
 from planner.plan import policies
 from planner.plan.anytime import AnytimePolicy
 from planner.plan.planner import DeadlinePlanner
-from planner.plan.registry import (METHODS, MethodParams, TraceContext, live_params, method_params, params_record,
+from planner.plan.registry import (METHODS, MethodParams, TraceContext, method_params, params_record,
                                    proposed, with_role)
 from planner.profile.fingerprint import announced_host_record
 from planner.profile.reference import StartupScale, pick_reference, startup_scale
@@ -165,10 +165,10 @@ def _context(task: str, deadline_ms: float) -> TraceContext:
 
 
 def live_method_params(methods: Sequence[str], given: Mapping[str, MethodParams] | None) -> dict[str, MethodParams]:
-    """Each method's parameters (``given``, else its defaults) as a live run uses them
-    (:func:`planner.plan.registry.live_params`: a live call runs to its end)."""
+    """Each method's parameters as a live run uses them: ``given``, else its defaults (a live stack
+    stops calls at the deadline as the simulator does, so the parameters are the simulator's)."""
     given = dict(given or {})
-    return {m: live_params(given.get(m) or method_params(m, None)) for m in methods}
+    return {m: given.get(m) or method_params(m, None) for m in methods}
 
 
 def check_methods(methods: Sequence[str]) -> list[str]:

@@ -257,8 +257,8 @@ def _sim_metrics(trace: pd.DataFrame, make_policy: Callable[[], Any], source: An
                  seeds: int) -> tuple[float, float]:
     catalog = prepare(source, cascade_mode="measured")
     sims = [run_metrics(simulate(trace, make_policy(), catalog, serving.servers, serving.queue, seed=s,
-                                 drop_expired=serving.drop_expired, task=task, can_cancel=False))
-            for s in range(seeds)]  # the HTTP server does not stop a running call
+                                 drop_expired=serving.drop_expired, task=task))
+            for s in range(seeds)]
     return float(np.mean([m["hit_rate"] for m in sims])), float(np.mean([m["lat_p95_ms"] for m in sims]))
 
 

@@ -111,8 +111,7 @@ def point_trace(point: ValidationPoint, settings: ValidationPreset, bundle: Prof
         policy = policies.fixed(point.config, "fixed")
         catalog = catalog or prepare(bundle)
         latencies = np.concatenate([
-            simulate(trace, policy, catalog, settings.servers, settings.queue, seed=s, task=task,
-                     can_cancel=False)["latency_ms"].to_numpy()
+            simulate(trace, policy, catalog, settings.servers, settings.queue, seed=s, task=task)["latency_ms"].to_numpy()
             for s in range(settings.sim_seeds)])
         deadline = float(np.quantile(latencies, point.deadline_sim_quantile))
     trace["deadline_ms"] = deadline
@@ -270,14 +269,14 @@ def run_validation(bundle: ProfileBundle, settings: ValidationPreset, configs: M
         wall = time.perf_counter() - start
         sent = trace[trace["request_id"].isin(live["request_id"])]
         sims = [simulate(sent, policy, catalog, settings.servers, settings.queue, seed=s,
-                         drop_expired=settings.drop_expired, task=task, can_cancel=False) for s in range(settings.sim_seeds)]
+                         drop_expired=settings.drop_expired, task=task) for s in range(settings.sim_seeds)]
         row = compare(info, live, sims, settings)
         row["live_wall_s"] = wall
         if fresh is not None:  # the same requests, simulated on service times measured just now
             fresh_catalog = prepare(with_samples(bundle, point.config, fresh), cascade_mode="measured",
                                     dispatch_overhead_ms=overhead)
             fresh_sims = [simulate(sent, policy, fresh_catalog, settings.servers, settings.queue, seed=s,
-                                   drop_expired=settings.drop_expired, task=task, can_cancel=False) for s in range(settings.sim_seeds)]
+                                   drop_expired=settings.drop_expired, task=task) for s in range(settings.sim_seeds)]
             again = compare(info, live, fresh_sims, settings)
             row.update({"fresh_service_p50_ms": float(np.median(fresh)), "fresh_sim_hit_rate": again["sim_hit_rate"],
                         "fresh_hit_rate_diff_pp": again["hit_rate_diff_pp"],
@@ -295,7 +294,7 @@ def run_validation(bundle: ProfileBundle, settings: ValidationPreset, configs: M
             as_sent = sent.assign(arrival_s=sent["arrival_s"] + lag_ms / 1000.0,
                                   deadline_ms=np.maximum(sent["deadline_ms"] - lag_ms, 1e-6))
             mech = simulate(as_sent, policy, replayed_catalog, settings.servers, settings.queue, seed=0,
-                            drop_expired=settings.drop_expired, task=task, can_cancel=False)
+                            drop_expired=settings.drop_expired, task=task)
             mech["latency_ms"] = mech["latency_ms"] + pd.Series(lag_ms, index=as_sent["request_id"].to_numpy()
                                                                 ).reindex(mech["request_id"]).to_numpy()
             replayed = compare(info, live, [mech], settings)

@@ -32,6 +32,11 @@ class ModelUnavailableError(RuntimeError):
     """Weights for a model are not present (e.g. no fine-tuned DistilBERT checkpoint offline)."""
 
 
+class CallStopped(RuntimeError):
+    """A running call was stopped from outside before it answered (ONNX Runtime's ``RunOptions.terminate``,
+    set by a server when every request in the batch would be answered after its deadline)."""
+
+
 @dataclass(frozen=True)
 class VariantSpec:
     task: str

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from planner.models.base import VariantSpec
+from planner.models.base import CallStopped, VariantSpec
 
 Preprocess = Callable[[Any], dict[str, np.ndarray]]
 
@@ -36,6 +36,8 @@ def _chunks(inputs: Sequence[Any] | np.ndarray, batch_size: int):
 
 class TorchPredictor:
     """torch eager: ``module(**preprocess(batch))`` under inference mode, in ``dtype`` on ``device``."""
+
+    stoppable = False  # torch has no hook that stops a running forward pass
 
     def __init__(self, spec: VariantSpec, module: nn.Module, preprocess: Preprocess, *,
                  input_dtype: torch.dtype | None = None, autocast_dtype: torch.dtype | None = None,
@@ -75,7 +77,13 @@ class TorchPredictor:
 
 
 class OrtPredictor:
-    """ONNX Runtime session fed with the same preprocessed arrays as the torch predictor."""
+    """ONNX Runtime session fed with the same preprocessed arrays as the torch predictor.
+
+    A call can be stopped from another thread (``stoppable``): pass ``run_options`` (an
+    ``onnxruntime.RunOptions``) and set its ``terminate``; the call then raises :class:`CallStopped`
+    at ONNX Runtime's next check between graph nodes."""
+
+    stoppable = True
 
     def __init__(self, spec: VariantSpec, session, preprocess: Preprocess, *, accuracy_available: bool = True,
                  n_threads: int | None = None, model_path: str = "", notes: str = ""):
@@ -88,10 +96,15 @@ class OrtPredictor:
         self.input_names = [i.name for i in session.get_inputs()]
         self.notes = notes
 
-    def predict(self, inputs: Sequence[Any] | np.ndarray, batch_size: int) -> np.ndarray:
+    def predict(self, inputs: Sequence[Any] | np.ndarray, batch_size: int, run_options: Any = None) -> np.ndarray:
         batch_size = _check_batch_size(batch_size)
         outs = []
         for chunk in _chunks(inputs, batch_size):
             feeds = self.preprocess(chunk)
-            outs.append(self.session.run(None, {name: feeds[name] for name in self.input_names})[0])
+            try:
+                outs.append(self.session.run(None, {name: feeds[name] for name in self.input_names}, run_options)[0])
+            except Exception as exc:
+                if run_options is not None and run_options.terminate:
+                    raise CallStopped(f"{self.spec.describe()}: stopped by its run options") from exc
+                raise
         return softmax(np.concatenate(outs)) if outs else np.zeros((0, 0), np.float32)

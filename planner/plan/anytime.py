@@ -53,8 +53,8 @@ delivered on time among the requests it is about to affect, with four ingredient
    With ``stoppable_quantile`` a one-request call the server can stop has its member cut-off at that
    quantile of its own service time (never above the usual one, below): it answers on time or
    nobody, so the late-share target has nothing to hold it to, and it is tried where the usual
-   cut-off, steered up by the late answers of other calls, would shed. A live stack that runs every
-   call to its end makes no such tries (:func:`planner.plan.registry.live_params`).
+   cut-off, steered up by the late answers of other calls, would shed. The live replay and the HTTP
+   server stop such calls too (:mod:`planner.serving.stopping`), so they make the same tries.
    A request about to join a batch is shed when its slack is below the chosen configuration's
    ``q``-quantile (:meth:`AnytimePolicy.member_cutoff_ms`). With ``late_target`` set, ``q`` is
    steered online (Robbins–Monro) so that the share of served requests answered late settles at the

@@ -283,22 +283,11 @@ def preset_method_params(preset: str, name: str) -> MethodParams:
                          f"configs/presets.yaml: presets.{preset}.evaluate.method_params")
 
 
-def preset_params(preset: str, methods: Iterable[str], live: bool = False) -> dict[str, dict[str, Any]]:
-    """``{method: parameters}`` of every registered name in ``methods`` as ``preset`` sets them now
-    (``live``: as a live run uses them, :func:`live_params`), JSON-ready: what a measurement's recorded
-    parameters are compared with (unknown names are skipped, so the methods of a results table can be
-    passed as they are)."""
-    use = live_params if live else (lambda p: p)
-    return {m: use(preset_method_params(preset, m)).model_dump(mode="json") for m in order(methods) if m in METHODS}
-
-
-def live_params(params: MethodParams) -> MethodParams:
-    """``params`` as a serving stack that runs every call to its end uses them (the live replay, the HTTP
-    server): without the tries a stoppable call allows (``stoppable_quantile``), which there would be
-    answered late. One place, so every live path and its record say the same."""
-    if getattr(params, "stoppable_quantile", None) is None:
-        return params
-    return params.model_copy(update={"stoppable_quantile": None})
+def preset_params(preset: str, methods: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """``{method: parameters}`` of every registered name in ``methods`` as ``preset`` sets them now,
+    JSON-ready: what a measurement's recorded parameters are compared with (unknown names are skipped,
+    so the methods of a results table can be passed as they are)."""
+    return {m: preset_method_params(preset, m).model_dump(mode="json") for m in order(methods) if m in METHODS}
 
 
 def params_record(methods: Iterable[str], params: Mapping[str, MethodParams] | None = None) -> dict[str, dict[str, Any]]:

@@ -145,6 +145,7 @@ class ServerMetrics:
         self.outcomes: Counter[str] = Counter({o: 0 for o in OUTCOMES.values()})
         self.by_config: Counter[tuple[str, str]] = Counter()
         self.batches: Counter[str] = Counter()
+        self.stopped_batches: Counter[str] = Counter()
         self.model_errors: Counter[str] = Counter()
         self.policy_errors = 0
         self.rejected: Counter[int] = Counter()
@@ -179,6 +180,10 @@ class ServerMetrics:
                       for (c, o), n in sorted(self.by_config.items())]
             lines += ["# HELP planner_batches_total Batches run, by configuration.", "# TYPE planner_batches_total counter"]
             lines += [f'planner_batches_total{{config_id="{_label(c)}"}} {n}' for c, n in sorted(self.batches.items())]
+            lines += ["# HELP planner_stopped_batches_total Batches stopped at their members' latest deadline, by "
+                      "configuration.", "# TYPE planner_stopped_batches_total counter"]
+            lines += [f'planner_stopped_batches_total{{config_id="{_label(c)}"}} {n}'
+                      for c, n in sorted(self.stopped_batches.items())]
             lines += ["# HELP planner_model_errors_total Batches whose configuration raised, by configuration.",
                       "# TYPE planner_model_errors_total counter"]
             lines += [f'planner_model_errors_total{{config_id="{_label(c)}"}} {n}'

@@ -21,9 +21,11 @@ is measured from the request's scheduled arrival (what a client that sent it the
 
 A policy's admission control (``needs.sheds``) sheds requests here exactly as in the simulator;
 early cascade answers (``needs.early_answers``) are simulated only: a live cascade runs both stages
-in one call. So is stopping a batch at the deadline (``needs.cancels``): a live call runs to its end
-(ONNX Runtime could stop it through ``RunOptions.terminate``; not wired here yet), which is why the
-simulator stands in for a live run with ``can_cancel=False``.
+in one call. A batch is stopped at the deadline (``needs.cancels``) as in the simulator: once the
+latest deadline of its members has passed, a call that can be stopped (``LiveConfig.run_stoppable``:
+ONNX Runtime) is stopped there (:mod:`planner.serving.stopping`), its requests are shed (they keep
+the batch's id, start and configuration) and the policy observes it with ``cancelled=True``; torch
+calls run to their end. ``can_cancel=False`` runs every call to its end, as the simulator's flag.
 
 Differences from the simulator that are real, not modelled: a partial batch runs on fewer inputs
 (the simulator charges it a full-batch sample) unless ``pad_partial=True``; workers pay thread
@@ -56,6 +58,7 @@ from planner.plan.policies import Policy, as_policy, fixed
 from planner.schema import REQUEST_RESULT_COLUMNS
 from planner.serving.batching import QUEUES, RequestQueue, TraceArrays, check_trace, pick_batch
 from planner.serving.simulator import RESULT_EXTRA_COLUMNS
+from planner.serving.stopping import CallStopper
 from planner.workloads import poisson
 
 LIVE_EXTRA_COLUMNS = ("sent_lag_ms", "service_ms", "batch_n", "abandoned")
@@ -92,13 +95,15 @@ class LiveConfig:
 
     ``run(inputs) -> (probabilities (n, classes), stage or None)``; ``stage`` (1 or 2 per input)
     comes from a cascade and marks escalated requests. ``stages`` (cascades only, optional) runs
-    the two stages apart.
+    the two stages apart. ``run_stoppable(inputs, options)`` (where the call can be stopped) is the
+    same call, which raises :class:`planner.models.base.CallStopped` once ``options.terminate`` is set.
     """
 
     config_id: str
     batch_size: int
     run: Callable[[Any], tuple[np.ndarray, np.ndarray | None]]
     stages: CascadeStages | None = None
+    run_stoppable: Callable[[Any, Any], tuple[np.ndarray, np.ndarray | None]] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, (int, np.integer)) \
@@ -107,22 +112,27 @@ class LiveConfig:
 
 
 def from_predictor(config_id: str, predictor: Any, batch_size: int) -> LiveConfig:
-    """A plain configuration: ``predictor.predict(inputs, batch_size)``."""
+    """A plain configuration: ``predictor.predict(inputs, batch_size)`` (stoppable where the predictor is)."""
     b = int(batch_size)
-    return LiveConfig(config_id, b, lambda inputs: (predictor.predict(inputs, b), None))
+    stoppable = None
+    if getattr(predictor, "stoppable", False):
+        def stoppable(inputs: Any, options: Any) -> tuple[np.ndarray, None]:
+            return predictor.predict(inputs, b, run_options=options), None
+    return LiveConfig(config_id, b, lambda inputs: (predictor.predict(inputs, b), None), run_stoppable=stoppable)
 
 
 def from_cascade(config_id: str, cascade: Any, batch_size: int) -> LiveConfig:
     """A cascade configuration: ``cascade.predict_with_stages(inputs, batch_size)`` (stage 2 = escalated)."""
     b = int(batch_size)
 
-    def run(inputs: Any) -> tuple[np.ndarray, np.ndarray]:
-        probs, _confidence, stage = cascade.predict_with_stages(inputs, b)
+    def run(inputs: Any, options: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        stop = {} if options is None else {"run_options": options}
+        probs, _confidence, stage = cascade.predict_with_stages(inputs, b, **stop)
         return probs, np.asarray(stage)
 
     stages = CascadeStages(lambda inputs: cascade.small.predict(inputs, b), lambda inputs: cascade.large.predict(inputs, b),
                            lambda probs: escalate_mask(probs, cascade.threshold))
-    return LiveConfig(config_id, b, run, stages)
+    return LiveConfig(config_id, b, run, stages, run if getattr(cascade, "stoppable", False) else None)
 
 
 def take(inputs: Sequence[Any] | np.ndarray, index: Sequence[int] | np.ndarray) -> Any:
@@ -182,6 +192,7 @@ class _State:
         self.escalated = np.zeros(n, dtype=bool)
         self.expired = np.zeros(n, dtype=bool)  # dropped by the expiry rule (drop_expired)
         self.shed_at = np.full(n, np.nan)       # when the policy's admission control shed it
+        self.stopped_at = np.full(n, np.nan)    # when its batch was stopped at the deadline (needs.cancels)
         self.batches: list[tuple[float, float, str, int, int]] = []  # start, finish, config, server, size
         self.servers = servers
 
@@ -191,14 +202,15 @@ def replay(trace: pd.DataFrame, policy: Policy, configs: Mapping[str, LiveConfig
            queue: Literal["fifo", "edf"] = "fifo", *, drop_expired: bool = False, method: str | None = None,
            task: str | None = None, limits: ReplayLimits = ReplayLimits(), rate_window_s: float = 1.0,
            pad_partial: bool = False, lead_s: float = 0.05, threads: int | None = None,
-           clock: Callable[[], float] = time.perf_counter) -> pd.DataFrame:
+           clock: Callable[[], float] = time.perf_counter, can_cancel: bool = True) -> pd.DataFrame:
     """Serve ``trace`` in real time with ``configs``; one row per sent request, in ``request_id`` order.
 
     ``policy`` is any simulator policy (``policy(ctx) -> config_id``); it must only pick
     configurations present in ``configs`` (loaded and warmed up by the caller). ``inputs`` and
     ``labels`` are indexed by the trace's ``example_id``. ``lead_s`` is the gap between starting
     the clock and time 0 of the trace. ``threads`` (if given) sets torch's intra-op threads in each
-    worker thread, as the profiler set them for its timed calls.
+    worker thread, as the profiler set them for its timed calls. ``can_cancel``: whether a policy that
+    asks for it (``needs.cancels``) has stoppable calls stopped at the deadline.
     """
     if queue not in QUEUES:
         raise ReplayError(f"queue must be one of {QUEUES}, got {queue!r}")
@@ -229,6 +241,7 @@ def replay(trace: pd.DataFrame, policy: Policy, configs: Mapping[str, LiveConfig
     example_ids = ordered["example_id"].to_numpy()
     state = _State(n, int(servers), RequestQueue(queue, arrays.abs_deadline_s))
     observes = policy.needs.observes
+    stopper = CallStopper(clock) if (can_cancel and policy.needs.cancels) else None
 
     def batch_size_of(config_id: str) -> int:
         cfg = table.get(config_id)
@@ -268,8 +281,23 @@ def replay(trace: pd.DataFrame, policy: Policy, configs: Mapping[str, LiveConfig
                 batch = take(inputs, example_ids[members])
                 if pad_partial and len(members) < cfg.batch_size:
                     batch = _pad(batch, cfg.batch_size)
-                probs, stage = cfg.run(batch)
+                if stopper is not None and cfg.run_stoppable is not None:
+                    # nothing it answers counts once its members' latest deadline has passed
+                    stop_at = origin + max(arrays.abs_deadline_s[m] for m in members)
+                    answer = stopper.call(lambda options: cfg.run_stoppable(batch, options), stop_at)
+                else:
+                    answer = cfg.run(batch)
                 finish = clock() - origin
+                if answer is None:  # stopped at the deadline: its requests are shed, the server is free
+                    with state.cond:
+                        state.busy -= 1
+                        if observes:
+                            policy.observe(cfg.config_id, len(members), (finish - t) * 1000.0, 0, cancelled=True)
+                        state.batch_of[members] = len(state.batches)
+                        state.batches.append((t, finish, cfg.config_id, sid, len(members)))
+                        state.stopped_at[members] = finish
+                    continue
+                probs, stage = answer
                 probs = np.asarray(probs)[: len(members)]
                 with state.cond:
                     state.busy -= 1
@@ -330,6 +358,8 @@ def replay(trace: pd.DataFrame, policy: Policy, configs: Mapping[str, LiveConfig
         sys.setswitchinterval(old_switch)
         if old_slack is not None:
             _set_timer_slack(old_slack)
+        if stopper is not None:
+            stopper.close()
         with state.cond:
             state.stop = True
             state.cond.notify_all()
@@ -388,6 +418,7 @@ def _assemble(ordered: pd.DataFrame, state: _State, labels: np.ndarray, method: 
     start, finish = per_request(b_start, np.nan), per_request(b_finish, np.nan)
     shed = ~np.isnan(state.shed_at)
     start, finish = np.where(shed, state.shed_at, start), np.where(shed, state.shed_at, finish)
+    shed = shed | ~np.isnan(state.stopped_at)  # a stopped batch's: its start, and the stop as finish
     arrival = ordered["arrival_s"].to_numpy()
     deadline = ordered["deadline_ms"].to_numpy()
     eids = ordered["example_id"].to_numpy()

@@ -12,7 +12,10 @@ batch, ``service_ms`` from there to its answer, and the outcome compares the sum
   been late (policies whose needs say ``early_answers``); requests the first stage is sure about
   are answered as soon as it returns, the escalated ones after the second stage (the simulator
   charges every member the whole batch: it is conservative there);
-- ``shed``: refused at once by the policy's admission control (no label);
+- ``shed``: refused at once by the policy's admission control (no label, reason ``shed_unreachable``),
+  or, for a policy whose needs say ``cancels``, its batch's call stopped once the latest deadline of
+  its members had passed (no label, reason ``stopped_at_deadline``; ONNX Runtime calls only, by
+  :mod:`planner.serving.stopping`, as the simulator and the replay stop them);
 - ``dropped``: expired before its batch started (``drop_expired``), no configuration left after
   failures, or still waiting when a shutdown's drain time ran out (no label).
 
@@ -63,6 +66,7 @@ from planner.schema import ProfileBundle, measured
 from planner.serving.api import RequestError, ServerMetrics, input_kind, parse_predict
 from planner.serving.batching import QUEUES, RequestQueue, TraceArrays, pick_batch
 from planner.serving.replay import LiveConfig
+from planner.serving.stopping import CallStopper
 
 # positions kept in the growing arrival lists before old ones are cut off (see Batcher._compact)
 COMPACT_AT = 8192
@@ -216,6 +220,8 @@ class Batcher:
                         if c.stages is not None}
         self._guard = _Guarded(self.policy, self.configs, self._fallback_choice, self._cooling_now, self.metrics)
         self._workers: list[threading.Thread] = []
+        # stops a stoppable call at its members' latest deadline, for a policy that asks (needs.cancels)
+        self._stopper = CallStopper(clock) if self.policy.needs.cancels else None
         self.origin = clock()
 
     # ---- public ----------------------------------------------------------------------------
@@ -278,6 +284,8 @@ class Batcher:
             self._answer(r, None, None, "dropped", "shutdown", t, t)
         for w in self._workers:
             w.join(max(0.0, end - time.monotonic()) + 1.0)  # a batch in progress finishes its call
+        if self._stopper is not None:
+            self._stopper.close()
 
     # ---- internals ---------------------------------------------------------------------------
     def _cooling_now(self) -> set[str]:
@@ -387,8 +395,19 @@ class Batcher:
         batch = self._inputs(chunk)
         early = self.policy.needs.early_answers and cfg.stages is not None
         if not early:
-            probs, _stage = cfg.run(batch)
+            if self._stopper is not None and cfg.run_stoppable is not None:
+                # nothing it answers counts once its members' latest deadline has passed
+                stop_at = self.origin + max(r.abs_deadline for r in chunk)
+                answer = self._stopper.call(lambda options: cfg.run_stoppable(batch, options), stop_at)
+            else:
+                answer = cfg.run(batch)
             finish = self.now()
+            if answer is None:  # stopped at the deadline: shed, and the server is free from now
+                for r in chunk:
+                    self._answer(r, cfg.config_id, None, "shed", "stopped_at_deadline", start, finish)
+                self._finished(cfg.config_id, len(chunk), (finish - start) * 1000.0, 0, cancelled=True)
+                return
+            probs, _stage = answer
             probs = np.asarray(probs)
             outcomes = [self._answer(r, cfg.config_id, p, None, reason, start, finish) for r, p in zip(chunk, probs)]
             self._finished(cfg.config_id, len(chunk), (finish - start) * 1000.0, outcomes.count("late"))
@@ -416,11 +435,11 @@ class Batcher:
                 outcomes.append(self._answer(chunk[i], cfg.config_id, p, None, reason, start, finish))
         self._finished(cfg.config_id, len(chunk), (finish - start) * 1000.0, outcomes.count("late"))
 
-    def _finished(self, config_id: str, n: int, service_ms: float, n_late: int = 0) -> None:
-        self.metrics.count("batches", config_id)
+    def _finished(self, config_id: str, n: int, service_ms: float, n_late: int = 0, cancelled: bool = False) -> None:
+        self.metrics.count("stopped_batches" if cancelled else "batches", config_id)
         if self.policy.needs.observes:
             with self._cond:
-                self._guard.observe(config_id, n, service_ms, n_late)
+                self._guard.observe(config_id, n, service_ms, n_late, cancelled)
 
     def _answer(self, r: _Pending, config_id: str | None, probs: np.ndarray | None, outcome: str | None,
                 reason: str, start: float, finish: float) -> str | None:

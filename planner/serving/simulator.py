@@ -24,7 +24,7 @@ Model (the same one a live replayer measures, so both produce the same per-reque
   Only configurations whose runtime can stop a running call are cancelled
   (:data:`CANCELLABLE_RUNTIMES`: ONNX Runtime's ``RunOptions.terminate``; PyTorch eager has no such
   hook), and only where the serving stack can (``can_cancel``; the live replay and the HTTP server
-  do not yet, so what stands in for them passes ``can_cancel=False``). Why: a call that will answer
+  can, through :mod:`planner.serving.stopping`, and take the same flag). Why: a call that will answer
   nobody on time otherwise holds the server for its whole draw, and at tight deadlines that is how a
   queue of late answers builds up.
 - ``dispatch_overhead_ms`` (default 0) is added to every batch's service time: what a real server
