@@ -357,7 +357,7 @@ def run_live_server(bundle: ProfileBundle, task: str, methods: Sequence[str], se
         raise LiveServerError(f"methods must include the proposed method {proposed()!r} (the faults run it), "
                               f"got {methods}")
     deadlines = [float(d) for d in deadlines]
-    params = live_method_params(methods, params)   # the server runs every call to its end
+    params = live_method_params(methods, params)
     where = paths(out_dir, task)
     if fresh:
         for f in where["runs"].glob("*.parquet") if where["runs"].exists() else []:

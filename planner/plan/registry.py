@@ -84,7 +84,7 @@ class AnytimeParams(MethodParams):
     # not evenly spaced (1 - 1/e = 63 % of Poisson inter-arrival times are shorter than their mean)
     arrival_spread: bool = True
     # ask the server to stop a batch that would answer nobody on time, at the deadline, where the
-    # runtime can stop a running call (ONNX Runtime; simulated: the live paths do not cancel yet)
+    # runtime can stop a running call (ONNX Runtime; the simulator, the live replay and the HTTP server)
     cancel_at_deadline: bool = True
     # the member cut-off quantile of a one-request configuration the server can stop at the deadline:
     # such a call answers on time or nobody, so a try costs server time but no late answer
