@@ -183,6 +183,7 @@ def test_the_replay_stops_a_batch_at_its_deadline_and_serves_the_next_request_fr
     rows = replay(_trace(), policy, [stoppable_sleeper(cid)], TEXTS, LABELS, task="sst2").set_index("request_id")
     assert rows["status"].tolist() == ["shed", "served"]
     assert rows.loc[0, "batch_id"] >= 0 and rows.loc[0, "config_id"] == cid  # it keeps its batch
+    assert not rows.loc[0, "hit"] and not rows.loc[0, "correct"]
     assert 40.0 <= rows.loc[0, "latency_ms"] < SLOW_MS / 2  # stopped at its deadline, long before the end
     assert rows.loc[1, "start_s"] == pytest.approx(rows.loc[0, "finish_s"], abs=0.05)  # the server was free
     assert rows.loc[1, "hit"] and rows.loc[1, "correct"]

@@ -423,7 +423,7 @@ def _assemble(ordered: pd.DataFrame, state: _State, labels: np.ndarray, method: 
     deadline = ordered["deadline_ms"].to_numpy()
     eids = ordered["example_id"].to_numpy()
     latency = (finish - arrival) * 1000.0
-    on_time = served & (latency <= deadline)
+    on_time = served & ~shed & (latency <= deadline)  # a stopped batch's requests are shed, never on time
     correct = served & (state.prediction == labels[eids])
     status = np.where(shed, "shed", np.where(~served, "dropped", np.where(on_time, "served", "late"))).astype(object)
     frame = pd.DataFrame({
