@@ -453,10 +453,19 @@ class AnytimePolicy(OnlinePolicy):
             return -math.inf
         i = self._all_index[config_id]
         scale = self._hopeful_scale() if self._probing else self.estimator_.scale(config_id)
-        cut = float(np.interp(self.quantile_, QUANTILES, self._all_q[i]))
+        cut = float(self._at_member_quantile(self._all_q[i]))
         if not self._probing:  # a stoppable call is tried from its own quantile, never above the usual
             cut = min(cut, float(self._all_try_ms[i]))
         return cut * scale
+
+    def _at_member_quantile(self, tables: np.ndarray) -> np.ndarray:
+        """Quantile tables (``(..., len(QUANTILES))``, one row per configuration) read at the current
+        member quantile, linear between the tabled quantiles and held at their ends: the usual member
+        cut-off at the profile's scale. One reading for :meth:`member_cutoff_ms` and :meth:`_cutoffs`."""
+        q = min(max(self.quantile_, QUANTILES[0]), QUANTILES[-1])
+        j = min(int(np.searchsorted(QUANTILES, q, side="right")) - 1, len(QUANTILES) - 2)
+        w = (q - QUANTILES[j]) / (QUANTILES[j + 1] - QUANTILES[j])
+        return tables[..., j] * (1.0 - w) + tables[..., j + 1] * w
 
     def _cutoffs(self) -> np.ndarray:
         """(C,) float32: each front candidate's member cut-off (:meth:`member_cutoff_ms`, at the machine
@@ -467,12 +476,8 @@ class AnytimePolicy(OnlinePolicy):
         if not (self.shed and self.member_quantile is not None):
             self._cut = np.full(len(self._ids), -np.inf, dtype=np.float32)
         else:
-            q = min(max(self.quantile_, QUANTILES[0]), QUANTILES[-1])
-            j = min(int(np.searchsorted(QUANTILES, q, side="right")) - 1, len(QUANTILES) - 2)
-            w = (q - QUANTILES[j]) / (QUANTILES[j + 1] - QUANTILES[j])
-            rows = self._all_q[self._front_rows]
             residual = self.estimator_.scales(self._ids) / math.exp(self.estimator_.log_global)
-            usual = (rows[:, j] * (1.0 - w) + rows[:, j + 1] * w) * residual
+            usual = self._at_member_quantile(self._all_q[self._front_rows]) * residual
             # a stoppable call is tried from its own quantile, never above the usual cut-off
             self._cut = np.minimum(usual, self._all_try_ms[self._front_rows] * residual).astype(np.float32)
         return self._cut
