@@ -216,3 +216,16 @@ def test_the_server_answers_a_stopped_batch_as_shed_with_its_reason_and_counts_i
     assert doomed["config_id"] == cid and 40.0 <= doomed["latency_ms"] < SLOW_MS / 2
     assert calls == [1] and policy.seen[0][3] is True
     assert f'planner_stopped_batches_total{{config_id="{cid}"}} 1' in metrics
+
+
+def test_the_books_sentence_on_how_late_a_stop_lands_reads_the_benchmark(tmp_path):
+    from planner.analysis.results import STOP_CSV, stop_overshoot_text
+
+    assert stop_overshoot_text(tmp_path) == ""  # not run: nothing said
+    pd.DataFrame({"config_id": ["a/b1", "a/b8"], "batch_size": [1, 8], "n_stops": [30, 30],
+                  "call_median_ms": [2.0, 100.0], "overshoot_p50_ms": [0.4, 3.0], "overshoot_max_ms": [0.9, 12.0],
+                  "overshoot_p50_share": [0.2, 0.03], "cpu_model": "AMD EPYC", "cpu_flags": "avx2",
+                  "measured_at": "2026-12-06T23:00:00"}).to_csv(tmp_path / STOP_CSV, index=False)
+    text = stop_overshoot_text(tmp_path)
+    assert "0.40 to 3.00 ms" in text and "3.0% to 20.0%" in text and "12.0 ms (a/b8, a 100 ms call)" in text
+    assert "AMD EPYC; avx2" in text
