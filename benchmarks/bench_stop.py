@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from planner.models.datasets import eval_inputs
 from planner.paths import cpu_model, results_dir
-from planner.profile.fingerprint import set_threads
+from planner.profile.fingerprint import hardware, set_threads
 from planner.profile.store import load_bundle
 from planner.serving.replay import load_live_configs
 from planner.serving.stopping import CallStopper
@@ -88,14 +88,6 @@ def measure(task: str, preset: str, calls: int, stops: int, threads: int, batch_
     return rows
 
 
-def _flags() -> str:
-    try:
-        text = open("/proc/cpuinfo").read()
-    except OSError:
-        return ""
-    return " ".join(f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile") if f" {f}" in text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", default=["cifar10", "sst2"])
@@ -106,7 +98,7 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--out", action="store_true", help="write results/<preset>/benchmarks/stop_overshoot.csv")
     args = parser.parse_args()
-    flags = _flags()
+    flags = " ".join(hardware()["cpu_flags"])
     rows = pd.DataFrame([row for t in args.tasks for row in measure(t, args.preset, args.calls, args.stops,
                                                                     args.threads, tuple(args.batch_sizes), flags)])
     print(rows.drop(columns=["cpu_model", "python", "measured_at"]).round(3).to_string(index=False))

@@ -155,6 +155,9 @@ def test_an_onnx_runtime_call_is_stopped_through_its_run_options(tmp_path):
                              lambda chunk: {"x": np.ones((len(chunk), 256), np.float32)})
     config = from_predictor("sst2/slow/onnxruntime/fp32/b512/cpu", predictor, 512)
     assert config.run_stoppable is not None
+    # stoppable exactly where the simulator stops calls (planner.schema.CANCELLABLE_RUNTIMES): not TensorRT
+    trt = OrtPredictor(VariantSpec("sst2", "slow", "onnxruntime_trt", device="cuda"), session, predictor.preprocess)
+    assert from_predictor("sst2/slow/onnxruntime_trt/fp16/b512/cuda", trt, 512).run_stoppable is None
     batch = list(range(512))
     started = time.perf_counter()
     probs, _ = config.run(batch)
@@ -228,4 +231,4 @@ def test_the_books_sentence_on_how_late_a_stop_lands_reads_the_benchmark(tmp_pat
                   "measured_at": "2026-12-06T23:00:00"}).to_csv(tmp_path / STOP_CSV, index=False)
     text = stop_overshoot_text(tmp_path)
     assert "0.40 to 3.00 ms" in text and "3.0% to 20.0%" in text and "12.0 ms (a/b8, a 100 ms call)" in text
-    assert "AMD EPYC; avx2" in text
+    assert "AMD EPYC; avx2" in text and "largest share for a/b1, a 2.0 ms call" in text

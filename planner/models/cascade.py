@@ -78,13 +78,11 @@ class Cascade:
         self.spec = VariantSpec(s.task, f"cascade:{s.model}>{l_.model}@{threshold_label(self.threshold)}",
                                 s.runtime, s.precision, s.device)
         self.accuracy_available = bool(small.accuracy_available and large.accuracy_available)
-        # both stages can be stopped mid-call (ONNX Runtime members), so the whole call can
-        self.stoppable = bool(getattr(small, "stoppable", False) and getattr(large, "stoppable", False))
 
     def predict_with_stages(self, inputs: Sequence[Any] | np.ndarray, batch_size: int,
                             run_options: Any = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(probs, confidence of the answering stage, stage in {1, 2}) for every input. ``run_options``
-        (stoppable members only) is passed to both stages' calls, so setting its ``terminate`` stops
+        (ONNX Runtime members only) is passed to both stages' calls, so setting its ``terminate`` stops
         whichever runs."""
         stop = {} if run_options is None else {"run_options": run_options}
         small_probs = self.small.predict(inputs, batch_size, **stop)

@@ -37,8 +37,6 @@ def _chunks(inputs: Sequence[Any] | np.ndarray, batch_size: int):
 class TorchPredictor:
     """torch eager: ``module(**preprocess(batch))`` under inference mode, in ``dtype`` on ``device``."""
 
-    stoppable = False  # torch has no hook that stops a running forward pass
-
     def __init__(self, spec: VariantSpec, module: nn.Module, preprocess: Preprocess, *,
                  input_dtype: torch.dtype | None = None, autocast_dtype: torch.dtype | None = None,
                  channels_last: bool = False, accuracy_available: bool = True, n_threads: int | None = None,
@@ -79,11 +77,9 @@ class TorchPredictor:
 class OrtPredictor:
     """ONNX Runtime session fed with the same preprocessed arrays as the torch predictor.
 
-    A call can be stopped from another thread (``stoppable``): pass ``run_options`` (an
-    ``onnxruntime.RunOptions``) and set its ``terminate``; the call then raises :class:`CallStopped`
-    at ONNX Runtime's next check between graph nodes."""
-
-    stoppable = True
+    A call can be stopped from another thread: pass ``run_options`` (an ``onnxruntime.RunOptions``)
+    and set its ``terminate``; the call then raises :class:`CallStopped` at ONNX Runtime's next check
+    between graph nodes."""
 
     def __init__(self, spec: VariantSpec, session, preprocess: Preprocess, *, accuracy_available: bool = True,
                  n_threads: int | None = None, model_path: str = "", notes: str = ""):

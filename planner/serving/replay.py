@@ -23,7 +23,7 @@ A policy's admission control (``needs.sheds``) sheds requests here exactly as in
 early cascade answers (``needs.early_answers``) are simulated only: a live cascade runs both stages
 in one call. A batch is stopped at the deadline (``needs.cancels``) as in the simulator: once the
 latest deadline of its members has passed, a call that can be stopped (``LiveConfig.run_stoppable``:
-ONNX Runtime) is stopped there (:mod:`planner.serving.stopping`), its requests are shed (they keep
+a runtime in :data:`planner.schema.CANCELLABLE_RUNTIMES`, ONNX Runtime on the CPU) is stopped there (:mod:`planner.serving.stopping`), its requests are shed (they keep
 the batch's id, start and configuration) and the policy observes it with ``cancelled=True``; torch
 calls run to their end. ``can_cancel=False`` runs every call to its end, as the simulator's flag.
 
@@ -55,7 +55,7 @@ from planner.models import zoo
 from planner.models.base import VariantSpec
 from planner.models.cascade import Cascade, escalate_mask
 from planner.plan.policies import Policy, as_policy, fixed
-from planner.schema import REQUEST_RESULT_COLUMNS
+from planner.schema import CANCELLABLE_RUNTIMES, REQUEST_RESULT_COLUMNS
 from planner.serving.batching import QUEUES, RequestQueue, TraceArrays, check_trace, pick_batch
 from planner.serving.simulator import RESULT_EXTRA_COLUMNS
 from planner.serving.stopping import CallStopper
@@ -111,11 +111,18 @@ class LiveConfig:
             raise ReplayError(f"{self.config_id}: batch_size must be an integer >= 1, got {self.batch_size!r}")
 
 
+def can_stop(model: Any) -> bool:
+    """Whether a predictor's (or a cascade's) calls can be stopped mid-call: its runtime is one of
+    :data:`planner.schema.CANCELLABLE_RUNTIMES`, the list the simulator and the policy read too."""
+    spec = getattr(model, "spec", None)
+    return spec is not None and spec.runtime in CANCELLABLE_RUNTIMES
+
+
 def from_predictor(config_id: str, predictor: Any, batch_size: int) -> LiveConfig:
-    """A plain configuration: ``predictor.predict(inputs, batch_size)`` (stoppable where the predictor is)."""
+    """A plain configuration: ``predictor.predict(inputs, batch_size)`` (stoppable where :func:`can_stop`)."""
     b = int(batch_size)
     stoppable = None
-    if getattr(predictor, "stoppable", False):
+    if can_stop(predictor):
         def stoppable(inputs: Any, options: Any) -> tuple[np.ndarray, None]:
             return predictor.predict(inputs, b, run_options=options), None
     return LiveConfig(config_id, b, lambda inputs: (predictor.predict(inputs, b), None), run_stoppable=stoppable)
@@ -132,7 +139,7 @@ def from_cascade(config_id: str, cascade: Any, batch_size: int) -> LiveConfig:
 
     stages = CascadeStages(lambda inputs: cascade.small.predict(inputs, b), lambda inputs: cascade.large.predict(inputs, b),
                            lambda probs: escalate_mask(probs, cascade.threshold))
-    return LiveConfig(config_id, b, run, stages, run if getattr(cascade, "stoppable", False) else None)
+    return LiveConfig(config_id, b, run, stages, run if can_stop(cascade) else None)
 
 
 def take(inputs: Sequence[Any] | np.ndarray, index: Sequence[int] | np.ndarray) -> Any:
@@ -288,26 +295,19 @@ def replay(trace: pd.DataFrame, policy: Policy, configs: Mapping[str, LiveConfig
                 else:
                     answer = cfg.run(batch)
                 finish = clock() - origin
-                if answer is None:  # stopped at the deadline: its requests are shed, the server is free
-                    with state.cond:
-                        state.busy -= 1
-                        if observes:
-                            policy.observe(cfg.config_id, len(members), (finish - t) * 1000.0, 0, cancelled=True)
-                        state.batch_of[members] = len(state.batches)
-                        state.batches.append((t, finish, cfg.config_id, sid, len(members)))
-                        state.stopped_at[members] = finish
-                    continue
-                probs, stage = answer
-                probs = np.asarray(probs)[: len(members)]
+                stopped = answer is None  # stopped at the deadline: its requests are shed, the server is free
                 with state.cond:
                     state.busy -= 1
                     if observes:
-                        n_late = sum(finish > arrays.abs_deadline_s[m] for m in members)
-                        policy.observe(cfg.config_id, len(members), (finish - t) * 1000.0, n_late)
-                    bid = len(state.batches)
+                        n_late = 0 if stopped else sum(finish > arrays.abs_deadline_s[m] for m in members)
+                        policy.observe(cfg.config_id, len(members), (finish - t) * 1000.0, n_late, cancelled=stopped)
+                    state.batch_of[members] = len(state.batches)
                     state.batches.append((t, finish, cfg.config_id, sid, len(members)))
-                    state.batch_of[members] = bid
-                    state.prediction[members] = probs.argmax(axis=1)
+                    if stopped:
+                        state.stopped_at[members] = finish
+                        continue
+                    probs, stage = answer
+                    state.prediction[members] = np.asarray(probs)[: len(members)].argmax(axis=1)
                     if stage is not None:
                         state.escalated[members] = np.asarray(stage)[: len(members)] == 2
         except BaseException as exc:  # surfaced in the calling thread
