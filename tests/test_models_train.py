@@ -267,7 +267,9 @@ def test_averaged_cycle_ends_are_published_and_a_longer_recipe_continues_from_th
     def schedule(cycles, epochs, average):
         def patched(model, preset):
             rec = original(model, preset)
-            return {**rec, "params": {**rec["params"], "cycles": cycles, "average_cycles": average}, "max_epochs": epochs}
+            # steps alone end the run: under a loaded machine the preset's time budget ran out first (8 of 9 steps)
+            return {**rec, "params": {**rec["params"], "cycles": cycles, "average_cycles": average}, "max_epochs": epochs,
+                    "time_budget_s": 3600.0}
         monkeypatch.setattr(train_mod, "recipe", patched)
 
     schedule([[3, 1.0], [3, 0.3]], 6, 1)
