@@ -4,7 +4,10 @@
 per-batch decision (``policy(ctx)``, after fit) and ``DeadlinePlanner.select`` are timed in
 interleaved blocks with ``time.perf_counter_ns``, and so is the decision of a policy that has learned
 a switching cost (cold batches at twice the warm time: the path that adds each candidate's switch
-to its finish times, idle in the simulator); the script prints medians and their ratio and,
+to its finish times, idle in the simulator), and so is the decision of a policy that reads the
+recent gaps for its expected arrivals (``arrival_model="empirical"``), each decision one arrival
+later in a bursty (Gamma, CV 8) stream of them, so that its refits (one per 32 arrivals) are timed
+at the most frequent they come; the script prints medians and their ratio and,
 with ``--out``, writes ``results/full/benchmarks/decision_benchmark.csv``. Timing only: nothing
 here is an accuracy.
 
@@ -27,6 +30,7 @@ from planner.paths import results_dir
 from planner.profile.fingerprint import hardware
 from planner.plan import DeadlinePlanner
 from planner.plan.anytime import anytime
+from planner.plan.arrivals import GAP_MEMORY
 from planner.plan.policies import PolicyContext
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # test fixtures (synthetic profiles)
@@ -64,12 +68,18 @@ def main() -> None:
             for k in range(3):
                 switching.observe(config, 1, reference * (2.0 if k == 0 else 1.0))
     assert switching._extra is not None  # the switch-charging path is the one timed
+    gaps = anytime(bundle, "sst2", lookahead=args.waiting, arrival_model="empirical")
     rng = np.random.default_rng(0)
     # the slacks as the serving rule hands them over (a float64 array, planner.serving.batching.pick_batch)
     contexts = [PolicyContext(0.0, "sst2", args.waiting, float(s[0]), 5.0, 0, 1, 1, 200.0, s)
                 for s in np.sort(rng.uniform(-1.0, 12.0, (64, args.waiting)), axis=1)]
     deadlines = rng.uniform(0.5, 12.0, 64).tolist()
-    i = {"a": 0, "s": 0, "w": 0}
+    # a decision at every arrival of a bursty stream (the arrivals so far, as the serving rule hands them over)
+    stream = np.cumsum(rng.gamma(1 / 64, 5.0 * 64, GAP_MEMORY + args.blocks * args.calls + 1) / 1000.0).tolist()
+    gap_contexts = [PolicyContext(stream[k + GAP_MEMORY - 1], "sst2", args.waiting, float(s[0]), 5.0, 0, 1, 1, 200.0, s,
+                                  stream[k:k + GAP_MEMORY])
+                    for k, s in enumerate(contexts[j % 64].queue_slack_ms for j in range(args.blocks * args.calls + 1))]
+    i = {"a": 0, "s": 0, "w": 0, "g": 0}
 
     def decide() -> None:
         policy(contexts[i["a"] % 64])
@@ -79,22 +89,31 @@ def main() -> None:
         switching(contexts[i["w"] % 64])
         i["w"] += 1
 
+    def decide_gaps() -> None:
+        gaps(gap_contexts[i["g"]])
+        i["g"] += 1
+
     def select() -> None:
         planner.select("sst2", deadlines[i["s"] % 64])
         i["s"] += 1
 
-    decide(), decide_switching(), select()  # untimed: the first decision compiles the kernel (or loads it from cache)
-    anytime_us, select_us, switching_us = [], [], []
+    decide(), decide_switching(), decide_gaps(), select()  # untimed: the first decision compiles the kernel
+    anytime_us, select_us, switching_us, gaps_us = [], [], [], []
     for _ in range(args.blocks):  # interleaved blocks: all see the same machine state
         anytime_us += _time(decide, args.calls)
         select_us += _time(select, args.calls)
         switching_us += _time(decide_switching, args.calls)
+        gaps_us += _time(decide_gaps, args.calls)
+    assert gaps._arrivals.n_refits > 1   # its refits are among the timed decisions
     host = hardware()
     a, s, w = statistics.median(anytime_us), statistics.median(select_us), statistics.median(switching_us)
+    g = statistics.median(gaps_us)
     row = {"configs": args.configs, "front": len(policy._ids), "waiting": args.waiting,
            "anytime_median_us": a, "anytime_p95_us": float(np.percentile(anytime_us, 95)),
            "select_median_us": s, "ratio_anytime_over_select": a / s,
            "anytime_switch_cost_median_us": w, "ratio_switch_cost_over_select": w / s,
+           "anytime_gaps_median_us": g, "anytime_gaps_p95_us": float(np.percentile(gaps_us, 95)),
+           "ratio_gaps_over_select": g / s,
            "cpu_model": host["cpu_model"], "cpu_flags": " ".join(host["cpu_flags"]), "python": platform.python_version(),
            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
     print(pd.Series(row).to_string())

@@ -335,6 +335,21 @@ def test_policy_context_reports_the_queue_in_service_order(queue):
     assert policies.fixed(cid)(second) == cid
 
 
+def test_the_recent_arrival_times_reach_only_a_policy_that_asks_for_them():
+    bundle, cid = _single(np.full(10, 1000.0))
+    arrivals = [0.0, 0.1, 0.2, 0.3, 0.4, 2.5]
+    trace = _trace(arrivals, deadlines=[9000.0] * 6)
+    asking = Recorder(cid)
+    asking.needs = PolicyNeeds(lookahead=3, arrival_history=3)
+    simulate(trace, asking, bundle)
+    plain = Recorder(cid)
+    simulate(trace, plain, bundle)
+    # at t=0 one request has arrived; at t=1 five have, of which the last 3 are handed over
+    assert [list(c.recent_arrivals_s) for c in asking.seen[:2]] == [[0.0], [0.2, 0.3, 0.4]]
+    assert all(c.recent_arrivals_s[-1] <= c.now_s for c in asking.seen)
+    assert all(len(c.recent_arrivals_s) == 0 for c in plain.seen)
+
+
 def test_a_policy_that_raises_is_named_not_a_raw_traceback():
     bundle, cid = _single(np.full(10, 1.0))
 

@@ -33,7 +33,9 @@ class PolicyContext:
     ``queue_slack_ms`` holds the slacks of the first queued requests in service order, filled only
     for a policy whose :class:`PolicyNeeds` asks for them (``lookahead``: how many): a float64 array
     from the serving rule (a policy converts it without a per-element Python loop), any sequence of
-    floats from a caller that builds a context by hand.
+    floats from a caller that builds a context by hand. ``recent_arrivals_s`` holds the arrival times
+    (seconds, oldest first, the server's clock) of the last requests to arrive, served or not, filled
+    only for a policy whose :class:`PolicyNeeds` asks for them (``arrival_history``: how many).
     """
 
     now_s: float
@@ -46,6 +48,7 @@ class PolicyContext:
     servers: int
     recent_rate_rps: float
     queue_slack_ms: np.ndarray | Sequence[float] = ()
+    recent_arrivals_s: Sequence[float] = ()
 
     def window_slacks_ms(self) -> np.ndarray | Sequence[float]:
         """The queued slacks a window-valuing policy reads: ``queue_slack_ms``, or the head's slack alone
@@ -69,6 +72,8 @@ class PolicyNeeds:
       requests that can still make it.
     - ``early_answers``: when a cascade's second stage would finish after a request's deadline, the
       first stage's answer goes out on time (status ``degraded``).
+    - ``arrival_history``: the arrival times of this many recent requests
+      (``PolicyContext.recent_arrivals_s``); 0 = none.
     - ``cancels``: a batch that would answer none of its requests on time is stopped at the latest
       member's deadline, where the runtime can stop a running call, and its requests are shed (the
       simulator's serving model; see :mod:`planner.serving.simulator`).
@@ -80,10 +85,13 @@ class PolicyNeeds:
     sheds: bool = False
     early_answers: bool = False
     cancels: bool = False
+    arrival_history: int = 0
 
     def __post_init__(self) -> None:
-        if isinstance(self.lookahead, bool) or not isinstance(self.lookahead, (int, np.integer)) or self.lookahead < 0:
-            raise PlannerError(f"lookahead must be an integer >= 0, got {self.lookahead!r}")
+        for name in ("lookahead", "arrival_history"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise PlannerError(f"{name} must be an integer >= 0, got {value!r}")
 
 
 class OnlinePolicy(ABC):

@@ -90,6 +90,9 @@ class AnytimeParams(MethodParams):
     # such a call answers on time or nobody, so a try costs server time but no late answer
     # (None: the same cut-off as the others)
     stoppable_quantile: float | None = None
+    # the law of the expected arrivals' times: "poisson" (the recent rate) or "empirical" (the recent gaps'
+    # own law, a renewal process conditioned on the time since the last arrival; planner.plan.arrivals)
+    arrival_model: Literal["poisson", "empirical"] = "poisson"
     # the service-time calibration's starting factor: the machine's speed now over the profile's.
     # 1 in the simulator (its service times come from the profile itself); a live replay sets it
     # from the re-timed reference (planner.profile.reference, planner.evaluation.live_fault)

@@ -144,8 +144,10 @@ def pick_batch(queue: RequestQueue, t: float, arrived: int, trace: TraceArrays, 
     lookahead = policy.needs.lookahead
     slacks = np.fromiter(((abs_deadline[r] - t) * 1000.0 for r in queue.first(lookahead)), dtype=np.float64) \
         if lookahead else _NO_SLACKS
+    history = policy.needs.arrival_history
+    arrivals = trace.arrival_s[max(arrived - history, 0):arrived] if history else ()
     ctx = PolicyContext(t, task, len(queue), (abs_deadline[head] - t) * 1000.0, trace.rel_deadline_ms[head],
-                        trace.request_ids[head], idle_servers, servers, recent, slacks)
+                        trace.request_ids[head], idle_servers, servers, recent, slacks, arrivals)
     try:
         config_id = policy(ctx)
     except Exception as exc:
