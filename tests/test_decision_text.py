@@ -30,5 +30,13 @@ def test_a_slow_machine_is_over_the_budget_and_a_fast_one_within_it(tmp_path):
     assert "Intel Xeon" in text and "11.6 µs" in text and "within the budget there" in text
 
 
+def test_the_gap_reading_decision_is_reported_and_judged_too(tmp_path):
+    _row(12.0, 0.5, "AMD EPYC").assign(anytime_gaps_median_us=23.4, anytime_gaps_p95_us=80.0,
+                                       ratio_gaps_over_select=46.8).to_csv(tmp_path / results.DECISION_CSV, index=False)
+    text = results.decision_text(tmp_path)
+    assert "reading the recent gaps" in text and "23.4 µs (47 times; p95 80.0 µs)" in text
+    assert f"over the {results.DECISION_BUDGET_US:g} µs budget" in text   # the slower of the two is judged
+
+
 def test_without_a_benchmark_the_chapter_says_so(tmp_path):
     assert "has not been run" in results.decision_text(tmp_path)
