@@ -30,7 +30,7 @@ import numpy as np
 GAP_MEMORY = 128
 # fewer gaps than this, and no table: the caller falls back to the Poisson law at the recent rate
 MIN_GAPS = 16
-# new arrivals between refits (a refit is about a millisecond; a decision reads a table)
+# new arrivals between refits (a refit is about half a millisecond; a decision reads a table)
 REFIT_AFTER = 32
 # bootstrap paths the quantiles are read from (order statistics: the level's share of the paths)
 PATHS = 256
