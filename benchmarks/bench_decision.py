@@ -76,9 +76,9 @@ def main() -> None:
     deadlines = rng.uniform(0.5, 12.0, 64).tolist()
     # a decision at every arrival of a bursty stream (the arrivals so far, as the serving rule hands them over)
     stream = np.cumsum(rng.gamma(1 / 64, 5.0 * 64, GAP_MEMORY + args.blocks * args.calls + 1) / 1000.0).tolist()
-    gap_contexts = [PolicyContext(stream[k + GAP_MEMORY - 1], "sst2", args.waiting, float(s[0]), 5.0, 0, 1, 1, 200.0, s,
-                                  stream[k:k + GAP_MEMORY])
-                    for k, s in enumerate(contexts[j % 64].queue_slack_ms for j in range(args.blocks * args.calls + 1))]
+    gap_contexts = [PolicyContext(stream[k + GAP_MEMORY - 1], "sst2", args.waiting, contexts[k % 64].oldest_slack_ms, 5.0,
+                                  0, 1, 1, 200.0, contexts[k % 64].queue_slack_ms, stream[k:k + GAP_MEMORY])
+                    for k in range(args.blocks * args.calls + 1)]
     i = {"a": 0, "s": 0, "w": 0, "g": 0}
 
     def decide() -> None:
