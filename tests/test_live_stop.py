@@ -22,7 +22,8 @@ from bundles import synthetic_bundle
 from planner.models.base import CallStopped, VariantSpec
 from planner.models.predictors import OrtPredictor
 from planner.plan.policies import OnlinePolicy, PolicyNeeds
-from planner.serving.replay import LiveConfig, from_predictor, replay
+from planner.models.cascade import Cascade
+from planner.serving.replay import LiveConfig, from_cascade, from_predictor, replay
 from planner.serving.server import Batcher, ServerThread, create_app
 from planner.serving.stopping import CallStopper
 
@@ -175,6 +176,13 @@ def test_an_onnx_runtime_call_is_stopped_through_its_run_options(tmp_path):
     # not stopped: the same answers as the plain call
     again, _ = stopper.call(lambda o: config.run_stoppable(batch, o), time.perf_counter() + 60.0)
     np.testing.assert_allclose(again, probs)
+    # a cascade of such calls: each of its stages, served apart (planner.serving.staged), can be stopped
+    stages = from_cascade("sst2/cascade:slow>slow@0.9/onnxruntime/fp32/b512/cpu",
+                          Cascade(predictor, predictor, 0.9), 512).stages
+    assert stages.first_stoppable is not None and stages.second_stoppable is not None
+    started = time.perf_counter()
+    assert stopper.call(lambda o: stages.second_stoppable(batch, o), started + full / 10) is None
+    assert time.perf_counter() - started < full / 2
     stopper.close()
 
 

@@ -329,6 +329,33 @@ def stop_overshoot_text(bench_dir: Path) -> str:
             "The simulator charges none of it.")
 
 
+ALARM_CSV = "early_answer_alarms.csv"
+
+
+def early_alarm_text(bench_dir: Path) -> str:
+    """How late the alarm that sends a cascade's first-stage answer at the deadline rang, and how many of
+    those answers went out by the deadline with the learned guard and with its floor alone
+    (``benchmarks/bench_early_answers.py``), in a sentence. Why: the simulator sends that answer when the
+    first stage ends, so a live one sent late is what it leaves out; empty where the benchmark has not
+    been run."""
+    path = bench_dir / ALARM_CSV
+    if not path.exists():
+        return ""
+    rows = pd.read_csv(path)
+    worst = rows.loc[rows["lateness_max_ms"].idxmax()]
+    return (f" Measured on real cascades ({len(rows)} ONNX Runtime int8 cascades at batch sizes "
+            f"{', '.join(str(b) for b in sorted(rows['batch_size'].unique()))}, batches of inputs the first stage "
+            f"escalates, each deadline halfway through the second stage, `benchmarks/bench_early_answers.py`, on "
+            f"{str(rows['measured_at'].iloc[0])[:10]} on a CPU{_cpu_words(rows.iloc[0])}), the alarm sent its answers a "
+            f"median of {rows['lateness_p50_ms'].min():.2f} to {rows['lateness_p50_ms'].max():.2f} ms after it rang, at "
+            f"worst {worst['lateness_max_ms']:.1f} ms ({worst['config_id']}, while a {worst['second_median_ms']:.0f} ms "
+            f"second stage ran); with the learned guard {rows['share_on_time'].min():.0%} to "
+            f"{rows['share_on_time'].max():.0%} of them went out by the deadline ({rows['share_on_time_learned'].min():.0%} "
+            f"to {rows['share_on_time_learned'].max():.0%} after the first {int(rows['learn_tries'].iloc[0])} batches), "
+            f"against {rows['share_on_time_floor_only'].min():.0%} to "
+            f"{rows['share_on_time_floor_only'].max():.0%} with a fixed guard of {rows['floor_ms'].iloc[0]:g} ms.")
+
+
 def grid_cells(runs: pd.DataFrame) -> pd.DataFrame:
     """Per (task, workload, load) cell: each method's effective accuracy and late rate averaged over
     the deadline sweep within a seed, then over seeds; the proposed method's margin over the best

@@ -66,6 +66,8 @@ from planner.profile.reference import StartupScale, pick_reference, startup_scal
 from planner.schema import ProfileBundle
 from planner.splits import example_ids
 from planner.serving.replay import LiveConfig, ReplayLimits, replay, warm_up
+from planner.serving.revision import SERVING_REVISION, serving_revision, stale_serving_note
+from planner.serving.staged import initial_second_stage_ms
 from planner.tables import atomic_write, atomic_write_text
 from planner.workloads import poisson, rate_for_load, workload_class
 
@@ -437,6 +439,22 @@ def ran_params(out_dir: Path, record: Mapping[str, Any]) -> dict[str, dict]:
     return out
 
 
+def serving_text(results: Mapping[str, LiveFaultResult], out_dir: Path) -> str:
+    """Which changes of the live serving stacks the stored experiments (per task) predate
+    (:mod:`planner.serving.revision`), with how many requests a cascade answered for each method with
+    early answers (the runs' ``configs_used``); empty when they predate none."""
+    if not results:
+        return ""
+    revision = min(serving_revision(r.record.get("startups", [])) for r in results.values())
+    staged = {}
+    for task, result in results.items():
+        params = ran_params(out_dir, result.record)
+        for method, run in result.record.get("runs", {}).items():
+            if params.get(method, {}).get("early_answers"):
+                staged[f"`{method}` on {task}"] = sum(n for c, n in run.get("configs_used", {}).items() if "cascade:" in c)
+    return stale_serving_note(revision, "The live fault replays", staged)
+
+
 def read_results(out_dir: Path, task: str) -> LiveFaultResult | None:
     """A task's stored experiment, or None when it has not been run (no record or rows)."""
     rows_file, summary_csv, record_json = paths(out_dir, task)
@@ -586,7 +604,7 @@ def _run_methods(bundle: ProfileBundle, task: str, methods: list[str], todo: lis
     record["methods"] = list(dict.fromkeys([*record.get("methods", []), *methods]))
     record["candidates"] = candidates
     record["startups"] = [*record.get("startups", []), {
-        "at": _now(), **host, "startup_scale": scale.scale,
+        "at": _now(), **host, "startup_scale": scale.scale, "serving_revision": SERVING_REVISION,
         "reference": scale.table.to_dict(orient="records")}]
     _write_record(record_json, record)
     tr = record["trace"]
@@ -594,6 +612,8 @@ def _run_methods(bundle: ProfileBundle, task: str, methods: list[str], todo: lis
     trace["example_id"] = ids[trace["example_id"].to_numpy()]
     policies_ = build_policies(bundle, task, deadline, methods, candidates, scale.scale, params, settings.percentile)
     limits = ReplayLimits(len(trace) + 1, float(trace["arrival_s"].max()) + settings.wall_margin_s)
+    indexed = bundle.profiles.drop_duplicates("config_id").set_index("config_id")
+    second_ms = {c: initial_second_stage_ms(indexed, c) * scale.scale for c in candidates if configs[c].stages is not None}
     for name in todo:
         warm_up([configs[c] for c in candidates], data.inputs, settings.rewarm_calls, seed=settings.seed + 1)
         gc.collect()
@@ -603,7 +623,7 @@ def _run_methods(bundle: ProfileBundle, task: str, methods: list[str], todo: lis
         with cpu_hog(settings.lead_s + tr["fault_start_s"], tr["fault_duration_s"], settings.hog_cpu) as hog:
             live = replay(trace, policies_[name], configs, data.inputs, data.labels, settings.servers, settings.queue,
                           drop_expired=settings.drop_expired, method=name, task=task, limits=limits,
-                          lead_s=settings.lead_s, threads=threads, clock=time.monotonic)
+                          lead_s=settings.lead_s, threads=threads, clock=time.monotonic, second_stage_ms=second_ms)
         wall = time.perf_counter() - began
         origin = float(live.attrs["clock_origin"])
         window = (hog.start - origin, hog.end - origin)

@@ -67,6 +67,7 @@ from planner.splits import example_ids
 from planner.serving.clients import ClientLimits, replay_http
 from planner.serving.outcomes import run_metrics
 from planner.serving.replay import LiveConfig, ReplayLimits, replay, warm_up
+from planner.serving.revision import SERVING_REVISION, serving_revision, stale_serving_note
 from planner.serving.server import Batcher, ServerSettings, ServerThread, create_app
 from planner.serving.simulator import prepare, simulate
 from planner.tables import atomic_write, atomic_write_text
@@ -136,6 +137,28 @@ def path_budget_text(out_dir: Path, tasks: Sequence[str]) -> str:
         text = (f"On {', '.join(budgeted)}: " + text[0].lower() + text[1:]
                 + f" On {', '.join(as_is)} the client sent every deadline as is.")
     return text
+
+
+def serving_text(out_dir: Path, tasks: Sequence[str]) -> str:
+    """Which changes of the live serving stacks the recorded server runs of ``tasks`` predate
+    (:mod:`planner.serving.revision`), with how many requests each method had a cascade answer; empty
+    when they predate none or none was recorded. Why here: the record's and the runs' layout is this
+    module's."""
+    revisions, staged = [], {}
+    ran = recorded_params(Path(out_dir))
+    for t in tasks:
+        where = paths(out_dir, t)
+        if not where["record"].exists():
+            continue
+        revisions.append(serving_revision(json.loads(where["record"].read_text()).get("startups", [])))
+        rows = _read_runs(where["runs"])
+        if rows.empty or not {"method", "config_id"} <= set(rows.columns):
+            continue
+        cascade = rows["config_id"].fillna("").astype(str).str.contains("cascade:", regex=False)
+        for method in rows["method"].unique():
+            if ran.get(method, {}).get("early_answers"):
+                staged[f"`{method}` on {t}"] = int((cascade & (rows["method"] == method)).sum())
+    return stale_serving_note(min(revisions), "The server runs", staged) if revisions else ""
 
 
 # ---------------------------------------------------------------- one server run
@@ -437,7 +460,7 @@ def _run(bundle: ProfileBundle, task: str, methods: list[str], settings: LiveSer
     ids = example_ids(bundle, task)
     record = record or {"spec": spec, "runs": {}}
     record.update({"candidates": candidates, "baseline": dict(baseline or {}), "methods": methods})
-    record.setdefault("startups", []).append({**host, "startup_scale": scale,
+    record.setdefault("startups", []).append({**host, "startup_scale": scale, "serving_revision": SERVING_REVISION,
                                               "fresh_p50_ms": {c: float(np.median(v)) for c, v in fresh.items()}})
     atomic_write_text(where["record"], json.dumps(record, indent=2, default=float) + "\n")
     where["runs"].mkdir(parents=True, exist_ok=True)

@@ -19,9 +19,13 @@ the simulator's extra columns), so :func:`planner.serving.simulator.run_metrics`
 is measured from the request's scheduled arrival (what a client that sent it then would see);
 ``sent_lag_ms`` records how late the producer actually enqueued it.
 
-A policy's admission control (``needs.sheds``) sheds requests here exactly as in the simulator;
-early cascade answers (``needs.early_answers``) are simulated only: a live cascade runs both stages
-in one call. A batch is stopped at the deadline (``needs.cancels``) as in the simulator: once the
+A policy's admission control (``needs.sheds``) sheds requests here exactly as in the simulator.
+For a policy whose needs say ``early_answers``, a cascade runs stage by stage
+(:func:`planner.serving.staged.run_staged`, as the HTTP server runs it): an escalated request whose
+second stage would be late gets the first stage's answer on time (status ``degraded``), by the
+running estimate of the second stage (``second_stage_ms`` to start from, else 0: the first one is
+tried) or, when the second stage overruns, just before its deadline; other policies run a cascade in
+one call. A batch is stopped at the deadline (``needs.cancels``) as in the simulator: once the
 latest deadline of its members has passed, a call that can be stopped (``LiveConfig.run_stoppable``:
 a runtime in :data:`planner.schema.CANCELLABLE_RUNTIMES`, ONNX Runtime on the CPU) is stopped there (:mod:`planner.serving.stopping`), its requests are shed (they keep
 the batch's id, start and configuration) and the policy observes it with ``cancelled=True``; torch
@@ -58,6 +62,7 @@ from planner.plan.policies import Policy, as_policy, fixed
 from planner.schema import CANCELLABLE_RUNTIMES, REQUEST_RESULT_COLUMNS
 from planner.serving.batching import QUEUES, RequestQueue, TraceArrays, check_trace, pick_batch
 from planner.serving.simulator import RESULT_EXTRA_COLUMNS
+from planner.serving.staged import AlarmGuard, SecondStageEstimate, run_staged
 from planner.serving.stopping import CallStopper
 from planner.workloads import poisson
 
@@ -78,15 +83,19 @@ class ReplayError(RuntimeError):
 
 @dataclass(frozen=True)
 class CascadeStages:
-    """A cascade's two stages callable apart, for a server that answers from the first stage when
-    the second would be late (``needs.early_answers``); the replay itself always calls ``run``.
+    """A cascade's two stages callable apart, for a replay or a server that answers from the first
+    stage when the second would be late (``needs.early_answers``; :mod:`planner.serving.staged`).
 
-    ``first(inputs)`` / ``second(inputs)`` -> probabilities; ``escalate(first_probs)`` -> bool mask.
+    ``first(inputs)`` / ``second(inputs)`` -> probabilities; ``escalate(first_probs)`` -> bool mask;
+    ``first_stoppable`` / ``second_stoppable(inputs, options)`` (where the stage can be stopped) are
+    the same calls, which raise :class:`planner.models.base.CallStopped` once ``options.terminate`` is set.
     """
 
     first: Callable[[Any], np.ndarray]
     second: Callable[[Any], np.ndarray]
     escalate: Callable[[np.ndarray], np.ndarray]
+    first_stoppable: Callable[[Any, Any], np.ndarray] | None = None
+    second_stoppable: Callable[[Any, Any], np.ndarray] | None = None
 
 
 @dataclass(frozen=True)
@@ -137,8 +146,12 @@ def from_cascade(config_id: str, cascade: Any, batch_size: int) -> LiveConfig:
         probs, _confidence, stage = cascade.predict_with_stages(inputs, b, **stop)
         return probs, np.asarray(stage)
 
+    def stoppable(member: Any) -> Callable[[Any, Any], np.ndarray] | None:
+        return (lambda inputs, options: member.predict(inputs, b, run_options=options)) if can_stop(member) else None
+
     stages = CascadeStages(lambda inputs: cascade.small.predict(inputs, b), lambda inputs: cascade.large.predict(inputs, b),
-                           lambda probs: escalate_mask(probs, cascade.threshold))
+                           lambda probs: escalate_mask(probs, cascade.threshold),
+                           stoppable(getattr(cascade, "small", None)), stoppable(getattr(cascade, "large", None)))
     return LiveConfig(config_id, b, run, stages, run if can_stop(cascade) else None)
 
 
@@ -200,6 +213,8 @@ class _State:
         self.expired = np.zeros(n, dtype=bool)  # dropped by the expiry rule (drop_expired)
         self.shed_at = np.full(n, np.nan)       # when the policy's admission control shed it
         self.stopped_at = np.full(n, np.nan)    # when its batch was stopped at the deadline (needs.cancels)
+        self.answered_at = np.full(n, np.nan)   # a cascade served stage by stage: when its answer went out
+        self.early = np.zeros(n, dtype=bool)    # ... and whether it was the first stage's (needs.early_answers)
         self.batches: list[tuple[float, float, str, int, int]] = []  # start, finish, config, server, size
         self.servers = servers
 
@@ -209,7 +224,8 @@ def replay(trace: pd.DataFrame, policy: Policy, configs: Mapping[str, LiveConfig
            queue: Literal["fifo", "edf"] = "fifo", *, drop_expired: bool = False, method: str | None = None,
            task: str | None = None, limits: ReplayLimits = ReplayLimits(), rate_window_s: float = 1.0,
            pad_partial: bool = False, lead_s: float = 0.05, threads: int | None = None,
-           clock: Callable[[], float] = time.perf_counter, can_cancel: bool = True) -> pd.DataFrame:
+           clock: Callable[[], float] = time.perf_counter, can_cancel: bool = True,
+           second_stage_ms: Mapping[str, float] | None = None) -> pd.DataFrame:
     """Serve ``trace`` in real time with ``configs``; one row per sent request, in ``request_id`` order.
 
     ``policy`` is any simulator policy (``policy(ctx) -> config_id``); it must only pick
@@ -217,7 +233,8 @@ def replay(trace: pd.DataFrame, policy: Policy, configs: Mapping[str, LiveConfig
     ``labels`` are indexed by the trace's ``example_id``. ``lead_s`` is the gap between starting
     the clock and time 0 of the trace. ``threads`` (if given) sets torch's intra-op threads in each
     worker thread, as the profiler set them for its timed calls. ``can_cancel``: whether a policy that
-    asks for it (``needs.cancels``) has stoppable calls stopped at the deadline.
+    asks for it (``needs.cancels``) has stoppable calls stopped at the deadline. ``second_stage_ms``:
+    per cascade, the estimate of its second stage to start from (a policy with ``needs.early_answers``).
     """
     if queue not in QUEUES:
         raise ReplayError(f"queue must be one of {QUEUES}, got {queue!r}")
@@ -248,7 +265,12 @@ def replay(trace: pd.DataFrame, policy: Policy, configs: Mapping[str, LiveConfig
     example_ids = ordered["example_id"].to_numpy()
     state = _State(n, int(servers), RequestQueue(queue, arrays.abs_deadline_s))
     observes = policy.needs.observes
-    stopper = CallStopper(clock) if (can_cancel and policy.needs.cancels) else None
+    stop_calls, staged = bool(can_cancel and policy.needs.cancels), policy.needs.early_answers
+    # stops calls at the deadline, and rings the alarms that send a cascade's early answers
+    stopper = CallStopper(clock) if (stop_calls or staged) else None
+    estimates = {cid: SecondStageEstimate(float((second_stage_ms or {}).get(cid, 0.0)))
+                 for cid, c in table.items() if c.stages is not None}
+    alarm_guard = AlarmGuard()
 
     def batch_size_of(config_id: str) -> int:
         cfg = table.get(config_id)
@@ -266,6 +288,33 @@ def replay(trace: pd.DataFrame, policy: Policy, configs: Mapping[str, LiveConfig
         if chosen.config_id is None or not chosen.members:
             return None
         return table[chosen.config_id], chosen.members
+
+    def _serve_staged(cfg: LiveConfig, batch: Any, members: list[int], t: float, sid: int) -> None:
+        """A cascade stage by stage (planner.serving.staged); records each member's answer and when."""
+        answers: dict[int, tuple[np.ndarray, float, bool]] = {}
+
+        def answer(k: int, probs: np.ndarray, at: float, early: bool) -> None:
+            answers[k] = (np.asarray(probs), at - origin, early)
+
+        deadlines = [origin + arrays.abs_deadline_s[m] for m in members]
+        call = run_staged(cfg.stages, batch, deadlines, answer, estimates[cfg.config_id], stopper, clock, stop_calls,
+                          alarm_guard)
+        finish = call.finish - origin
+        with state.cond:
+            state.busy -= 1
+            n_late = sum(at > arrays.abs_deadline_s[members[k]] for k, (_p, at, _e) in answers.items())
+            if observes:
+                policy.observe(cfg.config_id, len(members), (finish - t) * 1000.0, n_late, cancelled=call.stopped)
+            state.batch_of[members] = len(state.batches)
+            state.batches.append((t, finish, cfg.config_id, sid, len(members)))
+            if call.stopped:
+                state.stopped_at[members] = finish
+                return
+            for k, (probs, at, early) in answers.items():
+                m = members[k]
+                state.prediction[m] = int(probs.argmax())
+                state.answered_at[m], state.early[m] = at, early
+                state.escalated[m] = bool(call.escalated[k]) and not early  # answered by the second stage
 
     def worker(sid: int) -> None:
         if threads is not None:
@@ -288,7 +337,10 @@ def replay(trace: pd.DataFrame, policy: Policy, configs: Mapping[str, LiveConfig
                 batch = take(inputs, example_ids[members])
                 if pad_partial and len(members) < cfg.batch_size:
                     batch = _pad(batch, cfg.batch_size)
-                if stopper is not None and cfg.run_stoppable is not None:
+                if staged and cfg.stages is not None:
+                    _serve_staged(cfg, batch, members, t, sid)
+                    continue
+                if stop_calls and cfg.run_stoppable is not None:
                     # nothing it answers counts once its members' latest deadline has passed
                     stop_at = origin + max(arrays.abs_deadline_s[m] for m in members)
                     answer = stopper.call(lambda options: cfg.run_stoppable(batch, options), stop_at)
@@ -416,6 +468,9 @@ def _assemble(ordered: pd.DataFrame, state: _State, labels: np.ndarray, method: 
         return np.where(served, values[safe], missing)
 
     start, finish = per_request(b_start, np.nan), per_request(b_finish, np.nan)
+    staged = served & ~np.isnan(state.answered_at)  # a cascade stage by stage: each answer when it went out
+    finish = np.where(staged, state.answered_at, finish)
+    early = staged & state.early
     shed = ~np.isnan(state.shed_at)
     start, finish = np.where(shed, state.shed_at, start), np.where(shed, state.shed_at, finish)
     shed = shed | ~np.isnan(state.stopped_at)  # a stopped batch's: its start, and the stop as finish
@@ -425,7 +480,8 @@ def _assemble(ordered: pd.DataFrame, state: _State, labels: np.ndarray, method: 
     latency = (finish - arrival) * 1000.0
     on_time = served & ~shed & (latency <= deadline)  # a stopped batch's requests are shed, never on time
     correct = served & (state.prediction == labels[eids])
-    status = np.where(shed, "shed", np.where(~served, "dropped", np.where(on_time, "served", "late"))).astype(object)
+    status = np.where(shed, "shed", np.where(~served, "dropped",
+                                             np.where(on_time, np.where(early, "degraded", "served"), "late"))).astype(object)
     frame = pd.DataFrame({
         "request_id": ordered["request_id"].to_numpy(), "method": method,
         "config_id": per_request(b_config, None), "start_s": start, "finish_s": finish, "latency_ms": latency,

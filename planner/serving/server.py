@@ -9,9 +9,11 @@ batch, ``service_ms`` from there to its answer, and the outcome compares the sum
 
 - ``on_time`` / ``late``: a model's answer, before / after the deadline (statuses ``served`` / ``late``);
 - ``degraded``: a cascade's first-stage answer sent on time because its second stage would have
-  been late (policies whose needs say ``early_answers``); requests the first stage is sure about
-  are answered as soon as it returns, the escalated ones after the second stage (the simulator
-  charges every member the whole batch: it is conservative there);
+  been late, by the running estimate of its time or, when it overran that, just before the deadline
+  (policies whose needs say ``early_answers``; :mod:`planner.serving.staged`, as the replay serves
+  them); requests the first stage is sure about are answered as soon as it returns, the escalated
+  ones after the second stage (the simulator charges every member the whole batch: it is
+  conservative there);
 - ``shed``: refused at once by the policy's admission control (no label, reason ``shed_unreachable``),
   or, for a policy whose needs say ``cancels``, its batch's call stopped once the latest deadline of
   its members had passed (no label, reason ``stopped_at_deadline``; ONNX Runtime calls only, by
@@ -66,6 +68,7 @@ from planner.schema import ProfileBundle, measured
 from planner.serving.api import RequestError, ServerMetrics, input_kind, parse_predict
 from planner.serving.batching import QUEUES, RequestQueue, TraceArrays, pick_batch
 from planner.serving.replay import LiveConfig
+from planner.serving.staged import AlarmGuard, SecondStageEstimate, initial_second_stage_ms, run_staged
 from planner.serving.stopping import CallStopper
 
 # positions kept in the growing arrival lists before old ones are cut off (see Batcher._compact)
@@ -175,15 +178,6 @@ class _Pending:
         return self.arrival + self.deadline_ms / 1000.0
 
 
-@dataclass
-class _Stage2Estimate:
-    ms: float
-    alpha: float = 0.2
-
-    def update(self, observed_ms: float) -> None:
-        self.ms += self.alpha * (observed_ms - self.ms)
-
-
 class Batcher:
     """The dynamic batcher: a growing arrival list, one queue, ``settings.servers`` worker threads.
 
@@ -216,12 +210,16 @@ class Batcher:
         self._busy = 0
         self._closed = self._stopping = self._abort = False
         self._cooling: dict[str, float] = {}
-        self._stage2 = {cid: _Stage2Estimate(self._second_stage_ms(cid)) for cid, c in self.configs.items()
-                        if c.stages is not None}
+        self._stage2 = {cid: SecondStageEstimate(initial_second_stage_ms(self._all_profiles, cid))
+                        for cid, c in self.configs.items() if c.stages is not None}
         self._guard = _Guarded(self.policy, self.configs, self._fallback_choice, self._cooling_now, self.metrics)
         self._workers: list[threading.Thread] = []
-        # stops a stoppable call at its members' latest deadline, for a policy that asks (needs.cancels)
-        self._stopper = CallStopper(clock) if self.policy.needs.cancels else None
+        # stops a stoppable call at its members' latest deadline, for a policy that asks (needs.cancels),
+        # and rings the alarms that send a cascade's first-stage answers at the deadline (needs.early_answers)
+        self._stop_calls = self.policy.needs.cancels
+        needs_timer = self._stop_calls or (self.policy.needs.early_answers and bool(self._stage2))
+        self._stopper = CallStopper(clock) if needs_timer else None
+        self._alarm_guard = AlarmGuard()
         self.origin = clock()
 
     # ---- public ----------------------------------------------------------------------------
@@ -294,20 +292,6 @@ class Batcher:
 
     def _fallback_choice(self, budget_ms: float, failed: set[str]):
         return self.planner.fallback(self.task, float(budget_ms), failed)
-
-    def _second_stage_ms(self, cid: str) -> float:
-        """Initial estimate of a cascade's second stage (then learned from each one run): its large
-        member's profiled median at the same batch size, else the cascade's median minus the small
-        member's, else half the cascade's median."""
-        row = self._all_profiles.loc[cid]
-        task, _model, *rest = cid.split("/")
-        small, large = ("/".join([task, str(m), *rest]) for m in (row["cascade_small"], row["cascade_large"]))
-        median = self._all_profiles["lat_p50_ms"]
-        if large in median.index:
-            return float(median[large])
-        if small in median.index:
-            return max(float(row["lat_p50_ms"]) - float(median[small]), 0.0)
-        return float(row["lat_p50_ms"]) / 2.0
 
     def _batch_size_of(self, config_id: str) -> int:
         return self.configs[config_id].batch_size
@@ -395,7 +379,7 @@ class Batcher:
         batch = self._inputs(chunk)
         early = self.policy.needs.early_answers and cfg.stages is not None
         if not early:
-            if self._stopper is not None and cfg.run_stoppable is not None:
+            if self._stop_calls and cfg.run_stoppable is not None:
                 # nothing it answers counts once its members' latest deadline has passed
                 stop_at = self.origin + max(r.abs_deadline for r in chunk)
                 answer = self._stopper.call(lambda options: cfg.run_stoppable(batch, options), stop_at)
@@ -413,26 +397,21 @@ class Batcher:
             self._finished(cfg.config_id, len(chunk), (finish - start) * 1000.0, outcomes.count("late"))
             return
         # a cascade run stage by stage: sure answers go out at once, doomed escalations degrade
-        stages = cfg.stages
-        first = np.asarray(stages.first(batch))
-        t1 = self.now()
-        escalate = np.asarray(stages.escalate(first), dtype=bool)
-        estimate = self._stage2[cfg.config_id]
-        second_at = t1 + estimate.ms / 1000.0
-        go_on = [i for i in np.flatnonzero(escalate) if chunk[i].abs_deadline >= second_at]
         outcomes: list[str | None] = []
-        for i, r in enumerate(chunk):
-            if not escalate[i]:
-                outcomes.append(self._answer(r, cfg.config_id, first[i], None, reason, start, t1))
-            elif i not in go_on:
-                outcomes.append(self._answer(r, cfg.config_id, first[i], "degraded", "early_answer", start, t1))
-        finish = t1
-        if go_on:
-            second = np.asarray(stages.second(self._inputs([chunk[i] for i in go_on])))
-            finish = self.now()
-            estimate.update((finish - t1) * 1000.0)
-            for i, p in zip(go_on, second):
-                outcomes.append(self._answer(chunk[i], cfg.config_id, p, None, reason, start, finish))
+
+        def answer(i: int, probs: np.ndarray, at: float, early: bool) -> None:
+            outcome, why = ("degraded", "early_answer") if early else (None, reason)
+            outcomes.append(self._answer(chunk[i], cfg.config_id, probs, outcome, why, start, at - self.origin))
+
+        call = run_staged(cfg.stages, batch, [self.origin + r.abs_deadline for r in chunk], answer,
+                          self._stage2[cfg.config_id], self._stopper, self.clock, self._stop_calls,
+                          self._alarm_guard)
+        finish = call.finish - self.origin
+        if call.stopped:  # its first stage stopped at the deadline: shed, as a plain call's batch
+            for r in chunk:
+                self._answer(r, cfg.config_id, None, "shed", "stopped_at_deadline", start, finish)
+            self._finished(cfg.config_id, len(chunk), (finish - start) * 1000.0, 0, cancelled=True)
+            return
         self._finished(cfg.config_id, len(chunk), (finish - start) * 1000.0, outcomes.count("late"))
 
     def _finished(self, config_id: str, n: int, service_ms: float, n_late: int = 0, cancelled: bool = False) -> None:
