@@ -27,9 +27,9 @@ running estimate of the second stage (``second_stage_ms`` to start from, else 0:
 tried) or, when the second stage overruns, just before its deadline; other policies run a cascade in
 one call. A batch is stopped at the deadline (``needs.cancels``) as in the simulator: once the
 latest deadline of its members has passed, a call that can be stopped (``LiveConfig.run_stoppable``:
-a runtime in :data:`planner.schema.CANCELLABLE_RUNTIMES`, ONNX Runtime on the CPU) is stopped there (:mod:`planner.serving.stopping`), its requests are shed (they keep
-the batch's id, start and configuration) and the policy observes it with ``cancelled=True``; torch
-calls run to their end. ``can_cancel=False`` runs every call to its end, as the simulator's flag.
+a runtime in :data:`planner.schema.CANCELLABLE_RUNTIMES`, ONNX Runtime on the CPU) is stopped there
+(:mod:`planner.serving.stopping`), its requests are shed (they keep the batch's id, start and
+configuration) and the policy observes it with ``cancelled=True``; torch calls run to their end. ``can_cancel=False`` runs every call to its end, as the simulator's flag.
 
 Differences from the simulator that are real, not modelled: a partial batch runs on fewer inputs
 (the simulator charges it a full-batch sample) unless ``pad_partial=True``; workers pay thread
