@@ -220,6 +220,7 @@ class Batcher:
         needs_timer = self._stop_calls or (self.policy.needs.early_answers and bool(self._stage2))
         self._stopper = CallStopper(clock) if needs_timer else None
         self._alarm_guard = AlarmGuard()
+        self._answer_lock = threading.Lock()
         self.origin = clock()
 
     # ---- public ----------------------------------------------------------------------------
@@ -424,9 +425,10 @@ class Batcher:
                 reason: str, start: float, finish: float) -> str | None:
         """Build and send one request's answer (``outcome`` None: on time or late, by its latency);
         returns the outcome sent (None when the request was already answered)."""
-        if r.done:
-            return None
-        r.done = True
+        with self._answer_lock:  # a cascade's alarm thread may answer beside a batcher thread
+            if r.done:
+                return None
+            r.done = True
         latency_ms = (finish - r.arrival) * 1000.0
         if outcome is None or outcome == "degraded":
             on_time = latency_ms <= r.deadline_ms
