@@ -307,21 +307,34 @@ def decision_text(bench_dir: Path) -> str:
 STOP_CSV = "stop_overshoot.csv"
 
 
+def _read_bench(bench_dir: Path, name: str) -> pd.DataFrame | None:
+    """A benchmark's table, None where it has not been run."""
+    path = bench_dir / name
+    return pd.read_csv(path) if path.exists() else None
+
+
+def _batch_sizes(rows: pd.DataFrame) -> str:
+    return ", ".join(str(b) for b in sorted(rows["batch_size"].unique()))
+
+
+def _measured_by(rows: pd.DataFrame, script: str) -> str:
+    """Which benchmark measured ``rows``, when and on what CPU (its first row's)."""
+    return f"`benchmarks/{script}`, on {str(rows['measured_at'].iloc[0])[:10]} on a CPU{_cpu_words(rows.iloc[0])}"
+
+
 def stop_overshoot_text(bench_dir: Path) -> str:
     """How far past its stop time a stopped live call ended (``benchmarks/bench_stop.py``), in a sentence:
     the range of the per-configuration medians in milliseconds and as a share of the whole call, and the
     worst case, on the host that measured it. Why: the simulator stops a call exactly at the deadline,
     so this is what it leaves out; empty where the benchmark has not been run."""
-    path = bench_dir / STOP_CSV
-    if not path.exists():
+    rows = _read_bench(bench_dir, STOP_CSV)
+    if rows is None:
         return ""
-    rows = pd.read_csv(path)
     worst = rows.loc[rows["overshoot_max_ms"].idxmax()]
     most = rows.loc[rows["overshoot_p50_share"].idxmax()]
     return (f" Measured on real models ({len(rows)} ONNX Runtime int8 configurations at batch sizes "
-            f"{', '.join(str(b) for b in sorted(rows['batch_size'].unique()))}, {int(rows['n_stops'].iloc[0])} stops "
-            f"each at 20 to 80 % of the call, `benchmarks/bench_stop.py`, on {str(rows['measured_at'].iloc[0])[:10]} "
-            f"on a CPU{_cpu_words(rows.iloc[0])}), a stopped call ended a median of "
+            f"{_batch_sizes(rows)}, {int(rows['n_stops'].iloc[0])} stops each at 20 to 80 % of the call, "
+            f"{_measured_by(rows, 'bench_stop.py')}), a stopped call ended a median of "
             f"{rows['overshoot_p50_ms'].min():.2f} to {rows['overshoot_p50_ms'].max():.2f} ms after its stop time, "
             f"{rows['overshoot_p50_share'].min():.1%} to {rows['overshoot_p50_share'].max():.1%} of the whole call "
             f"(the largest share for {most['config_id']}, a {most['call_median_ms']:.1f} ms call); at worst "
@@ -338,15 +351,13 @@ def early_alarm_text(bench_dir: Path) -> str:
     (``benchmarks/bench_early_answers.py``), in a sentence. Why: the simulator sends that answer when the
     first stage ends, so a live one sent late is what it leaves out; empty where the benchmark has not
     been run."""
-    path = bench_dir / ALARM_CSV
-    if not path.exists():
+    rows = _read_bench(bench_dir, ALARM_CSV)
+    if rows is None:
         return ""
-    rows = pd.read_csv(path)
     worst = rows.loc[rows["lateness_max_ms"].idxmax()]
-    return (f" Measured on real cascades ({len(rows)} ONNX Runtime int8 cascades at batch sizes "
-            f"{', '.join(str(b) for b in sorted(rows['batch_size'].unique()))}, batches of inputs the first stage "
-            f"escalates, each deadline halfway through the second stage, `benchmarks/bench_early_answers.py`, on "
-            f"{str(rows['measured_at'].iloc[0])[:10]} on a CPU{_cpu_words(rows.iloc[0])}), the alarm sent its answers a "
+    return (f" Measured on real cascades ({len(rows)} ONNX Runtime int8 cascades at batch sizes {_batch_sizes(rows)}, "
+            f"batches of inputs the first stage escalates, each deadline halfway through the second stage, "
+            f"{_measured_by(rows, 'bench_early_answers.py')}), the alarm sent its answers a "
             f"median of {rows['lateness_p50_ms'].min():.2f} to {rows['lateness_p50_ms'].max():.2f} ms after it rang, at "
             f"worst {worst['lateness_max_ms']:.1f} ms ({worst['config_id']}, while a {worst['second_median_ms']:.0f} ms "
             f"second stage ran); with the learned guard {rows['share_on_time'].min():.0%} to "
