@@ -98,8 +98,17 @@ def config_id(task: str, model: str, runtime: str, precision: str, batch_size: i
     """
     if cascade is not None:
         small, large, tau = cascade
-        model = f"cascade:{small}>{large}@{tau:g}"
+        model = f"{CASCADE_PREFIX}{small}>{large}@{tau:g}"
     return f"{task}/{model}/{runtime}/{precision}/b{int(batch_size)}/{device}"
+
+
+CASCADE_PREFIX = "cascade:"
+
+
+def is_cascade_id(config_id: str) -> bool:
+    """Whether a :func:`config_id` names a cascade (its model part starts with ``cascade:``)."""
+    parts = str(config_id).split("/")
+    return len(parts) > 1 and parts[1].startswith(CASCADE_PREFIX)
 
 
 def measured(profiles: pd.DataFrame, task: str | None = None) -> pd.Series:

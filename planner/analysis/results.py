@@ -362,7 +362,9 @@ def early_alarm_text(bench_dir: Path) -> str:
             f"worst {worst['lateness_max_ms']:.1f} ms ({worst['config_id']}, while a {worst['second_median_ms']:.0f} ms "
             f"second stage ran); with the learned guard {rows['share_on_time'].min():.0%} to "
             f"{rows['share_on_time'].max():.0%} of them went out by the deadline ({rows['share_on_time_learned'].min():.0%} "
-            f"to {rows['share_on_time_learned'].max():.0%} after the first {int(rows['learn_tries'].iloc[0])} batches), "
+            f"to {rows['share_on_time_learned'].max():.0%} after the first {int(rows['learn_tries'].iloc[0])} batches; "
+            f"{rows['share_on_time_learned_margin1'].min():.0%} to {rows['share_on_time_learned_margin1'].max():.0%} had "
+            f"the guard been the largest recent lateness alone rather than {rows['margin'].iloc[0]:g} times it), "
             f"against {rows['share_on_time_floor_only'].min():.0%} to "
             f"{rows['share_on_time_floor_only'].max():.0%} with a fixed guard of {rows['floor_ms'].iloc[0]:g} ms.")
 

@@ -63,7 +63,7 @@ from planner.plan.registry import (METHODS, MethodParams, TraceContext, method_p
                                    proposed, with_role)
 from planner.profile.fingerprint import announced_host_record
 from planner.profile.reference import StartupScale, pick_reference, startup_scale
-from planner.schema import ProfileBundle
+from planner.schema import ProfileBundle, is_cascade_id
 from planner.splits import example_ids
 from planner.serving.replay import LiveConfig, ReplayLimits, replay, warm_up
 from planner.serving.revision import SERVING_REVISION, serving_revision, stale_serving_note
@@ -451,7 +451,7 @@ def serving_text(results: Mapping[str, LiveFaultResult], out_dir: Path) -> str:
         params = ran_params(out_dir, result.record)
         for method, run in result.record.get("runs", {}).items():
             if params.get(method, {}).get("early_answers"):
-                staged[f"`{method}` on {task}"] = sum(n for c, n in run.get("configs_used", {}).items() if "cascade:" in c)
+                staged[f"`{method}` on {task}"] = sum(n for c, n in run.get("configs_used", {}).items() if is_cascade_id(c))
     return stale_serving_note(revision, "The live fault replays", staged)
 
 

@@ -62,7 +62,7 @@ from planner.plan import policies
 from planner.plan.planner import DeadlinePlanner
 from planner.plan.registry import MethodParams, params_record, proposed
 from planner.profile.fingerprint import announced_host_record
-from planner.schema import ProfileBundle
+from planner.schema import ProfileBundle, is_cascade_id
 from planner.splits import example_ids
 from planner.serving.clients import ClientLimits, replay_http
 from planner.serving.outcomes import run_metrics
@@ -151,10 +151,10 @@ def serving_text(out_dir: Path, tasks: Sequence[str]) -> str:
         if not where["record"].exists():
             continue
         revisions.append(serving_revision(json.loads(where["record"].read_text()).get("startups", [])))
-        rows = _read_runs(where["runs"])
-        if rows.empty or not {"method", "config_id"} <= set(rows.columns):
+        rows = _read_runs(where["runs"], columns=["method", "config_id"])
+        if rows.empty:
             continue
-        cascade = rows["config_id"].fillna("").astype(str).str.contains("cascade:", regex=False)
+        cascade = rows["config_id"].map(is_cascade_id)
         for method in rows["method"].unique():
             if ran.get(method, {}).get("early_answers"):
                 staged[f"`{method}` on {t}"] = int((cascade & (rows["method"] == method)).sum())
@@ -191,9 +191,9 @@ def _write(path: Path, rows: pd.DataFrame) -> None:
     atomic_write(path, lambda tmp: rows.to_parquet(tmp, index=False, compression="zstd"))
 
 
-def _read_runs(folder: Path, prefix: str = "") -> pd.DataFrame:
+def _read_runs(folder: Path, prefix: str = "", columns: list[str] | None = None) -> pd.DataFrame:
     files = sorted(folder.glob(f"{prefix}*.parquet")) if folder.exists() else []
-    frames = [pd.read_parquet(f) for f in files]
+    frames = [pd.read_parquet(f, columns=columns) for f in files]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 

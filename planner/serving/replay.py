@@ -29,7 +29,8 @@ one call. A batch is stopped at the deadline (``needs.cancels``) as in the simul
 latest deadline of its members has passed, a call that can be stopped (``LiveConfig.run_stoppable``:
 a runtime in :data:`planner.schema.CANCELLABLE_RUNTIMES`, ONNX Runtime on the CPU) is stopped there
 (:mod:`planner.serving.stopping`), its requests are shed (they keep the batch's id, start and
-configuration) and the policy observes it with ``cancelled=True``; torch calls run to their end. ``can_cancel=False`` runs every call to its end, as the simulator's flag.
+configuration) and the policy observes it with ``cancelled=True``; torch calls run to their end.
+``can_cancel=False`` runs every call to its end, as the simulator's flag.
 
 Differences from the simulator that are real, not modelled: a partial batch runs on fewer inputs
 (the simulator charges it a full-batch sample) unless ``pad_partial=True``; workers pay thread
@@ -265,11 +266,12 @@ def replay(trace: pd.DataFrame, policy: Policy, configs: Mapping[str, LiveConfig
     example_ids = ordered["example_id"].to_numpy()
     state = _State(n, int(servers), RequestQueue(queue, arrays.abs_deadline_s))
     observes = policy.needs.observes
-    stop_calls, staged = bool(can_cancel and policy.needs.cancels), policy.needs.early_answers
-    # stops calls at the deadline, and rings the alarms that send a cascade's early answers
-    stopper = CallStopper(clock) if (stop_calls or staged) else None
+    stop_calls = bool(can_cancel and policy.needs.cancels)
+    # a cascade stage by stage, from this estimate of its second stage (planner.serving.staged)
     estimates = {cid: SecondStageEstimate(float((second_stage_ms or {}).get(cid, 0.0)))
-                 for cid, c in table.items() if c.stages is not None}
+                 for cid, c in table.items() if c.stages is not None and policy.needs.early_answers}
+    # stops calls at the deadline, and rings the alarms that send a cascade's early answers
+    stopper = CallStopper(clock) if (stop_calls or estimates) else None
     alarm_guard = AlarmGuard()
 
     def batch_size_of(config_id: str) -> int:
@@ -289,7 +291,18 @@ def replay(trace: pd.DataFrame, policy: Policy, configs: Mapping[str, LiveConfig
             return None
         return table[chosen.config_id], chosen.members
 
-    def _serve_staged(cfg: LiveConfig, batch: Any, members: list[int], t: float, sid: int) -> None:
+    def end_batch(cfg: LiveConfig, members: list[int], t: float, finish: float, sid: int, n_late: int,
+                  stopped: bool) -> None:
+        """Under the lock: a batch's bookkeeping, the same for one call and for a staged cascade."""
+        state.busy -= 1
+        if observes:
+            policy.observe(cfg.config_id, len(members), (finish - t) * 1000.0, n_late, cancelled=stopped)
+        state.batch_of[members] = len(state.batches)
+        state.batches.append((t, finish, cfg.config_id, sid, len(members)))
+        if stopped:  # its requests are shed, the server is free
+            state.stopped_at[members] = finish
+
+    def serve_staged(cfg: LiveConfig, batch: Any, members: list[int], t: float, sid: int) -> None:
         """A cascade stage by stage (planner.serving.staged); records each member's answer and when."""
         answers: dict[int, tuple[np.ndarray, float, bool]] = {}
 
@@ -299,17 +312,9 @@ def replay(trace: pd.DataFrame, policy: Policy, configs: Mapping[str, LiveConfig
         deadlines = [origin + arrays.abs_deadline_s[m] for m in members]
         call = run_staged(cfg.stages, batch, deadlines, answer, estimates[cfg.config_id], stopper, clock, stop_calls,
                           alarm_guard)
-        finish = call.finish - origin
         with state.cond:
-            state.busy -= 1
             n_late = sum(at > arrays.abs_deadline_s[members[k]] for k, (_p, at, _e) in answers.items())
-            if observes:
-                policy.observe(cfg.config_id, len(members), (finish - t) * 1000.0, n_late, cancelled=call.stopped)
-            state.batch_of[members] = len(state.batches)
-            state.batches.append((t, finish, cfg.config_id, sid, len(members)))
-            if call.stopped:
-                state.stopped_at[members] = finish
-                return
+            end_batch(cfg, members, t, call.finish - origin, sid, n_late, call.stopped)
             for k, (probs, at, early) in answers.items():
                 m = members[k]
                 state.prediction[m] = int(probs.argmax())
@@ -337,8 +342,8 @@ def replay(trace: pd.DataFrame, policy: Policy, configs: Mapping[str, LiveConfig
                 batch = take(inputs, example_ids[members])
                 if pad_partial and len(members) < cfg.batch_size:
                     batch = _pad(batch, cfg.batch_size)
-                if staged and cfg.stages is not None:
-                    _serve_staged(cfg, batch, members, t, sid)
+                if cfg.config_id in estimates:
+                    serve_staged(cfg, batch, members, t, sid)
                     continue
                 if stop_calls and cfg.run_stoppable is not None:
                     # nothing it answers counts once its members' latest deadline has passed
@@ -347,16 +352,11 @@ def replay(trace: pd.DataFrame, policy: Policy, configs: Mapping[str, LiveConfig
                 else:
                     answer = cfg.run(batch)
                 finish = clock() - origin
-                stopped = answer is None  # stopped at the deadline: its requests are shed, the server is free
+                stopped = answer is None  # stopped at the deadline
                 with state.cond:
-                    state.busy -= 1
-                    if observes:
-                        n_late = 0 if stopped else sum(finish > arrays.abs_deadline_s[m] for m in members)
-                        policy.observe(cfg.config_id, len(members), (finish - t) * 1000.0, n_late, cancelled=stopped)
-                    state.batch_of[members] = len(state.batches)
-                    state.batches.append((t, finish, cfg.config_id, sid, len(members)))
+                    n_late = 0 if stopped or not observes else sum(finish > arrays.abs_deadline_s[m] for m in members)
+                    end_batch(cfg, members, t, finish, sid, n_late, stopped)
                     if stopped:
-                        state.stopped_at[members] = finish
                         continue
                     probs, stage = answer
                     state.prediction[members] = np.asarray(probs)[: len(members)].argmax(axis=1)

@@ -37,9 +37,9 @@ def stale_serving_note(revision: int, what: str, staged_requests: Mapping[str, i
     if not later:
         return ""
     text = f"{what} predate a change of the live serving stacks: " + "; ".join(later) + ". They are reported as measured."
-    if staged_requests is not None:
-        used = {run: int(n) for run, n in staged_requests.items() if n}
-        text += (" The change concerns the requests a cascade answered for a method with early answers: "
-                 + ", ".join(f"{n} ({run})" for run, n in used.items()) + "." if used else
-                 " No cascade answered a request of a method with early answers there, so it would not change them.")
-    return text
+    if staged_requests is None:
+        return text
+    used = ", ".join(f"{n} ({run})" for run, n in staged_requests.items() if n)
+    if not used:
+        return text + " No cascade answered a request of a method with early answers there, so it would not change them."
+    return text + f" The change concerns the requests a cascade answered for a method with early answers: {used}."

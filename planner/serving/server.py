@@ -378,26 +378,37 @@ class Batcher:
 
     def _run(self, cfg: LiveConfig, chunk: list[_Pending], start: float, reason: str) -> None:
         batch = self._inputs(chunk)
-        early = self.policy.needs.early_answers and cfg.stages is not None
-        if not early:
-            if self._stop_calls and cfg.run_stoppable is not None:
-                # nothing it answers counts once its members' latest deadline has passed
-                stop_at = self.origin + max(r.abs_deadline for r in chunk)
-                answer = self._stopper.call(lambda options: cfg.run_stoppable(batch, options), stop_at)
-            else:
-                answer = cfg.run(batch)
-            finish = self.now()
-            if answer is None:  # stopped at the deadline: shed, and the server is free from now
-                for r in chunk:
-                    self._answer(r, cfg.config_id, None, "shed", "stopped_at_deadline", start, finish)
-                self._finished(cfg.config_id, len(chunk), (finish - start) * 1000.0, 0, cancelled=True)
-                return
-            probs, _stage = answer
-            probs = np.asarray(probs)
-            outcomes = [self._answer(r, cfg.config_id, p, None, reason, start, finish) for r, p in zip(chunk, probs)]
-            self._finished(cfg.config_id, len(chunk), (finish - start) * 1000.0, outcomes.count("late"))
+        if self.policy.needs.early_answers and cfg.stages is not None:
+            outcomes, finish, stopped = self._run_staged(cfg, chunk, batch, start, reason)
+        else:
+            outcomes, finish, stopped = self._run_call(cfg, chunk, batch, start, reason)
+        if stopped:  # stopped at the deadline: shed, and the server is free from now
+            for r in chunk:
+                self._answer(r, cfg.config_id, None, "shed", "stopped_at_deadline", start, finish)
+            self._finished(cfg.config_id, len(chunk), (finish - start) * 1000.0, 0, cancelled=True)
             return
-        # a cascade run stage by stage: sure answers go out at once, doomed escalations degrade
+        self._finished(cfg.config_id, len(chunk), (finish - start) * 1000.0, outcomes.count("late"))
+
+    def _run_call(self, cfg: LiveConfig, chunk: list[_Pending], batch: Any, start: float,
+                  reason: str) -> tuple[list[str | None], float, bool]:
+        """The batch in one call (stopped at its latest deadline where it can be, for a policy that asks):
+        the outcomes sent, the finish, whether it was stopped (then nothing was sent)."""
+        if self._stop_calls and cfg.run_stoppable is not None:
+            # nothing it answers counts once its members' latest deadline has passed
+            stop_at = self.origin + max(r.abs_deadline for r in chunk)
+            answer = self._stopper.call(lambda options: cfg.run_stoppable(batch, options), stop_at)
+        else:
+            answer = cfg.run(batch)
+        finish = self.now()
+        if answer is None:
+            return [], finish, True
+        probs = np.asarray(answer[0])
+        return [self._answer(r, cfg.config_id, p, None, reason, start, finish) for r, p in zip(chunk, probs)], finish, False
+
+    def _run_staged(self, cfg: LiveConfig, chunk: list[_Pending], batch: Any, start: float,
+                    reason: str) -> tuple[list[str | None], float, bool]:
+        """A cascade stage by stage (planner.serving.staged): sure answers go out at once, doomed
+        escalations degrade; as :meth:`_run_call` returns."""
         outcomes: list[str | None] = []
 
         def answer(i: int, probs: np.ndarray, at: float, early: bool) -> None:
@@ -407,13 +418,7 @@ class Batcher:
         call = run_staged(cfg.stages, batch, [self.origin + r.abs_deadline for r in chunk], answer,
                           self._stage2[cfg.config_id], self._stopper, self.clock, self._stop_calls,
                           self._alarm_guard)
-        finish = call.finish - self.origin
-        if call.stopped:  # its first stage stopped at the deadline: shed, as a plain call's batch
-            for r in chunk:
-                self._answer(r, cfg.config_id, None, "shed", "stopped_at_deadline", start, finish)
-            self._finished(cfg.config_id, len(chunk), (finish - start) * 1000.0, 0, cancelled=True)
-            return
-        self._finished(cfg.config_id, len(chunk), (finish - start) * 1000.0, outcomes.count("late"))
+        return outcomes, call.finish - self.origin, call.stopped
 
     def _finished(self, config_id: str, n: int, service_ms: float, n_late: int = 0, cancelled: bool = False) -> None:
         self.metrics.count("stopped_batches" if cancelled else "batches", config_id)

@@ -11,13 +11,13 @@ second stage that overruns its estimate costs accuracy, not a late answer, as lo
 rings within its guard.
 
 How far ahead to ring is learned, like the service times: an alarm rings late by the time its thread
-takes to get a core while the second stage's threads hold both (measured on this 2-core machine with
-``benchmarks/bench_early_answers.py``: about 0.5 ms at the median and up to 4 ms, more for batch 8),
-so the guard is :data:`GUARD_MARGIN` times the largest lateness of the last :data:`GUARD_WINDOW` alarms
-that sent an answer, at least :data:`EARLY_GUARD_S` (in trial runs of that benchmark, the largest
-alone still let up to one answer in ten go out late once it had learned; twice it, a few in a hundred:
-``results/full/benchmarks/early_answer_alarms.csv``). An alarm answers every member due by then, so a batch that shares a
-deadline rings once.
+takes to get a core while the second stage's threads hold both, a fraction of a millisecond at the
+median and several milliseconds at worst on this 2-core machine, so the guard is :data:`GUARD_MARGIN`
+times the largest lateness of the last :data:`GUARD_WINDOW` alarms that sent an answer, at least
+:data:`EARLY_GUARD_S`. ``benchmarks/bench_early_answers.py`` measures the lateness on real cascades and
+how many answers went out on time with this guard, with the largest lateness alone and with the floor
+alone (``results/full/benchmarks/early_answer_alarms.csv``). An alarm answers every member due by
+then, so a batch that shares a deadline rings once.
 
 For a policy that also asks for calls to be stopped (``cancels``), each stage that can be stopped
 (ONNX Runtime) is: the first at its batch's latest deadline (then nobody is answered and the caller
@@ -118,14 +118,12 @@ def initial_second_stage_ms(profiles: pd.DataFrame, config_id: str) -> float:
 @dataclass(frozen=True)
 class StagedCall:
     """What a staged call did. ``stopped``: its first stage was stopped at the batch's latest deadline
-    (nobody was answered; ``first`` is None). ``finish``: when its last stage ended."""
+    (nobody was answered). ``finish``: when its last stage ended."""
 
-    first: np.ndarray | None
     first_done: float
     escalated: np.ndarray
     finish: float
     stopped: bool
-    n_second: int = 0
 
 
 def _take(inputs: Any, index: Sequence[int]) -> Any:
@@ -148,7 +146,8 @@ def run_staged(stages: "CascadeStages", inputs: Any, abs_deadlines: Sequence[flo
     if stop_calls and stages.first_stoppable is not None:
         first = timer.call(lambda options: stages.first_stoppable(inputs, options), latest)
         if first is None:
-            return StagedCall(None, clock(), np.zeros(n, dtype=bool), clock(), True)
+            now = clock()
+            return StagedCall(now, np.zeros(n, dtype=bool), now, True)
     else:
         first = stages.first(inputs)
     first = np.asarray(first)[:n]
@@ -157,32 +156,32 @@ def run_staged(stages: "CascadeStages", inputs: Any, abs_deadlines: Sequence[flo
     claimed = np.zeros(n, dtype=bool)
     lock = threading.Lock()
 
-    def claim(i: int) -> bool:
+    def deliver(i: int, probs: np.ndarray, at: float, early: bool) -> bool:
+        """Answer member ``i`` unless it was answered; under the lock, so that once this thread has
+        delivered (or found answered) every member, every answer sent from the timer's thread is done."""
         with lock:
             if claimed[i]:
                 return False
             claimed[i] = True
+            answer(i, probs, at, early)
             return True
 
     expected_end = first_done + estimate.ms / 1000.0
     go_on = [i for i in range(n) if escalated[i] and abs_deadlines[i] >= expected_end]
+    waiting = set(go_on)
     for i in range(n):
-        if i not in go_on and claim(i):
-            answer(i, first[i], first_done, bool(escalated[i]))
+        if i not in waiting:
+            deliver(i, first[i], first_done, bool(escalated[i]))
     if not go_on:
-        return StagedCall(first, first_done, escalated, first_done, False)
+        return StagedCall(first_done, escalated, first_done, False)
 
     ahead = guard.seconds()
 
-    def early(i: int) -> None:  # on the timer's thread; answering under the lock, so that once the
-        with lock:                # worker has claimed the rest, every answer sent at a deadline is done
-            now = clock()
-            due = [j for j in go_on if not claimed[j] and abs_deadlines[j] - ahead <= now]
-            if due:  # every member due by now, in one pass (a batch often shares a deadline)
-                guard.observe(now - (abs_deadlines[i] - ahead))
-            for j in due:
-                claimed[j] = True
-                answer(j, first[j], clock(), True)
+    def early(i: int) -> None:  # on the timer's thread: every member due by now, in one pass (a batch
+        now = clock()           # often shares a deadline)
+        sent = [deliver(j, first[j], clock(), True) for j in go_on if abs_deadlines[j] - ahead <= now]
+        if any(sent):
+            guard.observe(now - (abs_deadlines[i] - ahead))
 
     tokens = [timer.alarm(abs_deadlines[i] - ahead, lambda i=i: early(i)) for i in go_on]
     subset = _take(inputs, go_on)
@@ -197,8 +196,7 @@ def run_staged(stages: "CascadeStages", inputs: Any, abs_deadlines: Sequence[flo
             timer.cancel(token)
     finish = clock()
     estimate.update((finish - first_done) * 1000.0, stopped=second is None)
-    for k, i in enumerate(go_on):
-        if claim(i):  # not yet answered at its deadline: the second stage's answer, or (stopped) the first's
-            answer(i, first[i] if second is None else np.asarray(second)[k], finish, second is None)
-    return StagedCall(first, first_done, escalated, finish, False, len(go_on))
+    for k, i in enumerate(go_on):  # not answered at its deadline: the second stage's answer, or (stopped) the first's
+        deliver(i, first[i] if second is None else np.asarray(second)[k], finish, second is None)
+    return StagedCall(first_done, escalated, finish, False)
 
