@@ -1,4 +1,5 @@
-"""A cascade served stage by stage (``needs.early_answers``) in the live replay and the HTTP server: every
+"""A cascade served stage by stage (``needs.early_answers``) in the live replay, the HTTP server and the
+simulator: every
 member is answered exactly once; an escalated request whose second stage overruns gets the first
 stage's answer at its deadline (degraded), one whose second stage cannot fit by the running estimate
 gets it at once, and the others get the second stage's answer; a stopped stage frees the server.
@@ -17,12 +18,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bundles import synthetic_bundle
+from bundles import synthetic_bundle, toy_bundle
 from planner.models.base import CallStopped
 from planner.plan.policies import OnlinePolicy, PolicyNeeds
 from planner.serving.replay import CascadeStages, LiveConfig, replay
 from planner.serving.server import Batcher, ServerThread, create_app
-from planner.serving.staged import AlarmGuard, SecondStageEstimate, run_staged
+from planner.serving.simulator import prepare, simulate
+from planner.serving.staged import EARLY_GUARD_S, AlarmGuard, SecondStageEstimate, run_staged
 from planner.serving.stopping import CallStopper
 
 SLOW_S = 0.4  # the slow second stage; every deadline that must not wait for it is far below it
@@ -234,6 +236,70 @@ def test_the_server_answers_at_the_deadline_when_the_second_stage_overruns_its_e
         answer = httpx.post(running.url + "/v1/predict", json={"example_id": 2, "deadline_ms": 100}, timeout=10).json()
     assert answer["reason"] == "early_answer" and answer["label"] == 0
     assert answer["outcome"] in ("degraded", "late") and answer["latency_ms"] < SLOW_S * 1000.0 / 2
+
+
+# ---------------------------------------------------------------- the simulator, by the same rule
+
+def _sim_cascade(runtime: str = "torch", large_ms=(40.0, 10.0, 10.0, 10.0, 10.0), batch: int = 1):
+    """Small member 1 ms, sure and right on even examples, unsure and wrong on odd ones; large member
+    (profiled median 10 ms: the estimate before any second stage ran) right everywhere. Samples are
+    served in order, so the first second stage takes ``large_ms[0]``."""
+    ex = np.arange(N_EX)
+    even = ex % 2 == 0
+    specs = [dict(model="small", batch_size=batch, samples_ms=np.full(5, 1.0), correct=even,
+                  confidence=np.where(even, 0.95, 0.5), runtime=runtime),
+             dict(model="large", batch_size=batch, samples_ms=np.asarray(large_ms), correct=np.ones(N_EX, bool),
+                  runtime=runtime),
+             dict(model="x", batch_size=batch, samples_ms=np.full(5, 100.0), correct=np.zeros(N_EX, bool),
+                  cascade=("small", "large", 0.8), runtime=runtime)]
+    catalog = prepare(toy_bundle("sst2", specs))
+    catalog.ordered_samples = True
+    return catalog, catalog.profiles.index[2]
+
+
+def _sim_trace(arrivals_ms, deadlines_ms, examples) -> pd.DataFrame:
+    return pd.DataFrame({"request_id": np.arange(len(examples)), "arrival_s": np.asarray(arrivals_ms) / 1000.0,
+                         "deadline_ms": deadlines_ms, "example_id": examples, "workload": "toy", "seed": 0})
+
+
+def _ms(rows: pd.DataFrame, column: str) -> list[float]:
+    return rows[column].mul(1000.0).round(6).tolist()
+
+
+def test_the_simulator_decides_on_the_estimate_and_charges_an_overrunning_second_stage():
+    """The estimate (10 ms) says the second stage fits the 20 ms deadline; it takes 40: the alarm
+    answers at the deadline less the guard, and the server is busy until the second stage ends (a
+    torch call cannot be stopped), as live. The estimate learns (10 + 0.2 * 30 = 16 ms), so the next
+    escalation at 15 ms is answered by the first stage at once and no second stage runs."""
+    catalog, cid = _sim_cascade()
+    trace = _sim_trace([0.0, 5.0, 50.0], [20.0, 1000.0, 15.0], [1, 2, 3])
+    rows = simulate(trace, _Early(cid), catalog)
+    assert rows["status"].tolist() == ["degraded", "served", "degraded"]
+    assert rows["correct"].tolist() == [False, True, False] and not rows["escalated"].any()
+    assert _ms(rows, "finish_s") == pytest.approx([20.0 - EARLY_GUARD_S * 1000, 42.0, 51.0])
+    assert _ms(rows, "start_s") == pytest.approx([0.0, 41.0, 50.0])  # the doomed stage held the server
+    # stoppable (ONNX Runtime) and asked to stop: the server is free at the deadline instead, and the
+    # stopped stage teaches only that it took at least 19 ms (estimate 11.8 ms), so the third request
+    # waits for its second stage (10 ms) and gets its answer
+    catalog, cid = _sim_cascade("onnxruntime")
+    rows = simulate(trace, _Early(cid, cancels=True), catalog)
+    assert rows["status"].tolist() == ["degraded", "served", "served"]
+    assert _ms(rows, "start_s") == pytest.approx([0.0, 20.0, 50.0])
+    assert _ms(rows, "finish_s")[2] == pytest.approx(61.0) and rows["correct"].tolist() == [False, True, True]
+
+
+def test_the_simulator_answers_a_sure_request_when_the_first_stage_ends():
+    """Batch 2: the sure request is answered at the first stage's end and the escalated one by the
+    second stage; without early answers both wait for the whole batch, as the live replay's one call."""
+    catalog, cid = _sim_cascade(large_ms=(10.0,) * 5, batch=2)
+    trace = _sim_trace([0.0, 0.0], [50.0, 50.0], [2, 3])
+    rows = simulate(trace, _Early(cid), catalog)
+    assert rows["status"].tolist() == ["served", "served"] and rows["correct"].all()
+    assert rows["escalated"].tolist() == [False, True] and _ms(rows, "finish_s") == pytest.approx([1.0, 11.0])
+    plain = _Early(cid)
+    plain.needs = PolicyNeeds()
+    catalog, cid = _sim_cascade(large_ms=(10.0,) * 5, batch=2)
+    assert _ms(simulate(trace, plain, catalog), "finish_s") == pytest.approx([11.0, 11.0])
 
 
 # ---------------------------------------------------------------- what the book says of it

@@ -15,6 +15,17 @@ Model (the same one a live replayer measures, so both produce the same per-reque
   ``cascade_mode="measured"`` instead treats a cascade like any other configuration, with its own
   measured samples and predictions; ``"auto"`` (default) routes by members when their samples and
   predictions are in the bundle.
+- A policy whose needs say ``early_answers`` has a routed cascade served stage by stage, by the rule
+  the live replay and the HTTP server follow (:mod:`planner.serving.staged`), decided on what they
+  know rather than on the draw: the first stage answers the requests it is sure of at its end; an
+  escalated request whose second stage, by a running estimate of that stage's time
+  (:class:`planner.serving.staged.SecondStageEstimate`, first its large member's profiled median),
+  would end after its deadline gets the first stage's answer then (``degraded``); the others wait
+  for the second stage, which is drawn only if someone waits for it. One that has not answered
+  :data:`planner.serving.staged.EARLY_GUARD_S` before a request's deadline is overtaken by that
+  request's alarm, which sends the first stage's answer (an alarm rings on time here; live it rings
+  up to a learned guard ahead). The server is busy until the second stage ends, or, for a policy
+  that stops calls on a runtime that can, until its requests' latest deadline.
 - With ``drop_expired=True`` a request whose deadline has passed when it would start service is
   dropped; otherwise it is served late.
 - A policy whose needs say ``cancels`` has a batch abandoned when none of its requests would get an
@@ -56,6 +67,7 @@ from planner.plan.policies import OnlinePolicy, Policy, as_policy
 from planner.schema import (CANCELLABLE_RUNTIMES, REQUEST_RESULT_COLUMNS, REQUEST_STATUSES, ProfileBundle,
                             config_id as make_config_id)
 from planner.serving.batching import QUEUES, RequestQueue, TraceArrays, check_trace, pick_batch
+from planner.serving.staged import EARLY_GUARD_S, SecondStageEstimate, initial_second_stage_ms
 
 CASCADE_MODES = ("auto", "members", "measured")
 RESULT_EXTRA_COLUMNS = ("arrival_s", "deadline_ms", "example_id", "batch_id", "server", "escalated")
@@ -276,6 +288,7 @@ class _Batches:
     server: list = field(default_factory=list)
     shed_at: np.ndarray | None = None     # per request: when admission control shed it (NaN: not shed)
     early_at: np.ndarray | None = None    # per request: when a cascade's first stage answered it early
+    first_at: np.ndarray | None = None    # per request: when a staged cascade's first stage answered it, sure
     cancelled_at: np.ndarray | None = None  # per request: when its batch was abandoned at the deadline
 
 
@@ -364,10 +377,12 @@ def _event_loop(trace: TraceArrays, run: _Run, policy: OnlinePolicy, task: str, 
     abs_deadline = trace.abs_deadline_s
     waiting = RequestQueue(queue, abs_deadline)
     free = [(-math.inf, s) for s in range(servers)]
-    out = _Batches(shed_at=np.full(n, np.nan), early_at=np.full(n, np.nan), cancelled_at=np.full(n, np.nan))
+    out = _Batches(shed_at=np.full(n, np.nan), early_at=np.full(n, np.nan), first_at=np.full(n, np.nan),
+                   cancelled_at=np.full(n, np.nan))
     batch_of = np.full(n, -1, dtype=np.int64)
-    observes, early = policy.needs.observes, policy.needs.early_answers
+    observes, staged = policy.needs.observes, policy.needs.early_answers
     cancels = can_cancel and policy.needs.cancels
+    estimates: dict[int, SecondStageEstimate] = {}  # per staged cascade, learned as live
 
     def batch_size_of(config_id: str) -> int:
         return run.configs[run.use(config_id)].batch_size
@@ -395,26 +410,27 @@ def _event_loop(trace: TraceArrays, run: _Run, policy: OnlinePolicy, task: str, 
         svc = run.small[cfg].next()
         escalate = run.escalate[cfg]
         if escalate is not None and escalate[members].any():
-            second = run.large[cfg].next()
-            if early:  # anytime answers: the first stage's answer where the second would be late
-                first_done = t + svc
-                escalated = [r for r in members if escalate[r]]
-                late = [r for r in escalated if abs_deadline[r] < first_done + second]
-                out.early_at[late] = first_done
-                if len(late) < len(escalated):
-                    svc += second  # someone still gains from the second stage
+            if staged:
+                estimate = estimates.get(cfg)
+                if estimate is None:
+                    estimate = estimates[cfg] = SecondStageEstimate(
+                        initial_second_stage_ms(run.catalog.profiles, pick.config_id))
+                svc = _staged_cascade(t, svc, members, escalate, abs_deadline, run.large[cfg], estimate,
+                                      cancels and run.configs[cfg].cancellable, out)
             else:
-                svc += second
+                svc += run.large[cfg].next()
         fin = t + svc
         n_late = 0
-        if observes or cancels:  # answered at the finish, or early by the first stage; late: after the deadline
-            answered = [out.early_at[r] if out.early_at[r] == out.early_at[r] else fin for r in members]
+        if observes or cancels:  # answered at the finish, or by the first stage; late: after the deadline
+            answered = [out.early_at[r] if out.early_at[r] == out.early_at[r] else
+                        out.first_at[r] if out.first_at[r] == out.first_at[r] else fin for r in members]
             n_late = sum(a > abs_deadline[r] for a, r in zip(answered, members))
         cancelled = cancels and n_late == len(members) and run.configs[cfg].cancellable
         if cancelled:  # nobody gains from it: stopped at the latest member's deadline
             fin = max(t, max(abs_deadline[r] for r in members))
             out.cancelled_at[members] = fin
             out.early_at[members] = np.nan
+            out.first_at[members] = np.nan
         heapq.heapreplace(free, (fin, sid))
         batch_of[members] = len(out.start)
         out.start.append(t)
@@ -427,6 +443,37 @@ def _event_loop(trace: TraceArrays, run: _Run, policy: OnlinePolicy, task: str, 
             else:
                 policy.observe(pick.config_id, len(members), svc * 1000.0, n_late)
     return out, batch_of
+
+
+def _staged_cascade(t: float, first_s: float, members: list[int], escalate: np.ndarray, abs_deadline: list,
+                    second_draws: _Draws, estimate: SecondStageEstimate, stoppable: bool, out: _Batches) -> float:
+    """One cascade batch served stage by stage, as :func:`planner.serving.staged.run_staged` serves it
+    live; records who the first stage answered and when in ``out``; returns the batch's service time.
+
+    Decided on the running estimate, not on the draw, so that the simulator neither sends the first
+    stage's answer to exactly those the second would have answered late nor skips a doomed second
+    stage for free: a second stage that overruns costs its requests the better answer and the server
+    its time, as it does live."""
+    first_done = t + first_s
+    expected_end = first_done + estimate.ms / 1000.0
+    go_on = [r for r in members if escalate[r] and abs_deadline[r] >= expected_end]
+    waiting = set(go_on)
+    for r in members:
+        if r not in waiting:  # sure, or escalated with no time for the second stage: answered now
+            (out.early_at if escalate[r] else out.first_at)[r] = first_done
+    if not go_on:
+        return first_s
+    end = first_done + second_draws.next()
+    latest = max(abs_deadline[r] for r in go_on)
+    stopped = stoppable and end > latest
+    if stopped:  # by then every one of its requests has had its alarm
+        end = latest
+    for r in go_on:
+        alarm = abs_deadline[r] - EARLY_GUARD_S
+        if alarm < end:  # the second stage has not answered by the alarm: the first stage's answer
+            out.early_at[r] = max(alarm, first_done)
+    estimate.update((end - first_done) * 1000.0, stopped=stopped)
+    return end - t
 
 
 # ---------------------------------------------------------------- public API
@@ -520,10 +567,12 @@ def _assemble(ordered: pd.DataFrame, run: _Run, batches: _Batches, batch_of: np.
     eids = ordered["example_id"].to_numpy()
     none = np.full(n, np.nan)  # the static fast path neither sheds nor answers early
     early_at = batches.early_at if batches.early_at is not None else none
+    first_at = batches.first_at if batches.first_at is not None else none
     shed_at = batches.shed_at if batches.shed_at is not None else none
     cancelled = ~np.isnan(batches.cancelled_at) if batches.cancelled_at is not None else np.zeros(n, dtype=bool)
     early, shed = served & ~np.isnan(early_at), ~np.isnan(shed_at)
-    finish = np.where(shed, shed_at, np.where(early, early_at, finish))  # a cancelled one: its batch's stop
+    sure_first = served & ~np.isnan(first_at)  # a staged cascade's sure answer, at its first stage's end
+    finish = np.where(shed, shed_at, np.where(early, early_at, np.where(sure_first, first_at, finish)))
     start = np.where(shed, finish, start)
     shed = shed | cancelled
     latency = (finish - arrival) * 1000.0

@@ -24,11 +24,10 @@ For a policy that also asks for calls to be stopped (``cancels``), each stage th
 sheds the batch, as for a plain call), the second at the latest deadline of the requests it serves
 (by then each of them has had the first stage's answer).
 
-The simulator differs in one way: it draws the second stage's time before deciding, so it sends
-the first stage's answer, at the first stage's end, to exactly the requests the second stage would
-have answered late, and skips a second stage that would answer nobody in time. Live, the decision
-is made on an estimate and corrected at the deadline; the number of answers on time is the same
-(less the alarm's guard), the server time spent on a doomed second stage is not.
+The simulator serves a cascade by the same rule, with the same estimate (it does not look at the
+second stage's draw before deciding), and charges the server a second stage that overruns, up to
+its requests' latest deadline where it is stopped. It differs only in the alarm, which rings on
+time there: an answer is sent :data:`EARLY_GUARD_S` before the deadline, the guard's floor.
 """
 
 from __future__ import annotations
