@@ -51,8 +51,8 @@ delivered on time among the requests it is about to affect, with four ingredient
    first-stage answer goes out on time when its second stage would be late (``early_answers``).
    With ``cancel_at_deadline`` (the default) the policy asks the server to stop a batch that would
    answer none of its requests on time, at the latest member's deadline (where the runtime can stop
-   a running call: ONNX Runtime; the simulator's serving model, not yet the live replay's or the HTTP
-   server's), so a request tried on a draw that overruns costs the server only the time its
+   a running call: ONNX Runtime; in the simulator, the live replay and the HTTP server alike,
+   :mod:`planner.serving.stopping`), so a request tried on a draw that overruns costs the server only the time its
    deadline left; such a batch teaches the calibration only a lower bound on its service time
    (:meth:`observe` with ``cancelled``). Why: at tight deadlines the member cut-off shed most
    requests to keep late answers few (SST-2 at 3 ms: 6 % answered on time, against 37 % for the best
