@@ -210,3 +210,32 @@ def test_a_live_run_makes_the_stoppable_tries_the_simulator_makes(toy):
     assert policy.stoppable_quantile == 0.25 and policy.needs.cancels
     assert preset_params("full", ["anytime"])["anytime"]["stoppable_quantile"] == \
         preset_method_params("full", "anytime").stoppable_quantile
+
+
+def test_before_fault_text_says_which_models_each_method_served_and_how_the_host_moved_them():
+    """The limitations chapter's live paragraph: deadlines and effective accuracy side by side, the
+    model mix (shed requests left out), and the uneven start-up ratios only when the models moved apart."""
+    from planner.evaluation.live_fault import LiveFaultResult, before_fault_text, model_mix, summarize
+
+    def rows(method, config_ids, statuses, correct):
+        return [{"task": "cifar10", "method": method, "request_id": i, "config_id": c, "status": s,
+                 "hit": s == "served", "correct": k, "latency_ms": 1.0, "phase": "before"}
+                for i, (c, s, k) in enumerate(zip(config_ids, statuses, correct))]
+
+    small, large = "cifar10/mobilenet_v2/onnxruntime/int8/b1/cpu", "cifar10/resnet18/onnxruntime/int8/b1/cpu"
+    data = pd.DataFrame(rows("anytime", [small, small, large, None], ["served", "served", "served", "shed"],
+                             [True, False, True, False])
+                        + rows("slack_aware", [large] * 4, ["served"] * 3 + ["late"], [True, True, True, True]))
+    mix = model_mix(data, "anytime")
+    assert mix.to_dict() == pytest.approx({"mobilenet_v2": 2 / 3, "resnet18": 1 / 3})  # the shed one is not a model's
+    record = {"baseline": {"name": "slack_aware"}, "trace": {"rate_rps": 300.0},
+              "startups": [{"reference": [{"config_id": small, "ratio": 1.26}, {"config_id": large, "ratio": 0.68}]}]}
+    text = before_fault_text("cifar10", LiveFaultResult(data, summarize(data), record), "anytime", 0.002)
+    assert "met 75.0% of deadlines against 75.0% for `slack_aware`" in text
+    assert "effective accuracy of 0.500 (below `slack_aware`'s 0.750)" in text
+    assert "models: mobilenet_v2 67%, resnet18 33%; `slack_aware`: resnet18 100%" in text
+    assert "1.26x (mobilenet_v2), 0.68x (resnet18)" in text
+    record["startups"][0]["reference"][0]["ratio"] = 0.7  # the models moved together: nothing to say about it
+    assert "reference configurations" not in before_fault_text("cifar10", LiveFaultResult(data, summarize(data), record),
+                                                               "anytime", 0.002)
+    assert before_fault_text("cifar10", LiveFaultResult(data, summarize(data), record), "seed_p95", 0.002) is None

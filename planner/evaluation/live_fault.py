@@ -455,6 +455,57 @@ def serving_text(results: Mapping[str, LiveFaultResult], out_dir: Path) -> str:
     return stale_serving_note(revision, "The live fault replays", staged)
 
 
+def model_mix(rows: pd.DataFrame, method: str, phase: str = "before") -> pd.Series:
+    """Share of ``method``'s answered requests in ``phase`` per model (a cascade counts as one model,
+    ``cascade:small>large@t``), largest first. Why: live, two methods can meet their deadlines alike
+    and still differ in accuracy by which models they served."""
+    mine = rows[(rows["method"] == method) & (rows["phase"] == phase) & (rows["status"] != "shed")]
+    if mine.empty:
+        return pd.Series(dtype=float)
+    models = mine["config_id"].astype(str).str.split("/").str[1]
+    return models.value_counts(normalize=True).sort_values(ascending=False, kind="stable")
+
+
+def before_fault_text(task: str, result: LiveFaultResult, proposed: str, max_light_late_rate: float) -> str | None:
+    """One paragraph comparing the proposed method with the run's baseline before the fault: deadlines
+    met, effective accuracy, the models each served, late and shed shares, and how unevenly the
+    start-up re-timing found the reference configurations moved against their profile. ``None`` when
+    either method was not replayed. Why: the simulator ranks methods on the profile's timings; live,
+    on a host where the configurations' speeds moved apart, a method can keep its deadlines and lose
+    accuracy by serving the smaller model more."""
+    before = result.summary[result.summary["phase"] == "before"].set_index("method")
+    base = result.record.get("baseline", {}).get("name")
+    if proposed not in before.index or base not in before.index:
+        return None
+    a, b = before.loc[proposed], before.loc[base]
+
+    def verdict(x: float, y: float) -> str:
+        return "below" if x < y else "above" if x > y else "equal to"
+
+    def mix(method: str) -> str:
+        return ", ".join(f"{model} {share:.0%}" for model, share in model_mix(result.rows, method).items())
+
+    served = result.rows[(result.rows["method"] == proposed) & (result.rows["phase"] == "before")
+                         & (result.rows["status"] != "shed")]
+    text = (f"On {task}, before the fault, the proposed method met {a['hit_rate']:.1%} of deadlines against "
+            f"{b['hit_rate']:.1%} for `{base}`, at an effective accuracy of {a['effective_accuracy']:.3f} "
+            f"({verdict(a['effective_accuracy'], b['effective_accuracy'])} `{base}`'s "
+            f"{b['effective_accuracy']:.3f}), at {result.record['trace']['rate_rps']:.0f} requests/s: it served "
+            f"{served['config_id'].nunique()} configurations (models: {mix(proposed)}; `{base}`: {mix(base)}), "
+            f"answered {a['late_rate']:.1%} late and shed {a['shed_rate']:.1%}, where the simulated grid at loads "
+            f"up to 1 has it at most {max_light_late_rate:.1%} late.")
+    reference = (result.record.get("startups") or [{}])[-1].get("reference") or []
+    ratios = {r["config_id"].split("/")[1]: float(r["ratio"]) for r in reference if math.isfinite(r.get("ratio", math.nan))}
+    if len(ratios) > 1 and max(ratios.values()) / min(ratios.values()) > 1.25:
+        text += (" At start-up the reference configurations ran at " +
+                 ", ".join(f"{ratio:.2f}x ({model})" for model, ratio in ratios.items()) +
+                 " of their profiled medians: the host moved the models apart, which one machine-wide start-up "
+                 "scale cannot carry; the online estimator learns each configuration's own factor only from the "
+                 "batches it serves (and shrinks it toward the machine's), while the baseline keeps the profile's "
+                 "ranking of the models.")
+    return text
+
+
 def read_results(out_dir: Path, task: str) -> LiveFaultResult | None:
     """A task's stored experiment, or None when it has not been run (no record or rows)."""
     rows_file, summary_csv, record_json = paths(out_dir, task)
