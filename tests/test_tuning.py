@@ -43,6 +43,7 @@ def test_changes_are_measured_against_the_reference_and_late_cells_counted_at_li
     assert summary.loc["step03", "mean_change"] == pytest.approx((-0.01 - 0.01 - 0.03) / 3)
     assert summary.loc["step03", "worst_change"] == pytest.approx(-0.03)
     assert summary.loc["step03", "worst_cell"] == "bursty @ 1.3"
+    assert summary.loc["step03", "best_cell"] == "bursty @ 0.5" and summary.loc["step03", "n_cells_ahead"] == 0
     # the 3 % late cell is at load 1.3: outside the limit's scope; the 1.2 % one at 0.5 counts
     assert summary.loc["previous", "light_cells_over_late_limit"] == 1
     assert summary.loc["step03", "light_cells_over_late_limit"] == 0
@@ -69,6 +70,20 @@ def test_the_text_names_the_variant_the_preset_uses_and_what_it_bought(runs):
     table = tuning.variant_table(summary)
     assert list(table["parameters"]) == ["late_step 0.01", "late_step 0.03"]
     assert table["variant"].iloc[0] == "previous (reference)"
+    assert list(table["cells ahead"]) == ["", "0 of 3"]
+
+
+def test_a_variant_that_loses_on_average_shows_the_cells_it_wins(runs):
+    """The mean and the worst cell hide a family of cells a variant wins; the best cell and the count show it."""
+    mixed = runs.copy()
+    mixed.loc[(mixed["variant"] == "step03") & (mixed["workload"] == "steady"), "effective_accuracy"] = 0.72
+    summary = tuning.compare_variants(mixed, late_limit=0.01, reference="previous").set_index("variant")
+    assert summary.loc["step03", "mean_change"] < 0
+    assert summary.loc["step03", "best_cell"] == "steady @ 0.5"
+    assert summary.loc["step03", "best_change"] == pytest.approx(0.02)
+    assert summary.loc["step03", "n_cells_ahead"] == 1
+    table = tuning.variant_table(summary.reset_index())
+    assert table.set_index("variant").loc["step03", "best cell (change)"] == "steady @ 0.5 (+0.0200)"
 
 
 def test_the_text_says_when_another_variant_beats_the_presets_within_the_late_limit(runs):
