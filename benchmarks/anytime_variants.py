@@ -57,6 +57,14 @@ the usual steered cut-off (``preset``: none, the preset of that day):
         --variant stop25='{"stoppable_quantile": 0.25}' --variant stop50='{"stoppable_quantile": 0.5}' \
         --variant stop65='{"stoppable_quantile": 0.65}'
 
+The ``expected_arrivals`` study (2026-12-07, development examples, the simulator serving cascades stage
+by stage) asks whether padding the window with the expected arrivals still pays: live, in the CIFAR-10
+fault replay (5 ms, steady load), the policy without them served ResNet18 more and scored higher in
+trial simulations of that one cell:
+
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/anytime_variants.py --out --study expected_arrivals \
+        --reference preset --variant off='{"expected_arrivals": false, "arrival_model": "poisson"}' --jobs 2
+
 The ``preset`` runs of the first study were copied into the other folders before they ran
 (:func:`planner.analysis.tuning.reusable_runs` accepts them: same seeds, parameters and examples).
 Each (task, variant) is written as soon as it finishes (``--out``), keyed by its full parameters,
