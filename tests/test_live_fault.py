@@ -235,6 +235,7 @@ def test_before_fault_text_says_which_models_each_method_served_and_how_the_host
     assert "effective accuracy of 0.500 (below `slack_aware`'s 0.750)" in text
     assert "models: mobilenet_v2 67%, resnet18 33%; `slack_aware`: resnet18 100%" in text
     assert "1.26x (mobilenet_v2), 0.68x (resnet18)" in text
+    assert "answered 0.00% late and shed 25.00%, where the simulated grid at loads up to 1 has it at most 0.20% late" in text
     record["startups"][0]["reference"][0]["ratio"] = 0.7  # the models moved together: nothing to say about it
     assert "reference configurations" not in before_fault_text("cifar10", LiveFaultResult(data, summarize(data), record),
                                                                "anytime", 0.002)

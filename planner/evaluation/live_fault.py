@@ -492,8 +492,8 @@ def before_fault_text(task: str, result: LiveFaultResult, proposed: str, max_lig
             f"({verdict(a['effective_accuracy'], b['effective_accuracy'])} `{base}`'s "
             f"{b['effective_accuracy']:.3f}), at {result.record['trace']['rate_rps']:.0f} requests/s: it served "
             f"{served['config_id'].nunique()} configurations (models: {mix(proposed)}; `{base}`: {mix(base)}), "
-            f"answered {a['late_rate']:.1%} late and shed {a['shed_rate']:.1%}, where the simulated grid at loads "
-            f"up to 1 has it at most {max_light_late_rate:.1%} late.")
+            f"answered {a['late_rate']:.2%} late and shed {a['shed_rate']:.2%}, where the simulated grid at loads "
+            f"up to 1 has it at most {max_light_late_rate:.2%} late.")
     reference = (result.record.get("startups") or [{}])[-1].get("reference") or []
     ratios = {r["config_id"].split("/")[1]: float(r["ratio"]) for r in reference if math.isfinite(r.get("ratio", math.nan))}
     if len(ratios) > 1 and max(ratios.values()) / min(ratios.values()) > 1.25:
