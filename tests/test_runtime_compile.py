@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import itertools
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -129,6 +132,11 @@ def test_remeasure_glob_retimes_only_matching_configurations(tmp_path, monkeypat
 
     monkeypatch.setenv("PLANNER_RESULTS_DIR", str(tmp_path))
     monkeypatch.setenv("PLANNER_TOY_VARIANTS", "onnxruntime/int8")
+    # profiled_at from a clock that moves on every call: the real one has one-second resolution, and on a
+    # quiet machine both sweeps finish within the same second (seen 2026-12-07: nothing looked re-timed)
+    start, ticks = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc), itertools.count()
+    monkeypatch.setattr("planner.profile.sweep.now_iso",
+                        lambda: (start + dt.timedelta(seconds=next(ticks))).isoformat(timespec="seconds"))
     preset = ProfilePreset(warmup=10, min_passes=100, max_passes=100, ci_rel_halfwidth=0.05, batch_sizes=[1], check_every=50,
                            n_bootstrap=200,
                            max_seconds_per_config=5, agreement_sample=16, roofline_seconds=0.01, thresholds=[0.9])
