@@ -105,10 +105,16 @@ def config_id(task: str, model: str, runtime: str, precision: str, batch_size: i
 CASCADE_PREFIX = "cascade:"
 
 
+def model_of(config_id: str) -> str:
+    """The model part of a :func:`config_id` (the ``model`` column: a model, or ``cascade:small>large@tau``);
+    empty when the id has none."""
+    parts = str(config_id).split("/")
+    return parts[1] if len(parts) > 1 else ""
+
+
 def is_cascade_id(config_id: str) -> bool:
     """Whether a :func:`config_id` names a cascade (its model part starts with ``cascade:``)."""
-    parts = str(config_id).split("/")
-    return len(parts) > 1 and parts[1].startswith(CASCADE_PREFIX)
+    return model_of(config_id).startswith(CASCADE_PREFIX)
 
 
 def measured(profiles: pd.DataFrame, task: str | None = None) -> pd.Series:

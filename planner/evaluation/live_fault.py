@@ -63,7 +63,7 @@ from planner.plan.registry import (METHODS, MethodParams, TraceContext, method_p
                                    proposed, with_role)
 from planner.profile.fingerprint import announced_host_record
 from planner.profile.reference import StartupScale, pick_reference, startup_scale
-from planner.schema import ProfileBundle, is_cascade_id
+from planner.schema import ProfileBundle, is_cascade_id, model_of
 from planner.splits import example_ids
 from planner.serving.replay import LiveConfig, ReplayLimits, replay, warm_up
 from planner.serving.revision import SERVING_REVISION, serving_revision, stale_serving_note
@@ -455,15 +455,23 @@ def serving_text(results: Mapping[str, LiveFaultResult], out_dir: Path) -> str:
     return stale_serving_note(revision, "The live fault replays", staged)
 
 
+# reference configurations whose start-up ratios differ by more than this factor moved apart on this host
+UNEVEN_REFERENCE = 1.25
+
+
+def _answered(rows: pd.DataFrame, method: str, phase: str) -> pd.DataFrame:
+    """``method``'s rows in ``phase`` that a configuration answered (not shed)."""
+    return rows[(rows["method"] == method) & (rows["phase"] == phase) & (rows["status"] != "shed")]
+
+
 def model_mix(rows: pd.DataFrame, method: str, phase: str = "before") -> pd.Series:
     """Share of ``method``'s answered requests in ``phase`` per model (a cascade counts as one model,
     ``cascade:small>large@t``), largest first. Why: live, two methods can meet their deadlines alike
     and still differ in accuracy by which models they served."""
-    mine = rows[(rows["method"] == method) & (rows["phase"] == phase) & (rows["status"] != "shed")]
+    mine = _answered(rows, method, phase)
     if mine.empty:
         return pd.Series(dtype=float)
-    models = mine["config_id"].astype(str).str.split("/").str[1]
-    return models.value_counts(normalize=True).sort_values(ascending=False, kind="stable")
+    return mine["config_id"].map(model_of).value_counts(normalize=True).sort_values(ascending=False, kind="stable")
 
 
 def before_fault_text(task: str, result: LiveFaultResult, proposed: str, max_light_late_rate: float) -> str | None:
@@ -485,8 +493,7 @@ def before_fault_text(task: str, result: LiveFaultResult, proposed: str, max_lig
     def mix(method: str) -> str:
         return ", ".join(f"{model} {share:.0%}" for model, share in model_mix(result.rows, method).items())
 
-    served = result.rows[(result.rows["method"] == proposed) & (result.rows["phase"] == "before")
-                         & (result.rows["status"] != "shed")]
+    served = _answered(result.rows, proposed, "before")
     text = (f"On {task}, before the fault, the proposed method met {a['hit_rate']:.1%} of deadlines against "
             f"{b['hit_rate']:.1%} for `{base}`, at an effective accuracy of {a['effective_accuracy']:.3f} "
             f"({verdict(a['effective_accuracy'], b['effective_accuracy'])} `{base}`'s "
@@ -495,8 +502,8 @@ def before_fault_text(task: str, result: LiveFaultResult, proposed: str, max_lig
             f"answered {a['late_rate']:.2%} late and shed {a['shed_rate']:.2%}, where the simulated grid at loads "
             f"up to 1 has it at most {max_light_late_rate:.2%} late.")
     reference = (result.record.get("startups") or [{}])[-1].get("reference") or []
-    ratios = {r["config_id"].split("/")[1]: float(r["ratio"]) for r in reference if math.isfinite(r.get("ratio", math.nan))}
-    if len(ratios) > 1 and max(ratios.values()) / min(ratios.values()) > 1.25:
+    ratios = {model_of(r["config_id"]): float(r["ratio"]) for r in reference if math.isfinite(r.get("ratio", math.nan))}
+    if len(ratios) > 1 and max(ratios.values()) / min(ratios.values()) > UNEVEN_REFERENCE:
         text += (" At start-up the reference configurations ran at " +
                  ", ".join(f"{ratio:.2f}x ({model})" for model, ratio in ratios.items()) +
                  " of their profiled medians: the host moved the models apart, which one machine-wide start-up "

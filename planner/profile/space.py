@@ -24,7 +24,7 @@ import pandas as pd
 
 from planner import config
 from planner.models.base import CUDA_RUNTIMES, PRECISIONS, RUNTIMES, VariantSpec
-from planner.schema import config_id
+from planner.schema import config_id, model_of
 
 # Hidden hook for tests and dry runs: a module path providing the Zoo functions (e.g. planner.profile.toy).
 ZOO_ENV = "PLANNER_PROFILE_ZOO"
@@ -98,7 +98,7 @@ class Configuration:
     @property
     def model_name(self) -> str:
         """The ``model`` column: the model, or ``cascade:small>large@tau``."""
-        return self.config_id.split("/")[1]
+        return model_of(self.config_id)
 
     @property
     def is_cascade(self) -> bool:

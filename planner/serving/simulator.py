@@ -67,7 +67,7 @@ from planner.plan.policies import OnlinePolicy, Policy, as_policy
 from planner.schema import (CANCELLABLE_RUNTIMES, REQUEST_RESULT_COLUMNS, REQUEST_STATUSES, ProfileBundle,
                             config_id as make_config_id)
 from planner.serving.batching import QUEUES, RequestQueue, TraceArrays, check_trace, pick_batch
-from planner.serving.staged import EARLY_GUARD_S, SecondStageEstimate, initial_second_stage_ms
+from planner.serving.staged import EARLY_GUARD_S, SecondStageEstimate, initial_second_stage_ms, second_stage_positions
 
 CASCADE_MODES = ("auto", "members", "measured")
 RESULT_EXTRA_COLUMNS = ("arrival_s", "deadline_ms", "example_id", "batch_id", "server", "escalated")
@@ -455,8 +455,9 @@ def _staged_cascade(t: float, first_s: float, members: list[int], escalate: np.n
     stage for free: a second stage that overruns costs its requests the better answer and the server
     its time, as it does live."""
     first_done = t + first_s
-    expected_end = first_done + estimate.ms / 1000.0
-    go_on = [r for r in members if escalate[r] and abs_deadline[r] >= expected_end]
+    positions = second_stage_positions(first_done, [escalate[r] for r in members],
+                                       [abs_deadline[r] for r in members], estimate)
+    go_on = [members[i] for i in positions]
     waiting = set(go_on)
     for r in members:
         if r not in waiting:  # sure, or escalated with no time for the second stage: answered now

@@ -99,6 +99,16 @@ class SecondStageEstimate:
         self.ms += self.alpha * (observed_ms - self.ms)
 
 
+def second_stage_positions(first_done: float, escalated: Sequence[bool], abs_deadlines: Sequence[float],
+                           estimate: SecondStageEstimate) -> list[int]:
+    """Positions of the batch's members that wait for the second stage: escalated, with a deadline the
+    stage can meet by the running ``estimate`` if it starts at ``first_done`` (seconds, on the
+    deadlines' clock). The others get the first stage's answer when it ends. The one rule the live
+    stacks and the simulator decide a cascade's second stage by."""
+    expected_end = first_done + estimate.ms / 1000.0
+    return [i for i, (up, deadline) in enumerate(zip(escalated, abs_deadlines)) if up and deadline >= expected_end]
+
+
 def initial_second_stage_ms(profiles: pd.DataFrame, config_id: str) -> float:
     """A cascade's second stage before any has run: its large member's profiled median at the same
     runtime, precision and batch size, else the cascade's median less its small member's, else half
@@ -165,8 +175,7 @@ def run_staged(stages: "CascadeStages", inputs: Any, abs_deadlines: Sequence[flo
             answer(i, probs, at, early)
             return True
 
-    expected_end = first_done + estimate.ms / 1000.0
-    go_on = [i for i in range(n) if escalated[i] and abs_deadlines[i] >= expected_end]
+    go_on = second_stage_positions(first_done, escalated, abs_deadlines, estimate)
     waiting = set(go_on)
     for i in range(n):
         if i not in waiting:
