@@ -687,7 +687,7 @@ def test_a_sweep_run_twice_says_which_verdicts_held_and_where_a_move_is_more_tha
     """The same sweep, run again: the book reads a single run's verdict against how far a repeat lands;
     a point run with other method parameters is not a repeat and is left out."""
     pytest.importorskip("mlperf_loadgen", reason="mlcommons-loadgen is not installed")
-    from planner.analysis.sweep import repeat_comparison, repeat_text
+    from planner.analysis.sweep import repeat_comparison, repeat_text, started_text
     from planner.evaluation.loadgen import DETAIL_FILE, SERVER_FILE, read_runs
 
     for folder, policy, qps, n_correct in (("first", "anytime", 50, 180), ("second", "anytime", 50, 178),   # noise
@@ -708,9 +708,10 @@ def test_a_sweep_run_twice_says_which_verdicts_held_and_where_a_move_is_more_tha
     assert (table["p_holm"] >= table["p"]).all()
     text = " ".join(repeat_text(first, second))
     assert "from 2026-12-06 00:50 UTC and again at a time not recorded." in text  # no re-timing recorded: no clause
+    assert started_text(first) == "from 2026-12-06 00:50 UTC"  # the chapter dates each set of runs so
     assert "the same at 2 of the 3 points; it flipped for sst2 `anytime` at 50 queries/s (INVALID then VALID)" in text
     assert "calls the move real at 1, all of them drops (sst2 `anytime` at 100 queries/s, 0.900 then 0.400)" in text
-    assert "as much the hour's as the method's" in text  # a verdict flipped
+    assert "as much the moment's as the method's" in text  # a verdict flipped
     assert "`anytime` 100.0% then 100.0%, `seed_p95` 100.0% then 100.0%" in text  # both sweeps' server clocks
     assert "added a median 0.40 ms per answer the first time and 0.40 ms the second" in text  # 1.0 - (0.1 + 0.5)
     assert "No rate found one method significantly ahead in one sweep and behind in the other." in text

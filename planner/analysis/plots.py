@@ -641,6 +641,9 @@ def loadgen_sweep(runs: pd.DataFrame, axes, task: str) -> None:
     for target in part["target_latency_ms"].unique():
         left.axhline(target, color="0.4", ls="--", lw=0.8, label="_target")
     left.set_yscale("log")
+    # plain milliseconds (12, 15, 20), not 1.2x10^1, on the minor ticks a narrow range shows
+    left.yaxis.set_major_formatter(mticker.LogFormatter())
+    left.yaxis.set_minor_formatter(mticker.LogFormatter(minor_thresholds=(1, 0.4)))
     left.set_ylabel("p99 latency at the client (ms)"); right.set_ylabel("Effective accuracy (client clock)")
     right.set_ylim(0, 1)
     for ax in (left, right):

@@ -215,8 +215,10 @@ def repeat_comparison(first: pd.DataFrame, second: pd.DataFrame, alpha: float = 
     return table[columns]
 
 
-def _when(runs: pd.DataFrame) -> str:
-    """The start of a sweep's first run, in words (UTC), or "at a time not recorded"."""
+def started_text(runs: pd.DataFrame) -> str:
+    """The start of a set of LoadGen runs' first run (:func:`planner.evaluation.loadgen.read_runs`' rows), in
+    words (UTC), or "at a time not recorded". Why: the book dates its live figures from the runs' own logs,
+    so a re-run re-dates them."""
     times = pd.to_datetime(runs.get("started_at", pd.Series(dtype=object)), utc=True, errors="coerce").dropna()
     return f"from {times.min():%Y-%m-%d %H:%M} UTC" if len(times) else "at a time not recorded"
 
@@ -252,16 +254,16 @@ def repeat_text(first: pd.DataFrame, second: pd.DataFrame, method: str = "anytim
     moves = ", ".join(f"{r.task} `{r.method}` at {r.target_qps:g} queries/s, {r.effective_accuracy_first:.3f} then "
                       f"{r.effective_accuracy_second:.3f}" for r in changed.itertuples(index=False))
     moved = table["difference"].abs()
-    when = f"{_when(first)} and again {_when(second)}{_scales(first, second)}"
+    when = f"{started_text(first)} and again {started_text(second)}{_scales(first, second)}"
     verdict = (f"LoadGen's verdict was the same at {int(same.sum())} of the {len(table)} points"
                + (f"; it flipped for {flips}" if flips else "") + ".")
     accuracy = (f"The effective accuracy moved by {moved.mean():.3f} on average and by at most {moved.max():.3f}; "
                 f"Fisher's exact test, Holm-adjusted over the {len(table)} repeats, calls the move real at "
                 f"{len(changed)}" + (f"{_direction(changed['difference'])} ({moves})" if moves else "") + ".")
     why = ("Both sweeps drew the same queries on the same schedule (LoadGen's seeds are fixed in the settings), so "
-           "what moved is the machine: its speed that hour, the server's start-up re-timing, what the queue made of "
+           "what moved is the machine: its speed at the time, the server's start-up re-timing, what the queue made of "
            "it." + _clocks(first, second, table)
-           + (" A verdict is then as much the hour's as the method's where a run lands near LoadGen's limit."
+           + (" A verdict is then as much the moment's as the method's where a run lands near LoadGen's limit."
               if flips else ""))
     parts = [f"The same sweep ran twice with the same method parameters and LoadGen settings, {when}. {verdict} "
              f"{accuracy} {why}"]
@@ -311,4 +313,4 @@ def _direction(differences: pd.Series) -> str:
 
 
 __all__ = ["budget_comparison", "budget_cost_text", "budget_section", "budget_text", "comparison_text",
-           "rate_comparison", "repeat_comparison", "repeat_text", "set_comparison", "significant_leads"]
+           "rate_comparison", "repeat_comparison", "repeat_text", "set_comparison", "significant_leads", "started_text"]
