@@ -1,13 +1,15 @@
 """``planner validate-sim``: live replay vs simulation at the preset's validation points.
 
-Writes ``results/<preset>/eval/simulator_validation.csv`` (one row per point) and
-``simulator_validation_live.parquet`` (every live per-request row, with its point). Live latencies
+Writes ``results/<preset>/eval/simulator_validation.csv`` (one row per point),
+``simulator_validation_live.parquet`` (every live per-request row, with its point) and
+``simulator_validation_host.json`` (the host it ran on, against the profiles' host, and when). Live latencies
 depend on what else runs on the CPU: run it on a quiet machine, with the threads the profiles used.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 
 
@@ -24,12 +26,12 @@ def run(args: argparse.Namespace) -> int:
     from planner import config
     from planner.models.zoo import eval_inputs
     from planner.paths import results_dir
-    from planner.profile.fingerprint import set_threads
+    from planner.profile.fingerprint import announced_host_record, now_iso, set_threads
     from planner.profile.store import load_bundle, profile_root
     from planner.serving.replay import load_live_configs
     from planner.evaluation.provenance import profiles_digest, record_inputs
-    from planner.evaluation.validation import TaskData, format_row, run_validation, summary_lines
-    from planner.tables import refresh_manifest
+    from planner.evaluation.validation import HOST_FILE, TaskData, format_row, run_validation, summary_lines
+    from planner.tables import atomic_write_text, refresh_manifest
 
     preset = config.preset(args.preset)
     settings = preset.validation
@@ -43,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
     for key, value in (bundle.environment.get("thread_env") or {}).items():
         if os.environ.get(key) != value:  # e.g. OMP_WAIT_POLICY changes how idle threads wait
             print(f"warning: profiles were measured with {key}={value}, this run has {key}={os.environ.get(key)}")
+    # live stages record the host they measure on: it need not be the one that timed the profiles
+    host = {**announced_host_record(bundle.environment, print), "started_at": now_iso()}
     points = [p for p in settings.points if args.points is None or p.name in args.points]
     config_ids = [p.config for p in points]
     print(f"loading {len(set(config_ids))} configuration(s) for {len(points)} point(s)...")
@@ -59,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
     out_csv = out_dir / "simulator_validation.csv"
     result.table.to_csv(out_csv, index=False)
     result.live_requests.to_parquet(out_dir / "simulator_validation_live.parquet", index=False)
+    atomic_write_text(out_dir / HOST_FILE, json.dumps(host, indent=2, sort_keys=True) + "\n")
     record_inputs(out_dir, out_csv.name, profiles_digest(profile_root(args.preset, args.machine_tag)),
                   profile_root(args.preset, args.machine_tag))
     refresh_manifest(out_dir)

@@ -161,6 +161,18 @@ def serving_text(out_dir: Path, tasks: Sequence[str]) -> str:
     return stale_serving_note(min(revisions), "The server runs", staged) if revisions else ""
 
 
+
+def recorded_hosts(out_dir: Path, tasks: Sequence[str]) -> dict[str, dict[str, Any] | None]:
+    """The host each task's server runs were measured on (the record's latest start-up), None for a
+    record older than host records; tasks without a record are left out. Why here: the record's layout
+    is this module's."""
+    hosts = {}
+    for t in tasks:
+        if (record := paths(out_dir, t)["record"]).exists():
+            startups = json.loads(record.read_text()).get("startups") or [{}]
+            hosts[t] = startups[-1].get("host")
+    return hosts
+
 # ---------------------------------------------------------------- one server run
 
 def serve_trace(policy: policies.OnlinePolicy, configs: Mapping[str, LiveConfig], bundle: ProfileBundle, task: str,
@@ -595,5 +607,5 @@ def _tables(where: dict[str, Path], task: str) -> LiveServerResult:
 
 __all__ = ["FAULTS", "LiveServerError", "LiveServerResult", "RaisingConfig", "Serving", "centred",
            "fault_table", "fault_timeline", "fault_trace", "overhead_row", "paths", "pick_deadlines",
-           "run_live_server", "run_name", "serve_trace", "server_batches", "summarize_runs",
+           "recorded_hosts", "run_live_server", "run_name", "serve_trace", "server_batches", "summarize_runs",
            "validate_run"]

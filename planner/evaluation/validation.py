@@ -45,6 +45,9 @@ from planner.serving.simulator import Catalog, prepare, simulate
 from planner.serving.outcomes import run_metrics
 from planner.workloads import make_trace, rate_for_load
 
+# beside simulator_validation.csv: the host the points were replayed on (fingerprint.host_record) and when
+HOST_FILE = "simulator_validation_host.json"
+
 VALIDATION_COLUMNS = [
     "point", "task", "config_id", "workload", "load", "rate_rps", "deadline_ms", "n_requests",
     "sim_hit_rate", "live_hit_rate", "hit_rate_diff_pp", "sim_hit_rate_sd_pp",
