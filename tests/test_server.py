@@ -687,7 +687,7 @@ def test_a_sweep_run_twice_says_which_verdicts_held_and_where_a_move_is_more_tha
     """The same sweep, run again: the book reads a single run's verdict against how far a repeat lands;
     a point run with other method parameters is not a repeat and is left out."""
     pytest.importorskip("mlperf_loadgen", reason="mlcommons-loadgen is not installed")
-    from planner.analysis.sweep import repeat_comparison, repeat_text, started_text
+    from planner.analysis.sweep import hosts_text, repeat_comparison, repeat_text, started_text
     from planner.evaluation.loadgen import DETAIL_FILE, SERVER_FILE, read_runs
 
     for folder, policy, qps, n_correct in (("first", "anytime", 50, 180), ("second", "anytime", 50, 178),   # noise
@@ -722,6 +722,14 @@ def test_a_sweep_run_twice_says_which_verdicts_held_and_where_a_move_is_more_tha
             (run / SERVER_FILE).write_text(json.dumps({"task": "sst2", "policy": "anytime", "startup_scale": scale}))
     text = " ".join(repeat_text(read_runs(tmp_path / "first"), read_runs(tmp_path / "second")))
     assert "found the machine's service times at x1.10-1.30 of the profile's the first time, x0.90 the second" in text
+    # the servers that describe their host are named against the profiles' host; one that did not say is counted
+    assert hosts_text(read_runs(tmp_path / "first"), ["avx2"]) == ""  # no server said
+    run = sorted((tmp_path / "first").glob("sst2_anytime_*"))[0]
+    (run / SERVER_FILE).write_text(json.dumps({"task": "sst2", "policy": "anytime", "host": {
+        "cpu_model": "Intel(R) Xeon(R) Processor", "cpu_flags": ["avx2", "amx_int8"]}}))
+    assert hosts_text(read_runs(tmp_path / "first"), ["avx2"]) == (
+        "The servers of these runs ran on a host (Intel(R) Xeon(R) Processor) with CPU features avx2, amx_int8, not "
+        "the host that timed the profiles (avx2) (some of them did not say).")
     # the second anytime @ 100 ran with other parameters: not a repeat of the first
     server = tmp_path / "second" / "sst2_anytime_100qps" / SERVER_FILE
     server.write_text(json.dumps({"task": "sst2", "policy": "anytime", "params": {"late_step": 0.03}}))

@@ -6,9 +6,13 @@ Why a module of its own: the sweep's runs are read in the evaluation layer
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
+
 import pandas as pd
 from scipy.stats import fisher_exact
 
+from planner.analysis.hosts import host_phrase
 from planner.analysis.stats import holm
 
 
@@ -223,6 +227,18 @@ def started_text(runs: pd.DataFrame) -> str:
     return f"from {times.min():%Y-%m-%d %H:%M} UTC" if len(times) else "at a time not recorded"
 
 
+def hosts_text(runs: pd.DataFrame, profile_flags: Sequence[str] | None) -> str:
+    """The hosts a set of LoadGen runs' servers said they ran on, against the host that timed the profiles
+    (:func:`planner.analysis.hosts.host_phrase`), as a sentence; empty where no server said (servers
+    before they described their host)."""
+    recorded = runs["host"].dropna().unique() if "host" in runs else []
+    if not len(recorded):
+        return ""
+    phrases = list(dict.fromkeys(host_phrase(json.loads(h), profile_flags) for h in recorded))
+    unsaid = " (some of them did not say)" if runs["host"].isna().any() else ""
+    return f"The servers of these runs ran on {'; and on '.join(phrases)}{unsaid}."
+
+
 def _scales(first: pd.DataFrame, second: pd.DataFrame) -> str:
     """The range of the servers' start-up re-timing (service time now over the profile's) in each sweep,
     as a clause, or "" where a sweep's servers did not record it."""
@@ -313,4 +329,5 @@ def _direction(differences: pd.Series) -> str:
 
 
 __all__ = ["budget_comparison", "budget_cost_text", "budget_section", "budget_text", "comparison_text",
-           "rate_comparison", "repeat_comparison", "repeat_text", "set_comparison", "significant_leads", "started_text"]
+           "hosts_text", "rate_comparison", "repeat_comparison", "repeat_text", "set_comparison", "significant_leads",
+           "started_text"]

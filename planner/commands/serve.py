@@ -92,7 +92,7 @@ def _build(args: argparse.Namespace):
     inputs, _labels = eval_inputs(args.task, n=eval_subset)
     warm_up(configs.values(), inputs, args.warmup_calls)
     print(f"loaded and warmed up in {time.perf_counter() - started:.1f} s ({threads} threads)", flush=True)
-    announced_host_record(bundle.environment, lambda line: print(line, flush=True))
+    host = announced_host_record(bundle.environment, lambda line: print(line, flush=True))
     scale = None
     if params is not None and not args.no_retime:
         retimed, scale = with_startup_scale(params, bundle, configs, inputs)
@@ -109,6 +109,7 @@ def _build(args: argparse.Namespace):
     # later), and beside them what was measured here at start-up
     info = {"preset": args.preset, "method": args.policy, "threads": threads,
             "params": params.model_dump(mode="json") if params is not None else {},
-            "startup_scale": None if scale is None else float(scale.scale), "ort_spinning": SERVING_ORT_SPIN}
+            "startup_scale": None if scale is None else float(scale.scale), "ort_spinning": SERVING_ORT_SPIN,
+            "host": host["host"]}  # a live measurement names the host it was taken on
     about = f"{args.task} with {args.policy} ({len(configs)} configurations, {len(inputs)} evaluation examples)"
     return create_app(batcher, inputs, info), batcher, about

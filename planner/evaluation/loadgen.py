@@ -277,8 +277,9 @@ def read_runs(folder: Path) -> pd.DataFrame:
     client, the server plans and labels outcomes from the moment the request reaches it, so the
     difference is what the HTTP path costs a deadline. ``method_params``: the parameters the server's
     method ran with (JSON; from its self-description, else from a :data:`METHOD_PARAMS_FILE` beside the
-    runs; None when neither says). ``started_at``: when LoadGen ran it (:func:`started_at`).
-    Empty when no run was kept."""
+    runs; None when neither says). ``started_at``: when LoadGen ran it (:func:`started_at`). ``host``: the
+    hardware the server said it ran on (JSON; None for a server that did not say). Empty when no run
+    was kept."""
     rows = []
     by_method = recorded_params(folder)
     for summary_path in sorted(Path(folder).glob(f"*/{SUMMARY_FILE}")):
@@ -332,6 +333,7 @@ def read_runs(folder: Path) -> pd.DataFrame:
             "started_at": started_at(run),
             # the server's start-up re-timing: the machine's speed that hour against the stored profile's
             "startup_scale": float(server.get("startup_scale") or math.nan),
+            "host": json.dumps(server["host"], sort_keys=True) if server.get("host") else None,
         })
     return pd.DataFrame(rows)
 
