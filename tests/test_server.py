@@ -723,11 +723,11 @@ def test_a_sweep_run_twice_says_which_verdicts_held_and_where_a_move_is_more_tha
     text = " ".join(repeat_text(read_runs(tmp_path / "first"), read_runs(tmp_path / "second")))
     assert "found the machine's service times at x1.10-1.30 of the profile's the first time, x0.90 the second" in text
     # the servers that describe their host are named against the profiles' host; one that did not say is counted
-    assert hosts_text(read_runs(tmp_path / "first"), ["avx2"]) == ""  # no server said
+    assert hosts_text(read_runs(tmp_path / "first"), {"cpu_flags": ["avx2"]}) == ""  # no server said
     run = sorted((tmp_path / "first").glob("sst2_anytime_*"))[0]
     (run / SERVER_FILE).write_text(json.dumps({"task": "sst2", "policy": "anytime", "host": {
         "cpu_model": "Intel(R) Xeon(R) Processor", "cpu_flags": ["avx2", "amx_int8"]}}))
-    assert hosts_text(read_runs(tmp_path / "first"), ["avx2"]) == (
+    assert hosts_text(read_runs(tmp_path / "first"), {"cpu_flags": ["avx2"]}) == (
         "The servers of these runs ran on a host (Intel(R) Xeon(R) Processor) with CPU features avx2, amx_int8, not "
         "the host that timed the profiles (avx2) (some of them did not say).")
     # the second anytime @ 100 ran with other parameters: not a repeat of the first

@@ -7,7 +7,8 @@ Why a module of its own: the sweep's runs are read in the evaluation layer
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping
+from typing import Any
 
 import pandas as pd
 from scipy.stats import fisher_exact
@@ -227,14 +228,14 @@ def started_text(runs: pd.DataFrame) -> str:
     return f"from {times.min():%Y-%m-%d %H:%M} UTC" if len(times) else "at a time not recorded"
 
 
-def hosts_text(runs: pd.DataFrame, profile_flags: Sequence[str] | None) -> str:
+def hosts_text(runs: pd.DataFrame, profile_environment: Mapping[str, Any] | None) -> str:
     """The hosts a set of LoadGen runs' servers said they ran on, against the host that timed the profiles
     (:func:`planner.analysis.hosts.host_phrase`), as a sentence; empty where no server said (servers
     before they described their host)."""
     recorded = runs["host"].dropna().unique() if "host" in runs else []
     if not len(recorded):
         return ""
-    phrases = list(dict.fromkeys(host_phrase(json.loads(h), profile_flags) for h in recorded))
+    phrases = list(dict.fromkeys(host_phrase(json.loads(h), profile_environment) for h in recorded))
     unsaid = " (some of them did not say)" if runs["host"].isna().any() else ""
     return f"The servers of these runs ran on {'; and on '.join(phrases)}{unsaid}."
 
