@@ -231,3 +231,34 @@ def test_the_late_sample_says_where_holding_both_lowers_the_bound(tmp_path, monk
         assert read_late_work_bound("full", TASK) is None
     (folder / "late_record_sst2.json").write_text(json.dumps({"profiles_sha256": "aaa"}))
     assert len(read_late_work_bound("full", TASK)) == 3
+
+
+def test_the_ceiling_is_the_share_of_the_clairvoyant_bound_the_work_bound_leaves_over_complete_cells():
+    from planner.analysis.bounds import ceiling_cells, ceiling_text
+    from planner.analysis.results import scorecard, grid_cells
+    runs = _runs(workloads=("steady", "bursty"))  # clairvoyant 0.9 at 2 ms, 1.0 at 5 ms in both cells
+    work = pd.DataFrame([dict(workload=w, load=0.5, deadline_ms=d, seed=s, work_bound=v + 0.02 * s)
+                         for w, values in (("steady", (0.45, 0.99)), ("bursty", (0.42, 0.7)))
+                         for d, v in zip((2.0, 5.0), values) for s in (0, 1)])
+    ceilings = ceiling_cells(runs, work, TASK).set_index("workload")
+    # steady: (0.46 + min(1.0, 1.0)) / 1.9; bursty: (0.43 + 0.71) / 1.9 (the mean over seeds, as the share's)
+    assert ceilings.loc["steady", "ceiling"] == pytest.approx(1.46 / 1.9)
+    assert ceilings.loc["bursty", "ceiling"] == pytest.approx(1.14 / 1.9)
+    # a cell whose work bound misses a seed, or a deadline, is left out; no work bound, no ceiling
+    partial = ceiling_cells(runs, work[~((work["workload"] == "bursty") & (work["seed"] == 1))], TASK)
+    assert set(partial["workload"]) == {"steady"}
+    gap = ceiling_cells(runs, work[~((work["workload"] == "bursty") & (work["deadline_ms"] == 5.0))], TASK)
+    assert set(gap["workload"]) == {"steady"}
+    assert ceiling_cells(runs, None, TASK).empty and ceiling_cells(runs, work, "cifar10").empty
+    # the scorecard averages it over the same cells as the share, and the text says whether a target is open
+    card = scorecard(grid_cells(runs.assign(late_rate=0.0)), ceiling_cells(runs, work, TASK))
+    assert card.iloc[0]["mean_ceiling"] == pytest.approx((1.46 + 1.14) / 2 / 1.9)
+    assert np.isnan(scorecard(grid_cells(runs.assign(late_rate=0.0)), gap.assign(task=TASK)).iloc[0]["mean_ceiling"])
+    text = ceiling_text(card, ceiling_cells(runs, work, TASK), target=0.95)
+    assert f"can expect at most {(1.46 + 1.14) / 3.8:.3f} of the clairvoyant bound" in text
+    assert "from 0.600 on bursty at load 0.5 to 0.768 on steady at load 0.5" in text
+    assert "out of reach of every such policy" in text
+    # anytime's share: (0.4 + 0.9) / 1.9 in both cells, as a part of the ceiling
+    assert f"anytime's 0.684 is {(1.3 / 1.9) / ((1.46 + 1.14) / 3.8):.1%} of that most" in text
+    assert "within reach" in ceiling_text(card, ceiling_cells(runs, work, TASK), target=0.5)
+    assert ceiling_text(card.assign(mean_ceiling=np.nan), pd.DataFrame(), target=0.95) == ""

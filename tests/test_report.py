@@ -731,3 +731,16 @@ def test_bound_gap_text_sets_the_bounds_ceiling_against_the_best_single_configur
     assert "0.20 at 2 ms (0.100 of 0.500), 0.67 at 50 ms (0.600 of 0.900)" in text
     assert f"would reach {ceiling['best_single']:.3f} of the bound" in text
     assert results.bound_gap_text(pd.DataFrame(rows).query("method == 'anytime'"), bundle, "sst2") == ""
+
+
+def test_the_scorecard_table_shows_the_ceiling_only_where_every_cell_has_one():
+    runs = _runs().assign(late_rate=0.002)
+    bound = runs.query("method == 'anytime'").assign(method="clairvoyant", effective_accuracy=1.0)
+    cells = results.grid_cells(pd.concat([runs, bound], ignore_index=True))
+    ceilings = cells[["task", "workload", "load"]].assign(ceiling=0.9)
+    with_it = results.grid_scorecard_markdown(results.scorecard(cells, ceilings), "quick")
+    without = results.grid_scorecard_markdown(results.scorecard(cells), "quick")
+    row = [line for line in with_it.splitlines() if line.startswith("| sst2")][0].split(" | ")
+    assert row[4:6] == [f"{0.83:.3f}", "0.900"]  # the share, then the most an example-blind policy can expect
+    assert [line for line in without.splitlines() if line.startswith("| sst2")][0].split(" | ")[5] == "—"
+    assert "most an example-blind policy can expect" in with_it.splitlines()[0] and "target was 95%" in with_it

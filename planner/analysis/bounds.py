@@ -336,6 +336,14 @@ def no_queue_text(light: pd.DataFrame, grid: pd.DataFrame, task: str) -> str:
             + (f"; even then it is furthest below it at {worst}." if worst else "."))
 
 
+def _work_means(work: pd.DataFrame) -> pd.Series:
+    """The work bound's mean over the seeds per (workload, load, deadline), ``work``; only where as many
+    seeds were bounded as anywhere (a run that stopped part-way bounds fewer)."""
+    keys = [*CELL, "deadline_ms"]
+    seeds = work.groupby(keys)["seed"].nunique()
+    return work.groupby(keys)["work_bound"].mean()[seeds == seeds.max()].rename("work")
+
+
 def work_cells(cells: pd.DataFrame, work: pd.DataFrame | None) -> pd.DataFrame:
     """:func:`chance_cells`' ``cells`` with the work bound beside them: ``work``, its mean over the
     seeds of each (workload, load, deadline) (``work``: :func:`read_work_bound`), ``queue_lowest``, the
@@ -345,14 +353,72 @@ def work_cells(cells: pd.DataFrame, work: pd.DataFrame | None) -> pd.DataFrame:
     if cells.empty or work is None or work.empty:
         return pd.DataFrame()
     keys = [*CELL, "deadline_ms"]
-    seeds = work.groupby(keys)["seed"].nunique()
-    mean = work.groupby(keys)["work_bound"].mean()[seeds == seeds.max()].rename("work")
-    out = cells.merge(mean.reset_index(), on=keys, how="inner")
+    out = cells.merge(_work_means(work).reset_index(), on=keys, how="inner")
     complete = out.groupby(CELL)["deadline_ms"].transform("size") == cells.groupby(CELL)["deadline_ms"].size().max()
     out = out[complete].copy()
     out["queue_lowest"] = np.minimum(out["clairvoyant"], out["work"])
     out["queue_limited"] = np.minimum(out["limited_lowest"], out["work"])
     return out.reset_index(drop=True)
+
+
+def ceiling_cells(runs: pd.DataFrame, work: pd.DataFrame | None, task: str) -> pd.DataFrame:
+    """Per (workload, load) cell of ``task`` (``task``, ``workload``, ``load``, ``ceiling``): the most of the
+    clairvoyant bound that a policy which neither sees the requests' examples nor foresees its service
+    draws (every online method here) can expect there, averaged as the scorecard averages a share: the
+    cell's mean over its deadlines of the lower of the work bound and the clairvoyant bound (each a mean
+    over the seeds), over its mean of the clairvoyant bound. Only cells whose every deadline has the
+    work bound of every seed; empty without the work bound (``work``: :func:`read_work_bound`).
+
+    Why: the study's target share of the clairvoyant bound is out of reach of every such policy where
+    this is below it, however well it schedules; the clairvoyant bound credits routing each request by
+    its own correctness and the fastest draw of every batch, which none of them can use."""
+    part = runs[runs["task"] == task]
+    bound = bound_method(part["method"])
+    empty = pd.DataFrame(columns=["task", *CELL, "ceiling"])
+    if work is None or work.empty or bound is None:
+        return empty
+    keys = [*CELL, "deadline_ms"]
+    clairvoyant = part[part["method"] == bound].groupby(keys)["effective_accuracy"].mean().rename("clairvoyant")
+    both = clairvoyant.reset_index().merge(_work_means(work).reset_index(), on=keys, how="inner").set_index(CELL)
+    bounded, needed = both.groupby(level=CELL).size(), clairvoyant.groupby(level=CELL).size()
+    complete = bounded.index[bounded.to_numpy() == needed.reindex(bounded.index).to_numpy()]
+    if complete.empty:
+        return empty
+    both = both.loc[complete]
+    both["lower"] = np.minimum(both["clairvoyant"], both["work"])
+    per_cell = both.groupby(level=CELL)[["lower", "clairvoyant"]].mean()
+    return (per_cell["lower"] / per_cell["clairvoyant"]).rename("ceiling").reset_index().assign(task=task)[
+        ["task", *CELL, "ceiling"]]
+
+
+def scorecard_ceilings(preset: str, runs: pd.DataFrame) -> pd.DataFrame:
+    """:func:`ceiling_cells` of every task of ``runs``, with the preset's work bound (where computed)."""
+    frames = [ceiling_cells(runs, read_work_bound(preset, task), task) for task in sorted(set(runs["task"]))]
+    frames = [f for f in frames if not f.empty]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["task", *CELL, "ceiling"])
+
+
+def ceiling_text(card: pd.DataFrame, ceilings: pd.DataFrame, target: float) -> str:
+    """The book's sentences on the scorecard's ceiling (``card``: :func:`planner.analysis.results.scorecard`
+    with ``ceilings``, :func:`scorecard_ceilings`) per task: the most of the clairvoyant bound such a
+    policy can expect, from its lowest cell to its highest, whether the study's ``target`` share is
+    within it, and the proposed method's share as a part of it."""
+    sentences = []
+    for r in card.itertuples(index=False):
+        part = ceilings[ceilings["task"] == r.task] if not ceilings.empty else ceilings
+        if not r.mean_ceiling == r.mean_ceiling or part.empty:
+            continue
+        low, high = part.loc[part["ceiling"].idxmin()], part.loc[part["ceiling"].idxmax()]
+        reach = ("which puts the target of {:.0%} of it out of reach of every such policy, however it schedules"
+                 if r.mean_ceiling < target else "which leaves the target of {:.0%} of it within reach").format(target)
+        sentences.append(
+            f"On {r.task}, a policy that neither sees the requests' examples nor foresees its service draws can "
+            f"expect at most {r.mean_ceiling:.3f} of the clairvoyant bound, averaged over the {len(part)} cells as "
+            f"the scorecard averages a share (the lower of the work bound and the clairvoyant bound over the "
+            f"clairvoyant bound; from {low['ceiling']:.3f} on {low['workload']} at load {low['load']:g} to "
+            f"{high['ceiling']:.3f} on {high['workload']} at load {high['load']:g}), {reach}; {PLANNER_METHOD}'s "
+            f"{r.mean_share_of_bound:.3f} is {r.mean_share_of_bound / r.mean_ceiling:.1%} of that most.")
+    return " ".join(sentences)
 
 
 def work_shares(cells: pd.DataFrame) -> tuple[float, float]:
@@ -391,7 +457,8 @@ def work_text(cells: pd.DataFrame, task: str, total_cells: int) -> str:
             f"{share_by.iloc[-1]:.3f} on {share_by.index[-1]}. {check}")
 
 
-__all__ = ["NO_QUEUE_METHODS", "Shares", "cell_shares", "chance_cells", "chance_shares", "chance_text",
+__all__ = ["NO_QUEUE_METHODS", "Shares", "ceiling_cells", "ceiling_text", "cell_shares", "chance_cells", "chance_shares",
+           "chance_text", "scorecard_ceilings",
            "late_work_text", "limited_margin_text", "limited_margins", "no_queue_dir", "no_queue_text",
            "read_late_work_bound", "read_no_queue", "read_work_bound", "work_bound_dir", "work_bound_stale", "work_cells",
            "work_shares", "work_text"]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from planner.analysis import results
+from planner.analysis import bounds, results
 from planner.paths import REPO_ROOT
 
 BLOCKS = ("key-results", "training")
@@ -35,8 +35,9 @@ def render(preset: str, name: str = "key-results") -> str:
     if name == "training":
         return training_markdown(results.training_record(preset)[0], preset)
     markers(name)
+    ceilings = bounds.scorecard_ceilings(preset, results.load_runs(preset))
     return "\n\n".join([results.key_results_markdown(results.key_results(preset), preset),
-                        results.grid_scorecard_markdown(results.grid_scorecard(preset), preset)])
+                        results.grid_scorecard_markdown(results.grid_scorecard(preset, ceilings), preset)])
 
 
 def training_markdown(trained: pd.DataFrame, preset: str) -> str:
