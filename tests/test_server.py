@@ -676,10 +676,29 @@ def test_the_budget_section_reads_each_pair_of_runs_and_skips_a_pair_without_bud
     parts, table = budget_section({"relaxed": (read_runs(tmp_path / "as_is"), read_runs(tmp_path / "budget")),
                                    "tight": (read_runs(tmp_path / "tight"), read_runs(tmp_path / "tight_budget"))})
     assert list(table["targets"].unique()) == ["relaxed"]
-    assert parts[0].startswith("**At relaxed latency targets** (5 ms; path quantile 0.5)")
-    assert "With the budget, the two methods compare so:" in parts
+    assert parts[0].startswith("**At relaxed latency targets, less the path's median** (5 ms)")
+    assert "With the budget, LoadGen's verdicts and the two methods compare so:" in parts
+    # the figure LoadGen judges, with the budget and without
+    summary = tmp_path / "budget" / "sst2_anytime_100qps" / "mlperf_log_summary.txt"
+    summary.write_text(summary.read_text().replace("12500000", "4800000"))
+    parts, _ = budget_section({"relaxed": (read_runs(tmp_path / "as_is"), read_runs(tmp_path / "budget"))})
+    assert ("On sst2, `anytime`'s 99th-percentile latency at the client over the rates: 4.8-4.8 ms with the "
+            "budget; 12.5-12.5 ms sent as is (target 5 ms); with the budget it was within the target at 1 rate(s) "
+            "that LoadGen still judged INVALID by its early-stopping rule: on the queries run, those over the target "
+            "were too many for it to be sure that fewer than 1% would be.") in " ".join(parts)
+    assert any(p.startswith("On sst2 with a latency target of 5 ms (1 rates), LoadGen judged the `anytime` server "
+                            "INVALID at every rate tried") for p in parts)  # the verdicts with the budget
     assert parts[-1].startswith("For `anytime`, the budget changed the effective accuracy by +0.500 on average at "
-                                "the relaxed targets.")
+                                "the relaxed targets less the path's median.")
+    # a second pair of the same kind, at another quantile, is told apart by its qualifier and its quantile
+    for run in (tmp_path / "budget").iterdir():
+        (run / "settings.json").write_text(json.dumps({"path_quantile": 0.99, "latency_percentile": 0.99}))
+    tail, _ = budget_section({"relaxed, tail": (read_runs(tmp_path / "as_is"), read_runs(tmp_path / "budget"))},
+                             compare=())
+    assert tail[0].startswith("**At relaxed latency targets, less the path's 99th percentile** (5 ms)")
+    assert not any("LoadGen's verdicts" in p for p in tail)
+    assert tail[-1].startswith("For `anytime`, the budget changed the effective accuracy by +0.500 on average at "
+                               "the relaxed targets less the path's 99th percentile.")
     assert budget_section({"relaxed": (read_runs(tmp_path / "as_is"), read_runs(tmp_path / "none"))})[0] == []
 
 
@@ -751,3 +770,24 @@ def test_where_the_budget_costs_a_method_the_book_names_what_it_served_with_and_
     [sentence] = budget_cost_text(budget_comparison(budgeted, as_sent), budgeted, as_sent)
     assert sentence.startswith("At 300 queries/s on sst2, `seed_p95` with the budget served `small-batch` for 100%")
     assert "`large-batch` for 100% with the whole 5 ms" in sentence
+
+
+def test_a_run_loadgen_ended_before_its_minimum_duration_is_named_as_invalid_whatever_its_latencies(tmp_path):
+    """1,000 queries at 300 queries/s last 3.3 s: LoadGen calls such a run INVALID for its length, and the
+    book must not read that verdict as a latency failure."""
+    pytest.importorskip("mlperf_loadgen", reason="mlcommons-loadgen is not installed")
+    from planner.analysis.sweep import short_runs_text
+    from planner.evaluation.loadgen import read_runs
+
+    for qps, line in ((100, "  Min duration satisfied : Yes\n"), (300, "  Min duration satisfied : NO\n"), (50, "")):
+        _loadgen_point(tmp_path / "sweep", "anytime", qps, 180, 200)
+        summary = tmp_path / "sweep" / f"sst2_anytime_{qps}qps" / "mlperf_log_summary.txt"
+        summary.write_text(summary.read_text().replace("  Early stopping", line + "  Early stopping"))
+    runs = read_runs(tmp_path / "sweep").set_index("target_qps")
+    assert runs.loc[100, "min_duration_met"] is True and runs.loc[300, "min_duration_met"] is False
+    assert runs.loc[50, "min_duration_met"] is None  # a summary without the line says nothing either way
+    text = short_runs_text({"sweep": read_runs(tmp_path / "sweep"), "other": read_runs(tmp_path / "none")})
+    assert text == ("LoadGen ended 1 run(s) before its minimum duration, and judged them INVALID whatever their "
+                    "latencies: sweep/sst2_anytime_300qps.")
+    assert short_runs_text({"sweep": read_runs(tmp_path / "sweep").query("target_qps != 300")}) == ""
+

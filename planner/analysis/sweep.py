@@ -7,7 +7,7 @@ Why a module of its own: the sweep's runs are read in the evaluation layer
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -15,6 +15,7 @@ from scipy.stats import fisher_exact
 
 from planner.analysis.hosts import host_phrase
 from planner.analysis.stats import holm
+from planner.evaluation.loadgen import sweep_summary as loadgen_summary
 
 
 def rate_comparison(runs: pd.DataFrame, method: str, baseline: str, alpha: float = 0.05) -> pd.DataFrame:
@@ -90,6 +91,70 @@ def set_comparison(runs: pd.DataFrame, reference: pd.DataFrame, alpha: float = 0
     return out[["method", *[c for c in out.columns if c != "method"]]]
 
 
+def verdict_text(card: pd.DataFrame) -> list[str]:
+    """One sentence per row of :func:`planner.evaluation.loadgen.sweep_summary`'s ``card``: up to which
+    rate LoadGen accepted the method (MLPerf's Server figure) and what it delivered there, and the
+    verdict and delivery at the highest rate tried."""
+    sentences = []
+    for r in card.itertuples(index=False):
+        where = (f"LoadGen accepted the `{r.method}` server up to {r.max_valid_qps:g} queries/s, where it delivered an "
+                 f"effective accuracy of {r.effective_accuracy_at_max_valid:.3f} (shed {r.shed_at_max_valid:.1%})"
+                 if r.max_valid_qps == r.max_valid_qps else
+                 f"LoadGen judged the `{r.method}` server INVALID at every rate tried")
+        sentences.append(f"On {r.task} with a latency target of {r.target_latency_ms:g} ms ({r.n_rates} rates), {where}; "
+                         f"at the highest rate tried, {r.top_qps:g} queries/s, it was {r.top_result} with an effective "
+                         f"accuracy of {r.effective_accuracy_at_top:.3f} (shed {r.shed_at_top:.1%}).")
+    return sentences
+
+
+def short_runs_text(runs: Mapping[str, pd.DataFrame]) -> str:
+    """A sentence naming the runs (``runs``: :func:`planner.evaluation.loadgen.read_runs` per folder) that
+    LoadGen ended before its minimum duration, which it judges INVALID whatever their latencies (a fixed
+    number of queries at a high rate lasts less than the minimum); empty when every run lasted it, or
+    when the runs predate the record of it."""
+    short = [f"{folder}/{r.run}" for folder, frame in runs.items()
+             if not frame.empty and "min_duration_met" in frame
+             for r in frame[frame["min_duration_met"].eq(False)].itertuples(index=False)]
+    if not short:
+        return ""
+    return (f"LoadGen ended {len(short)} run(s) before its minimum duration, and judged them INVALID whatever their "
+            f"latencies: {', '.join(short)}.")
+
+
+def tail_text(as_is: pd.DataFrame, budgeted: pd.DataFrame, method: str) -> str:
+    """How the budget moved ``method``'s 99th-percentile latency at the client, the figure LoadGen judges,
+    per task: its range over the rates with the budget and sent as is, against the latency target."""
+    sentences = []
+    for task, part in budgeted[budgeted["method"] == method].groupby("task", sort=True):
+        before = as_is[(as_is["method"] == method) & (as_is["task"] == task)]
+        if before.empty:
+            continue
+        span = "; ".join(f"{frame['lat_p99_ms'].min():.1f}-{frame['lat_p99_ms'].max():.1f} ms {label}"
+                         for label, frame in (("with the budget", part), ("sent as is", before)))
+        targets = ", ".join(f"{t:g} ms" for t in sorted(part["target_latency_ms"].unique()))
+        # within the target, yet INVALID: LoadGen's early stopping must be sure of the percentile, not see it
+        unsure = part[(part["lat_p99_ms"] <= part["target_latency_ms"]) & (part["result"] != "VALID")
+                      & ~part["early_stopping_met"].astype(bool)]
+        allowed = 1 - float(part["latency_percentile"].max())
+        unsure_note = (f"; with the budget it was within the target at {len(unsure)} rate(s) that LoadGen still "
+                       f"judged INVALID by its early-stopping rule: on the queries run, those over the target were "
+                       f"too many for it to be sure that fewer than {allowed:.0%} would be" if len(unsure) else "")
+        sentences.append(f"On {task}, `{method}`'s 99th-percentile latency at the client over the rates: {span} "
+                         f"(target {targets}){unsure_note}.")
+    return " ".join(sentences)
+
+
+def _quantile_words(quantile: float) -> str:
+    """The path quantile a budget took off, in words (0.5: its median)."""
+    if quantile == 0.5:
+        return "median"
+    percent = 100 * quantile
+    last = percent % 10
+    suffix = {1: "st", 2: "nd", 3: "rd"}.get(int(last), "th") if last == int(last) and not 10 < percent % 100 < 14 \
+        else "th"
+    return f"{percent:g}{suffix} percentile"
+
+
 def budget_comparison(budgeted: pd.DataFrame, as_sent: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
     """:func:`set_comparison` of each method's runs that sent each deadline less the client-server path
     (``budgeted``, :mod:`planner.serving.budget`) against its runs that sent it as is (``as_sent``):
@@ -136,14 +201,17 @@ def budget_cost_text(table: pd.DataFrame, budgeted: pd.DataFrame, as_sent: pd.Da
 
 
 def budget_section(pairs: dict[str, tuple[pd.DataFrame, pd.DataFrame]], method: str = "anytime",
-                   baseline: str = "seed_p95", shed_note: float = 0.5) -> tuple[list[str], pd.DataFrame]:
-    """The book's account of the path budget: ``pairs`` maps a name of latency targets ("relaxed",
-    "tight") to (runs sent as is, runs with the budget), as :func:`planner.evaluation.loadgen.read_runs`
-    reads them. Returns the paragraphs (per pair: the path, :func:`budget_text`, the cost to the other
-    rules, where ``method`` shed more than ``shed_note`` of its queries, and for "relaxed" the two
-    methods compared with the budget; last, ``method``'s mean change per pair) and the pairs' tables of
-    :func:`budget_comparison` (a ``targets`` column names the pair). Empty when no pair has both runs."""
-    parts, tables = [], []
+                   baseline: str = "seed_p95", shed_note: float = 0.5,
+                   compare: Sequence[str] = ("relaxed",)) -> tuple[list[str], pd.DataFrame]:
+    """The book's account of the path budget: ``pairs`` maps a kind of latency targets ("relaxed",
+    "tight"; a qualifier after a comma, "relaxed, tail", keeps two pairs of one kind apart) to (runs
+    sent as is, runs with the budget), as :func:`planner.evaluation.loadgen.read_runs` reads them.
+    Returns the paragraphs (per pair: the path, :func:`budget_text`, the cost to the other rules,
+    where ``method`` shed more than ``shed_note`` of its queries, and for the pairs named in
+    ``compare`` LoadGen's verdicts and the two methods compared with the budget; last, ``method``'s mean
+    change per pair) and the pairs' tables of :func:`budget_comparison` (a ``targets`` column names the
+    pair). Empty when no pair has both runs."""
+    parts, tables, described = [], [], {}
     for name, (as_is, budgeted) in pairs.items():
         if as_is.empty or budgeted.empty or "path_quantile" not in as_is or "path_quantile" not in budgeted:
             continue
@@ -152,12 +220,17 @@ def budget_section(pairs: dict[str, tuple[pd.DataFrame, pd.DataFrame]], method: 
         if table.empty:
             continue
         targets = ", ".join(f"{t:g} ms" for t in sorted(table["target_latency_ms"].unique()))
-        quantiles = ", ".join(f"{q:g}" for q in sorted(budgeted["path_quantile"].astype(float).unique()))
+        taken = sorted(budgeted["path_quantile"].astype(float).unique())
+        quantiles = " and ".join(f"the path's {_quantile_words(q)}" for q in taken)
+        kind = name.split(",")[0].strip()
+        described[name] = f"at the {kind} targets less {quantiles}"
         parts.append(
-            f"**At {name} latency targets** ({targets}; path quantile {quantiles}): sent as is, the path added a "
+            f"**At {kind} latency targets, less {quantiles}** ({targets}): sent as is, the path added a "
             f"median {as_is['path_added_p50_ms'].median():.2f} ms to an answer; the budget sent a median deadline "
             f"{(budgeted['target_latency_ms'] - budgeted['budget_p50_ms']).median():.2f} ms shorter than the target.")
         parts.extend(budget_text(table))
+        if tail := tail_text(as_is, budgeted, method):
+            parts.append(tail)
         cost = budget_cost_text(table[table["method"] != method], budgeted, as_is)  # the method's own: below
         if cost:
             parts.append("A rule that does not look at the queue can lose by the budget: a tighter deadline moves "
@@ -171,10 +244,11 @@ def budget_section(pairs: dict[str, tuple[pd.DataFrame, pd.DataFrame]], method: 
                 parts.append(
                     f"With the budget the `{method}` server shed {r.shed:.1%} of the queries at {r.target_qps:g} "
                     f"queries/s on {r.task} (median deadline sent {r.budget_p50_ms:.2f} ms of {r.target_latency_ms:g}): "
-                    f"a deadline cut by the path's median leaves no configuration its admission rule accepts; sent "
+                    f"a deadline cut by {quantiles} leaves no configuration its admission rule accepts; sent "
                     f"with the whole deadline, {before:.1%} of the queries completed within it at the client.")
-        if name == "relaxed":
-            parts.append("With the budget, the two methods compare so:")
+        if name in compare:
+            parts.append("With the budget, LoadGen's verdicts and the two methods compare so:")
+            parts.extend(verdict_text(loadgen_summary(budgeted)))
             parts.extend(comparison_text(rate_comparison(budgeted, method, baseline), method, baseline))
         tables.append(table.assign(targets=name))
     if not tables:
@@ -183,7 +257,7 @@ def budget_section(pairs: dict[str, tuple[pd.DataFrame, pd.DataFrame]], method: 
     mine = every[every["method"] == method].groupby("targets", sort=False)["difference"].mean()
     if len(mine):
         parts.append(f"For `{method}`, the budget changed the effective accuracy by " + " and ".join(
-            f"{d:+.3f} on average at the {name} targets" for name, d in mine.items()) + ". The clients send deadlines "
+            f"{d:+.3f} on average {described[name]}" for name, d in mine.items()) + ". The clients send deadlines "
             "as is unless told otherwise; planning with the path's distribution, not one quantile of it, is left open.")
     return parts, every
 

@@ -307,6 +307,8 @@ def read_runs(folder: Path) -> pd.DataFrame:
             "result": summary.get("Result is", ""),
             "latency_constraint_met": summary.get("Performance constraints satisfied", "") == "Yes",
             "early_stopping_met": summary.get("Early stopping satisfied", "") == "Yes",
+            # LoadGen judges a run shorter than its minimum duration INVALID whatever its latencies
+            "min_duration_met": {"Yes": True, "NO": False}.get(summary.get("Min duration satisfied", "")),
             "target_qps": float(summary.get("target_qps", "nan")),
             "completed_qps": float(summary.get("Completed samples per second", "nan")),
             "target_latency_ms": _ns_to_ms(summary, "target_latency (ns)"),

@@ -12,7 +12,9 @@ the server's ``latency_ms`` for it) over a window of the latest ones, and sends 
 ``deadline - quantile(path)``: deadline propagation, as an RPC caller passes its remaining budget to
 the callee. The median (the default) moves the server's plan by what the path usually costs and
 leaves the path's spread to the server's own late-share control; a high quantile would make every
-request pay the path's tail, and at a deadline the path nearly fills would leave no budget at all.
+request pay the path's tail, and at a deadline the path nearly fills would leave no budget at all;
+but LoadGen judges the client's 99th percentile, which the tail decides (the validation chapter runs
+the sweep with either: ``sweep_budget/``, ``sweep_budget_tail/``).
 Before the first answer, a request goes out with its whole deadline. A request whose budget would be
 below :data:`MIN_BUDGET_SHARE` of its deadline goes out with that share (the API needs a positive
 deadline), so the server sheds it at once with a reason rather than the client dropping it unseen.
