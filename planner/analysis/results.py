@@ -604,11 +604,6 @@ def scorecard(cells: pd.DataFrame, ceilings: pd.DataFrame | None = None) -> pd.D
     return pd.DataFrame(rows)
 
 
-def grid_scorecard(preset: str, ceilings: pd.DataFrame | None = None) -> pd.DataFrame:
-    """:func:`scorecard` of a preset's evaluation runs (with ``ceilings``, where given)."""
-    return scorecard(grid_cells(load_runs(preset)), ceilings)
-
-
 def grid_scorecard_markdown(card: pd.DataFrame, preset: str) -> str:
     """The scorecard as Markdown under the key-results table (README and book)."""
     lines = [f"| task | cells (workloads × loads) | {PLANNER_METHOD} ≥ best other − {SCORECARD_MARGIN:g} | worst cell "

@@ -149,9 +149,8 @@ def _quantile_words(quantile: float) -> str:
     if quantile == 0.5:
         return "median"
     percent = 100 * quantile
-    last = percent % 10
-    suffix = {1: "st", 2: "nd", 3: "rd"}.get(int(last), "th") if last == int(last) and not 10 < percent % 100 < 14 \
-        else "th"
+    whole = percent == int(percent) and not 10 < percent % 100 < 14  # 11th to 13th, and 99.5th, take "th"
+    suffix = {1: "st", 2: "nd", 3: "rd"}.get(int(percent) % 10, "th") if whole else "th"
     return f"{percent:g}{suffix} percentile"
 
 

@@ -35,9 +35,10 @@ def render(preset: str, name: str = "key-results") -> str:
     if name == "training":
         return training_markdown(results.training_record(preset)[0], preset)
     markers(name)
-    ceilings = bounds.scorecard_ceilings(preset, results.load_runs(preset))
+    runs = results.load_runs(preset)
+    card = results.scorecard(results.grid_cells(runs), bounds.scorecard_ceilings(preset, runs))
     return "\n\n".join([results.key_results_markdown(results.key_results(preset), preset),
-                        results.grid_scorecard_markdown(results.grid_scorecard(preset, ceilings), preset)])
+                        results.grid_scorecard_markdown(card, preset)])
 
 
 def training_markdown(trained: pd.DataFrame, preset: str) -> str:

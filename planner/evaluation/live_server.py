@@ -161,7 +161,6 @@ def serving_text(out_dir: Path, tasks: Sequence[str]) -> str:
     return stale_serving_note(min(revisions), "The server runs", staged) if revisions else ""
 
 
-
 def recorded_hosts(out_dir: Path, tasks: Sequence[str]) -> dict[str, dict[str, Any] | None]:
     """The host each task's server runs were measured on (the record's latest start-up), None for a
     record older than host records; tasks without a record are left out. Why here: the record's layout
@@ -172,6 +171,7 @@ def recorded_hosts(out_dir: Path, tasks: Sequence[str]) -> dict[str, dict[str, A
             startups = json.loads(record.read_text()).get("startups") or [{}]
             hosts[t] = startups[-1].get("host")
     return hosts
+
 
 # ---------------------------------------------------------------- one server run
 
