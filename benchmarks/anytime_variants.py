@@ -65,6 +65,14 @@ trial simulations of that one cell:
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/anytime_variants.py --out --study expected_arrivals \
         --reference preset --variant off='{"expected_arrivals": false, "arrival_model": "poisson"}' --jobs 2
 
+The ``shed_frees_time`` study (2026-12-07, development examples) compares valuing a shed request as taking
+no server time (a head-batch member below the cut-off makes room for the next one, as the serving rule
+fills a batch; one behind the head batch that would be late at the median is shed when its turn comes)
+with the rule before, where each held its place (``before``):
+
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/anytime_variants.py --out --study shed_frees_time \
+        --reference before --variant before='{"shed_frees_time": false}' --jobs 2
+
 The ``preset`` runs of the first study were copied into the other folders before they ran
 (:func:`planner.analysis.tuning.reusable_runs` accepts them: same seeds, parameters and examples).
 Each (task, variant) is written as soon as it finishes (``--out``), keyed by its full parameters,

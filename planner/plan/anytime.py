@@ -75,7 +75,17 @@ delivered on time among the requests it is about to affect, with four ingredient
    whole batch (the queue is a request or two at moderate load) and served nothing, pick after pick,
    although a cheaper configuration met every cut-off (measured live, SST-2 over HTTP at 50 q/s,
    20 ms: the last 100 of 1,000 queries almost all shed). With it, a high ``q`` moves the choice
-   to the cheaper path instead of shedding.
+   to the cheaper path instead of shedding. With ``shed_frees_time`` such a member also takes no
+   place: the serving rule fills the batch from the requests behind it
+   (:func:`planner.serving.batching.pick_batch`), so the valuation does too and those behind move up;
+   and a position behind the head batch that the continuation would finish after its deadline (at
+   the median) is valued as shed when its turn comes, taking no server time, instead of as served
+   late in the way of those behind it. Why: valued in place, an oldest request too late for every
+   cut-off held up the whole window, no candidate was worth anything, the choice fell to the drain
+   configuration, and its larger cut-off shed every waiting request while the server stood idle
+   (simulated, CIFAR-10 at 2 ms, load 1.3: requests with 1.3-1.7 ms of slack shed beside a 0.9 ms
+   configuration); and a choice that served the oldest request would be charged for every hopeless
+   one behind it, so a slower batch that shed them all looked as good.
    Shedding must not blind the calibration: the scale only comes down from batches served, so once a
    slowdown (a CPU hog, a stale start-up prior) pushes the shed threshold above every deadline, a
    policy that sheds everything would never observe that the machine has recovered (measured live:
@@ -101,9 +111,9 @@ delivered on time among the requests it is about to affect, with four ingredient
    accurate, at least as large a batch, no slower at every quantile): dominance survives a common
    scale, so the pruned set is rebuilt only when per-configuration residuals move. A decision is one
    compiled pass (:func:`planner.plan.anytime_kernel.best_candidate`) over the (front x quantiles x
-   window) finish times, cached per (servers, head size); the member cut-offs (item 3) enter it as a
-   vector kept per observation, applied to the head-batch positions. The pass replaced a dozen numpy
-   calls whose per-call overhead dominated a decision, and chooses exactly as they did.
+   window) finish times, cached per servers (one table per number of requests left, up to the largest
+   batch); the member cut-offs (item 3) enter it as a vector kept per observation, applied while the
+   head batch fills. The pass replaced a dozen numpy calls whose per-call overhead dominated a decision.
 """
 
 from __future__ import annotations
@@ -234,7 +244,7 @@ class AnytimePolicy(OnlinePolicy):
                  late_target: float | None = None, late_step: float = 0.02, continuation: bool = True,
                  switch_aware: bool = True, accuracy_tolerance: float = 0.0, arrival_spread: bool = True,
                  cancel_at_deadline: bool = True, stoppable_quantile: float | None = None,
-                 arrival_model: str = "poisson", name: str = "anytime"):
+                 arrival_model: str = "poisson", shed_frees_time: bool = False, name: str = "anytime"):
         if isinstance(lookahead, bool) or not isinstance(lookahead, (int, np.integer)) or lookahead < 1:
             raise PlannerError(f"lookahead must be an integer >= 1, got {lookahead!r}")
         self.task, self.lookahead, self.halflife, self.name = task, int(lookahead), float(halflife), name
@@ -270,6 +280,8 @@ class AnytimePolicy(OnlinePolicy):
             raise PlannerError(f"arrival_model must be one of {ARRIVAL_MODELS}, and other than 'poisson' needs "
                                f"expected_arrivals, got {arrival_model!r} (expected_arrivals={self.expected_arrivals})")
         self.arrival_model = arrival_model
+        self.shed_frees_time = bool(shed_frees_time)
+        self._skip_q = QUANTILES.index(0.5) if self.shed_frees_time else -1
         self.needs = PolicyNeeds(lookahead=self.lookahead, observes=True, sheds=self.shed,
                                  early_answers=self.early_answers, cancels=self.cancel_at_deadline,
                                  arrival_history=GAP_MEMORY if arrival_model == "empirical" else 0)
@@ -348,55 +360,70 @@ class AnytimePolicy(OnlinePolicy):
         self._q = scaled[front]                      # (C, Q) at the machine scale 1
         self._rounds: dict[int, np.ndarray] = {}
         self._rl: dict[int, np.ndarray] = {}
-        self._ct: dict[tuple[int, int], np.ndarray] = {}
+        self._ct: dict[int, tuple] = {}  # per servers: (tables, which are built)
         self._drain = int(np.argmax(self._batch / self._q[:, QUANTILES.index(0.5)]))
         self._max_batch = int(self._batch.max())
         self._fastest_low = float(self._q[:, 0].min())
         self._front_index = {c: i for i, c in enumerate(self._ids)}
         self._front_rows = front
         self._no_extra = np.zeros(self._q.shape, dtype=np.float32)
-        self._head = (np.arange(self.lookahead)[None, :] < self._batch[:, None]).astype(np.int32)  # (C, lookahead)
         self._cut: np.ndarray | None = None
         if hasattr(self, "switch_"):
             self._refresh_switch_extra()
 
     def _round_latency(self, servers: int) -> np.ndarray:
-        """(C, Q, lookahead): rounds to reach each window position times each latency quantile
-        (positions innermost and contiguous, so the per-decision comparison streams through memory)."""
+        """(1, C, Q, lookahead): rounds to reach each window position times each latency quantile
+        (positions innermost and contiguous, so the per-decision comparison streams through memory);
+        one table whatever is left to serve."""
         table = self._rl.get(servers)
         if table is None:
             p = np.arange(self.lookahead)
             batches = -(-(p[None, :] + 1) // self._batch[:, None])   # ceil((p + 1) / B)
             rounds = -(-batches // servers)                           # ceil(batches / k)
-            table = self._rl[servers] = np.ascontiguousarray(self._q[:, :, None] * rounds[:, None, :], dtype=np.float32)
+            table = self._rl[servers] = np.ascontiguousarray(
+                (self._q[:, :, None] * rounds[:, None, :])[None], dtype=np.float32)
         return table
 
     def _continuation_latency(self, servers: int, waiting: int) -> np.ndarray:
-        """(C, Q, lookahead) finish times when candidate ``c`` serves
-        only the head batch (the first ``min(B_c, waiting)`` positions, done after ``X_c``) and every
-        later position is served after it at the per-item service time this policy has been
-        achieving (:meth:`observe`; before any, the drain configuration's):
-        ``X_c / k + (p - n_c + 1) * item / k``. Cached per (servers, head size) and rebuilt with the
-        front (every ``refront_every`` observations), so ``item`` is the estimate at the last rebuild. Why: a slow configuration costs the requests behind it
-        the server time it takes, which valuing the whole window at ``c`` misses when the window is
-        short (light load, arrivals still to come); and the positions behind are served by what the
-        policy will choose for them, not by the fastest configuration (too hopeful: more late)."""
-        key = (servers, min(waiting, self._max_batch))
-        table = self._ct.get(key)
-        if table is None:
-            p = np.arange(self.lookahead)
-            head_n = np.minimum(self._batch, key[1])[:, None]                        # (C, 1)
-            after = np.maximum(p[None, :] - head_n, 0)                                # tail index
-            if self._item_ms is not None:
-                tail = (after + 1) * (self._item_ms / servers)                        # (C, W)
-            else:
-                drain_rounds = -(-(-(-(after + 1) // int(self._batch[self._drain]))) // servers)
-                tail = drain_rounds * self._q[self._drain, QUANTILES.index(0.5)]
-            head = p[None, :] < head_n                                                # (C, W)
-            x = self._q[:, :, None]                                                   # (C, Q, 1)
-            finish = np.where(head[:, None, :], x, x / servers + tail[:, None, :])
-            table = self._ct[key] = np.ascontiguousarray(finish, dtype=np.float32)
-        return table
+        """(H, C, Q, lookahead) finish times when candidate ``c`` serves only the head batch (the
+        first ``min(B_c, w)`` of the ``w`` requests it leaves in, done after ``X_c``) and every later
+        one is served after it at the per-item service time this policy has been achieving
+        (:meth:`observe`; before any, the drain configuration's): ``X_c / k + (p - n_c + 1) * item / k``;
+        one table per ``w`` up to the largest batch (``H`` of them: with ``shed_frees_time`` a
+        candidate's cut-off sheds some of the ``waiting`` requests, and each candidate reads the table
+        of what it leaves). Tables are built when a decision first needs one (with ``shed_frees_time``
+        all of them; without, only that for ``waiting``, which is all such a decision reads) and kept
+        per servers until the front is rebuilt (every ``refront_every`` observations), so ``item`` is
+        the estimate when they were built. Why: a slow configuration costs the requests behind it the server
+        time it takes, which valuing the whole window at ``c`` misses when the window is short (light
+        load, arrivals still to come); and the positions behind are served by what the policy will
+        choose for them, not by the fastest configuration (too hopeful: more late)."""
+        entry = self._ct.get(servers)
+        if entry is None:
+            shape = (self._max_batch + 1, len(self._batch), len(QUANTILES), self.lookahead)
+            entry = self._ct[servers] = (np.zeros(shape, dtype=np.float32), [False] * shape[0])
+        tables, built = entry
+        top = min(waiting, self._max_batch)
+        if not built[top]:
+            # with shed_frees_time every table at once: candidates that shed different numbers of the
+            # waiting read different tables, which must hold the same per-item time to be compared
+            for left in (range(len(built)) if self.shed_frees_time else (top,)):
+                tables[left], built[left] = self._finish_table(servers, left), True
+        return tables
+
+    def _finish_table(self, servers: int, left: int) -> np.ndarray:
+        """(C, Q, lookahead): :meth:`_continuation_latency`'s table for ``left`` requests left to serve."""
+        p = np.arange(self.lookahead)
+        head_n = np.minimum(self._batch, left)[:, None]                               # (C, 1)
+        after = np.maximum(p[None, :] - head_n, 0)                                    # tail index
+        if self._item_ms is not None:
+            tail = (after + 1) * (self._item_ms / servers)                            # (C, W)
+        else:
+            drain_rounds = -(-(-(-(after + 1) // int(self._batch[self._drain]))) // servers)
+            tail = drain_rounds * self._q[self._drain, QUANTILES.index(0.5)]
+        head = p[None, :] < head_n                                                    # (C, W)
+        x = self._q[:, :, None]                                                       # (C, Q, 1)
+        return np.where(head[:, None, :], x, x / servers + tail[:, None, :]).astype(np.float32)
 
     def _record_deadline(self, deadline_ms: float) -> None:
         """Remember the relative deadlines met at the head: the expected arrivals take the recent mix
@@ -559,8 +586,8 @@ class AnytimePolicy(OnlinePolicy):
               n_pad: int, pad_deadlines: np.ndarray, pad_arrival: np.ndarray) -> tuple[int, float]:
         """:func:`best_candidate` over this policy's front: one call site, so the warm call at fit passes
         the very argument types a decision passes (numba compiles one version per type signature)."""
-        return best_candidate(finish, extra, self._cutoffs(), self._head, slacks, machine, spacing, n_pad,
-                              pad_deadlines, pad_arrival, self._acc, self._drain, self.continuation)
+        return best_candidate(finish, extra, self._cutoffs(), self._batch, slacks, machine, spacing, n_pad,
+                              pad_deadlines, pad_arrival, self._acc, self._drain, self.continuation, self._skip_q)
 
     def front_ids(self) -> list[str]:
         """The configurations the policy can pick now (right after :meth:`fit`: its front at the profile's

@@ -93,6 +93,10 @@ class AnytimeParams(MethodParams):
     # the law of the expected arrivals' times: "poisson" (the recent rate) or "empirical" (the recent gaps'
     # own law, a renewal process conditioned on the time since the last arrival; planner.plan.arrivals)
     arrival_model: Literal["poisson", "empirical"] = "poisson"
+    # value a shed request as taking no server time: a head-batch member below the cut-off makes room for
+    # the next one (as the serving rule fills a batch), and one behind the head batch that would be late at
+    # the median when its turn comes is shed then (False: each holds its place, the rule before 2026-12-07)
+    shed_frees_time: bool = False
     # the service-time calibration's starting factor: the machine's speed now over the profile's.
     # 1 in the simulator (its service times come from the profile itself); a live replay sets it
     # from the re-timed reference (planner.profile.reference, planner.evaluation.live_fault)
