@@ -358,7 +358,6 @@ class AnytimePolicy(OnlinePolicy):
         self._acc = self._all_acc[front]
         self._batch = self._all_batch[front]
         self._q = scaled[front]                      # (C, Q) at the machine scale 1
-        self._rounds: dict[int, np.ndarray] = {}
         self._rl: dict[int, np.ndarray] = {}
         self._ct: dict[int, tuple] = {}  # per servers: (tables, which are built)
         self._drain = int(np.argmax(self._batch / self._q[:, QUANTILES.index(0.5)]))

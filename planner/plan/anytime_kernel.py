@@ -57,11 +57,7 @@ def best_candidate(finish: np.ndarray, extra: np.ndarray, cut: np.ndarray, batch
     2026-12-07, kept for the study that compares them (benchmarks/anytime_variants.py) and the results
     made with it.
 
-    Why the shed take no place: valued in place, a head shed by the cut-off held up every position
-    behind it, so when the oldest waiting requests had too little slack for any candidate no
-    candidate was worth anything, the policy fell to the drain configuration, and its larger cut-off
-    shed the whole queue, requests with ample slack included, while the server stood idle
-    (CIFAR-10 at 2 ms: 64 % of a load-1.3 trace shed, the server idle 10 % of the time).
+    Why the shed take no place: see ``shed_frees_time`` in :mod:`planner.plan.anytime` (item 3).
 
     Speed (why the loops look as they do): the requests a candidate keeps are first packed into its
     places (their reaches, contiguous), so the comparisons read both arrays in order; a member shed
