@@ -149,3 +149,28 @@ def test_a_probe_chooses_at_the_hopeful_speed_so_that_its_request_is_served():
     chosen = policy(_ctx(3.0))
     assert chosen == single and policy.member_cutoff_ms(chosen) < 3.0  # and serves it
     assert policy.member_cutoff_ms(drain) > 3.0  # the drain's batch would have shed it
+
+
+@pytest.mark.parametrize("geometric", [False, True])
+def test_the_profiles_own_two_humped_draws_teach_scale_one_only_against_their_geometric_mean(geometric):
+    """A configuration whose time has two humps (a cascade: most requests stop at the first stage, some
+    pay the second too) has its median in the lower hump. The log-space calibration settles at the mean
+    log ratio, so against the median its own profile's draws teach a scale above 1 (here about
+    exp(0.3 * log 3) = 1.39); against the geometric mean they teach 1."""
+    from bundles import toy_bundle
+
+    ids = np.arange(N_EXAMPLES)
+    rng = np.random.default_rng(1)
+    draws = np.where(rng.random(2000) < 0.3, 3.0, 1.0) * rng.lognormal(0.0, 0.02, 2000)
+    bundle = toy_bundle(TASK, [{"model": "minilm-l3", "batch_size": 1, "correct": ids % 10 < 8, "samples_ms": draws}])
+    policy = anytime(bundle, TASK, geometric_reference=geometric)
+    (config,) = policy.table_["config_id"]
+    log_scales = []
+    for ms in rng.choice(draws, 6000):
+        policy.observe(config, 1, float(ms))
+        log_scales.append(np.log(policy.estimator_.scale(config)))
+    learned = np.exp(np.mean(log_scales[2000:]))  # after the start, averaged over the estimate's swings
+    if geometric:
+        assert learned == pytest.approx(1.0, abs=0.08)
+    else:
+        assert learned == pytest.approx(3.0 ** 0.3, abs=0.1)

@@ -596,6 +596,10 @@ def test_loadgen_runs_name_the_parameters_they_ran_with_and_a_changed_preset_is_
                               "seed_p95": {"percentile": 95}})
     assert "`anytime` ran before arrival_spread existed (the preset now: arrival_spread True)" in note
     assert "None" not in note
+    # one added since at the value that does what the method did before it existed is no change; another is
+    recorded = {"late_step": 0.01, "late_target": 0.009}
+    assert params_note(runs, {"anytime": {**recorded, "geometric_reference": False}}) == ""
+    assert "geometric_reference True" in params_note(runs, {"anytime": {**recorded, "geometric_reference": True}})
 
 
 def _loadgen_point(folder, policy: str, qps: int, n_correct: int, n: int, config_id: str = "c") -> None:

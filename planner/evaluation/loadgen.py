@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from planner.evaluation.provenance import METHOD_PARAMS_FILE, recorded_params
-from planner.plan.registry import changed_params, describe_params
+from planner.plan.registry import as_recorded, changed_params, describe_params
 from planner.serving.budget import BudgetError, DeadlineBudget
 from planner.serving.clients import http_client
 from planner.serving.api import STATUS_OF
@@ -369,9 +369,11 @@ def stale_params_note(ran: dict[str, dict], current: dict[str, dict]) -> str:
     the present method; empty when none differs."""
     parts = []
     for method in sorted(ran):
-        before, now = ran[method], current.get(method)
+        now = current.get(method)
         if now is None:
             continue
+        # a parameter added since, at the value it ran with then (one the preset does not name is not compared)
+        before = {k: v for k, v in as_recorded(method, ran[method]).items() if k in ran[method] or k in now}
         changed = changed_params(before, now)
         if not changed:
             continue

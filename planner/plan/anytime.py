@@ -42,8 +42,11 @@ delivered on time among the requests it is about to affect, with four ingredient
 2. **Online calibration.** :class:`ServiceTimeEstimator` keeps a machine-wide scale and a
    per-configuration residual (exponentially weighted, in log space) from the service times the
    server reports after every batch (``observe``); ``X_c`` is the profiled distribution times that
-   scale. A start-up scale (re-timed reference, see :mod:`planner.profile.reference`) sets the
-   prior before the first request. In the simulator the estimator sees simulated service times, in
+   scale. An observation is compared with the profile's median (with ``geometric_reference``, its
+   geometric mean: the centre a log-space average of the profile's own draws settles at, which for a
+   cascade's two-humped times is not the median; the preset keeps the median, see that study). A
+   start-up scale (re-timed reference, see :mod:`planner.profile.reference`) sets the prior before
+   the first request. In the simulator the estimator sees simulated service times, in
    live replay the measured ones: the same code.
 3. **Admission and anytime answers.** A waiting request whose slack is below the fastest
    configuration's low quantile (:meth:`AnytimePolicy.shed_below_ms`) is shed at once with a reason,
@@ -164,7 +167,8 @@ def expected_arrival_times(n: int, spread: bool) -> np.ndarray:
 class ServiceTimeEstimator:
     """Current service time of each configuration relative to its profile, learned online.
 
-    ``log(observed / profiled median)`` of every finished batch updates a machine-wide log-scale
+    ``log(observed / reference)`` of every finished batch (``reference_ms``: the profile's median, or its
+    geometric mean, see the policy's ``geometric_reference``) updates a machine-wide log-scale
     (all configurations slow down together when the CPU is shared or throttled) and a residual of
     that configuration (exponentially weighted with ``halflife`` observations). ``scale(c)`` is
     ``exp(global + residual_c)``; a configuration never observed follows the machine.
@@ -244,7 +248,8 @@ class AnytimePolicy(OnlinePolicy):
                  late_target: float | None = None, late_step: float = 0.02, continuation: bool = True,
                  switch_aware: bool = True, accuracy_tolerance: float = 0.0, arrival_spread: bool = True,
                  cancel_at_deadline: bool = True, stoppable_quantile: float | None = None,
-                 arrival_model: str = "poisson", shed_frees_time: bool = False, name: str = "anytime"):
+                 arrival_model: str = "poisson", shed_frees_time: bool = False,
+                 geometric_reference: bool = False, name: str = "anytime"):
         if isinstance(lookahead, bool) or not isinstance(lookahead, (int, np.integer)) or lookahead < 1:
             raise PlannerError(f"lookahead must be an integer >= 1, got {lookahead!r}")
         self.task, self.lookahead, self.halflife, self.name = task, int(lookahead), float(halflife), name
@@ -282,6 +287,7 @@ class AnytimePolicy(OnlinePolicy):
         self.arrival_model = arrival_model
         self.shed_frees_time = bool(shed_frees_time)
         self._skip_q = QUANTILES.index(0.5) if self.shed_frees_time else -1
+        self.geometric_reference = bool(geometric_reference)
         self.needs = PolicyNeeds(lookahead=self.lookahead, observes=True, sheds=self.shed,
                                  early_answers=self.early_answers, cancels=self.cancel_at_deadline,
                                  arrival_history=GAP_MEMORY if arrival_model == "empirical" else 0)
@@ -304,7 +310,12 @@ class AnytimePolicy(OnlinePolicy):
         stoppable = np.isin(runtime, CANCELLABLE_RUNTIMES) & (self._all_batch == 1)
         self._all_try_ms = np.full(len(self._all_ids), np.inf) if self.stoppable_quantile is None else \
             np.where(stoppable, self._all_q[:, QUANTILES.index(self.stoppable_quantile)], np.inf)
-        self._reference = dict(zip(self._all_ids, grid.loc[table["config_id"], 0.5].to_numpy(dtype=float)))
+        # what an observation is compared with: the log-space calibration settles at the mean log ratio,
+        # so a profile's own draws teach scale 1 only against its geometric mean (see ServiceTimeEstimator)
+        centre = samples.groupby("config_id")["latency_ms"].agg(lambda x: float(np.exp(np.log(x).mean()))) \
+            if self.geometric_reference else grid[0.5]
+        self._reference = dict(zip(self._all_ids, centre.loc[table["config_id"]].to_numpy(dtype=float)))
+        self._median = dict(zip(self._all_ids, grid.loc[table["config_id"], 0.5].to_numpy(dtype=float)))
         self._no_pad = np.zeros(0, dtype=np.float32)  # no expected arrivals to value
         self._pad_arrival = expected_arrival_times(EXPECTED_ARRIVALS, self.arrival_spread)
         self.fresh()
@@ -472,10 +483,10 @@ class AnytimePolicy(OnlinePolicy):
         would teach a faster machine the more often batches are cut short, and ignored, a slowdown
         that cuts every batch short (a CPU hog) would never be learned. It is not a late answer (none
         was sent), so the late share the cut-off is steered by does not move."""
-        reference = self.estimator_.reference_ms.get(config_id)
-        if reference is None or not (math.isfinite(ran_ms) and ran_ms > 0):
+        median = self._median.get(config_id)
+        if median is None or not (math.isfinite(ran_ms) and ran_ms > 0):
             return
-        if ran_ms > reference * self.estimator_.scale(config_id):
+        if ran_ms > median * self.estimator_.scale(config_id):
             self.estimator_.observe(config_id, ran_ms)
             self._cut = None
 

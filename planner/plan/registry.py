@@ -97,6 +97,10 @@ class AnytimeParams(MethodParams):
     # the next one (as the serving rule fills a batch), and one behind the head batch that would be late at
     # the median when its turn comes is shed then (False: each holds its place, the rule before 2026-12-07)
     shed_frees_time: bool = False
+    # compare each observed service time with its configuration's geometric mean in the profile, not its
+    # median: the log-space calibration then learns scale 1 from the profile's own draws whatever their
+    # shape (a cascade's, two-humped, taught 0.82x-1.42x against the median; False: the median, as before)
+    geometric_reference: bool = False
     # the service-time calibration's starting factor: the machine's speed now over the profile's.
     # 1 in the simulator (its service times come from the profile itself); a live replay sets it
     # from the re-timed reference (planner.profile.reference, planner.evaluation.live_fault)
@@ -302,6 +306,19 @@ def params_record(methods: Iterable[str], params: Mapping[str, MethodParams] | N
     JSON-ready: written beside a measurement so that it names what it ran with."""
     given = params or {}
     return {m: (given.get(m) or method_params(m, None)).model_dump(mode="json") for m in methods}
+
+
+# Parameters added to a method after runs that record their parameters were made, each with the value that
+# does what the method did before it existed: a record without it ran with that value, so it is no change
+# (planner.evaluation.loadgen.stale_params_note). A parameter whose addition changed what the method does
+# (the preset set it otherwise) is not listed: records without it did run differently.
+AS_BEFORE_ADDED: dict[str, dict[str, Any]] = {"anytime": {"geometric_reference": False}}
+
+
+def as_recorded(method: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """A record's ``params`` of ``method`` with every parameter added since (:data:`AS_BEFORE_ADDED`) at
+    the value it ran with then."""
+    return {**AS_BEFORE_ADDED.get(method, {}), **params}
 
 
 def changed_params(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
