@@ -372,8 +372,7 @@ def stale_params_note(ran: dict[str, dict], current: dict[str, dict]) -> str:
         now = current.get(method)
         if now is None:
             continue
-        # a parameter added since, at the value it ran with then (one the preset does not name is not compared)
-        before = {k: v for k, v in as_recorded(method, ran[method]).items() if k in ran[method] or k in now}
+        before = as_recorded(method, ran[method], now)  # a parameter added since, at the value it ran with then
         changed = changed_params(before, now)
         if not changed:
             continue

@@ -125,6 +125,7 @@ import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from scipy.stats import gmean
 
 from planner.plan.anytime_kernel import best_candidate
 from planner.plan.arrivals import GAP_MEMORY, EmpiricalArrivals
@@ -312,10 +313,8 @@ class AnytimePolicy(OnlinePolicy):
             np.where(stoppable, self._all_q[:, QUANTILES.index(self.stoppable_quantile)], np.inf)
         # what an observation is compared with: the log-space calibration settles at the mean log ratio,
         # so a profile's own draws teach scale 1 only against its geometric mean (see ServiceTimeEstimator)
-        centre = samples.groupby("config_id")["latency_ms"].agg(lambda x: float(np.exp(np.log(x).mean()))) \
-            if self.geometric_reference else grid[0.5]
+        centre = samples.groupby("config_id")["latency_ms"].agg(gmean) if self.geometric_reference else grid[0.5]
         self._reference = dict(zip(self._all_ids, centre.loc[table["config_id"]].to_numpy(dtype=float)))
-        self._median = dict(zip(self._all_ids, grid.loc[table["config_id"], 0.5].to_numpy(dtype=float)))
         self._no_pad = np.zeros(0, dtype=np.float32)  # no expected arrivals to value
         self._pad_arrival = expected_arrival_times(EXPECTED_ARRIVALS, self.arrival_spread)
         self.fresh()
@@ -483,10 +482,10 @@ class AnytimePolicy(OnlinePolicy):
         would teach a faster machine the more often batches are cut short, and ignored, a slowdown
         that cuts every batch short (a CPU hog) would never be learned. It is not a late answer (none
         was sent), so the late share the cut-off is steered by does not move."""
-        median = self._median.get(config_id)
-        if median is None or not (math.isfinite(ran_ms) and ran_ms > 0):
+        i = self._all_index.get(config_id)
+        if i is None or not (math.isfinite(ran_ms) and ran_ms > 0):
             return
-        if ran_ms > median * self.estimator_.scale(config_id):
+        if ran_ms > self._all_q[i, QUANTILES.index(0.5)] * self.estimator_.scale(config_id):
             self.estimator_.observe(config_id, ran_ms)
             self._cut = None
 

@@ -315,10 +315,11 @@ def params_record(methods: Iterable[str], params: Mapping[str, MethodParams] | N
 AS_BEFORE_ADDED: dict[str, dict[str, Any]] = {"anytime": {"geometric_reference": False}}
 
 
-def as_recorded(method: str, params: Mapping[str, Any]) -> dict[str, Any]:
-    """A record's ``params`` of ``method`` with every parameter added since (:data:`AS_BEFORE_ADDED`) at
-    the value it ran with then."""
-    return {**AS_BEFORE_ADDED.get(method, {}), **params}
+def as_recorded(method: str, params: Mapping[str, Any], now: Mapping[str, Any]) -> dict[str, Any]:
+    """A record's ``params`` of ``method`` with each parameter added since (:data:`AS_BEFORE_ADDED`) that
+    ``now`` (the parameters it is compared with) names, at the value it ran with then."""
+    added = AS_BEFORE_ADDED.get(method, {})
+    return {**{k: v for k, v in added.items() if k in now}, **params}
 
 
 def changed_params(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
