@@ -16,77 +16,48 @@ in mean effective accuracy over cells (a cell: the mean over its deadlines and s
 1 % of requests late (the issue's limit) (:func:`planner.analysis.tuning.compare_variants`).
 Simulation only.
 
-Each study has a folder of its own (``--study``, under results/full/benchmarks/anytime_variants/).
-The first three studies were re-run on development examples on 2026-12-06, on the preset of
-that day (``late_step`` 0.01, ``accuracy_tolerance`` 0.02, expected arrivals spread), so each
-variant is that preset with the parameters named changed (the first three commands below, one after the
-other, ``--jobs 2`` on 2 cores). The ``late_step`` study (the step moved 0.01 -> 0.03 on
-2026-12-03 and back to 0.01 on 2026-12-06, both times on scored-part runs of development seeds):
-
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/anytime_variants.py --out --study late_step \
-        --reference preset --variant step03='{"late_step": 0.03}' --variant start08='{"member_quantile": 0.8}' \
-        --variant target07='{"late_target": 0.007}' \
-        --variant step02start08='{"late_step": 0.02, "member_quantile": 0.8}'
-
-The ``arrival_spread`` study compares the expected arrivals spread as a Poisson process's arrival
-times (the default since 2026-12-05) with evenly spaced ones:
-
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/anytime_variants.py --out --study arrival_spread \
-        --reference spaced --variant spaced='{"arrival_spread": false}'
-
-The ``accuracy_tolerance`` study (0.02, the preset since 2026-12-05, against 0.002, ``previous``):
-
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/anytime_variants.py --out --study accuracy_tolerance \
-        --reference previous --variant previous='{"accuracy_tolerance": 0.002}' \
-        --variant tol005='{"accuracy_tolerance": 0.005}' --variant tol01='{"accuracy_tolerance": 0.01}' \
-        --variant tol015='{"accuracy_tolerance": 0.015}' --variant tol03='{"accuracy_tolerance": 0.03}'
-
-The ``late_target`` study (2026-12-06, development examples from the start) compares the late-share
-target, chosen in 2026-12-02 on the evaluation's own grid, with others:
+Each study has a folder of its own (``--study``, under results/full/benchmarks/anytime_variants/),
+and ``benchmarks/anytime_studies.sh`` runs them all, with the commands that made them. One, for example:
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/anytime_variants.py --out --study late_target \
-        --reference preset --variant target05='{"late_target": 0.005}' --variant target07='{"late_target": 0.007}' \
-        --variant target08='{"late_target": 0.008}' --variant target095='{"late_target": 0.0095}'
+        --reference preset --variant target05='{"late_target": 0.005}' --variant target07='{"late_target": 0.007}'
 
-The ``stoppable_quantile`` study (2026-12-06, development examples, with the server stopping calls at
-the deadline) compares the member cut-off of one-request ONNX Runtime calls at their own quantile with
-the usual steered cut-off (``preset``: none, the preset of that day):
+Every study was re-run on 2026-12-08 (that script, 55 min on 2 cores) on the preset of that day, with
+each development cell at the evaluation's arrival rate (:func:`planner.analysis.tuning.load_reference`).
+Before, a development cell's load was a share of the capacity of the configuration the seed rule picks
+on the development half's accuracies, and at some deadlines that was another configuration than the
+evaluation's (CIFAR-10: at 2 ms 1.6 times the evaluation's rate, at 50 ms a twelfth of it; SST-2 at 35
+ms 2.4 times it), so those cells were other loads. What each study asks, and when it first ran:
 
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/anytime_variants.py --out --study stoppable_quantile \
-        --reference preset --variant stop05='{"stoppable_quantile": 0.05}' \
-        --variant stop25='{"stoppable_quantile": 0.25}' --variant stop50='{"stoppable_quantile": 0.5}' \
-        --variant stop65='{"stoppable_quantile": 0.65}'
+- ``late_step`` (2026-12-03, re-run on development examples 2026-12-06): the late controller's step
+  (0.01 -> 0.03 on 2026-12-03, back to 0.01 on 2026-12-06), the member cut-off's starting quantile and
+  the late-share target.
+- ``late_target`` (2026-12-06): the late-share target, chosen on 2026-12-02 on the evaluation's own grid.
+- ``arrival_spread`` (2026-12-05): the expected arrivals spread as a Poisson process's arrival times
+  (the default since that day) against evenly spaced ones.
+- ``accuracy_tolerance`` (2026-12-05): 0.02, the preset since that day, against 0.002 (``previous``).
+- ``stoppable_quantile`` (2026-12-06): the member cut-off of one-request ONNX Runtime calls the server
+  can stop at their own quantile (0.5 in the preset since that day) against the steered one (``none``).
+- ``expected_arrivals`` (2026-12-07): whether padding the window with the expected arrivals still pays
+  once the simulator serves cascades stage by stage (live, in the CIFAR-10 fault replay at 5 ms, the
+  policy without them served ResNet18 more and scored higher in trial simulations of that one cell).
+- ``arrival_model`` (2026-12-07): the expected arrivals from the trace's observed gaps (``empirical``,
+  the preset) against a Poisson process at the observed rate.
+- ``shed_frees_time`` (2026-12-07): a shed request valued as taking no server time (a head-batch member
+  below the cut-off makes room for the next one, as the serving rule fills a batch; one behind the head
+  batch that would be late at the median is shed when its turn comes) against holding its place
+  (``before``).
+- ``geometric_reference`` (2026-12-07): each observed service time compared with its configuration's
+  geometric mean in the profile instead of its median. The log-space calibration settles at the mean log
+  ratio, so against the median a cascade's own profiled draws (two humps: the first stage alone, or both)
+  teach it 0.82x-1.42x its speed (x1.17 for SST-2's MiniLM-L3 > MiniLM-L6 @ 0.7, x1.42 for CIFAR-10's
+  MobileNetV2 > ResNet18 @ 0.7), and a plain model's about 1.
 
-The ``expected_arrivals`` study (2026-12-07, development examples, the simulator serving cascades stage
-by stage) asks whether padding the window with the expected arrivals still pays: live, in the CIFAR-10
-fault replay (5 ms, steady load), the policy without them served ResNet18 more and scored higher in
-trial simulations of that one cell:
-
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/anytime_variants.py --out --study expected_arrivals \
-        --reference preset --variant off='{"expected_arrivals": false, "arrival_model": "poisson"}' --jobs 2
-
-The ``shed_frees_time`` study (2026-12-07, development examples) compares valuing a shed request as taking
-no server time (a head-batch member below the cut-off makes room for the next one, as the serving rule
-fills a batch; one behind the head batch that would be late at the median is shed when its turn comes)
-with the rule before, where each held its place (``before``):
-
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/anytime_variants.py --out --study shed_frees_time \
-        --reference before --variant before='{"shed_frees_time": false}' --jobs 2
-
-The ``geometric_reference`` study (2026-12-07, development examples) compares each observed service time
-with its configuration's geometric mean in the profile instead of its median. The log-space calibration
-settles at the mean log ratio, so against the median a cascade's own profiled draws (two humps: the first
-stage alone, or both) teach it 0.82x-1.42x its speed (x1.17 for SST-2's MiniLM-L3 > MiniLM-L6 @ 0.7, x1.42 for
-CIFAR-10's MobileNetV2 > ResNet18 @ 0.7), and a plain model's about 1:
-
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/anytime_variants.py --out --study geometric_reference \
-        --reference preset --variant geometric='{"geometric_reference": true}' --jobs 2
-
-The ``preset`` runs of the first study were copied into the other folders before they ran
-(:func:`planner.analysis.tuning.reusable_runs` accepts them: same seeds, parameters and examples).
+The ``preset`` runs of the first study are copied into the other folders before they run
+(:func:`planner.analysis.tuning.reusable_runs` accepts them: same seeds, parameters, examples and rates).
 Each (task, variant) is written as soon as it finishes (``--out``), keyed by its full parameters,
-seeds and examples, so a killed run resumes at the next variant and a changed preset is never read
-as an old run.
+seeds, examples and rates, so a killed run resumes at the next variant and a changed preset is never
+read as an old run.
 """
 
 from __future__ import annotations
@@ -101,7 +72,8 @@ import pandas as pd
 from planner import config
 from planner.analysis.results import SCORECARD_LATE
 from planner.analysis.results import deadlines as preset_deadlines
-from planner.analysis.tuning import DEVELOPMENT, PRESET, compare_variants, development_bundle, reusable_runs, variants_dir
+from planner.analysis.tuning import (DEVELOPMENT, PRESET, SCORED_RATES, compare_variants, development_bundle, load_reference,
+                                     reusable_runs, variants_dir)
 from planner.paths import results_dir
 from planner.plan.registry import method_params
 from planner.tables import atomic_write
@@ -127,18 +99,21 @@ def _settings(preset: str, seeds: list[int], params: dict):
 def run_variant(preset: str, task: str, name: str, params: dict, seeds: list[int]) -> pd.DataFrame:
     """Every cell of the preset's grid on ``seeds``, served by the anytime policy with ``params``
     (:func:`full_params`) on development examples (:func:`planner.analysis.tuning.development_bundle`:
-    accuracies from one half of the calibration part, requests from the other); one row per cell,
+    accuracies from one half of the calibration part, requests from the other), each cell's trace at
+    the evaluation's arrival rate (:func:`planner.analysis.tuning.load_reference`); one row per cell,
     the evaluation's run columns."""
     from planner.evaluation.grid import grid_cells, resolve_dispatch_overhead, run_cell
     from planner.profile.store import load_bundle
 
     settings = _settings(preset, seeds, params)
-    bundle, pool = development_bundle(load_bundle(preset, None), task)
+    scored = load_bundle(preset, None)
+    bundle, pool = development_bundle(scored, task)
+    rates = load_reference(scored, settings.percentile)  # each cell at the evaluation's own arrival rate
     overhead = resolve_dispatch_overhead(settings, results_dir(preset) / "eval")
-    rows = [run_cell(bundle, cell, task, settings, overhead, [METHOD], example_pool=pool).runs
+    rows = [run_cell(bundle, cell, task, settings, overhead, [METHOD], example_pool=pool, load_reference=rates).runs
             for cell in grid_cells(settings, preset_deadlines(preset)[task])]
     return pd.concat(rows, ignore_index=True).assign(variant=name, params=json.dumps(params, sort_keys=True),
-                                                     examples=DEVELOPMENT)
+                                                     examples=DEVELOPMENT, arrival_rates=SCORED_RATES)
 
 
 def _job(args: tuple) -> tuple[str, str, pd.DataFrame, float]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -25,7 +26,7 @@ def _runs(variant: str, params: dict, accuracy: dict, late: dict) -> pd.DataFram
                 rows.append({"task": "sst2", "variant": variant, "params": json.dumps(params, sort_keys=True),
                              "workload": workload, "load": load, "deadline_ms": deadline, "seed": seed,
                              "effective_accuracy": value, "late_rate": late[(workload, load)],
-                             "examples": tuning.DEVELOPMENT})
+                             "examples": tuning.DEVELOPMENT, "arrival_rates": tuning.SCORED_RATES})
     return pd.DataFrame(rows)
 
 
@@ -147,6 +148,7 @@ def test_each_study_is_read_from_its_own_folder_and_rendered(tmp_path, monkeypat
     assert text.index("Study `late_step`") < text.index("Study `other`")
     assert "development seeds 0, 1" in text and "| previous (reference) |" in text
     assert "requests drawn from half of the calibration part" in text
+    assert "each cell at the evaluation's arrival rate" in text
     assert tuning.studies_markdown("full", ["cifar10"], FAST, 0.01).startswith("This run has no variant study")
 
 
@@ -159,6 +161,9 @@ def test_the_book_says_when_a_study_drew_its_requests_from_the_scored_part(tmp_p
     assert "requests drawn from the scored part" in tuning.studies_markdown("full", ["sst2"], FAST, 0.01)
     runs[runs["variant"] == "step03"].assign(reference="previous").to_csv(folder / "sst2_step03.csv", index=False)
     assert "50% of its runs on development examples" in tuning.studies_markdown("full", ["sst2"], FAST, 0.01)
+    for variant, part in runs.drop(columns="arrival_rates").groupby("variant"):  # written before 2026-12-08
+        part.assign(reference="previous").to_csv(folder / f"sst2_{variant}.csv", index=False)
+    assert "another rate than the evaluation's" in tuning.studies_markdown("full", ["sst2"], FAST, 0.01)
 
 
 def test_committed_variant_runs_load_with_their_full_parameters():
@@ -170,6 +175,7 @@ def test_committed_variant_runs_load_with_their_full_parameters():
         assert runs is not None, study
         assert set(runs["seed"]).isdisjoint(config.preset("full").evaluate.seeds)  # development seeds only
         assert tuning.examples_of(runs) == tuning.DEVELOPMENT, study  # and development examples
+        assert tuning.rates_of(runs) == tuning.SCORED_RATES, study       # at the evaluation's arrival rates
         for params in runs["params"].unique():
             assert {"late_step", "late_target", "member_quantile"} <= set(json.loads(params))
 
@@ -185,6 +191,9 @@ def test_runs_are_reused_only_for_the_same_seeds_and_parameters_and_carry_this_s
     scored = tmp_path / "sst2_scored.csv"
     runs[runs["variant"] == "previous"].drop(columns="examples").to_csv(scored, index=False)
     assert tuning.reusable_runs(scored, [0, 1], REF, "previous") is None     # drawn from the scored part: run again
+    own_rates = tmp_path / "sst2_own_rates.csv"
+    runs[runs["variant"] == "previous"].drop(columns="arrival_rates").to_csv(own_rates, index=False)
+    assert tuning.reusable_runs(own_rates, [0, 1], REF, "previous") is None  # the development bundle's rates: run again
     reused = tuning.reusable_runs(path, [1, 0], REF, "previous")
     assert reused is not None and len(reused) == 12 and set(reused["reference"]) == {"previous"}
     assert set(pd.read_csv(path)["reference"]) == {"previous"}
@@ -213,6 +222,31 @@ def test_development_runs_fit_on_one_calibration_half_and_draw_and_credit_on_the
     assert set(served["example_id"]) <= set(score) and len(set(served["example_id"])) > 0.8 * len(score)
     with pytest.raises(ValueError, match="no predictions for task 'cifar10'"):
         tuning.development_bundle(bundle, "cifar10")
+
+
+def test_a_development_cell_arrives_at_the_evaluations_rate_whatever_its_half_part_accuracies_pick():
+    """The load is a share of the seed rule's configuration's capacity; fitted on half the calibration
+    part, the rule can pick another configuration (on the committed CIFAR-10 profiles at 50 ms, one with a
+    twelfth of the capacity), so a development cell would be another load than the evaluation's cell."""
+    bundle = synthetic_bundle(n_configs=6, n_examples=300)
+    dev, pool = tuning.development_bundle(bundle, "sst2")
+    settings = config.EvaluatePreset.model_validate({
+        "n_requests": 200, "seeds": [0], "loads": [0.8], "workloads": {"steady": {"kind": "poisson"}},
+        "deadlines": {"sst2": [50.0]}, "methods": ["anytime"]})
+    cell = grid.Cell("steady", 0.8, 50.0, 0)
+    scored = grid.run_cell(bundle, cell, "sst2", settings).trace
+    profiles = dev.profiles.copy()
+    capacity = profiles.set_index("config_id")["throughput_items_s"]
+    other = profiles[(profiles["lat_p95_ms"] <= 50.0)
+                     & (profiles["throughput_items_s"] != capacity[scored["reference_config"]])].index[0]
+    profiles.loc[other, "calibration_accuracy"] = 1.0  # the half part's rule now picks another capacity
+    tilted = dataclasses.replace(dev, profiles=profiles)
+    own = grid.run_cell(tilted, cell, "sst2", settings, example_pool=pool).trace
+    assert own["target_rate_rps"] != pytest.approx(scored["target_rate_rps"])
+    matched = grid.run_cell(tilted, cell, "sst2", settings, example_pool=pool,
+                            load_reference=tuning.load_reference(bundle, settings.percentile)).trace
+    assert matched["reference_config"] == scored["reference_config"]
+    assert matched["target_rate_rps"] == scored["target_rate_rps"]
 
 
 def test_a_tolerance_chosen_on_development_examples_is_rescaled_to_the_whole_calibration_part(tmp_path, monkeypatch):

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from planner.paths import results_dir
+from planner.plan.planner import DeadlinePlanner
 from planner.plan.registry import changed_params, describe_params, describe_value
 from planner.schema import PLANNING_ACCURACY, ProfileBundle, measured
 from planner.splits import development_halves, labels_by_example, predicted_ids, predictions_split, task_of
@@ -32,6 +33,12 @@ VARIANT_COLUMNS = ("task", "variant", "params", "workload", "load", "deadline_ms
                    "effective_accuracy", "late_rate")
 DEVELOPMENT = "development"   # the ``examples`` of a run on development examples (:func:`development_bundle`)
 SCORED_EXAMPLES = "scored"    # what a study's runs without an ``examples`` column drew from
+#: the ``arrival_rates`` of runs whose traces arrive at the evaluation's own rates: the load's reference
+#: configuration chosen by the seed rule fitted on the scored bundle (:func:`load_reference`). Runs
+#: without the column (before 2026-12-08) took it from the development bundle, whose half-part
+#: accuracies can pick another configuration, so at some deadlines another rate than the evaluation's
+#: (CIFAR-10 at 50 ms: a twelfth of it; SST-2 at 35 ms: 2.4 times it)
+SCORED_RATES = "scored"
 
 
 def _development_halves(bundle: ProfileBundle, task: str) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
@@ -67,6 +74,22 @@ def development_bundle(bundle: ProfileBundle, task: str) -> tuple[ProfileBundle,
     profiles.loc[rows, "accuracy"] = profiles.loc[rows, "config_id"].map(score_acc).to_numpy(dtype=float)
     development = dataclasses.replace(bundle, profiles=profiles)
     return development, np.intersect1d(predicted_ids(development, task), score)
+
+
+def load_reference(bundle: ProfileBundle, percentile: int) -> DeadlinePlanner:
+    """The seed rule fitted on the scored ``bundle``: its choice at a deadline sets what a load means
+    (:func:`planner.evaluation.grid.run_cell`'s ``load_reference``). A development run serves the
+    development bundle but passes this, so each of its cells arrives at the rate of the evaluation's
+    cell: the studies then compare variants under the loads the evaluation scores them at."""
+    return DeadlinePlanner(percentile).fit(bundle.profiles)
+
+
+def rates_of(runs: pd.DataFrame) -> str:
+    """:data:`SCORED_RATES` when every one of a study's runs arrived at the evaluation's rates, else
+    ``"development"`` (runs written before 2026-12-08, or a mix)."""
+    if "arrival_rates" in runs.columns and len(runs) and (runs["arrival_rates"] == SCORED_RATES).all():
+        return SCORED_RATES
+    return DEVELOPMENT
 
 
 def variants_dir(preset: str, study: str | None = None) -> Path:
@@ -144,14 +167,15 @@ def examples_of(runs: pd.DataFrame) -> str:
 
 def reusable_runs(path: Path, seeds: list[int], params: dict, reference: str) -> pd.DataFrame | None:
     """The runs a study already wrote at ``path``, if they are the ones it would run now (the same
-    seeds and full parameters, on development examples), stamped with this study's ``reference``
-    (rewritten on disk when they carried another, so the book reads the reference the study compared
-    with); None when they must be run (missing, empty, other seeds, parameters or examples). Why: a
+    seeds and full parameters, on development examples at the evaluation's rates), stamped with this
+    study's ``reference`` (rewritten on disk when they carried another, so the book reads the reference
+    the study compared with); None when they must be run (missing, empty, other seeds, parameters,
+    examples or rates). Why: a
     file copied from another study, or a resume under another ``--reference``, holds the right runs
     but the wrong comparison."""
     old = read_rows(path) if Path(path).exists() else None
     if (old is None or not len(old) or set(old["seed"]) != set(seeds) or json.loads(old["params"].iloc[0]) != params
-            or examples_of(old) != DEVELOPMENT):
+            or examples_of(old) != DEVELOPMENT or rates_of(old) != SCORED_RATES):
         return None
     if "reference" not in old or (old["reference"] != reference).any():
         old = old.assign(reference=reference)
@@ -296,8 +320,11 @@ def studies_markdown(preset: str, tasks: list[str], chosen: dict, late_limit: fl
                     if share == 0.0 else
                     f"{share:.0%} of its runs on development examples and the rest on the scored part "
                     f"(a re-run not finished)")
+        rates = ("each cell at the evaluation's arrival rate" if rates_of(runs) == SCORED_RATES else
+                 "arrival rates set by the seed rule fitted on the development half, at some deadlines "
+                 "another rate than the evaluation's (runs before 2026-12-08)")
         parts.append(f"**Study `{study}`** (development seeds {seeds}, {examples}, every cell of the grid, "
-                     f"the policy alone). "
+                     f"{rates}, the policy alone). "
                      f"{verdict}\n\n{variant_table(summary, chosen).to_markdown(index=False)}")
     return "\n\n".join(parts) or "This run has no variant study of the policy's parameters."
 

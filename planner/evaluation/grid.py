@@ -177,11 +177,13 @@ def _base(task: str, settings: EvaluatePreset, cell: Cell) -> dict[str, Any]:
             "queue": settings.queue, "drop_expired": settings.drop_expired}
 
 
-def _cell_trace(bundle: ProfileBundle, state: _Fitted, cell: Cell, task: str,
-                settings: EvaluatePreset) -> tuple[pd.DataFrame, float, str]:
+def _cell_trace(bundle: ProfileBundle, state: _Fitted, cell: Cell, task: str, settings: EvaluatePreset,
+                load_reference: DeadlinePlanner | None = None) -> tuple[pd.DataFrame, float, str]:
     """(trace, arrival rate, reference configuration) of a cell: the load is a share of the seed
-    rule's configuration's capacity at the cell's deadline."""
-    ref_config = state.reference.select(task, float(cell.deadline_ms)).config_id
+    rule's configuration's capacity at the cell's deadline (the rule ``load_reference``, default the
+    one fitted on ``bundle``)."""
+    reference = state.reference if load_reference is None else load_reference
+    ref_config = reference.select(task, float(cell.deadline_ms)).config_id
     rate = rate_for_load(bundle.profiles, ref_config, float(cell.load), settings.servers)
     trace = spec_trace(settings.workloads[cell.workload], rate, settings.n_requests, float(cell.deadline_ms),
                        state.ids, int(cell.seed), name=cell.workload)
@@ -198,11 +200,16 @@ def cell_trace(bundle: ProfileBundle, cell: Cell, task: str, settings: EvaluateP
 
 def run_cell(bundle: ProfileBundle, cell: Cell, task: str, settings: EvaluatePreset, dispatch_overhead_ms: float = 0.0,
              methods: Sequence[str] | None = None, keep_requests: bool = False,
-             example_pool: np.ndarray | None = None) -> CellResult:
+             example_pool: np.ndarray | None = None, load_reference: DeadlinePlanner | None = None) -> CellResult:
     """Generate the cell's trace and serve it with every method (``methods``: a subset, e.g. on resume).
 
     ``example_pool``: the example ids the trace draws from; by default the scored part
     (:func:`example_ids`). A development run (:mod:`planner.analysis.tuning`) passes its own.
+    ``load_reference``: the fitted seed rule whose choice at the cell's deadline defines the load
+    (default: the one fitted on ``bundle``). A development run passes the one fitted on the scored
+    bundle (:func:`planner.analysis.tuning.load_reference`): its bundle's planning accuracies come from
+    half the calibration part, on which the rule can choose another configuration and so set another
+    arrival rate for the same load.
 
     A pure function of its arguments: the trace and every service draw are seeded by the cell's seed
     (and the configuration), so the same cell gives the same rows in any process, in any order. The
@@ -216,7 +223,7 @@ def run_cell(bundle: ProfileBundle, cell: Cell, task: str, settings: EvaluatePre
         raise ValueError(f"methods {unknown} are not among the settings' methods {state.methods}")
     spec = settings.workloads[cell.workload]
     base = _base(task, settings, cell)
-    trace, rate, ref_config = _cell_trace(bundle, state, cell, task, settings)
+    trace, rate, ref_config = _cell_trace(bundle, state, cell, task, settings, load_reference)
     mix = None if not spec.deadline_classes else json.dumps(
         {k: [c.share, c.scale] for k, c in spec.deadline_classes.items()})
     trace_row = {**base, "kind": spec.kind, "target_rate_rps": rate, "reference_config": ref_config,
