@@ -2,7 +2,7 @@
 # Every variant study of the anytime policy (benchmarks/anytime_variants.py), one after the other, on
 # the preset's parameters of the day it runs: what results/<preset>/benchmarks/anytime_variants/ holds.
 #
-#   bash benchmarks/anytime_studies.sh          # preset full, both tasks (55 min on 2 cores, 2026-12-08)
+#   bash benchmarks/anytime_studies.sh          # preset full, both tasks (60 min on 2 cores, 2026-12-08)
 #   ONLY="late_target geometric_reference" bash benchmarks/anytime_studies.sh   # some studies only
 #
 # Why a script: each study compares variants with the preset as it is when the study runs, so after a

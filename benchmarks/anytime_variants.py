@@ -22,8 +22,8 @@ and ``benchmarks/anytime_studies.sh`` runs them all, with the commands that made
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/anytime_variants.py --out --study late_target \
         --reference preset --variant target05='{"late_target": 0.005}' --variant target07='{"late_target": 0.007}'
 
-Every study was re-run on 2026-12-08 (that script, 55 min on 2 cores) on the preset of that day, with
-each development cell at the evaluation's arrival rate (:func:`planner.analysis.tuning.load_reference`).
+Every study was re-run on 2026-12-08 (that script, 60 min on 2 cores) on the preset of that day, with
+each development cell at the evaluation's arrival rate (:func:`planner.evaluation.grid.fit_load_reference`).
 Before, a development cell's load was a share of the capacity of the configuration the seed rule picks
 on the development half's accuracies, and at some deadlines that was another configuration than the
 evaluation's (CIFAR-10: at 2 ms 1.6 times the evaluation's rate, at 50 ms a twelfth of it; SST-2 at 35
@@ -72,8 +72,8 @@ import pandas as pd
 from planner import config
 from planner.analysis.results import SCORECARD_LATE
 from planner.analysis.results import deadlines as preset_deadlines
-from planner.analysis.tuning import (DEVELOPMENT, PRESET, SCORED_RATES, compare_variants, development_bundle, load_reference,
-                                     reusable_runs, variants_dir)
+from planner.analysis.tuning import (DEVELOPMENT, PRESET, SCORED_RATES, compare_variants, development_bundle, reusable_runs,
+                                     variants_dir)
 from planner.paths import results_dir
 from planner.plan.registry import method_params
 from planner.tables import atomic_write
@@ -100,15 +100,15 @@ def run_variant(preset: str, task: str, name: str, params: dict, seeds: list[int
     """Every cell of the preset's grid on ``seeds``, served by the anytime policy with ``params``
     (:func:`full_params`) on development examples (:func:`planner.analysis.tuning.development_bundle`:
     accuracies from one half of the calibration part, requests from the other), each cell's trace at
-    the evaluation's arrival rate (:func:`planner.analysis.tuning.load_reference`); one row per cell,
+    the evaluation's arrival rate (:func:`planner.evaluation.grid.fit_load_reference`); one row per cell,
     the evaluation's run columns."""
-    from planner.evaluation.grid import grid_cells, resolve_dispatch_overhead, run_cell
+    from planner.evaluation.grid import fit_load_reference, grid_cells, resolve_dispatch_overhead, run_cell
     from planner.profile.store import load_bundle
 
     settings = _settings(preset, seeds, params)
     scored = load_bundle(preset, None)
     bundle, pool = development_bundle(scored, task)
-    rates = load_reference(scored, settings.percentile)  # each cell at the evaluation's own arrival rate
+    rates = fit_load_reference(scored, settings.percentile)  # each cell at the evaluation's own arrival rate
     overhead = resolve_dispatch_overhead(settings, results_dir(preset) / "eval")
     rows = [run_cell(bundle, cell, task, settings, overhead, [METHOD], example_pool=pool, load_reference=rates).runs
             for cell in grid_cells(settings, preset_deadlines(preset)[task])]

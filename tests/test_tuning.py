@@ -175,7 +175,7 @@ def test_committed_variant_runs_load_with_their_full_parameters():
         assert runs is not None, study
         assert set(runs["seed"]).isdisjoint(config.preset("full").evaluate.seeds)  # development seeds only
         assert tuning.examples_of(runs) == tuning.DEVELOPMENT, study  # and development examples
-        assert tuning.rates_of(runs) == tuning.SCORED_RATES, study       # at the evaluation's arrival rates
+        assert tuning.at_scored_rates(runs), study       # at the evaluation's arrival rates
         for params in runs["params"].unique():
             assert {"late_step", "late_target", "member_quantile"} <= set(json.loads(params))
 
@@ -244,7 +244,7 @@ def test_a_development_cell_arrives_at_the_evaluations_rate_whatever_its_half_pa
     own = grid.run_cell(tilted, cell, "sst2", settings, example_pool=pool).trace
     assert own["target_rate_rps"] != pytest.approx(scored["target_rate_rps"])
     matched = grid.run_cell(tilted, cell, "sst2", settings, example_pool=pool,
-                            load_reference=tuning.load_reference(bundle, settings.percentile)).trace
+                            load_reference=grid.fit_load_reference(bundle, settings.percentile)).trace
     assert matched["reference_config"] == scored["reference_config"]
     assert matched["target_rate_rps"] == scored["target_rate_rps"]
 

@@ -21,7 +21,6 @@ import numpy as np
 import pandas as pd
 
 from planner.paths import results_dir
-from planner.plan.planner import DeadlinePlanner
 from planner.plan.registry import changed_params, describe_params, describe_value
 from planner.schema import PLANNING_ACCURACY, ProfileBundle, measured
 from planner.splits import development_halves, labels_by_example, predicted_ids, predictions_split, task_of
@@ -34,7 +33,8 @@ VARIANT_COLUMNS = ("task", "variant", "params", "workload", "load", "deadline_ms
 DEVELOPMENT = "development"   # the ``examples`` of a run on development examples (:func:`development_bundle`)
 SCORED_EXAMPLES = "scored"    # what a study's runs without an ``examples`` column drew from
 #: the ``arrival_rates`` of runs whose traces arrive at the evaluation's own rates: the load's reference
-#: configuration chosen by the seed rule fitted on the scored bundle (:func:`load_reference`). Runs
+#: configuration chosen by the seed rule fitted on the scored bundle
+#: (:func:`planner.evaluation.grid.fit_load_reference`). Runs
 #: without the column (before 2026-12-08) took it from the development bundle, whose half-part
 #: accuracies can pick another configuration, so at some deadlines another rate than the evaluation's
 #: (CIFAR-10 at 50 ms: a twelfth of it; SST-2 at 35 ms: 2.4 times it)
@@ -76,20 +76,10 @@ def development_bundle(bundle: ProfileBundle, task: str) -> tuple[ProfileBundle,
     return development, np.intersect1d(predicted_ids(development, task), score)
 
 
-def load_reference(bundle: ProfileBundle, percentile: int) -> DeadlinePlanner:
-    """The seed rule fitted on the scored ``bundle``: its choice at a deadline sets what a load means
-    (:func:`planner.evaluation.grid.run_cell`'s ``load_reference``). A development run serves the
-    development bundle but passes this, so each of its cells arrives at the rate of the evaluation's
-    cell: the studies then compare variants under the loads the evaluation scores them at."""
-    return DeadlinePlanner(percentile).fit(bundle.profiles)
-
-
-def rates_of(runs: pd.DataFrame) -> str:
-    """:data:`SCORED_RATES` when every one of a study's runs arrived at the evaluation's rates, else
-    ``"development"`` (runs written before 2026-12-08, or a mix)."""
-    if "arrival_rates" in runs.columns and len(runs) and (runs["arrival_rates"] == SCORED_RATES).all():
-        return SCORED_RATES
-    return DEVELOPMENT
+def at_scored_rates(runs: pd.DataFrame) -> bool:
+    """Whether every one of a study's runs arrived at the evaluation's rates (:data:`SCORED_RATES`);
+    runs written before 2026-12-08 carry no ``arrival_rates`` column."""
+    return "arrival_rates" in runs.columns and bool(len(runs)) and bool((runs["arrival_rates"] == SCORED_RATES).all())
 
 
 def variants_dir(preset: str, study: str | None = None) -> Path:
@@ -175,7 +165,7 @@ def reusable_runs(path: Path, seeds: list[int], params: dict, reference: str) ->
     but the wrong comparison."""
     old = read_rows(path) if Path(path).exists() else None
     if (old is None or not len(old) or set(old["seed"]) != set(seeds) or json.loads(old["params"].iloc[0]) != params
-            or examples_of(old) != DEVELOPMENT or rates_of(old) != SCORED_RATES):
+            or examples_of(old) != DEVELOPMENT or not at_scored_rates(old)):
         return None
     if "reference" not in old or (old["reference"] != reference).any():
         old = old.assign(reference=reference)
@@ -320,7 +310,7 @@ def studies_markdown(preset: str, tasks: list[str], chosen: dict, late_limit: fl
                     if share == 0.0 else
                     f"{share:.0%} of its runs on development examples and the rest on the scored part "
                     f"(a re-run not finished)")
-        rates = ("each cell at the evaluation's arrival rate" if rates_of(runs) == SCORED_RATES else
+        rates = ("each cell at the evaluation's arrival rate" if at_scored_rates(runs) else
                  "arrival rates set by the seed rule fitted on the development half, at some deadlines "
                  "another rate than the evaluation's (runs before 2026-12-08)")
         parts.append(f"**Study `{study}`** (development seeds {seeds}, {examples}, every cell of the grid, "

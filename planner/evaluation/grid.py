@@ -163,7 +163,7 @@ def _fit(bundle: ProfileBundle, task: str, settings: EvaluatePreset, dispatch_ov
     fitted = _Fitted(methods, prepare(bundle, dispatch_overhead_ms=float(dispatch_overhead_ms)),
                      {m: METHODS[m].fit(bundle, task, settings.percentile, params[m]) for m in methods},
                      example_ids(bundle, task) if pool is None else pool,
-                     DeadlinePlanner(settings.percentile).fit(bundle.profiles))
+                     fit_load_reference(bundle, settings.percentile))
     _FITTED[key] = (bundle, fitted)
     _FITTED.move_to_end(key)
     while len(_FITTED) > _FITTED_KEEP:
@@ -175,6 +175,13 @@ def _base(task: str, settings: EvaluatePreset, cell: Cell) -> dict[str, Any]:
     return {"task": task, "workload": cell.workload, "load": float(cell.load), "deadline_ms": float(cell.deadline_ms),
             "seed": int(cell.seed), "n_requests": settings.n_requests, "servers": settings.servers,
             "queue": settings.queue, "drop_expired": settings.drop_expired}
+
+
+def fit_load_reference(bundle: ProfileBundle, percentile: int) -> DeadlinePlanner:
+    """The seed rule fitted on ``bundle``: its choice at a cell's deadline sets what the cell's load
+    means (a share of that configuration's capacity). The one place a load gets its reference; a
+    development run fits it on the scored bundle and passes it to :func:`run_cell`."""
+    return DeadlinePlanner(percentile).fit(bundle.profiles)
 
 
 def _cell_trace(bundle: ProfileBundle, state: _Fitted, cell: Cell, task: str, settings: EvaluatePreset,
@@ -207,7 +214,7 @@ def run_cell(bundle: ProfileBundle, cell: Cell, task: str, settings: EvaluatePre
     (:func:`example_ids`). A development run (:mod:`planner.analysis.tuning`) passes its own.
     ``load_reference``: the fitted seed rule whose choice at the cell's deadline defines the load
     (default: the one fitted on ``bundle``). A development run passes the one fitted on the scored
-    bundle (:func:`planner.analysis.tuning.load_reference`): its bundle's planning accuracies come from
+    bundle (:func:`fit_load_reference`): its bundle's planning accuracies come from
     half the calibration part, on which the rule can choose another configuration and so set another
     arrival rate for the same load.
 
